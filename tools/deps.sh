@@ -7,7 +7,7 @@ PKGS=(
   build-essential cmake pkg-config git
   libuv1-dev libprotobuf-c-dev protobuf-c-compiler liblmdb-dev lmdb-utils
   libcmocka-dev libnghttp2-dev libssl-dev libjansson-dev node-llhttp
-  libcrypt-dev
+  libcrypt-dev libyaml-dev
   clang libclang-rt-14-dev valgrind curl iproute2 procps
   etcd-client etcd-server golang-etcd-server-dev
 )

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "etcdserverpb/rpc.pb-c.h"
+#include "keel_arena.h"
 #include "keel_err.h"
 #include "keelpb/request.pb-c.h"
 #include "mvccpb/kv.pb-c.h"
@@ -150,6 +151,53 @@ static void test_err_errno_and_unknown(void **state)
     assert_false(keel_err_is_keel(-EIO));
 }
 
+static void test_arena_alloc_align_and_big_blocks(void **state)
+{
+    (void)state;
+    struct keel_arena a;
+    keel_arena_init(&a, 128);
+    char *p = keel_arena_alloc(&a, 3);
+    char *q = keel_arena_alloc(&a, 5);
+    assert_non_null(p);
+    assert_non_null(q);
+    assert_int_equal((uintptr_t)q % _Alignof(max_align_t), 0);
+    assert_true(q != p);
+    /* bigger than a block: its own block; the head keeps its free space */
+    char *big = keel_arena_alloc(&a, 1000);
+    assert_non_null(big);
+    memset(big, 7, 1000);
+    char *r = keel_arena_alloc(&a, 8);
+    assert_true(r == q + 16 || r == q + _Alignof(max_align_t));
+    assert_int_equal(a.used, 3 + 5 + 1000 + 8);
+    char *d = keel_arena_dup(&a, "hello", 5);
+    assert_memory_equal(d, "hello", 5);
+    keel_arena_reset(&a);
+    assert_int_equal(a.used, 0);
+    assert_non_null(a.head); /* first ordinary block kept for reuse */
+    char *again = keel_arena_alloc(&a, 8);
+    assert_non_null(again);
+    keel_arena_free(&a);
+    assert_null(a.head);
+}
+
+static void test_arena_as_protobuf_allocator(void **state)
+{
+    (void)state;
+    Etcdserverpb__PutRequest req = ETCDSERVERPB__PUT_REQUEST__INIT;
+    req.key.data = (uint8_t *)"key";
+    req.key.len = 3;
+    uint8_t buf[32];
+    size_t n = etcdserverpb__put_request__pack(&req, buf);
+    struct keel_arena a;
+    keel_arena_init(&a, 0);
+    Etcdserverpb__PutRequest *out =
+        etcdserverpb__put_request__unpack(&a.pb, n, buf);
+    assert_non_null(out);
+    assert_memory_equal(out->key.data, "key", 3);
+    assert_true(a.used > 0);
+    keel_arena_free(&a); /* no free_unpacked: the arena owns it all */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -160,6 +208,8 @@ int main(void)
         cmocka_unit_test(test_proto_raft_entry_roundtrip),
         cmocka_unit_test(test_err_etcd_strings_and_codes),
         cmocka_unit_test(test_err_errno_and_unknown),
+        cmocka_unit_test(test_arena_alloc_align_and_big_blocks),
+        cmocka_unit_test(test_arena_as_protobuf_allocator),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
