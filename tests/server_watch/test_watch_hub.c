@@ -1,0 +1,1849 @@
+/*
+ * The watch hub against a fake storage (an in-memory event log that honours
+ * compaction) and a fake transport (records every response, packed, as the
+ * wire would carry it; can be made full). A validator modelled on etcd's
+ * tests/robustness/validate/watch.go replays a stream's recorded responses
+ * against the log and checks, per watcher: ordered, no gaps, no duplicates,
+ * nothing before the start revision, atomic per revision (fragments
+ * reassembled), prev_kv as asked, filters applied, and that no progress
+ * notification is ahead of an event not yet sent on the stream.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "etcdserverpb/rpc.pb-c.h"
+#include "keel_err.h"
+#include "mvccpb/kv.pb-c.h"
+#include "watch_hub.h"
+
+/* ------------------------------------------------------------- fixture */
+
+#define MAX_STREAMS 64
+
+struct kv
+{
+    char *key;
+    size_t klen;
+    char *val;
+    size_t vlen;
+    int64_t create, mod, version, lease;
+};
+
+struct logev
+{
+    int64_t rev;
+    Mvccpb__Event *ev; /* owned; prev_kv always filled when it existed */
+};
+
+struct fstream
+{
+    struct watch_stream *s;
+    struct fx *fx;
+    uint8_t **msgs;
+    size_t *lens;
+    size_t n, cap;
+    size_t queued;    /* since the last drain */
+    size_t limit;     /* queue length that reports FULL; 0: never */
+    bool full;        /* FULL was reported and not yet drained */
+    bool in_frag;     /* last message had fragment=true */
+    bool fail;        /* send() fails */
+    /* create requests sent, in order, to bind created responses to them */
+    Etcdserverpb__WatchCreateRequest *creqs;
+    size_t n_creqs, cap_creqs;
+};
+
+struct fx
+{
+    struct watch_hub *hub;
+    struct watch_hub_config cfg;
+    struct kv *state;
+    size_t n_state, cap_state;
+    struct logev *log;
+    size_t n_log, cap_log;
+    int64_t rev, compact;
+    int fail_reads;
+    int deny_prefix_x; /* check_range denies keys starting with 'x' */
+    struct fstream fs[MAX_STREAMS];
+    size_t n_fs;
+    uint64_t now;
+    /* heap fault injection: fail the Nth allocation from now (1-based) */
+    long alloc_countdown;
+    size_t reads;
+};
+
+static void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    assert_non_null(p);
+    return p;
+}
+
+static char *xdup(const void *p, size_t n)
+{
+    char *c = xmalloc(n + 1);
+    memcpy(c, p, n);
+    c[n] = 0;
+    return c;
+}
+
+static Mvccpb__KeyValue *kv_new(const struct kv *k)
+{
+    Mvccpb__KeyValue *c = xmalloc(sizeof *c);
+    mvccpb__key_value__init(c);
+    c->key.data = (uint8_t *)xdup(k->key, k->klen);
+    c->key.len = k->klen;
+    c->value.data = (uint8_t *)xdup(k->val, k->vlen);
+    c->value.len = k->vlen;
+    c->create_revision = k->create;
+    c->mod_revision = k->mod;
+    c->version = k->version;
+    c->lease = k->lease;
+    return c;
+}
+
+static void kv_del(Mvccpb__KeyValue *c)
+{
+    if (c) {
+        free(c->key.data);
+        free(c->value.data);
+        free(c);
+    }
+}
+
+/* heap hooks with fault injection */
+static void *t_malloc(void *ctx, size_t n)
+{
+    struct fx *f = ctx;
+    if (f->alloc_countdown > 0 && --f->alloc_countdown == 0) {
+        return NULL;
+    }
+    return malloc(n);
+}
+static void *t_realloc(void *ctx, void *p, size_t n)
+{
+    struct fx *f = ctx;
+    if (f->alloc_countdown > 0 && --f->alloc_countdown == 0) {
+        return NULL;
+    }
+    return realloc(p, n);
+}
+static void t_free(void *ctx, void *p)
+{
+    (void)ctx;
+    free(p);
+}
+
+/* ------------------------------------------------- fake transport/store */
+
+static int t_send(void *ctx, struct watch_stream *s, void *data,
+                  const Etcdserverpb__WatchResponse *r)
+{
+    struct fx *f = ctx;
+    struct fstream *fs = data;
+    assert_ptr_equal(fs->s, s);
+    assert_ptr_equal(fs->fx, f);
+    if (fs->fail) {
+        return -5;
+    }
+    /* Back-pressure: once FULL, only control responses and the rest of a
+     * fragment series may come. */
+    if (fs->full && r->n_events > 0 && !fs->in_frag) {
+        fail_msg("event response on a full stream");
+    }
+    if (fs->n == fs->cap) {
+        fs->cap = fs->cap ? fs->cap * 2 : 16;
+        fs->msgs = realloc(fs->msgs, fs->cap * sizeof *fs->msgs);
+        fs->lens = realloc(fs->lens, fs->cap * sizeof *fs->lens);
+        assert_non_null(fs->msgs);
+        assert_non_null(fs->lens);
+    }
+    size_t len = etcdserverpb__watch_response__get_packed_size(r);
+    uint8_t *buf = xmalloc(len);
+    assert_int_equal(etcdserverpb__watch_response__pack(r, buf), len);
+    fs->msgs[fs->n] = buf;
+    fs->lens[fs->n] = len;
+    fs->n++;
+    fs->in_frag = r->fragment;
+    fs->queued++;
+    if (fs->limit && fs->queued >= fs->limit) {
+        fs->full = true;
+        return WATCH_SEND_FULL;
+    }
+    return WATCH_SEND_OK;
+}
+
+static void t_header(void *ctx, Etcdserverpb__ResponseHeader *h)
+{
+    (void)ctx;
+    h->cluster_id = 0x1111;
+    h->member_id = 0x2222;
+    h->raft_term = 7;
+}
+
+static int64_t t_rev(void *ctx)
+{
+    return ((struct fx *)ctx)->rev;
+}
+
+static int t_check(void *ctx, void *data, const uint8_t *key, size_t key_len,
+                   const uint8_t *end, size_t end_len)
+{
+    struct fx *f = ctx;
+    (void)data;
+    (void)end;
+    (void)end_len;
+    if (f->deny_prefix_x && key_len > 0 && key[0] == 'x') {
+        return KEEL_EPERMISSIONDENIED;
+    }
+    return 0;
+}
+
+/* etcd Range rules: end_len 0 = one key, "\0" = from key on. */
+static bool in_range(const uint8_t *k, size_t kl, const uint8_t *key,
+                     size_t key_len, const uint8_t *end, size_t end_len)
+{
+    size_t n = kl < key_len ? kl : key_len;
+    int c = memcmp(k, key, n);
+    if (c == 0) {
+        c = kl < key_len ? -1 : (kl > key_len ? 1 : 0);
+    }
+    if (end_len == 0) {
+        return c == 0;
+    }
+    if (c < 0) {
+        return false;
+    }
+    if (end_len == 1 && end[0] == 0) {
+        return true;
+    }
+    n = kl < end_len ? kl : end_len;
+    c = memcmp(k, end, n);
+    if (c == 0) {
+        c = kl < end_len ? -1 : (kl > end_len ? 1 : 0);
+    }
+    return c < 0;
+}
+
+static int t_read(void *ctx, const uint8_t *key, size_t key_len,
+                  const uint8_t *end, size_t end_len, int64_t from, int64_t to,
+                  bool prev_kv, watch_emit_cb emit, void *arg,
+                  int64_t *compact_rev)
+{
+    struct fx *f = ctx;
+    f->reads++;
+    if (f->fail_reads > 0) {
+        f->fail_reads--;
+        return KEEL_EIO;
+    }
+    if (from < f->compact) {
+        *compact_rev = f->compact;
+        return KEEL_ECOMPACTED;
+    }
+    for (size_t i = 0; i < f->n_log; i++) {
+        struct logev *l = &f->log[i];
+        if (l->rev < from || l->rev > to) {
+            continue;
+        }
+        const Mvccpb__KeyValue *kv = l->ev->kv;
+        if (!in_range(kv->key.data, kv->key.len, key, key_len, end, end_len)) {
+            continue;
+        }
+        Mvccpb__Event e = *l->ev;
+        if (!prev_kv) {
+            e.prev_kv = NULL;
+        }
+        if (emit(arg, &e) != 0) {
+            break;
+        }
+    }
+    return 0;
+}
+
+static void fx_init(struct fx *f, const struct watch_hub_config *over)
+{
+    memset(f, 0, sizeof *f);
+    static struct watch_heap heap;
+    heap.ctx = f;
+    heap.malloc = t_malloc;
+    heap.realloc = t_realloc;
+    heap.free = t_free;
+    if (over) {
+        f->cfg = *over;
+    }
+    f->cfg.ctx = f;
+    f->cfg.send = t_send;
+    f->cfg.read_history = t_read;
+    f->cfg.current_revision = t_rev;
+    f->cfg.fill_header = t_header;
+    f->cfg.check_range = t_check;
+    f->cfg.heap = &heap;
+    if (f->cfg.seed == 0) {
+        f->cfg.seed = 42;
+    }
+    f->rev = 1; /* etcd starts at revision 1 */
+    assert_int_equal(watch_hub_new(&f->cfg, &f->hub), 0);
+}
+
+static struct fstream *fx_stream(struct fx *f)
+{
+    assert_true(f->n_fs < MAX_STREAMS);
+    struct fstream *fs = &f->fs[f->n_fs++];
+    memset(fs, 0, sizeof *fs);
+    fs->fx = f;
+    assert_int_equal(watch_stream_new(f->hub, fs, &fs->s), 0);
+    return fs;
+}
+
+static void fs_clear(struct fstream *fs)
+{
+    for (size_t i = 0; i < fs->n; i++) {
+        free(fs->msgs[i]);
+    }
+    free(fs->msgs);
+    free(fs->lens);
+    for (size_t i = 0; i < fs->n_creqs; i++) {
+        free(fs->creqs[i].key.data);
+        free(fs->creqs[i].range_end.data);
+        free(fs->creqs[i].filters);
+    }
+    free(fs->creqs);
+    fs->msgs = NULL;
+    fs->lens = NULL;
+    fs->creqs = NULL;
+    fs->n = fs->cap = fs->n_creqs = fs->cap_creqs = 0;
+}
+
+static void fx_close_stream(struct fstream *fs)
+{
+    if (fs->s) {
+        watch_stream_free(fs->s);
+        fs->s = NULL;
+    }
+}
+
+static void fx_free(struct fx *f)
+{
+    watch_hub_free(f->hub);
+    for (size_t i = 0; i < f->n_fs; i++) {
+        fs_clear(&f->fs[i]);
+    }
+    for (size_t i = 0; i < f->n_log; i++) {
+        kv_del(f->log[i].ev->kv);
+        kv_del(f->log[i].ev->prev_kv);
+        free(f->log[i].ev);
+    }
+    free(f->log);
+    for (size_t i = 0; i < f->n_state; i++) {
+        free(f->state[i].key);
+        free(f->state[i].val);
+    }
+    free(f->state);
+}
+
+/* --------------------------------------------------------- the "store" */
+
+struct op
+{
+    bool del;
+    const char *key;
+    const char *val;
+};
+
+static struct kv *state_find(struct fx *f, const char *k, size_t kl)
+{
+    for (size_t i = 0; i < f->n_state; i++) {
+        if (f->state[i].klen == kl && memcmp(f->state[i].key, k, kl) == 0) {
+            return &f->state[i];
+        }
+    }
+    return NULL;
+}
+
+/* Apply one txn at a new revision and notify the hub (as the apply loop
+ * will). Returns the revision. */
+static int64_t fx_txn(struct fx *f, const struct op *ops, size_t n)
+{
+    int64_t rev = ++f->rev;
+    Mvccpb__Event *evs[64];
+    size_t ne = 0;
+    assert_true(n <= 64);
+    for (size_t i = 0; i < n; i++) {
+        size_t kl = strlen(ops[i].key);
+        struct kv *cur = state_find(f, ops[i].key, kl);
+        Mvccpb__Event *e = NULL;
+        if (ops[i].del) {
+            if (cur == NULL) {
+                continue;
+            }
+            e = xmalloc(sizeof *e);
+            mvccpb__event__init(e);
+            e->type = MVCCPB__EVENT__EVENT_TYPE__DELETE;
+            struct kv tomb = {cur->key, cur->klen, "", 0, 0, rev, 0, 0};
+            e->kv = kv_new(&tomb);
+            e->prev_kv = kv_new(cur);
+            free(cur->key);
+            free(cur->val);
+            *cur = f->state[--f->n_state];
+        } else {
+            e = xmalloc(sizeof *e);
+            mvccpb__event__init(e);
+            e->type = MVCCPB__EVENT__EVENT_TYPE__PUT;
+            size_t vl = strlen(ops[i].val);
+            if (cur) {
+                e->prev_kv = kv_new(cur);
+                free(cur->val);
+                cur->val = xdup(ops[i].val, vl);
+                cur->vlen = vl;
+                cur->mod = rev;
+                cur->version++;
+            } else {
+                if (f->n_state == f->cap_state) {
+                    f->cap_state = f->cap_state ? 2 * f->cap_state : 16;
+                    f->state = realloc(f->state, f->cap_state * sizeof *f->state);
+                    assert_non_null(f->state);
+                }
+                cur = &f->state[f->n_state++];
+                cur->key = xdup(ops[i].key, kl);
+                cur->klen = kl;
+                cur->val = xdup(ops[i].val, vl);
+                cur->vlen = vl;
+                cur->create = rev;
+                cur->mod = rev;
+                cur->version = 1;
+                cur->lease = 0;
+            }
+            e->kv = kv_new(cur);
+        }
+        evs[ne++] = e;
+        if (f->n_log == f->cap_log) {
+            f->cap_log = f->cap_log ? 2 * f->cap_log : 64;
+            f->log = realloc(f->log, f->cap_log * sizeof *f->log);
+            assert_non_null(f->log);
+        }
+        f->log[f->n_log].rev = rev;
+        f->log[f->n_log].ev = e;
+        f->n_log++;
+    }
+    if (ne == 0) {
+        /* etcd does not bump the revision for a txn that writes nothing */
+        f->rev--;
+        return f->rev;
+    }
+    watch_hub_notify(f->hub, rev, evs, ne);
+    return rev;
+}
+
+static int64_t fx_put(struct fx *f, const char *k, const char *v)
+{
+    struct op o = {false, k, v};
+    return fx_txn(f, &o, 1);
+}
+
+static int64_t fx_del(struct fx *f, const char *k)
+{
+    struct op o = {true, k, NULL};
+    return fx_txn(f, &o, 1);
+}
+
+static void fx_compact(struct fx *f, int64_t rev)
+{
+    f->compact = rev;
+    watch_hub_compacted(f->hub, rev);
+}
+
+static void fx_tick(struct fx *f, uint64_t ms)
+{
+    f->now += ms;
+    watch_hub_tick(f->hub, f->now);
+}
+
+static void fs_drain(struct fstream *fs)
+{
+    fs->queued = 0;
+    fs->full = false;
+    if (fs->s) {
+        watch_stream_set_writable(fs->s, true);
+    }
+}
+
+/* Drain everything and tick until no watcher is behind. */
+static void fx_settle(struct fx *f)
+{
+    for (int i = 0; i < 100000; i++) {
+        for (size_t j = 0; j < f->n_fs; j++) {
+            fs_drain(&f->fs[j]);
+        }
+        if (watch_hub_pending(f->hub) == 0) {
+            return;
+        }
+        fx_tick(f, 1);
+    }
+    fail_msg("hub never settled");
+}
+
+/* ------------------------------------------------------------ requests */
+
+struct wopts
+{
+    const char *key;
+    const char *end; /* NULL: none; "\0" spelled as end_zero */
+    bool end_zero;
+    int64_t start;
+    bool prev_kv, fragment, progress, no_put, no_delete;
+    int64_t id;
+};
+
+static int fs_create(struct fstream *fs, const struct wopts *o)
+{
+    Etcdserverpb__WatchCreateRequest c = ETCDSERVERPB__WATCH_CREATE_REQUEST__INIT;
+    static const uint8_t zero = 0;
+    Etcdserverpb__WatchCreateRequest__FilterType ft[2];
+    c.key.data = (uint8_t *)o->key;
+    c.key.len = o->key ? strlen(o->key) : 0;
+    if (o->end_zero) {
+        c.range_end.data = (uint8_t *)&zero;
+        c.range_end.len = 1;
+    } else if (o->end) {
+        c.range_end.data = (uint8_t *)o->end;
+        c.range_end.len = strlen(o->end);
+    }
+    c.start_revision = o->start;
+    c.prev_kv = o->prev_kv;
+    c.fragment = o->fragment;
+    c.progress_notify = o->progress;
+    c.watch_id = o->id;
+    if (o->no_put) {
+        ft[c.n_filters++] = ETCDSERVERPB__WATCH_CREATE_REQUEST__FILTER_TYPE__NOPUT;
+    }
+    if (o->no_delete) {
+        ft[c.n_filters++] =
+            ETCDSERVERPB__WATCH_CREATE_REQUEST__FILTER_TYPE__NODELETE;
+    }
+    c.filters = c.n_filters ? ft : NULL;
+    Etcdserverpb__WatchRequest r = ETCDSERVERPB__WATCH_REQUEST__INIT;
+    r.request_union_case =
+        ETCDSERVERPB__WATCH_REQUEST__REQUEST_UNION_CREATE_REQUEST;
+    r.create_request = &c;
+    size_t before = fs->n;
+    int rv = watch_stream_recv(fs->s, &r);
+    if (rv == 0 && fs->n > before) {
+        /* remember it for the validator (the created response is the first
+         * message of this call) */
+        if (fs->n_creqs == fs->cap_creqs) {
+            fs->cap_creqs = fs->cap_creqs ? 2 * fs->cap_creqs : 16;
+            fs->creqs = realloc(fs->creqs, fs->cap_creqs * sizeof *fs->creqs);
+            assert_non_null(fs->creqs);
+        }
+        Etcdserverpb__WatchCreateRequest *k = &fs->creqs[fs->n_creqs++];
+        *k = c;
+        k->key.data = (uint8_t *)xdup(c.key.data ? c.key.data : &zero, c.key.len);
+        k->range_end.data =
+            (uint8_t *)xdup(c.range_end.data ? c.range_end.data : &zero,
+                            c.range_end.len);
+        k->filters = xmalloc(sizeof ft);
+        memcpy(k->filters, ft, sizeof ft);
+    }
+    return rv;
+}
+
+static void fs_cancel(struct fstream *fs, int64_t id)
+{
+    Etcdserverpb__WatchCancelRequest c = ETCDSERVERPB__WATCH_CANCEL_REQUEST__INIT;
+    c.watch_id = id;
+    Etcdserverpb__WatchRequest r = ETCDSERVERPB__WATCH_REQUEST__INIT;
+    r.request_union_case =
+        ETCDSERVERPB__WATCH_REQUEST__REQUEST_UNION_CANCEL_REQUEST;
+    r.cancel_request = &c;
+    assert_int_equal(watch_stream_recv(fs->s, &r), 0);
+}
+
+static void fs_progress(struct fstream *fs)
+{
+    Etcdserverpb__WatchProgressRequest p =
+        ETCDSERVERPB__WATCH_PROGRESS_REQUEST__INIT;
+    Etcdserverpb__WatchRequest r = ETCDSERVERPB__WATCH_REQUEST__INIT;
+    r.request_union_case =
+        ETCDSERVERPB__WATCH_REQUEST__REQUEST_UNION_PROGRESS_REQUEST;
+    r.progress_request = &p;
+    assert_int_equal(watch_stream_recv(fs->s, &r), 0);
+}
+
+static Etcdserverpb__WatchResponse *fs_msg(struct fstream *fs, size_t i)
+{
+    assert_true(i < fs->n);
+    Etcdserverpb__WatchResponse *r =
+        etcdserverpb__watch_response__unpack(NULL, fs->lens[i], fs->msgs[i]);
+    assert_non_null(r);
+    assert_non_null(r->header);
+    assert_int_equal(r->header->cluster_id, 0x1111);
+    assert_int_equal(r->header->member_id, 0x2222);
+    assert_int_equal(r->header->raft_term, 7);
+    return r;
+}
+
+static void msg_free(Etcdserverpb__WatchResponse *r)
+{
+    etcdserverpb__watch_response__free_unpacked(r, NULL);
+}
+
+/* Create and return the id from the created response. */
+static int64_t fs_watch(struct fstream *fs, const struct wopts *o)
+{
+    size_t before = fs->n;
+    assert_int_equal(fs_create(fs, o), 0);
+    assert_true(fs->n > before);
+    Etcdserverpb__WatchResponse *r = fs_msg(fs, before);
+    assert_true(r->created);
+    assert_false(r->canceled);
+    int64_t id = r->watch_id;
+    msg_free(r);
+    return id;
+}
+
+/* ------------------------------------------------------------ validator */
+
+struct vw
+{
+    int64_t id;
+    const Etcdserverpb__WatchCreateRequest *c;
+    int64_t start;
+    size_t cursor; /* log index of the next expected event candidate */
+    int64_t last_rev;
+    bool canceled;
+    bool compacted;
+};
+
+static bool vw_matches(const struct vw *w, const struct logev *l)
+{
+    const Etcdserverpb__WatchCreateRequest *c = w->c;
+    if (l->rev < w->start) {
+        return false;
+    }
+    const uint8_t *key = c->key.data;
+    size_t kl = c->key.len;
+    static const uint8_t zero = 0;
+    if (kl == 0) {
+        key = &zero;
+        kl = 1;
+    }
+    const Mvccpb__KeyValue *kv = l->ev->kv;
+    if (!in_range(kv->key.data, kv->key.len, key, kl, c->range_end.data,
+                  c->range_end.len)) {
+        return false;
+    }
+    for (size_t i = 0; i < c->n_filters; i++) {
+        if (c->filters[i] == ETCDSERVERPB__WATCH_CREATE_REQUEST__FILTER_TYPE__NOPUT &&
+            l->ev->type == MVCCPB__EVENT__EVENT_TYPE__PUT) {
+            return false;
+        }
+        if (c->filters[i] ==
+                ETCDSERVERPB__WATCH_CREATE_REQUEST__FILTER_TYPE__NODELETE &&
+            l->ev->type == MVCCPB__EVENT__EVENT_TYPE__DELETE) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Log index of w's next expected event at or after its cursor, n_log if
+ * none. */
+static size_t vw_next(const struct fx *f, struct vw *w)
+{
+    while (w->cursor < f->n_log && !vw_matches(w, &f->log[w->cursor])) {
+        w->cursor++;
+    }
+    return w->cursor;
+}
+
+static void kv_equal(const Mvccpb__KeyValue *a, const Mvccpb__KeyValue *b)
+{
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_int_equal(a->key.len, b->key.len);
+    assert_memory_equal(a->key.data, b->key.data, a->key.len);
+    assert_int_equal(a->value.len, b->value.len);
+    if (a->value.len) {
+        assert_memory_equal(a->value.data, b->value.data, a->value.len);
+    }
+    assert_int_equal(a->mod_revision, b->mod_revision);
+    assert_int_equal(a->create_revision, b->create_revision);
+    assert_int_equal(a->version, b->version);
+}
+
+struct vstats
+{
+    size_t events, responses, fragments, progress, compacted, watchers;
+};
+
+/* Print fs's responses [0, upto] (on a validation failure). */
+static void dump_stream(struct fstream *fs, size_t upto)
+{
+    for (size_t i = 0; i <= upto && i < fs->n; i++) {
+        Etcdserverpb__WatchResponse *r = etcdserverpb__watch_response__unpack(
+            NULL, fs->lens[i], fs->msgs[i]);
+        print_message("  #%zu id=%lld rev=%lld created=%d canceled=%d "
+                      "compact=%lld frag=%d events=%zu", i,
+                      (long long)r->watch_id, (long long)r->header->revision,
+                      r->created, r->canceled, (long long)r->compact_revision,
+                      r->fragment, r->n_events);
+        for (size_t e = 0; e < r->n_events; e++) {
+            print_message(" %.*s@%lld", (int)r->events[e]->kv->key.len,
+                          (const char *)r->events[e]->kv->key.data,
+                          (long long)r->events[e]->kv->mod_revision);
+        }
+        print_message("\n");
+        etcdserverpb__watch_response__free_unpacked(r, NULL);
+    }
+    for (size_t i = 0; i < fs->n_creqs; i++) {
+        const Etcdserverpb__WatchCreateRequest *c = &fs->creqs[i];
+        print_message("  create#%zu key=%.*s end=%.*s(%zu) start=%lld id=%lld\n",
+                      i, (int)c->key.len, (const char *)c->key.data,
+                      (int)c->range_end.len, (const char *)c->range_end.data,
+                      c->range_end.len, (long long)c->start_revision,
+                      (long long)c->watch_id);
+    }
+}
+
+/* Replay fs's recorded responses against the log. final: the hub has
+ * settled, so every live watcher must have received all it matches. */
+static void validate(struct fx *f, struct fstream *fs, bool final,
+                     struct vstats *vs)
+{
+    struct vw *ws = calloc(fs->n_creqs + 1, sizeof *ws);
+    assert_non_null(ws);
+    size_t nw = 0, ci = 0;
+    Mvccpb__Event **acc = NULL; /* fragments being reassembled */
+    size_t nacc = 0, capacc = 0;
+    int64_t acc_id = 0;
+    Etcdserverpb__WatchResponse **accmsgs = NULL;
+    size_t naccmsgs = 0;
+    int64_t last_progress = 0;
+
+    for (size_t m = 0; m < fs->n; m++) {
+        Etcdserverpb__WatchResponse *r = fs_msg(fs, m);
+        bool keep = false;
+        if (r->created) {
+            assert_true(ci < fs->n_creqs);
+            const Etcdserverpb__WatchCreateRequest *c = &fs->creqs[ci++];
+            if (r->canceled) {
+                assert_int_equal(r->watch_id, -1);
+                assert_true(strlen(r->cancel_reason) > 0);
+            } else {
+                for (size_t i = 0; i < nw; i++) {
+                    if (!ws[i].canceled && ws[i].id == r->watch_id) {
+                        fail_msg("id %lld reused while live",
+                                 (long long)r->watch_id);
+                    }
+                }
+                if (c->watch_id != 0) {
+                    assert_int_equal(r->watch_id, c->watch_id);
+                }
+                struct vw *w = &ws[nw++];
+                w->id = r->watch_id;
+                w->c = c;
+                w->start = c->start_revision ? c->start_revision
+                                             : r->header->revision + 1;
+                w->cursor = 0;
+                w->last_rev = 0;
+                vs->watchers++;
+            }
+            msg_free(r);
+            continue;
+        }
+        if (r->n_events == 0 && !r->canceled && !r->fragment &&
+            r->compact_revision == 0) {
+            /* Progress: nothing that matches any live watcher of this stream
+             * at or below its revision may still be unsent. */
+            int64_t pr = r->header->revision;
+            assert_true(pr >= last_progress);
+            last_progress = pr;
+            vs->progress++;
+            for (size_t i = 0; i < nw; i++) {
+                if (ws[i].canceled) {
+                    continue;
+                }
+                size_t nx = vw_next(f, &ws[i]);
+                if (nx < f->n_log && f->log[nx].rev <= pr) {
+                    dump_stream(fs, fs->n);
+                    fail_msg("progress at %lld ahead of unsent event rev %lld "
+                             "of watcher %lld (msg %zu)",
+                             (long long)pr, (long long)f->log[nx].rev,
+                             (long long)ws[i].id, m);
+                }
+            }
+            msg_free(r);
+            continue;
+        }
+        struct vw *w = NULL;
+        for (size_t i = 0; i < nw; i++) {
+            if (!ws[i].canceled && ws[i].id == r->watch_id) {
+                w = &ws[i];
+            }
+        }
+        if (w == NULL) {
+            fail_msg("response for unknown/canceled watch id %lld (msg %zu)",
+                     (long long)r->watch_id, m);
+        }
+        if (r->compact_revision != 0) {
+            assert_true(r->canceled);
+            assert_int_equal(r->n_events, 0);
+            assert_true(nacc == 0);
+            /* it really needed a compacted revision */
+            int64_t need = w->last_rev ? w->last_rev + 1 : w->start;
+            assert_true(need < r->compact_revision);
+            assert_true(r->compact_revision <= f->compact);
+            w->canceled = true;
+            w->compacted = true;
+            vs->compacted++;
+            msg_free(r);
+            continue;
+        }
+        if (r->canceled) {
+            assert_int_equal(r->n_events, 0);
+            w->canceled = true;
+            msg_free(r);
+            continue;
+        }
+        /* events, possibly one fragment of several */
+        if (nacc > 0 || r->fragment) {
+            if (nacc > 0) {
+                assert_int_equal(acc_id, r->watch_id);
+            }
+            acc_id = r->watch_id;
+            assert_true(r->n_events > 0);
+            if (nacc + r->n_events > capacc) {
+                capacc = (nacc + r->n_events) * 2;
+                acc = realloc(acc, capacc * sizeof *acc);
+                assert_non_null(acc);
+            }
+            memcpy(acc + nacc, r->events, r->n_events * sizeof *acc);
+            nacc += r->n_events;
+            accmsgs = realloc(accmsgs, (naccmsgs + 1) * sizeof *accmsgs);
+            assert_non_null(accmsgs);
+            accmsgs[naccmsgs++] = r;
+            keep = true;
+            vs->fragments++;
+            if (r->fragment) {
+                assert_true(w->c->fragment);
+                continue;
+            }
+        }
+        Mvccpb__Event **evs = nacc ? acc : r->events;
+        size_t n = nacc ? nacc : r->n_events;
+        assert_true(n > 0);
+        vs->responses++;
+        int64_t resp_last = 0;
+        for (size_t i = 0; i < n; i++) {
+            size_t nx = vw_next(f, w);
+            if (nx >= f->n_log) {
+                fail_msg("watcher %lld got an event it does not match "
+                         "(msg %zu)", (long long)w->id, m);
+            }
+            const struct logev *l = &f->log[nx];
+            /* same event: no gap, no duplicate, in order */
+            if (evs[i]->kv->mod_revision != l->rev) {
+                fail_msg("watcher %lld: got rev %lld, expected rev %lld "
+                         "(msg %zu)", (long long)w->id,
+                         (long long)evs[i]->kv->mod_revision,
+                         (long long)l->rev, m);
+            }
+            assert_int_equal(evs[i]->type, l->ev->type);
+            kv_equal(evs[i]->kv, l->ev->kv);
+            if (w->c->prev_kv && l->ev->prev_kv) {
+                kv_equal(evs[i]->prev_kv, l->ev->prev_kv);
+            } else {
+                assert_null(evs[i]->prev_kv);
+            }
+            assert_true(l->rev >= w->start);
+            w->last_rev = l->rev;
+            resp_last = l->rev;
+            w->cursor = nx + 1;
+            vs->events++;
+        }
+        /* atomic: the next expected event is in a later revision */
+        size_t nx = vw_next(f, w);
+        if (nx < f->n_log && f->log[nx].rev == resp_last) {
+            fail_msg("watcher %lld: revision %lld split across responses",
+                     (long long)w->id, (long long)resp_last);
+        }
+        assert_true(r->header->revision >= resp_last);
+        for (size_t i = 0; i < naccmsgs; i++) {
+            msg_free(accmsgs[i]);
+        }
+        naccmsgs = 0;
+        nacc = 0;
+        if (!keep) {
+            msg_free(r);
+        }
+    }
+    assert_true(nacc == 0 || !final);
+    for (size_t i = 0; i < naccmsgs; i++) {
+        msg_free(accmsgs[i]);
+    }
+    if (final) {
+        for (size_t i = 0; i < nw; i++) {
+            if (ws[i].canceled) {
+                continue;
+            }
+            size_t nx = vw_next(f, &ws[i]);
+            if (nx < f->n_log) {
+                fail_msg("watcher %lld missed rev %lld", (long long)ws[i].id,
+                         (long long)f->log[nx].rev);
+            }
+        }
+    }
+    free(accmsgs);
+    free(acc);
+    free(ws);
+}
+
+/* Last message of fs, unpacked (caller frees). */
+static Etcdserverpb__WatchResponse *fs_last(struct fstream *fs)
+{
+    return fs_msg(fs, fs->n - 1);
+}
+
+static bool sanitized(void)
+{
+    const char *s = getenv("KEEL_SANITIZED");
+    return s != NULL && s[0] == '1';
+}
+
+/* --------------------------------------------------------------- tests */
+
+static void test_watch_hub_new_needs_callbacks(void **state)
+{
+    (void)state;
+    struct watch_hub_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    struct watch_hub *h = NULL;
+    assert_int_equal(watch_hub_new(&cfg, &h), KEEL_EINVAL);
+    cfg.send = t_send;
+    assert_int_equal(watch_hub_new(&cfg, &h), KEEL_EINVAL);
+    assert_int_equal(watch_hub_new(NULL, &h), KEEL_EINVAL);
+}
+
+static void test_watch_ids_and_cancel(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_init(&f, NULL);
+    struct fstream *fs = fx_stream(&f);
+    fx_put(&f, "a", "1"); /* rev 2 */
+    struct wopts o = {.key = "a"};
+    /* etcd allocates per stream from 0, skipping ids in use */
+    assert_int_equal(fs_watch(fs, &o), 0);
+    assert_int_equal(fs_watch(fs, &o), 1);
+    o.id = 3;
+    assert_int_equal(fs_watch(fs, &o), 3);
+    o.id = 5;
+    assert_int_equal(fs_watch(fs, &o), 5);
+    o.id = 0;
+    assert_int_equal(fs_watch(fs, &o), 2);
+    assert_int_equal(fs_watch(fs, &o), 4);
+    assert_int_equal(fs_watch(fs, &o), 6);
+    /* the created response carries the hub revision */
+    Etcdserverpb__WatchResponse *r = fs_last(fs);
+    assert_int_equal(r->header->revision, 2);
+    assert_true(r->created);
+    msg_free(r);
+
+    /* duplicate client-chosen id */
+    o.id = 5;
+    size_t n = fs->n;
+    assert_int_equal(fs_create(fs, &o), 0);
+    assert_int_equal(fs->n, n + 1);
+    r = fs_last(fs);
+    assert_true(r->created);
+    assert_true(r->canceled);
+    assert_int_equal(r->watch_id, -1);
+    assert_string_equal(r->cancel_reason,
+                        "mvcc: duplicate watch ID provided on the WatchStream");
+    msg_free(r);
+    assert_int_equal(watch_stream_watchers(fs->s), 7);
+
+    /* cancel */
+    fs_cancel(fs, 1);
+    r = fs_last(fs);
+    assert_int_equal(r->watch_id, 1);
+    assert_true(r->canceled);
+    assert_false(r->created);
+    assert_int_equal(r->header->revision, 2);
+    msg_free(r);
+    assert_int_equal(watch_stream_watchers(fs->s), 6);
+    /* unknown id: etcd 3.4 sends nothing */
+    n = fs->n;
+    fs_cancel(fs, 99);
+    fs_cancel(fs, 1);
+    assert_int_equal(fs->n, n);
+    /* a freed id is reused by the allocator */
+    o.id = 0;
+    assert_int_equal(fs_watch(fs, &o), 7);
+    o.id = 1;
+    assert_int_equal(fs_watch(fs, &o), 1);
+
+    /* ids are per stream */
+    struct fstream *fs2 = fx_stream(&f);
+    o.id = 0;
+    assert_int_equal(fs_watch(fs2, &o), 0);
+
+    /* the canceled watcher gets nothing more; the others do */
+    fx_put(&f, "a", "2");
+    validate(&f, fs, true, &(struct vstats){0});
+    validate(&f, fs2, true, &(struct vstats){0});
+
+    /* requests with no union set are ignored */
+    Etcdserverpb__WatchRequest empty = ETCDSERVERPB__WATCH_REQUEST__INIT;
+    n = fs->n;
+    assert_int_equal(watch_stream_recv(fs->s, &empty), 0);
+    assert_int_equal(fs->n, n);
+    fx_free(&f);
+}
+
+static void test_watch_create_errors(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_init(&f, NULL);
+    struct fstream *fs = fx_stream(&f);
+    struct wopts o = {.key = "b", .end = "a"};
+    assert_int_equal(fs_create(fs, &o), 0);
+    Etcdserverpb__WatchResponse *r = fs_last(fs);
+    assert_true(r->created && r->canceled);
+    assert_int_equal(r->watch_id, -1);
+    assert_string_equal(r->cancel_reason, "mvcc: watcher range is empty");
+    msg_free(r);
+    o.end = "b";
+    assert_int_equal(fs_create(fs, &o), 0);
+    r = fs_last(fs);
+    assert_string_equal(r->cancel_reason, "mvcc: watcher range is empty");
+    msg_free(r);
+
+    f.deny_prefix_x = 1;
+    struct wopts x = {.key = "xyz"};
+    assert_int_equal(fs_create(fs, &x), 0);
+    r = fs_last(fs);
+    assert_true(r->created && r->canceled);
+    assert_int_equal(r->watch_id, -1);
+    assert_string_equal(r->cancel_reason, "etcdserver: permission denied");
+    msg_free(r);
+    assert_int_equal(watch_stream_watchers(fs->s), 0);
+    /* failed creates do not consume ids */
+    struct wopts ok = {.key = "a"};
+    assert_int_equal(fs_watch(fs, &ok), 0);
+    fx_free(&f);
+}
+
+static void test_watch_key_prefix_fromkey(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_init(&f, NULL);
+    struct fstream *fs = fx_stream(&f);
+    int64_t k = fs_watch(fs, &(struct wopts){.key = "foo"});
+    int64_t p = fs_watch(fs, &(struct wopts){.key = "foo", .end = "fop"});
+    int64_t fk = fs_watch(fs, &(struct wopts){.key = "m", .end_zero = true});
+    int64_t all = fs_watch(fs, &(struct wopts){.key = NULL, .end_zero = true});
+    int64_t rg = fs_watch(fs, &(struct wopts){.key = "b", .end = "d"});
+    const char *keys[] = {"foo", "foo1", "fop", "fo", "m", "z", "a", "b",
+                          "c", "czzz", "d", ""};
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+        if (keys[i][0]) {
+            fx_put(&f, keys[i], "v");
+        }
+    }
+    fx_del(&f, "foo1");
+    /* count per watcher */
+    size_t cnt[8] = {0};
+    for (size_t i = 0; i < fs->n; i++) {
+        Etcdserverpb__WatchResponse *r = fs_msg(fs, i);
+        if (!r->created) {
+            assert_true(r->watch_id >= 0 && r->watch_id < 8);
+            cnt[r->watch_id] += r->n_events;
+        }
+        msg_free(r);
+    }
+    assert_int_equal(cnt[k], 1);   /* foo */
+    assert_int_equal(cnt[p], 3);   /* foo, foo1, del foo1 */
+    assert_int_equal(cnt[fk], 2);  /* m, z */
+    assert_int_equal(cnt[all], 12);
+    assert_int_equal(cnt[rg], 3);  /* b, c, czzz */
+    validate(&f, fs, true, &(struct vstats){0});
+    fx_free(&f);
+}
+
+static void test_watch_start_revision_past(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_init(&f, NULL);
+    struct fstream *fs = fx_stream(&f);
+    for (int i = 0; i < 5; i++) {
+        fx_put(&f, "k", "v"); /* revs 2..6 */
+    }
+    fx_put(&f, "other", "v"); /* 7 */
+    int64_t id = fs_watch(fs, &(struct wopts){.key = "k", .start = 3});
+    size_t n = fs->n;
+    assert_int_equal(watch_stream_unsynced(fs->s), 1);
+    assert_int_equal(watch_hub_pending(f.hub), 1);
+    /* nothing before the tick: history is read off the notify path */
+    assert_int_equal(fs->n, n);
+    fx_tick(&f, 10);
+    assert_int_equal(fs->n, n + 1);
+    Etcdserverpb__WatchResponse *r = fs_last(fs);
+    assert_int_equal(r->watch_id, id);
+    assert_int_equal(r->n_events, 4);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(r->events[i]->kv->mod_revision, 3 + i);
+    }
+    assert_int_equal(r->header->revision, 7);
+    msg_free(r);
+    assert_int_equal(watch_stream_unsynced(fs->s), 0);
+    assert_int_equal(watch_hub_pending(f.hub), 0);
+    /* now synced: live events go out from notify */
+    fx_put(&f, "k", "w");
+    assert_int_equal(fs->n, n + 2);
+    validate(&f, fs, true, &(struct vstats){0});
+    fx_free(&f);
+}
+
+static void test_watch_start_revision_future(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_init(&f, NULL);
+    struct fstream *fs = fx_stream(&f);
+    fx_put(&f, "k", "v"); /* 2 */
+    fs_watch(fs, &(struct wopts){.key = "k", .start = 5});
+    size_t n = fs->n;
+    assert_int_equal(watch_stream_unsynced(fs->s), 0);
+    fx_put(&f, "k", "v"); /* 3 */
+    fx_put(&f, "k", "v"); /* 4 */
+    fx_tick(&f, 10);
+    assert_int_equal(fs->n, n); /* nothing early */
+    fx_put(&f, "k", "v"); /* 5 */
+    assert_int_equal(fs->n, n + 1);
+    Etcdserverpb__WatchResponse *r = fs_last(fs);
+    assert_int_equal(r->events[0]->kv->mod_revision, 5);
+    msg_free(r);
+    validate(&f, fs, true, &(struct vstats){0});
+    fx_free(&f);
+}
+
+static void test_watch_prev_kv_and_filters(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_init(&f, NULL);
+    struct fstream *fs = fx_stream(&f);
+    fx_put(&f, "k", "old"); /* 2 */
+    int64_t pk = fs_watch(fs, &(struct wopts){.key = "k", .prev_kv = true});
+    int64_t nk = fs_watch(fs, &(struct wopts){.key = "k"});
+    int64_t np = fs_watch(fs, &(struct wopts){.key = "k", .no_put = true});
+    int64_t nd = fs_watch(fs, &(struct wopts){.key = "k", .no_delete = true});
+    int64_t hist = fs_watch(
+        fs, &(struct wopts){.key = "k", .start = 2, .prev_kv = true,
+                            .no_delete = true});
+    fx_put(&f, "k", "new"); /* 3 */
+    fx_del(&f, "k");        /* 4 */
+    fx_settle(&f);
+    size_t puts[8] = {0}, dels[8] = {0};
+    for (size_t i = 0; i < fs->n; i++) {
+        Etcdserverpb__WatchResponse *r = fs_msg(fs, i);
+        for (size_t e = 0; e < r->n_events; e++) {
+            Mvccpb__Event *ev = r->events[e];
+            if (ev->type == MVCCPB__EVENT__EVENT_TYPE__PUT) {
+                puts[r->watch_id]++;
+            } else {
+                dels[r->watch_id]++;
+            }
+            if (r->watch_id == pk && ev->kv->mod_revision == 3) {
+                assert_non_null(ev->prev_kv);
+                assert_memory_equal(ev->prev_kv->value.data, "old", 3);
+            }
+            if (r->watch_id == pk && ev->kv->mod_revision == 4) {
+                assert_non_null(ev->prev_kv);
+                assert_memory_equal(ev->prev_kv->value.data, "new", 3);
+            }
+            if (r->watch_id == nk) {
+                assert_null(ev->prev_kv);
+            }
+        }
+        msg_free(r);
+    }
+    assert_int_equal(puts[pk], 1);
+    assert_int_equal(dels[pk], 1);
+    assert_int_equal(puts[np], 0);
+    assert_int_equal(dels[np], 1);
+    assert_int_equal(puts[nd], 1);
+    assert_int_equal(dels[nd], 0);
+    assert_int_equal(puts[hist], 2); /* revs 2 and 3 from history */
+    assert_int_equal(dels[hist], 0);
+    validate(&f, fs, true, &(struct vstats){0});
+    fx_free(&f);
+}
+
+static void test_watch_atomic_txn(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_init(&f, NULL);
+    struct fstream *fs = fx_stream(&f);
+    int64_t pre = fs_watch(fs, &(struct wopts){.key = "/p/", .end = "/p0"});
+    int64_t one = fs_watch(fs, &(struct wopts){.key = "/p/b"});
+    size_t n = fs->n;
+    struct op ops[] = {{false, "/p/a", "1"}, {false, "/p/b", "2"},
+                       {false, "/q", "3"}, {false, "/p/c", "4"}};
+    fx_txn(&f, ops, 4);
+    assert_int_equal(fs->n, n + 2);
+    for (size_t i = n; i < fs->n; i++) {
+        Etcdserverpb__WatchResponse *r = fs_msg(fs, i);
+        if (r->watch_id == pre) {
+            assert_int_equal(r->n_events, 3);
+        } else {
+            assert_int_equal(r->watch_id, one);
+            assert_int_equal(r->n_events, 1);
+        }
+        msg_free(r);
+    }
+    validate(&f, fs, true, &(struct vstats){0});
+    fx_free(&f);
+}
+
+static void test_watch_fragment(void **state)
+{
+    (void)state;
+    struct fx f;
+    struct watch_hub_config cfg = {.fragment_bytes = 600};
+    fx_init(&f, &cfg);
+    struct fstream *fs = fx_stream(&f);
+    int64_t fr = fs_watch(fs, &(struct wopts){.key = "a", .end = "b",
+                                               .fragment = true,
+                                               .prev_kv = true});
+    int64_t whole = fs_watch(fs, &(struct wopts){.key = "a", .end = "b"});
+    char val[101];
+    memset(val, 'v', 100);
+    val[100] = 0;
+    struct op ops[12];
+    char keys[12][24];
+    for (int i = 0; i < 12; i++) {
+        snprintf(keys[i], sizeof keys[i], "a%02d", i);
+        ops[i] = (struct op){false, keys[i], val};
+    }
+    size_t n = fs->n;
+    fx_txn(&f, ops, 12);
+    size_t frags = 0, wholes = 0, got = 0;
+    for (size_t i = n; i < fs->n; i++) {
+        Etcdserverpb__WatchResponse *r = fs_msg(fs, i);
+        if (r->watch_id == whole) {
+            assert_int_equal(r->n_events, 12);
+            assert_false(r->fragment);
+            wholes++;
+        } else {
+            assert_int_equal(r->watch_id, fr);
+            assert_true(fs->lens[i] < 600 || r->n_events == 1);
+            got += r->n_events;
+            bool last = got == 12;
+            assert_int_equal(r->fragment, !last);
+            frags++;
+        }
+        msg_free(r);
+    }
+    assert_int_equal(wholes, 1);
+    assert_int_equal(got, 12);
+    assert_true(frags >= 3);
+    /* second write with prev_kv: bigger events, still split and whole */
+    fx_txn(&f, ops, 12);
+    /* one event larger than the limit is never split further */
+    char big[1001];
+    memset(big, 'B', 1000);
+    big[1000] = 0;
+    n = fs->n;
+    fx_put(&f, "a77", big);
+    for (size_t i = n; i < fs->n; i++) {
+        Etcdserverpb__WatchResponse *r = fs_msg(fs, i);
+        assert_false(r->fragment);
+        assert_int_equal(r->n_events, 1);
+        msg_free(r);
+    }
+    /* history batches are fragmented too */
+    int64_t late = fs_watch(fs, &(struct wopts){.key = "a", .end = "b",
+                                                 .start = 2,
+                                                 .fragment = true});
+    (void)late;
+    fx_settle(&f);
+    struct vstats vs = {0};
+    validate(&f, fs, true, &vs);
+    assert_true(vs.fragments >= 6);
+    fx_free(&f);
+}
+
+static void test_watch_compacted_start(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_init(&f, NULL);
+    struct fstream *fs = fx_stream(&f);
+    for (int i = 0; i < 6; i++) {
+        fx_put(&f, "k", "v"); /* 2..7 */
+    }
+    fx_compact(&f, 5);
+    int64_t bad = fs_watch(fs, &(struct wopts){.key = "k", .start = 3});
+    int64_t ok = fs_watch(fs, &(struct wopts){.key = "k", .start = 5});
+    fx_tick(&f, 10);
+    bool saw_compact = false;
+    for (size_t i = 0; i < fs->n; i++) {
+        Etcdserverpb__WatchResponse *r = fs_msg(fs, i);
+        if (r->compact_revision) {
+            assert_int_equal(r->watch_id, bad);
+            assert_int_equal(r->compact_revision, 5);
+            assert_true(r->canceled);
+            assert_int_equal(r->n_events, 0);
+            assert_int_equal(r->header->revision, 0); /* as etcd */
+            saw_compact = true;
+        } else if (r->n_events) {
+            assert_int_equal(r->watch_id, ok);
+            assert_int_equal(r->events[0]->kv->mod_revision, 5);
+        }
+        msg_free(r);
+    }
+    assert_true(saw_compact);
+    assert_int_equal(watch_stream_watchers(fs->s), 1);
+    /* the compacted watcher gets nothing more */
+    fx_put(&f, "k", "v");
+    validate(&f, fs, true, &(struct vstats){0});
+
+    /* the storage reports compaction the hub did not hear of yet */
+    f.compact = 8;
+    int64_t bad2 = fs_watch(fs, &(struct wopts){.key = "k", .start = 6});
+    fx_tick(&f, 10);
+    Etcdserverpb__WatchResponse *r = fs_last(fs);
+    assert_int_equal(r->watch_id, bad2);
+    assert_int_equal(r->compact_revision, 8);
+    assert_true(r->canceled);
+    msg_free(r);
+    fx_free(&f);
+}
+
+static void test_watch_slow_stream_catches_up(void **state)
+{
+    (void)state;
+    struct fx f;
+    struct watch_hub_config cfg = {.sync_batch_revs = 7};
+    fx_init(&f, &cfg);
+    struct fstream *slow = fx_stream(&f);
+    struct fstream *fast = fx_stream(&f);
+    int64_t sid = fs_watch(slow, &(struct wopts){.key = "k", .end = "l"});
+    fs_watch(fast, &(struct wopts){.key = "k", .end = "l"});
+    slow->limit = 2; /* FULL after two messages in the queue */
+    slow->queued = 1;
+    for (int i = 0; i < 50; i++) {
+        char key[24];
+        snprintf(key, sizeof key, "k%d", i % 5);
+        fx_put(&f, key, "v");
+    }
+    /* the slow stream took one event response, then went full; notify went
+     * on for the fast one without buffering anything for the slow one */
+    assert_int_equal(slow->n, 2);
+    assert_true(slow->full);
+    assert_false(watch_stream_writable(slow->s));
+    assert_int_equal(watch_stream_unsynced(slow->s), 1);
+    assert_int_equal(watch_hub_pending(f.hub), 0); /* not writable */
+    struct watch_hub_stats st;
+    watch_hub_get_stats(f.hub, &st);
+    assert_int_equal(st.slow_watchers, 1);
+    assert_int_equal(st.went_unsynced, 1);
+    /* ticks do nothing for a full stream */
+    fx_tick(&f, 10);
+    assert_int_equal(slow->n, 2);
+    /* drained: batches of at most 7 revisions; writes keep arriving */
+    slow->limit = 0;
+    fs_drain(slow);
+    assert_int_equal(watch_hub_pending(f.hub), 1);
+    fx_tick(&f, 10);
+    Etcdserverpb__WatchResponse *r = fs_last(slow);
+    assert_int_equal(r->watch_id, sid);
+    assert_int_equal(r->n_events, 7);
+    /* the header never claims more than what was sent */
+    assert_int_equal(r->header->revision, r->events[6]->kv->mod_revision);
+    msg_free(r);
+    fx_put(&f, "k1", "during");
+    fx_settle(&f);
+    fx_put(&f, "k2", "after");
+    validate(&f, slow, true, &(struct vstats){0});
+    validate(&f, fast, true, &(struct vstats){0});
+    watch_hub_get_stats(f.hub, &st);
+    assert_int_equal(st.slow_watchers, 0);
+    fx_free(&f);
+}
+
+/* etcd #15220: a progress response must not pass unsent events. */
+static void test_watch_progress_never_ahead(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_init(&f, NULL);
+    struct fstream *fs = fx_stream(&f);
+    fs_watch(fs, &(struct wopts){.key = "a"});
+    fs_watch(fs, &(struct wopts){.key = "b"});
+    /* in sync: answered at once with the hub revision */
+    fx_put(&f, "a", "1"); /* 2 */
+    fs_progress(fs);
+    Etcdserverpb__WatchResponse *r = fs_last(fs);
+    assert_int_equal(r->watch_id, -1);
+    assert_int_equal(r->header->revision, 2);
+    assert_int_equal(r->n_events, 0);
+    assert_false(r->created || r->canceled);
+    msg_free(r);
+    /* the stream fills up; "b" falls behind */
+    watch_stream_set_writable(fs->s, false);
+    fx_put(&f, "b", "1"); /* 3 */
+    fx_put(&f, "c", "1"); /* 4 */
+    size_t n = fs->n;
+    fs_progress(fs);
+    fs_progress(fs);
+    assert_int_equal(fs->n, n); /* deferred */
+    fx_tick(&f, 10);
+    assert_int_equal(fs->n, n);
+    fs_drain(fs);
+    fx_tick(&f, 10);
+    /* the event first, then one progress at 4 */
+    assert_int_equal(fs->n, n + 2);
+    r = fs_msg(fs, n);
+    assert_int_equal(r->n_events, 1);
+    assert_int_equal(r->events[0]->kv->mod_revision, 3);
+    msg_free(r);
+    r = fs_msg(fs, n + 1);
+    assert_int_equal(r->watch_id, -1);
+    assert_int_equal(r->header->revision, 4);
+    msg_free(r);
+    /* a stream with no watchers answers at once */
+    struct fstream *e = fx_stream(&f);
+    fs_progress(e);
+    r = fs_last(e);
+    assert_int_equal(r->header->revision, 4);
+    msg_free(r);
+    validate(&f, fs, true, &(struct vstats){0});
+    fx_free(&f);
+}
+
+static void test_watch_progress_notify_interval(void **state)
+{
+    (void)state;
+    struct fx f;
+    struct watch_hub_config cfg = {.progress_interval_ms = 1000};
+    fx_init(&f, &cfg);
+    struct fstream *fs = fx_stream(&f);
+    int64_t pid = fs_watch(fs, &(struct wopts){.key = "a", .progress = true});
+    fs_watch(fs, &(struct wopts){.key = "b"});
+    fx_tick(&f, 1); /* arms the stream timer */
+    size_t n = fs->n;
+    fx_tick(&f, 999);
+    assert_int_equal(fs->n, n);
+    fx_tick(&f, 101); /* past interval + max jitter (10%) */
+    assert_int_equal(fs->n, n + 1);
+    Etcdserverpb__WatchResponse *r = fs_last(fs);
+    assert_int_equal(r->watch_id, pid);
+    assert_int_equal(r->n_events, 0);
+    assert_int_equal(r->header->revision, 1);
+    msg_free(r);
+    /* an event in the interval elides the next notification (etcd) */
+    fx_put(&f, "a", "1");
+    n = fs->n;
+    fx_tick(&f, 1100);
+    assert_int_equal(fs->n, n);
+    fx_tick(&f, 1100);
+    assert_int_equal(fs->n, n + 1);
+    /* never while a watcher of the stream is behind */
+    watch_stream_set_writable(fs->s, false);
+    fx_put(&f, "b", "1");
+    n = fs->n;
+    fx_tick(&f, 1100);
+    fx_tick(&f, 1100);
+    assert_int_equal(fs->n, n);
+    fs_drain(fs);
+    fx_tick(&f, 1);
+    fx_tick(&f, 1100);
+    assert_int_equal(fs->n, n + 2); /* the event, then the progress */
+    r = fs_last(fs);
+    assert_int_equal(r->watch_id, pid);
+    assert_int_equal(r->header->revision, 3);
+    msg_free(r);
+    validate(&f, fs, true, &(struct vstats){0});
+    fx_free(&f);
+}
+
+static void test_watch_stream_close_frees_all(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_init(&f, NULL);
+    struct fstream *fs = fx_stream(&f);
+    struct fstream *other = fx_stream(&f);
+    for (int i = 0; i < 5; i++) {
+        fx_put(&f, "k", "v");
+    }
+    for (int i = 0; i < 100; i++) {
+        char key[24];
+        snprintf(key, sizeof key, "k%d", i % 7);
+        fs_watch(fs, &(struct wopts){.key = key, .start = i % 3 ? 0 : 2});
+        fs_watch(fs, &(struct wopts){.key = key, .end = "z"});
+    }
+    fs_watch(other, &(struct wopts){.key = "k"});
+    struct watch_hub_stats st;
+    watch_hub_get_stats(f.hub, &st);
+    assert_int_equal(st.watchers, 201);
+    assert_int_equal(st.streams, 2);
+    assert_true(st.slow_watchers > 0);
+    fx_close_stream(fs);
+    watch_hub_get_stats(f.hub, &st);
+    assert_int_equal(st.watchers, 1);
+    assert_int_equal(st.streams, 1);
+    assert_int_equal(st.slow_watchers, 0);
+    assert_int_equal(watch_hub_pending(f.hub), 0);
+    fx_put(&f, "k", "v");
+    fx_tick(&f, 10);
+    validate(&f, other, true, &(struct vstats){0});
+    /* hub_free frees streams still open (ASan checks the rest) */
+    for (int i = 0; i < 10; i++) {
+        fs_watch(other, &(struct wopts){.key = "q", .end = "r", .start = 2});
+    }
+    fx_free(&f);
+}
+
+static void test_watch_send_failure_kills_stream(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_init(&f, NULL);
+    struct fstream *bad = fx_stream(&f);
+    struct fstream *good = fx_stream(&f);
+    fs_watch(bad, &(struct wopts){.key = "k"});
+    fs_watch(good, &(struct wopts){.key = "k"});
+    bad->fail = true;
+    fx_put(&f, "k", "1");
+    assert_false(watch_stream_writable(bad->s));
+    bad->fail = false;
+    size_t n = bad->n;
+    fx_put(&f, "k", "2");
+    fs_progress(bad);
+    fx_tick(&f, 10);
+    assert_int_equal(bad->n, n); /* nothing more on a dead stream */
+    validate(&f, good, true, &(struct vstats){0});
+    fx_close_stream(bad);
+    fx_free(&f);
+}
+
+static void test_watch_history_read_error_retries(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_init(&f, NULL);
+    struct fstream *fs = fx_stream(&f);
+    fx_put(&f, "k", "1");
+    fx_put(&f, "k", "2");
+    fs_watch(fs, &(struct wopts){.key = "k", .start = 1});
+    f.fail_reads = 2;
+    size_t n = fs->n;
+    fx_tick(&f, 10);
+    fx_tick(&f, 10);
+    assert_int_equal(fs->n, n);
+    assert_int_equal(watch_stream_unsynced(fs->s), 1);
+    struct watch_hub_stats st;
+    watch_hub_get_stats(f.hub, &st);
+    assert_int_equal(st.history_errors, 2);
+    fx_tick(&f, 10);
+    assert_int_equal(fs->n, n + 1);
+    assert_int_equal(watch_stream_unsynced(fs->s), 0);
+    validate(&f, fs, true, &(struct vstats){0});
+    fx_free(&f);
+}
+
+/* Fail the Nth allocation of a scenario, for every N: nothing crashes or
+ * leaks, requests fail with KEEL_ENOMEM, and once memory is back every
+ * watcher that was created is delivered everything (notify never fails: it
+ * moves the watchers it could not serve to unsynced). */
+static void test_watch_alloc_failures(void **state)
+{
+    (void)state;
+    for (long nth = 1; nth < 200; nth++) {
+        struct fx f;
+        fx_init(&f, NULL);
+        struct fstream *a = fx_stream(&f);
+        struct fstream *b = fx_stream(&f);
+        fx_put(&f, "k0", "v");
+        f.alloc_countdown = nth;
+        int enomem = 0;
+        for (int i = 0; i < 40; i++) {
+            char key[24];
+            snprintf(key, sizeof key, "k%d", i % 9);
+            struct wopts o = {.key = key};
+            if (i % 3 == 1) {
+                o.end = "l";
+            }
+            if (i % 4 == 2) {
+                o.start = 2;
+            }
+            int rv = fs_create(i % 2 ? a : b, &o);
+            if (rv != 0) {
+                assert_int_equal(rv, KEEL_ENOMEM);
+                enomem++;
+            }
+            struct op ops[] = {{false, key, "x"}, {false, "k1", "y"}};
+            fx_txn(&f, ops, 2);
+            if (i % 5 == 0) {
+                fx_tick(&f, 10);
+            }
+        }
+        bool hit = f.alloc_countdown == 0;
+        f.alloc_countdown = 0;
+        fx_settle(&f);
+        validate(&f, a, true, &(struct vstats){0});
+        validate(&f, b, true, &(struct vstats){0});
+        fx_free(&f);
+        (void)enomem;
+        if (!hit) {
+            break; /* the scenario makes fewer allocations than nth */
+        }
+    }
+}
+
+/* 10k watchers on 10 streams, exact keys, prefixes and ranges mixed. */
+static void test_watch_fanout_10k(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_init(&f, NULL);
+    int nwatch = sanitized() ? 3000 : 10000;
+    int nstreams = 10;
+    struct fstream *fs[10];
+    for (int i = 0; i < nstreams; i++) {
+        fs[i] = fx_stream(&f);
+    }
+    uint64_t x = 12345;
+    char key[32], end[32];
+    for (int i = 0; i < nwatch; i++) {
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        int k = (int)((x >> 33) % 500);
+        int kind = (int)((x >> 20) % 5);
+        struct wopts o = {.key = key};
+        snprintf(key, sizeof key, "/r/%03d", k);
+        if (kind == 2 || kind == 3) { /* prefix of the hundreds */
+            snprintf(key, sizeof key, "/r/%d", k / 100);
+            snprintf(end, sizeof end, "/r/%d", k / 100 + 1);
+            if (kind == 3) { /* prefix of the tens */
+                snprintf(key, sizeof key, "/r/%02d", k / 10);
+                snprintf(end, sizeof end, "/r/%02d", k / 10 + 1);
+            }
+            o.end = end;
+        } else if (kind == 4) {
+            snprintf(end, sizeof end, "/r/%03d", k + 37);
+            o.end = end;
+        }
+        fs_watch(fs[i % nstreams], &o);
+    }
+    int ntx = sanitized() ? 100 : 300;
+    for (int i = 0; i < ntx; i++) {
+        char k1[24], k2[24];
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        snprintf(k1, sizeof k1, "/r/%03d", (int)((x >> 33) % 520));
+        snprintf(k2, sizeof k2, "/r/%03d", (int)((x >> 13) % 520));
+        struct op ops[] = {{(x >> 7) % 4 == 0, k1, "v"}, {false, k2, "w"}};
+        fx_txn(&f, ops, 1 + (int)((x >> 3) % 2));
+    }
+    struct vstats vs = {0};
+    for (int i = 0; i < nstreams; i++) {
+        validate(&f, fs[i], true, &vs);
+    }
+    assert_int_equal(vs.watchers, (size_t)nwatch);
+    assert_true(vs.events > (size_t)nwatch); /* a real fan-out happened */
+    struct watch_hub_stats st;
+    watch_hub_get_stats(f.hub, &st);
+    assert_int_equal(st.events_sent, vs.events);
+    fx_free(&f);
+}
+
+/* ---------------------------------------------- randomized validation */
+
+static uint64_t rnd(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static const char *const rkeys[] = {"a",  "aa", "ab", "b", "ba",
+                                    "bb", "c",  "ca", "d", "e"};
+#define NRKEYS (sizeof rkeys / sizeof *rkeys)
+
+static void random_run(uint64_t seed, int steps, struct vstats *vs)
+{
+    uint64_t r = seed * 0x9e3779b97f4a7c15ULL + 1;
+    struct fx f;
+    struct watch_hub_config cfg = {
+        .fragment_bytes = 400,
+        .sync_batch_revs = 1 + (int)(rnd(&r) % 10),
+        .sync_batch_bytes = 200 + rnd(&r) % 2000,
+        .sync_watchers_per_tick = 1 + (int)(rnd(&r) % 8),
+        .progress_interval_ms = 100,
+        .seed = seed,
+    };
+    fx_init(&f, &cfg);
+    int nstreams = 2 + (int)(rnd(&r) % 3);
+    for (int i = 0; i < nstreams; i++) {
+        fx_stream(&f)->limit = rnd(&r) % 4;
+    }
+    char val[256];
+    memset(val, 'x', sizeof val - 1);
+    val[sizeof val - 1] = 0;
+    char ends[8][4];
+    for (int step = 0; step < steps; step++) {
+        struct fstream *fs = &f.fs[rnd(&r) % f.n_fs];
+        int a = (int)(rnd(&r) % 100);
+        if (a < 40) {
+            struct op ops[3];
+            int n = 1 + (int)(rnd(&r) % 3);
+            for (int i = 0; i < n; i++) {
+                ops[i].key = rkeys[rnd(&r) % NRKEYS];
+                ops[i].del = rnd(&r) % 4 == 0;
+                ops[i].val = val + sizeof val - 1 - rnd(&r) % 200;
+            }
+            /* a txn writes a key once (etcd) */
+            if (n > 1 && strcmp(ops[0].key, ops[1].key) == 0) {
+                n = 1;
+            }
+            if (n > 2 && (strcmp(ops[2].key, ops[0].key) == 0 ||
+                          strcmp(ops[2].key, ops[1].key) == 0)) {
+                n = 2;
+            }
+            fx_txn(&f, ops, (size_t)n);
+        } else if (a < 52) {
+            struct wopts o = {0};
+            const char *k = rkeys[rnd(&r) % NRKEYS];
+            char *e = ends[step % 8];
+            o.key = k;
+            switch (rnd(&r) % 6) {
+            case 0:
+            case 1:
+                break; /* one key */
+            case 2: /* prefix */
+                snprintf(e, 4, "%s", k);
+                e[strlen(e) - 1]++;
+                o.end = e;
+                break;
+            case 3: /* range, sometimes empty (an error) */
+                o.end = rkeys[rnd(&r) % NRKEYS];
+                break;
+            case 4:
+                o.end_zero = true;
+                break;
+            default:
+                o.key = NULL;
+                o.end_zero = true;
+                break;
+            }
+            int s = (int)(rnd(&r) % 10);
+            if (s < 3) {
+                int64_t lo = f.compact > 3 ? f.compact - 2 : 1;
+                o.start = lo + (int64_t)(rnd(&r) % (uint64_t)(f.rev - lo + 1));
+            } else if (s < 5) {
+                o.start = f.rev + 1 + (int64_t)(rnd(&r) % 4);
+            }
+            o.prev_kv = rnd(&r) % 2;
+            o.fragment = rnd(&r) % 3 == 0;
+            o.progress = rnd(&r) % 3 == 0;
+            o.no_put = rnd(&r) % 7 == 0;
+            o.no_delete = rnd(&r) % 7 == 0;
+            o.id = rnd(&r) % 5 == 0 ? 1 + (int64_t)(rnd(&r) % 20) : 0;
+            assert_int_equal(fs_create(fs, &o), 0);
+        } else if (a < 57) {
+            fs_cancel(fs, (int64_t)(rnd(&r) % 20));
+        } else if (a < 62) {
+            fs_progress(fs);
+        } else if (a < 67) {
+            fs->full = true;
+            watch_stream_set_writable(fs->s, false);
+        } else if (a < 77) {
+            fs_drain(fs);
+        } else if (a < 80) {
+            fs->limit = rnd(&r) % 5;
+        } else if (a < 83) {
+            int64_t c = f.compact + (int64_t)(rnd(&r) % 4);
+            if (c <= f.rev) {
+                fx_compact(&f, c);
+            }
+        } else if (a < 99) {
+            fx_tick(&f, 10 + rnd(&r) % 150);
+        } else {
+            /* the client goes away; a new one takes its place */
+            validate(&f, fs, false, vs);
+            fx_close_stream(fs);
+            fs_clear(fs);
+            fs->queued = 0;
+            fs->full = fs->in_frag = false;
+            assert_int_equal(watch_stream_new(f.hub, fs, &fs->s), 0);
+        }
+    }
+    fx_settle(&f);
+    for (size_t i = 0; i < f.n_fs; i++) {
+        validate(&f, &f.fs[i], true, vs);
+    }
+    fx_free(&f);
+}
+
+static void test_watch_random_validator(void **state)
+{
+    (void)state;
+    int seeds = sanitized() ? 6 : 30;
+    int steps = sanitized() ? 1500 : 4000;
+    const char *env = getenv("KEEL_WATCH_SEED");
+    struct vstats vs = {0};
+    if (env) {
+        random_run(strtoull(env, NULL, 10), steps, &vs);
+        return;
+    }
+    for (int s = 1; s <= seeds; s++) {
+        print_message("seed %d\n", s);
+        random_run((uint64_t)s, steps, &vs);
+    }
+    /* the runs exercised what they are meant to */
+    assert_true(vs.events > 1000);
+    assert_true(vs.fragments > 10);
+    assert_true(vs.progress > 10);
+    assert_true(vs.compacted > 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_watch_hub_new_needs_callbacks),
+        cmocka_unit_test(test_watch_ids_and_cancel),
+        cmocka_unit_test(test_watch_create_errors),
+        cmocka_unit_test(test_watch_key_prefix_fromkey),
+        cmocka_unit_test(test_watch_start_revision_past),
+        cmocka_unit_test(test_watch_start_revision_future),
+        cmocka_unit_test(test_watch_prev_kv_and_filters),
+        cmocka_unit_test(test_watch_atomic_txn),
+        cmocka_unit_test(test_watch_fragment),
+        cmocka_unit_test(test_watch_compacted_start),
+        cmocka_unit_test(test_watch_slow_stream_catches_up),
+        cmocka_unit_test(test_watch_progress_never_ahead),
+        cmocka_unit_test(test_watch_progress_notify_interval),
+        cmocka_unit_test(test_watch_stream_close_frees_all),
+        cmocka_unit_test(test_watch_send_failure_kills_stream),
+        cmocka_unit_test(test_watch_history_read_error_retries),
+        cmocka_unit_test(test_watch_alloc_failures),
+        cmocka_unit_test(test_watch_fanout_10k),
+        cmocka_unit_test(test_watch_random_validator),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
