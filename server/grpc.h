@@ -1,0 +1,163 @@
+/*
+ * gRPC over HTTP/2 for the client port: a method registry and call objects.
+ *
+ * A service registers each of its methods by full path
+ * ("/etcdserverpb.KV/Range"), kind, request descriptor and callbacks. For
+ * each call the transport:
+ *   - parses metadata (grpc-timeout, grpc-encoding, any other header, e.g.
+ *     authorization, hasleader: grpc_call_header());
+ *   - reassembles length-prefixed messages, enforces the size limits, unpacks
+ *     them with the registered descriptor (into the call's arena for
+ *     UNARY/SERVER_STREAM, into a per-message arena for streamed input);
+ *   - answers errors the way grpc-go does (unknown method → UNIMPLEMENTED,
+ *     bad protobuf → INTERNAL "grpc: error unmarshalling request: ...", ...);
+ *   - enforces the deadline (DEADLINE_EXCEEDED, handler notified).
+ *
+ * Call lifetime. The handler owns the call from start() until it finishes
+ * it, exactly once, with grpc_call_reply() (unary), grpc_call_finish() or
+ * grpc_call_fail*(). That may be long after start() returned (waiting for a
+ * raft commit). If the client goes away or the deadline passes first,
+ * on_cancel runs (once) and every send becomes a no-op returning
+ * KEEL_ECANCELED — but the handler must still finish the call, which then
+ * only frees it. After finishing, the handler must not touch the call.
+ *
+ * Everything runs on the loop thread.
+ */
+#ifndef KEEL_GRPC_H
+#define KEEL_GRPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "keel_arena.h"
+#include "keel_err.h"
+
+struct grpc_server;
+struct grpc_call;
+
+enum grpc_kind {
+    GRPC_UNARY,
+    GRPC_CLIENT_STREAM,
+    GRPC_SERVER_STREAM,
+    GRPC_BIDI,
+};
+
+/* The call starts. UNARY and SERVER_STREAM: req is the request message
+ * (allocated in grpc_call_arena(), valid until the call is finished; NULL
+ * only if the method was registered without a descriptor, then see
+ * grpc_call_request_bytes()). CLIENT_STREAM and BIDI: req is NULL, messages
+ * follow through on_message. */
+typedef void (*grpc_start_cb)(struct grpc_call *call,
+                              const ProtobufCMessage *req, void *data);
+/* One inbound message of a CLIENT_STREAM/BIDI call, valid only during the
+ * callback (its arena is reset afterwards; copy what you keep). raw/len is
+ * the undecoded message; msg is NULL without a descriptor. */
+typedef void (*grpc_message_cb)(struct grpc_call *call,
+                                const ProtobufCMessage *msg,
+                                const uint8_t *raw, size_t len, void *data);
+/* The client finished sending (CLIENT_STREAM/BIDI). */
+typedef void (*grpc_half_close_cb)(struct grpc_call *call, void *data);
+/* The call is over before the handler finished it: the client cancelled or
+ * disconnected (code KEEL_GRPC_CANCELED), the deadline passed
+ * (KEEL_GRPC_DEADLINE_EXCEEDED) or the transport failed it (too large or
+ * undecodable streamed message: INVALID_ARGUMENT, RESOURCE_EXHAUSTED,
+ * INTERNAL). Runs at most once, never from inside a grpc_call_* function
+ * the handler is calling. */
+typedef void (*grpc_cancel_cb)(struct grpc_call *call, int code, void *data);
+/* The call's outbound queue drained (see grpc_call_buffered()). */
+typedef void (*grpc_drain_cb)(struct grpc_call *call, void *data);
+
+struct grpc_method
+{
+    const char *path; /* "/package.Service/Method" */
+    enum grpc_kind kind;
+    /* Request type; NULL to receive raw bytes. */
+    const ProtobufCMessageDescriptor *request;
+    grpc_start_cb start;          /* required */
+    grpc_message_cb on_message;   /* CLIENT_STREAM/BIDI */
+    grpc_half_close_cb on_half_close; /* optional */
+    grpc_cancel_cb on_cancel;     /* optional; grpc_call_on_cancel() too */
+    void *data;                   /* passed to every callback */
+};
+
+/* Registry. */
+struct grpc_server *grpc_server_new(void);
+/* Every call must be finished by its handler before this. */
+void grpc_server_free(struct grpc_server *srv);
+
+/* Register m (copied, path included). Returns 0, KEEL_EEXISTS for a
+ * duplicate path, KEEL_EINVAL for a path not of the form /service/method
+ * or a missing callback, KEEL_ENOMEM. */
+int grpc_server_register(struct grpc_server *srv, const struct grpc_method *m);
+
+/* Calls started and currently live (started, not yet freed). */
+uint64_t grpc_server_calls_started(const struct grpc_server *srv);
+size_t grpc_server_calls_live(const struct grpc_server *srv);
+
+/* Per-call arena: the unpacked request lives here; build the response here
+ * too. Freed with the call. */
+struct keel_arena *grpc_call_arena(struct grpc_call *call);
+
+/* The method path of the call. */
+const char *grpc_call_method(const struct grpc_call *call);
+
+/* Request metadata: value of header name (lower case), NULL if absent.
+ * E.g. "authorization" (etcd auth token), "hasleader" (clientv3
+ * WithRequireLeader), "token". Valid until the call is finished. */
+const char *grpc_call_header(const struct grpc_call *call, const char *name);
+
+/* The raw request bytes of a UNARY/SERVER_STREAM call (also with a
+ * descriptor). */
+void grpc_call_request_bytes(const struct grpc_call *call, const uint8_t **p,
+                             size_t *len);
+
+/* Handler data attached to the call. */
+void grpc_call_set_data(struct grpc_call *call, void *data);
+void *grpc_call_data(const struct grpc_call *call);
+
+/* Replace the method's cancel callback for this call. */
+void grpc_call_on_cancel(struct grpc_call *call, grpc_cancel_cb cb,
+                         void *data);
+/* Called whenever the call's outbound queue falls to 0 bytes after a send
+ * had queued data. */
+void grpc_call_on_drain(struct grpc_call *call, grpc_drain_cb cb, void *data);
+
+/* Whether the client is still there and the call not cancelled. */
+int grpc_call_alive(const struct grpc_call *call);
+
+/* Remaining time before the deadline in ms, -1 without a deadline. */
+int64_t grpc_call_deadline_ms(const struct grpc_call *call);
+
+/* Send one message on a SERVER_STREAM/BIDI call (packed now: msg may be
+ * freed after). Returns 0, KEEL_ECANCELED if the call is gone (or the
+ * connection exceeded conn_limits.max_buffered and is being closed),
+ * KEEL_ENOMEM. */
+int grpc_call_send(struct grpc_call *call, const ProtobufCMessage *msg);
+/* Same with an already packed message. */
+int grpc_call_send_bytes(struct grpc_call *call, const void *buf, size_t len);
+
+/* Bytes this call has queued and not yet sent; a streaming handler stops
+ * producing above its own budget and resumes from on_drain. */
+size_t grpc_call_buffered(const struct grpc_call *call);
+
+/* Unary: send msg and status OK; finishes the call. */
+int grpc_call_reply(struct grpc_call *call, const ProtobufCMessage *msg);
+/* Finish with rv: 0 → OK; a KEEL_E* code → its gRPC code and etcd message
+ * (keel_err_grpc_code, keel_strerror); a negative errno → UNKNOWN with
+ * strerror. */
+int grpc_call_finish(struct grpc_call *call, int rv);
+#define grpc_call_fail(call, rv) grpc_call_finish((call), (rv))
+/* Finish with an explicit status code and message (message may be NULL). */
+int grpc_call_fail_status(struct grpc_call *call, int code,
+                          const char *message);
+
+/* Used by http2.c: a new HTTP/2 stream with content-type application/grpc.
+ * See grpc.c. */
+struct http2_stream;
+struct router_header;
+void grpc__stream_begin(struct grpc_server *srv, struct http2_stream *st,
+                        const struct router_header *headers, size_t n);
+
+#endif /* KEEL_GRPC_H */

@@ -1,0 +1,72 @@
+/*
+ * Client-port listener: one listening socket (TCP or unix) from a URL such as
+ * http://127.0.0.1:2379 or unix:///run/keel.sock, accepting connections on a
+ * caller's loop and handing each to conn.c. All connections of a listener
+ * share its gRPC method registry, its HTTP router and its limits; several
+ * listeners (one per --listen-client-urls entry) may share the same
+ * registry and router.
+ */
+#ifndef KEEL_LISTENER_H
+#define KEEL_LISTENER_H
+
+#include <stddef.h>
+
+#include <uv.h>
+
+#include "conn.h"
+
+struct grpc_server;
+struct router;
+struct conn;
+struct listener;
+
+typedef void (*listener_close_cb)(struct listener *l);
+
+struct listener
+{
+    uv_loop_t *loop;
+    struct grpc_server *grpc; /* borrowed; may be NULL (no gRPC) */
+    struct router *router;    /* borrowed; may be NULL (all 404) */
+    struct conn_limits limits;
+    union {
+        uv_handle_t handle;
+        uv_stream_t stream;
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } u;
+    int is_unix;
+    int port;              /* bound TCP port (after :0), 0 for unix */
+    char path[108];        /* unix socket path */
+    struct conn *conns;    /* live connections (doubly linked) */
+    size_t n_conns;        /* live connections */
+    size_t n_accepted;     /* connections accepted since start */
+    int closing;
+    int handle_closed;
+    listener_close_cb close_cb;
+    void *data; /* for the caller */
+    char *rbuf; /* read buffer lent to the connection being read */
+    char errmsg[256];
+};
+
+#define LISTENER_RBUF_SIZE (64 * 1024)
+
+/* Bind and listen on url: http://host:port (host a name or an IP literal,
+ * [v6] in brackets, port 0 for any free port) or unix://path / unixs://path
+ * (an existing socket file at path is replaced, as etcd does). https:// is
+ * refused with KEEL_EUNIMPLEMENTED until TLS lands. grpc and router are
+ * borrowed and must outlive the listener; limits NULL means defaults.
+ * Returns 0 or a negative code with l->errmsg filled in; on error nothing is
+ * left open and l may be reused. */
+int listener_init(struct listener *l, uv_loop_t *loop, const char *url,
+                  struct grpc_server *grpc, struct router *router,
+                  const struct conn_limits *limits);
+
+/* Stop accepting, close every connection (in-flight calls are cancelled),
+ * then close the listening socket; cb (may be NULL) runs once everything is
+ * closed and freed. l must stay valid until then. */
+void listener_close(struct listener *l, listener_close_cb cb);
+
+/* Used by conn.c: a connection of l was freed. */
+void listener__conn_gone(struct listener *l);
+
+#endif /* KEEL_LISTENER_H */

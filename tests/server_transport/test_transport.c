@@ -1,0 +1,926 @@
+/*
+ * Client-port transport tests: listener, protocol sniffing, HTTP/1.1 and
+ * HTTP/2 routing, gRPC framing/errors/deadlines/streams, back-pressure and
+ * malformed input, driven by real clients (etcdctl 3.4, curl) and raw
+ * sockets. One server (ts_server.c) serves every test of the group.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <nghttp2/nghttp2.h>
+#include <uv.h>
+
+#include "etcdserverpb/rpc.pb-c.h"
+#include "grpc.h"
+#include "keel_err.h"
+#include "listener.h"
+#include "router.h"
+#include "ts.h"
+
+/* ---- fixture ---- */
+
+static int group_setup(void **state)
+{
+    (void)state;
+    setenv("ETCDCTL_API", "3", 1);
+    unsetenv("ETCDCTL_ENDPOINTS");
+    return ts_server_start() == 0 ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    ts_server_stop();
+    return 0;
+}
+
+/* ---- helpers ---- */
+
+static char endpoint[64];
+
+static const char *ep(void)
+{
+    snprintf(endpoint, sizeof endpoint, "--endpoints=127.0.0.1:%d",
+             ts_port());
+    return endpoint;
+}
+
+static char *etcdctl(int *rc, const char *a1, const char *a2, const char *a3,
+                     const char *a4, const char *a5)
+{
+    char *argv[] = {"etcdctl", (char *)ep(), "--dial-timeout=2s",
+                    (char *)a1, (char *)a2, (char *)a3, (char *)a4,
+                    (char *)a5, NULL};
+    char *out = NULL;
+    *rc = ts_run(argv, 8000, &out);
+    return out;
+}
+
+static char *curl(int *rc, const char *opt, const char *path,
+                  const char *extra1, const char *extra2)
+{
+    char url[128];
+    char *argv[12];
+    int n = 0;
+    char *out = NULL;
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", ts_port(), path);
+    argv[n++] = "curl";
+    argv[n++] = "-s";
+    argv[n++] = "-i";
+    argv[n++] = "--max-time";
+    argv[n++] = "5";
+    if (opt != NULL) {
+        argv[n++] = (char *)opt;
+    }
+    if (extra1 != NULL) {
+        argv[n++] = (char *)extra1;
+    }
+    if (extra2 != NULL) {
+        argv[n++] = (char *)extra2;
+    }
+    argv[n++] = url;
+    argv[n] = NULL;
+    *rc = ts_run(argv, 8000, &out);
+    return out;
+}
+
+static size_t pack(const ProtobufCMessage *m, uint8_t **out)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    *out = malloc(n ? n : 1);
+    protobuf_c_message_pack(m, *out);
+    return n;
+}
+
+static int range_call(const char *key, const char *const *headers,
+                      struct ts_h2_result *res)
+{
+    Etcdserverpb__RangeRequest r = ETCDSERVERPB__RANGE_REQUEST__INIT;
+    uint8_t *buf;
+    size_t n;
+    int rv;
+    r.key.data = (uint8_t *)key;
+    r.key.len = strlen(key);
+    n = pack(&r.base, &buf);
+    rv = ts_grpc_call(ts_port(), "/etcdserverpb.KV/Range", headers, 0, buf, n,
+                      res);
+    free(buf);
+    return rv;
+}
+
+static int put_call(size_t value_len, struct ts_h2_result *res)
+{
+    Etcdserverpb__PutRequest r = ETCDSERVERPB__PUT_REQUEST__INIT;
+    uint8_t *buf;
+    size_t n;
+    int rv;
+    r.key.data = (uint8_t *)"k";
+    r.key.len = 1;
+    r.value.data = calloc(1, value_len);
+    r.value.len = value_len;
+    n = pack(&r.base, &buf);
+    free(r.value.data);
+    rv = ts_grpc_call(ts_port(), "/etcdserverpb.KV/Put", NULL, 0, buf, n,
+                      res);
+    free(buf);
+    return rv;
+}
+
+static int no_live_calls(void)
+{
+    return ts_server_calls_live() == 0;
+}
+
+static int flood_cancelled(void)
+{
+    return ts_obs.flood_cancels > 0;
+}
+
+static int watch_cancelled(void)
+{
+    return ts_obs.watch_cancels > 0;
+}
+
+static int range_cancelled(void)
+{
+    return ts_obs.range_cancels > 0;
+}
+
+static int http_cancelled(void)
+{
+    return ts_obs.http_cancels > 0;
+}
+
+static size_t baseline_conns;
+
+static int conns_back_to_baseline(void)
+{
+    return ts_server_conns() <= baseline_conns;
+}
+
+/* Raw HTTP/2 bytes: preface, SETTINGS (with an optional huge initial
+ * window), optional connection WINDOW_UPDATE, HEADERS for a gRPC call on
+ * stream 1, then one DATA frame with an empty message. */
+static size_t frame_hdr(uint8_t *p, size_t len, uint8_t type, uint8_t flags,
+                        uint32_t sid)
+{
+    p[0] = (uint8_t)(len >> 16);
+    p[1] = (uint8_t)(len >> 8);
+    p[2] = (uint8_t)len;
+    p[3] = type;
+    p[4] = flags;
+    p[5] = (uint8_t)(sid >> 24);
+    p[6] = (uint8_t)(sid >> 16);
+    p[7] = (uint8_t)(sid >> 8);
+    p[8] = (uint8_t)sid;
+    return 9;
+}
+
+static size_t build_grpc_request(uint8_t *out, const char *path, int big_window)
+{
+    nghttp2_hd_deflater *d;
+    nghttp2_nv nv[] = {
+        {(uint8_t *)":method", (uint8_t *)"POST", 7, 4, 0},
+        {(uint8_t *)":scheme", (uint8_t *)"http", 7, 4, 0},
+        {(uint8_t *)":authority", (uint8_t *)"localhost", 10, 9, 0},
+        {(uint8_t *)":path", (uint8_t *)path, 5, strlen(path), 0},
+        {(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16, 0},
+        {(uint8_t *)"te", (uint8_t *)"trailers", 2, 8, 0},
+    };
+    size_t k = 0;
+    ssize_t hl;
+
+    memcpy(out, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 24);
+    k = 24;
+    if (big_window) {
+        uint32_t w = 0x7fffffff;
+        k += frame_hdr(out + k, 6, 0x4, 0, 0); /* SETTINGS */
+        out[k++] = 0;
+        out[k++] = 0x4; /* INITIAL_WINDOW_SIZE */
+        out[k++] = (uint8_t)(w >> 24);
+        out[k++] = (uint8_t)(w >> 16);
+        out[k++] = (uint8_t)(w >> 8);
+        out[k++] = (uint8_t)w;
+        w = 0x7fffffff - 65535;
+        k += frame_hdr(out + k, 4, 0x8, 0, 0); /* WINDOW_UPDATE */
+        out[k++] = (uint8_t)(w >> 24);
+        out[k++] = (uint8_t)(w >> 16);
+        out[k++] = (uint8_t)(w >> 8);
+        out[k++] = (uint8_t)w;
+    } else {
+        k += frame_hdr(out + k, 0, 0x4, 0, 0);
+    }
+    nghttp2_hd_deflate_new(&d, 4096);
+    hl = nghttp2_hd_deflate_hd(d, out + k + 9, 1024, nv, 6);
+    nghttp2_hd_deflate_del(d);
+    assert_true(hl > 0);
+    k += frame_hdr(out + k, (size_t)hl, 0x1, 0x4 /* END_HEADERS */, 1);
+    k += (size_t)hl;
+    k += frame_hdr(out + k, 5, 0x0, 0x1 /* END_STREAM */, 1);
+    memset(out + k, 0, 5);
+    k += 5;
+    return k;
+}
+
+/* Find a frame of the given type in a server byte stream (after the
+ * server's SETTINGS). Returns its offset or -1. */
+static long find_frame(const uint8_t *p, size_t n, uint8_t type)
+{
+    size_t off = 0;
+    while (off + 9 <= n) {
+        size_t len = (size_t)p[off] << 16 | (size_t)p[off + 1] << 8 |
+                     p[off + 2];
+        if (p[off + 3] == type) {
+            return (long)off;
+        }
+        off += 9 + len;
+    }
+    return -1;
+}
+
+/* ---- tests: real clients ---- */
+
+static void test_transport_etcdctl_endpoint_status(void **state)
+{
+    int rc;
+    int before = ts_obs.status_calls;
+    char *out = etcdctl(&rc, "endpoint", "status", "-w", "json", NULL);
+    (void)state;
+    if (rc != 0) {
+        fprintf(stderr, "%s\n", out);
+    }
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "\"cluster_id\":4096"));
+    assert_non_null(strstr(out, "\"member_id\":8192"));
+    assert_non_null(strstr(out, "\"revision\":42"));
+    assert_non_null(strstr(out, "\"raft_term\":7"));
+    assert_non_null(strstr(out, "\"version\":\"3.4.23\""));
+    assert_non_null(strstr(out, "\"dbSize\":24576"));
+    assert_non_null(strstr(out, "\"leader\":8192"));
+    assert_true(ts_obs.status_calls > before);
+    free(out);
+}
+
+static void test_transport_etcdctl_unix_socket(void **state)
+{
+    char epu[200];
+    char *argv[] = {"etcdctl", epu, "--dial-timeout=2s", "endpoint",
+                    "status", "-w", "json", NULL};
+    char *out = NULL;
+    int rc;
+    (void)state;
+    snprintf(epu, sizeof epu, "--endpoints=unix://%s", ts_unix_path());
+    rc = ts_run(argv, 8000, &out);
+    if (rc != 0) {
+        fprintf(stderr, "%s\n", out);
+    }
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "\"raft_term\":7"));
+    free(out);
+}
+
+/* --user makes etcdctl call Auth/Authenticate first and send the token as
+ * metadata on every later call. */
+static void test_transport_etcdctl_auth_metadata(void **state)
+{
+    int rc;
+    char seen[64];
+    char *out = etcdctl(&rc, "--user=alice:secret", "endpoint", "status",
+                        NULL, NULL);
+    (void)state;
+    assert_int_equal(rc, 0);
+    ts_auth_seen(seen, sizeof seen);
+    assert_string_equal(seen, "tok-alice");
+    free(out);
+}
+
+/* Range is answered from a timer after the handler returned. */
+static void test_transport_etcdctl_get_async_reply(void **state)
+{
+    int rc;
+    char *out = etcdctl(&rc, "get", "foo", NULL, NULL, NULL);
+    (void)state;
+    assert_int_equal(rc, 0);
+    assert_string_equal(out, "foo\nv:foo\n");
+    free(out);
+}
+
+static void test_transport_etcdctl_deadline(void **state)
+{
+    int rc;
+    char *out;
+    (void)state;
+    ts_obs.range_cancels = 0;
+    out = etcdctl(&rc, "--command-timeout=300ms", "get", "sleep", NULL, NULL);
+    assert_int_not_equal(rc, 0);
+    assert_non_null(strstr(out, "context deadline exceeded"));
+    /* The handler learns about it (our deadline or the client's RST,
+     * whichever comes first) and its late finish frees the call. */
+    assert_true(ts_wait_for(range_cancelled, 3000));
+    assert_true(ts_obs.range_cancel_code == KEEL_GRPC_DEADLINE_EXCEEDED ||
+                ts_obs.range_cancel_code == KEEL_GRPC_CANCELED);
+    assert_true(ts_wait_for(no_live_calls, 3000));
+    free(out);
+}
+
+static void test_transport_etcdctl_watch_bidi(void **state)
+{
+    char *argv[] = {"etcdctl", (char *)ep(), "watch", "foo", NULL};
+    char *acc = NULL;
+    int fd;
+    pid_t pid;
+    (void)state;
+    ts_obs.watch_cancels = 0;
+    pid = ts_spawn(argv, &fd);
+    assert_true(pid > 0);
+    assert_true(ts_wait_output(fd, "PUT\nfoo\nbar\n", 5000, &acc));
+    assert_int_equal(ts_obs.watch_hasleader, 1);
+    ts_kill(pid);
+    close(fd);
+    /* The client vanished: the bidi handler gets its cancel. */
+    assert_true(ts_wait_for(watch_cancelled, 3000));
+    assert_true(ts_wait_for(no_live_calls, 3000));
+    free(acc);
+}
+
+static void test_transport_etcdctl_snapshot_stream(void **state)
+{
+    char path[128];
+    uint8_t want[1100], got[2048];
+    size_t n = ts_snapshot_bytes(want, sizeof want);
+    FILE *f;
+    size_t len;
+    int rc;
+    char *out;
+    (void)state;
+    snprintf(path, sizeof path, "/tmp/keel-ts-snap-%d.db", (int)getpid());
+    out = etcdctl(&rc, "snapshot", "save", path, NULL, NULL);
+    if (rc != 0) {
+        fprintf(stderr, "%s\n", out);
+    }
+    assert_int_equal(rc, 0);
+    f = fopen(path, "rb");
+    assert_non_null(f);
+    len = fread(got, 1, sizeof got, f);
+    fclose(f);
+    unlink(path);
+    assert_int_equal(len, n);
+    assert_memory_equal(got, want, n);
+    free(out);
+}
+
+/* A value over --max-request-bytes: etcd's error, from a real client. */
+static void test_transport_etcdctl_request_too_large(void **state)
+{
+    char cmd[256];
+    char *argv[] = {"sh", "-c", cmd, NULL};
+    char *out = NULL;
+    int rc;
+    int before = ts_obs.put_calls;
+    (void)state;
+    snprintf(cmd, sizeof cmd,
+             "head -c 1700000 /dev/zero | tr '\\0' a | "
+             "etcdctl --endpoints=127.0.0.1:%d put big",
+             ts_port());
+    rc = ts_run(argv, 8000, &out);
+    assert_int_not_equal(rc, 0);
+    assert_non_null(strstr(out, "etcdserver: request is too large"));
+    assert_int_equal(ts_obs.put_calls, before);
+    free(out);
+}
+
+static void test_transport_curl_http1_routes(void **state)
+{
+    int rc;
+    char *out;
+    (void)state;
+    out = curl(&rc, NULL, "/health", NULL, NULL);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "HTTP/1.1 200 OK"));
+    assert_non_null(strstr(out, "{\"health\":\"true\"}"));
+    free(out);
+
+    out = curl(&rc, NULL, "/nope", NULL, NULL);
+    assert_non_null(strstr(out, "HTTP/1.1 404"));
+    assert_non_null(strstr(out, "404 page not found"));
+    free(out);
+
+    out = curl(&rc, NULL, "/echo", "--data-binary", "hello-body");
+    assert_non_null(strstr(out, "HTTP/1.1 200"));
+    assert_non_null(strstr(out, "\r\n\r\nhello-body"));
+    free(out);
+
+    out = curl(&rc, NULL, "/v3/kv/range", "-X", "POST");
+    assert_non_null(strstr(out, "v3-range"));
+    free(out);
+    out = curl(&rc, NULL, "/v3/kv/put", "-X", "POST");
+    assert_non_null(strstr(out, "v3-generic"));
+    free(out);
+    out = curl(&rc, NULL, "/v3", NULL, NULL);
+    assert_non_null(strstr(out, "v3-generic"));
+    free(out);
+
+    /* Streamed: chunked transfer encoding. */
+    out = curl(&rc, NULL, "/stream", NULL, NULL);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "Transfer-Encoding: chunked"));
+    assert_non_null(strstr(out, "{\"result\":{\"n\":0}}\n"
+                                "{\"result\":{\"n\":1}}\n"
+                                "{\"result\":{\"n\":2}}\n"));
+    free(out);
+}
+
+static void test_transport_curl_http2_routes(void **state)
+{
+    int rc;
+    char *out;
+    (void)state;
+    out = curl(&rc, "--http2-prior-knowledge", "/health", NULL, NULL);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "HTTP/2 200"));
+    assert_non_null(strstr(out, "{\"health\":\"true\"}"));
+    free(out);
+
+    out = curl(&rc, "--http2-prior-knowledge", "/missing", NULL, NULL);
+    assert_non_null(strstr(out, "HTTP/2 404"));
+    assert_non_null(strstr(out, "404 page not found"));
+    free(out);
+
+    out = curl(&rc, "--http2-prior-knowledge", "/echo", "--data-binary",
+               "h2-body");
+    assert_non_null(strstr(out, "HTTP/2 200"));
+    assert_non_null(strstr(out, "\r\n\r\nh2-body"));
+    free(out);
+
+    out = curl(&rc, "--http2-prior-knowledge", "/stream", NULL, NULL);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "{\"result\":{\"n\":2}}\n"));
+    free(out);
+}
+
+/* ---- tests: gRPC errors with an independent HTTP/2 client ---- */
+
+static void test_transport_grpc_unknown_method(void **state)
+{
+    struct ts_h2_result r;
+    (void)state;
+    assert_int_equal(ts_grpc_call(ts_port(), "/etcdserverpb.KV/Nope", NULL, 0,
+                                  NULL, 0, &r),
+                     0);
+    assert_int_equal(r.http_status, 200);
+    assert_int_equal(r.grpc_status, KEEL_GRPC_UNIMPLEMENTED);
+    assert_string_equal(r.grpc_message,
+                        "unknown method Nope for service etcdserverpb.KV");
+    ts_h2_result_free(&r);
+
+    assert_int_equal(ts_grpc_call(ts_port(), "/foo.Bar/Baz", NULL, 0, NULL, 0,
+                                  &r),
+                     0);
+    assert_int_equal(r.grpc_status, KEEL_GRPC_UNIMPLEMENTED);
+    assert_string_equal(r.grpc_message, "unknown service foo.Bar");
+    ts_h2_result_free(&r);
+}
+
+static void test_transport_grpc_invalid_protobuf(void **state)
+{
+    /* Field 1 (key, bytes) claiming 100 bytes, with 2 present. */
+    static const uint8_t bad[] = {0x0a, 0x64, 'a', 'b'};
+    struct ts_h2_result r;
+    (void)state;
+    assert_int_equal(ts_grpc_call(ts_port(), "/etcdserverpb.KV/Range", NULL,
+                                  0, bad, sizeof bad, &r),
+                     0);
+    assert_int_equal(r.grpc_status, KEEL_GRPC_INTERNAL);
+    assert_non_null(strstr(r.grpc_message,
+                           "grpc: error unmarshalling request"));
+    ts_h2_result_free(&r);
+}
+
+static void test_transport_grpc_compression(void **state)
+{
+    static const char *gzip[] = {"grpc-encoding", "gzip", NULL};
+    struct ts_h2_result r;
+    (void)state;
+    /* Flag set without an encoding. */
+    assert_int_equal(ts_grpc_call(ts_port(), "/etcdserverpb.KV/Range", NULL,
+                                  1, (const uint8_t *)"\x0a\x01x", 3, &r),
+                     0);
+    assert_int_equal(r.grpc_status, KEEL_GRPC_INTERNAL);
+    assert_string_equal(r.grpc_message, "grpc: compressed flag set with "
+                                        "identity or empty encoding");
+    ts_h2_result_free(&r);
+    /* An encoding we have no decompressor for. */
+    assert_int_equal(ts_grpc_call(ts_port(), "/etcdserverpb.KV/Range", gzip, 1,
+                                  (const uint8_t *)"\x0a\x01x", 3, &r),
+                     0);
+    assert_int_equal(r.grpc_status, KEEL_GRPC_UNIMPLEMENTED);
+    assert_string_equal(r.grpc_message, "grpc: Decompressor is not installed "
+                                        "for grpc-encoding \"gzip\"");
+    ts_h2_result_free(&r);
+}
+
+static void test_transport_grpc_size_limits(void **state)
+{
+    struct ts_h2_result r;
+    int before = ts_obs.put_calls;
+    (void)state;
+    /* Under the limit: answered. */
+    assert_int_equal(put_call(1024 * 1024, &r), 0);
+    assert_int_equal(r.grpc_status, 0);
+    assert_int_equal(ts_obs.put_calls, before + 1);
+    ts_h2_result_free(&r);
+    /* Over --max-request-bytes (1.5 MiB): etcd's error. */
+    assert_int_equal(put_call(1600 * 1024, &r), 0);
+    assert_int_equal(r.grpc_status, KEEL_GRPC_INVALID_ARGUMENT);
+    assert_string_equal(r.grpc_message, "etcdserver: request is too large");
+    ts_h2_result_free(&r);
+    /* Over the gRPC receive limit (1.5 MiB + 512 KiB): grpc-go's error,
+     * decided from the 5-byte prefix without buffering the message. */
+    assert_int_equal(put_call(2500 * 1024, &r), 0);
+    assert_int_equal(r.grpc_status, KEEL_GRPC_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(r.grpc_message,
+                           "grpc: received message larger than max ("));
+    assert_non_null(strstr(r.grpc_message, " vs. 2097152)"));
+    ts_h2_result_free(&r);
+    assert_int_equal(ts_obs.put_calls, before + 1);
+}
+
+static void test_transport_grpc_deadline(void **state)
+{
+    static const char *h[] = {"grpc-timeout", "100m", NULL};
+    static const char *bad[] = {"grpc-timeout", "1x", NULL};
+    struct ts_h2_result r;
+    (void)state;
+    ts_obs.range_cancels = 0;
+    assert_int_equal(range_call("sleep", h, &r), 0);
+    assert_int_equal(r.grpc_status, KEEL_GRPC_DEADLINE_EXCEEDED);
+    assert_string_equal(r.grpc_message, "context deadline exceeded");
+    ts_h2_result_free(&r);
+    assert_true(ts_wait_for(range_cancelled, 3000));
+    assert_int_equal(ts_obs.range_cancel_code, KEEL_GRPC_DEADLINE_EXCEEDED);
+
+    assert_int_equal(range_call("foo", bad, &r), 0);
+    assert_int_equal(r.grpc_status, KEEL_GRPC_INTERNAL);
+    assert_non_null(strstr(r.grpc_message, "malformed time-out"));
+    ts_h2_result_free(&r);
+
+    /* A deadline that does not expire changes nothing. */
+    h[1] = "5S";
+    assert_int_equal(range_call("foo", h, &r), 0);
+    assert_int_equal(r.grpc_status, 0);
+    ts_h2_result_free(&r);
+    h[1] = "100m";
+}
+
+static void test_transport_grpc_reply_after_disconnect(void **state)
+{
+    uint8_t req[2048];
+    int fd;
+    size_t n;
+    (void)state;
+    /* The Range handler answers 10 ms later; the client is gone by then. */
+    n = build_grpc_request(req, "/etcdserverpb.KV/Range", 0);
+    fd = ts_connect(ts_port());
+    assert_true(fd >= 0);
+    assert_int_equal(send(fd, req, n, MSG_NOSIGNAL), (ssize_t)n);
+    usleep(2000);
+    close(fd);
+    assert_true(ts_wait_for(no_live_calls, 3000));
+}
+
+/* ---- tests: malformed input and misbehaving clients ---- */
+
+static void test_transport_garbage_bytes(void **state)
+{
+    static const char junk[] = "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"
+                               "garbage\r\n\r\n";
+    char *out;
+    int closed;
+    (void)state;
+    assert_true(ts_raw_exchange(ts_port(), junk, sizeof junk - 1, 3000, &out,
+                                &closed) >= 0);
+    assert_true(closed);
+    assert_non_null(strstr(out, "HTTP/1.1 400 Bad Request"));
+    free(out);
+}
+
+static void test_transport_http1_pipelining_keepalive(void **state)
+{
+    static const char reqs[] = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+                               "POST /echo HTTP/1.1\r\nHost: x\r\n"
+                               "Content-Length: 5\r\n\r\nabcde"
+                               "GET /version HTTP/1.1\r\nHost: x\r\n"
+                               "Connection: close\r\n\r\n";
+    char *out;
+    int closed;
+    char *a, *b, *c;
+    (void)state;
+    assert_true(ts_raw_exchange(ts_port(), reqs, sizeof reqs - 1, 3000, &out,
+                                &closed) > 0);
+    assert_true(closed);
+    a = strstr(out, "{\"health\":\"true\"}");
+    b = strstr(out, "\r\n\r\nabcde");
+    c = strstr(out, "\"etcdserver\":\"3.4.23\"");
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_non_null(c);
+    assert_true(a < b && b < c); /* answered in order */
+    free(out);
+}
+
+static void test_transport_http1_body_too_large(void **state)
+{
+    static const char req[] = "POST /echo HTTP/1.1\r\nHost: x\r\n"
+                              "Content-Length: 100000\r\n\r\n";
+    char *body = malloc(sizeof req - 1 + 100000);
+    char *out;
+    int closed;
+    (void)state;
+    memcpy(body, req, sizeof req - 1);
+    memset(body + sizeof req - 1, 'x', 100000);
+    assert_true(ts_raw_exchange(ts_port(), body, sizeof req - 1 + 100000,
+                                3000, &out, &closed) > 0);
+    assert_non_null(strstr(out, "HTTP/1.1 413"));
+    free(out);
+    free(body);
+}
+
+static void test_transport_h2_bad_frame(void **state)
+{
+    /* Preface, then a SETTINGS frame of length 5 (must be a multiple of
+     * 6): a connection error, answered with GOAWAY and a close. */
+    uint8_t req[64];
+    size_t k = 0;
+    char *out;
+    int closed;
+    ssize_t n;
+    long off;
+    (void)state;
+    memcpy(req, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 24);
+    k = 24;
+    k += frame_hdr(req + k, 5, 0x4, 0, 0);
+    memset(req + k, 0, 5);
+    k += 5;
+    n = ts_raw_exchange(ts_port(), req, k, 3000, &out, &closed);
+    assert_true(n > 0);
+    assert_true(closed);
+    off = find_frame((uint8_t *)out, (size_t)n, 0x7);
+    assert_true(off >= 0);
+    /* GOAWAY payload: last stream id (4), error code (4):
+     * FRAME_SIZE_ERROR = 6. */
+    assert_int_equal((uint8_t)out[off + 9 + 7], NGHTTP2_FRAME_SIZE_ERROR);
+    free(out);
+}
+
+static void test_transport_h2_truncated_and_bad_preface(void **state)
+{
+    uint8_t req[64];
+    char *out;
+    int closed;
+    (void)state;
+    baseline_conns = ts_server_conns();
+    /* A frame header promising 100 bytes, then the client leaves. */
+    memcpy(req, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 24);
+    frame_hdr(req + 24, 100, 0x0, 0, 1);
+    assert_true(ts_raw_exchange(ts_port(), req, 24 + 9 + 3, 100, &out,
+                                &closed) >= 0);
+    free(out);
+    /* A near-preface: HTTP/1.1 parsing, which rejects it. */
+    assert_true(ts_raw_exchange(ts_port(), "PRI * HTTP/2.1\r\n\r\n", 18, 3000,
+                                &out, &closed) >= 0);
+    assert_true(closed);
+    assert_non_null(strstr(out, "HTTP/1.1 400"));
+    free(out);
+    /* Both connections are gone from the server. */
+    assert_true(ts_wait_for(conns_back_to_baseline, 3000));
+}
+
+/* A client opens a huge flow-control window, starts a server stream and
+ * never reads. The producer ignores back-pressure; the connection must be
+ * cut at conn_limits.max_buffered (4 MiB in this server) while everybody
+ * else is served normally. */
+static void test_transport_client_never_reads(void **state)
+{
+    uint8_t req[2048];
+    struct ts_h2_result r;
+    int fd, small = 4096;
+    size_t n;
+    (void)state;
+    ts_obs.flood_cancels = 0;
+    n = build_grpc_request(req, "/keeltest.Flood/Flood", 1);
+    fd = ts_connect(ts_port());
+    assert_true(fd >= 0);
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    assert_int_equal(send(fd, req, n, MSG_NOSIGNAL), (ssize_t)n);
+
+    /* Meanwhile another client is served. */
+    assert_int_equal(range_call("other", NULL, &r), 0);
+    assert_int_equal(r.grpc_status, 0);
+    ts_h2_result_free(&r);
+
+    assert_true(ts_wait_for(flood_cancelled, 5000));
+    /* Bounded: what was queued before the cut is about the cap plus what
+     * the kernel buffers took (well under 64 MiB). */
+    assert_true((size_t)ts_obs.flood_sent * 16384 < 64u * 1024 * 1024);
+    close(fd);
+    assert_true(ts_wait_for(no_live_calls, 3000));
+}
+
+/* A gateway-style streamed HTTP/1.1 response whose client disconnects:
+ * the handler's cancel callback runs and its late writes are no-ops. */
+static void test_transport_http_stream_cancel(void **state)
+{
+    static const char req[] = "GET /stream HTTP/1.1\r\nHost: x\r\n\r\n";
+    int fd;
+    (void)state;
+    ts_obs.http_cancels = 0;
+    fd = ts_connect(ts_port());
+    assert_true(fd >= 0);
+    assert_int_equal(send(fd, req, sizeof req - 1, MSG_NOSIGNAL),
+                     (ssize_t)(sizeof req - 1));
+    usleep(7000);
+    close(fd);
+    assert_true(ts_wait_for(http_cancelled, 3000));
+}
+
+static void test_transport_many_connections(void **state)
+{
+    enum { N = 300 };
+    static const char req[] = "GET /health HTTP/1.1\r\nHost: x\r\n"
+                              "Connection: close\r\n\r\n";
+    int fds[N];
+    int ok = 0;
+    (void)state;
+    for (int i = 0; i < N; i++) {
+        fds[i] = ts_connect(ts_port());
+        assert_true(fds[i] >= 0);
+    }
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(send(fds[i], req, sizeof req - 1, MSG_NOSIGNAL),
+                         (ssize_t)(sizeof req - 1));
+    }
+    for (int i = 0; i < N; i++) {
+        char buf[512];
+        size_t got = 0;
+        for (;;) {
+            struct pollfd p = {fds[i], POLLIN, 0};
+            ssize_t k;
+            if (poll(&p, 1, 3000) <= 0) {
+                break;
+            }
+            k = recv(fds[i], buf + got, sizeof buf - 1 - got, 0);
+            if (k <= 0) {
+                break;
+            }
+            got += (size_t)k;
+        }
+        buf[got] = '\0';
+        if (strstr(buf, "{\"health\":\"true\"}") != NULL) {
+            ok++;
+        }
+        close(fds[i]);
+    }
+    assert_int_equal(ok, N);
+}
+
+/* ---- unit tests: registry and listener configuration ---- */
+
+static void noop_start(struct grpc_call *call, const ProtobufCMessage *req,
+                       void *data)
+{
+    (void)req;
+    (void)data;
+    grpc_call_finish(call, 0);
+}
+
+static void test_grpc_register_validation(void **state)
+{
+    struct grpc_server *srv = grpc_server_new();
+    struct grpc_method m = {"/a.B/C", GRPC_UNARY, NULL, noop_start,
+                            NULL,     NULL,       NULL, NULL};
+    (void)state;
+    assert_int_equal(grpc_server_register(srv, &m), 0);
+    assert_int_equal(grpc_server_register(srv, &m), KEEL_EEXISTS);
+    m.path = "a.B/C";
+    assert_int_equal(grpc_server_register(srv, &m), KEEL_EINVAL);
+    m.path = "/a.B";
+    assert_int_equal(grpc_server_register(srv, &m), KEEL_EINVAL);
+    m.path = "/a.B/C/D";
+    assert_int_equal(grpc_server_register(srv, &m), KEEL_EINVAL);
+    m.path = "/a.B/D";
+    m.kind = GRPC_BIDI; /* no on_message */
+    assert_int_equal(grpc_server_register(srv, &m), KEEL_EINVAL);
+    m.start = NULL;
+    m.kind = GRPC_UNARY;
+    assert_int_equal(grpc_server_register(srv, &m), KEEL_EINVAL);
+    grpc_server_free(srv);
+}
+
+static void test_listener_bad_urls(void **state)
+{
+    uv_loop_t loop;
+    struct listener l;
+    (void)state;
+    uv_loop_init(&loop);
+    assert_int_equal(listener_init(&l, &loop, "ftp://1.2.3.4:1", NULL, NULL,
+                                   NULL),
+                     KEEL_EINVAL);
+    assert_non_null(strstr(l.errmsg, "URL scheme"));
+    assert_int_equal(listener_init(&l, &loop, "http://127.0.0.1", NULL, NULL,
+                                   NULL),
+                     KEEL_EINVAL);
+    assert_int_equal(listener_init(&l, &loop, "http://127.0.0.1:x", NULL,
+                                   NULL, NULL),
+                     KEEL_EINVAL);
+    assert_int_equal(listener_init(&l, &loop, "https://127.0.0.1:0", NULL,
+                                   NULL, NULL),
+                     KEEL_EUNIMPLEMENTED);
+    /* Port in use. */
+    {
+        char url[64];
+        snprintf(url, sizeof url, "http://127.0.0.1:%d", ts_port());
+        assert_int_equal(listener_init(&l, &loop, url, NULL, NULL, NULL),
+                         UV_EADDRINUSE);
+        assert_non_null(strstr(l.errmsg, "address already in use"));
+    }
+    /* Failures leave nothing on the loop. */
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static void on_listener_closed(struct listener *l)
+{
+    *(int *)l->data = 1;
+}
+
+/* A listener on a private loop: [v6]/name hosts, close with a callback,
+ * a request served with no router and no gRPC registry. */
+static void test_listener_own_loop(void **state)
+{
+    uv_loop_t loop;
+    struct listener l;
+    int closed = 0;
+    (void)state;
+    uv_loop_init(&loop);
+    assert_int_equal(listener_init(&l, &loop, "http://localhost:0", NULL,
+                                   NULL, NULL),
+                     0);
+    assert_true(l.port > 0);
+    l.data = &closed;
+    listener_close(&l, on_listener_closed);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(closed, 1);
+    if (listener_init(&l, &loop, "http://[::1]:0", NULL, NULL, NULL) == 0) {
+        closed = 0;
+        l.data = &closed;
+        listener_close(&l, on_listener_closed);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        assert_int_equal(closed, 1);
+    }
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_grpc_register_validation),
+        cmocka_unit_test(test_listener_bad_urls),
+        cmocka_unit_test(test_listener_own_loop),
+        cmocka_unit_test(test_transport_etcdctl_endpoint_status),
+        cmocka_unit_test(test_transport_etcdctl_unix_socket),
+        cmocka_unit_test(test_transport_etcdctl_auth_metadata),
+        cmocka_unit_test(test_transport_etcdctl_get_async_reply),
+        cmocka_unit_test(test_transport_etcdctl_deadline),
+        cmocka_unit_test(test_transport_etcdctl_watch_bidi),
+        cmocka_unit_test(test_transport_etcdctl_snapshot_stream),
+        cmocka_unit_test(test_transport_etcdctl_request_too_large),
+        cmocka_unit_test(test_transport_curl_http1_routes),
+        cmocka_unit_test(test_transport_curl_http2_routes),
+        cmocka_unit_test(test_transport_grpc_unknown_method),
+        cmocka_unit_test(test_transport_grpc_invalid_protobuf),
+        cmocka_unit_test(test_transport_grpc_compression),
+        cmocka_unit_test(test_transport_grpc_size_limits),
+        cmocka_unit_test(test_transport_grpc_deadline),
+        cmocka_unit_test(test_transport_grpc_reply_after_disconnect),
+        cmocka_unit_test(test_transport_garbage_bytes),
+        cmocka_unit_test(test_transport_http1_pipelining_keepalive),
+        cmocka_unit_test(test_transport_http1_body_too_large),
+        cmocka_unit_test(test_transport_h2_bad_frame),
+        cmocka_unit_test(test_transport_h2_truncated_and_bad_preface),
+        cmocka_unit_test(test_transport_client_never_reads),
+        cmocka_unit_test(test_transport_http_stream_cancel),
+        cmocka_unit_test(test_transport_many_connections),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
