@@ -265,6 +265,8 @@ static void log_config_summary(const struct keel_config *cfg, bool initialized)
         LOG_UINT("snapshot-count", cfg->snapshot_count),
         LOG_UINT("max-wals", cfg->max_wals),
         LOG_UINT("max-snapshots", cfg->max_snapshots),
+        /* etcd: DefaultSnapshotCatchUpEntries (not a flag) */
+        LOG_UINT("snapshot-catchup-entries", 5000),
         LOG_STRS("initial-advertise-peer-urls", apu, napu),
         LOG_STRS("listen-peer-urls", lpu, nlpu),
         LOG_STRS("advertise-client-urls", acu, nacu),
@@ -317,12 +319,47 @@ static int mkdir_all(const char *dir)
     return 0;
 }
 
+/* Go's os.FileMode.String() for the permission part: "drwxr-xr-x". */
+static void go_filemode(mode_t mode, char out[11])
+{
+    static const char rwx[] = "rwxrwxrwx";
+    out[0] = S_ISDIR(mode) ? 'd' : '-';
+    for (int i = 0; i < 9; i++) {
+        out[1 + i] = (mode & (1u << (8 - i))) ? rwx[i] : '-';
+    }
+    out[10] = '\0';
+}
+
+/* etcd: fileutil.TouchDirAll warns when an existing data dir is not 0700
+ * (pkg/fileutil CheckDirPermission). */
+static void check_dir_permission(const char *dir)
+{
+    struct stat st;
+    if (stat(dir, &st) != 0 || (st.st_mode & 0777) == 0700) {
+        return;
+    }
+    char mode[11];
+    go_filemode(st.st_mode, mode);
+    char msg[1400];
+    snprintf(msg, sizeof(msg),
+             "directory \"%.1024s\" exist, but the permission is \"%s\". The "
+             "recommended permission is \"-rwx------\" to prevent possible "
+             "unprivileged access to the data.",
+             dir, mode);
+    if (log_is_zap()) {
+        log_warnw("fileutil", "check file permission", LOG_ERR(msg));
+    } else {
+        log_warn("pkg/fileutil", "check file permission: %s", msg);
+    }
+}
+
 /* Create <data-dir>/member (0700). Returns 0 or -errno; msg gets etcd's
  * text for the failure. */
 static int prepare_data_dir(const struct keel_config *cfg, char *msg,
                             size_t len)
 {
     char mdir[1024];
+    check_dir_permission(cfg->data_dir);
     int rv = mkdir_all(cfg->data_dir);
     if (rv == 0 && access(cfg->data_dir, W_OK) != 0) {
         rv = -errno;

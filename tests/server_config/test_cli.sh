@@ -245,12 +245,16 @@ expect "SIGTERM: exit 0" test "$CODE" = 0
 expect "SIGTERM: etcd's shutdown line" \
     grep -q 'N | pkg/osutil: received terminated signal, shutting down...' "$TMP/r1.err"
 
-# An initialized data dir is recognized; SIGINT -> exit 0
+# An initialized data dir is recognized, a too open one is warned about;
+# SIGINT -> exit 0
+chmod 755 "$TMP/d1"
 start r2 "$KEEL" --data-dir "$TMP/d1" --name again
 expect "restart: data dir recognized as initialized" \
     wait_for "$TMP/r2.err" 'N | etcdmain: the server is already initialized as member before'
 expect "restart: keel logs that it does not serve yet" \
     wait_for "$TMP/r2.err" 'does not serve client or peer traffic yet'
+expect "restart: etcd's warning about a data dir that is not 0700" \
+    grep -q "W | pkg/fileutil: check file permission: directory \"$TMP/d1\" exist, but the permission is \"drwxr-xr-x\". The recommended permission is \"-rwx------\" to prevent possible unprivileged access to the data." "$TMP/r2.err"
 stop INT
 expect "SIGINT: exit 0" test "$CODE" = 0
 expect "SIGINT: etcd's shutdown line" \
