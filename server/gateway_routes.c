@@ -358,3 +358,24 @@ enum keel_grpc_code gateway_decode_error_code(const struct gateway_route *r)
     return r->kind == GATEWAY_BIDI_STREAM ? KEEL_GRPC_UNKNOWN
                                           : KEEL_GRPC_INVALID_ARGUMENT;
 }
+
+int gateway_decode_request(const struct gateway_route *r, const char *body,
+                           size_t len, struct keel_arena *a,
+                           ProtobufCMessage **out, int *http_status,
+                           char **err_body, size_t *err_len)
+{
+    char err[512];
+    *err_body = NULL;
+    *err_len = 0;
+    int rv = json_pb_decode(r->request, body, len, a, out, err, sizeof err);
+    if (rv == 0) {
+        *http_status = 200;
+        return 0;
+    }
+    enum keel_grpc_code code = rv == KEEL_EINVAL
+                                   ? gateway_decode_error_code(r)
+                                   : keel_err_grpc_code(rv);
+    *http_status = gateway_http_status(code);
+    *err_body = gateway_error_body(code, err, err_len);
+    return rv;
+}

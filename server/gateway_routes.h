@@ -15,6 +15,21 @@
  * takes the first registered, Hash, so HashKV has no reachable route (checked
  * against etcd 3.4.23: the hash printed is Hash's). The table keeps HashKV
  * for completeness; gateway_route_match() never returns it.
+ *
+ * What etcd 3.4.23 sends around these bodies (for the HTTP layer; every
+ * answer also carries the CORS headers Access-Control-Allow-Origin: *,
+ * -Methods: POST, GET, OPTIONS, PUT, DELETE, -Headers: accept,
+ * content-type, authorization):
+ *   success         200, Content-Type: application/json,
+ *                   Grpc-Metadata-Content-Type: application/grpc
+ *   server error    gateway_http_status(code), application/json, chunked,
+ *                   "Trailer: Grpc-Trailer-Content-Type" and the trailer
+ *                   "Grpc-Trailer-Content-Type: application/grpc"
+ *   decode error    400 (500 for bidi streams), application/json, no
+ *                   Grpc-* headers
+ *   streams         200, chunked, application/json, one
+ *                   json_pb_encode_stream_result() line per message
+ *   OPTIONS         200, empty body (CORS preflight)
  */
 #ifndef KEEL_GATEWAY_ROUTES_H
 #define KEEL_GATEWAY_ROUTES_H
@@ -23,6 +38,7 @@
 
 #include <protobuf-c/protobuf-c.h>
 
+#include "keel_arena.h"
 #include "keel_err.h"
 
 enum gateway_kind {
@@ -105,5 +121,18 @@ char *gateway_stream_error_chunk(enum keel_grpc_code code, const char *msg,
  * stream that fail to decode just end the request side of the stream.)
  */
 enum keel_grpc_code gateway_decode_error_code(const struct gateway_route *r);
+
+/*
+ * Decode the request body of a unary or server-streaming route (for bidi
+ * routes, use json_pb_decode_next() per message, and for the first one
+ * gateway_decode_error_code()). The message lives in arena a.
+ * Returns 0, or KEEL_EINVAL / KEEL_ENOMEM with *http_status set and
+ * *err_body a malloc'd error body (caller frees) exactly as etcd answers
+ * that body, e.g. 400 {"error":"unexpected EOF",...,"code":3}.
+ */
+int gateway_decode_request(const struct gateway_route *r, const char *body,
+                           size_t len, struct keel_arena *a,
+                           ProtobufCMessage **out, int *http_status,
+                           char **err_body, size_t *err_len);
 
 #endif /* KEEL_GATEWAY_ROUTES_H */

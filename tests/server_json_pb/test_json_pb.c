@@ -1167,6 +1167,52 @@ static void test_gateway_error_mapping(void **state)
     assert_int_equal(gateway_decode_error_code(r), KEEL_GRPC_INVALID_ARGUMENT);
 }
 
+static void test_gateway_decode_request(void **state)
+{
+    struct fx *f = *state;
+    const struct gateway_route *r;
+    ProtobufCMessage *m;
+    int st;
+    char *body;
+    size_t len;
+    assert_int_equal(gateway_route_match("POST", "/v3/kv/put", 10, &r),
+                     GATEWAY_FOUND);
+    const char *ok = "{\"key\":\"Zm9v\",\"value\":\"YmFy\",\"lease\":\"5\"}";
+    assert_int_equal(gateway_decode_request(r, ok, strlen(ok), &f->a, &m, &st,
+                                            &body, &len),
+                     0);
+    assert_int_equal(st, 200);
+    assert_null(body);
+    Etcdserverpb__PutRequest *p = (Etcdserverpb__PutRequest *)m;
+    assert_memory_equal(p->key.data, "foo", 3);
+    assert_memory_equal(p->value.data, "bar", 3);
+    assert_true(p->lease == 5);
+
+    assert_int_equal(gateway_decode_request(r, "{\"key\":\"Zm9v", 12, &f->a, &m,
+                                            &st, &body, &len),
+                     KEEL_EINVAL);
+    assert_int_equal(st, 400);
+    assert_string_equal(body, "{\"error\":\"unexpected EOF\",\"message\":"
+                              "\"unexpected EOF\",\"code\":3}");
+    assert_int_equal(len, strlen(body));
+    free(body);
+
+    /* a server stream decodes its one request like a unary call */
+    assert_int_equal(gateway_route_match("POST", "/v3/election/observe", 20,
+                                         &r),
+                     GATEWAY_FOUND);
+    assert_int_equal(gateway_decode_request(r, "{\"name\":5}", 10, &f->a, &m,
+                                            &st, &body, &len),
+                     KEEL_EINVAL);
+    assert_int_equal(st, 400);
+    assert_string_equal(body,
+                        "{\"error\":\"json: cannot unmarshal number into Go "
+                        "value of type []uint8\",\"message\":\"json: cannot "
+                        "unmarshal number into Go value of type []uint8\","
+                        "\"code\":3}");
+    free(body);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Golden cases captured from etcd 3.4.23                                   */
 
@@ -1447,6 +1493,7 @@ int main(void)
         T(test_gateway_routes_cover_every_rpc),
         T(test_gateway_routes_match),
         T(test_gateway_error_mapping),
+        T(test_gateway_decode_request),
         T(test_json_pb_golden_etcd),
 #undef T
     };
