@@ -987,6 +987,9 @@ int watch_hub_new(const struct watch_hub_config *cfg, struct watch_hub **out)
     if (h->cfg.sync_watchers_per_tick <= 0) {
         h->cfg.sync_watchers_per_tick = WATCH_SYNC_WATCHERS_PER_TICK;
     }
+    if (h->cfg.sync_bytes_per_tick == 0) {
+        h->cfg.sync_bytes_per_tick = WATCH_SYNC_BYTES_PER_TICK;
+    }
     h->rng = cfg->seed;
     h->hash_seed = mix64(cfg->seed ^ 0x6b65656c77617463ULL);
     h->keys_nb = 64;
@@ -1432,8 +1435,10 @@ static void send_compacted(struct watch_watcher *w, int64_t crev)
 
 enum { CU_BEHIND, CU_SYNCED, CU_FREED, CU_ERROR };
 
-/* One bounded batch of history for unsynced watcher w of a writable stream. */
-static int catch_up(struct watch_hub *h, struct watch_watcher *w)
+/* One bounded batch of history for unsynced watcher w of a writable stream;
+ * adds the bytes of events sent to *bytes. */
+static int catch_up(struct watch_hub *h, struct watch_watcher *w,
+                    size_t *bytes)
 {
     if (h->compact_rev > 0 && w->next_rev < h->compact_rev) {
         send_compacted(w, h->compact_rev);
@@ -1483,6 +1488,7 @@ static int catch_up(struct watch_hub *h, struct watch_watcher *w)
     }
     /* Everything below next is now sent: the header says so and no more. */
     int64_t next = c.stop_rev ? c.stop_rev : c.to + 1;
+    *bytes += c.bytes;
     if (c.n > 0) {
         send_events(w, c.evs, c.n, next - 1);
         w->progress_due = false;
@@ -1524,11 +1530,13 @@ void watch_hub_tick(struct watch_hub *h, uint64_t now_ms)
 {
     h->now = now_ms;
     int budget = h->cfg.sync_watchers_per_tick;
-    while (budget-- > 0 && h->ready_head) {
+    size_t bytes = 0;
+    while (budget-- > 0 && bytes < h->cfg.sync_bytes_per_tick &&
+           h->ready_head) {
         struct watch_stream *s = h->ready_head;
         struct watch_watcher *w = s->unsynced.head;
         assert(w != NULL);
-        int st = catch_up(h, w);
+        int st = catch_up(h, w, &bytes);
         if ((st == CU_BEHIND || st == CU_ERROR) && s->unsynced.head == w &&
             s->unsynced.tail != w) {
             /* Round-robin among the stream's behind watchers. */

@@ -61,6 +61,8 @@ struct watch_stream;
  * (mvcc/watchable_store.go). */
 #define WATCH_SYNC_BATCH_REVS 1000
 #define WATCH_SYNC_WATCHERS_PER_TICK 512
+/* keel: a tick stops catching up after this many bytes of events. */
+#define WATCH_SYNC_BYTES_PER_TICK (8u * 1024u * 1024u)
 
 /* Return values of watch_send_cb. */
 enum {
@@ -109,7 +111,8 @@ typedef int64_t (*watch_current_revision_cb)(void *ctx);
 /* Fill cluster_id, member_id and raft_term (the hub sets revision). */
 typedef void (*watch_fill_header_cb)(void *ctx, Etcdserverpb__ResponseHeader *h);
 
-/* Authorise a watch on [key, range_end) for the stream's user. Return 0, or a
+/* Authorise a watch on [key, range_end) (read_history's conventions; key
+ * already "\0" if the request had none) for the stream's user. Return 0, or a
  * KEEL_E* code whose message becomes the cancel_reason (etcd:
  * isWatchPermitted, e.g. KEEL_EPERMISSIONDENIED). */
 typedef int (*watch_check_range_cb)(void *ctx, void *stream_data,
@@ -143,6 +146,9 @@ struct watch_hub_config
     size_t sync_batch_bytes;       /* bytes per catch-up batch
                                       (default max_request_bytes) */
     int sync_watchers_per_tick;    /* catch-up batches per tick */
+    size_t sync_bytes_per_tick;    /* catch-up event bytes per tick (8 MiB):
+                                      bounds the time one tick holds the
+                                      loop */
     uint64_t seed;                 /* hash seed, progress jitter */
 };
 
@@ -185,7 +191,8 @@ void watch_hub_compacted(struct watch_hub *h, int64_t rev);
 
 /* Periodic work, now_ms a monotonic clock in ms. Feeds unsynced watchers of
  * writable streams from storage, round-robin across streams, at most
- * sync_watchers_per_tick batches; then sends due progress notifications.
+ * sync_watchers_per_tick batches and sync_bytes_per_tick bytes of events;
+ * then sends due progress notifications.
  * Call it every ~10-100 ms, and sooner while watch_hub_unsynced() > 0. */
 void watch_hub_tick(struct watch_hub *h, uint64_t now_ms);
 

@@ -1385,6 +1385,74 @@ static void test_watch_slow_stream_catches_up(void **state)
     fx_free(&f);
 }
 
+/* Catch-up is shared round-robin across streams: a stream with many behind
+ * watchers does not starve one with a single watcher, and a tick is bounded
+ * in batches and in bytes. */
+static void test_watch_catchup_fair_and_bounded(void **state)
+{
+    (void)state;
+    struct fx f;
+    struct watch_hub_config cfg = {.sync_watchers_per_tick = 2,
+                                   .sync_batch_revs = 5};
+    fx_init(&f, &cfg);
+    struct fstream *big = fx_stream(&f);
+    struct fstream *small = fx_stream(&f);
+    for (int i = 0; i < 20; i++) {
+        fx_put(&f, "k", "v"); /* revs 2..21 */
+    }
+    for (int i = 0; i < 10; i++) {
+        fs_watch(big, &(struct wopts){.key = "k", .start = 2});
+    }
+    fs_watch(small, &(struct wopts){.key = "k", .start = 19});
+    assert_int_equal(watch_hub_pending(f.hub), 11);
+    fx_tick(&f, 10);
+    /* one batch each: small (3 revisions) caught up, big did 1 of 10 */
+    assert_int_equal(watch_stream_unsynced(small->s), 0);
+    assert_int_equal(watch_stream_unsynced(big->s), 10);
+    assert_int_equal(f.reads, 2);
+    fx_tick(&f, 10);
+    assert_int_equal(f.reads, 4); /* two batches per tick, no more */
+    /* within a stream, behind watchers take turns too: after 9 batches on
+     * the big stream, nine different watchers have had one each */
+    for (int i = 0; i < 3; i++) {
+        fx_tick(&f, 10);
+    }
+    size_t got[10] = {0};
+    for (size_t i = 0; i < big->n; i++) {
+        Etcdserverpb__WatchResponse *r = fs_msg(big, i);
+        if (!r->created) {
+            got[r->watch_id]++;
+        }
+        msg_free(r);
+    }
+    for (int i = 0; i < 10; i++) {
+        assert_int_equal(got[i], i < 9 ? 1 : 0);
+    }
+    fx_settle(&f);
+    validate(&f, big, true, &(struct vstats){0});
+    validate(&f, small, true, &(struct vstats){0});
+    fx_free(&f);
+
+    /* byte budget: big values, one batch is enough to end the tick */
+    struct watch_hub_config cfg2 = {.sync_bytes_per_tick = 1000,
+                                    .sync_batch_bytes = 1000};
+    fx_init(&f, &cfg2);
+    struct fstream *fs = fx_stream(&f);
+    char val[801];
+    memset(val, 'v', 800);
+    val[800] = 0;
+    for (int i = 0; i < 6; i++) {
+        fx_put(&f, "k", val);
+    }
+    fs_watch(fs, &(struct wopts){.key = "k", .start = 2});
+    fs_watch(fs, &(struct wopts){.key = "k", .start = 2});
+    fx_tick(&f, 10);
+    assert_int_equal(f.reads, 1);
+    fx_settle(&f);
+    validate(&f, fs, true, &(struct vstats){0});
+    fx_free(&f);
+}
+
 /* etcd #15220: a progress response must not pass unsent events. */
 static void test_watch_progress_never_ahead(void **state)
 {
@@ -1574,7 +1642,9 @@ static void test_watch_history_read_error_retries(void **state)
 static void test_watch_alloc_failures(void **state)
 {
     (void)state;
-    for (long nth = 1; nth < 200; nth++) {
+    long nth;
+    int enomem_total = 0;
+    for (nth = 1; nth < 1000; nth++) {
         struct fx f;
         fx_init(&f, NULL);
         struct fstream *a = fx_stream(&f);
@@ -1609,11 +1679,16 @@ static void test_watch_alloc_failures(void **state)
         validate(&f, a, true, &(struct vstats){0});
         validate(&f, b, true, &(struct vstats){0});
         fx_free(&f);
-        (void)enomem;
+        enomem_total += enomem;
         if (!hit) {
             break; /* the scenario makes fewer allocations than nth */
         }
     }
+    /* every allocation point of the scenario was failed once */
+    assert_true(nth > 20 && nth < 1000);
+    assert_true(enomem_total > 0);
+    print_message("alloc failures: %ld points, %d ENOMEM creates\n", nth - 1,
+                  enomem_total);
 }
 
 /* 10k watchers on 10 streams, exact keys, prefixes and ranges mixed. */
@@ -1836,6 +1911,7 @@ int main(void)
         cmocka_unit_test(test_watch_fragment),
         cmocka_unit_test(test_watch_compacted_start),
         cmocka_unit_test(test_watch_slow_stream_catches_up),
+        cmocka_unit_test(test_watch_catchup_fair_and_bounded),
         cmocka_unit_test(test_watch_progress_never_ahead),
         cmocka_unit_test(test_watch_progress_notify_interval),
         cmocka_unit_test(test_watch_stream_close_frees_all),
