@@ -800,6 +800,113 @@ static void test_config_discovery_clears_initial_cluster(void **state)
                         "bootstrap is not supported; use --initial-cluster");
 }
 
+/* Random command lines and config files built from flag names, values and
+ * garbage: config_parse never crashes (ASan run), always returns one of its
+ * results, and a configuration it accepts satisfies etcd's rules. */
+static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
+static uint64_t rng(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+static void assert_valid_config(const struct keel_config *c)
+{
+    assert_non_null(c->name);
+    assert_non_null(c->data_dir);
+    assert_non_null(c->initial_cluster);
+    assert_true(c->heartbeat_ms > 0);
+    assert_true(5 * c->heartbeat_ms <= c->election_ms);
+    assert_true(c->election_ms <= 50000);
+    assert_true(c->listen_client_urls.n == 0 ||
+                c->advertise_client_urls.n > 0);
+    assert_true(strcmp(c->initial_cluster_state, "new") == 0 ||
+                strcmp(c->initial_cluster_state, "existing") == 0);
+    assert_true(strcmp(c->logger, "zap") == 0 ||
+                strcmp(c->logger, "capnslog") == 0);
+    for (size_t i = 0; i < c->listen_client_urls.n; i++) {
+        assert_non_null(c->listen_client_urls.v[i].str);
+    }
+}
+
+static void test_config_random_inputs(void **state)
+{
+    struct fixture *f = *state;
+    static const char *tok[] = {
+        "--name", "-name=x", "--data-dir", "--snapshot-count", "--pre-vote",
+        "--pre-vote=false", "--heartbeat-interval", "--election-timeout",
+        "--listen-client-urls", "--advertise-client-urls", "--logger",
+        "--log-outputs", "--log-level", "--cors", "--proxy", "-v", "--",
+        "-", "---", "-=", "--=x", "100", "1000", "0", "-1", "0x", "1h",
+        "zap", "capnslog", "debug", "http://127.0.0.1:1", "http://[::1]:2",
+        "http://:1", "unix://a:1", "https://x", "*", "", "=", "\xff\xfe",
+        "stderr,stdout", "new", "existing", "--initial-cluster-state",
+        "--grpc-keepalive-timeout", "1.5.5s", "99999999999999999999999",
+        "--max-concurrent-streams", "--discovery", "--bogus", "-h",
+        "--experimental-enable-lease-checkpoint-persist",
+    };
+    const size_t ntok = sizeof(tok) / sizeof(tok[0]);
+    char *env_pool[] = {"ETCD_NAME=e", "ETCD_SNAPSHOT_COUNT=zz",
+                        "ETCD_LOG_LEVEL=warn", "ETCD_X=1",
+                        "ETCD_LISTEN_CLIENT_URLS=http://127.0.0.1:9"};
+    for (int iter = 0; iter < 3000; iter++) {
+        config_close(&f->cfg);
+        config_init(&f->cfg);
+        char *argv[12];
+        int argc = 0;
+        argv[argc++] = "keel";
+        int n = (int)(rng() % 10);
+        for (int i = 0; i < n; i++) {
+            argv[argc++] = (char *)tok[rng() % ntok];
+        }
+        argv[argc] = NULL;
+        char *env[7];
+        int ne = 0;
+        int m = (int)(rng() % 3);
+        for (int i = 0; i < m; i++) {
+            env[ne++] = env_pool[rng() % 5];
+        }
+        env[ne] = NULL;
+        int rv = config_parse(&f->cfg, argc, argv, env);
+        assert_true(rv >= CONFIG_ENOMEM && rv <= CONFIG_VERSION);
+        if (rv < 0) {
+            assert_true(f->cfg.errmsg[0] != '\0');
+        }
+        if (rv == CONFIG_RUN) {
+            assert_valid_config(&f->cfg);
+        }
+    }
+
+    static const char *yl[] = {
+        "name: a\n", "name: [\n", "data-dir: ~\n", "snapshot-count: -5\n",
+        "heartbeat-interval: 1.5\n", "election-timeout: 99999999999999\n",
+        "pre-vote: yes\n", "log-outputs: [stdout, 1]\n",
+        "log-outputs: {a: b}\n", "client-transport-security: 5\n",
+        "peer-transport-security: [1]\n", "cors: '*'\n", "a: &x 1\nb: *x\n",
+        "listen-client-urls: \"\"\n", "- 1\n", "\t\tbad: tab\n", "\xff\xfe\n",
+        "grpc-keepalive-timeout: 1s\n", "logger: zap\n", "{}\n", "x: [[[[[1]]]]]\n",
+        "initial-cluster-state: existing\n", "? complex\n: key\n",
+    };
+    const size_t nyl = sizeof(yl) / sizeof(yl[0]);
+    for (int iter = 0; iter < 400; iter++) {
+        char text[1024] = "";
+        int n = 1 + (int)(rng() % 4);
+        for (int i = 0; i < n; i++) {
+            strncat(text, yl[rng() % nyl], sizeof(text) - strlen(text) - 1);
+        }
+        const char *path = write_file(f, "r.yaml", text);
+        config_close(&f->cfg);
+        config_init(&f->cfg);
+        int rv = PARSE(f, "--config-file", (char *)path);
+        assert_true(rv >= CONFIG_ENOMEM && rv <= CONFIG_RUN);
+        if (rv == CONFIG_RUN) {
+            assert_valid_config(&f->cfg);
+        }
+    }
+}
+
 /* ------------------------------------------------------------------------ */
 /* Markdown / docs                                                           */
 
@@ -1018,6 +1125,7 @@ int main(int argc, char **argv)
         T(test_config_ignored_flags_warn),
         T(test_config_log_output_alias),
         T(test_config_discovery_clears_initial_cluster),
+        T(test_config_random_inputs),
         T(test_config_docs_match_table),
         T(test_log_zap_format),
         T(test_log_capnslog_format),
