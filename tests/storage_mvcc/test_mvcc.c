@@ -34,7 +34,7 @@ static int teardown(void **state)
     return 0;
 }
 
-static inline void reopen(struct fx *f)
+static void reopen(struct fx *f)
 {
     mvcc_close(f->s);
     f->s = open_store(f->t.db, 0);
@@ -141,12 +141,889 @@ static void test_mvcc_range_errors(void **state)
     keel_arena_reset(&f->a);
 }
 
+
+/* etcd (apply.go): with a sort target other than KEY and sort order NONE,
+ * only the first limit+1 keys (in key order) are sorted. */
+static void test_mvcc_range_sort_quirk_and_count(void **state)
+{
+    struct fx *f = *state;
+    Etcdserverpb__RangeRequest q = ETCDSERVERPB__RANGE_REQUEST__INIT;
+    Etcdserverpb__RangeResponse *r = NULL;
+    static const uint8_t zero = 0;
+
+    /* a:v3 (rev 2), b:v2 (3), c:v1 (4), d:v0 (5) */
+    assert_int_equal(put1(f->s, &f->a, str("a"), str("v3"), 0, NULL), 0);
+    assert_int_equal(put1(f->s, &f->a, str("b"), str("v2"), 0, NULL), 0);
+    assert_int_equal(put1(f->s, &f->a, str("c"), str("v1"), 0, NULL), 0);
+    assert_int_equal(put1(f->s, &f->a, str("d"), str("v0"), 0, NULL), 0);
+    q.key = str("a");
+    q.range_end = bin(&zero, 1);
+    q.limit = 2;
+    q.sort_target = ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__VALUE;
+    assert_int_equal(mvcc_range(f->s, &q, &f->a, &r), 0);
+    /* first 3 keys a,b,c sorted by value: c(v1), b(v2) */
+    assert_int_equal(r->n_kvs, 2);
+    assert_int_equal(r->more, 1);
+    assert_int_equal(r->count, 4);
+    assert_kv(r->kvs[0], "c", "v1", 4, 4, 1);
+    assert_kv(r->kvs[1], "b", "v2", 3, 3, 1);
+    /* with an explicit order everything is sorted: d(v0), c(v1) */
+    q.sort_order = ETCDSERVERPB__RANGE_REQUEST__SORT_ORDER__ASCEND;
+    assert_int_equal(mvcc_range(f->s, &q, &f->a, &r), 0);
+    assert_kv(r->kvs[0], "d", "v0", 5, 5, 1);
+    assert_kv(r->kvs[1], "c", "v1", 4, 4, 1);
+    /* descending by key, keys_only */
+    q.sort_target = ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__KEY;
+    q.sort_order = ETCDSERVERPB__RANGE_REQUEST__SORT_ORDER__DESCEND;
+    q.keys_only = 1;
+    assert_int_equal(mvcc_range(f->s, &q, &f->a, &r), 0);
+    assert_kv(r->kvs[0], "d", "", 5, 5, 1);
+    assert_kv(r->kvs[1], "c", "", 4, 4, 1);
+    /* filters: count stays the total of the range, more is after filters */
+    q.keys_only = 0;
+    q.sort_order = 0;
+    q.min_mod_revision = 4;
+    q.limit = 1;
+    assert_int_equal(mvcc_range(f->s, &q, &f->a, &r), 0);
+    assert_int_equal(r->count, 4);
+    assert_int_equal(r->n_kvs, 1);
+    assert_int_equal(r->more, 1);
+    assert_kv(r->kvs[0], "c", "v1", 4, 4, 1);
+    q.limit = 2;
+    assert_int_equal(mvcc_range(f->s, &q, &f->a, &r), 0);
+    assert_int_equal(r->n_kvs, 2);
+    assert_int_equal(r->more, 0);
+    /* count_only */
+    q.min_mod_revision = 0;
+    q.count_only = 1;
+    assert_int_equal(mvcc_range(f->s, &q, &f->a, &r), 0);
+    assert_int_equal(r->count, 4);
+    assert_int_equal(r->n_kvs, 0);
+    assert_int_equal(r->more, 0);
+    /* prefix range "a".."c" and an empty range (end <= key) */
+    q.count_only = 0;
+    q.limit = 0;
+    q.range_end = str("c");
+    assert_int_equal(mvcc_range(f->s, &q, &f->a, &r), 0);
+    assert_int_equal(r->n_kvs, 2);
+    q.key = str("c");
+    q.range_end = str("a");
+    assert_int_equal(mvcc_range(f->s, &q, &f->a, &r), 0);
+    assert_int_equal(r->count, 0);
+    keel_arena_reset(&f->a);
+}
+
+/* ---- long keys ------------------------------------------------------------- */
+
+static uint8_t *mkkey(size_t len, char fill, char last)
+{
+    uint8_t *k = malloc(len);
+    memset(k, fill, len);
+    k[len - 1] = (uint8_t)last;
+    return k;
+}
+
+static void test_mvcc_long_keys_order(void **state)
+{
+    struct fx *f = *state;
+    size_t big = is_sanitized() ? 300 * 1024 : 1536 * 1024;
+    struct
+    {
+        uint8_t *k;
+        size_t len;
+    } keys[8];
+    size_t n = 0;
+    Etcdserverpb__RangeResponse *r;
+    Etcdserverpb__DeleteRangeResponse *dr;
+    Etcdserverpb__RangeRequest q = ETCDSERVERPB__RANGE_REQUEST__INIT;
+
+    /* k*N+"x" is N-1 'k's then "x"; the long ones share a 400-byte prefix
+     * and differ only past it. */
+    keys[n].k = (uint8_t *)strdup("k");
+    keys[n++].len = 1;
+    keys[n].k = mkkey(400, 'k', 'k');
+    keys[n++].len = 400;
+    keys[n].k = mkkey(600, 'k', 'a');
+    keys[n++].len = 600;
+    keys[n].k = mkkey(100 * 1024, 'k', 'b');
+    keys[n++].len = 100 * 1024;
+    keys[n].k = mkkey(big, 'k', 'c');
+    keys[n++].len = big;
+    keys[n].k = mkkey(401, 'k', 'z');
+    keys[n++].len = 401;
+    keys[n].k = (uint8_t *)strdup("kl");
+    keys[n++].len = 2;
+    keys[n].k = (uint8_t *)strdup("j");
+    keys[n++].len = 1;
+    /* put them in a scrambled order */
+    static const int order[] = {4, 0, 6, 2, 7, 3, 5, 1};
+    for (size_t i = 0; i < n; i++) {
+        size_t j = (size_t)order[i];
+        assert_int_equal(put1(f->s, &f->a, bin(keys[j].k, keys[j].len),
+                              bin(&keys[j].len, sizeof(size_t)), 0, NULL),
+                         0);
+        keel_arena_reset(&f->a);
+    }
+    /* expected order: j, k, k*400, k*600a, k*100Kb, k*bigc, k*401z, kl */
+    static const int want[] = {7, 0, 1, 2, 3, 4, 5, 6};
+    for (int pass = 0; pass < 2; pass++) {
+        r = range_all(f->s, &f->a, 0);
+        assert_int_equal(r->n_kvs, n);
+        for (size_t i = 0; i < n; i++) {
+            size_t j = (size_t)want[i];
+            assert_int_equal(r->kvs[i]->key.len, keys[j].len);
+            assert_memory_equal(r->kvs[i]->key.data, keys[j].k, keys[j].len);
+        }
+        keel_arena_reset(&f->a);
+        reopen(f);
+    }
+    /* point reads of long keys, a range starting inside the long group */
+    q.key = bin(keys[3].k, keys[3].len);
+    assert_int_equal(mvcc_range(f->s, &q, &f->a, &r), 0);
+    assert_int_equal(r->count, 1);
+    assert_int_equal(r->kvs[0]->key.len, keys[3].len);
+    q.range_end = bin(keys[5].k, keys[5].len);
+    assert_int_equal(mvcc_range(f->s, &q, &f->a, &r), 0);
+    assert_int_equal(r->count, 2); /* 100K-b and big-c; not 401-z */
+    assert_int_equal(r->kvs[1]->key.len, big);
+    /* prefix range "k".."l" holds all but j; delete it, then it is empty */
+    assert_int_equal(del1(f->s, &f->a, str("k"), str("l"), &dr), 0);
+    assert_int_equal(dr->deleted, n - 1);
+    r = range_all(f->s, &f->a, 0);
+    assert_int_equal(r->n_kvs, 1);
+    /* history still has them */
+    r = range_all(f->s, &f->a, mvcc_revision(f->s) - 1);
+    assert_int_equal(r->n_kvs, n);
+    /* compaction drops their tombstones and index records */
+    assert_int_equal(compact1(f->s, mvcc_revision(f->s)), 0);
+    assert_int_equal(mvcc_compact_run(f->s), 0);
+    {
+        uint64_t cnt;
+        assert_int_equal(mvcc_revision_count(f->s, &cnt), 0);
+        assert_int_equal(cnt, 1);
+    }
+    r = range_all(f->s, &f->a, 0);
+    assert_int_equal(r->n_kvs, 1);
+    for (size_t i = 0; i < n; i++) {
+        free(keys[i].k);
+    }
+    keel_arena_reset(&f->a);
+}
+
+/* ---- persistence ------------------------------------------------------------ */
+
+static void test_mvcc_reopen_and_reapply(void **state)
+{
+    struct fx *f = *state;
+    Etcdserverpb__PutRequest q = ETCDSERVERPB__PUT_REQUEST__INIT;
+    Etcdserverpb__PutResponse *r;
+    struct mvcc_write *w;
+
+    /* raft entries 1..3 in one batch */
+    assert_int_equal(mvcc_write_begin(f->s, &w), 0);
+    for (uint64_t idx = 1; idx <= 3; idx++) {
+        char k[8];
+        snprintf(k, sizeof(k), "k%llu", (unsigned long long)idx);
+        assert_true(mvcc_write_should_apply(w, idx));
+        q.key = str(k);
+        q.value = str("v");
+        assert_int_equal(mvcc_put(w, &q, &f->a, &r), 0);
+    }
+    assert_int_equal(mvcc_write_commit(w, 3, 7), 0);
+    /* a batch that is aborted (crash before commit) leaves nothing */
+    assert_int_equal(mvcc_write_begin(f->s, &w), 0);
+    q.key = str("lost");
+    assert_int_equal(mvcc_put(w, &q, &f->a, &r), 0);
+    mvcc_write_abort(w);
+    reopen(f);
+    assert_int_equal(mvcc_consistent_index(f->s), 3);
+    assert_int_equal(mvcc_term(f->s), 7);
+    assert_int_equal(mvcc_revision(f->s), 4);
+    assert_int_equal(get(f, "lost", 0)->count, 0);
+    /* the server re-applies entries 2..5: 2 and 3 are skipped */
+    assert_int_equal(mvcc_write_begin(f->s, &w), 0);
+    for (uint64_t idx = 2; idx <= 5; idx++) {
+        char k[8];
+        if (!mvcc_write_should_apply(w, idx)) {
+            assert_true(idx <= 3);
+            continue;
+        }
+        assert_true(idx > 3);
+        snprintf(k, sizeof(k), "k%llu", (unsigned long long)idx);
+        q.key = str(k);
+        assert_int_equal(mvcc_put(w, &q, &f->a, &r), 0);
+    }
+    assert_int_equal(mvcc_write_commit(w, 5, 7), 0);
+    assert_int_equal(mvcc_revision(f->s), 6);
+    assert_int_equal(range_all(f->s, &f->a, 0)->count, 5);
+    /* consistent_index never goes back */
+    assert_int_equal(mvcc_write_begin(f->s, &w), 0);
+    assert_int_equal(mvcc_write_commit(w, 4, 7), KEEL_EINVAL);
+    assert_int_equal(mvcc_consistent_index(f->s), 5);
+    /* only one batch at a time */
+    assert_int_equal(mvcc_write_begin(f->s, &w), 0);
+    {
+        struct mvcc_write *w2;
+        int done;
+        assert_int_equal(mvcc_write_begin(f->s, &w2), KEEL_EBUSY);
+        assert_int_equal(mvcc_compact_step(f->s, 10, &done), KEEL_EBUSY);
+        assert_int_equal(mvcc_set_map_size(f->s, 1 << 30), KEEL_EBUSY);
+    }
+    mvcc_write_abort(w);
+    keel_arena_reset(&f->a);
+}
+
+/* ---- events ------------------------------------------------------------------ */
+
+static void test_mvcc_events_since(void **state)
+{
+    struct fx *f = *state;
+    static const uint8_t zero = 0;
+    ProtobufCBinaryData all = bin(&zero, 1);
+    Mvccpb__Event **ev;
+    size_t n;
+    int64_t next;
+    ProtobufCBinaryData pk = str("a"), pe = str("b");
+
+    assert_int_equal(put1(f->s, &f->a, str("a1"), str("x"), 0, NULL), 0); /* 2 */
+    assert_int_equal(put1(f->s, &f->a, str("b1"), str("y"), 0, NULL), 0); /* 3 */
+    assert_int_equal(put1(f->s, &f->a, str("a1"), str("z"), 0, NULL), 0); /* 4 */
+    assert_int_equal(del1(f->s, &f->a, str("a"), str("c"), NULL), 0);      /* 5 */
+    assert_int_equal(mvcc_events_since(f->s, 3, &all, &all, 0, 1, &f->a, &ev,
+                                       &n, &next),
+                     0);
+    assert_int_equal(n, 4);
+    assert_int_equal(next, 6);
+    assert_int_equal(ev[0]->type, MVCCPB__EVENT__EVENT_TYPE__PUT);
+    assert_kv(ev[0]->kv, "b1", "y", 3, 3, 1);
+    assert_null(ev[0]->prev_kv);
+    assert_kv(ev[1]->kv, "a1", "z", 2, 4, 2);
+    assert_kv(ev[1]->prev_kv, "a1", "x", 2, 2, 1);
+    assert_int_equal(ev[2]->type, MVCCPB__EVENT__EVENT_TYPE__DELETE);
+    assert_kv(ev[2]->kv, "a1", "", 0, 5, 0);
+    assert_kv(ev[2]->prev_kv, "a1", "z", 2, 4, 2);
+    assert_kv(ev[3]->kv, "b1", "", 0, 5, 0);
+    /* key range [a, b) */
+    assert_int_equal(mvcc_events_since(f->s, 1, &pk, &pe, 0, 0, &f->a, &ev, &n,
+                                       &next),
+                     0);
+    assert_int_equal(n, 3);
+    assert_null(ev[1]->prev_kv); /* not asked for */
+    /* limit 1 from revision 5: the whole revision 5 comes (2 events) */
+    assert_int_equal(mvcc_events_since(f->s, 5, &all, &all, 1, 0, &f->a, &ev,
+                                       &n, &next),
+                     0);
+    assert_int_equal(n, 2);
+    assert_int_equal(next, 6);
+    assert_int_equal(mvcc_events_since(f->s, 2, &all, &all, 1, 0, &f->a, &ev,
+                                       &n, &next),
+                     0);
+    assert_int_equal(n, 1);
+    assert_int_equal(next, 3);
+    /* below the compact revision */
+    assert_int_equal(compact1(f->s, 4), 0);
+    assert_int_equal(mvcc_events_since(f->s, 3, &all, &all, 0, 0, &f->a, &ev,
+                                       &n, &next),
+                     KEEL_ECOMPACTED);
+    assert_int_equal(mvcc_events_since(f->s, 4, &all, &all, 0, 1, &f->a, &ev,
+                                       &n, &next),
+                     0);
+    assert_int_equal(n, 3);
+    keel_arena_reset(&f->a);
+}
+
+/* ---- hashes -------------------------------------------------------------------- */
+
+static void feed(struct mvcc_store *s, struct keel_arena *a, uint64_t seed, int n)
+{
+    uint64_t x = seed;
+    for (int i = 0; i < n; i++) {
+        char k[16], v[16];
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        snprintf(k, sizeof(k), "h%02u", (unsigned)(x >> 33) % 20);
+        snprintf(v, sizeof(v), "%u", (unsigned)(x >> 40));
+        if ((x >> 20) % 5 == 0) {
+            assert_int_equal(del1(s, a, str(k), bin(NULL, 0), NULL), 0);
+        } else {
+            assert_int_equal(put1(s, a, str(k), str(v), 0, NULL), 0);
+        }
+        keel_arena_reset(a);
+    }
+}
+
+static void test_mvcc_hash_kv(void **state)
+{
+    struct fx *f = *state;
+    struct tdir t2;
+    struct mvcc_store *s2;
+    uint32_t h1, h2;
+    int64_t c1, c2, r1, r2;
+
+    tdir_init(&t2);
+    s2 = open_store(t2.db, 0);
+    feed(f->s, &f->a, 1, 200);
+    feed(s2, &f->a, 1, 200);
+    assert_int_equal(mvcc_revision(f->s), mvcc_revision(s2));
+    assert_int_equal(mvcc_hash_kv(f->s, 0, &h1, &c1, &r1), 0);
+    assert_int_equal(mvcc_hash_kv(s2, 0, &h2, &c2, &r2), 0);
+    assert_int_equal(h1, h2);
+    assert_int_equal(c1, -1);
+    assert_int_equal(r1, mvcc_revision(f->s));
+    /* compacted at the same revision: store 1 physically, store 2 not yet */
+    assert_int_equal(compact1(f->s, 100), 0);
+    assert_int_equal(compact1(s2, 100), 0);
+    assert_int_equal(mvcc_compact_run(f->s), 0);
+    for (int64_t rev = 101; rev <= mvcc_revision(f->s); rev += 17) {
+        assert_int_equal(mvcc_hash_kv(f->s, rev, &h1, &c1, &r1), 0);
+        assert_int_equal(mvcc_hash_kv(s2, rev, &h2, &c2, &r2), 0);
+        assert_int_equal(h1, h2);
+        assert_int_equal(c1, 100);
+    }
+    assert_int_equal(mvcc_hash_kv(f->s, 100, &h1, &c1, &r1), KEEL_ECOMPACTED);
+    assert_int_equal(c1, 100);
+    assert_int_equal(mvcc_hash_kv(f->s, r1 + 1, &h1, &c1, &r1), KEEL_EFUTUREREV);
+    assert_int_equal(mvcc_hash(f->s, &h1, &r1), 0);
+    assert_int_equal(mvcc_compact_run(s2), 0);
+    assert_int_equal(mvcc_hash(s2, &h2, &r2), 0);
+    assert_int_equal(h1, h2);
+    /* one different write: different hashes from there on */
+    assert_int_equal(put1(f->s, &f->a, str("h01"), str("A"), 0, NULL), 0);
+    assert_int_equal(put1(s2, &f->a, str("h01"), str("B"), 0, NULL), 0);
+    assert_int_equal(mvcc_hash_kv(f->s, 0, &h1, &c1, &r1), 0);
+    assert_int_equal(mvcc_hash_kv(s2, 0, &h2, &c2, &r2), 0);
+    assert_int_not_equal(h1, h2);
+    assert_int_equal(mvcc_hash_kv(f->s, r1 - 1, &h1, &c1, &r1), 0);
+    assert_int_equal(mvcc_hash_kv(s2, r2 - 1, &h2, &c2, &r2), 0);
+    assert_int_equal(h1, h2);
+    assert_int_equal(mvcc_hash(f->s, &h1, &r1), 0);
+    assert_int_equal(mvcc_hash(s2, &h2, &r2), 0);
+    assert_int_not_equal(h1, h2);
+    mvcc_close(s2);
+    rm_rf(t2.dir);
+    keel_arena_reset(&f->a);
+}
+
+/* ---- txn ------------------------------------------------------------------------ */
+
+static Etcdserverpb__RequestOp *op_put(struct keel_arena *a,
+                                       const char *k,
+                                       const char *v)
+{
+    Etcdserverpb__RequestOp *op = keel_arena_alloc(a, sizeof(*op));
+    Etcdserverpb__PutRequest *p = keel_arena_alloc(a, sizeof(*p));
+    etcdserverpb__request_op__init(op);
+    etcdserverpb__put_request__init(p);
+    p->key = str(k);
+    p->value = str(v);
+    op->request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT;
+    op->request_put = p;
+    return op;
+}
+
+static Etcdserverpb__RequestOp *op_del(struct keel_arena *a,
+                                       const char *k,
+                                       const char *end)
+{
+    Etcdserverpb__RequestOp *op = keel_arena_alloc(a, sizeof(*op));
+    Etcdserverpb__DeleteRangeRequest *d = keel_arena_alloc(a, sizeof(*d));
+    etcdserverpb__request_op__init(op);
+    etcdserverpb__delete_range_request__init(d);
+    d->key = str(k);
+    if (end != NULL) {
+        d->range_end = *end ? str(end) : bin("", 1);
+    }
+    op->request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_DELETE_RANGE;
+    op->request_delete_range = d;
+    return op;
+}
+
+static Etcdserverpb__RequestOp *op_txn(struct keel_arena *a,
+                                       Etcdserverpb__TxnRequest *t)
+{
+    Etcdserverpb__RequestOp *op = keel_arena_alloc(a, sizeof(*op));
+    etcdserverpb__request_op__init(op);
+    op->request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_TXN;
+    op->request_txn = t;
+    return op;
+}
+
+static Etcdserverpb__TxnRequest *txn2(struct keel_arena *a,
+                                      Etcdserverpb__RequestOp *s0,
+                                      Etcdserverpb__RequestOp *s1,
+                                      Etcdserverpb__RequestOp *f0)
+{
+    Etcdserverpb__TxnRequest *t = keel_arena_alloc(a, sizeof(*t));
+    etcdserverpb__txn_request__init(t);
+    t->success = keel_arena_alloc(a, 2 * sizeof(*t->success));
+    t->failure = keel_arena_alloc(a, sizeof(*t->failure));
+    if (s0) {
+        t->success[t->n_success++] = s0;
+    }
+    if (s1) {
+        t->success[t->n_success++] = s1;
+    }
+    if (f0) {
+        t->failure[t->n_failure++] = f0;
+    }
+    return t;
+}
+
+static void test_mvcc_txn_duplicate_keys(void **state)
+{
+    struct fx *f = *state;
+    struct keel_arena *a = &f->a;
+
+    /* etcd v3rpc/key.go checkIntervals cases */
+    assert_int_equal(mvcc_txn_check(txn2(a, op_put(a, "a", "1"),
+                                         op_put(a, "a", "2"), NULL)),
+                     KEEL_EDUPLICATEKEY);
+    assert_int_equal(mvcc_txn_check(txn2(a, op_put(a, "a", "1"),
+                                         op_put(a, "b", "2"), NULL)),
+                     0);
+    /* success and failure branches exclude each other */
+    assert_int_equal(mvcc_txn_check(txn2(a, op_put(a, "a", "1"), NULL,
+                                         op_put(a, "a", "2"))),
+                     0);
+    /* put inside a deleted range, either order */
+    assert_int_equal(mvcc_txn_check(txn2(a, op_del(a, "a", "c"),
+                                         op_put(a, "b", "2"), NULL)),
+                     KEEL_EDUPLICATEKEY);
+    assert_int_equal(mvcc_txn_check(txn2(a, op_put(a, "b", "2"),
+                                         op_del(a, "b", NULL), NULL)),
+                     KEEL_EDUPLICATEKEY);
+    assert_int_equal(mvcc_txn_check(txn2(a, op_put(a, "c", "2"),
+                                         op_del(a, "a", "c"), NULL)),
+                     0);
+    /* etcd's quirk: a from-key delete ("\0") covers nothing */
+    assert_int_equal(mvcc_txn_check(txn2(a, op_put(a, "b", "2"),
+                                         op_del(a, "a", ""), NULL)),
+                     0);
+    /* deletes may overlap deletes */
+    assert_int_equal(mvcc_txn_check(txn2(a, op_del(a, "a", "z"),
+                                         op_del(a, "b", NULL), NULL)),
+                     0);
+    /* nested: same key in both branches of a nested txn is fine ... */
+    {
+        Etcdserverpb__TxnRequest *in =
+            txn2(a, op_put(a, "k", "1"), NULL, op_put(a, "k", "2"));
+        assert_int_equal(mvcc_txn_check(txn2(a, op_txn(a, in), NULL, NULL)), 0);
+        /* ... but not with a put of the outer level */
+        assert_int_equal(mvcc_txn_check(txn2(a, op_txn(a, in),
+                                             op_put(a, "k", "3"), NULL)),
+                         KEEL_EDUPLICATEKEY);
+        /* nor under an outer delete */
+        assert_int_equal(mvcc_txn_check(txn2(a, op_txn(a, in),
+                                             op_del(a, "a", "z"), NULL)),
+                         KEEL_EDUPLICATEKEY);
+        /* a nested delete against an outer put */
+        assert_int_equal(
+            mvcc_txn_check(txn2(a, op_txn(a, txn2(a, op_del(a, "k", NULL),
+                                                  NULL, NULL)),
+                                op_put(a, "k", "3"), NULL)),
+            KEEL_EDUPLICATEKEY);
+        /* two nested txns putting the same key */
+        assert_int_equal(
+            mvcc_txn_check(txn2(a, op_txn(a, in), op_txn(a, in), NULL)),
+            KEEL_EDUPLICATEKEY);
+    }
+    keel_arena_reset(a);
+}
+
+static void test_mvcc_txn_semantics(void **state)
+{
+    struct fx *f = *state;
+    struct keel_arena *a = &f->a;
+    Etcdserverpb__TxnResponse *r = NULL;
+    Etcdserverpb__TxnRequest *t;
+    Etcdserverpb__Compare c = ETCDSERVERPB__COMPARE__INIT, *cp = &c;
+    struct mvcc_write *w;
+
+    assert_int_equal(put1(f->s, a, str("x"), str("1"), 0, NULL), 0); /* rev 2 */
+    /* value compare on a missing key is false, even NOT_EQUAL */
+    c.key = str("missing");
+    c.target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__VALUE;
+    c.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__NOT_EQUAL;
+    c.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_VALUE;
+    c.value = str("zz");
+    t = txn2(a, op_put(a, "y", "s"), NULL, op_put(a, "y", "f"));
+    t->compare = &cp;
+    t->n_compare = 1;
+    assert_int_equal(mvcc_write_begin(f->s, &w), 0);
+    assert_int_equal(mvcc_txn(w, t, a, &r), 0);
+    assert_false(r->succeeded);
+    assert_int_equal(r->header->revision, 3);
+    /* version of a missing key is 0: create-if-absent */
+    c.target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__VERSION;
+    c.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
+    c.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_VERSION;
+    c.version = 0;
+    c.key = str("z");
+    t = txn2(a, op_put(a, "z", "new"), op_del(a, "x", NULL), NULL);
+    t->compare = &cp;
+    t->n_compare = 1;
+    assert_int_equal(mvcc_txn(w, t, a, &r), 0);
+    assert_true(r->succeeded);
+    assert_int_equal(r->header->revision, 4);
+    assert_int_equal(r->n_responses, 2);
+    assert_int_equal(r->responses[0]->response_put->header->revision, 4);
+    assert_int_equal(r->responses[1]->response_delete_range->deleted, 1);
+    {
+        Mvccpb__Event **ev;
+        size_t n;
+        mvcc_write_events(w, &ev, &n);
+        assert_int_equal(n, 2);
+        assert_int_equal(ev[0]->kv->mod_revision, 4);
+        assert_int_equal(ev[1]->type, MVCCPB__EVENT__EVENT_TYPE__DELETE);
+    }
+    /* again: the compare fails now, the failure branch is empty: no revision */
+    assert_int_equal(mvcc_txn(w, t, a, &r), 0);
+    assert_false(r->succeeded);
+    assert_int_equal(r->n_responses, 0);
+    assert_int_equal(r->header->revision, 4);
+    /* errors before any write: ignore_value on a missing key, unknown lease;
+     * the txn has no effect and the batch goes on */
+    t = txn2(a, op_put(a, "p", "1"), op_put(a, "q", ""), NULL);
+    t->success[1]->request_put->ignore_value = 1;
+    assert_int_equal(mvcc_txn(w, t, a, &r), KEEL_EKEYNOTFOUND);
+    t = txn2(a, op_put(a, "p", "1"), op_put(a, "q", "2"), NULL);
+    t->success[1]->request_put->lease = 42;
+    assert_int_equal(mvcc_txn(w, t, a, &r), KEEL_ELEASENOTFOUND);
+    {
+        Etcdserverpb__RequestOp rop = ETCDSERVERPB__REQUEST_OP__INIT;
+        Etcdserverpb__RangeRequest rq = ETCDSERVERPB__RANGE_REQUEST__INIT;
+        rq.key = str("p");
+        rq.revision = 99;
+        rop.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE;
+        rop.request_range = &rq;
+        t = txn2(a, op_put(a, "p", "1"), &rop, NULL);
+        assert_int_equal(mvcc_txn(w, t, a, &r), KEEL_EFUTUREREV);
+    }
+    assert_int_equal(mvcc_write_commit(w, ++test_ci, 1), 0);
+    assert_int_equal(mvcc_revision(f->s), 4);
+    assert_int_equal(get(f, "p", 0)->count, 0);
+    assert_int_equal(get(f, "z", 0)->count, 1);
+    assert_int_equal(get(f, "x", 0)->count, 0);
+    /* read-only txn from a read txn; a write in it is refused */
+    {
+        Etcdserverpb__RequestOp rop = ETCDSERVERPB__REQUEST_OP__INIT;
+        Etcdserverpb__RangeRequest rq = ETCDSERVERPB__RANGE_REQUEST__INIT;
+        rq.key = str("z");
+        rop.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE;
+        rop.request_range = &rq;
+        t = txn2(a, &rop, NULL, NULL);
+        assert_int_equal(mvcc_txn_read(f->s, t, a, &r), 0);
+        assert_true(r->succeeded);
+        assert_int_equal(r->responses[0]->response_range->count, 1);
+        t = txn2(a, &rop, NULL, op_put(a, "w", "1"));
+        assert_int_equal(mvcc_txn_read(f->s, t, a, &r), KEEL_EINVAL);
+    }
+    keel_arena_reset(a);
+}
+
+static void test_mvcc_put_errors(void **state)
+{
+    struct fx *f = *state;
+    Etcdserverpb__PutRequest q = ETCDSERVERPB__PUT_REQUEST__INIT;
+    Etcdserverpb__PutResponse *r;
+    struct mvcc_write *w;
+
+    assert_int_equal(mvcc_write_begin(f->s, &w), 0);
+    q.key = str("k");
+    q.ignore_value = 1;
+    assert_int_equal(mvcc_put(w, &q, &f->a, &r), KEEL_EKEYNOTFOUND);
+    q.ignore_value = 0;
+    q.ignore_lease = 1;
+    assert_int_equal(mvcc_put(w, &q, &f->a, &r), KEEL_EKEYNOTFOUND);
+    q.lease = 5;
+    assert_int_equal(mvcc_put(w, &q, &f->a, &r), KEEL_ELEASEPROVIDED);
+    q.ignore_lease = 0;
+    assert_int_equal(mvcc_put(w, &q, &f->a, &r), KEEL_ELEASENOTFOUND);
+    assert_non_null(strstr(mvcc_errmsg(f->s), "lease 5 not found"));
+    q.lease = 0;
+    q.ignore_value = 1;
+    q.value = str("v");
+    assert_int_equal(mvcc_put(w, &q, &f->a, &r), KEEL_EVALUEPROVIDED);
+    q.key = bin(NULL, 0);
+    assert_int_equal(mvcc_put(w, &q, &f->a, &r), KEEL_EEMPTYKEY);
+    /* the batch is still good */
+    q.key = str("k");
+    q.ignore_value = 0;
+    assert_int_equal(mvcc_put(w, &q, &f->a, &r), 0);
+    assert_int_equal(lease_store_grant(w, 9, 30), 0);
+    q.lease = 9;
+    assert_int_equal(mvcc_put(w, &q, &f->a, &r), 0);
+    /* ignore_value keeps the value, ignore_lease the lease */
+    q.value = bin(NULL, 0);
+    q.ignore_value = 1;
+    q.lease = 0;
+    q.ignore_lease = 1;
+    assert_int_equal(mvcc_put(w, &q, &f->a, &r), 0);
+    assert_int_equal(mvcc_write_commit(w, ++test_ci, 1), 0);
+    {
+        Etcdserverpb__RangeResponse *g = get(f, "k", 0);
+        assert_kv(g->kvs[0], "k", "v", 2, 4, 3);
+        assert_int_equal(g->kvs[0]->lease, 9);
+    }
+    keel_arena_reset(&f->a);
+}
+
+/* ---- leases --------------------------------------------------------------------- */
+
+static void test_mvcc_lease_revoke(void **state)
+{
+    struct fx *f = *state;
+    struct mvcc_write *w;
+    struct lease_store_lease l, *ls;
+    ProtobufCBinaryData *keys;
+    size_t n;
+    Mvccpb__Event **ev;
+
+    assert_int_equal(mvcc_write_begin(f->s, &w), 0);
+    assert_int_equal(lease_store_grant(w, 7, 10), 0);
+    assert_int_equal(lease_store_grant(w, 8, 20), 0);
+    assert_int_equal(lease_store_grant(w, 7, 10), KEEL_ELEASEEXIST);
+    assert_int_equal(lease_store_grant(w, 0, 10), KEEL_EINVAL);
+    assert_int_equal(mvcc_write_commit(w, ++test_ci, 1), 0);
+    assert_int_equal(put1(f->s, &f->a, str("l/b"), str("1"), 7, NULL), 0);
+    assert_int_equal(put1(f->s, &f->a, str("l/a"), str("1"), 7, NULL), 0);
+    assert_int_equal(put1(f->s, &f->a, str("l/c"), str("1"), 8, NULL), 0);
+    assert_int_equal(put1(f->s, &f->a, str("l/d"), str("1"), 7, NULL), 0);
+    /* moving a key to another lease or none detaches it */
+    assert_int_equal(put1(f->s, &f->a, str("l/d"), str("2"), 0, NULL), 0);
+    assert_int_equal(lease_store_keys(f->s, NULL, 7, &f->a, &keys, &n), 0);
+    assert_int_equal(n, 2);
+    assert_memory_equal(keys[0].data, "l/a", 3);
+    assert_memory_equal(keys[1].data, "l/b", 3);
+    assert_int_equal(lease_store_list(f->s, NULL, &f->a, &ls, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(ls[0].id, 7);
+    assert_int_equal(ls[1].ttl, 20);
+    assert_int_equal(mvcc_write_begin(f->s, &w), 0);
+    assert_int_equal(lease_store_checkpoint(w, 8, 15), 0);
+    assert_int_equal(lease_store_checkpoint(w, 99, 15), KEEL_ELEASENOTFOUND);
+    assert_int_equal(lease_store_revoke(w, 7, &f->a), 0);
+    mvcc_write_events(w, &ev, &n);
+    assert_int_equal(n, 2);
+    assert_int_equal(ev[0]->kv->mod_revision, 7);
+    assert_int_equal(ev[1]->kv->mod_revision, 7);
+    assert_int_equal(lease_store_get(f->s, w, 7, &l), KEEL_ELEASENOTFOUND);
+    assert_int_equal(mvcc_write_commit(w, ++test_ci, 1), 0);
+    assert_int_equal(mvcc_revision(f->s), 7);
+    assert_int_equal(range_all(f->s, &f->a, 0)->count, 2);
+    reopen(f);
+    assert_int_equal(lease_store_get(f->s, NULL, 8, &l), 0);
+    assert_int_equal(l.ttl, 20);
+    assert_int_equal(l.remaining_ttl, 15);
+    /* revoking a lease without keys writes no revision */
+    assert_int_equal(mvcc_write_begin(f->s, &w), 0);
+    assert_int_equal(lease_store_grant(w, 11, 5), 0);
+    assert_int_equal(lease_store_revoke(w, 11, &f->a), 0);
+    assert_int_equal(mvcc_write_commit(w, ++test_ci, 1), 0);
+    assert_int_equal(mvcc_revision(f->s), 7);
+    keel_arena_reset(&f->a);
+}
+
+/* ---- tables ---------------------------------------------------------------------- */
+
+static int count_cb(void *arg, const void *k, size_t kl, const void *v, size_t vl)
+{
+    (void)k;
+    (void)v;
+    (void)kl;
+    (void)vl;
+    ++*(int *)arg;
+    return 0;
+}
+
+static void test_mvcc_tables(void **state)
+{
+    struct fx *f = *state;
+    struct mvcc_write *w;
+    void *v;
+    size_t vl;
+    int n = 0;
+
+    assert_int_equal(mvcc_write_begin(f->s, &w), 0);
+    assert_int_equal(mvcc_table_put(w, MVCC_TABLE_MEMBERS, "m1", 2, "A", 1), 0);
+    assert_int_equal(mvcc_table_put(w, MVCC_TABLE_MEMBERS, "m2", 2, "B", 1), 0);
+    assert_int_equal(mvcc_table_put(w, MVCC_TABLE_AUTH_USERS, "root", 4, "x", 1),
+                     0);
+    assert_int_equal(mvcc_table_get(f->s, w, MVCC_TABLE_MEMBERS, "m2", 2, &f->a,
+                                    &v, &vl),
+                     0);
+    assert_memory_equal(v, "B", 1);
+    /* not visible outside the batch before commit */
+    assert_int_equal(mvcc_table_get(f->s, NULL, MVCC_TABLE_MEMBERS, "m2", 2,
+                                    &f->a, &v, &vl),
+                     KEEL_ENOTFOUND);
+    assert_int_equal(mvcc_table_put(w, MVCC_TABLE_META, "consistent_index", 16,
+                                    "x", 1),
+                     KEEL_EINVAL);
+    assert_int_equal(mvcc_table_put(w, MVCC_TABLE_META, "", 0, "x", 1),
+                     KEEL_EINVAL);
+    assert_int_equal(mvcc_table_del(w, MVCC_TABLE_MEMBERS, "m3", 2),
+                     KEEL_ENOTFOUND);
+    assert_int_equal(mvcc_table_del(w, MVCC_TABLE_MEMBERS, "m1", 2), 0);
+    assert_int_equal(mvcc_write_commit(w, ++test_ci, 1), 0);
+    reopen(f);
+    assert_int_equal(mvcc_table_foreach(f->s, NULL, MVCC_TABLE_MEMBERS,
+                                        count_cb, &n),
+                     0);
+    assert_int_equal(n, 1);
+    assert_int_equal(mvcc_table_get(f->s, NULL, MVCC_TABLE_AUTH_USERS, "root",
+                                    4, &f->a, &v, &vl),
+                     0);
+    assert_int_equal(vl, 1);
+    keel_arena_reset(&f->a);
+}
+
+/* ---- full map --------------------------------------------------------------------- */
+
+static void test_mvcc_map_full(void **state)
+{
+    struct fx *f = *state;
+    Etcdserverpb__PutRequest q = ETCDSERVERPB__PUT_REQUEST__INIT;
+    Etcdserverpb__PutResponse *r;
+    static uint8_t val[64 * 1024];
+    struct mvcc_write *w;
+    int rc = 0, i;
+
+    mvcc_close(f->s);
+    f->s = open_store(f->t.db, 1 << 20);
+    assert_int_equal(put1(f->s, &f->a, str("keep"), str("me"), 0, NULL), 0);
+    /* a batch that does not fit: KEEL_ENOSPACE, poisoned, nothing written */
+    assert_int_equal(mvcc_write_begin(f->s, &w), 0);
+    q.value = bin(val, sizeof(val));
+    for (i = 0; i < 100 && rc == 0; i++) {
+        char k[16];
+        snprintf(k, sizeof(k), "big%03d", i);
+        q.key = str(k);
+        rc = mvcc_put(w, &q, &f->a, &r);
+        keel_arena_reset(&f->a);
+    }
+    assert_int_equal(rc, KEEL_ENOSPACE);
+    assert_non_null(strstr(mvcc_errmsg(f->s), "MDB_MAP_FULL"));
+    q.key = str("after");
+    assert_int_equal(mvcc_put(w, &q, &f->a, &r), KEEL_ENOSPACE);
+    assert_int_equal(mvcc_write_commit(w, 1000, 1), KEEL_ENOSPACE);
+    assert_int_equal(mvcc_revision(f->s), 2);
+    reopen(f);
+    assert_int_equal(mvcc_revision(f->s), 2);
+    assert_int_equal(range_all(f->s, &f->a, 0)->count, 1);
+    /* with a bigger map the same batch applies */
+    assert_int_equal(mvcc_set_map_size(f->s, 64 << 20), 0);
+    assert_int_equal(mvcc_write_begin(f->s, &w), 0);
+    for (int j = 0; j < i; j++) {
+        char k[16];
+        snprintf(k, sizeof(k), "big%03d", j);
+        q.key = str(k);
+        assert_int_equal(mvcc_put(w, &q, &f->a, &r), 0);
+        keel_arena_reset(&f->a);
+    }
+    assert_int_equal(mvcc_write_commit(w, 1000, 1), 0);
+    assert_int_equal(range_all(f->s, &f->a, 0)->count, i + 1);
+    keel_arena_reset(&f->a);
+}
+
+static void test_mvcc_open_errors(void **state)
+{
+    struct fx *f = *state;
+    struct mvcc_store *s = NULL;
+    char err[256];
+    char path[400];
+    FILE *fp;
+
+    snprintf(path, sizeof(path), "%s/garbage", f->t.dir);
+    fp = fopen(path, "w");
+    assert_non_null(fp);
+    for (int i = 0; i < 5000; i++) {
+        fputs("not an lmdb file ", fp);
+    }
+    fclose(fp);
+    assert_int_not_equal(mvcc_open(path, NULL, &s, err, sizeof(err)), 0);
+    assert_null(s);
+    assert_non_null(strstr(err, "garbage"));
+    /* a regular file where a directory is needed */
+    snprintf(path, sizeof(path), "%s/garbage/member/db", f->t.dir);
+    assert_int_not_equal(mvcc_open(path, NULL, &s, err, sizeof(err)), 0);
+    assert_non_null(strstr(err, "parent"));
+}
+
+/* ---- compaction edge cases ---------------------------------------------------------- */
+
+static void test_mvcc_compaction_edges(void **state)
+{
+    struct fx *f = *state;
+    uint64_t n;
+    int done;
+
+    assert_int_equal(put1(f->s, &f->a, str("a"), str("1"), 0, NULL), 0); /* 2 */
+    assert_int_equal(put1(f->s, &f->a, str("a"), str("2"), 0, NULL), 0); /* 3 */
+    assert_int_equal(del1(f->s, &f->a, str("a"), bin(NULL, 0), NULL), 0); /* 4 */
+    assert_int_equal(put1(f->s, &f->a, str("a"), str("3"), 0, NULL), 0); /* 5 */
+    assert_int_equal(put1(f->s, &f->a, str("b"), str("1"), 0, NULL), 0); /* 6 */
+    assert_int_equal(del1(f->s, &f->a, str("b"), bin(NULL, 0), NULL), 0); /* 7 */
+    assert_int_equal(put1(f->s, &f->a, str("c"), str("1"), 0, NULL), 0); /* 8 */
+    /* at a tombstone revision: a's tombstone and older revisions go */
+    assert_int_equal(compact1(f->s, 4), 0);
+    /* logical at once, physical later */
+    assert_int_equal(mvcc_revision_count(f->s, &n), 0);
+    assert_int_equal(n, 7);
+    assert_int_equal(mvcc_compact_step(f->s, 1, &done), 0);
+    assert_int_equal(done, 0);
+    reopen(f); /* resumes after a restart */
+    assert_int_equal(mvcc_compact_revision(f->s), 4);
+    assert_int_equal(mvcc_compact_run(f->s), 0);
+    assert_int_equal(mvcc_revision_count(f->s, &n), 0);
+    assert_int_equal(n, 4); /* 5, 6, 7, 8 */
+    assert_int_equal(get(f, "a", 4)->count, 0);
+    assert_kv(get(f, "a", 5)->kvs[0], "a", "3", 5, 5, 1);
+    /* at the current revision: b's tombstone goes with its key */
+    assert_int_equal(compact1(f->s, 8), 0);
+    assert_int_equal(mvcc_compact_run(f->s), 0);
+    assert_int_equal(mvcc_revision_count(f->s, &n), 0);
+    assert_int_equal(n, 2); /* a@5, c@8 */
+    assert_int_equal(range_all(f->s, &f->a, 8)->count, 2);
+    assert_int_equal(mvcc_compact_step(f->s, 1, &done), 0);
+    assert_int_equal(done, 1);
+    /* a later put supersedes a revision kept by the earlier compaction */
+    assert_int_equal(put1(f->s, &f->a, str("a"), str("4"), 0, NULL), 0); /* 9 */
+    assert_int_equal(compact1(f->s, 9), 0);
+    assert_int_equal(mvcc_compact_run(f->s), 0);
+    assert_int_equal(mvcc_revision_count(f->s, &n), 0);
+    assert_int_equal(n, 2); /* a@9, c@8 */
+    assert_kv(get(f, "a", 0)->kvs[0], "a", "4", 5, 9, 2);
+    keel_arena_reset(&f->a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_mvcc_revisions_as_etcd, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_mvcc_range_errors, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_mvcc_range_sort_quirk_and_count,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mvcc_long_keys_order, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_mvcc_reopen_and_reapply, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_mvcc_events_since, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_mvcc_hash_kv, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mvcc_txn_duplicate_keys, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_mvcc_txn_semantics, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_mvcc_put_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mvcc_lease_revoke, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_mvcc_tables, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mvcc_map_full, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mvcc_open_errors, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_mvcc_compaction_edges, setup,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

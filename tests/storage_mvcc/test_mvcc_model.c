@@ -1002,7 +1002,8 @@ static void op_compact(struct env *e, struct mvcc_write *w)
             rev = e->m.rev + 1;
         }
     } else {
-        rev = lo + (int64_t)rn((uint64_t)(e->m.rev - lo + 1));
+        /* keep some history behind: half-way at most */
+        rev = lo + (int64_t)rn((uint64_t)(e->m.rev - lo) / 2 + 1);
     }
     rc = mvcc_compact(w, rev);
     if (rev <= e->m.compact) {
@@ -1177,7 +1178,7 @@ static void run_seed(uint64_t seed, int steps)
                 op_txn(e, w);
             } else if (y < 85) {
                 op_range(e, w);
-            } else if (y < 92) {
+            } else if (y < 97) {
                 op_lease(e, w);
             } else {
                 op_compact(e, w);
@@ -1191,6 +1192,8 @@ static void run_seed(uint64_t seed, int steps)
         }
     }
     check_all(e);
+    fprintf(stderr, "  revision %lld, compacted at %lld, %zu events\n",
+            (long long)e->m.rev, (long long)e->m.compact, e->m.nev);
     assert_int_equal(mvcc_compact_run(e->s), 0);
     if (e->m.compact > 0) {
         check_compacted_count(e);
@@ -1209,7 +1212,7 @@ static void run_seed(uint64_t seed, int steps)
 
 static void test_mvcc_model_random(void **state)
 {
-    int steps = is_sanitized() ? 400 : 2500;
+    int steps = is_sanitized() ? 2000 : 15000;
     (void)state;
     for (uint64_t seed = 1; seed <= 6; seed++) {
         run_seed(seed, steps);
