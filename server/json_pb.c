@@ -124,19 +124,40 @@ static void go_quote_char(unsigned char c, char *buf, size_t n)
     }
 }
 
-static int jp_fail(struct jp *j, const char *what)
+/* A syntax error at j->p in context `what`. At the end of input Go's
+ * json.Decoder says "unexpected EOF"; json.Unmarshal feeds its scanner one
+ * more ' ', so where a space is itself invalid (inside a number, a literal,
+ * an escape: space_bad) it reports "invalid character ' ' <what>", and
+ * otherwise "unexpected end of JSON input". */
+static int jp_fail_ctx(struct jp *j, const char *what, int space_bad)
 {
     char q[16];
     if (j->p >= j->end) {
         j->truncated = 1;
-        set_err(j->err, j->errlen, "%s",
-                j->decoder ? "unexpected EOF" : "unexpected end of JSON input");
+        if (j->decoder) {
+            set_err(j->err, j->errlen, "unexpected EOF");
+        } else if (space_bad) {
+            set_err(j->err, j->errlen, "invalid character ' ' %s", what);
+        } else {
+            set_err(j->err, j->errlen, "unexpected end of JSON input");
+        }
     } else {
         go_quote_char((unsigned char)*j->p, q, sizeof q);
         set_err(j->err, j->errlen, "invalid character %s %s", q, what);
     }
     j->rv = KEEL_EINVAL;
     return j->rv;
+}
+
+static int jp_fail(struct jp *j, const char *what)
+{
+    return jp_fail_ctx(j, what, 0);
+}
+
+/* Contexts where the next byte may not be a space. */
+static int jp_fail_strict(struct jp *j, const char *what)
+{
+    return jp_fail_ctx(j, what, 1);
 }
 
 static int jp_oom(struct jp *j)
@@ -342,18 +363,15 @@ static int jp_scan_string(struct jp *j, const char **body, size_t *n)
         if (c == '\\') {
             j->p++;
             if (j->p >= j->end) {
-                return jp_fail(j, "");
+                return jp_fail_strict(j, "in string escape code");
             }
             char e = *j->p;
             if (e == 'u') {
                 j->p++;
                 for (int i = 0; i < 4; i++) {
-                    if (j->p >= j->end) {
-                        return jp_fail(j, "");
-                    }
-                    if (hexval(*j->p) < 0) {
-                        return jp_fail(j,
-                                       "in \\u hexadecimal character escape");
+                    if (j->p >= j->end || hexval(*j->p) < 0) {
+                        return jp_fail_strict(
+                            j, "in \\u hexadecimal character escape");
                     }
                     j->p++;
                 }
@@ -381,7 +399,7 @@ static int jp_scan_number(struct jp *j)
     if (*j->p == '-') {
         j->p++;
         if (j->p >= j->end || !is_digit(*j->p)) {
-            return jp_fail(j, "in numeric literal");
+            return jp_fail_strict(j, "in numeric literal");
         }
     }
     if (*j->p == '0') {
@@ -394,7 +412,7 @@ static int jp_scan_number(struct jp *j)
     if (j->p < j->end && *j->p == '.') {
         j->p++;
         if (j->p >= j->end || !is_digit(*j->p)) {
-            return jp_fail(j, "after decimal point in numeric literal");
+            return jp_fail_strict(j, "after decimal point in numeric literal");
         }
         while (j->p < j->end && is_digit(*j->p)) {
             j->p++;
@@ -406,7 +424,7 @@ static int jp_scan_number(struct jp *j)
             j->p++;
         }
         if (j->p >= j->end || !is_digit(*j->p)) {
-            return jp_fail(j, "in exponent of numeric literal");
+            return jp_fail_strict(j, "in exponent of numeric literal");
         }
         while (j->p < j->end && is_digit(*j->p)) {
             j->p++;
@@ -424,7 +442,7 @@ static int jp_literal(struct jp *j, const char *word)
         if (j->p >= j->end || *j->p != word[i]) {
             snprintf(what, sizeof what, "in literal %s (expecting '%c')", word,
                      word[i]);
-            return jp_fail(j, what);
+            return jp_fail_strict(j, what);
         }
     }
     j->p++;
@@ -1213,9 +1231,13 @@ static int conv_value(struct conv *c, const ProtobufCFieldDescriptor *f,
     switch (f->type) {
     case PROTOBUF_C_TYPE_ENUM:
         if (v->kind == JV_STR) {
+            /* jsonpb matches the raw text between the quotes, escapes
+             * and all: "\u0041SCEND" is not ASCEND. */
             const ProtobufCEnumValue *ev =
-                protobuf_c_enum_descriptor_get_value_by_name(f->descriptor,
-                                                             v->s);
+                memchr(v->raw, '\\', v->rawlen) != NULL
+                    ? NULL
+                    : protobuf_c_enum_descriptor_get_value_by_name(
+                          f->descriptor, v->s);
             if (ev == NULL) {
                 char tn[160], q[256];
                 go_quote_bytes(v->raw, v->rawlen, q, sizeof q);
@@ -1618,7 +1640,14 @@ static int enc_float(struct json_pb_buf *b, double v, int bits)
     double av = fabs(v);
     if (av != 0 && (av < 1e-6 || av >= 1e21)) {
         snprintf(tmp, sizeof tmp, "%.*e", prec - 1, v);
-        /* Go writes e-07 as e-07 and e+21 as e+21: same as C. */
+        /* Go cleans a two-digit negative exponent: e-07 -> e-7 (but keeps
+         * e+21 and e-100). */
+        size_t n = strlen(tmp);
+        if (n >= 4 && tmp[n - 4] == 'e' && tmp[n - 3] == '-' &&
+            tmp[n - 2] == '0') {
+            tmp[n - 2] = tmp[n - 1];
+            tmp[n - 1] = '\0';
+        }
     } else {
         /* plain notation with the digits found above */
         char g[64];
