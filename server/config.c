@@ -2490,7 +2490,9 @@ void config_print_help(const struct keel_config *cfg, FILE *out)
         if (s == S_HIDDEN) {
             continue;
         }
-        fprintf(out, "\n%s:\n", section_title[s]);
+        /* etcd's text has a blank line under this one heading */
+        fprintf(out, "\n%s:\n%s", section_title[s],
+                s == S_DEPRECATED ? "\n" : "");
         for (size_t i = 0; i < NFLAGS; i++) {
             const struct flag_def *f = &flags[i];
             if ((int)f->section != s) {
@@ -2511,6 +2513,7 @@ void config_print_help(const struct keel_config *cfg, FILE *out)
                          "guarantees given by the consensus protocol!\n");
         }
     }
+    /* etcd: fmt.Println(flagsline), flagsline ending in a newline */
     fprintf(out, "\n");
 }
 
