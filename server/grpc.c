@@ -661,7 +661,9 @@ static void begin_message(struct grpc_call *call)
 static void on_data(void *u, const uint8_t *p, size_t n)
 {
     struct grpc_call *call = u;
+    struct http2_stream *st = call->st;
 
+    api_enter(call);
     while (n > 0 && !call->status_sent && !call->cancelled) {
         if (call->prefix_len < 5) {
             size_t take = 5 - call->prefix_len;
@@ -673,11 +675,11 @@ static void on_data(void *u, const uint8_t *p, size_t n)
             p += take;
             n -= take;
             if (call->prefix_len < 5) {
-                return;
+                break;
             }
             begin_message(call);
             if (call->status_sent || call->cancelled) {
-                return;
+                break;
             }
         } else {
             size_t take = call->msg_len - call->msg_got;
@@ -698,6 +700,13 @@ static void on_data(void *u, const uint8_t *p, size_t n)
             }
         }
     }
+    /* Flow control: bytes of a message still being assembled stay
+     * charged to the client's windows; everything else is released. */
+    if (st != NULL && call->st == st &&
+        (call->prefix_len == 0 || call->status_sent || call->cancelled)) {
+        http2__stream_consume(st, http2__stream_held(st));
+    }
+    api_leave(call);
 }
 
 static void on_end(void *u)

@@ -62,11 +62,13 @@ typedef void (*grpc_half_close_cb)(struct grpc_call *call, void *data);
 /* The call is over before the handler finished it: the client cancelled or
  * disconnected (code KEEL_GRPC_CANCELED), the deadline passed
  * (KEEL_GRPC_DEADLINE_EXCEEDED) or the transport failed it (too large or
- * undecodable streamed message: INVALID_ARGUMENT, RESOURCE_EXHAUSTED,
- * INTERNAL). Runs at most once, never from inside a grpc_call_* function
- * the handler is calling. */
+ * undecodable streamed message: RESOURCE_EXHAUSTED, INTERNAL). Runs at most
+ * once, from its own loop turn (never inside a grpc_call_* function), and
+ * only while the handler has not finished the call. The handler must still
+ * finish it (e.g. grpc_call_finish(call, KEEL_ECANCELED)). */
 typedef void (*grpc_cancel_cb)(struct grpc_call *call, int code, void *data);
-/* The call's outbound queue drained (see grpc_call_buffered()). */
+/* The call's outbound queue drained (see grpc_call_buffered()); runs from
+ * its own loop turn. */
 typedef void (*grpc_drain_cb)(struct grpc_call *call, void *data);
 
 struct grpc_method
@@ -120,8 +122,9 @@ void *grpc_call_data(const struct grpc_call *call);
 /* Replace the method's cancel callback for this call. */
 void grpc_call_on_cancel(struct grpc_call *call, grpc_cancel_cb cb,
                          void *data);
-/* Called whenever the call's outbound queue falls to 0 bytes after a send
- * had queued data. */
+/* Call cb whenever the call's outbound queue has been handed to HTTP/2
+ * framing completely after a send had queued data (flow control permitting:
+ * a client that does not read never drains). */
 void grpc_call_on_drain(struct grpc_call *call, grpc_drain_cb cb, void *data);
 
 /* Whether the client is still there and the call not cancelled. */

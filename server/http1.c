@@ -494,6 +494,11 @@ static void h1_writable(void *p)
     if (!h->paused || h->active || conn_is_closing(h->c)) {
         return;
     }
+    if (conn_out_bytes(h->c) > conn_limits(h->c)->out_high_water) {
+        /* A pipelining client that does not read its answers: take no
+         * new request until the socket drains (conn.c calls us again). */
+        return;
+    }
     llhttp_resume(&h->parser);
     h->paused = 0;
     buf = h->pending;

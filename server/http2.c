@@ -53,7 +53,10 @@
 
 /* Coalesce serialised frames into writes of about this size. */
 #define H2_WRITE_CHUNK (64 * 1024)
-/* Receive windows: generous, since bodies are consumed as they arrive. */
+/* Minimum receive windows. A stream's window must hold the largest
+ * message (gRPC bytes are released only once their message is complete),
+ * so it grows with the limits; the connection window then bounds what one
+ * connection can make us hold in partial messages. */
 #define H2_STREAM_WINDOW (1 << 20)
 #define H2_CONN_WINDOW (16 << 20)
 #define H2_MAX_HEADER_LIST (64 * 1024)
@@ -81,6 +84,7 @@ struct http2_stream
     void *u;
     int dispatched;
     int remote_ended;
+    size_t held; /* body bytes delivered and not yet released (consume) */
     /* Response. */
     int responded;   /* head submitted */
     int has_body;    /* a data provider is attached */
@@ -163,6 +167,11 @@ static void stream_close(struct http2_stream *st, uint32_t error_code)
     }
     if (st->h != NULL && st->h->closed != NULL) {
         st->h->closed(st->u, error_code);
+    }
+    if (st->held > 0 && !h2->dead) {
+        /* The stream window dies with the stream; the connection window
+         * must get the bytes back. */
+        nghttp2_session_consume_connection(h2->s, st->held);
     }
     for (ch = st->qhead; ch != NULL; ch = next) {
         next = ch->next;
@@ -287,6 +296,8 @@ static const struct router_transport h2_router_transport = {
 static void rr_data(void *u, const uint8_t *p, size_t n)
 {
     struct h2_rreq *rr = u;
+    /* The body is copied here, bounded by max_http_body per stream. */
+    http2__stream_consume(rr->st, n);
     if (rr->dispatched || rr->too_big) {
         return;
     }
@@ -551,8 +562,16 @@ static int on_data_chunk_recv(nghttp2_session *s, uint8_t flags,
     (void)flags;
     (void)ud;
     st = nghttp2_session_get_stream_user_data(s, stream_id);
-    if (st != NULL && st->h != NULL && st->h->data != NULL && len > 0) {
+    if (st == NULL || len == 0) {
+        /* Not ours (rejected at begin): give the window back. */
+        nghttp2_session_consume(s, stream_id, len);
+        return 0;
+    }
+    st->held += len;
+    if (st->h != NULL && st->h->data != NULL) {
         st->h->data(st->u, data, len);
+    } else {
+        http2__stream_consume(st, len);
     }
     return 0;
 }
@@ -649,6 +668,22 @@ static ssize_t data_read(nghttp2_session *s, int32_t stream_id, uint8_t *buf,
 }
 
 /* ---- stream API for grpc.c and the router ----------------------------- */
+
+void http2__stream_consume(struct http2_stream *st, size_t n)
+{
+    struct http2 *h2 = st->h2;
+    assert(n <= st->held);
+    st->held -= n;
+    if (n > 0 && !h2->dead) {
+        nghttp2_session_consume(h2->s, st->id, n);
+        request_flush(h2); /* a WINDOW_UPDATE may be due */
+    }
+}
+
+size_t http2__stream_held(const struct http2_stream *st)
+{
+    return st->held;
+}
 
 void http2__stream_set_handler(struct http2_stream *st,
                                const struct http2_stream_handler *h, void *u)
@@ -956,6 +991,7 @@ int http2__attach(struct conn *c, const struct conn_proto **ops, void **state)
     nghttp2_session_callbacks *cbs = NULL;
     nghttp2_option *opt = NULL;
     nghttp2_settings_entry iv[3];
+    int32_t stream_window, conn_window;
     int rv = KEEL_ENOMEM;
 
     if (h2 == NULL) {
@@ -981,18 +1017,37 @@ int http2__attach(struct conn *c, const struct conn_proto **ops, void **state)
      * it). Framing is still checked; dispatch() checks the pseudo-headers
      * we rely on. */
     nghttp2_option_set_no_http_messaging(opt, 1);
+    /* Inbound flow control follows what the receivers hold (see
+     * http2__stream_consume). */
+    nghttp2_option_set_no_auto_window_update(opt, 1);
     if (nghttp2_session_server_new2(&h2->s, cbs, h2, opt) != 0) {
         goto err;
     }
     iv[0].settings_id = NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS;
     iv[0].value = conn_limits(c)->max_concurrent_streams;
+    {
+        const struct conn_limits *lim = conn_limits(c);
+        size_t w = H2_STREAM_WINDOW;
+        if (lim->max_recv_bytes + 5 > w) {
+            w = lim->max_recv_bytes + 5;
+        }
+        if (lim->max_http_body > w) {
+            w = lim->max_http_body;
+        }
+        if (w > NGHTTP2_MAX_WINDOW_SIZE / 2) {
+            w = NGHTTP2_MAX_WINDOW_SIZE / 2;
+        }
+        stream_window = (int32_t)w;
+        conn_window = 2 * stream_window > H2_CONN_WINDOW ? 2 * stream_window
+                                                         : H2_CONN_WINDOW;
+    }
     iv[1].settings_id = NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE;
-    iv[1].value = H2_STREAM_WINDOW;
+    iv[1].value = (uint32_t)stream_window;
     iv[2].settings_id = NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE;
     iv[2].value = H2_MAX_HEADER_LIST;
     if (nghttp2_submit_settings(h2->s, NGHTTP2_FLAG_NONE, iv, 3) != 0 ||
         nghttp2_session_set_local_window_size(h2->s, NGHTTP2_FLAG_NONE, 0,
-                                              H2_CONN_WINDOW) != 0) {
+                                              conn_window) != 0) {
         goto err_session;
     }
     nghttp2_session_callbacks_del(cbs);

@@ -67,6 +67,14 @@ int http2__stream_write(struct http2_stream *st, const void *p, size_t n);
 int http2__stream_end(struct http2_stream *st,
                       const struct router_header *trailers, size_t n);
 
+/* Release n body bytes the receiver was holding (delivered through
+ * data()): they leave the flow-control windows so the client may send
+ * more. A receiver that keeps partial data (an incomplete gRPC message)
+ * releases it when done; until then the client is throttled. */
+void http2__stream_consume(struct http2_stream *st, size_t n);
+/* Bytes delivered and not yet released. */
+size_t http2__stream_held(const struct http2_stream *st);
+
 /* Reset the stream with an HTTP/2 error code. */
 void http2__stream_reset(struct http2_stream *st, uint32_t error_code);
 

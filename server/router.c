@@ -11,10 +11,11 @@
  *
  * Lifetime: after dispatch a request is shared by the transport (until its
  * connection or stream goes away: router__req_detach) and the handler (until
- * it ends the response). Whichever lets go last frees it. A detached request
- * gets its cancel callback from its own loop turn... (here synchronously:
- * transports detach from their close paths, never from inside a router_*
- * call, because router calls only queue bytes and never close anything).
+ * it ends the response). Whichever lets go last frees it. The cancel
+ * callback runs synchronously from router__req_detach(): transports detach
+ * only from their close paths (connection destroy, HTTP/2 stream close while
+ * serialising from the loop), never from inside a router_* call, because
+ * router calls only queue bytes and schedule the write.
  */
 #include "router.h"
 

@@ -600,7 +600,229 @@ static void test_transport_grpc_reply_after_disconnect(void **state)
     assert_true(ts_wait_for(no_live_calls, 3000));
 }
 
+static size_t put_framed(uint8_t *p, size_t len, int pattern)
+{
+    p[0] = 0;
+    p[1] = (uint8_t)(len >> 24);
+    p[2] = (uint8_t)(len >> 16);
+    p[3] = (uint8_t)(len >> 8);
+    p[4] = (uint8_t)len;
+    for (size_t i = 0; i < len; i++) {
+        p[5 + i] = pattern ? (uint8_t)i : 0;
+    }
+    return len + 5;
+}
+
+static int count_cancelled(void)
+{
+    return ts_obs.count_cancel_code >= 0;
+}
+
+/* Client streaming: several messages, one split over many DATA frames, then
+ * the half-close that triggers the answer. */
+static void test_transport_grpc_client_stream(void **state)
+{
+    static const char *h[] = {"content-type", "application/grpc+proto", "te",
+                              "trailers", NULL};
+    uint8_t *body = malloc(3 * 5 + 10 + 70000);
+    size_t n = 0;
+    struct ts_h2_result r;
+    const char want[] = "n=3 bytes=70010";
+    (void)state;
+    n += put_framed(body + n, 10, 1);
+    n += put_framed(body + n, 0, 1);
+    n += put_framed(body + n, 70000, 1);
+    assert_int_equal(ts_h2_request(ts_port(), "POST", "/keeltest.Count/Count",
+                                   h, body, n, &r),
+                     0);
+    free(body);
+    assert_int_equal(r.grpc_status, 0);
+    assert_int_equal(r.body_len, 5 + sizeof want - 1);
+    assert_memory_equal(r.body + 5, want, sizeof want - 1);
+    ts_h2_result_free(&r);
+}
+
+/* A streamed message over the receive limit fails the call and tells the
+ * handler why. */
+static void test_transport_grpc_stream_message_too_large(void **state)
+{
+    size_t len = 2200 * 1024;
+    uint8_t *body = malloc(len + 5);
+    struct ts_h2_result r;
+    (void)state;
+    ts_obs.count_cancel_code = -1;
+    put_framed(body, len, 0);
+    assert_int_equal(ts_grpc_call(ts_port(), "/keeltest.Count/Count", NULL,
+                                  0, body + 5, len, &r),
+                     0);
+    free(body);
+    assert_int_equal(r.grpc_status, KEEL_GRPC_RESOURCE_EXHAUSTED);
+    ts_h2_result_free(&r);
+    assert_true(ts_wait_for(count_cancelled, 3000));
+    assert_int_equal(ts_obs.count_cancel_code, KEEL_GRPC_RESOURCE_EXHAUSTED);
+    assert_true(ts_wait_for(no_live_calls, 3000));
+}
+
+/* A producer that follows grpc_call_buffered()/on_drain streams 4 MiB to
+ * a client with default (64 KiB) flow-control windows, never holding more
+ * than its budget. */
+static void test_transport_grpc_paced_stream(void **state)
+{
+    struct ts_h2_result r;
+    (void)state;
+    ts_obs.paced_max_buffered = 0;
+    assert_int_equal(ts_grpc_call(ts_port(), "/keeltest.Paced/Paced", NULL, 0,
+                                  NULL, 0, &r),
+                     0);
+    assert_int_equal(r.grpc_status, 0);
+    assert_int_equal(r.body_len, 64u * (65536 + 5));
+    assert_true(ts_obs.paced_max_buffered <= 256 * 1024 + 65536 + 5);
+    assert_true(ts_obs.paced_max_buffered > 0);
+    ts_h2_result_free(&r);
+}
+
+/* Many concurrent streams on one connection, answered asynchronously and
+ * out of order. */
+static void test_transport_grpc_concurrent_streams(void **state)
+{
+    enum { N = 200 };
+    struct ts_h2_result *r = calloc(N, sizeof *r);
+    Etcdserverpb__RangeRequest req = ETCDSERVERPB__RANGE_REQUEST__INIT;
+    uint8_t *buf;
+    size_t n;
+    (void)state;
+    req.key.data = (uint8_t *)"multi";
+    req.key.len = 5;
+    n = pack(&req.base, &buf);
+    assert_int_equal(ts_grpc_multi(ts_port(), "/etcdserverpb.KV/Range", buf,
+                                   n, N, r),
+                     0);
+    for (int i = 0; i < N; i++) {
+        Etcdserverpb__RangeResponse *resp;
+        assert_int_equal(r[i].grpc_status, 0);
+        assert_true(r[i].body_len > 5);
+        resp = etcdserverpb__range_response__unpack(NULL, r[i].body_len - 5,
+                                                    r[i].body + 5);
+        assert_non_null(resp);
+        assert_int_equal(resp->n_kvs, 1);
+        assert_int_equal(resp->kvs[0]->value.len, 7);
+        assert_memory_equal(resp->kvs[0]->value.data, "v:multi", 7);
+        etcdserverpb__range_response__free_unpacked(resp, NULL);
+        ts_h2_result_free(&r[i]);
+    }
+    free(buf);
+    free(r);
+}
+
+/* grpc-message is percent-encoded: "%41" must arrive as "%41", not "A". */
+static void test_transport_grpc_message_encoding(void **state)
+{
+    struct ts_h2_result r;
+    (void)state;
+    assert_int_equal(ts_grpc_call(ts_port(), "/f%41\xc3\xa9.Bar/Baz", NULL, 0,
+                                  NULL, 0, &r),
+                     0);
+    assert_int_equal(r.grpc_status, KEEL_GRPC_UNIMPLEMENTED);
+    assert_string_equal(r.grpc_message, "unknown service f%41\xc3\xa9.Bar");
+    ts_h2_result_free(&r);
+}
+
+static void test_transport_h2_http_body_too_large(void **state)
+{
+    uint8_t *body = calloc(1, 100000);
+    struct ts_h2_result r;
+    (void)state;
+    assert_int_equal(ts_h2_request(ts_port(), "POST", "/echo", NULL, body,
+                                   100000, &r),
+                     0);
+    assert_int_equal(r.http_status, 413);
+    ts_h2_result_free(&r);
+    free(body);
+}
+
+/* Sum the DATA payload the server sent on a stream. */
+static size_t data_bytes(const uint8_t *p, size_t n, uint32_t sid)
+{
+    size_t off = 0, sum = 0;
+    while (off + 9 <= n) {
+        size_t len = (size_t)p[off] << 16 | (size_t)p[off + 1] << 8 |
+                     p[off + 2];
+        uint32_t id = ((uint32_t)p[off + 5] & 0x7f) << 24 |
+                      (uint32_t)p[off + 6] << 16 | (uint32_t)p[off + 7] << 8 |
+                      p[off + 8];
+        if (p[off + 3] == 0x0 && id == sid && off + 9 + len <= n) {
+            sum += len;
+        }
+        off += 9 + len;
+    }
+    return sum;
+}
+
+/* The server never sends more DATA than the client's window allows
+ * (65535 by default; this client sends no WINDOW_UPDATE). */
+static void test_transport_h2_flow_control_respected(void **state)
+{
+    uint8_t req[2048];
+    char *out;
+    int closed;
+    ssize_t n;
+    size_t len;
+    (void)state;
+    ts_obs.flood_cancels = 0;
+    len = build_grpc_request(req, "/keeltest.Flood/Flood", 0);
+    n = ts_raw_exchange(ts_port(), req, len, 300, &out, &closed);
+    assert_true(n > 0);
+    assert_true(data_bytes((uint8_t *)out, (size_t)n, 1) <= 65535);
+    assert_true(data_bytes((uint8_t *)out, (size_t)n, 1) > 60000);
+    free(out);
+    /* Our side closed: the producer is cancelled. */
+    assert_true(ts_wait_for(flood_cancelled, 3000));
+    assert_true(ts_wait_for(no_live_calls, 3000));
+}
+
 /* ---- tests: malformed input and misbehaving clients ---- */
+
+/* HTTP/1.1 pipelining without reading: the server stops taking requests
+ * once its output backs up instead of queueing every answer. */
+static void test_transport_http1_pipelined_never_reads(void **state)
+{
+    enum { N = 2000 };
+    static const char one[] = "GET /big HTTP/1.1\r\nHost: x\r\n\r\n";
+    size_t len = N * (sizeof one - 1);
+    char *reqs = malloc(len);
+    int fd, small = 4096;
+    size_t sent = 0;
+    (void)state;
+    for (int i = 0; i < N; i++) {
+        memcpy(reqs + i * (sizeof one - 1), one, sizeof one - 1);
+    }
+    baseline_conns = ts_server_conns();
+    ts_obs.big_calls = 0;
+    fd = ts_connect(ts_port());
+    assert_true(fd >= 0);
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    while (sent < len) {
+        struct pollfd p = {fd, POLLOUT, 0};
+        ssize_t k;
+        if (poll(&p, 1, 200) <= 0) {
+            break; /* the server stopped reading: fine */
+        }
+        k = send(fd, reqs + sent, len - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (k <= 0) {
+            break;
+        }
+        sent += (size_t)k;
+    }
+    usleep(300 * 1000);
+    /* 64 KiB answers: what fits in the socket buffers and our high-water
+     * mark, far from all of them (each would be 64 KiB of memory). */
+    assert_true(ts_obs.big_calls > 0);
+    assert_true(ts_obs.big_calls < N / 2);
+    close(fd);
+    free(reqs);
+    assert_true(ts_wait_for(conns_back_to_baseline, 3000));
+}
+
 
 static void test_transport_garbage_bytes(void **state)
 {
@@ -913,6 +1135,14 @@ int main(void)
         cmocka_unit_test(test_transport_grpc_size_limits),
         cmocka_unit_test(test_transport_grpc_deadline),
         cmocka_unit_test(test_transport_grpc_reply_after_disconnect),
+        cmocka_unit_test(test_transport_grpc_client_stream),
+        cmocka_unit_test(test_transport_grpc_stream_message_too_large),
+        cmocka_unit_test(test_transport_grpc_paced_stream),
+        cmocka_unit_test(test_transport_grpc_concurrent_streams),
+        cmocka_unit_test(test_transport_grpc_message_encoding),
+        cmocka_unit_test(test_transport_h2_http_body_too_large),
+        cmocka_unit_test(test_transport_h2_flow_control_respected),
+        cmocka_unit_test(test_transport_http1_pipelined_never_reads),
         cmocka_unit_test(test_transport_garbage_bytes),
         cmocka_unit_test(test_transport_http1_pipelining_keepalive),
         cmocka_unit_test(test_transport_http1_body_too_large),

@@ -27,6 +27,9 @@ struct ts_observed
     atomic_int snapshot_calls;
     atomic_int http_cancels;       /* streamed HTTP responses cancelled */
     atomic_int put_calls;
+    atomic_int big_calls;
+    atomic_int count_cancel_code;
+    atomic_int paced_max_buffered;
     char auth_seen[64];            /* token metadata of the last Status */
 };
 
@@ -72,6 +75,9 @@ int ts_grpc_call(int port, const char *path, const char *const *headers,
                  uint8_t flags, const uint8_t *msg, size_t len,
                  struct ts_h2_result *res);
 void ts_h2_result_free(struct ts_h2_result *res);
+/* n gRPC calls of the same request, concurrently on one connection. */
+int ts_grpc_multi(int port, const char *path, const uint8_t *msg, size_t len,
+                  size_t n, struct ts_h2_result *res);
 
 /* Raw TCP: connect, send, read until EOF or timeout_ms; returns bytes read
  * (into a malloc'd *out, NUL-terminated) or -1. closed is set when the

@@ -49,13 +49,18 @@ int ts_connect(int port)
 
 /* ---- HTTP/2 client ---- */
 
-struct h2c
+struct h2req
 {
-    int fd;
     struct ts_h2_result *res;
     const uint8_t *body;
     size_t len, off;
-    int done;
+};
+
+struct h2c
+{
+    int fd;
+    size_t open; /* streams not yet closed */
+    int goaway;
 };
 
 static ssize_t c_send(nghttp2_session *s, const uint8_t *data, size_t len,
@@ -91,34 +96,39 @@ static int c_header(nghttp2_session *s, const nghttp2_frame *frame,
                     const uint8_t *name, size_t namelen, const uint8_t *value,
                     size_t valuelen, uint8_t flags, void *ud)
 {
-    struct h2c *c = ud;
+    struct h2req *r = nghttp2_session_get_stream_user_data(
+        s, frame->hd.stream_id);
+    struct ts_h2_result *res;
     char v[1024];
-    (void)s;
-    (void)frame;
     (void)flags;
+    (void)ud;
+    if (r == NULL) {
+        return 0;
+    }
+    res = r->res;
     if (valuelen >= sizeof v) {
         valuelen = sizeof v - 1;
     }
     memcpy(v, value, valuelen);
     v[valuelen] = '\0';
     if (namelen == 7 && memcmp(name, ":status", 7) == 0) {
-        c->res->http_status = atoi(v);
+        res->http_status = atoi(v);
     } else if (namelen == 11 && memcmp(name, "grpc-status", 11) == 0) {
-        c->res->grpc_status = atoi(v);
+        res->grpc_status = atoi(v);
     } else if (namelen == 12 && memcmp(name, "grpc-message", 12) == 0) {
         size_t k = 0;
-        for (size_t i = 0; i < valuelen && k + 1 < sizeof c->res->grpc_message;
+        for (size_t i = 0; i < valuelen && k + 1 < sizeof res->grpc_message;
              i++) {
             if (v[i] == '%' && i + 2 < valuelen && unhex(v[i + 1]) >= 0 &&
                 unhex(v[i + 2]) >= 0) {
-                c->res->grpc_message[k++] =
+                res->grpc_message[k++] =
                     (char)(unhex(v[i + 1]) * 16 + unhex(v[i + 2]));
                 i += 2;
             } else {
-                c->res->grpc_message[k++] = v[i];
+                res->grpc_message[k++] = v[i];
             }
         }
-        c->res->grpc_message[k] = '\0';
+        res->grpc_message[k] = '\0';
     }
     return 0;
 }
@@ -126,19 +136,23 @@ static int c_header(nghttp2_session *s, const nghttp2_frame *frame,
 static int c_data(nghttp2_session *s, uint8_t flags, int32_t id,
                   const uint8_t *data, size_t len, void *ud)
 {
-    struct h2c *c = ud;
+    struct h2req *r = nghttp2_session_get_stream_user_data(s, id);
+    struct ts_h2_result *res;
     uint8_t *b;
-    (void)s;
     (void)flags;
-    (void)id;
-    b = realloc(c->res->body, c->res->body_len + len + 1);
+    (void)ud;
+    if (r == NULL) {
+        return 0;
+    }
+    res = r->res;
+    b = realloc(res->body, res->body_len + len + 1);
     if (b == NULL) {
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
-    memcpy(b + c->res->body_len, data, len);
-    c->res->body = b;
-    c->res->body_len += len;
-    b[c->res->body_len] = 0;
+    memcpy(b + res->body_len, data, len);
+    res->body = b;
+    res->body_len += len;
+    b[res->body_len] = 0;
     return 0;
 }
 
@@ -148,7 +162,7 @@ static int c_frame_recv(nghttp2_session *s, const nghttp2_frame *frame,
     struct h2c *c = ud;
     (void)s;
     if (frame->hd.type == NGHTTP2_GOAWAY) {
-        c->res->goaway = 1;
+        c->goaway = 1;
     }
     return 0;
 }
@@ -156,13 +170,14 @@ static int c_frame_recv(nghttp2_session *s, const nghttp2_frame *frame,
 static int c_close(nghttp2_session *s, int32_t id, uint32_t code, void *ud)
 {
     struct h2c *c = ud;
-    (void)s;
-    (void)id;
-    if (code != 0) {
-        c->res->reset = 1;
-        c->res->reset_code = code;
+    struct h2req *r = nghttp2_session_get_stream_user_data(s, id);
+    if (r != NULL) {
+        if (code != 0) {
+            r->res->reset = 1;
+            r->res->reset_code = code;
+        }
+        c->open--;
     }
-    c->done = 1;
     return 0;
 }
 
@@ -170,44 +185,50 @@ static ssize_t c_body(nghttp2_session *s, int32_t id, uint8_t *buf,
                       size_t length, uint32_t *flags,
                       nghttp2_data_source *src, void *ud)
 {
-    struct h2c *c = ud;
-    size_t n = c->len - c->off;
+    struct h2req *r = src->ptr;
+    size_t n = r->len - r->off;
     (void)s;
     (void)id;
-    (void)src;
+    (void)ud;
     if (n > length) {
         n = length;
     }
-    memcpy(buf, c->body + c->off, n);
-    c->off += n;
-    if (c->off == c->len) {
+    memcpy(buf, r->body + r->off, n);
+    r->off += n;
+    if (r->off == r->len) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
     }
     return (ssize_t)n;
 }
 
-int ts_h2_request(int port, const char *method, const char *path,
-                  const char *const *headers, const uint8_t *body,
-                  size_t len, struct ts_h2_result *res)
+/* n requests (same method/path/headers/body) on one connection, all
+ * submitted before any answer is read. */
+static int h2_requests(int port, const char *method, const char *path,
+                       const char *const *headers, const uint8_t *body,
+                       size_t len, size_t count, struct ts_h2_result *res)
 {
     nghttp2_session_callbacks *cbs;
     nghttp2_session *s;
     nghttp2_nv nv[32];
     nghttp2_data_provider prd;
     struct h2c c;
+    struct h2req *reqs = calloc(count, sizeof *reqs);
     size_t n = 0;
-    int64_t deadline = now_ms() + 5000;
+    int64_t deadline = now_ms() + 8000;
     int rv = -1;
     char authority[32];
 
-    memset(res, 0, sizeof *res);
-    res->grpc_status = -1;
     memset(&c, 0, sizeof c);
-    c.res = res;
-    c.body = body;
-    c.len = len;
+    for (size_t i = 0; i < count; i++) {
+        memset(&res[i], 0, sizeof res[i]);
+        res[i].grpc_status = -1;
+        reqs[i].res = &res[i];
+        reqs[i].body = body;
+        reqs[i].len = len;
+    }
     c.fd = ts_connect(port);
     if (c.fd < 0) {
+        free(reqs);
         return -1;
     }
     snprintf(authority, sizeof authority, "127.0.0.1:%d", port);
@@ -236,13 +257,17 @@ int ts_h2_request(int port, const char *method, const char *path,
     nghttp2_session_client_new(&s, cbs, &c);
     nghttp2_session_callbacks_del(cbs);
     nghttp2_submit_settings(s, NGHTTP2_FLAG_NONE, NULL, 0);
-    prd.source.ptr = NULL;
     prd.read_callback = c_body;
-    if (nghttp2_submit_request(s, NULL, nv, n,
-                               body != NULL ? &prd : NULL, NULL) < 0) {
-        goto out;
+    for (size_t i = 0; i < count; i++) {
+        prd.source.ptr = &reqs[i];
+        if (nghttp2_submit_request(s, NULL, nv, n,
+                                   body != NULL ? &prd : NULL,
+                                   &reqs[i]) < 0) {
+            goto out;
+        }
+        c.open++;
     }
-    while (!c.done) {
+    while (c.open > 0) {
         struct pollfd pfd = {c.fd, POLLIN, 0};
         uint8_t buf[65536];
         ssize_t got;
@@ -263,8 +288,44 @@ int ts_h2_request(int port, const char *method, const char *path,
     }
     rv = 0;
 out:
+    for (size_t i = 0; i < count; i++) {
+        res[i].goaway = c.goaway;
+    }
     nghttp2_session_del(s);
     close(c.fd);
+    free(reqs);
+    return rv;
+}
+
+int ts_h2_request(int port, const char *method, const char *path,
+                  const char *const *headers, const uint8_t *body,
+                  size_t len, struct ts_h2_result *res)
+{
+    return h2_requests(port, method, path, headers, body, len, 1, res);
+}
+
+static uint8_t *frame_grpc(uint8_t flags, const uint8_t *msg, size_t len)
+{
+    uint8_t *framed = malloc(len + 5);
+    framed[0] = flags;
+    framed[1] = (uint8_t)(len >> 24);
+    framed[2] = (uint8_t)(len >> 16);
+    framed[3] = (uint8_t)(len >> 8);
+    framed[4] = (uint8_t)len;
+    if (len > 0) {
+        memcpy(framed + 5, msg, len);
+    }
+    return framed;
+}
+
+int ts_grpc_multi(int port, const char *path, const uint8_t *msg, size_t len,
+                  size_t n, struct ts_h2_result *res)
+{
+    static const char *h[] = {"content-type", "application/grpc", "te",
+                              "trailers", NULL};
+    uint8_t *framed = frame_grpc(0, msg, len);
+    int rv = h2_requests(port, "POST", path, h, framed, len + 5, n, res);
+    free(framed);
     return rv;
 }
 
@@ -274,25 +335,23 @@ int ts_grpc_call(int port, const char *path, const char *const *headers,
 {
     const char *h[40];
     size_t n = 0;
-    uint8_t *framed = malloc(len + 5);
+    uint8_t *framed = frame_grpc(flags, msg, len);
     int rv;
 
-    h[n++] = "content-type";
-    h[n++] = "application/grpc";
+    int has_ct = 0;
+    for (size_t i = 0; headers != NULL && headers[i] != NULL; i += 2) {
+        has_ct |= strcmp(headers[i], "content-type") == 0;
+    }
+    if (!has_ct) {
+        h[n++] = "content-type";
+        h[n++] = "application/grpc";
+    }
     h[n++] = "te";
     h[n++] = "trailers";
     for (size_t i = 0; headers != NULL && headers[i] != NULL && n < 38; i++) {
         h[n++] = headers[i];
     }
     h[n] = NULL;
-    framed[0] = flags;
-    framed[1] = (uint8_t)(len >> 24);
-    framed[2] = (uint8_t)(len >> 16);
-    framed[3] = (uint8_t)(len >> 8);
-    framed[4] = (uint8_t)len;
-    if (len > 0) {
-        memcpy(framed + 5, msg, len);
-    }
     rv = ts_h2_request(port, "POST", path, h, framed, len + 5, res);
     free(framed);
     return rv;

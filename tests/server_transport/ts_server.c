@@ -14,8 +14,12 @@
  *   /keeltest.Flood/Flood               server stream, raw bytes: 16 KiB
  *                                       messages every ms, ignoring
  *                                       back-pressure (a misbehaving producer)
+ *   /keeltest.Paced/Paced               server stream, 64 x 64 KiB, paced by
+ *                                       grpc_call_buffered + on_drain
+ *   /keeltest.Count/Count               client stream: "n=<msgs> bytes=<sum>"
  *
- * and HTTP routes /health, /version, /echo (POST), /stream (chunked), /v3/
+ * and HTTP routes /health, /version, /echo (POST), /stream (chunked), /big
+ * (64 KiB), /v3/
  * and /v3/kv/range (longest prefix wins).
  */
 #include <assert.h>
@@ -332,6 +336,99 @@ static void flood_start(struct grpc_call *call, const ProtobufCMessage *req,
     uv_timer_start(&ctx->timer, flood_tick, 0, 1);
 }
 
+/* Client stream: counts messages and bytes, answers at half-close. */
+struct count_ctx
+{
+    size_t n, bytes;
+};
+
+static void count_start(struct grpc_call *call, const ProtobufCMessage *req,
+                        void *data)
+{
+    struct count_ctx *ctx = keel_arena_alloc(grpc_call_arena(call),
+                                             sizeof *ctx);
+    (void)req;
+    (void)data;
+    ctx->n = ctx->bytes = 0;
+    grpc_call_set_data(call, ctx);
+}
+
+static void count_message(struct grpc_call *call, const ProtobufCMessage *msg,
+                          const uint8_t *raw, size_t len, void *data)
+{
+    struct count_ctx *ctx = grpc_call_data(call);
+    (void)msg;
+    (void)data;
+    ctx->n++;
+    ctx->bytes += len;
+    for (size_t i = 0; i < len; i++) {
+        assert(raw[i] == (uint8_t)i);
+    }
+}
+
+static void count_half_close(struct grpc_call *call, void *data)
+{
+    struct count_ctx *ctx = grpc_call_data(call);
+    char buf[64];
+    int n = snprintf(buf, sizeof buf, "n=%zu bytes=%zu", ctx->n, ctx->bytes);
+    (void)data;
+    grpc_call_send_bytes(call, buf, (size_t)n);
+    grpc_call_finish(call, 0);
+}
+
+static void count_cancel(struct grpc_call *call, int code, void *data)
+{
+    (void)data;
+    ts_obs.count_cancel_code = code;
+    grpc_call_finish(call, KEEL_ECANCELED);
+}
+
+/* Server stream that respects back-pressure: 64 messages of 64 KiB, never
+ * more than 256 KiB queued, resumed by the drain callback. */
+struct paced_ctx
+{
+    int sent;
+};
+
+static void paced_pump(struct grpc_call *call, void *data)
+{
+    static uint8_t blob[64 * 1024];
+    struct paced_ctx *ctx = grpc_call_data(call);
+    (void)data;
+    while (ctx->sent < 64 && grpc_call_buffered(call) < 256 * 1024) {
+        if (grpc_call_send_bytes(call, blob, sizeof blob) != 0) {
+            return; /* cancelled: the cancel callback finishes */
+        }
+        ctx->sent++;
+        if ((size_t)ts_obs.paced_max_buffered < grpc_call_buffered(call)) {
+            ts_obs.paced_max_buffered = (int)grpc_call_buffered(call);
+        }
+    }
+    if (ctx->sent == 64) {
+        grpc_call_finish(call, 0);
+    }
+    /* else: paced_pump runs again from the drain callback */
+}
+
+static void paced_start(struct grpc_call *call, const ProtobufCMessage *req,
+                        void *data)
+{
+    struct paced_ctx *ctx = keel_arena_alloc(grpc_call_arena(call),
+                                             sizeof *ctx);
+    (void)req;
+    ctx->sent = 0;
+    grpc_call_set_data(call, ctx);
+    grpc_call_on_drain(call, paced_pump, NULL);
+    paced_pump(call, data);
+}
+
+static void paced_cancel(struct grpc_call *call, int code, void *data)
+{
+    (void)code;
+    (void)data;
+    grpc_call_finish(call, KEEL_ECANCELED);
+}
+
 /* ---- HTTP routes ---- */
 
 static void health(struct router_req *req, void *data)
@@ -415,6 +512,14 @@ static void stream(struct router_req *req, void *data)
     uv_timer_start(&ctx->timer, stream_tick, 5, 5);
 }
 
+static void big(struct router_req *req, void *data)
+{
+    static char body[64 * 1024];
+    (void)data;
+    ts_obs.big_calls++;
+    router_respond(req, 200, "application/octet-stream", body, sizeof body);
+}
+
 /* ---- thread ---- */
 
 static void on_stats(uv_timer_t *t)
@@ -459,6 +564,7 @@ int ts_server_start(void)
     memset(&S, 0, sizeof S);
     memset(&ts_obs, 0, sizeof ts_obs);
     ts_obs.range_cancel_code = -1;
+    ts_obs.count_cancel_code = -1;
     pthread_mutex_init(&S.mu, NULL);
     snprintf(S.dir, sizeof S.dir, "/tmp/keel-ts-XXXXXX");
     if (mkdtemp(S.dir) == NULL) {
@@ -488,6 +594,11 @@ int ts_server_start(void)
               NULL, NULL, NULL);
     rv |= reg("/keeltest.Flood/Flood", GRPC_SERVER_STREAM, NULL, flood_start,
               NULL, NULL, flood_cancel);
+    rv |= reg("/keeltest.Count/Count", GRPC_CLIENT_STREAM, NULL, count_start,
+              count_message, count_half_close, count_cancel);
+    rv |= reg("/keeltest.Paced/Paced", GRPC_SERVER_STREAM, NULL, paced_start,
+              NULL, NULL, paced_cancel);
+    rv |= router_add(S.router, "GET", "/big", big, NULL);
     rv |= router_add(S.router, "GET", "/health", health, NULL);
     rv |= router_add(S.router, NULL, "/version", version, NULL);
     rv |= router_add(S.router, "POST", "/echo", echo, NULL);
