@@ -20,11 +20,14 @@
  *  - single-key watchers: a seeded hash table key -> watchers, O(1);
  *  - ranges and from-key watchers: a treap keyed by (start, end) and
  *    augmented with the subtree's greatest end, so "which intervals contain
- *    this key" costs O(log R + K) expected (R distinct intervals, K hits);
- *    watchers with identical intervals share a node, as in etcd's
- *    watcher_group.
- * notify(rev, n events) therefore costs O(n (1 + log R) + M) for M matches,
- * plus the responses. Insert/remove: O(1) keys, O(log R) ranges.
+ *    this key" costs O((1 + K) log R) expected, R distinct intervals, K of
+ *    them hit (subtrees whose greatest end is <= key, and right subtrees of
+ *    nodes starting after key, are never entered); watchers with identical
+ *    intervals share a node, as in etcd's watcher_group.
+ * notify(rev, n events) therefore costs O(n log R + K log R + M) for M
+ * matching watchers, plus one response per matching watcher, independent of
+ * the number of watchers that do not match. Insert/remove: O(1) expected for
+ * keys, O(log R) for ranges.
  *
  * Failure modes. send() reporting FULL makes the stream not writable: its
  * watchers fall behind at the next matching event (no buffering). send()
@@ -1554,4 +1557,104 @@ void watch_hub_tick(struct watch_hub *h, uint64_t now_ms)
     for (struct watch_stream *s = h->streams; s; s = s->next) {
         progress_tick(h, s);
     }
+}
+
+/* ------------------------------------------------------------ invariants */
+
+#define CHECK(cond)                                                            \
+    do {                                                                       \
+        if (!(cond)) {                                                         \
+            return KEEL_ECORRUPT;                                              \
+        }                                                                      \
+    } while (0)
+
+/* Treap order, heap property and max-end augmentation; counts nodes and
+ * the watchers in them. */
+static int check_iv(const struct ivnode *n, size_t *nodes, size_t *watchers)
+{
+    if (n == NULL) {
+        return 0;
+    }
+    const struct ivnode *m = n;
+    if (n->l) {
+        CHECK(iv_cmp(n->l, n) < 0 && n->l->prio <= n->prio);
+        CHECK(check_iv(n->l, nodes, watchers) == 0);
+        if (end_cmp(n->l->maxn, m) > 0) {
+            m = n->l->maxn;
+        }
+    }
+    if (n->r) {
+        CHECK(iv_cmp(n->r, n) > 0 && n->r->prio <= n->prio);
+        CHECK(check_iv(n->r, nodes, watchers) == 0);
+        if (end_cmp(n->r->maxn, m) > 0) {
+            m = n->r->maxn;
+        }
+    }
+    CHECK(end_cmp(n->maxn, m) == 0);
+    CHECK(n->ws.head != NULL);
+    for (const struct watch_watcher *w = n->ws.head; w; w = w->g_next) {
+        CHECK(w->synced && w->node == n && w->kind != WKIND_KEY);
+        (*watchers)++;
+    }
+    (*nodes)++;
+    return 0;
+}
+
+int watch_hub_check(const struct watch_hub *h)
+{
+    size_t watchers = 0, unsynced = 0, pending = 0, streams = 0, synced = 0;
+    for (const struct watch_stream *s = h->streams; s; s = s->next) {
+        streams++;
+        size_t sw = 0, su = 0;
+        for (const struct watch_watcher *w = s->all_head; w; w = w->s_next) {
+            CHECK(w->stream == s && !w->touched);
+            CHECK(id_find(s, w->id) == w);
+            sw++;
+            if (w->synced) {
+                synced++;
+                CHECK(w->node != NULL);
+            } else {
+                CHECK(w->node == NULL);
+            }
+        }
+        for (const struct watch_watcher *w = s->unsynced.head; w;
+             w = w->g_next) {
+            CHECK(!w->synced && w->stream == s);
+            su++;
+        }
+        CHECK(sw == s->n_watchers && su == s->n_unsynced);
+        CHECK(s->in_ready == (s->writable && !s->dead && su > 0));
+        CHECK(!(s->progress_deferred && su == 0 && !s->dead));
+        watchers += sw;
+        unsynced += su;
+        if (s->in_ready) {
+            pending += su;
+        }
+    }
+    CHECK(streams == h->n_streams && watchers == h->n_watchers);
+    CHECK(unsynced == h->n_unsynced && pending == h->n_pending);
+    size_t ready = 0;
+    for (const struct watch_stream *s = h->ready_head; s; s = s->r_next) {
+        CHECK(s->in_ready);
+        CHECK(s->r_next ? s->r_next->r_prev == s : h->ready_tail == s);
+        ready++;
+    }
+    size_t keys = 0, indexed = 0;
+    for (size_t i = 0; i < h->keys_nb; i++) {
+        for (const struct keynode *e = h->keys[i]; e; e = e->next) {
+            CHECK((e->hash & (h->keys_nb - 1)) == i && e->ws.head != NULL);
+            for (const struct watch_watcher *w = e->ws.head; w;
+                 w = w->g_next) {
+                CHECK(w->synced && w->node == e && w->kind == WKIND_KEY);
+                indexed++;
+            }
+            keys++;
+        }
+    }
+    CHECK(keys == h->keys_n);
+    size_t nodes = 0;
+    CHECK(check_iv(h->ivroot, &nodes, &indexed) == 0);
+    CHECK(indexed == synced);
+    (void)ready;
+    return 0;
 }

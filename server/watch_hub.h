@@ -228,6 +228,11 @@ int watch_stream_recv(struct watch_stream *s,
 /* The transport's outbound queue for s is full (false) or drained (true). */
 void watch_stream_set_writable(struct watch_stream *s, bool writable);
 
+/* Check the hub's internal invariants (counters, lists, match index, treap
+ * order/heap/augmentation). O(everything): for tests and debug endpoints.
+ * Returns 0 or KEEL_ECORRUPT. */
+int watch_hub_check(const struct watch_hub *h);
+
 /* Introspection, for tests and /debug. */
 size_t watch_stream_watchers(const struct watch_stream *s);
 size_t watch_stream_unsynced(const struct watch_stream *s);

@@ -331,6 +331,7 @@ static void fx_close_stream(struct fstream *fs)
 
 static void fx_free(struct fx *f)
 {
+    assert_int_equal(watch_hub_check(f->hub), 0);
     watch_hub_free(f->hub);
     for (size_t i = 0; i < f->n_fs; i++) {
         fs_clear(&f->fs[i]);
@@ -663,19 +664,16 @@ static size_t vw_next(const struct fx *f, struct vw *w)
     return w->cursor;
 }
 
-static void kv_equal(const Mvccpb__KeyValue *a, const Mvccpb__KeyValue *b)
+static bool kv_same(const Mvccpb__KeyValue *a, const Mvccpb__KeyValue *b)
 {
-    assert_non_null(a);
-    assert_non_null(b);
-    assert_int_equal(a->key.len, b->key.len);
-    assert_memory_equal(a->key.data, b->key.data, a->key.len);
-    assert_int_equal(a->value.len, b->value.len);
-    if (a->value.len) {
-        assert_memory_equal(a->value.data, b->value.data, a->value.len);
-    }
-    assert_int_equal(a->mod_revision, b->mod_revision);
-    assert_int_equal(a->create_revision, b->create_revision);
-    assert_int_equal(a->version, b->version);
+    return a != NULL && b != NULL && a->key.len == b->key.len &&
+           memcmp(a->key.data, b->key.data, a->key.len) == 0 &&
+           a->value.len == b->value.len &&
+           (a->value.len == 0 ||
+            memcmp(a->value.data, b->value.data, a->value.len) == 0) &&
+           a->mod_revision == b->mod_revision &&
+           a->create_revision == b->create_revision &&
+           a->version == b->version;
 }
 
 struct vstats
@@ -712,58 +710,75 @@ static void dump_stream(struct fstream *fs, size_t upto)
     }
 }
 
-/* Replay fs's recorded responses against the log. final: the hub has
- * settled, so every live watcher must have received all it matches. */
-static void validate(struct fx *f, struct fstream *fs, bool final,
-                     struct vstats *vs)
+/* The validator's verdict: "" when the stream is valid. */
+static char verr[512];
+
+#define VCHECK(cond, ...)                                                      \
+    do {                                                                       \
+        if (!(cond)) {                                                         \
+            snprintf(verr, sizeof verr, __VA_ARGS__);                          \
+            goto out;                                                          \
+        }                                                                      \
+    } while (0)
+
+/* Replay fs's recorded responses against the log; returns false with the
+ * reason in verr on the first violation. final: the hub has settled, so
+ * every live watcher must have received all it matches. */
+static bool check_stream(struct fx *f, struct fstream *fs, bool final,
+                         struct vstats *vs)
 {
+    verr[0] = 0;
     struct vw *ws = calloc(fs->n_creqs + 1, sizeof *ws);
     assert_non_null(ws);
     size_t nw = 0, ci = 0;
-    Mvccpb__Event **acc = NULL; /* fragments being reassembled */
+    /* a fragment series being reassembled */
+    Mvccpb__Event **acc = NULL;
     size_t nacc = 0, capacc = 0;
     int64_t acc_id = 0;
     Etcdserverpb__WatchResponse **accmsgs = NULL;
     size_t naccmsgs = 0;
     int64_t last_progress = 0;
+    Etcdserverpb__WatchResponse *r = NULL;
+    size_t m;
 
-    for (size_t m = 0; m < fs->n; m++) {
-        Etcdserverpb__WatchResponse *r = fs_msg(fs, m);
-        bool keep = false;
+    for (m = 0; m < fs->n; m++) {
+        r = etcdserverpb__watch_response__unpack(NULL, fs->lens[m],
+                                                 fs->msgs[m]);
+        VCHECK(r != NULL && r->header != NULL, "msg %zu: bad message", m);
+        VCHECK(r->header->cluster_id == 0x1111 &&
+                   r->header->member_id == 0x2222 &&
+                   r->header->raft_term == 7,
+               "msg %zu: header not filled", m);
         if (r->created) {
-            assert_true(ci < fs->n_creqs);
+            VCHECK(ci < fs->n_creqs, "msg %zu: created without request", m);
             const Etcdserverpb__WatchCreateRequest *c = &fs->creqs[ci++];
             if (r->canceled) {
-                assert_int_equal(r->watch_id, -1);
-                assert_true(strlen(r->cancel_reason) > 0);
+                VCHECK(r->watch_id == -1 && strlen(r->cancel_reason) > 0,
+                       "msg %zu: bad create error", m);
             } else {
                 for (size_t i = 0; i < nw; i++) {
-                    if (!ws[i].canceled && ws[i].id == r->watch_id) {
-                        fail_msg("id %lld reused while live",
-                                 (long long)r->watch_id);
-                    }
+                    VCHECK(ws[i].canceled || ws[i].id != r->watch_id,
+                           "msg %zu: id %lld reused while live", m,
+                           (long long)r->watch_id);
                 }
-                if (c->watch_id != 0) {
-                    assert_int_equal(r->watch_id, c->watch_id);
-                }
+                VCHECK(c->watch_id == 0 || r->watch_id == c->watch_id,
+                       "msg %zu: chosen id not honoured", m);
                 struct vw *w = &ws[nw++];
                 w->id = r->watch_id;
                 w->c = c;
                 w->start = c->start_revision ? c->start_revision
                                              : r->header->revision + 1;
-                w->cursor = 0;
-                w->last_rev = 0;
                 vs->watchers++;
             }
-            msg_free(r);
-            continue;
+            goto next;
         }
         if (r->n_events == 0 && !r->canceled && !r->fragment &&
             r->compact_revision == 0) {
             /* Progress: nothing that matches any live watcher of this stream
              * at or below its revision may still be unsent. */
             int64_t pr = r->header->revision;
-            assert_true(pr >= last_progress);
+            VCHECK(pr >= last_progress, "msg %zu: progress went back", m);
+            VCHECK(nacc == 0, "msg %zu: progress inside fragments", m);
             last_progress = pr;
             vs->progress++;
             for (size_t i = 0; i < nw; i++) {
@@ -771,16 +786,13 @@ static void validate(struct fx *f, struct fstream *fs, bool final,
                     continue;
                 }
                 size_t nx = vw_next(f, &ws[i]);
-                if (nx < f->n_log && f->log[nx].rev <= pr) {
-                    dump_stream(fs, fs->n);
-                    fail_msg("progress at %lld ahead of unsent event rev %lld "
-                             "of watcher %lld (msg %zu)",
-                             (long long)pr, (long long)f->log[nx].rev,
-                             (long long)ws[i].id, m);
-                }
+                VCHECK(nx >= f->n_log || f->log[nx].rev > pr,
+                       "msg %zu: progress at %lld ahead of unsent event rev "
+                       "%lld of watcher %lld",
+                       m, (long long)pr, (long long)f->log[nx].rev,
+                       (long long)ws[i].id);
             }
-            msg_free(r);
-            continue;
+            goto next;
         }
         struct vw *w = NULL;
         for (size_t i = 0; i < nw; i++) {
@@ -788,37 +800,34 @@ static void validate(struct fx *f, struct fstream *fs, bool final,
                 w = &ws[i];
             }
         }
-        if (w == NULL) {
-            fail_msg("response for unknown/canceled watch id %lld (msg %zu)",
-                     (long long)r->watch_id, m);
-        }
+        VCHECK(w != NULL, "msg %zu: response for unknown/canceled watch id %lld",
+               m, (long long)r->watch_id);
         if (r->compact_revision != 0) {
-            assert_true(r->canceled);
-            assert_int_equal(r->n_events, 0);
-            assert_true(nacc == 0);
+            VCHECK(r->canceled && r->n_events == 0 && nacc == 0,
+                   "msg %zu: bad compaction response", m);
             /* it really needed a compacted revision */
             int64_t need = w->last_rev ? w->last_rev + 1 : w->start;
-            assert_true(need < r->compact_revision);
-            assert_true(r->compact_revision <= f->compact);
+            VCHECK(need < r->compact_revision &&
+                       r->compact_revision <= f->compact,
+                   "msg %zu: compaction response not due", m);
             w->canceled = true;
             w->compacted = true;
             vs->compacted++;
-            msg_free(r);
-            continue;
+            goto next;
         }
         if (r->canceled) {
-            assert_int_equal(r->n_events, 0);
+            VCHECK(r->n_events == 0 && nacc == 0,
+                   "msg %zu: cancel with events", m);
             w->canceled = true;
-            msg_free(r);
-            continue;
+            goto next;
         }
         /* events, possibly one fragment of several */
+        VCHECK(r->n_events > 0, "msg %zu: empty event response", m);
         if (nacc > 0 || r->fragment) {
-            if (nacc > 0) {
-                assert_int_equal(acc_id, r->watch_id);
-            }
+            VCHECK(nacc == 0 || acc_id == r->watch_id,
+                   "msg %zu: fragments of two watchers interleaved", m);
+            VCHECK(w->c->fragment, "msg %zu: fragment not asked for", m);
             acc_id = r->watch_id;
-            assert_true(r->n_events > 0);
             if (nacc + r->n_events > capacc) {
                 capacc = (nacc + r->n_events) * 2;
                 acc = realloc(acc, capacc * sizeof *acc);
@@ -829,40 +838,40 @@ static void validate(struct fx *f, struct fstream *fs, bool final,
             accmsgs = realloc(accmsgs, (naccmsgs + 1) * sizeof *accmsgs);
             assert_non_null(accmsgs);
             accmsgs[naccmsgs++] = r;
-            keep = true;
             vs->fragments++;
-            if (r->fragment) {
-                assert_true(w->c->fragment);
+            bool more = r->fragment;
+            r = NULL; /* owned by accmsgs now */
+            if (more) {
                 continue;
             }
         }
         Mvccpb__Event **evs = nacc ? acc : r->events;
         size_t n = nacc ? nacc : r->n_events;
-        assert_true(n > 0);
+        int64_t hdr_rev = nacc ? accmsgs[naccmsgs - 1]->header->revision
+                               : r->header->revision;
         vs->responses++;
         int64_t resp_last = 0;
         for (size_t i = 0; i < n; i++) {
             size_t nx = vw_next(f, w);
-            if (nx >= f->n_log) {
-                fail_msg("watcher %lld got an event it does not match "
-                         "(msg %zu)", (long long)w->id, m);
-            }
+            VCHECK(nx < f->n_log,
+                   "msg %zu: watcher %lld got an event it does not match", m,
+                   (long long)w->id);
             const struct logev *l = &f->log[nx];
-            /* same event: no gap, no duplicate, in order */
-            if (evs[i]->kv->mod_revision != l->rev) {
-                fail_msg("watcher %lld: got rev %lld, expected rev %lld "
-                         "(msg %zu)", (long long)w->id,
-                         (long long)evs[i]->kv->mod_revision,
-                         (long long)l->rev, m);
-            }
-            assert_int_equal(evs[i]->type, l->ev->type);
-            kv_equal(evs[i]->kv, l->ev->kv);
+            /* the very next expected event: no gap, no duplicate, in order */
+            VCHECK(evs[i]->kv->mod_revision == l->rev,
+                   "msg %zu: watcher %lld got rev %lld, expected rev %lld", m,
+                   (long long)w->id, (long long)evs[i]->kv->mod_revision,
+                   (long long)l->rev);
+            VCHECK(evs[i]->type == l->ev->type &&
+                       kv_same(evs[i]->kv, l->ev->kv),
+                   "msg %zu: watcher %lld: wrong event at rev %lld", m,
+                   (long long)w->id, (long long)l->rev);
             if (w->c->prev_kv && l->ev->prev_kv) {
-                kv_equal(evs[i]->prev_kv, l->ev->prev_kv);
+                VCHECK(kv_same(evs[i]->prev_kv, l->ev->prev_kv),
+                       "msg %zu: wrong prev_kv", m);
             } else {
-                assert_null(evs[i]->prev_kv);
+                VCHECK(evs[i]->prev_kv == NULL, "msg %zu: unasked prev_kv", m);
             }
-            assert_true(l->rev >= w->start);
             w->last_rev = l->rev;
             resp_last = l->rev;
             w->cursor = nx + 1;
@@ -870,39 +879,52 @@ static void validate(struct fx *f, struct fstream *fs, bool final,
         }
         /* atomic: the next expected event is in a later revision */
         size_t nx = vw_next(f, w);
-        if (nx < f->n_log && f->log[nx].rev == resp_last) {
-            fail_msg("watcher %lld: revision %lld split across responses",
-                     (long long)w->id, (long long)resp_last);
-        }
-        assert_true(r->header->revision >= resp_last);
+        VCHECK(nx >= f->n_log || f->log[nx].rev != resp_last,
+               "msg %zu: watcher %lld: revision %lld split across responses",
+               m, (long long)w->id, (long long)resp_last);
+        VCHECK(hdr_rev >= resp_last, "msg %zu: header behind its events", m);
         for (size_t i = 0; i < naccmsgs; i++) {
             msg_free(accmsgs[i]);
         }
         naccmsgs = 0;
         nacc = 0;
-        if (!keep) {
+    next:
+        if (r) {
             msg_free(r);
+            r = NULL;
         }
     }
-    assert_true(nacc == 0 || !final);
-    for (size_t i = 0; i < naccmsgs; i++) {
-        msg_free(accmsgs[i]);
-    }
+    VCHECK(nacc == 0 || !final, "unfinished fragment series");
     if (final) {
         for (size_t i = 0; i < nw; i++) {
             if (ws[i].canceled) {
                 continue;
             }
             size_t nx = vw_next(f, &ws[i]);
-            if (nx < f->n_log) {
-                fail_msg("watcher %lld missed rev %lld", (long long)ws[i].id,
-                         (long long)f->log[nx].rev);
-            }
+            VCHECK(nx >= f->n_log, "watcher %lld missed rev %lld",
+                   (long long)ws[i].id, (long long)f->log[nx].rev);
         }
+    }
+out:
+    if (r) {
+        msg_free(r);
+    }
+    for (size_t i = 0; i < naccmsgs; i++) {
+        msg_free(accmsgs[i]);
     }
     free(accmsgs);
     free(acc);
     free(ws);
+    return verr[0] == 0;
+}
+
+static void validate(struct fx *f, struct fstream *fs, bool final,
+                     struct vstats *vs)
+{
+    if (!check_stream(f, fs, final, vs)) {
+        dump_stream(fs, fs->n);
+        fail_msg("validation: %s", verr);
+    }
 }
 
 /* Last message of fs, unpacked (caller frees). */
@@ -1672,6 +1694,7 @@ static void test_watch_alloc_failures(void **state)
             if (i % 5 == 0) {
                 fx_tick(&f, 10);
             }
+            assert_int_equal(watch_hub_check(f.hub), 0);
         }
         bool hit = f.alloc_countdown == 0;
         f.alloc_countdown = 0;
@@ -1743,6 +1766,169 @@ static void test_watch_fanout_10k(void **state)
     struct watch_hub_stats st;
     watch_hub_get_stats(f.hub, &st);
     assert_int_equal(st.events_sent, vs.events);
+    fx_free(&f);
+}
+
+/* The validator is not vacuous: a correct recording passes, and each kind
+ * of corruption the hub must never produce (gap, duplicate, reorder, a
+ * revision split without fragment, progress ahead of unsent events, events
+ * after cancel, a lost tail) is caught. */
+struct mut
+{
+    uint8_t *msgs[32];
+    size_t lens[32];
+    size_t n;
+    uint8_t *owned[8];
+    size_t n_owned;
+};
+
+static void mut_from(struct mut *m, const struct fstream *fs)
+{
+    assert_true(fs->n <= 32);
+    memset(m, 0, sizeof *m);
+    memcpy(m->msgs, fs->msgs, fs->n * sizeof *m->msgs);
+    memcpy(m->lens, fs->lens, fs->n * sizeof *m->lens);
+    m->n = fs->n;
+}
+
+static void mut_insert(struct mut *m, size_t at, uint8_t *buf, size_t len)
+{
+    assert_true(m->n < 32 && at <= m->n);
+    memmove(m->msgs + at + 1, m->msgs + at, (m->n - at) * sizeof *m->msgs);
+    memmove(m->lens + at + 1, m->lens + at, (m->n - at) * sizeof *m->lens);
+    m->msgs[at] = buf;
+    m->lens[at] = len;
+    m->n++;
+}
+
+static void mut_drop(struct mut *m, size_t at)
+{
+    memmove(m->msgs + at, m->msgs + at + 1, (m->n - at - 1) * sizeof *m->msgs);
+    memmove(m->lens + at, m->lens + at + 1, (m->n - at - 1) * sizeof *m->lens);
+    m->n--;
+}
+
+static void mut_pack(struct mut *m, size_t at,
+                     const Etcdserverpb__WatchResponse *r)
+{
+    size_t len = etcdserverpb__watch_response__get_packed_size(r);
+    uint8_t *buf = xmalloc(len);
+    etcdserverpb__watch_response__pack(r, buf);
+    assert_true(m->n_owned < 8);
+    m->owned[m->n_owned++] = buf;
+    mut_insert(m, at, buf, len);
+}
+
+static bool mut_check(struct fx *f, struct fstream *fs, struct mut *m)
+{
+    struct fstream c = *fs;
+    c.msgs = m->msgs;
+    c.lens = m->lens;
+    c.n = m->n;
+    struct vstats vs = {0};
+    bool ok = check_stream(f, &c, true, &vs);
+    for (size_t i = 0; i < m->n_owned; i++) {
+        free(m->owned[i]);
+    }
+    m->n_owned = 0;
+    return ok;
+}
+
+static void test_watch_validator_catches_corruption(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_init(&f, NULL);
+    struct fstream *fs = fx_stream(&f);
+    fs_watch(fs, &(struct wopts){.key = "p", .end = "q"}); /* 0: A */
+    fs_watch(fs, &(struct wopts){.key = "p1"});            /* 1: B */
+    struct op ops[] = {{false, "p1", "a"}, {false, "p2", "b"}};
+    fx_txn(&f, ops, 2);    /* 2: #2 A[p1 p2], #3 B[p1] */
+    fx_put(&f, "p1", "c"); /* 3: #4 A, #5 B */
+    fs_progress(fs);       /* #6 progress at 3 */
+    fx_put(&f, "p2", "d"); /* 4: #7 A */
+    assert_int_equal(fs->n, 8);
+    struct mut m;
+    mut_from(&m, fs);
+    assert_true(mut_check(&f, fs, &m));
+
+    mut_from(&m, fs);
+    mut_drop(&m, 4); /* gap */
+    assert_false(mut_check(&f, fs, &m));
+    assert_non_null(strstr(verr, "rev 3"));
+
+    mut_from(&m, fs);
+    mut_insert(&m, 6, m.msgs[5], m.lens[5]); /* duplicate */
+    assert_false(mut_check(&f, fs, &m));
+
+    mut_from(&m, fs);
+    uint8_t *t = m.msgs[4]; /* reorder */
+    size_t tl = m.lens[4];
+    m.msgs[4] = m.msgs[7];
+    m.lens[4] = m.lens[7];
+    m.msgs[7] = t;
+    m.lens[7] = tl;
+    assert_false(mut_check(&f, fs, &m));
+
+    mut_from(&m, fs);
+    mut_drop(&m, 7); /* lost tail */
+    assert_false(mut_check(&f, fs, &m));
+    assert_non_null(strstr(verr, "missed rev 4"));
+
+    /* A's revision-2 response split in two, without fragment */
+    size_t at = 2;
+    Etcdserverpb__WatchResponse *r = fs_msg(fs, at);
+    if (r->n_events != 2) {
+        msg_free(r);
+        r = fs_msg(fs, ++at);
+    }
+    assert_int_equal(r->n_events, 2);
+    mut_from(&m, fs);
+    mut_drop(&m, at);
+    r->n_events = 1;
+    mut_pack(&m, at, r);
+    r->events++;
+    mut_pack(&m, at + 1, r);
+    r->events--;
+    assert_false(mut_check(&f, fs, &m));
+    assert_non_null(strstr(verr, "split"));
+    /* ... and with fragment, which A did not ask for */
+    mut_from(&m, fs);
+    mut_drop(&m, at);
+    r->n_events = 1;
+    r->fragment = 1;
+    mut_pack(&m, at, r);
+    r->events++;
+    r->fragment = 0;
+    mut_pack(&m, at + 1, r);
+    r->events--;
+    r->n_events = 2;
+    assert_false(mut_check(&f, fs, &m));
+    msg_free(r);
+
+    /* progress moved before the events of revision 3 */
+    mut_from(&m, fs);
+    t = m.msgs[6];
+    tl = m.lens[6];
+    mut_drop(&m, 6);
+    mut_insert(&m, 4, t, tl);
+    assert_false(mut_check(&f, fs, &m));
+    assert_non_null(strstr(verr, "ahead"));
+
+    /* an event after the watcher was canceled */
+    Etcdserverpb__WatchResponse c = ETCDSERVERPB__WATCH_RESPONSE__INIT;
+    Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
+    h.cluster_id = 0x1111;
+    h.member_id = 0x2222;
+    h.raft_term = 7;
+    h.revision = 3;
+    c.header = &h;
+    c.watch_id = 0;
+    c.canceled = 1;
+    mut_from(&m, fs);
+    mut_pack(&m, 7, &c);
+    assert_false(mut_check(&f, fs, &m));
+    assert_non_null(strstr(verr, "canceled"));
     fx_free(&f);
 }
 
@@ -1867,6 +2053,7 @@ static void random_run(uint64_t seed, int steps, struct vstats *vs)
             fs->full = fs->in_frag = false;
             assert_int_equal(watch_stream_new(f.hub, fs, &fs->s), 0);
         }
+        assert_int_equal(watch_hub_check(f.hub), 0);
     }
     fx_settle(&f);
     for (size_t i = 0; i < f.n_fs; i++) {
@@ -1919,6 +2106,7 @@ int main(void)
         cmocka_unit_test(test_watch_history_read_error_retries),
         cmocka_unit_test(test_watch_alloc_failures),
         cmocka_unit_test(test_watch_fanout_10k),
+        cmocka_unit_test(test_watch_validator_catches_corruption),
         cmocka_unit_test(test_watch_random_validator),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
