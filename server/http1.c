@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <llhttp.h>
 
@@ -52,6 +53,7 @@ struct http1
     int chunked;            /* streamed response */
     int keep_alive;
     int reject;             /* status to answer instead of dispatching */
+    int head;               /* HEAD request: no body in the response */
     int paused;
     uint8_t *pending; /* input after the paused message */
     size_t pending_len;
@@ -180,6 +182,9 @@ static int t_write(void *tp, const void *buf, size_t len)
     char *b;
     size_t k = 0;
 
+    if (h->head) {
+        return 0; /* HEAD: the head only (RFC 9110 §9.3.2) */
+    }
     if (conn_out_bytes(h->c) > 0 &&
         conn_out_bytes(h->c) + len > lim->max_buffered) {
         conn_close(h->c, 0); /* a client that stopped reading */
@@ -204,7 +209,7 @@ static int t_end(void *tp)
 {
     struct http1 *h = tp;
     int rv = 0;
-    if (h->chunked) {
+    if (h->chunked && !h->head) {
         rv = write_copy(h, "0\r\n\r\n", 5);
     }
     return rv;
@@ -375,6 +380,20 @@ static int on_headers_complete(llhttp_t *p)
                            q != NULL ? strlen(q + 1) : 0);
     if (req->method == NULL || req->path == NULL || req->query == NULL) {
         return -1;
+    }
+    h->head = llhttp_get_method(p) == HTTP_HEAD;
+    /* curl and Go clients wait (1 s for curl) for "100 Continue" before
+     * sending a body; Go's server sends it when the body is read, we send
+     * it at once (the body is always read). */
+    for (size_t i = 0; i < h->n_hdrs; i++) {
+        if (strcmp(h->hdrs[i].name, "expect") == 0 &&
+            strcasecmp(h->hdrs[i].value, "100-continue") == 0 &&
+            llhttp_get_http_minor(p) >= 1) {
+            static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+            if (write_copy(h, cont, sizeof cont - 1) != 0) {
+                return -1;
+            }
+        }
     }
     return 0;
 }

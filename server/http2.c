@@ -79,6 +79,7 @@ struct http2_stream
     /* Request headers until dispatch. */
     struct router_header *hdrs;
     size_t n_hdrs, cap_hdrs;
+    size_t hdr_bytes;
     /* Receiver. */
     const struct http2_stream_handler *h;
     void *u;
@@ -483,6 +484,12 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame,
     st = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
     if (st == NULL) {
         return 0;
+    }
+    /* Our advertised SETTINGS_MAX_HEADER_LIST_SIZE, counted as RFC 9113
+     * §6.5.2 does; a client ignoring it gets its stream reset. */
+    st->hdr_bytes += namelen + valuelen + 32;
+    if (st->hdr_bytes > H2_MAX_HEADER_LIST) {
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
     if (add_header(st, name, namelen, value, valuelen) != 0) {
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;

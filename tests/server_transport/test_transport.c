@@ -862,6 +862,61 @@ static void test_transport_http1_pipelining_keepalive(void **state)
     free(out);
 }
 
+/* Read from fd until needle arrived (or 3 s). */
+static int recv_until(int fd, char *buf, size_t size, const char *needle)
+{
+    size_t n = 0;
+    buf[0] = '\0';
+    while (strstr(buf, needle) == NULL) {
+        struct pollfd p = {fd, POLLIN, 0};
+        ssize_t k;
+        if (n + 1 >= size || poll(&p, 1, 3000) != 1) {
+            return 0;
+        }
+        k = recv(fd, buf + n, size - 1 - n, 0);
+        if (k <= 0) {
+            return 0;
+        }
+        n += (size_t)k;
+        buf[n] = '\0';
+    }
+    return 1;
+}
+
+static void test_transport_http1_expect_continue_and_head(void **state)
+{
+    static const char head[] = "POST /echo HTTP/1.1\r\nHost: x\r\n"
+                               "Content-Length: 5\r\n"
+                               "Expect: 100-continue\r\n\r\n";
+    static const char hreq[] = "HEAD /version HTTP/1.1\r\nHost: x\r\n"
+                               "Connection: close\r\n\r\n";
+    char buf[1024];
+    char *out;
+    int closed;
+    int fd = ts_connect(ts_port());
+    (void)state;
+    assert_true(fd >= 0);
+    assert_int_equal(send(fd, head, sizeof head - 1, MSG_NOSIGNAL),
+                     (ssize_t)(sizeof head - 1));
+    /* The interim answer comes before we send the body. */
+    assert_true(recv_until(fd, buf, sizeof buf,
+                           "HTTP/1.1 100 Continue\r\n\r\n"));
+    assert_int_equal(send(fd, "hello", 5, MSG_NOSIGNAL), 5);
+    assert_true(recv_until(fd, buf, sizeof buf, "\r\n\r\nhello"));
+    assert_non_null(strstr(buf, "HTTP/1.1 200 OK"));
+    close(fd);
+
+    /* HEAD: the head with the length of the body, no body. */
+    assert_true(ts_raw_exchange(ts_port(), hreq, sizeof hreq - 1, 3000, &out,
+                                &closed) > 0);
+    assert_true(closed);
+    assert_non_null(strstr(out, "HTTP/1.1 200 OK"));
+    assert_non_null(strstr(out, "Content-Length: 45\r\n"));
+    assert_non_null(strstr(out, "\r\n\r\n"));
+    assert_string_equal(strstr(out, "\r\n\r\n"), "\r\n\r\n");
+    free(out);
+}
+
 static void test_transport_http1_body_too_large(void **state)
 {
     static const char req[] = "POST /echo HTTP/1.1\r\nHost: x\r\n"
@@ -1145,6 +1200,7 @@ int main(void)
         cmocka_unit_test(test_transport_http1_pipelined_never_reads),
         cmocka_unit_test(test_transport_garbage_bytes),
         cmocka_unit_test(test_transport_http1_pipelining_keepalive),
+        cmocka_unit_test(test_transport_http1_expect_continue_and_head),
         cmocka_unit_test(test_transport_http1_body_too_large),
         cmocka_unit_test(test_transport_h2_bad_frame),
         cmocka_unit_test(test_transport_h2_truncated_and_bad_preface),
