@@ -7,6 +7,9 @@
  *      `struct jv` nodes in the request arena. Syntax errors are reported with
  *      the text of Go's encoding/json scanner ("invalid character ',' after
  *      object key", "unexpected EOF", ...), which clients have seen from etcd.
+ *      The parser is guided by the descriptor (struct hint): the whole body
+ *      is syntax-checked, but only values the conversion can use are stored,
+ *      so unknown fields cost no memory whatever their size.
  *   2. convert: walk the message descriptor; for each field look up its
  *      original and lowerCamel names in the object; convert the node to the
  *      field's C type in the arena. Type errors use jsonpb's / encoding/json's
@@ -43,18 +46,43 @@
 
 enum jv_kind { JV_NULL, JV_BOOL, JV_NUM, JV_STR, JV_ARR, JV_OBJ };
 
+struct jv_key
+{
+    const char *s; /* unescaped, or raw when it had no escapes */
+    size_t n;
+};
+
 struct jv
 {
     enum jv_kind kind;
     int b;           /* JV_BOOL */
+    size_t n;        /* JV_STR: length of s; JV_ARR/JV_OBJ: entries */
     const char *raw; /* JV_NUM: the literal; JV_STR: bytes between quotes */
     size_t rawlen;
-    char *s;         /* JV_STR: unescaped string (NUL-terminated) */
-    size_t slen;
-    struct jv **items; /* JV_ARR items, JV_OBJ values */
-    char **keys;       /* JV_OBJ keys, unescaped, NUL-terminated */
-    size_t *keylens;
-    size_t n;
+    union {
+        char *s;           /* JV_STR: unescaped string (NUL-terminated) */
+        struct jv **items; /* JV_ARR items, JV_OBJ values */
+    };
+    struct jv_key *keys; /* JV_OBJ keys */
+};
+
+/*
+ * What the parser keeps of a value. Only what the conversion can use is
+ * stored, so junk in unknown fields costs no memory however big it is (it
+ * is still syntax-checked, as Go checks the whole body):
+ *   H_SKIP    validate only, store nothing
+ *   H_SCALAR  keep a scalar; of an object/array keep only its kind (it can
+ *             only be a type error)
+ *   H_MSG     an object is message `msg`: keep the fields it knows
+ *   H_LIST    an array of `elem` values (a repeated field)
+ */
+enum hint_kind { H_SKIP, H_SCALAR, H_MSG, H_LIST };
+
+struct hint
+{
+    enum hint_kind kind;
+    const ProtobufCMessageDescriptor *msg;
+    const ProtobufCFieldDescriptor *elem;
 };
 
 /* Parser state. `decoder` selects the EOF message: Go's json.Decoder says
@@ -449,43 +477,82 @@ static int jp_literal(struct jp *j, const char *word)
     return 0;
 }
 
-static struct jv *jp_value(struct jp *j);
+static struct jv *jp_value(struct jp *j, const struct hint *h);
+
+/* Returned for values parsed with H_SKIP: valid, nothing stored. */
+static struct jv jv_skipped;
 
 static int jp_grow(struct jp *j, struct jv *v, size_t *cap, int obj)
 {
     size_t ncap = *cap ? *cap * 2 : 4;
     struct jv **items = keel_arena_alloc(j->a, ncap * sizeof *items);
-    char **keys = obj ? keel_arena_alloc(j->a, ncap * sizeof *keys) : NULL;
-    size_t *kl = obj ? keel_arena_alloc(j->a, ncap * sizeof *kl) : NULL;
-    if (items == NULL || (obj && (keys == NULL || kl == NULL))) {
+    struct jv_key *keys =
+        obj ? keel_arena_alloc(j->a, ncap * sizeof *keys) : NULL;
+    if (items == NULL || (obj && keys == NULL)) {
         return jp_oom(j);
     }
     if (v->n) {
         memcpy(items, v->items, v->n * sizeof *items);
         if (obj) {
             memcpy(keys, v->keys, v->n * sizeof *keys);
-            memcpy(kl, v->keylens, v->n * sizeof *kl);
         }
     }
     v->items = items;
     v->keys = keys;
-    v->keylens = kl;
     *cap = ncap;
     return 0;
 }
 
-static struct jv *jp_object(struct jp *j)
+static void camel_name(const char *name, char *out, size_t n);
+
+/* The field of d named k (original or lowerCamel name), or NULL. */
+static const ProtobufCFieldDescriptor *
+field_by_json_name(const ProtobufCMessageDescriptor *d, const char *k, size_t n)
 {
-    struct jv *v = jv_new(j, JV_OBJ);
+    char camel[128];
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (strlen(f->name) == n && memcmp(f->name, k, n) == 0) {
+            return f;
+        }
+        camel_name(f->name, camel, sizeof camel);
+        if (strlen(camel) == n && memcmp(camel, k, n) == 0) {
+            return f;
+        }
+    }
+    return NULL;
+}
+
+/* How to parse the value of field f. */
+static struct hint field_hint(const ProtobufCFieldDescriptor *f)
+{
+    struct hint h = {H_SCALAR, NULL, NULL};
+    if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+        h.kind = H_LIST;
+        h.elem = f;
+    } else if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
+        h.kind = H_MSG;
+        h.msg = f->descriptor;
+    }
+    return h;
+}
+
+static struct jv *jp_object(struct jp *j, const struct hint *h)
+{
+    static const struct hint skip = {H_SKIP, NULL, NULL};
+    struct jv *v = NULL;
     size_t cap = 0;
-    if (v == NULL) {
-        return NULL;
+    if (h->kind != H_SKIP) {
+        v = jv_new(j, JV_OBJ);
+        if (v == NULL) {
+            return NULL;
+        }
     }
     j->p++; /* { */
     jp_skip_space(j);
     if (j->p < j->end && *j->p == '}') {
         j->p++;
-        return v;
+        return v ? v : &jv_skipped;
     }
     for (;;) {
         if (j->p >= j->end || *j->p != '"') {
@@ -503,19 +570,32 @@ static struct jv *jp_object(struct jp *j)
             return NULL;
         }
         j->p++;
-        struct jv *item = jp_value(j);
+        /* Only a message's known fields are kept. */
+        const ProtobufCFieldDescriptor *f = NULL;
+        struct jv_key key = {body, bn};
+        if (h->kind == H_MSG) {
+            if (memchr(body, '\\', bn) != NULL) {
+                char *k = unescape(j->a, body, bn, &key.n);
+                if (k == NULL) {
+                    jp_oom(j);
+                    return NULL;
+                }
+                key.s = k;
+            }
+            f = field_by_json_name(h->msg, key.s, key.n);
+        }
+        struct hint ch = f ? field_hint(f) : skip;
+        struct jv *item = jp_value(j, &ch);
         if (item == NULL) {
             return NULL;
         }
-        if (v->n == cap && jp_grow(j, v, &cap, 1) != 0) {
-            return NULL;
+        if (f != NULL) {
+            if (v->n == cap && jp_grow(j, v, &cap, 1) != 0) {
+                return NULL;
+            }
+            v->keys[v->n] = key;
+            v->items[v->n++] = item;
         }
-        v->keys[v->n] = unescape(j->a, body, bn, &v->keylens[v->n]);
-        if (v->keys[v->n] == NULL) {
-            jp_oom(j);
-            return NULL;
-        }
-        v->items[v->n++] = item;
         jp_skip_space(j);
         if (j->p < j->end && *j->p == ',') {
             j->p++;
@@ -524,35 +604,49 @@ static struct jv *jp_object(struct jp *j)
         }
         if (j->p < j->end && *j->p == '}') {
             j->p++;
-            return v;
+            return v ? v : &jv_skipped;
         }
         jp_fail(j, "after object key:value pair");
         return NULL;
     }
 }
 
-static struct jv *jp_array(struct jp *j)
+static struct jv *jp_array(struct jp *j, const struct hint *h)
 {
-    struct jv *v = jv_new(j, JV_ARR);
+    struct hint eh = {H_SKIP, NULL, NULL};
+    struct jv *v = NULL;
     size_t cap = 0;
-    if (v == NULL) {
-        return NULL;
+    if (h->kind != H_SKIP) {
+        v = jv_new(j, JV_ARR);
+        if (v == NULL) {
+            return NULL;
+        }
+    }
+    if (h->kind == H_LIST) {
+        if (h->elem->type == PROTOBUF_C_TYPE_MESSAGE) {
+            eh.kind = H_MSG;
+            eh.msg = h->elem->descriptor;
+        } else {
+            eh.kind = H_SCALAR;
+        }
     }
     j->p++; /* [ */
     jp_skip_space(j);
     if (j->p < j->end && *j->p == ']') {
         j->p++;
-        return v;
+        return v ? v : &jv_skipped;
     }
     for (;;) {
-        struct jv *item = jp_value(j);
+        struct jv *item = jp_value(j, &eh);
         if (item == NULL) {
             return NULL;
         }
-        if (v->n == cap && jp_grow(j, v, &cap, 0) != 0) {
-            return NULL;
+        if (eh.kind != H_SKIP) {
+            if (v->n == cap && jp_grow(j, v, &cap, 0) != 0) {
+                return NULL;
+            }
+            v->items[v->n++] = item;
         }
-        v->items[v->n++] = item;
         jp_skip_space(j);
         if (j->p < j->end && *j->p == ',') {
             j->p++;
@@ -560,14 +654,14 @@ static struct jv *jp_array(struct jp *j)
         }
         if (j->p < j->end && *j->p == ']') {
             j->p++;
-            return v;
+            return v ? v : &jv_skipped;
         }
         jp_fail(j, "after array element");
         return NULL;
     }
 }
 
-static struct jv *jp_value(struct jp *j)
+static struct jv *jp_value(struct jp *j, const struct hint *h)
 {
     jp_skip_space(j);
     if (j->p >= j->end) {
@@ -575,6 +669,7 @@ static struct jv *jp_value(struct jp *j)
         return NULL;
     }
     char c = *j->p;
+    int keep = h->kind != H_SKIP;
     struct jv *v;
     switch (c) {
     case '{':
@@ -584,7 +679,7 @@ static struct jv *jp_value(struct jp *j)
             j->rv = KEEL_EINVAL;
             return NULL;
         }
-        v = c == '{' ? jp_object(j) : jp_array(j);
+        v = c == '{' ? jp_object(j, h) : jp_array(j, h);
         j->depth--;
         return v;
     case '"': {
@@ -593,13 +688,16 @@ static struct jv *jp_value(struct jp *j)
         if (jp_scan_string(j, &body, &bn) != 0) {
             return NULL;
         }
+        if (!keep) {
+            return &jv_skipped;
+        }
         v = jv_new(j, JV_STR);
         if (v == NULL) {
             return NULL;
         }
         v->raw = body;
         v->rawlen = bn;
-        v->s = unescape(j->a, body, bn, &v->slen);
+        v->s = unescape(j->a, body, bn, &v->n);
         if (v->s == NULL) {
             jp_oom(j);
             return NULL;
@@ -611,6 +709,9 @@ static struct jv *jp_value(struct jp *j)
         if (jp_literal(j, c == 't' ? "true" : "false") != 0) {
             return NULL;
         }
+        if (!keep) {
+            return &jv_skipped;
+        }
         v = jv_new(j, JV_BOOL);
         if (v != NULL) {
             v->b = c == 't';
@@ -620,12 +721,15 @@ static struct jv *jp_value(struct jp *j)
         if (jp_literal(j, "null") != 0) {
             return NULL;
         }
-        return jv_new(j, JV_NULL);
+        return keep ? jv_new(j, JV_NULL) : &jv_skipped;
     default:
         if (c == '-' || is_digit(c)) {
             const char *start = j->p;
             if (jp_scan_number(j) != 0) {
                 return NULL;
+            }
+            if (!keep) {
+                return &jv_skipped;
             }
             v = jv_new(j, JV_NUM);
             if (v != NULL) {
@@ -639,13 +743,15 @@ static struct jv *jp_value(struct jp *j)
     }
 }
 
-/* json.Unmarshal semantics: the whole input must be one value. */
+/* json.Unmarshal semantics: the whole input must be one value. Used for
+ * the text of a quoted number, so only a scalar is kept. */
 static struct jv *jp_parse_document(struct keel_arena *a, const char *s,
                                     size_t n, int *rv, char *err,
                                     size_t errlen)
 {
+    static const struct hint scalar = {H_SCALAR, NULL, NULL};
     struct jp j = {.p = s, .end = s + n, .a = a, .err = err, .errlen = errlen};
-    struct jv *v = jp_value(&j);
+    struct jv *v = jp_value(&j, &scalar);
     if (v == NULL) {
         *rv = j.rv;
         return NULL;
@@ -1326,12 +1432,12 @@ static int conv_value(struct conv *c, const ProtobufCFieldDescriptor *f,
             return type_err(c, f, v, 0);
         }
         ProtobufCBinaryData *bd = dst;
-        uint8_t *data = keel_arena_alloc(c->a, v->slen / 4 * 3 + 3);
+        uint8_t *data = keel_arena_alloc(c->a, v->n / 4 * 3 + 3);
         if (data == NULL) {
             return KEEL_ENOMEM;
         }
         size_t bad = 0;
-        long n = b64_decode((const unsigned char *)v->s, v->slen, data, &bad);
+        long n = b64_decode((const unsigned char *)v->s, v->n, data, &bad);
         if (n < 0) {
             set_err(c->err, c->errlen, "illegal base64 data at input byte %zu",
                     bad);
@@ -1401,10 +1507,10 @@ static const struct jv *lookup(const struct jv *obj,
     size_t on = strlen(f->name), cn = strlen(camel);
     const struct jv *orig = NULL, *cam = NULL;
     for (size_t i = 0; i < obj->n; i++) {
-        if (obj->keylens[i] == cn && memcmp(obj->keys[i], camel, cn) == 0) {
+        const struct jv_key *k = &obj->keys[i];
+        if (k->n == cn && memcmp(k->s, camel, cn) == 0) {
             cam = obj->items[i];
-        } else if (obj->keylens[i] == on &&
-                   memcmp(obj->keys[i], f->name, on) == 0) {
+        } else if (k->n == on && memcmp(k->s, f->name, on) == 0) {
             orig = obj->items[i];
         }
     }
@@ -1555,7 +1661,8 @@ static int decode_common(const ProtobufCMessageDescriptor *d, const char *json,
         }
         return final ? 0 : -EAGAIN;
     }
-    struct jv *v = jp_value(&j);
+    struct hint top = {H_MSG, d, NULL};
+    struct jv *v = jp_value(&j, &top);
     if (v == NULL) {
         if (j.truncated && !final) {
             if (consumed) {

@@ -781,6 +781,48 @@ static void test_json_pb_depth_limit(void **state)
     free(s);
 }
 
+/* Unknown fields and values that can only be type errors are checked for
+ * syntax but not kept: a 1 MiB junk field costs the arena next to nothing. */
+static void test_json_pb_unknown_fields_cost_no_memory(void **state)
+{
+    struct fx *f = *state;
+    size_t n = 1 << 20;
+    char *s = malloc(n + 64);
+    assert_non_null(s);
+    size_t k = (size_t)sprintf(s, "{\"key\":\"Zm9v\",\"junk\":[");
+    while (k < n) {
+        k += (size_t)sprintf(s + k, "{\"a\":[0,\"x\",null]},");
+    }
+    k += (size_t)sprintf(s + k, "1]}");
+    keel_arena_reset(&f->a);
+    ProtobufCMessage *m;
+    char err[128];
+    assert_int_equal(json_pb_decode(&etcdserverpb__range_request__descriptor, s,
+                                    k, &f->a, &m, err, sizeof err),
+                     0);
+    assert_true(f->a.used < 4096);
+    enc_eq(m, "{\"key\":\"Zm9v\"}");
+    /* the same junk where a number belongs: an error, still no memory */
+    k = (size_t)sprintf(s, "{\"key\":\"Zm9v\",\"limit\":[");
+    while (k < n) {
+        k += (size_t)sprintf(s + k, "0,");
+    }
+    k += (size_t)sprintf(s + k, "1]}");
+    keel_arena_reset(&f->a);
+    assert_int_equal(json_pb_decode(&etcdserverpb__range_request__descriptor, s,
+                                    k, &f->a, &m, err, sizeof err),
+                     KEEL_EINVAL);
+    assert_string_equal(err,
+                        "json: cannot unmarshal array into Go value of type "
+                        "int64");
+    assert_true(f->a.used < 4096);
+    /* still syntax-checked: a bad byte deep inside junk is reported */
+    k = (size_t)sprintf(s, "{\"junk\":[[[{\"a\":[1,2,tru]}]]]}");
+    dec_err(f, &etcdserverpb__range_request__descriptor, s,
+            "invalid character ']' in literal true (expecting 'e')");
+    free(s);
+}
+
 static void test_json_pb_document_forms(void **state)
 {
     struct fx *f = *state;
@@ -1511,6 +1553,7 @@ int main(void)
         T(test_json_pb_proto2_optional),
         T(test_json_pb_syntax_errors),
         T(test_json_pb_depth_limit),
+        T(test_json_pb_unknown_fields_cost_no_memory),
         T(test_json_pb_document_forms),
         T(test_json_pb_decode_next_stream),
         T(test_json_pb_encode_range_response),
