@@ -122,6 +122,13 @@ struct flag_def
 };
 
 #define OFF(field) offsetof(struct keel_config, field)
+
+/* Flags that keel must not ignore but does not implement yet: it refuses to
+ * start rather than, say, serve plaintext when TLS was asked for. Whoever
+ * implements one flips its row to FLAG_PENDING or FLAG_YES. */
+#define TLS_NOTE                                                             \
+    "TLS is not implemented yet; keel refuses to start rather than serve " \
+    "without it"
 #define NOOFF ((size_t)-1)
 
 #define F(sec, nm, ty, field, df, hl, st, nt) \
@@ -146,7 +153,9 @@ static const struct flag_def flags[] = {
       "Path to the data directory.", FLAG_YES,
       "created with mode 0700, with member/ inside"),
     F(S_MEMBER, "wal-dir", T_STRING, wal_dir, "''",
-      "Path to the dedicated wal directory.", FLAG_PENDING, "storage (WAL)"),
+      "Path to the dedicated wal directory.", FLAG_NO,
+      "a dedicated WAL dir is not implemented yet; ignoring it would put "
+      "the WAL where a later keel would not look"),
     FT(S_MEMBER, "snapshot-count", T_UINT, snapshot_count, "'100000'",
        "Number of committed transactions to trigger a snapshot to disk.",
        FLAG_PENDING, "raft log compaction", "uint64"),
@@ -281,59 +290,59 @@ static const struct flag_def flags[] = {
 
     /* Security */
     FY(S_SECURITY, "cert-file", T_STRING, client_tls.cert_file, "''",
-       "Path to the client server TLS cert file.", FLAG_PENDING, "TLS",
+       "Path to the client server TLS cert file.", FLAG_NO, TLS_NOTE,
        Y_CLIENT, "cert-file"),
     FY(S_SECURITY, "key-file", T_STRING, client_tls.key_file, "''",
-       "Path to the client server TLS key file.", FLAG_PENDING, "TLS",
+       "Path to the client server TLS key file.", FLAG_NO, TLS_NOTE,
        Y_CLIENT, "key-file"),
     FY(S_SECURITY, "client-cert-auth", T_BOOL, client_tls.client_cert_auth,
-       "'false'", "Enable client cert authentication.", FLAG_PENDING, "TLS",
+       "'false'", "Enable client cert authentication.", FLAG_NO, TLS_NOTE,
        Y_CLIENT, "client-cert-auth"),
     FN(S_SECURITY, "client-crl-file", T_STRING, client_tls.crl_file, "''",
-       "Path to the client certificate revocation list file.", FLAG_PENDING,
-       "TLS"),
+       "Path to the client certificate revocation list file.", FLAG_NO,
+       TLS_NOTE),
     FN(S_SECURITY, "client-cert-allowed-hostname", T_STRING,
        client_tls.allowed_hostname, "''",
-       "Allowed TLS hostname for client cert authentication.", FLAG_PENDING,
-       "TLS"),
+       "Allowed TLS hostname for client cert authentication.", FLAG_NO,
+       TLS_NOTE),
     FY(S_SECURITY, "trusted-ca-file", T_STRING, client_tls.trusted_ca_file,
        "''", "Path to the client server TLS trusted CA cert file.",
-       FLAG_PENDING, "TLS", Y_CLIENT, "trusted-ca-file"),
+       FLAG_NO, TLS_NOTE, Y_CLIENT, "trusted-ca-file"),
     FY(S_SECURITY, "auto-tls", T_BOOL, client_tls.auto_tls, "'false'",
-       "Client TLS using generated certificates.", FLAG_PENDING, "TLS",
+       "Client TLS using generated certificates.", FLAG_NO, TLS_NOTE,
        Y_CLIENT, "auto-tls"),
     FY(S_SECURITY, "peer-cert-file", T_STRING, peer_tls.cert_file, "''",
-       "Path to the peer server TLS cert file.", FLAG_PENDING, "peer TLS",
+       "Path to the peer server TLS cert file.", FLAG_NO, TLS_NOTE,
        Y_PEER, "cert-file"),
     FY(S_SECURITY, "peer-key-file", T_STRING, peer_tls.key_file, "''",
-       "Path to the peer server TLS key file.", FLAG_PENDING, "peer TLS",
+       "Path to the peer server TLS key file.", FLAG_NO, TLS_NOTE,
        Y_PEER, "key-file"),
     FY(S_SECURITY, "peer-client-cert-auth", T_BOOL,
        peer_tls.client_cert_auth, "'false'",
-       "Enable peer client cert authentication.", FLAG_PENDING, "peer TLS",
+       "Enable peer client cert authentication.", FLAG_NO, TLS_NOTE,
        Y_PEER, "client-cert-auth"),
     FY(S_SECURITY, "peer-trusted-ca-file", T_STRING,
        peer_tls.trusted_ca_file, "''",
-       "Path to the peer server TLS trusted CA file.", FLAG_PENDING,
-       "peer TLS", Y_PEER, "trusted-ca-file"),
+       "Path to the peer server TLS trusted CA file.", FLAG_NO,
+       TLS_NOTE, Y_PEER, "trusted-ca-file"),
     FN(S_SECURITY, "peer-cert-allowed-cn", T_STRING, peer_tls.allowed_cn,
        "''", "Required CN for client certs connecting to the peer endpoint.",
-       FLAG_PENDING, "peer TLS"),
+       FLAG_NO, TLS_NOTE),
     FN(S_SECURITY, "peer-cert-allowed-hostname", T_STRING,
        peer_tls.allowed_hostname, "''",
-       "Allowed TLS hostname for inter peer authentication.", FLAG_PENDING,
-       "peer TLS"),
+       "Allowed TLS hostname for inter peer authentication.", FLAG_NO,
+       TLS_NOTE),
     FY(S_SECURITY, "peer-auto-tls", T_BOOL, peer_tls.auto_tls, "'false'",
        "Peer TLS using self-generated certificates if --peer-key-file and "
        "--peer-cert-file are not provided.",
-       FLAG_PENDING, "peer TLS", Y_PEER, "auto-tls"),
+       FLAG_NO, TLS_NOTE, Y_PEER, "auto-tls"),
     FN(S_SECURITY, "peer-crl-file", T_STRING, peer_tls.crl_file, "''",
-       "Path to the peer certificate revocation list file.", FLAG_PENDING,
-       "peer TLS"),
+       "Path to the peer certificate revocation list file.", FLAG_NO,
+       TLS_NOTE),
     FT(S_SECURITY, "cipher-suites", T_STRS, cipher_suites, "''",
        "Comma-separated list of supported TLS cipher suites between "
        "client/server and peers (empty will be auto-populated by Go).",
-       FLAG_PENDING, "TLS (OpenSSL names differ from Go's)", "[]string"),
+       FLAG_IGNORED, "only used with TLS (not implemented yet)", "[]string"),
     FT(S_SECURITY, "cors", T_CORS, cors, "'*'",
        "Comma-separated whitelist of origins for CORS, or cross-origin "
        "resource sharing, (empty or * means allow all).",
@@ -341,7 +350,10 @@ static const struct flag_def flags[] = {
     FT(S_SECURITY, "host-whitelist", T_USTRS, host_whitelist, "'*'",
        "Acceptable hostnames from HTTP client requests, if server is not "
        "secure (empty or * means allow all).",
-       FLAG_PENDING, "HTTP gateway", "string"),
+       FLAG_NO,
+       "Host checking is not implemented yet; refused rather than ignored "
+       "(it protects against DNS rebinding)",
+       "string"),
 
     /* Auth */
     F(S_AUTH, "auth-token", T_STRING, auth_token, "'simple'",
@@ -439,7 +451,7 @@ static const struct flag_def flags[] = {
        T_BOOL, peer_tls.skip_client_san_verify, "'false'",
        "Skip verification of SAN field in client certificate for peer "
        "connections.",
-       FLAG_PENDING, "peer TLS"),
+       FLAG_IGNORED, "only used with peer TLS (not implemented yet)"),
     FT(S_EXPERIMENTAL, "experimental-watch-progress-notify-interval",
        T_DURATION, experimental_watch_progress_notify_interval_ns, "'10m'",
        "Duration of periodical watch progress notification.", FLAG_PENDING,
@@ -451,8 +463,8 @@ static const struct flag_def flags[] = {
 
     /* Unsafe */
     F(S_UNSAFE, "force-new-cluster", T_BOOL, force_new_cluster, "'false'",
-      "Force to create a new one-member cluster.", FLAG_PENDING,
-      "bootstrap/raft"),
+      "Force to create a new one-member cluster.", FLAG_NO,
+      "not implemented yet; a recovery flag must not be silently ignored"),
 
     /* To be deprecated */
     F(S_DEPRECATED, "debug", T_BOOL, debug, "'false'",
@@ -2136,7 +2148,43 @@ static int check_host(struct keel_config *cfg, const struct config_urls *u,
     return 0;
 }
 
-/* The value a flag has after config_init(), rendered for comparison. */
+/* A flag's value as text, for comparisons (and diagnostics). */
+static void flag_value_str(struct keel_config *cfg, const struct flag_def *f,
+                           char *buf, size_t len)
+{
+    void *p = field(cfg, f);
+    buf[0] = '\0';
+    switch (f->type) {
+    case T_STRING:
+    case T_CHOICE:
+        snprintf(buf, len, "%s", *(const char **)p);
+        break;
+    case T_BOOL:
+        snprintf(buf, len, "%s", *(bool *)p ? "true" : "false");
+        break;
+    case T_UINT:
+        snprintf(buf, len, "%llu", (unsigned long long)*(uint64_t *)p);
+        break;
+    case T_INT:
+    case T_DURATION:
+        snprintf(buf, len, "%lld", (long long)*(int64_t *)p);
+        break;
+    case T_UINT32:
+        snprintf(buf, len, "%lu", (unsigned long)*(uint32_t *)p);
+        break;
+    case T_URLS:
+        config_urls_join(p, buf, len);
+        break;
+    case T_CORS:
+    case T_STRS:
+    case T_USTRS:
+        config_strs_join(p, buf, len);
+        break;
+    case T_IGNORED:
+        break;
+    }
+}
+
 static bool flag_is_default(const struct keel_config *cfg,
                             const struct flag_def *f)
 {
@@ -2230,28 +2278,41 @@ int config_validate(struct keel_config *cfg)
                cfg->proxy);
         return CONFIG_EVERIFY;
     }
-    for (size_t i = 0; i < NFLAGS; i++) {
+    struct keel_config *defaults = malloc(sizeof(*defaults));
+    if (defaults == NULL) {
+        seterr(cfg, "out of memory");
+        return CONFIG_ENOMEM;
+    }
+    config_init(defaults);
+    rv = 0;
+    for (size_t i = 0; i < NFLAGS && rv == 0; i++) {
         const struct flag_def *f = &flags[i];
-        if (flag_is_default(cfg, f) || f->type == T_IGNORED) {
+        if (flag_is_default(cfg, f) || f->type == T_IGNORED ||
+            (f->status != FLAG_NO && f->status != FLAG_IGNORED)) {
             continue;
         }
-        if (f->status == FLAG_NO && f->type == T_STRING &&
-            (*(const char **)field(cfg, f))[0] != '\0') {
+        char now[512], def[512];
+        flag_value_str(cfg, f, now, sizeof(now));
+        flag_value_str(defaults, f, def, sizeof(def));
+        if (strcmp(now, def) == 0) {
+            continue; /* set, but to the default: nothing to refuse */
+        }
+        if (f->status == FLAG_NO) {
             seterr(cfg, "--%s is not supported by keel: %s", f->name,
                    f->note);
-            return CONFIG_EVERIFY;
-        }
-        if (f->status == FLAG_IGNORED &&
-            add_note(cfg, CONFIG_NOTE_LOG, LOG_LEVEL_WARN, "etcdmain",
-                     cfg_printf(cfg, "ignoring flag --%s: %s", f->name,
-                                f->note),
-                     "ignoring flag not implemented by keel", "flag",
-                     f->name) != 0) {
+            rv = CONFIG_EVERIFY;
+        } else if (add_note(cfg, CONFIG_NOTE_LOG, LOG_LEVEL_WARN, "etcdmain",
+                            cfg_printf(cfg, "ignoring flag --%s: %s", f->name,
+                                       f->note),
+                            "ignoring flag not implemented by keel", "flag",
+                            f->name) != 0) {
             seterr(cfg, "out of memory");
-            return CONFIG_ENOMEM;
+            rv = CONFIG_ENOMEM;
         }
     }
-    return 0;
+    config_close(defaults);
+    free(defaults);
+    return rv;
 }
 
 /* ------------------------------------------------------------------------ */

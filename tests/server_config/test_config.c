@@ -248,14 +248,14 @@ static void test_config_bool_forms(void **state)
 {
     struct fixture *f = *state;
     assert_int_equal(PARSE(f, "--enable-v2", "-strict-reconfig-check=false",
-                           "--pre-vote=F", "-auto-tls=1",
-                           "--peer-auto-tls=TRUE"),
+                           "--pre-vote=F", "-initial-election-tick-advance=0",
+                           "--experimental-initial-corrupt-check=TRUE"),
                      CONFIG_RUN);
     assert_true(f->cfg.enable_v2);
     assert_false(f->cfg.strict_reconfig_check);
     assert_false(f->cfg.pre_vote);
-    assert_true(f->cfg.client_tls.auto_tls);
-    assert_true(f->cfg.peer_tls.auto_tls);
+    assert_false(f->cfg.initial_election_tick_advance);
+    assert_true(f->cfg.experimental_initial_corrupt_check);
 }
 
 static void test_config_bool_takes_no_separate_value(void **state)
@@ -559,16 +559,12 @@ static void test_config_file(void **state)
         "grpc-keepalive-timeout: 3000000000\n"
         "grpc-keepalive-interval: 90s\n"
         "log-outputs: [stderr]\n"
-        "cors: http://a.example:80\n"
-        "host-whitelist: a.example,b.example\n"
+        "cors: http://b.example:80,http://a.example:80\n"
+        "host-whitelist: '*'\n"
         "unknown-key: 1\n"
         "client-transport-security:\n"
-        "  cert-file: /c.pem\n"
-        "  key-file: /k.pem\n"
-        "  client-cert-auth: true\n"
-        "  trusted-ca-file: /ca.pem\n"
-        "peer-transport-security:\n"
-        "  auto-tls: true\n");
+        "  client-cert-auth: false\n"
+        "peer-transport-security: ~\n");
     char *env[] = {"ETCD_NAME=envname", "ETCD_SNAPSHOT_COUNT=7", NULL};
     char arg[300];
     snprintf(arg, sizeof(arg), "--config-file=%s", path);
@@ -591,16 +587,14 @@ static void test_config_file(void **state)
     assert_int_equal(c->grpc_keepalive_interval_ns, 90000000000LL);
     assert_string_equal(c->logger, "capnslog");
     assert_string_equal(c->log_outputs.v[0], "stderr");
+    assert_int_equal(c->cors.n, 2);
     assert_string_equal(c->cors.v[0], "http://a.example:80");
-    assert_int_equal(c->host_whitelist.n, 2);
-    assert_string_equal(c->client_tls.cert_file, "/c.pem");
-    assert_string_equal(c->client_tls.key_file, "/k.pem");
-    assert_true(c->client_tls.client_cert_auth);
-    assert_string_equal(c->client_tls.trusted_ca_file, "/ca.pem");
-    assert_true(c->peer_tls.auto_tls);
-    assert_false(c->client_tls.auto_tls);
+    assert_string_equal(c->cors.v[1], "http://b.example:80");
+    assert_int_equal(c->host_whitelist.n, 1);
+    assert_false(c->client_tls.client_cert_auth);
     assert_int_equal(config_flag_source(c, "name"), CONFIG_SRC_FILE);
-    assert_int_equal(config_flag_source(c, "cert-file"), CONFIG_SRC_FILE);
+    assert_int_equal(config_flag_source(c, "client-cert-auth"),
+                     CONFIG_SRC_FILE);
     assert_string_equal(c->initial_cluster, "cf=http://localhost:2380");
     char want[512];
     snprintf(want, sizeof(want),
@@ -611,6 +605,67 @@ static void test_config_file(void **state)
     assert_true(has_note(c, want));
     assert_true(has_note_prefix(c, "ignoring unknown key unknown-key"));
     assert_false(has_note_prefix(c, "recognized and used environment"));
+}
+
+static void test_config_file_tls_sections(void **state)
+{
+    struct fixture *f = *state;
+    const char *path = write_file(f, "tls.yaml",
+                                  "client-transport-security:\n"
+                                  "  cert-file: /c.pem\n"
+                                  "  key-file: /k.pem\n"
+                                  "  client-cert-auth: true\n"
+                                  "  trusted-ca-file: /ca.pem\n"
+                                  "peer-transport-security:\n"
+                                  "  auto-tls: true\n");
+    /* parsed into the right fields, then refused: TLS is not implemented */
+    assert_int_equal(PARSE(f, "--config-file", (char *)path), CONFIG_EVERIFY);
+    struct keel_config *c = &f->cfg;
+    assert_string_equal(c->client_tls.cert_file, "/c.pem");
+    assert_string_equal(c->client_tls.key_file, "/k.pem");
+    assert_true(c->client_tls.client_cert_auth);
+    assert_string_equal(c->client_tls.trusted_ca_file, "/ca.pem");
+    assert_true(c->peer_tls.auto_tls);
+    assert_false(c->client_tls.auto_tls);
+    assert_int_equal(config_flag_source(c, "cert-file"), CONFIG_SRC_FILE);
+    assert_int_equal(config_flag_source(c, "peer-auto-tls"), CONFIG_SRC_FILE);
+    assert_string_equal(c->errmsg,
+                        "--cert-file is not supported by keel: TLS is not "
+                        "implemented yet; keel refuses to start rather than "
+                        "serve without it");
+}
+
+static void test_config_unimplemented_unsafe_flags_refused(void **state)
+{
+    struct fixture *f = *state;
+    static const struct
+    {
+        const char *arg;
+        const char *flag;
+    } cases[] = {
+        {"--cert-file=/c.pem", "cert-file"},
+        {"--peer-client-cert-auth", "peer-client-cert-auth"},
+        {"--auto-tls=true", "auto-tls"},
+        {"--wal-dir=/wal", "wal-dir"},
+        {"--force-new-cluster", "force-new-cluster"},
+        {"--host-whitelist=a.example", "host-whitelist"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        config_close(&f->cfg);
+        config_init(&f->cfg);
+        assert_int_equal(PARSE(f, (char *)cases[i].arg), CONFIG_EVERIFY);
+        char want[128];
+        snprintf(want, sizeof(want), "--%s is not supported by keel: ",
+                 cases[i].flag);
+        assert_true(strncmp(f->cfg.errmsg, want, strlen(want)) == 0);
+    }
+    /* set to their defaults they are harmless and accepted */
+    config_close(&f->cfg);
+    config_init(&f->cfg);
+    assert_int_equal(PARSE(f, "--cert-file=", "--auto-tls=false",
+                           "--host-whitelist=*", "--force-new-cluster=0",
+                           "--proxy=off"),
+                     CONFIG_RUN);
 }
 
 static void test_config_file_from_env(void **state)
@@ -768,8 +823,14 @@ static void test_config_ignored_flags_warn(void **state)
     assert_true(has_note_prefix(&f->cfg,
                                 "ignoring flag --backend-batch-limit: "));
     assert_true(has_note_prefix(&f->cfg, "ignoring flag --unsafe-no-fsync: "));
-    /* flags left at their defaults are not mentioned */
+    /* flags left at, or set to, their defaults are not mentioned */
     assert_false(has_note_prefix(&f->cfg, "ignoring flag --proxy-"));
+    config_close(&f->cfg);
+    config_init(&f->cfg);
+    assert_int_equal(PARSE(f, "--enable-pprof=false", "--proxy-dial-timeout",
+                           "1000"),
+                     CONFIG_RUN);
+    assert_false(has_note_prefix(&f->cfg, "ignoring flag"));
 }
 
 static void test_config_log_output_alias(void **state)
@@ -1119,6 +1180,8 @@ int main(int argc, char **argv)
         T(test_config_env_bad_value),
         T(test_config_env_listen_without_advertise),
         T(test_config_file),
+        T(test_config_file_tls_sections),
+        T(test_config_unimplemented_unsafe_flags_refused),
         T(test_config_file_from_env),
         T(test_config_file_errors),
         T(test_config_validation_errors),
