@@ -1109,6 +1109,64 @@ static void test_log_capnslog_format(void **state)
     assert_null(strstr(s, "dropped"));
 }
 
+static void capture_stderr(const char *path, int *saved)
+{
+    fflush(stderr);
+    *saved = dup(2);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    dup2(fileno(fp), 2);
+    fclose(fp);
+}
+
+static void restore_stderr(int saved)
+{
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+}
+
+static void test_log_package_levels(void **state)
+{
+    struct fixture *f = *state;
+    char path[128], err[256];
+    int saved;
+    snprintf(path, sizeof(path), "%s/pkg.log", f->dir);
+
+    /* "*" sets every package; a named package overrides it */
+    assert_int_equal(PARSE(f, "--log-package-levels",
+                           "*=ERROR,etcdmain=D"),
+                     CONFIG_RUN);
+    capture_stderr(path, &saved);
+    assert_int_equal(log_init(&f->cfg, err, sizeof(err)), 0);
+    log_warn("embed", "hidden by *=ERROR");
+    log_debug("etcdmain", "shown by etcdmain=D");
+    log_close();
+    restore_stderr(saved);
+    char *s = read_file(path);
+    assert_null(strstr(s, "hidden"));
+    assert_non_null(strstr(s, " D | etcdmain: shown by etcdmain=D\n"));
+
+    /* a bad spec is warned about and the default levels stay (as etcd) */
+    config_close(&f->cfg);
+    config_init(&f->cfg);
+    assert_int_equal(PARSE(f, "--log-package-levels", "etcdmain=LOUD"),
+                     CONFIG_RUN);
+    capture_stderr(path, &saved);
+    assert_int_equal(log_init(&f->cfg, err, sizeof(err)), 0);
+    log_info("embed", "info still shown");
+    log_close();
+    restore_stderr(saved);
+    s = read_file(path);
+    assert_non_null(strstr(s, " W | embed: couldn't parse log level string: "
+                              "etcdmain=LOUD, continuing with default "
+                              "levels\n"));
+    assert_non_null(strstr(s, " I | embed: info still shown\n"));
+    assert_true(has_note(&f->cfg, "[WARNING] Deprecated "
+                                  "'--log-package-levels=etcdmain=LOUD' flag "
+                                  "is set; use '--logger=zap' flag instead"));
+}
+
 static void test_log_levels(void **state)
 {
     struct fixture *f = *state;
@@ -1192,6 +1250,7 @@ int main(int argc, char **argv)
         T(test_config_docs_match_table),
         T(test_log_zap_format),
         T(test_log_capnslog_format),
+        T(test_log_package_levels),
         T(test_log_levels),
         T(test_log_multiple_outputs_and_errors),
 #undef T
