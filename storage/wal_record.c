@@ -216,7 +216,8 @@ static int pb_decode(const uint8_t *p, size_t len, uint64_t vals[4],
         }
         field = key >> 3;
         wire = key & 7;
-        if (field == 0) {
+        /* Field numbers are 1 .. 2^29 - 1 (the tag is a 32-bit varint). */
+        if (field == 0 || key > UINT32_MAX) {
             return KEEL_ECORRUPT;
         }
         /* A known field with the wrong wire type is an error, as in

@@ -628,6 +628,52 @@ static void test_wal_torn_tail_every_offset(void **state)
     free(m);
 }
 
+/* The last batch spans a rollover and the new segment is torn anywhere:
+ * the earlier batches are all there, and a prefix of the last one. */
+static void test_wal_torn_batch_across_segments(void **state)
+{
+    struct fx *f = *state;
+    struct model *m = calloc(1, sizeof(*m));
+    struct wal *w = open_ok(f, 4096);
+    char names[16][64], copy[4096], seg[4200], p[4200];
+    struct recinfo recs[64];
+    size_t nfiles, len, nrec;
+    uint8_t *orig;
+
+    append_each(w, m, 1, 11, 1, 100);
+    nfiles = wt_list_wal(f->waldir, names, 16);
+    assert_int_equal(append_range(w, m, 11, 41, 2, 150, NULL), 0);
+    assert_true(wt_list_wal(f->waldir, names, 16) > nfiles);
+    nfiles = wt_list_wal(f->waldir, names, 16);
+    wal_close(w);
+    path_of(p, sizeof(p), f->waldir, names[nfiles - 1]);
+    orig = wt_read_file(p, &len);
+    assert_non_null(orig);
+    nrec = walk_records(orig, len, recs, 64);
+    assert_true(nrec > 3); /* header, snapshot, state, entries */
+    for (size_t r = 3; r < nrec; r++) {
+        size_t cuts[2] = {recs[r].off, recs[r].off + recs[r].size / 2};
+        for (int c = 0; c < 2; c++) {
+            uint64_t last;
+            copy_data(f, "span", copy, sizeof(copy));
+            snprintf(seg, sizeof(seg), "%s/member/wal/%s", copy,
+                     names[nfiles - 1]);
+            assert_int_equal(wt_write_file(seg, orig, cuts[c]), 0);
+            w = NULL;
+            if (wal_open(copy, NULL, &w, f->err, sizeof(f->err)) != 0) {
+                fail_msg("cut at %zu: %s", cuts[c], f->err);
+            }
+            last = wal_last_index(w);
+            assert_true(last >= 10 && last < 40);
+            check_log(w, m, 1, last + 1);
+            assert_int_equal(wal_hard_state(w).commit, 10);
+            wal_close(w);
+        }
+    }
+    free(orig);
+    free(m);
+}
+
 /* Flip one random bit (or smash a byte) of a random record and reopen: the
  * open fails with KEEL_ECORRUPT naming a file and offset, or it succeeds
  * with correct data, cutting at most the last batch. */
@@ -1259,6 +1305,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_wal_read_limits_and_errors,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_wal_torn_tail_every_offset,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wal_torn_batch_across_segments,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_wal_random_bit_flips, setup,
                                         teardown),
