@@ -1211,19 +1211,19 @@ static int flag_set(struct keel_config *cfg, const struct flag_def *f,
         }
         return 0;
     case T_URLS: {
-        struct config_urls *u = field(cfg, f);
+        /* etcd's UniqueURLs allows "" and then keeps the previous list
+         * (checked with /usr/bin/etcd: --listen-client-urls= is a no-op,
+         * though it counts as set) */
         if (val[0] == '\0') {
-            u->v = NULL;
-            u->n = 0;
             return 0;
         }
-        return config_parse_urls(cfg, val, u, err, errlen);
+        return config_parse_urls(cfg, val, field(cfg, f), err, errlen);
     }
     case T_CORS: {
         /* UniqueURLs with "*" allowed: URLs are validated, kept as
          * strings */
         struct config_strs *cs = field(cfg, f);
-        if (strcmp(val, "*") != 0 && val[0] != '\0') {
+        if (strcmp(val, "*") != 0) {
             struct config_urls tmp;
             if (config_parse_urls(cfg, val, &tmp, err, errlen) != 0) {
                 return -1;
@@ -2148,6 +2148,17 @@ static int check_host(struct keel_config *cfg, const struct config_urls *u,
     return 0;
 }
 
+/* etcd: an empty host whitelist or one containing "*" allows every host */
+static bool allows_all(const struct config_strs *s)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        if (s->v[i][0] == '\0' || strcmp(s->v[i], "*") == 0) {
+            return true;
+        }
+    }
+    return s->n == 0;
+}
+
 /* A flag's value as text, for comparisons (and diagnostics). */
 static void flag_value_str(struct keel_config *cfg, const struct flag_def *f,
                            char *buf, size_t len)
@@ -2294,7 +2305,8 @@ int config_validate(struct keel_config *cfg)
         char now[512], def[512];
         flag_value_str(cfg, f, now, sizeof(now));
         flag_value_str(defaults, f, def, sizeof(def));
-        if (strcmp(now, def) == 0) {
+        if (strcmp(now, def) == 0 ||
+            (f->off == OFF(host_whitelist) && allows_all(&cfg->host_whitelist))) {
             continue; /* set, but to the default: nothing to refuse */
         }
         if (f->status == FLAG_NO) {

@@ -107,6 +107,7 @@ USAGE_CASES=(
     "--initial-cluster-state bogus"
     "--max-concurrent-streams 99999999999"
     "--backend-batch-interval 10"
+    "--cors="
 )
 VERIFY_CASES=(
     "extra"
@@ -120,6 +121,8 @@ VERIFY_CASES=(
     "--logger bogus"
     "--auto-compaction-mode bogus"
     "--discovery-srv example.com --initial-cluster a=http://1.2.3.4:1"
+    "--listen-client-urls="
+    "--log-outputs="
 )
 
 i=0

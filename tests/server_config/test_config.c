@@ -359,6 +359,22 @@ static void test_config_url_errors(void **state)
         assert_err(f, PARSE(f, "--listen-client-urls", (char *)cases[i][0]),
                    CONFIG_EUSAGE, cases[i][1]);
     }
+    /* an empty list keeps the previous value but counts as set (etcd) */
+    config_close(&f->cfg);
+    config_init(&f->cfg);
+    assert_int_equal(PARSE(f, "--listen-peer-urls=http://127.0.0.1:7",
+                           "--listen-peer-urls="),
+                     CONFIG_RUN);
+    assert_string_equal(urls(&f->cfg.listen_peer_urls), "http://127.0.0.1:7");
+    config_close(&f->cfg);
+    config_init(&f->cfg);
+    assert_err(f, PARSE(f, "--listen-client-urls="), CONFIG_EVERIFY,
+               CONFIG_ERR_UNSET_ACURLS);
+    config_close(&f->cfg);
+    config_init(&f->cfg);
+    assert_err(f, PARSE(f, "--cors="), CONFIG_EUSAGE,
+               "invalid value \"\" for flag -cors: URL scheme must be http, "
+               "https, unix, or unixs: ");
 }
 
 static void test_config_usage_errors(void **state)
@@ -666,6 +682,10 @@ static void test_config_unimplemented_unsafe_flags_refused(void **state)
                            "--host-whitelist=*", "--force-new-cluster=0",
                            "--proxy=off"),
                      CONFIG_RUN);
+    config_close(&f->cfg);
+    config_init(&f->cfg);
+    /* etcd: an empty whitelist allows all hosts too */
+    assert_int_equal(PARSE(f, "--host-whitelist="), CONFIG_RUN);
 }
 
 static void test_config_file_from_env(void **state)
