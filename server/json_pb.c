@@ -1298,10 +1298,12 @@ static int conv_number(struct conv *c, const ProtobufCFieldDescriptor *f,
         break;
     case PROTOBUF_C_TYPE_FLOAT:
     case PROTOBUF_C_TYPE_DOUBLE: {
-        char tmp[128];
-        size_t n = v->rawlen < sizeof tmp - 1 ? v->rawlen : sizeof tmp - 1;
-        memcpy(tmp, v->raw, n);
-        tmp[n] = '\0';
+        char *tmp = keel_arena_alloc(c->a, v->rawlen + 1);
+        if (tmp == NULL) {
+            return KEEL_ENOMEM;
+        }
+        memcpy(tmp, v->raw, v->rawlen);
+        tmp[v->rawlen] = '\0';
         errno = 0;
         double dv = strtod(tmp, NULL);
         r = (errno == ERANGE && fabs(dv) > 1.0) ? -1 : 0;

@@ -206,6 +206,12 @@ static void test_json_pb_int64_string_or_number(void **state)
     roundtrip(f, d, "{\"fl\":\"2.5\",\"db\":\"1e3\"}",
               "{\"fl\":2.5,\"db\":1000}");
     roundtrip(f, d, "{\"db\":\"NaN\"}", "{\"db\":\"NaN\"}");
+    /* a long literal is parsed whole */
+    roundtrip(f, d,
+              "{\"db\":0.00000000000000000000000000000000000000000000000000000"
+              "000000000000000000000000000000000000000000000000000000000000000"
+              "0000000000000000000000000000000000000000000000000025}",
+              "{\"db\":2.5e-167}");
     roundtrip(f, d, "{\"db\":\"Infinity\",\"fl\":\"-Infinity\"}",
               "{\"fl\":\"-Infinity\",\"db\":\"Infinity\"}");
 }

@@ -197,6 +197,20 @@ case_ election_campaign /v3/election/campaign '{"name":"ZWxl","lease":"4660","va
 case_ election_leader /v3/election/leader '{"name":"ZWxl"}'
 case_ err_election_no_leader /v3/election/leader '{"name":"bm9uZQ=="}'
 
+stream election_observe /v3/election/observe '{"name":"ZWxl"}' 2
+case_ election_proclaim /v3/election/proclaim '{"leader":{"name":"ZWxl","key":"ZWxlLzEyMzQ=","rev":"'"$(curl -s -XPOST $E/v3/election/leader -d '{"name":"ZWxl"}' | sed 's/.*"create_revision":"\([0-9]*\)".*/\1/')"'","lease":"4660"},"value":"djI="}'
+case_ election_resign /v3/election/resign '{"leader":{"name":"ZWxl","key":"ZWxlLzEyMzQ=","rev":"1","lease":"4660"}}'
+case_ unlock /v3/lock/unlock '{"key":"bXlsb2NrLzEyMzQ="}'
+case_ err_promote_not_ready /v3/cluster/member/promote '{"ID":"'"$(curl -s -XPOST $E/v3/cluster/member/list -d '{}' | sed 's/.*"ID":"\([0-9]*\)","peerURLs":\["http:\/\/127.0.0.1:1"\].*/\1/')"'"}'
+case_ err_bad_transferee /v3/maintenance/transfer-leadership '{"targetID":"12345"}'
+stream snapshot /v3/maintenance/snapshot '{}' 3
+
+# --- auth enabled (last: everything after needs a token)
+case_ auth_enable /v3/auth/enable '{}'
+case_ authenticate /v3/auth/authenticate '{"name":"root","password":"r"}'
+case_ err_auth_bad_password /v3/auth/authenticate '{"name":"root","password":"wrong"}'
+case_ err_auth_no_token /v3/kv/put '{"key":"Zm9v","value":"YmFy"}'
+
 # --- routing
 code=$(curl -s -o "$TMP/body" -w '%{http_code}' -XPOST "$E/v3/kv/nothing" -d '{}')
 { printf '/v3/kv/nothing\n%s\n{}\n' "$code"; cat "$TMP/body"; } >"$OUT/route_not_found.case"
