@@ -27,10 +27,11 @@
  * llhttp copy what they keep), so thousands of idle connections cost no
  * read buffers.
  *
- * TLS seam: a TLS layer goes between on_read() and feed() (decrypt: SSL_read
- * from a memory BIO filled with socket bytes) and inside conn_write_take()
- * (encrypt into the write BIO, write what the BIO holds). ALPN "h2" then
- * picks the protocol instead of sniffing. Nothing above conn.c changes.
+ * TLS (tls.c) sits between on_read() and feed() (ciphertext into a memory
+ * BIO, plaintext out of SSL_read) and inside conn_write_take() (SSL_write,
+ * then the BIO's ciphertext to the socket). Sniffing then runs on the
+ * plaintext; it agrees with ALPN "h2" for every conforming client. Nothing
+ * above conn.c knows about TLS; back-pressure counts ciphertext bytes.
  *
  * Failure modes: a failed write or read closes the connection; a protocol
  * error closes it after flushing what the protocol queued (a GOAWAY, a 400).
@@ -48,6 +49,7 @@
 #include "http2.h"
 #include "keel_err.h"
 #include "listener.h"
+#include "tls.h"
 
 /* RFC 9113 §3.4 */
 static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -84,6 +86,7 @@ struct conn
     size_t sniff_len;
     const struct conn_proto *proto;
     void *proto_state;
+    struct tls_conn *tls; /* NULL on plaintext listeners */
 };
 
 struct conn_write
@@ -177,6 +180,7 @@ static void conn_free(struct conn *c)
         c->next->prev = c->prev;
     }
     l->n_conns--;
+    tls__conn_free(c->tls);
     free(c);
     listener__conn_gone(l);
 }
@@ -272,7 +276,7 @@ static void on_write(uv_write_t *req, int status)
     }
 }
 
-int conn_write_take(struct conn *c, void *buf, size_t len)
+static int raw_write_take(struct conn *c, void *buf, size_t len)
 {
     struct conn_write *w;
     uv_buf_t b;
@@ -306,6 +310,49 @@ int conn_write_take(struct conn *c, void *buf, size_t len)
         update_reading(c);
     }
     return 0;
+}
+
+/* Hand the TLS layer's ciphertext to the socket. */
+static int tls_flush(struct conn *c)
+{
+    size_t n = 0;
+    void *b;
+    while ((b = tls__take_out(c->tls, &n)) != NULL) {
+        int rv;
+        if (n == 0) {
+            free(b);
+            break;
+        }
+        rv = raw_write_take(c, b, n);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    return 0;
+}
+
+int conn_write_take(struct conn *c, void *buf, size_t len)
+{
+    int rv;
+    if (c->tls == NULL) {
+        return raw_write_take(c, buf, len);
+    }
+    if (c->state == CONN_CLOSING) {
+        free(buf);
+        return KEEL_ECANCELED;
+    }
+    rv = tls__write(c->tls, buf, len);
+    free(buf);
+    if (rv != 0) {
+        conn_close(c, 0);
+        return rv;
+    }
+    return tls_flush(c);
+}
+
+const char *conn_peer_cn(const struct conn *c)
+{
+    return c->tls != NULL ? tls__peer_cn(c->tls) : "";
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -368,6 +415,27 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0 || c->state == CONN_CLOSING) {
         return;
     }
+    if (c->tls != NULL) {
+        ssize_t n = 0;
+        /* The BIO copies the ciphertext, so the read buffer is free to
+         * receive the plaintext. */
+        if (tls__feed(c->tls, buf->base, (size_t)nread) != 0) {
+            conn_close(c, 0);
+            return;
+        }
+        while (c->state != CONN_CLOSING) {
+            n = tls__read(c->tls, c->l->rbuf, LISTENER_RBUF_SIZE);
+            if (n <= 0) {
+                break;
+            }
+            feed(c, (const uint8_t *)c->l->rbuf, (size_t)n);
+        }
+        (void)tls_flush(c); /* handshake records, alerts */
+        if (n < 0) {
+            conn_close(c, 1);
+        }
+        return;
+    }
     feed(c, (const uint8_t *)buf->base, (size_t)nread);
 }
 
@@ -406,6 +474,13 @@ int conn__accept(struct listener *l)
         return rv;
     }
     l->n_accepted++;
+    if (l->tls != NULL) {
+        c->tls = tls__conn_new(l->tls);
+        if (c->tls == NULL) {
+            conn_close(c, 0);
+            return KEEL_ENOMEM;
+        }
+    }
     if (!l->is_unix) {
         uv_tcp_nodelay(&c->u.tcp, 1);
     }

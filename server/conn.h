@@ -7,9 +7,8 @@
  * (DESIGN.md "Wire surface on the client port"): the HTTP/2 client preface
  * selects HTTP/2 (gRPC and HTTP/2 JSON), anything else HTTP/1.1. The chosen
  * protocol plugs in through struct conn_proto and talks back to the socket
- * only through conn_write_take(); that narrow pair is the seam where a TLS
- * layer (OpenSSL memory BIOs, ALPN "h2" choosing the protocol instead of the
- * preface) will sit later, see conn.c.
+ * only through conn_write_take(); TLS (tls.c, OpenSSL memory BIOs) sits
+ * under that narrow pair, invisible to the protocols, see conn.c.
  *
  * Everything here runs on the loop thread that owns the listener.
  */
@@ -81,6 +80,10 @@ size_t conn_out_bytes(const struct conn *c);
 
 /* The limits this connection was accepted with. */
 const struct conn_limits *conn_limits(const struct conn *c);
+
+/* Common name of the client's TLS certificate, "" without one (plaintext,
+ * or no client certificate). */
+const char *conn_peer_cn(const struct conn *c);
 
 /* The listener that accepted the connection. */
 struct listener *conn_listener(const struct conn *c);

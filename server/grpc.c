@@ -76,6 +76,7 @@ struct grpc_call
     struct keel_arena arena;
     struct keel_arena msg_arena;
     const char *path;
+    const char *peer_cn;
     struct router_header *hdrs;
     size_t n_hdrs;
     /* Inbound framing. */
@@ -207,6 +208,11 @@ const char *grpc_call_header(const struct grpc_call *call, const char *name)
         }
     }
     return NULL;
+}
+
+const char *grpc_call_peer_cn(const struct grpc_call *call)
+{
+    return call->peer_cn != NULL ? call->peer_cn : "";
 }
 
 void grpc_call_request_bytes(const struct grpc_call *call, const uint8_t **p,
@@ -882,7 +888,11 @@ void grpc__stream_begin(struct grpc_server *srv, struct http2_stream *st,
     }
     call->n_hdrs = k;
     call->path = keel_arena_dup(&call->arena, path, strlen(path) + 1);
-    if (call->path == NULL) {
+    {
+        const char *cn = conn_peer_cn(http2__stream_conn(st));
+        call->peer_cn = keel_arena_dup(&call->arena, cn, strlen(cn) + 1);
+    }
+    if (call->path == NULL || call->peer_cn == NULL) {
         goto nomem;
     }
 

@@ -110,6 +110,10 @@ const char *grpc_call_method(const struct grpc_call *call);
  * WithRequireLeader), "token". Valid until the call is finished. */
 const char *grpc_call_header(const struct grpc_call *call, const char *name);
 
+/* Common name of the client's TLS certificate, "" without one (etcd
+ * --client-cert-auth uses it as the user name). Valid until finished. */
+const char *grpc_call_peer_cn(const struct grpc_call *call);
+
 /* The raw request bytes of a UNARY/SERVER_STREAM call (also with a
  * descriptor). */
 void grpc_call_request_bytes(const struct grpc_call *call, const uint8_t **p,

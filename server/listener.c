@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "keel_err.h"
+#include "tls.h"
 
 /* Go's net.Listen uses the kernel's somaxconn; 511 is libuv's habit. */
 #define LISTENER_BACKLOG 511
@@ -47,6 +48,8 @@ static void maybe_done(struct listener *l)
         listener_close_cb cb = l->close_cb;
         free(l->rbuf);
         l->rbuf = NULL;
+        tls_ctx_free(l->tls);
+        l->tls = NULL;
         l->closing = 0;
         if (cb != NULL) {
             cb(l);
@@ -233,6 +236,16 @@ int listener_init(struct listener *l, uv_loop_t *loop, const char *url,
                   struct grpc_server *grpc, struct router *router,
                   const struct conn_limits *limits)
 {
+    return listener_init_tls(l, loop, url, grpc, router, limits, NULL);
+}
+
+int listener_init_tls(struct listener *l, uv_loop_t *loop, const char *url,
+                      struct grpc_server *grpc, struct router *router,
+                      const struct conn_limits *limits,
+                      const struct tls_config *tls)
+{
+    int secure = strncmp(url, "https://", 8) == 0 ||
+                 strncmp(url, "unixs://", 8) == 0;
     int rv;
 
     memset(l, 0, sizeof *l);
@@ -244,19 +257,30 @@ int listener_init(struct listener *l, uv_loop_t *loop, const char *url,
     } else {
         conn_limits_default(&l->limits);
     }
+    if (secure) {
+        if (tls == NULL) {
+            snprintf(l->errmsg, sizeof l->errmsg,
+                     "listen %s: TLS URL without certificate and key", url);
+            return KEEL_EINVAL;
+        }
+        rv = tls_ctx_new(tls, &l->tls, l->errmsg, sizeof l->errmsg);
+        if (rv != 0) {
+            return rv;
+        }
+    }
     l->rbuf = malloc(LISTENER_RBUF_SIZE);
     if (l->rbuf == NULL) {
-        return KEEL_ENOMEM;
+        rv = KEEL_ENOMEM;
+        goto err;
     }
     if (strncmp(url, "http://", 7) == 0) {
         rv = bind_tcp(l, url + 7);
+    } else if (strncmp(url, "https://", 8) == 0) {
+        rv = bind_tcp(l, url + 8);
     } else if (strncmp(url, "unix://", 7) == 0) {
         rv = bind_unix(l, url + 7);
-    } else if (strncmp(url, "unixs://", 8) == 0 ||
-               strncmp(url, "https://", 8) == 0) {
-        snprintf(l->errmsg, sizeof l->errmsg,
-                 "listen %s: TLS listeners are not implemented yet", url);
-        rv = KEEL_EUNIMPLEMENTED;
+    } else if (strncmp(url, "unixs://", 8) == 0) {
+        rv = bind_unix(l, url + 8);
     } else {
         snprintf(l->errmsg, sizeof l->errmsg,
                  "listen %s: URL scheme must be http, https, unix or unixs",
@@ -264,10 +288,14 @@ int listener_init(struct listener *l, uv_loop_t *loop, const char *url,
         rv = KEEL_EINVAL;
     }
     if (rv != 0) {
-        free(l->rbuf);
-        l->rbuf = NULL;
-        return rv;
+        goto err;
     }
     l->u.handle.data = l;
     return 0;
+err:
+    free(l->rbuf);
+    l->rbuf = NULL;
+    tls_ctx_free(l->tls);
+    l->tls = NULL;
+    return rv;
 }

@@ -17,6 +17,8 @@
 
 struct grpc_server;
 struct router;
+struct tls_config;
+struct tls_ctx;
 struct conn;
 struct listener;
 
@@ -45,21 +47,30 @@ struct listener
     listener_close_cb close_cb;
     void *data; /* for the caller */
     char *rbuf; /* read buffer lent to the connection being read */
+    struct tls_ctx *tls; /* https:// and unixs:// listeners */
     char errmsg[256];
 };
 
 #define LISTENER_RBUF_SIZE (64 * 1024)
 
 /* Bind and listen on url: http://host:port (host a name or an IP literal,
- * [v6] in brackets, port 0 for any free port) or unix://path / unixs://path
- * (an existing socket file at path is replaced, as etcd does). https:// is
- * refused with KEEL_EUNIMPLEMENTED until TLS lands. grpc and router are
+ * [v6] in brackets, port 0 for any free port) or unix://path (an existing
+ * socket file at path is replaced, as etcd does). grpc and router are
  * borrowed and must outlive the listener; limits NULL means defaults.
- * Returns 0 or a negative code with l->errmsg filled in; on error nothing is
- * left open and l may be reused. */
+ * https:// and unixs:// need listener_init_tls(); here they fail with
+ * KEEL_EINVAL. Returns 0 or a negative code with l->errmsg filled in; on
+ * error nothing is left open and l may be reused. */
 int listener_init(struct listener *l, uv_loop_t *loop, const char *url,
                   struct grpc_server *grpc, struct router *router,
                   const struct conn_limits *limits);
+
+/* Same, with TLS for https:// and unixs:// URLs (tls is read during the
+ * call: certificates are loaded now). For http:// and unix:// URLs tls is
+ * ignored, as etcd serves those in plaintext whatever the cert flags. */
+int listener_init_tls(struct listener *l, uv_loop_t *loop, const char *url,
+                      struct grpc_server *grpc, struct router *router,
+                      const struct conn_limits *limits,
+                      const struct tls_config *tls);
 
 /* Stop accepting, close every connection (in-flight calls are cancelled),
  * then close the listening socket; cb (may be NULL) runs once everything is

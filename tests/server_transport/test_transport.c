@@ -27,6 +27,7 @@
 #include "keel_err.h"
 #include "listener.h"
 #include "router.h"
+#include "tls.h"
 #include "ts.h"
 
 /* ---- fixture ---- */
@@ -1072,6 +1073,93 @@ static void test_transport_many_connections(void **state)
     assert_int_equal(ok, N);
 }
 
+/* ---- tests: TLS ---- */
+
+static void test_transport_tls_etcdctl_and_curl(void **state)
+{
+    char ep_[64], ca[160], cacert[160], url[96];
+    char *ctl[] = {"etcdctl", ep_, ca, "--dial-timeout=2s", "endpoint",
+                   "status", "-w", "json", NULL};
+    char *h1[] = {"curl", "-s", "-i", "--http1.1", "--max-time", "5",
+                  "--cacert", cacert, url, NULL};
+    char *h2[] = {"curl", "-s", "-i", "--http2", "--max-time", "5",
+                  "--cacert", cacert, url, NULL};
+    char *out = NULL;
+    int rc;
+    (void)state;
+    snprintf(ep_, sizeof ep_, "--endpoints=https://127.0.0.1:%d",
+             ts_tls_port());
+    snprintf(ca, sizeof ca, "--cacert=%s/ca.pem", ts_dir());
+    snprintf(cacert, sizeof cacert, "%s/ca.pem", ts_dir());
+    snprintf(url, sizeof url, "https://127.0.0.1:%d/health", ts_tls_port());
+    /* gRPC over TLS (ALPN h2). */
+    rc = ts_run(ctl, 8000, &out);
+    if (rc != 0) {
+        fprintf(stderr, "%s\n", out);
+    }
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "\"raft_term\":7"));
+    free(out);
+    /* HTTP/1.1 over TLS. */
+    rc = ts_run(h1, 8000, &out);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "HTTP/1.1 200 OK"));
+    assert_non_null(strstr(out, "{\"health\":\"true\"}"));
+    free(out);
+    /* HTTP/2 over TLS, chosen by ALPN. */
+    rc = ts_run(h2, 8000, &out);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "HTTP/2 200"));
+    assert_non_null(strstr(out, "{\"health\":\"true\"}"));
+    free(out);
+}
+
+static void test_transport_tls_client_cert_auth(void **state)
+{
+    char ep_[64], ca[160], cert[160], key[160];
+    char *with[] = {"etcdctl", ep_, ca, cert, key, "--dial-timeout=2s",
+                    "endpoint", "status", NULL};
+    char *without[] = {"etcdctl", ep_, ca, "--dial-timeout=1s",
+                       "--command-timeout=2s", "endpoint", "status", NULL};
+    char seen[64];
+    char *out = NULL;
+    int rc;
+    (void)state;
+    snprintf(ep_, sizeof ep_, "--endpoints=https://127.0.0.1:%d",
+             ts_mtls_port());
+    snprintf(ca, sizeof ca, "--cacert=%s/ca.pem", ts_dir());
+    snprintf(cert, sizeof cert, "--cert=%s/client.pem", ts_dir());
+    snprintf(key, sizeof key, "--key=%s/client.key", ts_dir());
+    rc = ts_run(with, 8000, &out);
+    if (rc != 0) {
+        fprintf(stderr, "%s\n", out);
+    }
+    assert_int_equal(rc, 0);
+    ts_cn_seen(seen, sizeof seen);
+    assert_string_equal(seen, "alice");
+    free(out);
+    /* No client certificate: the handshake fails. */
+    rc = ts_run(without, 8000, &out);
+    assert_int_not_equal(rc, 0);
+    free(out);
+}
+
+/* Plaintext HTTP and garbage on a TLS port: closed, nothing else. */
+static void test_transport_tls_garbage(void **state)
+{
+    static const char req[] = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+    char *out;
+    int closed;
+    (void)state;
+    baseline_conns = ts_server_conns();
+    assert_true(ts_raw_exchange(ts_tls_port(), req, sizeof req - 1, 3000, &out,
+                                &closed) >= 0);
+    assert_true(closed);
+    assert_null(strstr(out, "health"));
+    free(out);
+    assert_true(ts_wait_for(conns_back_to_baseline, 3000));
+}
+
 /* ---- unit tests: registry and listener configuration ---- */
 
 static void noop_start(struct grpc_call *call, const ProtobufCMessage *req,
@@ -1123,7 +1211,21 @@ static void test_listener_bad_urls(void **state)
                      KEEL_EINVAL);
     assert_int_equal(listener_init(&l, &loop, "https://127.0.0.1:0", NULL,
                                    NULL, NULL),
-                     KEEL_EUNIMPLEMENTED);
+                     KEEL_EINVAL);
+    {
+        struct tls_config tc = {"/nonexistent/cert.pem", "/nonexistent/key",
+                                NULL, 0};
+        assert_int_equal(listener_init_tls(&l, &loop, "https://127.0.0.1:0",
+                                           NULL, NULL, NULL, &tc),
+                         KEEL_EINVAL);
+        assert_non_null(strstr(l.errmsg, "/nonexistent/cert.pem"));
+        tc.client_cert_auth = 1;
+        tc.cert_file = "x";
+        assert_int_equal(listener_init_tls(&l, &loop, "https://127.0.0.1:0",
+                                           NULL, NULL, NULL, &tc),
+                         KEEL_EINVAL);
+        assert_non_null(strstr(l.errmsg, "trusted CA"));
+    }
     /* Port in use. */
     {
         char url[64];
@@ -1207,6 +1309,9 @@ int main(void)
         cmocka_unit_test(test_transport_client_never_reads),
         cmocka_unit_test(test_transport_http_stream_cancel),
         cmocka_unit_test(test_transport_many_connections),
+        cmocka_unit_test(test_transport_tls_etcdctl_and_curl),
+        cmocka_unit_test(test_transport_tls_client_cert_auth),
+        cmocka_unit_test(test_transport_tls_garbage),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -31,6 +31,7 @@ struct ts_observed
     atomic_int count_cancel_code;
     atomic_int paced_max_buffered;
     char auth_seen[64];            /* token metadata of the last Status */
+    char cn_seen[64];              /* TLS client CN of the last Status */
 };
 
 extern struct ts_observed ts_obs;
@@ -43,6 +44,10 @@ void ts_auth_seen(char *out, size_t size);
 /* Stop it (closes every connection, joins the thread, frees everything). */
 void ts_server_stop(void);
 int ts_port(void);
+int ts_tls_port(void);  /* https, client certificate optional */
+int ts_mtls_port(void); /* https, client certificate required */
+const char *ts_dir(void); /* ca.pem, client.pem, client.key live here */
+void ts_cn_seen(char *out, size_t size);
 const char *ts_unix_path(void);
 /* Bytes of the fixed snapshot the Snapshot handler streams. */
 size_t ts_snapshot_bytes(uint8_t *out, size_t size);

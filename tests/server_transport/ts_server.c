@@ -35,6 +35,7 @@
 #include "grpc.h"
 #include "listener.h"
 #include "router.h"
+#include "tls.h"
 #include "ts.h"
 
 struct ts_observed ts_obs;
@@ -49,6 +50,8 @@ static struct
     struct router *router;
     struct listener tcp;
     struct listener unx;
+    struct listener tls;  /* https, client certificates optional */
+    struct listener mtls; /* https, --client-cert-auth */
     char dir[64];
     char sock[128];
     atomic_size_t conns;
@@ -79,6 +82,8 @@ static void status_start(struct grpc_call *call, const ProtobufCMessage *req,
     pthread_mutex_lock(&S.mu);
     snprintf(ts_obs.auth_seen, sizeof ts_obs.auth_seen, "%s",
              auth != NULL ? auth : "");
+    snprintf(ts_obs.cn_seen, sizeof ts_obs.cn_seen, "%s",
+             grpc_call_peer_cn(call));
     pthread_mutex_unlock(&S.mu);
     ts_obs.status_calls++;
     fill_header(&h);
@@ -525,7 +530,8 @@ static void big(struct router_req *req, void *data)
 static void on_stats(uv_timer_t *t)
 {
     (void)t;
-    S.conns = S.tcp.n_conns + S.unx.n_conns;
+    S.conns = S.tcp.n_conns + S.unx.n_conns + S.tls.n_conns +
+              S.mtls.n_conns;
     S.calls_live = grpc_server_calls_live(S.grpc);
 }
 
@@ -534,6 +540,8 @@ static void on_stop(uv_async_t *a)
     (void)a;
     listener_close(&S.tcp, NULL);
     listener_close(&S.unx, NULL);
+    listener_close(&S.tls, NULL);
+    listener_close(&S.mtls, NULL);
     uv_close((uv_handle_t *)&S.stop, NULL);
     uv_close((uv_handle_t *)&S.stats, NULL);
 }
@@ -553,6 +561,36 @@ static int reg(const char *path, enum grpc_kind kind,
     struct grpc_method m = {path,   kind,          d,         start,
                             on_message, on_half_close, on_cancel, NULL};
     return grpc_server_register(S.grpc, &m);
+}
+
+/* A CA, a server certificate for 127.0.0.1/localhost and a client
+ * certificate with CN "alice", made with the openssl CLI. */
+static int make_certs(void)
+{
+    char script[2048];
+    char *argv[] = {"sh", "-c", script, NULL};
+    char *out = NULL;
+    int rc;
+    const char *ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    snprintf(script, sizeof script,
+             "set -e; cd %s; "
+             "openssl req -x509 %s -keyout ca.key -out ca.pem -days 2 "
+             "-subj /CN=keel-test-ca; "
+             "openssl req %s -keyout server.key -out server.csr "
+             "-subj /CN=localhost; "
+             "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > san.ext; "
+             "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key "
+             "-CAcreateserial -out server.pem -days 2 -extfile san.ext; "
+             "openssl req %s -keyout client.key -out client.csr -subj /CN=alice; "
+             "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key "
+             "-CAcreateserial -out client.pem -days 2",
+             S.dir, ec, ec, ec);
+    rc = ts_run(argv, 10000, &out);
+    if (rc != 0) {
+        fprintf(stderr, "make certs: %s\n", out);
+    }
+    free(out);
+    return rc == 0 ? 0 : -1;
 }
 
 int ts_server_start(void)
@@ -623,6 +661,27 @@ int ts_server_start(void)
         fprintf(stderr, "listen: %s\n", S.unx.errmsg);
         return -1;
     }
+    if (make_certs() != 0) {
+        return -1;
+    }
+    {
+        char cert[160], key[160], ca[160];
+        struct tls_config tc = {cert, key, ca, 0};
+        snprintf(cert, sizeof cert, "%s/server.pem", S.dir);
+        snprintf(key, sizeof key, "%s/server.key", S.dir);
+        snprintf(ca, sizeof ca, "%s/ca.pem", S.dir);
+        if (listener_init_tls(&S.tls, &S.loop, "https://127.0.0.1:0", S.grpc,
+                              S.router, &lim, &tc) != 0) {
+            fprintf(stderr, "listen: %s\n", S.tls.errmsg);
+            return -1;
+        }
+        tc.client_cert_auth = 1;
+        if (listener_init_tls(&S.mtls, &S.loop, "https://127.0.0.1:0", S.grpc,
+                              S.router, &lim, &tc) != 0) {
+            fprintf(stderr, "listen: %s\n", S.mtls.errmsg);
+            return -1;
+        }
+    }
     uv_async_init(&S.loop, &S.stop, on_stop);
     uv_timer_init(&S.loop, &S.stats);
     uv_timer_start(&S.stats, on_stats, 0, 2);
@@ -640,14 +699,40 @@ void ts_server_stop(void)
     uv_loop_close(&S.loop);
     grpc_server_free(S.grpc);
     router_free(S.router);
-    unlink(S.sock);
-    rmdir(S.dir);
+    {
+        char *argv[] = {"rm", "-rf", S.dir, NULL};
+        char *out = NULL;
+        ts_run(argv, 5000, &out);
+        free(out);
+    }
     pthread_mutex_destroy(&S.mu);
 }
 
 int ts_port(void)
 {
     return S.tcp.port;
+}
+
+int ts_tls_port(void)
+{
+    return S.tls.port;
+}
+
+int ts_mtls_port(void)
+{
+    return S.mtls.port;
+}
+
+const char *ts_dir(void)
+{
+    return S.dir;
+}
+
+void ts_cn_seen(char *out, size_t size)
+{
+    pthread_mutex_lock(&S.mu);
+    snprintf(out, size, "%s", ts_obs.cn_seen);
+    pthread_mutex_unlock(&S.mu);
 }
 
 const char *ts_unix_path(void)
