@@ -68,12 +68,17 @@ static const char *const dbi_names[MVCC_DBI_COUNT] = {
 
 /* ---- errors ---------------------------------------------------------------- */
 
+/* One message per thread: readers on worker threads and the writer never
+ * share a buffer. */
+static _Thread_local char errmsg_tls[256];
+
 int mvcc__err(struct mvcc_store *s, int rv, const char *fmt, ...)
 {
     va_list ap;
 
+    (void)s;
     va_start(ap, fmt);
-    vsnprintf(s->errmsg, sizeof(s->errmsg), fmt, ap);
+    vsnprintf(errmsg_tls, sizeof(errmsg_tls), fmt, ap);
     va_end(ap);
     return rv;
 }
@@ -113,7 +118,8 @@ int mvcc__poison(struct mvcc_ctx *c, int rv)
 
 const char *mvcc_errmsg(const struct mvcc_store *s)
 {
-    return s->errmsg;
+    (void)s;
+    return errmsg_tls;
 }
 
 /* ---- encodings ------------------------------------------------------------- */
@@ -433,9 +439,10 @@ int mvcc_open(const char *db_path,
     }
     s->rev = m.rev;
     s->compact_rev = m.compact_rev;
+    s->finished_compact = m.finished;
     s->consistent_index = (uint64_t)m.ci;
     s->term = (uint64_t)m.term;
-    s->errmsg[0] = '\0';
+    errmsg_tls[0] = '\0';
     *out = s;
     return 0;
 
@@ -445,7 +452,7 @@ err_env:
     mdb_env_close(s->env);
 err_free:
     if (errmsg != NULL && errmsg_len > 0) {
-        snprintf(errmsg, errmsg_len, "%s", s->errmsg);
+        snprintf(errmsg, errmsg_len, "%s", errmsg_tls);
     }
     free(s);
     assert(rc != 0);
@@ -481,6 +488,11 @@ int mvcc_set_map_size(struct mvcc_store *s, size_t bytes)
 int64_t mvcc_revision(struct mvcc_store *s)
 {
     return s->rev;
+}
+
+int mvcc_compact_pending(struct mvcc_store *s)
+{
+    return s->compact_rev > s->finished_compact;
 }
 
 int64_t mvcc_compact_revision(struct mvcc_store *s)
@@ -634,8 +646,10 @@ int mvcc__ctx_read_begin(struct mvcc_store *s,
     if (rc != 0) {
         return mvcc__mdb_err(s, rc, "read: mdb_txn_begin");
     }
-    rc = meta_load(s, c->txn, &m);
-    if (rc != 0) {
+    /* Only the two numbers a read needs: a read txn is opened per request. */
+    if ((rc = meta_get_num(s, c->txn, "keel_rev", 1, &m.rev)) != 0 ||
+        (rc = meta_get_num(s, c->txn, "scheduledCompactRev", -1,
+                           &m.compact_rev)) != 0) {
         mdb_txn_abort(c->txn);
         return rc;
     }

@@ -82,11 +82,12 @@ int mvcc_sync(struct mvcc_store *s);
 /* Change the map size (e.g. after KEEL_ENOSPACE). No batch may be open. */
 int mvcc_set_map_size(struct mvcc_store *s, size_t bytes);
 
-/* The message of the last error on this store (the writer's and the
- * readers' errors share it; read it on the thread that got the error). */
+/* The message of the last error on the calling thread (each thread has its
+ * own: read it on the thread that got the error, before its next call). */
 const char *mvcc_errmsg(const struct mvcc_store *s);
 
-/* Committed state, from the last committed batch. */
+/* Committed state, from the last committed batch. Call on the writer's
+ * thread (readers get the revision of their view in response headers). */
 int64_t mvcc_revision(struct mvcc_store *s);         /* current revision */
 int64_t mvcc_compact_revision(struct mvcc_store *s); /* -1 if never */
 uint64_t mvcc_consistent_index(struct mvcc_store *s);
@@ -212,6 +213,10 @@ int mvcc_compact_step(struct mvcc_store *s, size_t batch, int *done);
 
 /* mvcc_compact_step until done. */
 int mvcc_compact_run(struct mvcc_store *s);
+
+/* Whether a scheduled compaction is not finished yet (e.g. after a restart
+ * in the middle of one): the server then runs mvcc_compact_step(). */
+int mvcc_compact_pending(struct mvcc_store *s);
 
 /* etcd's HashKV(rev) (mvcc/kvstore.go HashByRev): CRC-32C over the `key`
  * bucket's name then each kept revision <= rev (key bytes, value bytes);

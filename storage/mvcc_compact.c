@@ -206,6 +206,7 @@ int mvcc_compact_step(struct mvcc_store *s, size_t batch, int *done)
     }
     if (sched.main <= fin.main) {
         mdb_txn_abort(c.txn);
+        s->finished_compact = fin.main;
         *done = 1;
         return 0;
     }
@@ -285,6 +286,9 @@ int mvcc_compact_step(struct mvcc_store *s, size_t batch, int *done)
     if (rc != 0) {
         *done = 0;
         return mvcc__mdb_err(s, rc, "compact: mdb_txn_commit");
+    }
+    if (*done) {
+        s->finished_compact = sched.main;
     }
     return 0;
 err:

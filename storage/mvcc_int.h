@@ -78,8 +78,8 @@ struct mvcc_store
     int64_t compact_rev;
     uint64_t consistent_index;
     uint64_t term;
+    int64_t finished_compact;  /* finishedCompactRev */
     struct mvcc_write *writer; /* open batch, or NULL */
-    char errmsg[256];
 };
 
 /* Per-etcd-txn event list. */

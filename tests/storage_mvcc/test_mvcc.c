@@ -969,11 +969,14 @@ static void test_mvcc_compaction_edges(void **state)
     /* logical at once, physical later */
     assert_int_equal(mvcc_revision_count(f->s, &n), 0);
     assert_int_equal(n, 7);
+    assert_int_equal(mvcc_compact_pending(f->s), 1);
     assert_int_equal(mvcc_compact_step(f->s, 1, &done), 0);
     assert_int_equal(done, 0);
     reopen(f); /* resumes after a restart */
     assert_int_equal(mvcc_compact_revision(f->s), 4);
+    assert_int_equal(mvcc_compact_pending(f->s), 1);
     assert_int_equal(mvcc_compact_run(f->s), 0);
+    assert_int_equal(mvcc_compact_pending(f->s), 0);
     assert_int_equal(mvcc_revision_count(f->s, &n), 0);
     assert_int_equal(n, 4); /* 5, 6, 7, 8 */
     assert_int_equal(get(f, "a", 4)->count, 0);
