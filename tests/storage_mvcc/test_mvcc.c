@@ -5,6 +5,11 @@
  * revision, hashes, txn semantics and error cases, leases, plain tables,
  * a full map (KEEL_ENOSPACE) and compaction edge cases.
  */
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/wait.h>
+
 #include "mvcc_test_util.h"
 
 struct fx
@@ -500,6 +505,56 @@ static void test_mvcc_hash_kv(void **state)
     assert_int_not_equal(h1, h2);
     mvcc_close(s2);
     rm_rf(t2.dir);
+    keel_arena_reset(&f->a);
+}
+
+
+/* Golden values from etcd 3.4.23 (/usr/bin/etcd, `etcdctl endpoint hashkv`)
+ * after the same history: the `key` table bytes are etcd's byte for byte. */
+static void test_mvcc_hash_kv_matches_etcd(void **state)
+{
+    struct fx *f = *state;
+    Etcdserverpb__TxnRequest t = ETCDSERVERPB__TXN_REQUEST__INIT;
+    Etcdserverpb__Compare c = ETCDSERVERPB__COMPARE__INIT, *cp = &c;
+    Etcdserverpb__TxnResponse *tr;
+    struct mvcc_write *w;
+    uint32_t h;
+    int64_t cr, rev;
+
+    assert_int_equal(put1(f->s, &f->a, str("foo"), str("bar"), 0, NULL), 0);
+    assert_int_equal(put1(f->s, &f->a, str("foo"), str("baz"), 0, NULL), 0);
+    assert_int_equal(del1(f->s, &f->a, str("foo"), bin(NULL, 0), NULL), 0);
+    assert_int_equal(put1(f->s, &f->a, str("a"), str("1"), 0, NULL), 0);
+    assert_int_equal(put1(f->s, &f->a, str("b"), str("2"), 0, NULL), 0);
+    /* mod("a") = 4 fails; empty failure branch: no revision */
+    c.key = str("a");
+    c.target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__MOD;
+    c.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_MOD_REVISION;
+    c.mod_revision = 4;
+    t.n_compare = 1;
+    t.compare = &cp;
+    assert_int_equal(mvcc_write_begin(f->s, &w), 0);
+    assert_int_equal(mvcc_txn(w, &t, &f->a, &tr), 0);
+    assert_false(tr->succeeded);
+    assert_int_equal(mvcc_write_commit(w, ++test_ci, 1), 0);
+    assert_int_equal(put1(f->s, &f->a, str("a"), str("5"), 0, NULL), 0);
+    assert_int_equal(del1(f->s, &f->a, str("a"), str("b"), NULL), 0);
+    assert_int_equal(put1(f->s, &f->a, str("zz"), str(""), 0, NULL), 0);
+    assert_int_equal(mvcc_hash_kv(f->s, 0, &h, &cr, &rev), 0);
+    assert_int_equal(rev, 9);
+    assert_int_equal(cr, -1);
+    assert_int_equal(h, 3873234636u);
+    assert_int_equal(compact1(f->s, 5), 0);
+    assert_int_equal(mvcc_hash_kv(f->s, 0, &h, &cr, &rev), 0);
+    assert_int_equal(h, 2829387995u); /* before physical compaction */
+    assert_int_equal(cr, 5);
+    assert_int_equal(mvcc_compact_run(f->s), 0);
+    assert_int_equal(mvcc_hash_kv(f->s, 0, &h, &cr, &rev), 0);
+    assert_int_equal(h, 2829387995u); /* and after */
+    assert_int_equal(put1(f->s, &f->a, str("a"), str("7"), 0, NULL), 0);
+    assert_int_equal(mvcc_hash_kv(f->s, 0, &h, &cr, &rev), 0);
+    assert_int_equal(rev, 10);
+    assert_int_equal(h, 3066489691u);
     keel_arena_reset(&f->a);
 }
 
@@ -999,6 +1054,162 @@ static void test_mvcc_compaction_edges(void **state)
     keel_arena_reset(&f->a);
 }
 
+
+/* ---- crash and concurrency ---------------------------------------------------------- */
+
+/* A writer process killed with SIGKILL at a random point: every batch whose
+ * commit returned before the kill is in the store when it is reopened (the
+ * env is MDB_NOSYNC, so this covers process crashes; machine crashes are the
+ * WAL's job). */
+static void test_mvcc_kill_keeps_acknowledged(void **state)
+{
+    struct fx *f = *state;
+    int fds[2];
+    pid_t pid;
+    uint64_t last = 0, got;
+    int64_t want_batches = is_sanitized() ? 50 : 300;
+
+    mvcc_close(f->s);
+    f->s = NULL;
+    assert_int_equal(pipe(fds), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct mvcc_store *s = NULL;
+        struct keel_arena a;
+        close(fds[0]);
+        keel_arena_init(&a, 0);
+        if (mvcc_open(f->t.db, NULL, &s, NULL, 0) != 0) {
+            _exit(1);
+        }
+        for (uint64_t i = 1;; i++) {
+            Etcdserverpb__PutRequest q = ETCDSERVERPB__PUT_REQUEST__INIT;
+            Etcdserverpb__PutResponse *r;
+            struct mvcc_write *w;
+            char k[32], v[32];
+            if (mvcc_write_begin(s, &w) != 0) {
+                _exit(1);
+            }
+            for (int j = 0; j < 3; j++) {
+                snprintf(k, sizeof(k), "c%llu/%d", (unsigned long long)i, j);
+                snprintf(v, sizeof(v), "%llu", (unsigned long long)i);
+                q.key = str(k);
+                q.value = str(v);
+                if (mvcc_put(w, &q, &a, &r) != 0) {
+                    _exit(1);
+                }
+            }
+            if (mvcc_write_commit(w, i, 1) != 0) {
+                _exit(1);
+            }
+            keel_arena_reset(&a);
+            if (write(fds[1], &i, sizeof(i)) != sizeof(i)) {
+                _exit(1);
+            }
+        }
+    }
+    close(fds[1]);
+    while (read(fds[0], &got, sizeof(got)) == sizeof(got)) {
+        last = got;
+        if ((int64_t)got >= want_batches) {
+            break;
+        }
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    while (read(fds[0], &got, sizeof(got)) == sizeof(got)) {
+        last = got;
+    }
+    close(fds[0]);
+    assert_true((int64_t)last >= want_batches);
+    f->s = open_store(f->t.db, 0);
+    assert_true(mvcc_consistent_index(f->s) >= last);
+    /* every committed batch, whole: 3 puts, revisions 2.. */
+    assert_int_equal(mvcc_revision(f->s),
+                     1 + 3 * (int64_t)mvcc_consistent_index(f->s));
+    assert_int_equal(range_all(f->s, &f->a, 0)->count,
+                     3 * (int64_t)mvcc_consistent_index(f->s));
+    keel_arena_reset(&f->a);
+}
+
+struct reader_arg
+{
+    struct mvcc_store *s;
+    atomic_int stop;
+    int64_t reads, errors;
+};
+
+/* Readers on other threads see whole batches only, and revisions that
+ * never go back. */
+static void *reader_main(void *p)
+{
+    struct reader_arg *ra = p;
+    struct keel_arena a;
+    int64_t last_rev = 0;
+
+    keel_arena_init(&a, 0);
+    while (!atomic_load(&ra->stop)) {
+        static const uint8_t zero = 0;
+        Etcdserverpb__RangeRequest q = ETCDSERVERPB__RANGE_REQUEST__INIT;
+        Etcdserverpb__RangeResponse *r = NULL;
+        q.key = bin(&zero, 1);
+        q.range_end = bin(&zero, 1);
+        if (mvcc_range(ra->s, &q, &a, &r) != 0 ||
+            r->header->revision < last_rev ||
+            (r->count != 0 && r->count != 10)) {
+            ra->errors++;
+        } else {
+            for (size_t i = 1; i < r->n_kvs; i++) {
+                if (r->kvs[i]->value.len != r->kvs[0]->value.len ||
+                    memcmp(r->kvs[i]->value.data, r->kvs[0]->value.data,
+                           r->kvs[0]->value.len) != 0) {
+                    ra->errors++;
+                }
+            }
+            last_rev = r->header->revision;
+        }
+        ra->reads++;
+        keel_arena_reset(&a);
+    }
+    keel_arena_free(&a);
+    return NULL;
+}
+
+static void test_mvcc_concurrent_readers(void **state)
+{
+    struct fx *f = *state;
+    struct reader_arg ra = {.s = f->s};
+    pthread_t th[2];
+    int batches = is_sanitized() ? 100 : 500;
+
+    atomic_init(&ra.stop, 0);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(pthread_create(&th[i], NULL, reader_main, &ra), 0);
+    }
+    for (int b = 0; b < batches; b++) {
+        Etcdserverpb__PutRequest q = ETCDSERVERPB__PUT_REQUEST__INIT;
+        Etcdserverpb__PutResponse *r;
+        struct mvcc_write *w;
+        char k[16], v[16];
+        assert_int_equal(mvcc_write_begin(f->s, &w), 0);
+        snprintf(v, sizeof(v), "%d", b);
+        for (int i = 0; i < 10; i++) {
+            snprintf(k, sizeof(k), "r%d", i);
+            q.key = str(k);
+            q.value = str(v);
+            assert_int_equal(mvcc_put(w, &q, &f->a, &r), 0);
+        }
+        assert_int_equal(mvcc_write_commit(w, ++test_ci, 1), 0);
+        keel_arena_reset(&f->a);
+    }
+    atomic_store(&ra.stop, 1);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(th[i], NULL);
+    }
+    assert_int_equal(ra.errors, 0);
+    assert_true(ra.reads > 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1015,6 +1226,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mvcc_events_since, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_mvcc_hash_kv, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mvcc_hash_kv_matches_etcd, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_mvcc_txn_duplicate_keys, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_mvcc_txn_semantics, setup,
@@ -1027,6 +1240,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mvcc_open_errors, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_mvcc_compaction_edges, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_mvcc_kill_keeps_acknowledged,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mvcc_concurrent_readers, setup,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
