@@ -5,9 +5,12 @@
  * revision, hashes, txn semantics and error cases, leases, plain tables,
  * a full map (KEEL_ENOSPACE) and compaction edge cases.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include "mvcc_test_util.h"
@@ -1132,6 +1135,86 @@ static void test_mvcc_kill_keeps_acknowledged(void **state)
     keel_arena_reset(&f->a);
 }
 
+
+/* The disk fills up (RLIMIT_FSIZE: writes past the limit fail with EFBIG)
+ * in a writer process: commits start failing with an error naming the
+ * failure, and the store reopens with exactly the batches whose commit
+ * returned 0. */
+static void test_mvcc_failed_commit_keeps_acknowledged(void **state)
+{
+    struct fx *f = *state;
+    int fds[2];
+    pid_t pid;
+    int64_t report[3] = {0, 0, 0}; /* last acked index, error, 0 */
+    struct stat st;
+
+    assert_int_equal(put1(f->s, &f->a, str("first"), str("1"), 0, NULL), 0);
+    mvcc_close(f->s);
+    f->s = NULL;
+    assert_int_equal(stat(f->t.db, &st), 0);
+    assert_int_equal(pipe(fds), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct rlimit rl;
+        struct mvcc_store *s = NULL;
+        struct keel_arena a;
+        static uint8_t val[8192];
+        int64_t out[3] = {0, 0, 0};
+        int rc = 0;
+
+        close(fds[0]);
+        signal(SIGXFSZ, SIG_IGN);
+        keel_arena_init(&a, 0);
+        if (mvcc_open(f->t.db, NULL, &s, NULL, 0) != 0) {
+            _exit(1);
+        }
+        rl.rlim_cur = rl.rlim_max = (rlim_t)st.st_size + 256 * 1024;
+        setrlimit(RLIMIT_FSIZE, &rl);
+        for (uint64_t i = 1000; rc == 0 && i < 2000; i++) {
+            Etcdserverpb__PutRequest q = ETCDSERVERPB__PUT_REQUEST__INIT;
+            Etcdserverpb__PutResponse *r;
+            struct mvcc_write *w;
+            char k[32];
+            if (mvcc_write_begin(s, &w) != 0) {
+                _exit(1);
+            }
+            snprintf(k, sizeof(k), "f%llu", (unsigned long long)i);
+            q.key = str(k);
+            q.value = bin(val, sizeof(val));
+            if (mvcc_put(w, &q, &a, &r) != 0) {
+                _exit(1);
+            }
+            rc = mvcc_write_commit(w, i, 1);
+            if (rc == 0) {
+                out[0] = (int64_t)i;
+            } else {
+                out[1] = rc;
+                out[2] = strstr(mvcc_errmsg(s), "commit") != NULL;
+            }
+            keel_arena_reset(&a);
+        }
+        if (write(fds[1], out, sizeof(out)) != sizeof(out)) {
+            _exit(1);
+        }
+        _exit(0);
+    }
+    close(fds[1]);
+    assert_int_equal(read(fds[0], report, sizeof(report)), sizeof(report));
+    close(fds[0]);
+    waitpid(pid, NULL, 0);
+    assert_true(report[0] >= 1000); /* some batches went through */
+    assert_int_equal(report[1], -EFBIG);
+    assert_int_equal(report[2], 1);
+    f->s = open_store(f->t.db, 0);
+    assert_int_equal(mvcc_consistent_index(f->s), (uint64_t)report[0]);
+    assert_int_equal(range_all(f->s, &f->a, 0)->count, 1 + report[0] - 999);
+    /* and it is writable again */
+    test_ci = (uint64_t)report[0];
+    assert_int_equal(put1(f->s, &f->a, str("after"), str("1"), 0, NULL), 0);
+    keel_arena_reset(&f->a);
+}
+
 struct reader_arg
 {
     struct mvcc_store *s;
@@ -1245,6 +1328,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_mvcc_concurrent_readers, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            test_mvcc_failed_commit_keeps_acknowledged, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
