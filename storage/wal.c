@@ -794,6 +794,32 @@ static int zero_range(struct wal *w, int fd, size_t from, size_t to)
     return 0;
 }
 
+/* Start of the file's final hole: everything from there on reads as zeros
+ * (a preallocated segment is mostly that). The replay's scans past the
+ * last record stop there instead of touching 64 MiB of zeros. Falls back
+ * to size when the filesystem cannot tell. */
+static size_t final_hole(int fd, size_t size)
+{
+    off_t pos = 0;
+    size_t h = 0;
+    for (int i = 0; i < 1024; i++) {
+        off_t d = lseek(fd, pos, SEEK_DATA), e;
+        if (d < 0) {
+            return errno == ENXIO ? h : size;
+        }
+        e = lseek(fd, d, SEEK_HOLE);
+        if (e < 0) {
+            return size;
+        }
+        h = (size_t)e;
+        if (h >= size) {
+            return size;
+        }
+        pos = e;
+    }
+    return size;
+}
+
 static int recover(struct wal *w, char *errmsg, size_t errlen)
 {
     int rv;
@@ -821,8 +847,9 @@ static int recover(struct wal *w, char *errmsg, size_t errlen)
                         w->dir, s->name, strerror(errno));
         }
         madvise(map, s->cap, MADV_SEQUENTIAL);
-        rv = wal__replay_segment(&w->log, s->name, s->seq, map, s->cap, last,
-                                 &end, &dirty);
+        rv = wal__replay_segment(&w->log, s->name, s->seq, map, s->cap,
+                                 final_hole(s->fd, s->cap), last, &end,
+                                 &dirty);
         munmap(map, s->cap);
         if (rv != 0) {
             if (rv == KEEL_ECORRUPT) {

@@ -179,10 +179,14 @@ void wal__seg_hdr_encode(uint64_t seq, uint64_t last_index, uint8_t *dst)
 
 /* Protobuf wire decoding: just enough for the three messages above. */
 
-static int read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+/* A varint of at most max_bytes bytes (10 for values; 5 for tags and
+ * lengths, the limits protobuf-c applies, so that whatever we accept
+ * protobuf-c reads the same way). */
+static int read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v,
+                       int max_bytes)
 {
     uint64_t x = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
+    for (int shift = 0; shift < 7 * max_bytes; shift += 7) {
         uint8_t b;
         if (*p == end) {
             return KEEL_ECORRUPT;
@@ -211,7 +215,7 @@ static int pb_decode(const uint8_t *p, size_t len, uint64_t vals[4],
         uint64_t key, v;
         uint64_t field;
         unsigned wire;
-        if (read_varint(&p, end, &key) != 0) {
+        if (read_varint(&p, end, &key, 5) != 0) {
             return KEEL_ECORRUPT;
         }
         field = key >> 3;
@@ -228,7 +232,7 @@ static int pb_decode(const uint8_t *p, size_t len, uint64_t vals[4],
         }
         switch (wire) {
             case 0:
-                if (read_varint(&p, end, &v) != 0) {
+                if (read_varint(&p, end, &v, 10) != 0) {
                     return KEEL_ECORRUPT;
                 }
                 if (field <= 3 && (int)field != bytes_field) {
@@ -242,7 +246,7 @@ static int pb_decode(const uint8_t *p, size_t len, uint64_t vals[4],
                 p += 8;
                 break;
             case 2:
-                if (read_varint(&p, end, &v) != 0 ||
+                if (read_varint(&p, end, &v, 5) != 0 || v > INT32_MAX ||
                     v > (uint64_t)(end - p)) {
                     return KEEL_ECORRUPT;
                 }
@@ -383,16 +387,6 @@ void wal__replay_snapshot(struct wal__replay *r, const struct wal_snapshot *s)
     r->snap = *s;
 }
 
-static int is_zero(const uint8_t *p, size_t len)
-{
-    for (size_t i = 0; i < len; i++) {
-        if (p[i] != 0) {
-            return 0;
-        }
-    }
-    return 1;
-}
-
 /* Apply one valid record at off. */
 static int apply_record(struct wal__replay *r, const char *name, uint64_t seq,
                         size_t off, const struct wal__rec *rec)
@@ -464,15 +458,22 @@ static int apply_record(struct wal__replay *r, const char *name, uint64_t seq,
                    rec->type);
 }
 
-/* Is there a valid record after the bad one at off, whose batch is above
- * min_batch (any batch when all is set)? */
+/* Is there a valid record after the bad one at off (and before zero_from,
+ * past which all is zero), whose batch is above min_batch (any batch when
+ * all is set)? */
 static int valid_record_after(const uint8_t *buf, size_t len, size_t off,
-                              int all, uint64_t min_batch, size_t *found)
+                              size_t zero_from, int all, uint64_t min_batch,
+                              size_t *found)
 {
-    for (size_t p = off + 8; p + WAL_REC_HDR <= len; p += 8) {
+    for (size_t p = off + 8; p < zero_from && p + WAL_REC_HDR <= len;
+         p += 8) {
         struct wal__rec rec;
         const char *why;
-        if (is_zero(buf + p, WAL_REC_HDR)) {
+        uint64_t word;
+        /* Bytes 0..7 hold len and type, and type is never 0: zero words
+         * (preallocated space) are skipped without decoding. */
+        memcpy(&word, buf + p, 8);
+        if (word == 0) {
             continue;
         }
         if (wal__rec_decode(buf, len, p, &rec, &why) == 0 &&
@@ -485,14 +486,18 @@ static int valid_record_after(const uint8_t *buf, size_t len, size_t off,
 }
 
 int wal__replay_segment(struct wal__replay *r, const char *name, uint64_t seq,
-                        const uint8_t *buf, size_t len, int last,
-                        size_t *end, size_t *dirty)
+                        const uint8_t *buf, size_t len, size_t zero_from,
+                        int last, size_t *end, size_t *dirty)
 {
     struct wal__rec rec;
     const char *why;
     size_t off, found;
     uint64_t hdr_seq, hdr_last;
     int rv;
+
+    if (zero_from > len) {
+        zero_from = len;
+    }
 
     /* The header was synced before the file got its name, so it is never
      * torn: a bad one is corruption, also in the last segment. */
@@ -539,7 +544,8 @@ int wal__replay_segment(struct wal__replay *r, const char *name, uint64_t seq,
         }
         if (wal__rec_decode(buf, len, off, &rec, &why) != 0) {
             uint64_t bad_batch = r->commit ? r->batch + 1 : r->batch;
-            if (valid_record_after(buf, len, off, !last, bad_batch, &found)) {
+            if (valid_record_after(buf, len, off, zero_from, !last,
+                                   bad_batch, &found)) {
                 return corrupt(r, "%s: offset %zu: %s (valid record follows "
                                "at offset %zu)", name, off, why, found);
             }
@@ -559,11 +565,24 @@ int wal__replay_segment(struct wal__replay *r, const char *name, uint64_t seq,
     }
     *end = off < len ? off : len;
     *dirty = *end;
-    for (size_t p = len; p > *end; p--) {
-        if (buf[p - 1] != 0) {
-            *dirty = p;
-            break;
+    {
+        /* The last non-zero byte before zero_from, a word at a time. */
+        size_t p = zero_from;
+        uint64_t word;
+        while (p > *end && (p & 7) != 0 && buf[p - 1] == 0) {
+            p--;
         }
+        while (p >= *end + 8 && (p & 7) == 0) {
+            memcpy(&word, buf + p - 8, 8);
+            if (word != 0) {
+                break;
+            }
+            p -= 8;
+        }
+        while (p > *end && buf[p - 1] == 0) {
+            p--;
+        }
+        *dirty = p > *end ? p : *end;
     }
     return 0;
 }

@@ -155,13 +155,16 @@ static inline uint64_t wal__replay_last(const struct wal__replay *r)
 }
 
 /* Replay one segment (seq, named name for messages) held in buf[0..len).
- * last: whether it is the last segment. On 0, *end is the offset after the
+ * zero_from (<= len) is a hint that buf[zero_from..len) is all zeros (the
+ * file's final hole, from SEEK_HOLE), so the scans past a bad record can
+ * stop there; len if unknown. last: whether it is the last segment. On 0,
+ * *end is the offset after the
  * last good record (where appends continue) and *dirty is the offset after
  * the last non-zero byte at or after *end (*dirty == *end if the tail is
  * clean). KEEL_ECORRUPT (errmsg names file and offset) or KEEL_ENOMEM. */
 int wal__replay_segment(struct wal__replay *r, const char *name, uint64_t seq,
-                        const uint8_t *buf, size_t len, int last,
-                        size_t *end, size_t *dirty);
+                        const uint8_t *buf, size_t len, size_t zero_from,
+                        int last, size_t *end, size_t *dirty);
 
 /* After the last segment: check no entry is missing after the snapshot. */
 int wal__replay_finish(struct wal__replay *r, const char *name);

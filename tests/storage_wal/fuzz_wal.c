@@ -135,8 +135,16 @@ int wal_fuzz_one(const uint8_t *data, size_t size)
         char name[32];
         size_t end = 0, dirty = 0;
         snprintf(name, sizeof(name), "seg%zu", i);
+        size_t zero_from = lens[i];
+        /* A truthful hint, as SEEK_HOLE gives: where the zeros start. */
+        while (zero_from > 0 && segs[i][zero_from - 1] == 0) {
+            zero_from--;
+        }
+        if (data[0] & 0x80) {
+            zero_from = lens[i]; /* or no hint at all */
+        }
         rv = wal__replay_segment(&r, name, base + i, segs[i], lens[i],
-                                 i + 1 == nseg, &end, &dirty);
+                                 zero_from, i + 1 == nseg, &end, &dirty);
         if (rv == 0) {
             CHECK(end <= lens[i] && end <= dirty && dirty <= lens[i]);
             for (size_t p = dirty; p < lens[i]; p++) {
