@@ -44,6 +44,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <yaml.h>
 
 #include "log.h"
@@ -1738,6 +1739,17 @@ static int yaml_set_scalar(struct keel_config *cfg, const struct flag_def *f,
                              f->type == T_USTRS)) {
             return 0; /* etcd: an empty string keeps the default */
         }
+        if (f->type == T_CHOICE && f->off == OFF(initial_cluster_state)) {
+            /* a plain string field in etcd's Config: checked by Validate,
+             * "" meaning "new" */
+            const char *cs = cfg_strdup(cfg, v);
+            if (cs == NULL) {
+                seterr(cfg, "out of memory");
+                return CONFIG_ENOMEM;
+            }
+            cfg->initial_cluster_state = cs;
+            return 0;
+        }
         if (flag_set(cfg, f, v, e, sizeof(e)) != 0) {
             if (f->type == T_URLS) {
                 seterr(cfg, "unexpected error setting up %s: %s", f->name, e);
@@ -1748,8 +1760,12 @@ static int yaml_set_scalar(struct keel_config *cfg, const struct flag_def *f,
                 return CONFIG_ERAW;
             }
             if (f->type == T_CHOICE) {
-                seterr(cfg, "unexpected error setting up %s flag: %s",
-                       f->name, e);
+                /* etcd: log.Fatalf in etcdmain configFromFile */
+                seterr(cfg, "unexpected error setting up %s: %s",
+                       strcmp(f->name, "proxy") == 0
+                           ? "proxyFlag"
+                           : "discovery-fallback flag",
+                       e);
                 return CONFIG_ERAW;
             }
             seterr(cfg, "%s", e);
@@ -1842,7 +1858,7 @@ static int yaml_security(struct keel_config *cfg, yaml_document_t *doc,
         }
         seterr(cfg,
                "error unmarshaling JSON: while decoding JSON: json: cannot "
-               "unmarshal %s into Go struct field configJSON.%s of type "
+               "unmarshal %s into Go struct field configYAML.%s of type "
                "embed.securityConfig",
                kind_name(scalar_kind(map, &b)), section);
         return CONFIG_EVERIFY;
@@ -1850,7 +1866,7 @@ static int yaml_security(struct keel_config *cfg, yaml_document_t *doc,
     if (map->type != YAML_MAPPING_NODE) {
         seterr(cfg,
                "error unmarshaling JSON: while decoding JSON: json: cannot "
-               "unmarshal array into Go struct field configJSON.%s of type "
+               "unmarshal array into Go struct field configYAML.%s of type "
                "embed.securityConfig",
                section);
         return CONFIG_EVERIFY;
@@ -1877,11 +1893,29 @@ static int yaml_security(struct keel_config *cfg, yaml_document_t *doc,
     return 0;
 }
 
+const char *config_go_strerror(int err, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s", strerror(err));
+    if (buf[0] >= 'A' && buf[0] <= 'Z' && !(buf[1] >= 'A' && buf[1] <= 'Z')) {
+        buf[0] = (char)(buf[0] - 'A' + 'a');
+    }
+    return buf;
+}
+
 static int parse_file(struct keel_config *cfg, const char *path)
 {
+    char eb[128];
     FILE *fp = fopen(path, "rb");
     if (fp == NULL) {
-        seterr(cfg, "open %s: %s", path, strerror(errno));
+        seterr(cfg, "open %s: %s", path,
+               config_go_strerror(errno, eb, sizeof(eb)));
+        return CONFIG_EVERIFY;
+    }
+    struct stat st;
+    if (fstat(fileno(fp), &st) == 0 && S_ISDIR(st.st_mode)) {
+        fclose(fp);
+        seterr(cfg, "read %s: %s", path,
+               config_go_strerror(EISDIR, eb, sizeof(eb)));
         return CONFIG_EVERIFY;
     }
     yaml_parser_t parser;

@@ -291,6 +291,10 @@ const char *config_strs_join(const struct config_strs *s, char *buf,
  * ("1h0m0s", "100ms", "0s"). */
 const char *config_duration_str(int64_t ns, char *buf, size_t len);
 
+/* An errno as Go's syscall.Errno prints it ("no such file or directory":
+ * glibc's text with a lower-case first letter). Returns buf. */
+const char *config_go_strerror(int err, char *buf, size_t len);
+
 /* Parse a Go duration ("300ms", "1h2m", "1.5s"). 0 on success, -1 on
  * error. */
 int config_parse_duration(const char *s, int64_t *ns);

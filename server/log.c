@@ -397,8 +397,9 @@ int log_init(const struct keel_config *cfg, char *err, size_t errlen)
         } else {
             fd = open(o, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
             if (fd < 0) {
+                char eb[128];
                 snprintf(err, errlen, "couldn't open sink \"%s\": open %s: %s",
-                         o, o, strerror(errno));
+                         o, o, config_go_strerror(errno, eb, sizeof(eb)));
                 for (size_t k = 0; k < n; k++) {
                     if (owned[k]) {
                         close(fds[k]);

@@ -358,7 +358,7 @@ static void check_dir_permission(const char *dir)
 static int prepare_data_dir(const struct keel_config *cfg, char *msg,
                             size_t len)
 {
-    char mdir[1024];
+    char mdir[1024], eb[128];
     check_dir_permission(cfg->data_dir);
     int rv = mkdir_all(cfg->data_dir);
     if (rv == 0 && access(cfg->data_dir, W_OK) != 0) {
@@ -366,14 +366,14 @@ static int prepare_data_dir(const struct keel_config *cfg, char *msg,
     }
     if (rv != 0) {
         snprintf(msg, len, "cannot access data directory: mkdir %.900s: %s",
-                 cfg->data_dir, strerror(-rv));
+                 cfg->data_dir, config_go_strerror(-rv, eb, sizeof(eb)));
         return rv;
     }
     snprintf(mdir, sizeof(mdir), "%s/member", cfg->data_dir);
     rv = mkdir_all(mdir);
     if (rv != 0) {
         snprintf(msg, len, "cannot access data directory: mkdir %.900s: %s",
-                 mdir, strerror(-rv));
+                 mdir, config_go_strerror(-rv, eb, sizeof(eb)));
     }
     return rv;
 }

@@ -182,6 +182,44 @@ if [ $HAVE_ETCD = 1 ]; then
         test "$(norm ke2)/$(rc ke2)" = "$(norm ee2)/$(rc ee2)"
 fi
 
+# Config files etcd rejects: same stderr and exit code
+CF_CASES=(
+    'name: [1, 2]'
+    'snapshot-count: abc'
+    'enable-v2: 3'
+    'pre-vote: "true"'
+    'heartbeat-interval: 1.5'
+    'election-timeout: 100'
+    '- a'
+    'client-transport-security: 5'
+    'listen-client-urls: foo'
+    'advertise-client-urls: http://:2379'
+    'initial-cluster-state: bogus'
+    'name: x\n  y: : z'
+)
+i=0
+for text in "${CF_CASES[@]}"; do
+    i=$((i + 1))
+    printf '%b\n' "$text" >"$TMP/cf$i.yaml"
+    run "kc$i" "$KEEL_AS_ETCD" --config-file "$TMP/cf$i.yaml"
+    expect "config file '$text' is refused" test "$(rc kc$i)" = 1
+    if [ $HAVE_ETCD = 1 ]; then
+        run "ec$i" "$ETCD" --config-file "$TMP/cf$i.yaml"
+        if [ "$(norm "kc$i")/$(rc kc$i)" = "$(norm "ec$i")/$(rc ec$i)" ]; then
+            ok "config file '$text': same stderr and exit code as etcd"
+        else
+            not_ok "config file '$text': same stderr and exit code as etcd"
+            diff <(norm "kc$i") <(norm "ec$i") | sed 's/^/#   /'
+        fi
+    fi
+done
+if [ $HAVE_ETCD = 1 ]; then
+    run kc0 "$KEEL_AS_ETCD" --config-file "$TMP/missing.yaml"
+    run ec0 "$ETCD" --config-file "$TMP/missing.yaml"
+    expect "missing config file: same stderr and exit code as etcd" \
+        test "$(norm kc0)/$(rc kc0)" = "$(norm ec0)/$(rc ec0)"
+fi
+
 # Config file with a bad URL (raw stderr line) and a missing file
 printf 'listen-client-urls: foo\n' >"$TMP/bad.yaml"
 run kf1 "$KEEL" --config-file "$TMP/bad.yaml"
@@ -191,7 +229,7 @@ expect "config file with a bad URL: etcd's message" \
 run kf2 "$KEEL" --config-file "$TMP/missing.yaml"
 expect "missing config file exits 1" test "$(rc kf2)" = 1
 expect "missing config file: etcd's message" \
-    grep -q "error verifying flags, open $TMP/missing.yaml: No such file or directory" "$TMP/kf2.err"
+    grep -q "error verifying flags, open $TMP/missing.yaml: no such file or directory" "$TMP/kf2.err"
 
 # A data dir that cannot be created
 run kd "$KEEL" --data-dir /proc/keel-cannot-create

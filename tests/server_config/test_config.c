@@ -723,8 +723,12 @@ static void test_config_file_errors(void **state)
         {"listen-client-urls: foo\n", CONFIG_ERAW,
          "unexpected error setting up listen-client-urls: URL scheme must be "
          "http, https, unix, or unixs: foo"},
-        {"initial-cluster-state: bogus\n", CONFIG_ERAW,
-         "unexpected error setting up initial-cluster-state flag: invalid "
+        {"initial-cluster-state: bogus\n", CONFIG_EVERIFY,
+         "unexpected clusterState \"bogus\""},
+        {"proxy: sideways\n", CONFIG_ERAW,
+         "unexpected error setting up proxyFlag: invalid value"},
+        {"discovery-fallback: maybe\n", CONFIG_ERAW,
+         "unexpected error setting up discovery-fallback flag: invalid "
          "value"},
         {"election-timeout: 100\n", CONFIG_EVERIFY,
          "--election-timeout[100ms] should be at least as 5 times as "
@@ -753,7 +757,12 @@ static void test_config_file_errors(void **state)
     config_init(&f->cfg);
     assert_err(f, PARSE(f, "--config-file", "/nonexistent/keel.yaml"),
                CONFIG_EVERIFY,
-               "open /nonexistent/keel.yaml: No such file or directory");
+               "open /nonexistent/keel.yaml: no such file or directory");
+    config_close(&f->cfg);
+    config_init(&f->cfg);
+    char want[200];
+    snprintf(want, sizeof(want), "read %s: is a directory", f->dir);
+    assert_err(f, PARSE(f, "--config-file", f->dir), CONFIG_EVERIFY, want);
 
     /* an empty file means all defaults */
     config_close(&f->cfg);
@@ -1229,7 +1238,7 @@ static void test_log_multiple_outputs_and_errors(void **state)
                      CONFIG_RUN);
     assert_int_equal(log_init(&f->cfg, err, sizeof(err)), -1);
     assert_string_equal(err, "couldn't open sink \"/nonexistent/dir/x.log\": "
-                             "open /nonexistent/dir/x.log: No such file or "
+                             "open /nonexistent/dir/x.log: no such file or "
                              "directory");
 }
 
