@@ -18,6 +18,7 @@
 #include <assert.h>
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -248,6 +249,10 @@ int listener_init_tls(struct listener *l, uv_loop_t *loop, const char *url,
                  strncmp(url, "unixs://", 8) == 0;
     int rv;
 
+    /* A write to a socket the client already reset raises SIGPIPE, which
+     * would kill the whole server; libuv reports EPIPE instead once the
+     * signal is ignored. Go's runtime does the same for sockets. */
+    signal(SIGPIPE, SIG_IGN);
     memset(l, 0, sizeof *l);
     l->loop = loop;
     l->grpc = grpc;

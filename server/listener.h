@@ -59,7 +59,8 @@ struct listener
  * borrowed and must outlive the listener; limits NULL means defaults.
  * https:// and unixs:// need listener_init_tls(); here they fail with
  * KEEL_EINVAL. Returns 0 or a negative code with l->errmsg filled in; on
- * error nothing is left open and l may be reused. */
+ * error nothing is left open and l may be reused. Sets SIGPIPE to ignored
+ * for the process (a reset client must not kill the server). */
 int listener_init(struct listener *l, uv_loop_t *loop, const char *url,
                   struct grpc_server *grpc, struct router *router,
                   const struct conn_limits *limits);

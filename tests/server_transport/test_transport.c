@@ -1073,6 +1073,71 @@ static void test_transport_many_connections(void **state)
     assert_int_equal(ok, N);
 }
 
+static uint32_t rnd(uint32_t *seed)
+{
+    *seed = *seed * 1103515245u + 12345u;
+    return (*seed >> 8) & 0xffffff;
+}
+
+/* Random input: frames with valid headers but random types, flags, stream
+ * ids and payloads after the preface (deep into nghttp2 and our
+ * callbacks), and random bytes in HTTP/1.1 requests. Each connection is
+ * dropped right after sending; the server must survive, free everything
+ * and keep serving. Seeded, so a failure is reproducible. */
+static void test_transport_random_input(void **state)
+{
+    static const char *paths[] = {"/etcdserverpb.KV/Range",
+                                  "/etcdserverpb.Watch/Watch",
+                                  "/keeltest.Count/Count", "/health"};
+    const char *env_seed = getenv("KEEL_TS_SEED");
+    const char *env_iters = getenv("KEEL_TS_ITERS");
+    uint32_t seed = env_seed != NULL ? (uint32_t)atol(env_seed) : 12345;
+    int iters = env_iters != NULL ? atoi(env_iters) : 150;
+    uint8_t buf[8192];
+    struct ts_h2_result r;
+    (void)state;
+    fprintf(stderr, "random input: seed %u, %d connections\n", seed, iters);
+    baseline_conns = ts_server_conns();
+#define RND() rnd(&seed)
+    for (int iter = 0; iter < iters; iter++) {
+        size_t k;
+        int fd = ts_connect(ts_port());
+        assert_true(fd >= 0);
+        if (iter % 3 == 2) {
+            /* HTTP/1.1 with random bytes spliced in. */
+            k = (size_t)snprintf((char *)buf, sizeof buf,
+                                 "POST /echo HTTP/1.1\r\nHost: x\r\n"
+                                 "Content-Length: %u\r\n",
+                                 (unsigned)(RND() % 100));
+            for (int i = 0, n = (int)(RND() % 200); i < n; i++) {
+                buf[k++] = (uint8_t)RND();
+            }
+        } else {
+            k = build_grpc_request(buf, paths[RND() % 4], (int)(RND() % 2));
+            for (int f = 0, nf = (int)(RND() % 12); f < nf; f++) {
+                size_t len = RND() % 300;
+                uint8_t type = (uint8_t)(RND() % 11);
+                uint8_t flags = (uint8_t)RND();
+                k += frame_hdr(buf + k, len, type, flags, RND() % 8);
+                for (size_t i = 0; i < len; i++) {
+                    buf[k++] = (uint8_t)RND();
+                }
+            }
+        }
+        (void)send(fd, buf, k, MSG_NOSIGNAL);
+        if (iter % 10 == 0) {
+            usleep(1000); /* sometimes let the server answer first */
+        }
+        close(fd);
+    }
+#undef RND
+    assert_true(ts_wait_for(conns_back_to_baseline, 5000));
+    assert_true(ts_wait_for(no_live_calls, 5000));
+    assert_int_equal(range_call("still-alive", NULL, &r), 0);
+    assert_int_equal(r.grpc_status, 0);
+    ts_h2_result_free(&r);
+}
+
 /* ---- tests: TLS ---- */
 
 static void test_transport_tls_etcdctl_and_curl(void **state)
@@ -1309,6 +1374,7 @@ int main(void)
         cmocka_unit_test(test_transport_client_never_reads),
         cmocka_unit_test(test_transport_http_stream_cancel),
         cmocka_unit_test(test_transport_many_connections),
+        cmocka_unit_test(test_transport_random_input),
         cmocka_unit_test(test_transport_tls_etcdctl_and_curl),
         cmocka_unit_test(test_transport_tls_client_cert_auth),
         cmocka_unit_test(test_transport_tls_garbage),
