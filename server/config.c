@@ -1287,17 +1287,14 @@ static bool flag_is_bool(const struct flag_def *f)
 /* ------------------------------------------------------------------------ */
 /* Defaults                                                                  */
 
-static struct config_url default_peer_url = {DEFAULT_PEER_URL, "http",
-                                             "localhost", "2380"};
-static struct config_url default_client_url = {DEFAULT_CLIENT_URL, "http",
-                                               "localhost", "2379"};
-static struct config_url default_client_url2 = {DEFAULT_CLIENT_URL, "http",
-                                                "localhost", "2379"};
-static struct config_url default_peer_url2 = {DEFAULT_PEER_URL, "http",
-                                              "localhost", "2380"};
-static const char *star[] = {"*"};
-static const char *default_output[] = {"default"};
-static const char *default_output2[] = {"default"};
+/* Shared, read-only defaults: a flag that is set gets new storage in the
+ * config's arena, so these are never written. */
+static const struct config_url default_peer_url = {DEFAULT_PEER_URL, "http",
+                                                   "localhost", "2380"};
+static const struct config_url default_client_url = {
+    DEFAULT_CLIENT_URL, "http", "localhost", "2379"};
+static const char *const star[] = {"*"};
+static const char *const default_output[] = {"default"};
 
 void config_init(struct keel_config *cfg)
 {
@@ -1323,8 +1320,8 @@ void config_init(struct keel_config *cfg)
     cfg->grpc_keepalive_timeout_ns = 20 * 1000000000LL;
 
     cfg->initial_advertise_peer_urls =
-        (struct config_urls){&default_peer_url2, 1};
-    cfg->advertise_client_urls = (struct config_urls){&default_client_url2, 1};
+        (struct config_urls){&default_peer_url, 1};
+    cfg->advertise_client_urls = (struct config_urls){&default_client_url, 1};
     cfg->initial_cluster = DEFAULT_INITIAL_CLUSTER;
     cfg->initial_cluster_state = "new";
     cfg->initial_cluster_token = "etcd-cluster";
@@ -1353,7 +1350,7 @@ void config_init(struct keel_config *cfg)
 
     cfg->logger = "capnslog";
     cfg->log_outputs = (struct config_strs){default_output, 1};
-    cfg->log_output = (struct config_strs){default_output2, 1};
+    cfg->log_output = (struct config_strs){default_output, 1};
     cfg->log_level = "info";
     cfg->log_package_levels = "";
 
@@ -2456,7 +2453,6 @@ int config_parse(struct keel_config *cfg, int argc, char **argv, char **envp)
             rv = config_validate(cfg);
         }
         /* etcd logs this after loading, whether or not it worked */
-        size_t at = cfg->nnotes;
         if (rv != CONFIG_ERAW &&
             add_note(cfg, CONFIG_NOTE_LOG, LOG_LEVEL_INFO, "etcdmain",
                      cfg_printf(cfg,
@@ -2472,7 +2468,6 @@ int config_parse(struct keel_config *cfg, int argc, char **argv, char **envp)
             seterr(cfg, "out of memory");
             return CONFIG_ENOMEM;
         }
-        (void)at;
         if (rv != 0) {
             return rv;
         }

@@ -55,14 +55,14 @@ struct config_url
 /* A URL list, sorted and without duplicates (etcd's UniqueURLs). */
 struct config_urls
 {
-    struct config_url *v;
+    const struct config_url *v;
     size_t n;
 };
 
 /* A string list (etcd's StringsValue / UniqueStringsValue). */
 struct config_strs
 {
-    const char **v;
+    const char *const *v;
     size_t n;
 };
 
