@@ -424,7 +424,9 @@ static ssize_t data_read_cb(nghttp2_session *session, int32_t stream_id,
     }
     size_t avail = rpc->sendlen - rpc->sendoff;
     size_t n = avail < length ? avail : length;
-    memcpy(buf, rpc->sendbuf + rpc->sendoff, n);
+    if (n > 0) {
+        memcpy(buf, rpc->sendbuf + rpc->sendoff, n);
+    }
     rpc->sendoff += n;
     if (n > 0) {
         rpc->sent_any = 1;
@@ -933,6 +935,20 @@ static int conn_start_session(struct keel_conn *conn)
     return 0;
 }
 
+/* Connection failures read like Go's net errors ("dial tcp
+ * 127.0.0.1:2379: connect: connection refused"): keelctl quotes them the
+ * way grpc-go does, and they are familiar to etcd users. */
+static void dial_error(struct keel_conn *conn, const char *op,
+                       const char *what, char *out, size_t len)
+{
+    const struct endpoint *ep = &conn->client->eps[conn->endpoint];
+    if (ep->is_unix) {
+        snprintf(out, len, "dial unix %s: %s: %s", ep->host, op, what);
+    } else {
+        snprintf(out, len, "dial tcp %s: %s: %s", ep->authority, op, what);
+    }
+}
+
 static void connect_cb(uv_connect_t *req, int status)
 {
     struct keel_conn *conn = req->data;
@@ -941,8 +957,7 @@ static void connect_cb(uv_connect_t *req, int status)
     }
     if (status < 0) {
         char why[200];
-        snprintf(why, sizeof(why), "dial %s: %s",
-                 conn->client->eps[conn->endpoint].raw, uv_strerror(status));
+        dial_error(conn, "connect", uv_strerror(status), why, sizeof(why));
         conn_fail(conn, why);
         return;
     }
@@ -978,8 +993,7 @@ static void conn_connect_addr(struct keel_conn *conn,
     rv = uv_tcp_connect(&conn->connect_req, &conn->h.tcp, addr, connect_cb);
     if (rv < 0) {
         char why[200];
-        snprintf(why, sizeof(why), "dial %s: %s",
-                 conn->client->eps[conn->endpoint].raw, uv_strerror(rv));
+        dial_error(conn, "connect", uv_strerror(rv), why, sizeof(why));
         conn_fail(conn, why);
     }
 }
@@ -1007,8 +1021,7 @@ static void dial_timer_cb(uv_timer_t *t)
 {
     struct keel_conn *conn = t->data;
     char why[200];
-    snprintf(why, sizeof(why), "dial %s: timeout",
-             conn->client->eps[conn->endpoint].raw);
+    dial_error(conn, "connect", "i/o timeout", why, sizeof(why));
     conn_fail(conn, why);
 }
 

@@ -314,7 +314,8 @@ int keel_client_connected(const struct keel_client *c);
 /* The endpoint currently used (as given in the config). */
 const char *keel_client_endpoint(const struct keel_client *c);
 
-/* Text of the last connection failure ("" if none), for diagnostics. */
+/* Text of the last connection failure ("" if none), for diagnostics, in
+ * Go's words: "dial tcp 127.0.0.1:2379: connect: connection refused". */
 const char *keel_client_last_error(const struct keel_client *c);
 
 typedef void (*keel_client_close_cb)(struct keel_client *c, void *data);

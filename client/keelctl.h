@@ -1,0 +1,123 @@
+/*
+ * keelctl internals: the flag model (cobra/pflag-like), the shared client,
+ * error exits with etcdctl's exit codes, and the output helpers that
+ * reproduce etcdctl 3.4's printers byte for byte.
+ */
+#ifndef KEELCTL_H
+#define KEELCTL_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "etcdserverpb/rpc.pb-c.h"
+#include "keel.h"
+
+/* etcd: etcdctl/ctlv3/command/error.go */
+enum {
+    EXIT_OK = 0,
+    EXIT_ERROR = 1,
+    EXIT_BAD_CONNECTION = 2,
+    EXIT_INVALID_INPUT = 3,
+    EXIT_BAD_FEATURE = 4,
+    EXIT_INTERRUPTED = 5,
+    EXIT_IO = 6,
+    EXIT_BAD_ARGS = 128,
+};
+
+enum flag_type { F_BOOL, F_STRING, F_INT64, F_DURATION, F_STRSLICE };
+
+struct flag
+{
+    const char *name;
+    char shorthand;
+    enum flag_type type;
+    void *ptr; /* int*, const char**, int64_t*, uint64_t* (ms), char*** */
+    int changed;
+};
+
+struct ctl_cmd
+{
+    const char *path; /* "lease grant" */
+    struct flag *flags; /* terminated by {NULL} */
+    void (*run)(int argc, char **argv);
+};
+
+/* Global flags (etcd: etcdctl/ctlv3/ctl.go). */
+struct ctl_globals
+{
+    char **endpoints;
+    size_t n_endpoints;
+    uint64_t dial_timeout_ms;
+    uint64_t command_timeout_ms;
+    const char *write_out;
+    int hex;
+    const char *user;
+    const char *password;
+    int debug;
+};
+extern struct ctl_globals g;
+
+enum ctl_format { FMT_SIMPLE, FMT_JSON, FMT_FIELDS, FMT_PROTOBUF, FMT_TABLE };
+extern enum ctl_format ctl_fmt;
+/* Set while a command talks to one endpoint directly, as clientv3's
+ * Maintenance does (its log lines name "passthrough:///<ep>"). */
+extern int ctl_passthrough;
+
+/* "Error: <msg>" on stderr and exit(code) (etcd: ExitWithError). */
+_Noreturn void ctl_die(int code, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* The shared client (created on first use, after validating -w, as
+ * etcdctl's mustClientFromCmd). */
+struct keel_sync *ctl_client(void);
+/* A client on other endpoints (endpoint health/status use one each). */
+struct keel_sync *ctl_client_for(const char *const *eps, size_t n);
+
+/* Run a unary call with the command timeout. On failure logs clientv3's
+ * retry-interceptor warning to stderr and returns the call's status; the
+ * call is cleaned up by the caller either way. */
+int ctl_call(struct keel_sync *s, struct keel_call *call, const char *path,
+             const ProtobufCMessage *req,
+             const ProtobufCMessageDescriptor *resp_desc, unsigned flags);
+
+/* clientv3's error text for a failed call: etcd's own string when it is one
+ * of rpctypes' errors, "context deadline exceeded" for the deadline, else
+ * "rpc error: code = X desc = Y". Static storage. */
+const char *ctl_err_text(const struct keel_call *call);
+
+/* Output helpers (keelctl_print.c). */
+void print_json_msg(const ProtobufCMessage *m); /* + newline */
+void json_msg(FILE *f, const ProtobufCMessage *m);
+void json_string(FILE *f, const char *s, size_t len);
+/* The fields of a header without braces (clientv3 structs embed it). */
+void json_flat_header(const Etcdserverpb__ResponseHeader *h, int *first);
+void print_protobuf(const ProtobufCMessage *m);
+void go_quote(FILE *f, const uint8_t *s, size_t len); /* Go's %q */
+void print_kv_simple(const Mvccpb__KeyValue *kv, int value_only);
+void fields_hdr(const Etcdserverpb__ResponseHeader *h);
+void fields_kv(const char *pfx, const Mvccpb__KeyValue *kv);
+void humanize_bytes(uint64_t n, char *out, size_t len);
+void go_duration(uint64_t ns, char *out, size_t len);
+/* tablewriter: header row + rows of cells, right-aligned, centred header. */
+void print_table(const char *const *hdr, size_t ncols, char ***rows,
+                 size_t nrows);
+/* "table/fields/... not supported as output format" (ExitBadFeature). */
+_Noreturn void ctl_unsupported_format(void);
+
+/* Memory that lives until exit (parsed requests, argument lists): one
+ * arena, so error exits from anywhere leak nothing. Zeroed; never NULL
+ * (out of memory exits). */
+void *ctl_alloc(size_t n);
+char *ctl_strndup(const char *s, size_t n);
+char *ctl_strdup(const char *s);
+
+/* Parsing helpers. */
+int parse_go_duration(const char *s, uint64_t *ms);
+int parse_int64(const char *s, int base, int64_t *out, char *err,
+                size_t errlen);
+
+/* Commands (keelctl_kv.c, keelctl_maint.c). */
+extern const struct ctl_cmd ctl_kv_cmds[];
+extern const struct ctl_cmd ctl_maint_cmds[];
+
+#endif /* KEELCTL_H */

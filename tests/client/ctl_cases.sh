@@ -1,0 +1,210 @@
+# Differential cases for keelctl vs etcdctl, sourced by diff_etcdctl.sh.
+#
+# One deterministic sequence: each tool runs all of it against its own fresh
+# etcd 3.4 (same flags, so same cluster/member IDs and revisions). `run`
+# records the command, stdout, stderr and exit code; `lease` remembers a
+# lease ID so the normaliser can replace it (lease IDs are time-based).
+#   run [stdin-text] -- <args...>     (CTL and ENDPOINT come from the caller)
+
+run_in() { # stdin text, then args
+    local input="$1"
+    shift
+    printf '### %s\n' "$*" >>"$OUT"
+    printf '%s' "$input" | "$CTL" --endpoints="$ENDPOINT" "$@" \
+        >"$TMP/stdout" 2>"$TMP/stderr"
+    local rc=$?
+    cat "$TMP/stdout" >>"$OUT"
+    printf -- '--- stderr\n' >>"$OUT"
+    cat "$TMP/stderr" >>"$OUT"
+    printf -- '--- rc=%d\n' "$rc" >>"$OUT"
+}
+run() { run_in "" "$@"; }
+# Same, binary stdout shown as hex (for -w protobuf).
+run_hex() {
+    printf '### %s\n' "$*" >>"$OUT"
+    "$CTL" --endpoints="$ENDPOINT" "$@" </dev/null 2>"$TMP/stderr" |
+        od -An -tx1 >>"$OUT"
+    printf -- '--- stderr\n' >>"$OUT"
+    cat "$TMP/stderr" >>"$OUT"
+}
+# Like run without stdout: cobra's usage text, which keelctl does not
+# reproduce, goes there on flag errors.
+run_nousage() {
+    printf '### %s (stdout not compared)\n' "$*" >>"$OUT"
+    "$CTL" --endpoints="$ENDPOINT" "$@" </dev/null >/dev/null 2>"$TMP/stderr"
+    local rc=$?
+    cat "$TMP/stderr" >>"$OUT"
+    printf -- '--- rc=%d\n' "$rc" >>"$OUT"
+}
+# Like run, for commands that never end by themselves (watch, keep-alive).
+run_for() {
+    local secs="$1"
+    shift
+    printf '### %s (for %ss)\n' "$*" "$secs" >>"$OUT"
+    timeout "$secs" "$CTL" --endpoints="$ENDPOINT" "$@" </dev/null \
+        >"$TMP/stdout" 2>"$TMP/stderr"
+    local rc=$?
+    cat "$TMP/stdout" >>"$OUT"
+    printf -- '--- stderr\n' >>"$OUT"
+    cat "$TMP/stderr" >>"$OUT"
+    printf -- '--- rc=%d\n' "$rc" >>"$OUT"
+}
+grant() { # ttl -> sets LEASE (hex) and records it for normalisation
+    LEASE=$("$CTL" --endpoints="$ENDPOINT" lease grant "$1" | awk '{print $2}')
+    echo "$LEASE" >>"$TMP/leases"
+}
+
+ctl_cases() {
+    # -- put / get, every output format
+    run put foo bar
+    run put foo1 bar1
+    run put foo2 bar2 --prev-kv
+    run put foo2 bar22 --prev-kv -w json
+    run put foo2 bar222 --prev-kv -w fields
+    run put -w protobuf k0 v0
+    run_in "from stdin" put kstdin
+    run put zz "with space" -w json
+    run get foo
+    run get foo -w json
+    run get foo -w fields
+    run_hex get foo -w protobuf
+    run get --prefix foo
+    run get --prefix foo --keys-only
+    run get --prefix foo --limit 2 -w json
+    run get --prefix foo --order DESCEND --sort-by MODIFY
+    run get --prefix foo --sort-by VALUE --order ascend
+    run get --prefix foo --sort-by CREATE -w fields
+    run get --prefix foo --print-value-only
+    run get --from-key foo1
+    run get foo foo2
+    run get --rev 3 foo2 -w json
+    run get --consistency s foo
+    run get --hex foo
+    run get --prefix "" --keys-only
+    run get nothing-here -w json
+    run get nothing-here -w fields
+    run -w json get foo1
+    # -- get/put errors
+    run get
+    run get --prefix --from-key a
+    run get --prefix a b
+    run get a --rev 100000
+    run get a --order SIDEWAYS
+    run get a --sort-by SIZE
+    run get a --consistency x
+    run get a -w xml
+    run get a --print-value-only -w json
+    run_nousage get a --limit x
+    run_nousage get a --bogus
+    run_nousage get a --prefix=maybe
+    run_nousage --dial-timeout=soon get a
+    run_nousage -w
+    run get a -w table
+    run put
+    run put k
+    run put --ignore-value k v
+    run put --lease=zz k v
+    run put --lease=1234 k v
+    run put --ignore-value never-existed
+    run put -w table t v
+    # -- del
+    run put d1 x
+    run put d2 y
+    run put d3 z
+    run del d1
+    run del d1 -w json
+    run del --prefix d --prev-kv
+    run put d4 w
+    run del --from-key d4 -w fields --prev-kv
+    run del
+    run del --prefix --from-key a
+    # -- txn
+    run_in $'value("foo") = "bar"\n\nput t1 yes\nget foo\n\nput t1 no\n\n' txn
+    run_in $'value("foo") = "nope"\n\nput t1 yes\n\nput t1 no\ndel t1 --prev-kv\n\n' txn
+    run_in $'mod("foo") > "0"\nver("foo") = "1"\ncreate("foo") < "100"\n\nget t1\nput t2 "a b"\n\n\n' txn -w json
+    run_in $'version("foo") != "3"\n\nget --prefix t\n\n\n' txn -w fields
+    run_in $'\nput t3 x\n\n\n' txn -i
+    run_in $'value("foo") = "bar\n\n\n\n' txn
+    run_in $'valu("foo") = "bar"\n\n\n\n' txn
+    run_in $'mod("foo") = "x"\n\n\n\n' txn
+    run_in $'\nput t4\n\n\n' txn
+    run_in $'\nfrob a\n\n\n' txn
+    run_in $'\nput a b\n' txn
+    run txn extra
+    # -- leases
+    grant 300
+    run lease timetolive "$LEASE"
+    run put --lease="$LEASE" lk lv
+    run lease timetolive --keys "$LEASE"
+    run lease timetolive --keys "$LEASE" -w json
+    run lease timetolive "$LEASE" -w fields
+    run lease list
+    run lease list -w json
+    run lease list -w fields
+    run lease keep-alive --once "$LEASE"
+    run lease keep-alive --once "$LEASE" -w json
+    run put --ignore-lease --ignore-value lk
+    run lease revoke "$LEASE"
+    run lease revoke "$LEASE"
+    run lease timetolive "$LEASE"
+    run lease keep-alive --once "$LEASE"
+    run lease keep-alive "$LEASE"
+    run lease grant
+    run lease grant x
+    run lease revoke zz
+    run lease grant 60 -w json
+    run lease grant 60 -w fields
+    run lease grant 60 -w table
+    # -- watch: history, then a canceled (compacted) watch
+    run_for 1 watch --rev 2 foo2
+    run_for 1 watch --rev 2 --prefix foo --prev-kv -w json
+    run_for 1 watch --rev 2 --prefix d -w fields
+    run watch
+    run watch a b --prefix
+    # -- compaction
+    run compaction
+    run compaction x
+    run compaction 5
+    run compaction --physical 6 -w json
+    run compaction 3
+    run get foo2 --rev 2
+    run watch --rev 2 foo2
+    # -- cluster, maintenance
+    run member list
+    run member list -w table
+    run member list -w json
+    run member list -w fields
+    run member remove
+    run member remove xyz
+    run member remove 1234
+    run member update 1234
+    run member add
+    run endpoint status
+    run endpoint status -w table
+    run endpoint status -w json
+    run endpoint status -w fields
+    run endpoint status --cluster
+    run endpoint health
+    run endpoint health -w json
+    run endpoint health -w table
+    run endpoint health -w fields
+    run alarm list
+    run alarm list -w json
+    run alarm disarm
+    run alarm disarm -w json
+    run alarm list extra
+    run defrag
+    run version
+    run frob
+    # -- environment
+    ETCDCTL_WRITE_OUT=json run get foo
+    ETCDCTL_COMMAND_TIMEOUT=3s run get foo
+    ETCDCTL_DIAL_TIMEOUT=x run get foo
+    # -- a dead endpoint: the command timeout expires
+    ENDPOINT="$DEAD" run get a --command-timeout=1s
+    ENDPOINT="$DEAD" run put a b --command-timeout=1s
+    ENDPOINT="$DEAD" run endpoint status --command-timeout=1s
+    ENDPOINT="$DEAD" run endpoint health --command-timeout=1s
+    ENDPOINT="$DEAD" run defrag --command-timeout=1s
+    ENDPOINT="unix://$TMP/no.sock" run get a --command-timeout=1s
+}

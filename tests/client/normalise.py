@@ -1,0 +1,42 @@
+"""Normalise an etcdctl/keelctl transcript for the differential test.
+
+Replaces only what legitimately differs between two runs of the same
+sequence: zap timestamps, the random client UUID of clientv3's log line,
+measured durations ("took"), and lease IDs (etcd derives them from the
+clock). Usage: normalise.py <lease-id-file> < transcript > normalised
+"""
+import re
+import sys
+
+leases = set()
+with open(sys.argv[1]) as f:
+    for line in f:
+        line = line.strip()
+        if re.fullmatch(r"[0-9a-f]{1,16}", line):
+            leases.add(line)
+
+text = sys.stdin.read()
+text = re.sub(r'"ts":"[^"]*"', '"ts":"TS"', text)
+text = re.sub(r"client-[0-9a-f]{8}-[0-9a-f-]{27}", "client-UUID", text)
+dur = r"[0-9]+(?:\.[0-9]+)?(?:ns|µs|ms|s)"
+text = re.sub(r"took = " + dur, "took = D", text)
+text = re.sub(r'"took":"' + dur + '"', '"took":"D"', text)
+text = re.sub(r'"Took" : ' + dur, '"Took" : D', text)
+# The backend's file size depends on bbolt commit timing, not the client.
+text = re.sub(r'"dbSize(InUse)?":[0-9]+', r'"dbSize\1":N', text)
+text = re.sub(r'"DBSize" : [0-9]+', '"DBSize" : N', text)
+text = re.sub(r"(, |\| +)[0-9]+(\.[0-9])? [kMG]?B(,| \|)", r"\1SIZE\3", text)
+for lease in sorted(leases, key=len, reverse=True):
+    text = text.replace("%016x" % int(lease, 16), "LEASE")
+    text = re.sub(r"\b%d\b" % int(lease, 16), "LEASE", text)
+
+# tablewriter sizes the TOOK column to the measured duration.
+out = []
+for line in text.split("\n"):
+    if re.search(r"\| *(true|false) *\| *" + dur, line):
+        line = re.sub(dur, "D", line)
+    if line.startswith("|") or line.startswith("+"):
+        line = re.sub(r" +", " ", line)
+        line = re.sub(r"-+", "-", line)
+    out.append(line)
+sys.stdout.write("\n".join(out))
