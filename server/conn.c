@@ -239,7 +239,7 @@ void conn_close(struct conn *c, int graceful)
     c->state = CONN_CLOSING;
     uv_timer_stop(&c->linger);
     update_reading(c);
-    if (graceful && c->out_bytes > 0 && !c->l->closing) {
+    if (graceful && c->out_bytes > 0 && !c->l->forced) {
         /* Let the queued bytes (a GOAWAY, an error response) reach the
          * client; uv_shutdown completes after the pending writes. */
         c->shutdown_req.data = c;
@@ -486,6 +486,19 @@ int conn__accept(struct listener *l)
     }
     update_reading(c);
     return 0;
+}
+
+void conn__shutdown_all(struct listener *l)
+{
+    struct conn *c, *next;
+    for (c = l->conns; c != NULL; c = next) {
+        next = c->next; /* shutdown may close c (not free it) */
+        if (c->state == CONN_PROTO && c->proto->shutdown != NULL) {
+            c->proto->shutdown(c->proto_state);
+        } else {
+            conn_close(c, 0); /* not even a request yet */
+        }
+    }
 }
 
 void conn__close_all(struct listener *l)

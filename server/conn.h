@@ -68,6 +68,9 @@ struct conn_proto
     /* The connection is gone: cancel what is in flight and free p. Runs
      * once, from the connection's close callback. */
     void (*destroy)(void *p);
+    /* Graceful stop (listener_shutdown): take no new requests, finish the
+     * current ones, then conn_close(c, 1). */
+    void (*shutdown)(void *p);
 };
 
 /* Queue buf (allocated with malloc, len > 0) for writing; takes ownership
@@ -116,5 +119,7 @@ int conn__accept(struct listener *l);
 
 /* Used by listener.c: close every connection of l. */
 void conn__close_all(struct listener *l);
+/* Used by listener.c: ask every connection of l to finish and close. */
+void conn__shutdown_all(struct listener *l);
 
 #endif /* KEEL_CONN_H */

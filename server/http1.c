@@ -552,10 +552,23 @@ static void h1_destroy(void *p)
     free(h);
 }
 
+static void h1_shutdown(void *p)
+{
+    struct http1 *h = p;
+    if (!h->active) {
+        conn_close(h->c, 1); /* idle, or between pipelined requests */
+        return;
+    }
+    /* Answer the current request, with "Connection: close" if the head
+     * is not out yet, then close (t_release). */
+    h->keep_alive = 0;
+}
+
 static const struct conn_proto http1_proto = {
     h1_recv,
     h1_writable,
     h1_destroy,
+    h1_shutdown,
 };
 
 int http1__attach(struct conn *c, const struct conn_proto **ops, void **state)

@@ -107,6 +107,7 @@ struct http2
     int in_session;
     int want_flush;
     int dead;
+    int shutting_down; /* GOAWAY sent: close when the last stream ends */
     uint8_t *out;
     size_t out_len;
 };
@@ -940,9 +941,13 @@ static void flush(struct http2 *h2)
     } while (h2->want_flush && !conn_is_closing(h2->c) &&
              conn_out_bytes(h2->c) < lim->out_high_water);
     h2->in_session = 0;
-    if (!conn_is_closing(h2->c) && !nghttp2_session_want_read(h2->s) &&
-        !nghttp2_session_want_write(h2->s)) {
-        /* GOAWAY exchanged and every stream done. */
+    if (!conn_is_closing(h2->c) &&
+        ((!nghttp2_session_want_read(h2->s) &&
+          !nghttp2_session_want_write(h2->s)) ||
+         (h2->shutting_down && h2->streams == NULL &&
+          !nghttp2_session_want_write(h2->s)))) {
+        /* GOAWAY exchanged (or sent by our shutdown) and every stream
+         * done. */
         conn_close(h2->c, 1);
     }
 }
@@ -986,10 +991,23 @@ static void h2_destroy(void *p)
     free(h2);
 }
 
+static void h2_shutdown(void *p)
+{
+    struct http2 *h2 = p;
+    h2->shutting_down = 1;
+    /* RFC 9113 §6.8: streams up to the last one we processed still
+     * complete; the client retries later ones elsewhere. */
+    nghttp2_submit_goaway(h2->s, NGHTTP2_FLAG_NONE,
+                          nghttp2_session_get_last_proc_stream_id(h2->s),
+                          NGHTTP2_NO_ERROR, NULL, 0);
+    flush(h2);
+}
+
 static const struct conn_proto http2_proto = {
     h2_recv,
     h2_writable,
     h2_destroy,
+    h2_shutdown,
 };
 
 int http2__attach(struct conn *c, const struct conn_proto **ops, void **state)

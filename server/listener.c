@@ -43,15 +43,23 @@ static void on_connection(uv_stream_t *server, int status)
     (void)conn__accept(l);
 }
 
+static void on_drain_timer_closed(uv_handle_t *h);
+
 static void maybe_done(struct listener *l)
 {
     if (l->closing && l->handle_closed && l->n_conns == 0) {
+        if (l->drain_timer != NULL) {
+            uv_close((uv_handle_t *)l->drain_timer, on_drain_timer_closed);
+            l->drain_timer = NULL;
+            return; /* back here from the timer's close callback */
+        }
         listener_close_cb cb = l->close_cb;
         free(l->rbuf);
         l->rbuf = NULL;
         tls_ctx_free(l->tls);
         l->tls = NULL;
         l->closing = 0;
+        l->forced = 0;
         if (cb != NULL) {
             cb(l);
         }
@@ -70,12 +78,46 @@ static void on_handle_closed(uv_handle_t *h)
     maybe_done(l);
 }
 
+static void on_drain_timer_closed(uv_handle_t *h)
+{
+    struct listener *l = h->data;
+    free(h);
+    maybe_done(l);
+}
+
 void listener_close(struct listener *l, listener_close_cb cb)
 {
     assert(!l->closing);
     l->closing = 1;
+    l->forced = 1;
     l->close_cb = cb;
     conn__close_all(l);
+    uv_close(&l->u.handle, on_handle_closed);
+}
+
+static void on_drain_timeout(uv_timer_t *t)
+{
+    struct listener *l = t->data;
+    l->forced = 1;
+    conn__close_all(l);
+}
+
+void listener_shutdown(struct listener *l, uint64_t timeout_ms,
+                       listener_close_cb cb)
+{
+    assert(!l->closing);
+    l->closing = 1;
+    l->close_cb = cb;
+    l->drain_timer = malloc(sizeof *l->drain_timer);
+    if (l->drain_timer != NULL) {
+        uv_timer_init(l->loop, l->drain_timer);
+        l->drain_timer->data = l;
+        uv_timer_start(l->drain_timer, on_drain_timeout, timeout_ms, 0);
+        conn__shutdown_all(l);
+    } else {
+        l->forced = 1;
+        conn__close_all(l);
+    }
     uv_close(&l->u.handle, on_handle_closed);
 }
 

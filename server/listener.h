@@ -42,8 +42,10 @@ struct listener
     struct conn *conns;    /* live connections (doubly linked) */
     size_t n_conns;        /* live connections */
     size_t n_accepted;     /* connections accepted since start */
-    int closing;
+    int closing;       /* listener_close() or listener_shutdown() called */
+    int forced;        /* connections are being closed without grace */
     int handle_closed;
+    uv_timer_t *drain_timer; /* listener_shutdown() deadline */
     listener_close_cb close_cb;
     void *data; /* for the caller */
     char *rbuf; /* read buffer lent to the connection being read */
@@ -77,6 +79,17 @@ int listener_init_tls(struct listener *l, uv_loop_t *loop, const char *url,
  * then close the listening socket; cb (may be NULL) runs once everything is
  * closed and freed. l must stay valid until then. */
 void listener_close(struct listener *l, listener_close_cb cb);
+
+/* Graceful stop: stop accepting, then let every connection finish what it
+ * started: HTTP/2 connections get a GOAWAY (NO_ERROR, last processed
+ * stream) and close when their streams are done, HTTP/1.1 connections
+ * close after their current response (idle ones at once). Whatever is still
+ * open after timeout_ms is closed as by listener_close() (its calls
+ * cancelled). cb (may be NULL) runs when everything is closed and freed.
+ * Long-lived streams (Watch) never finish by themselves, so the timeout
+ * is what ends them; etcd bounds its GracefulStop the same way. */
+void listener_shutdown(struct listener *l, uint64_t timeout_ms,
+                       listener_close_cb cb);
 
 /* Used by conn.c: a connection of l was freed. */
 void listener__conn_gone(struct listener *l);

@@ -1138,6 +1138,53 @@ static void test_transport_random_input(void **state)
     ts_h2_result_free(&r);
 }
 
+/* Graceful stop: an in-flight call on an HTTP/2 connection completes, the
+ * connection gets a GOAWAY and is closed by the server, an idle HTTP/1.1
+ * connection is closed, new connections are refused. */
+static void test_transport_listener_shutdown(void **state)
+{
+    uint8_t req[2048];
+    uint8_t got[65536];
+    size_t n, have = 0;
+    int h2fd, h1fd, closed = 0;
+    char c;
+    (void)state;
+    h1fd = ts_connect(ts_drain_port());
+    h2fd = ts_connect(ts_drain_port());
+    assert_true(h1fd >= 0 && h2fd >= 0);
+    /* Range with an empty key: answered 10 ms later. */
+    n = build_grpc_request(req, "/etcdserverpb.KV/Range", 0);
+    assert_int_equal(send(h2fd, req, n, MSG_NOSIGNAL), (ssize_t)n);
+    usleep(3000); /* let the server take the request */
+    ts_drain_start();
+    for (;;) {
+        struct pollfd p = {h2fd, POLLIN, 0};
+        ssize_t k;
+        if (poll(&p, 1, 3000) != 1) {
+            break;
+        }
+        k = recv(h2fd, got + have, sizeof got - have, 0);
+        if (k <= 0) {
+            closed = 1;
+            break;
+        }
+        have += (size_t)k;
+    }
+    assert_true(closed);
+    assert_true(find_frame(got, have, 0x7) >= 0);  /* GOAWAY */
+    assert_true(data_bytes(got, have, 1) > 5);      /* the answer */
+    /* The idle HTTP/1.1 connection was closed too. */
+    {
+        struct pollfd p = {h1fd, POLLIN, 0};
+        assert_int_equal(poll(&p, 1, 3000), 1);
+        assert_int_equal(recv(h1fd, &c, 1, 0), 0);
+    }
+    close(h1fd);
+    close(h2fd);
+    assert_true(ts_wait_for(ts_drained, 3000));
+    assert_int_equal(ts_connect(ts_drain_port()), -1);
+}
+
 /* ---- tests: TLS ---- */
 
 static void test_transport_tls_etcdctl_and_curl(void **state)
@@ -1375,6 +1422,7 @@ int main(void)
         cmocka_unit_test(test_transport_http_stream_cancel),
         cmocka_unit_test(test_transport_many_connections),
         cmocka_unit_test(test_transport_random_input),
+        cmocka_unit_test(test_transport_listener_shutdown),
         cmocka_unit_test(test_transport_tls_etcdctl_and_curl),
         cmocka_unit_test(test_transport_tls_client_cert_auth),
         cmocka_unit_test(test_transport_tls_garbage),

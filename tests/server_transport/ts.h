@@ -45,6 +45,13 @@ void ts_auth_seen(char *out, size_t size);
 void ts_server_stop(void);
 int ts_port(void);
 int ts_tls_port(void);  /* https, client certificate optional */
+/* A listener for the graceful-shutdown test: its port, the trigger
+ * (listener_shutdown with a 10 s timeout, longer than the test waits, so
+ * only the graceful path can pass) and whether
+ * its close callback ran. */
+int ts_drain_port(void);
+void ts_drain_start(void);
+int ts_drained(void);
 int ts_mtls_port(void); /* https, client certificate required */
 const char *ts_dir(void); /* ca.pem, client.pem, client.key live here */
 void ts_cn_seen(char *out, size_t size);

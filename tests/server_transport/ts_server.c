@@ -52,6 +52,10 @@ static struct
     struct listener unx;
     struct listener tls;  /* https, client certificates optional */
     struct listener mtls; /* https, --client-cert-auth */
+    struct listener drain; /* stopped gracefully by a test */
+    uv_async_t drain_async;
+    atomic_int drained;
+    int drain_closed;
     char dir[64];
     char sock[128];
     atomic_size_t conns;
@@ -531,13 +535,30 @@ static void on_stats(uv_timer_t *t)
 {
     (void)t;
     S.conns = S.tcp.n_conns + S.unx.n_conns + S.tls.n_conns +
-              S.mtls.n_conns;
+              S.mtls.n_conns + S.drain.n_conns;
     S.calls_live = grpc_server_calls_live(S.grpc);
+}
+
+static void on_drained(struct listener *l)
+{
+    (void)l;
+    S.drain_closed = 1;
+    S.drained = 1;
+}
+
+static void on_drain(uv_async_t *a)
+{
+    (void)a;
+    listener_shutdown(&S.drain, 10000, on_drained);
 }
 
 static void on_stop(uv_async_t *a)
 {
     (void)a;
+    if (!S.drain_closed && !S.drain.closing) {
+        listener_close(&S.drain, NULL);
+    }
+    uv_close((uv_handle_t *)&S.drain_async, NULL);
     listener_close(&S.tcp, NULL);
     listener_close(&S.unx, NULL);
     listener_close(&S.tls, NULL);
@@ -682,6 +703,11 @@ int ts_server_start(void)
             return -1;
         }
     }
+    if (listener_init(&S.drain, &S.loop, "http://127.0.0.1:0", S.grpc,
+                      S.router, &lim) != 0) {
+        return -1;
+    }
+    uv_async_init(&S.loop, &S.drain_async, on_drain);
     uv_async_init(&S.loop, &S.stop, on_stop);
     uv_timer_init(&S.loop, &S.stats);
     uv_timer_start(&S.stats, on_stats, 0, 2);
@@ -711,6 +737,21 @@ void ts_server_stop(void)
 int ts_port(void)
 {
     return S.tcp.port;
+}
+
+int ts_drain_port(void)
+{
+    return S.drain.port;
+}
+
+void ts_drain_start(void)
+{
+    uv_async_send(&S.drain_async);
+}
+
+int ts_drained(void)
+{
+    return S.drained;
 }
 
 int ts_tls_port(void)
