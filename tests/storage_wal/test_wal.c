@@ -1294,6 +1294,262 @@ static void test_wal_failed_io_keeps_acked(void **state)
     print_message("failed I/O: %d rounds\n", rounds);
 }
 
+/* Tests: crashes that lose un-synced writes (lazyfs-style). pwrite only
+ * queues; fdatasync applies the fd's queue. At the crash point a random
+ * subset of the queued 512-byte sectors reaches the file (reordered, torn
+ * writes), the rest is lost, and the process "dies". */
+
+struct lazy_write {
+    int fd;
+    off_t off;
+    size_t len;
+    uint8_t *data;
+};
+
+static struct {
+    struct lazy_write *v;
+    size_t n, cap;
+    int events, crash_at, crashed;
+} lazy;
+
+static void lazy_apply(size_t i)
+{
+    ssize_t k = pwrite(lazy.v[i].fd, lazy.v[i].data, lazy.v[i].len,
+                       lazy.v[i].off);
+    assert_int_equal(k, (ssize_t)lazy.v[i].len);
+}
+
+static int lazy_event(void)
+{
+    if (lazy.crashed || ++lazy.events == lazy.crash_at) {
+        lazy.crashed = 1;
+        errno = EIO;
+        return -1;
+    }
+    return 0;
+}
+
+static ssize_t lazy_pwrite(int fd, const void *buf, size_t len, off_t off)
+{
+    if (lazy_event() != 0) {
+        return -1;
+    }
+    if (lazy.n == lazy.cap) {
+        lazy.cap = lazy.cap ? lazy.cap * 2 : 64;
+        lazy.v = realloc(lazy.v, lazy.cap * sizeof(*lazy.v));
+        assert_non_null(lazy.v);
+    }
+    lazy.v[lazy.n].fd = fd;
+    lazy.v[lazy.n].off = off;
+    lazy.v[lazy.n].len = len;
+    lazy.v[lazy.n].data = malloc(len ? len : 1);
+    assert_non_null(lazy.v[lazy.n].data);
+    memcpy(lazy.v[lazy.n].data, buf, len);
+    lazy.n++;
+    return (ssize_t)len;
+}
+
+static int lazy_fdatasync(int fd)
+{
+    size_t keep = 0;
+    if (lazy_event() != 0) {
+        return -1;
+    }
+    for (size_t i = 0; i < lazy.n; i++) {
+        if (lazy.v[i].fd == fd) {
+            lazy_apply(i);
+            free(lazy.v[i].data);
+        } else {
+            lazy.v[keep++] = lazy.v[i];
+        }
+    }
+    lazy.n = keep;
+    return fdatasync(fd);
+}
+
+/* The crash: some sectors of what was not synced make it, in any order. */
+static void lazy_crash(unsigned *seed)
+{
+    for (size_t i = 0; i < lazy.n; i++) {
+        struct lazy_write *q = &lazy.v[i];
+        size_t pos = 0;
+        while (pos < q->len) {
+            size_t sect = 512 - (size_t)((q->off + (off_t)pos) % 512);
+            if (sect > q->len - pos) {
+                sect = q->len - pos;
+            }
+            if (rand_r(seed) % 2) {
+                ssize_t k = pwrite(q->fd, q->data + pos, sect,
+                                   q->off + (off_t)pos);
+                /* EBADF: a segment being created, which the failed
+                 * creation already deleted and closed. */
+                assert_true(k == (ssize_t)sect || errno == EBADF);
+            }
+            pos += sect;
+        }
+        free(q->data);
+    }
+    lazy.n = 0;
+}
+
+static const struct wal_io lazy_io = {lazy_pwrite, lazy_fdatasync, NULL};
+
+/* One run: random batches (with truncations, hard states, snapshots and
+ * releases) until the crash, then check the reopened log against what was
+ * acknowledged. Returns whether the crash happened. */
+static int crash_round(struct fx *f, unsigned seed, int crash_at)
+{
+    struct model *acked = calloc(1, sizeof(*acked));
+    struct model *tried = calloc(1, sizeof(*tried));
+    struct wal_options o = {4096, &lazy_io};
+    struct wal_hard_state hs = {0, 0, 0}, try_hs = {0, 0, 0};
+    struct wal_snapshot snap = {0, 0}, try_snap = {0, 0};
+    uint64_t last = 0, term = 1, b_lo = 0, b_hi = 0;
+    int crashed, failed_snap = 0, have_try_hs = 0;
+    struct wal *w = NULL;
+    const unsigned seed0 = seed;
+    int rv;
+
+    wt_rmrf(f->data);
+    memset(&lazy, 0, sizeof(lazy));
+    lazy.crash_at = crash_at;
+    rv = wal_open(f->data, &o, &w, f->err, sizeof(f->err));
+    for (int op = 0; rv == 0 && op < 60; op++) {
+        int what = rand_r(&seed) % 10;
+        if (what == 0 && last > snap.index) {
+            struct wal_snapshot s = {snap.index + 1 +
+                                         rand_r(&seed) % (last - snap.index),
+                                     term};
+            uint64_t t;
+            assert_int_equal(wal_term(w, s.index, &t), 0);
+            s.term = t;
+            try_snap = s;
+            rv = wal_save_snapshot(w, &s);
+            if (rv != 0) {
+                failed_snap = 1;
+                break;
+            }
+            snap = s;
+            rv = wal_release(w, s.index); /* fails only by the crash */
+            if (rv != 0) {
+                assert_true(lazy.crashed);
+                break;
+            }
+            continue;
+        }
+        /* A batch: sometimes replacing a suffix with a newer term. */
+        b_lo = last + 1;
+        if (what == 1 && last > snap.index + 1) {
+            b_lo = last - rand_r(&seed) % (last - snap.index - 1);
+            term++;
+        }
+        b_hi = b_lo + 1 + rand_r(&seed) % 5;
+        have_try_hs = rand_r(&seed) % 2;
+        try_hs = (struct wal_hard_state){term, 1, b_lo - 1};
+        memcpy(tried, acked, sizeof(*tried));
+        for (uint64_t i = b_lo; i < b_hi; i++) {
+            tried->term[i] = term;
+            tried->len[i] = (uint32_t)(1 + (i * 131 + term) % 700);
+        }
+        {
+            struct wal_entry e[8];
+            size_t off = 0;
+            for (uint64_t i = b_lo; i < b_hi; i++) {
+                fill(scratch + off, tried->len[i], i, term);
+                e[i - b_lo] = (struct wal_entry){i, term, 0, scratch + off,
+                                                 tried->len[i]};
+                off += tried->len[i];
+            }
+            rv = wal_append(w, e, (size_t)(b_hi - b_lo),
+                            have_try_hs ? &try_hs : NULL);
+        }
+        if (rv != 0) {
+            break;
+        }
+        memcpy(acked, tried, sizeof(*acked));
+        last = b_hi - 1;
+        if (have_try_hs) {
+            hs = try_hs;
+        }
+    }
+    crashed = lazy.crashed;
+    lazy_crash(&seed);
+    if (w != NULL) {
+        wal_close(w);
+    }
+    free(lazy.v);
+    memset(&lazy, 0, sizeof(lazy));
+    if (!crashed) {
+        assert_int_equal(rv, 0);
+    }
+
+    /* Restart. */
+    w = NULL;
+    rv = wal_open(f->data, &(struct wal_options){4096, NULL}, &w, f->err,
+                  sizeof(f->err));
+    if (rv != 0) {
+        fail_msg("seed %u crash_at %d: reopen: %s", seed0, crash_at, f->err);
+    }
+    {
+        struct wal_snapshot got = wal_snapshot(w);
+        struct wal_hard_state ghs = wal_hard_state(w);
+        uint64_t first = wal_first_index(w), glast = wal_last_index(w);
+        struct wal_entries es;
+        const struct model *m = acked;
+
+        assert_true(got.index == snap.index ||
+                    (failed_snap && got.index == try_snap.index));
+        assert_int_equal(first, got.index + 1);
+        assert_true(memcmp(&ghs, &hs, sizeof(hs)) == 0 ||
+                    (have_try_hs && memcmp(&ghs, &try_hs, sizeof(hs)) == 0));
+        if (glast >= first) {
+            assert_int_equal(wal_read(w, first, glast + 1, 0, &es), 0);
+            /* Entries from the failed batch on: all of the old log, or a
+             * prefix of the batch. */
+            if (!failed_snap && b_hi > b_lo && glast >= b_lo &&
+                b_lo >= first) {
+                const struct wal_entry *e = &es.v[b_lo - first];
+                if (e->term == tried->term[b_lo] &&
+                    e->len == tried->len[b_lo]) {
+                    m = tried;
+                    assert_true(glast < b_hi);
+                }
+            }
+            if (m == acked) {
+                assert_int_equal(glast, last > got.index ? last : got.index);
+            }
+            for (size_t k = 0; k < es.n; k++) {
+                check_entry(m, &es.v[k], first + k);
+            }
+            wal_entries_free(&es);
+        }
+        /* Nothing acknowledged is lost. */
+        if (m == acked) {
+            assert_true(glast >= last || glast == got.index);
+        } else {
+            assert_true(glast >= b_lo);
+        }
+    }
+    wal_close(w);
+    free(acked);
+    free(tried);
+    return crashed;
+}
+
+static void test_wal_crash_loses_unsynced_writes(void **state)
+{
+    struct fx *f = *state;
+    int rounds = sanitized() ? 60 : 400, crashes = 0;
+    snprintf(f->data, sizeof(f->data), "%s/crash", f->scratch);
+    snprintf(f->waldir, sizeof(f->waldir), "%s/member/wal", f->data);
+    for (int r = 0; r < rounds; r++) {
+        unsigned seed = 1000u + (unsigned)r;
+        crashes += crash_round(f, seed, 1 + r % 130);
+    }
+    print_message("crashes: %d of %d rounds\n", crashes, rounds);
+    assert_true(crashes > rounds / 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1331,6 +1587,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_wal_release_after_truncation,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_wal_failed_io_keeps_acked,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wal_crash_loses_unsynced_writes,
                                         setup, teardown),
     };
     if (getenv("WAL_TEST_FILTER") != NULL) {
