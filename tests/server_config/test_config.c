@@ -997,6 +997,34 @@ static void test_config_random_inputs(void **state)
     }
 }
 
+/* Very long values are kept whole where stored and truncated only in
+ * messages. */
+static void test_config_long_values(void **state)
+{
+    struct fixture *f = *state;
+    size_t n = 20000;
+    char *name = malloc(n + 8);
+    char *bad = malloc(n + 32);
+    assert_non_null(name);
+    assert_non_null(bad);
+    memset(name, 'x', n);
+    name[n] = '\0';
+    snprintf(bad, n + 32, "--snapshot-count=%s", name);
+    assert_int_equal(PARSE(f, "--name", name), CONFIG_RUN);
+    assert_int_equal(strlen(f->cfg.name), n);
+    config_close(&f->cfg);
+    config_init(&f->cfg);
+    assert_int_equal(PARSE(f, bad), CONFIG_EUSAGE);
+    assert_true(strncmp(f->cfg.errmsg, "invalid value \"xxx", 18) == 0);
+    assert_true(strlen(f->cfg.errmsg) < sizeof(f->cfg.errmsg));
+    config_close(&f->cfg);
+    config_init(&f->cfg);
+    memcpy(name, "http://", 7);
+    assert_int_equal(PARSE(f, "--listen-client-urls", name), CONFIG_EUSAGE);
+    free(name);
+    free(bad);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Markdown / docs                                                           */
 
@@ -1276,6 +1304,7 @@ int main(int argc, char **argv)
         T(test_config_log_output_alias),
         T(test_config_discovery_clears_initial_cluster),
         T(test_config_random_inputs),
+        T(test_config_long_values),
         T(test_config_docs_match_table),
         T(test_log_zap_format),
         T(test_log_capnslog_format),
