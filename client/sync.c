@@ -52,6 +52,9 @@ int keel_sync_call(struct keel_sync *s, struct keel_call *call,
 {
     int done = 0;
     void *saved = call->data;
+    /* The loop does not run between blocking calls: take in what arrived
+     * meanwhile (a closed connection above all) before sending on it. */
+    uv_run(&s->loop, UV_RUN_NOWAIT);
     call->data = &done;
     int rv = keel_call_start(s->client, call, path, req, resp_desc, opts,
                              sync_done);
