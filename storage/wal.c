@@ -512,8 +512,11 @@ int wal_release(struct wal *w, uint64_t index)
                     " is after the snapshot at %" PRIu64,
                     index, w->log.snap.index);
     }
-    /* Oldest first, so a crash half way leaves a suffix of segments, which
-     * is a complete log (every segment repeats snapshot and hard state). */
+    /* Oldest first, each delete made durable before the next, so a crash
+     * at any point leaves a suffix of the segments: a complete log (every
+     * segment repeats snapshot marker and hard state). Without the fsync
+     * in between, a filesystem could persist a later unlink and lose an
+     * earlier one, leaving a hole in the sequence. */
     while (k + 1 < w->nsegs && w->segs[k].max_index <= index) {
         if (unlinkat(w->dirfd, w->segs[k].name, 0) != 0) {
             rv = errf(w->errmsg, sizeof(w->errmsg), -errno,
@@ -523,18 +526,17 @@ int wal_release(struct wal *w, uint64_t index)
         }
         close(w->segs[k].fd);
         k++;
+        rv = sync_fd(w, w->dirfd);
+        if (rv != 0) {
+            /* A failed fsync is fatal, like everywhere else (wal.h). */
+            rv = fail(w, rv, "release: cannot sync directory after deleting",
+                      w->segs[k - 1].name);
+            break;
+        }
     }
     if (k > 0) {
         memmove(w->segs, w->segs + k, (w->nsegs - k) * sizeof(*w->segs));
         w->nsegs -= k;
-        if (rv == 0) {
-            rv = sync_fd(w, w->dirfd);
-            if (rv != 0) {
-                rv = errf(w->errmsg, sizeof(w->errmsg), rv,
-                          "wal release: cannot sync %s: %s", w->dir,
-                          keel_strerror(rv));
-            }
-        }
     }
     return rv;
 }

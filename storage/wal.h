@@ -127,12 +127,15 @@ int wal_append(struct wal *w, const struct wal_entry *ents, size_t n,
  * hardstate", etcdserver/raft.go). I/O errors are fatal. */
 int wal_save_snapshot(struct wal *w, const struct wal_snapshot *snap);
 
-/* Delete (oldest first, then fsync the directory) every whole segment that
- * holds no entry after index and is not the segment being written. index
- * must be <= the saved snapshot index (KEEL_EINVAL otherwise). The segment
- * holding index + 1 and all later ones are kept, so the log still opens with
- * the latest snapshot marker and hard state. Returns 0 or -errno; a failed
- * delete leaves a consistent log (a longer prefix is kept). */
+/* Delete the oldest segments, one at a time with a directory fsync after
+ * each, as long as every entry ever written to them has an index <= index;
+ * never the segment being written. index must be <= the saved snapshot
+ * index (KEEL_EINVAL otherwise). The segment holding index + 1 and all
+ * later ones are kept, and every segment starts with the snapshot marker
+ * and hard state current when it was created, so the log opens complete
+ * after a crash at any point. Returns 0, KEEL_EINVAL, -errno from unlink
+ * (the log is consistent and usable, fewer segments were released), or
+ * -errno from the directory fsync, which is fatal like any failed sync. */
 int wal_release(struct wal *w, uint64_t index);
 
 /* Entries read back from the log; wal_entries_free releases them. */

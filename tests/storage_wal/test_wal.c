@@ -1294,6 +1294,36 @@ static void test_wal_failed_io_keeps_acked(void **state)
     print_message("failed I/O: %d rounds\n", rounds);
 }
 
+/* A failed directory fsync during release is fatal too, and the log on
+ * disk is still complete. */
+static void test_wal_release_sync_failure(void **state)
+{
+    struct fx *f = *state;
+    struct model *m = calloc(1, sizeof(*m));
+    struct wal_options o = {4096, &fault_io};
+    struct wal *w = NULL;
+
+    memset(&fault, 0, sizeof(fault));
+    fault.kind = 1;
+    assert_int_equal(wal_open(f->data, &o, &w, f->err, sizeof(f->err)), 0);
+    append_each(w, m, 1, 101, 1, 100);
+    assert_int_equal(wal_save_snapshot(w, &(struct wal_snapshot){80, 1}), 0);
+    assert_true(wal_segment_count(w) > 3);
+    fault.fail_at = fault.calls[1] + 2; /* the second delete's fsync */
+    assert_int_equal(wal_release(w, 80), -EIO);
+    assert_true(fault.fired);
+    assert_non_null(strstr(wal_errmsg(w), "release"));
+    assert_int_equal(append_range(w, NULL, 101, 102, 1, 10, NULL), -EIO);
+    assert_int_equal(wal_release(w, 80), -EIO);
+    wal_close(w);
+    memset(&fault, 0, sizeof(fault));
+    w = open_ok(f, 4096);
+    check_log(w, m, 81, 101);
+    assert_int_equal(wal_hard_state(w).commit, 100);
+    wal_close(w);
+    free(m);
+}
+
 /* Tests: crashes that lose un-synced writes (lazyfs-style). pwrite only
  * queues; fdatasync applies the fd's queue. At the crash point a random
  * subset of the queued 512-byte sectors reaches the file (reordered, torn
@@ -1588,6 +1618,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_wal_failed_io_keeps_acked,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wal_release_sync_failure, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_wal_crash_loses_unsynced_writes,
                                         setup, teardown),
     };
