@@ -58,6 +58,7 @@ struct method_entry
     struct method_entry *next;
     struct grpc_method m; /* m.path points to path[] */
     size_t service_len;   /* "/pkg.Service" */
+    struct grpc_method_stats stats;
     char path[];
 };
 
@@ -66,12 +67,16 @@ struct grpc_server
     struct method_entry *methods;
     uint64_t calls_started;
     size_t calls_live;
+    uint64_t bytes_received;
+    uint64_t bytes_sent;
 };
 
 struct grpc_call
 {
     struct grpc_server *srv;
     const struct grpc_method *m; /* NULL: rejected at begin */
+    struct method_entry *entry;  /* m's registry entry (stats) */
+    int counted;                 /* started counted: count handled too */
     struct http2_stream *st;     /* NULL once the stream closed */
     struct keel_arena arena;
     struct keel_arena msg_arena;
@@ -176,6 +181,35 @@ int grpc_server_register(struct grpc_server *srv, const struct grpc_method *m)
     e->next = srv->methods;
     srv->methods = e;
     return 0;
+}
+
+void grpc_server_visit_methods(const struct grpc_server *srv,
+                               grpc_method_visit_cb cb, void *data)
+{
+    static const char *types[] = {"unary", "client_stream", "server_stream",
+                                  "bidi_stream"};
+    for (const struct method_entry *e = srv->methods; e != NULL;
+         e = e->next) {
+        char service[256];
+        size_t n = e->service_len - 1;
+        if (n >= sizeof service) {
+            n = sizeof service - 1;
+        }
+        memcpy(service, e->path + 1, n);
+        service[n] = '\0';
+        cb(service, e->path + e->service_len + 1, types[e->m.kind], &e->stats,
+           data);
+    }
+}
+
+uint64_t grpc_server_bytes_received(const struct grpc_server *srv)
+{
+    return srv->bytes_received;
+}
+
+uint64_t grpc_server_bytes_sent(const struct grpc_server *srv)
+{
+    return srv->bytes_sent;
 }
 
 uint64_t grpc_server_calls_started(const struct grpc_server *srv)
@@ -420,6 +454,9 @@ static void send_status(struct grpc_call *call, int code, const char *msg)
         return;
     }
     call->status_sent = 1;
+    if (call->counted && code >= 0 && code <= 16) {
+        call->entry->stats.handled[code]++;
+    }
     snprintf(cbuf, sizeof cbuf, "%d", code);
     if (!call->responded) {
         /* Trailers-only response: one HEADERS frame with END_STREAM. */
@@ -451,6 +488,16 @@ static void fail_call(struct grpc_call *call, int code, const char *msg)
     api_leave(call);
 }
 
+static void count_sent(struct grpc_call *call, size_t len)
+{
+    if (call->entry != NULL) {
+        call->entry->stats.msg_sent++;
+    }
+    if (call->srv != NULL) {
+        call->srv->bytes_sent += len + 5;
+    }
+}
+
 int grpc_call_send_bytes(struct grpc_call *call, const void *buf, size_t len)
 {
     uint8_t *p;
@@ -473,6 +520,7 @@ int grpc_call_send_bytes(struct grpc_call *call, const void *buf, size_t len)
             p[4] = (uint8_t)len;
             memcpy(p + 5, buf, len);
             http2__stream_commit(call->st);
+            count_sent(call, len);
         }
     }
     api_leave(call);
@@ -503,6 +551,7 @@ int grpc_call_send(struct grpc_call *call, const ProtobufCMessage *msg)
             p[4] = (uint8_t)len;
             protobuf_c_message_pack(msg, p + 5);
             http2__stream_commit(call->st);
+            count_sent(call, len);
         }
     }
     api_leave(call);
@@ -557,6 +606,8 @@ int grpc_call_reply(struct grpc_call *call, const ProtobufCMessage *msg)
 static void start_handler(struct grpc_call *call, const ProtobufCMessage *req)
 {
     call->app_holds = 1;
+    call->counted = 1;
+    call->entry->stats.started++;
     if (call->cancel_cb == NULL) {
         call->cancel_cb = call->m->on_cancel;
         call->cancel_data = call->m->data;
@@ -591,6 +642,8 @@ static void deliver_message(struct grpc_call *call)
             return;
         }
     }
+    call->entry->stats.msg_received++;
+    call->srv->bytes_received += call->msg_len + 5;
     if (!streamed) {
         call->got_request = 1;
         call->req_raw = call->msg;
@@ -903,6 +956,7 @@ void grpc__stream_begin(struct grpc_server *srv, struct http2_stream *st,
         return;
     }
     call->m = &e->m;
+    call->entry = (struct method_entry *)e;
     if (enc != NULL && strcmp(enc, "identity") != 0) {
         snprintf(err, sizeof err,
                  "grpc: Decompressor is not installed for grpc-encoding "

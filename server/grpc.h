@@ -94,6 +94,36 @@ void grpc_server_free(struct grpc_server *srv);
  * or a missing callback, KEEL_ENOMEM. */
 int grpc_server_register(struct grpc_server *srv, const struct grpc_method *m);
 
+/* Per-method counters, for /metrics: etcd exports go-grpc-prometheus'
+ * grpc_server_started_total, grpc_server_handled_total{grpc_code},
+ * grpc_server_msg_received_total and grpc_server_msg_sent_total with
+ * labels grpc_service, grpc_method, grpc_type. Counted as the interceptor
+ * counts them: started when the handler gets the call, handled when a
+ * started call's status goes out (calls rejected before their handler ran,
+ * e.g. undecodable or too large, are not counted). */
+struct grpc_method_stats
+{
+    uint64_t started;
+    uint64_t handled[17]; /* by gRPC status code, KEEL_GRPC_* */
+    uint64_t msg_received;
+    uint64_t msg_sent;
+};
+
+/* cb for every registered method: service ("etcdserverpb.KV"), method
+ * ("Range"), type ("unary", "client_stream", "server_stream",
+ * "bidi_stream"), counters. */
+typedef void (*grpc_method_visit_cb)(const char *service, const char *method,
+                                     const char *type,
+                                     const struct grpc_method_stats *stats,
+                                     void *data);
+void grpc_server_visit_methods(const struct grpc_server *srv,
+                               grpc_method_visit_cb cb, void *data);
+
+/* Message bytes (with their 5-byte prefix) received and sent on all calls:
+ * etcd_network_client_grpc_received_bytes_total / _sent_bytes_total. */
+uint64_t grpc_server_bytes_received(const struct grpc_server *srv);
+uint64_t grpc_server_bytes_sent(const struct grpc_server *srv);
+
 /* Calls started and currently live (started, not yet freed). */
 uint64_t grpc_server_calls_started(const struct grpc_server *srv);
 size_t grpc_server_calls_live(const struct grpc_server *srv);

@@ -781,6 +781,61 @@ static void test_transport_h2_flow_control_respected(void **state)
     assert_true(ts_wait_for(no_live_calls, 3000));
 }
 
+/* The line of /stats for a method, e.g. "etcdserverpb.KV/Range unary
+ * started=3 ok=2 ...". */
+static void method_stats(const char *name, unsigned long long v[6])
+{
+    struct ts_h2_result r;
+    const char *line;
+    char key[128];
+    assert_int_equal(ts_h2_request(ts_port(), "GET", "/stats", NULL, NULL, 0,
+                                   &r),
+                     0);
+    snprintf(key, sizeof key, "%s ", name);
+    line = strstr((char *)r.body, key);
+    assert_non_null(line);
+    assert_int_equal(sscanf(line + strlen(key),
+                            "started=%llu ok=%llu deadline=%llu "
+                            "internal=%llu recv=%llu sent=%llu",
+                            &v[0], &v[1], &v[2], &v[3], &v[4], &v[5]),
+                     6);
+    ts_h2_result_free(&r);
+}
+
+static void test_transport_grpc_method_stats(void **state)
+{
+    static const char bad[] = {0x0a, 0x64, 'a'};
+    static const char *h[] = {"grpc-timeout", "50m", NULL};
+    unsigned long long a[6], b[6];
+    struct ts_h2_result r;
+    (void)state;
+    method_stats("etcdserverpb.KV/Range unary", a);
+    assert_int_equal(range_call("s1", NULL, &r), 0);
+    ts_h2_result_free(&r);
+    assert_int_equal(range_call("s2", NULL, &r), 0);
+    ts_h2_result_free(&r);
+    /* Rejected before the handler: not counted (as the interceptor). */
+    assert_int_equal(ts_grpc_call(ts_port(), "/etcdserverpb.KV/Range", NULL,
+                                  0, (const uint8_t *)bad, sizeof bad, &r),
+                     0);
+    assert_int_equal(r.grpc_status, KEEL_GRPC_INTERNAL);
+    ts_h2_result_free(&r);
+    /* Started, then deadline exceeded. */
+    assert_int_equal(range_call("sleep", h, &r), 0);
+    assert_int_equal(r.grpc_status, KEEL_GRPC_DEADLINE_EXCEEDED);
+    ts_h2_result_free(&r);
+    method_stats("etcdserverpb.KV/Range unary", b);
+    assert_int_equal(b[0] - a[0], 3); /* started */
+    assert_int_equal(b[1] - a[1], 2); /* handled OK */
+    assert_int_equal(b[2] - a[2], 1); /* handled DEADLINE_EXCEEDED */
+    assert_int_equal(b[3] - a[3], 0); /* INTERNAL: never started */
+    assert_int_equal(b[4] - a[4], 3); /* messages received */
+    assert_int_equal(b[5] - a[5], 2); /* messages sent */
+    method_stats("etcdserverpb.Watch/Watch bidi_stream", a);
+    method_stats("keeltest.Count/Count client_stream", a);
+    method_stats("etcdserverpb.Maintenance/Snapshot server_stream", a);
+}
+
 /* ---- tests: malformed input and misbehaving clients ---- */
 
 /* HTTP/1.1 pipelining without reading: the server stops taking requests
@@ -1404,6 +1459,7 @@ int main(void)
         cmocka_unit_test(test_transport_grpc_size_limits),
         cmocka_unit_test(test_transport_grpc_deadline),
         cmocka_unit_test(test_transport_grpc_reply_after_disconnect),
+        cmocka_unit_test(test_transport_grpc_method_stats),
         cmocka_unit_test(test_transport_grpc_client_stream),
         cmocka_unit_test(test_transport_grpc_stream_message_too_large),
         cmocka_unit_test(test_transport_grpc_paced_stream),

@@ -529,6 +529,46 @@ static void big(struct router_req *req, void *data)
     router_respond(req, 200, "application/octet-stream", body, sizeof body);
 }
 
+/* gRPC counters as text, one method per line (read on the loop thread). */
+struct stats_buf
+{
+    char buf[4096];
+    size_t len;
+};
+
+static void stats_line(const char *service, const char *method,
+                       const char *type, const struct grpc_method_stats *st,
+                       void *data)
+{
+    struct stats_buf *b = data;
+    int n = snprintf(b->buf + b->len, sizeof b->buf - b->len,
+                     "%s/%s %s started=%llu ok=%llu deadline=%llu "
+                     "internal=%llu recv=%llu sent=%llu\n",
+                     service, method, type, (unsigned long long)st->started,
+                     (unsigned long long)st->handled[KEEL_GRPC_OK],
+                     (unsigned long long)st->handled[KEEL_GRPC_DEADLINE_EXCEEDED],
+                     (unsigned long long)st->handled[KEEL_GRPC_INTERNAL],
+                     (unsigned long long)st->msg_received,
+                     (unsigned long long)st->msg_sent);
+    if (n > 0 && (size_t)n < sizeof b->buf - b->len) {
+        b->len += (size_t)n;
+    }
+}
+
+static void stats(struct router_req *req, void *data)
+{
+    struct stats_buf b;
+    int n;
+    (void)data;
+    b.len = 0;
+    grpc_server_visit_methods(S.grpc, stats_line, &b);
+    n = snprintf(b.buf + b.len, sizeof b.buf - b.len, "bytes recv=%llu sent=%llu\n",
+                 (unsigned long long)grpc_server_bytes_received(S.grpc),
+                 (unsigned long long)grpc_server_bytes_sent(S.grpc));
+    b.len += (size_t)n;
+    router_respond(req, 200, "text/plain", b.buf, b.len);
+}
+
 /* ---- thread ---- */
 
 static void on_stats(uv_timer_t *t)
@@ -658,6 +698,7 @@ int ts_server_start(void)
     rv |= reg("/keeltest.Paced/Paced", GRPC_SERVER_STREAM, NULL, paced_start,
               NULL, NULL, paced_cancel);
     rv |= router_add(S.router, "GET", "/big", big, NULL);
+    rv |= router_add(S.router, "GET", "/stats", stats, NULL);
     rv |= router_add(S.router, "GET", "/health", health, NULL);
     rv |= router_add(S.router, NULL, "/version", version, NULL);
     rv |= router_add(S.router, "POST", "/echo", echo, NULL);
