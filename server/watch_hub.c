@@ -1184,6 +1184,30 @@ void watch_hub_compacted(struct watch_hub *h, int64_t rev)
     }
 }
 
+void watch_hub_restore(struct watch_hub *h, int64_t rev)
+{
+    assert(rev >= h->rev);
+    if (rev > h->rev) {
+        h->rev = rev;
+    }
+    for (struct watch_stream *s = h->streams; s; s = s->next) {
+        bool moved = false;
+        for (struct watch_watcher *w = s->all_head; w; w = w->s_next) {
+            if (w->synced) {
+                /* next_rev is already the first revision it lacks (or its
+                 * future start revision) */
+                index_remove(h, w);
+                enqueue_unsynced(w, w->next_rev);
+                h->st.went_unsynced++;
+                moved = true;
+            }
+        }
+        if (moved) {
+            unsynced_changed(s);
+        }
+    }
+}
+
 /* --------------------------------------------------------------- notify */
 
 static bool filtered(const struct watch_watcher *w, const Mvccpb__Event *ev)

@@ -189,6 +189,14 @@ void watch_hub_notify(struct watch_hub *h, int64_t rev,
  * tick, as etcd does in its sync loop). */
 void watch_hub_compacted(struct watch_hub *h, int64_t rev);
 
+/* The store was replaced under the hub (a snapshot from the leader was
+ * installed) and its revision is now rev, with no events notified for the
+ * revisions in between. Every synced watcher becomes unsynced and is replayed
+ * from the new store from where it was (or canceled with compact_revision if
+ * the new store no longer has those revisions), as etcd's
+ * watchableStore.Restore does. rev may not go backwards. */
+void watch_hub_restore(struct watch_hub *h, int64_t rev);
+
 /* Periodic work, now_ms a monotonic clock in ms. Feeds unsynced watchers of
  * writable streams from storage, round-robin across streams, at most
  * sync_watchers_per_tick batches and sync_bytes_per_tick bytes of events;

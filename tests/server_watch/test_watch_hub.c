@@ -77,6 +77,7 @@ struct fx
     /* heap fault injection: fail the Nth allocation from now (1-based) */
     long alloc_countdown;
     size_t reads;
+    bool no_notify; /* writes land in the store only (a snapshot) */
 };
 
 static void *xmalloc(size_t n)
@@ -438,7 +439,9 @@ static int64_t fx_txn(struct fx *f, const struct op *ops, size_t n)
         f->rev--;
         return f->rev;
     }
-    watch_hub_notify(f->hub, rev, evs, ne);
+    if (!f->no_notify) {
+        watch_hub_notify(f->hub, rev, evs, ne);
+    }
     return rev;
 }
 
@@ -1475,6 +1478,63 @@ static void test_watch_catchup_fair_and_bounded(void **state)
     fx_free(&f);
 }
 
+/* A snapshot replaced the store: the revisions in between were never
+ * notified. Synced watchers are replayed from the new store; those whose
+ * revisions it no longer has are canceled with compact_revision. */
+static void test_watch_restore_replays(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_init(&f, NULL);
+    struct fstream *fs = fx_stream(&f);
+    fx_put(&f, "k", "1"); /* 2 */
+    int64_t a = fs_watch(fs, &(struct wopts){.key = "k"});
+    int64_t fut = fs_watch(fs, &(struct wopts){.key = "k", .start = 50});
+    struct fstream *other = fx_stream(&f);
+    fs_watch(other, &(struct wopts){.key = "j", .prev_kv = true});
+    fx_put(&f, "k", "2"); /* 3: delivered live */
+    f.no_notify = true;
+    for (int i = 4; i <= 9; i++) {
+        fx_put(&f, i % 2 ? "k" : "j", "s");
+    }
+    f.no_notify = false;
+    watch_hub_restore(f.hub, f.rev);
+    assert_int_equal(watch_hub_revision(f.hub), 9);
+    assert_int_equal(watch_stream_unsynced(fs->s), 2);
+    assert_int_equal(watch_stream_unsynced(other->s), 1);
+    assert_int_equal(watch_hub_check(f.hub), 0);
+    fx_tick(&f, 10);
+    assert_int_equal(watch_hub_pending(f.hub), 0);
+    Etcdserverpb__WatchResponse *r = fs_last(fs);
+    assert_int_equal(r->watch_id, a);
+    assert_int_equal(r->n_events, 3); /* k at 5, 7, 9 */
+    msg_free(r);
+    fx_put(&f, "j", "live"); /* 10 */
+    validate(&f, fs, true, &(struct vstats){0});
+    validate(&f, other, true, &(struct vstats){0});
+
+    /* the next snapshot's store is compacted past what they need */
+    f.no_notify = true;
+    fx_put(&f, "k", "x"); /* 11 */
+    fx_put(&f, "k", "y"); /* 12 */
+    f.no_notify = false;
+    f.compact = 12;
+    watch_hub_restore(f.hub, f.rev);
+    fx_tick(&f, 10);
+    r = fs_last(fs);
+    assert_int_equal(r->watch_id, a);
+    assert_int_equal(r->compact_revision, 12);
+    msg_free(r);
+    r = fs_last(other);
+    assert_int_equal(r->compact_revision, 12);
+    msg_free(r);
+    /* the future watcher waits on */
+    assert_int_equal(watch_stream_watchers(fs->s), 1);
+    assert_int_equal(watch_stream_unsynced(fs->s), 0);
+    (void)fut;
+    fx_free(&f);
+}
+
 /* etcd #15220: a progress response must not pass unsent events. */
 static void test_watch_progress_never_ahead(void **state)
 {
@@ -2042,6 +2102,17 @@ static void random_run(uint64_t seed, int steps, struct vstats *vs)
             if (c <= f.rev) {
                 fx_compact(&f, c);
             }
+        } else if (a < 98) {
+            fx_tick(&f, 10 + rnd(&r) % 150);
+        } else if (a < 99 && rnd(&r) % 3 == 0) {
+            /* a snapshot from the leader: revisions never notified */
+            f.no_notify = true;
+            int n = 1 + (int)(rnd(&r) % 5);
+            for (int i = 0; i < n; i++) {
+                fx_put(&f, rkeys[rnd(&r) % NRKEYS], "snap");
+            }
+            f.no_notify = false;
+            watch_hub_restore(f.hub, f.rev);
         } else if (a < 99) {
             fx_tick(&f, 10 + rnd(&r) % 150);
         } else {
@@ -2099,6 +2170,7 @@ int main(void)
         cmocka_unit_test(test_watch_compacted_start),
         cmocka_unit_test(test_watch_slow_stream_catches_up),
         cmocka_unit_test(test_watch_catchup_fair_and_bounded),
+        cmocka_unit_test(test_watch_restore_replays),
         cmocka_unit_test(test_watch_progress_never_ahead),
         cmocka_unit_test(test_watch_progress_notify_interval),
         cmocka_unit_test(test_watch_stream_close_frees_all),
