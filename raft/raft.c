@@ -404,7 +404,10 @@ static void msg_release(const struct raft_heap *h, struct raft_message *m)
         raft_buf_unref(m->entries[i].data);
     }
     raft__free(h, m->entries);
-    raft_buf_unref(m->snapshot.data);
+    if (m->snapshot != NULL) {
+        raft_buf_unref(m->snapshot->data);
+        raft__free(h, m->snapshot);
+    }
     raft_buf_unref(m->context);
     memset(m, 0, sizeof(*m));
 }
@@ -518,16 +521,18 @@ static bool maybe_send_append(struct raft *r, uint64_t to, bool send_if_empty)
         if (!pr->recent_active) {
             return false;
         }
-        rv = r->log.s->snapshot(r->log.s->ctx, &m.snapshot);
-        if (rv != 0) {
-            return false; /* e.g. SNAP_TEMP_UNAVAILABLE: retry later */
-        }
-        if (m.snapshot.meta.index == 0) {
-            raft_buf_unref(m.snapshot.data);
+        m.snapshot = raft__malloc(r->heap, sizeof(*m.snapshot));
+        rv = r->log.s->snapshot(r->log.s->ctx, m.snapshot);
+        if (rv != 0 || m.snapshot->meta.index == 0) {
+            /* e.g. SNAP_TEMP_UNAVAILABLE: retry later */
+            if (rv == 0) {
+                raft_buf_unref(m.snapshot->data);
+            }
+            raft__free(r->heap, m.snapshot);
             return false;
         }
         m.type = RAFT_MSG_SNAP;
-        pr_become_snapshot(pr, m.snapshot.meta.index);
+        pr_become_snapshot(pr, m.snapshot->meta.index);
     } else {
         m.type = RAFT_MSG_APP;
         m.index = pr->next - 1;
@@ -1107,6 +1112,21 @@ static void conf_sync(struct raft *r)
     uint64_t last = raft__log_last_index(&r->log);
     bool changed = false;
     int i;
+    if (r->log.truncated_at > r->conf_scanned && r->conf_scanned < last &&
+        r->log.unstable.n > 0 && r->conf_scanned + 1 >= r->log.offset) {
+        /* fast path: the new entries are all in the unstable tail */
+        size_t k = (size_t)(r->conf_scanned + 1 - r->log.offset);
+        for (; k < r->log.unstable.n; k++) {
+            if (r->log.unstable.e[k].type == RAFT_ENTRY_CONF_CHANGE) {
+                break;
+            }
+        }
+        if (k == r->log.unstable.n) {
+            r->conf_scanned = last;
+            r->log.truncated_at = UINT64_MAX;
+            return;
+        }
+    }
     if (r->log.truncated_at <= r->conf_scanned) {
         while (r->n_hist > 0 &&
                r->hist[r->n_hist - 1].index >= r->log.truncated_at) {
@@ -1245,7 +1265,7 @@ static void handle_snapshot(struct raft *r, const struct raft_message *m)
     memset(&resp, 0, sizeof(resp));
     resp.type = RAFT_MSG_APP_RESP;
     resp.to = m->from;
-    if (restore(r, &m->snapshot)) {
+    if (restore(r, m->snapshot)) {
         resp.index = raft__log_last_index(&r->log);
     } else {
         resp.index = r->log.committed;
@@ -1284,8 +1304,9 @@ static int step_leader(struct raft *r, const struct raft_message *m)
         return 0;
     }
     case RAFT_MSG_PROP: {
-        struct raft_entry *es;
+        struct raft_entry stack_es[4], *es;
         size_t i;
+        bool ok;
         if (m->n_entries == 0) {
             return RAFT_EINVAL;
         }
@@ -1293,7 +1314,13 @@ static int step_leader(struct raft *r, const struct raft_message *m)
             r->leaving) {
             return RAFT_EPROPOSAL_DROPPED;
         }
-        es = copy_entries(r->heap, m->entries, m->n_entries);
+        /* the common single proposal needs no heap copy */
+        es = m->n_entries <= 4 ? stack_es
+                               : raft__malloc(r->heap, m->n_entries * sizeof(*es));
+        for (i = 0; i < m->n_entries; i++) {
+            es[i] = m->entries[i];
+            raft_buf_ref(es[i].data);
+        }
         for (i = 0; i < m->n_entries; i++) {
             if (es[i].type != RAFT_ENTRY_CONF_CHANGE) {
                 continue;
@@ -1309,17 +1336,16 @@ static int step_leader(struct raft *r, const struct raft_message *m)
                     raft__log_last_index(&r->log) + (uint64_t)i + 1;
             }
         }
-        if (!append_entries(r, es, m->n_entries)) {
-            for (i = 0; i < m->n_entries; i++) {
-                raft_buf_unref(es[i].data);
-            }
-            raft__free(r->heap, es);
-            return RAFT_EPROPOSAL_DROPPED;
-        }
+        ok = append_entries(r, es, m->n_entries);
         for (i = 0; i < m->n_entries; i++) {
             raft_buf_unref(es[i].data);
         }
-        raft__free(r->heap, es);
+        if (es != stack_es) {
+            raft__free(r->heap, es);
+        }
+        if (!ok) {
+            return RAFT_EPROPOSAL_DROPPED;
+        }
         bcast_append(r);
         if (r->test_bug == RAFT_BUG_ACK_BEFORE_PERSIST && maybe_commit(r)) {
             leader_committed(r);
@@ -1846,7 +1872,8 @@ int raft_step(struct raft *r, const struct raft_message *m)
     if (is_local_type(m->type)) {
         return RAFT_ESTEP_LOCAL_MSG;
     }
-    if (m->from == RAFT_NONE || m->from == r->id) {
+    if (m->from == RAFT_NONE || m->from == r->id ||
+        (m->type == RAFT_MSG_SNAP && m->snapshot == NULL)) {
         return RAFT_EINVAL;
     }
     /* responses from a peer we do not know are ignored (etcd rawnode) */

@@ -200,7 +200,9 @@ struct raft_message {
     struct raft_entry *entries;
     size_t n_entries;
     uint64_t commit;
-    struct raft_snapshot snapshot; /* MsgSnap only */
+    /* MsgSnap only, else NULL. In a Ready it is raft's; in raft_step it is
+     * borrowed (raft references the data it keeps). */
+    struct raft_snapshot *snapshot;
     bool reject;
     uint64_t reject_hint;
     struct raft_buf *context;

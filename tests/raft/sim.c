@@ -249,7 +249,11 @@ static void msg_copy(struct raft_message *d, const struct raft_message *m)
     } else {
         d->entries = NULL;
     }
-    raft_buf_ref(d->snapshot.data);
+    if (m->snapshot != NULL) {
+        d->snapshot = malloc(sizeof(*d->snapshot));
+        *d->snapshot = *m->snapshot;
+        raft_buf_ref(d->snapshot->data);
+    }
     raft_buf_ref(d->context);
 }
 
@@ -260,7 +264,10 @@ static void msg_free(struct raft_message *m)
         raft_buf_unref(m->entries[i].data);
     }
     free(m->entries);
-    raft_buf_unref(m->snapshot.data);
+    if (m->snapshot != NULL) {
+        raft_buf_unref(m->snapshot->data);
+        free(m->snapshot);
+    }
     raft_buf_unref(m->context);
 }
 
