@@ -754,8 +754,18 @@ static int parse_go_bool(const char *s, bool *out)
     return -1;
 }
 
-int config_parse_duration(const char *s, int64_t *ns)
+/* time.ParseDuration, with Go 1.19's error texts in err (may be NULL). */
+static int parse_duration(const char *s, int64_t *ns, char *err, size_t errlen)
 {
+    char q[256], uq[64];
+#define DUR_FAIL(...)                                                        \
+    do {                                                                     \
+        if (err != NULL) {                                                   \
+            snprintf(err, errlen, __VA_ARGS__);                              \
+        }                                                                    \
+        return -1;                                                           \
+    } while (0)
+#define DUR_INVALID() DUR_FAIL("time: invalid duration %s", goq(s, q, sizeof(q)))
     /* time.ParseDuration: [-+]?([0-9]*(\.[0-9]*)?[a-z]+)+ or "0". */
     static const struct
     {
@@ -782,18 +792,18 @@ int config_parse_duration(const char *s, int64_t *ns)
         return 0;
     }
     if (*p == '\0') {
-        return -1;
+        DUR_INVALID();
     }
     uint64_t total = 0;
     while (*p != '\0') {
         uint64_t v = 0;
         bool digits = false;
         if (!(*p == '.' || (*p >= '0' && *p <= '9'))) {
-            return -1;
+            DUR_INVALID();
         }
         while (*p >= '0' && *p <= '9') {
             if (v > (UINT64_MAX - 9) / 10) {
-                return -1;
+                DUR_INVALID();
             }
             v = v * 10 + (uint64_t)(*p - '0');
             p++;
@@ -812,7 +822,7 @@ int config_parse_duration(const char *s, int64_t *ns)
             }
         }
         if (!digits) {
-            return -1;
+            DUR_INVALID();
         }
         size_t ul = 0;
         while (p[ul] != '\0' && p[ul] != '.' &&
@@ -820,7 +830,7 @@ int config_parse_duration(const char *s, int64_t *ns)
             ul++;
         }
         if (ul == 0) {
-            return -1; /* missing unit */
+            DUR_FAIL("time: missing unit in duration %s", goq(s, q, sizeof(q)));
         }
         uint64_t unit = 0;
         for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
@@ -830,11 +840,14 @@ int config_parse_duration(const char *s, int64_t *ns)
             }
         }
         if (unit == 0) {
-            return -1;
+            char u[64];
+            snprintf(u, sizeof(u), "%.*s", (int)(ul < 63 ? ul : 63), p);
+            DUR_FAIL("time: unknown unit %s in duration %s",
+                     goq(u, uq, sizeof(uq)), goq(s, q, sizeof(q)));
         }
         p += ul;
         if (v > (uint64_t)INT64_MAX / unit) {
-            return -1;
+            DUR_INVALID();
         }
         v *= unit;
         if (frac > 0) {
@@ -843,12 +856,53 @@ int config_parse_duration(const char *s, int64_t *ns)
         }
         total += v;
         if (total > (uint64_t)INT64_MAX) {
-            return -1;
+            DUR_INVALID();
         }
     }
+#undef DUR_INVALID
+#undef DUR_FAIL
     *ns = neg ? -(int64_t)total : (int64_t)total;
     return 0;
 }
+
+int config_parse_duration(const char *s, int64_t *ns)
+{
+    return parse_duration(s, ns, NULL, 0);
+}
+
+int config_compaction_retention(const struct keel_config *cfg, int64_t *out,
+                                char *err, size_t errlen)
+{
+    /* etcd: parseCompactionRetention (embed/etcd.go): a non-negative
+     * integer is hours (periodic) or revisions (revision), anything else a
+     * duration */
+    const char *r = cfg->auto_compaction_retention;
+    if (r[0] == '\0') {
+        r = "0";
+    }
+    int64_t h;
+    const char *d = r + (r[0] == '+' || r[0] == '-');
+    bool decimal = d[0] != '\0' && strspn(d, "0123456789") == strlen(d);
+    if (decimal && parse_go_int(r, &h) == 0 && h >= 0) {
+        if (strcmp(cfg->auto_compaction_mode, "revision") == 0) {
+            *out = h;
+        } else if (strcmp(cfg->auto_compaction_mode, "periodic") == 0) {
+            *out = h > INT64_MAX / 3600000000000LL ? INT64_MAX
+                                                   : h * 3600000000000LL;
+        } else {
+            *out = 0;
+        }
+        return 0;
+    }
+    char derr[512];
+    if (parse_duration(r, out, derr, sizeof(derr)) != 0) {
+        snprintf(err, errlen, "error parsing CompactionRetention: %s", derr);
+        return -1;
+    }
+    return 0;
+}
+
+
 
 /* Append "<int>[.<frac>]" of v/unit with trailing zeros removed. */
 static size_t fmt_frac(char *buf, size_t len, uint64_t v, uint64_t unit)

@@ -299,6 +299,13 @@ const char *config_go_strerror(int err, char *buf, size_t len);
  * error. */
 int config_parse_duration(const char *s, int64_t *ns);
 
+/* --auto-compaction-retention as etcd reads it at startup: a plain number
+ * is hours (periodic mode) or revisions (revision mode), anything else a Go
+ * duration. 0 and *out, or -1 with etcd's message ("error parsing
+ * CompactionRetention: time: invalid duration \"abc\""). */
+int config_compaction_retention(const struct keel_config *cfg, int64_t *out,
+                                char *err, size_t errlen);
+
 /* Parse a comma-separated URL list as etcd's types.NewURLs (sorted,
  * deduplicated). On error returns -1 and writes etcd's message to err. */
 int config_parse_urls(struct keel_config *cfg, const char *s,

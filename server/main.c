@@ -123,25 +123,6 @@ static size_t strs_array(const struct config_strs *s, const char **out)
     return n;
 }
 
-/* Auto-compaction retention as etcd shows it: periodic retention without
- * a unit is hours. */
-static int64_t retention_ns(const struct keel_config *cfg)
-{
-    int64_t ns = 0;
-    char *end;
-    long long h = strtoll(cfg->auto_compaction_retention, &end, 10);
-    if (strcmp(cfg->auto_compaction_mode, "revision") == 0) {
-        return 0;
-    }
-    if (*end == '\0') {
-        return (int64_t)h * 3600 * 1000000000LL;
-    }
-    if (config_parse_duration(cfg->auto_compaction_retention, &ns) != 0) {
-        return 0;
-    }
-    return ns;
-}
-
 static void log_notes(const struct keel_config *cfg)
 {
     for (size_t i = 0; i < cfg->nnotes; i++) {
@@ -193,7 +174,8 @@ static void log_version_block(void)
              cpus, cpus);
 }
 
-static void log_config_summary(const struct keel_config *cfg, bool initialized)
+static void log_config_summary(const struct keel_config *cfg, bool initialized,
+                               int64_t retention)
 {
     char mdir[4096], buf[4096];
     member_dir(cfg->data_dir, mdir, sizeof(mdir));
@@ -285,7 +267,7 @@ static void log_config_summary(const struct keel_config *cfg, bool initialized)
         LOG_DUR("corrupt-check-time-interval",
                 cfg->experimental_corrupt_check_time_ns),
         LOG_STR("auto-compaction-mode", cfg->auto_compaction_mode),
-        LOG_DUR("auto-compaction-retention", retention_ns(cfg)),
+        LOG_DUR("auto-compaction-retention", retention),
         LOG_STR("discovery-url", cfg->discovery),
         LOG_STR("discovery-proxy", cfg->discovery_proxy));
 }
@@ -585,7 +567,21 @@ int main(int argc, char **argv)
                        "starting as etcd member...");
         }
     }
-    log_config_summary(&cfg, initialized);
+    /* etcd: embed.StartEtcd parses the retention before anything else and
+     * fails with plog.Fatalf / lg.Fatal("discovery failed") */
+    int64_t retention = 0;
+    if (config_compaction_retention(&cfg, &retention, err, sizeof(err)) != 0) {
+        if (log_is_zap()) {
+            log_w(LOG_LEVEL_CRITICAL, "etcdmain", "discovery failed",
+                  LOG_ERR(err));
+        } else {
+            log__printf(LOG_LEVEL_CRITICAL, __FILE__, __LINE__, "etcdmain",
+                        "%s", err);
+        }
+        code = 1;
+        goto out_loop;
+    }
+    log_config_summary(&cfg, initialized, retention);
 
     if (prepare_data_dir(&cfg, err, sizeof(err)) != 0) {
         if (log_is_zap()) {

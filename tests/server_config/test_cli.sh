@@ -231,6 +231,18 @@ expect "missing config file exits 1" test "$(rc kf2)" = 1
 expect "missing config file: etcd's message" \
     grep -q "error verifying flags, open $TMP/missing.yaml: no such file or directory" "$TMP/kf2.err"
 
+# A retention etcd cannot parse: checked at startup, critical line, exit 1
+run kr "$KEEL_AS_ETCD" --auto-compaction-retention abc --data-dir "$TMP/dr"
+expect "bad retention exits 1" test "$(rc kr)" = 1
+expect "bad retention: etcd's message" \
+    grep -q 'C | etcdmain: error parsing CompactionRetention: time: invalid duration "abc"$' "$TMP/kr.err"
+if [ $HAVE_ETCD = 1 ]; then
+    run er "$ETCD" --auto-compaction-retention abc --data-dir "$TMP/dr"
+    expect "bad retention: same critical line and exit code as etcd" \
+        test "$(norm kr | grep '^C | ')/$(rc kr)" = "$(norm er | grep '^C | ')/$(rc er)"
+    expect "bad retention: etcd prints that line too" grep -q ' C | ' "$TMP/er.err"
+fi
+
 # A data dir that cannot be created
 run kd "$KEEL" --data-dir /proc/keel-cannot-create
 expect "uncreatable data dir exits 1" test "$(rc kd)" = 1

@@ -313,6 +313,51 @@ static void test_config_durations(void **state)
     assert_int_equal(ns, -90000000000LL);
 }
 
+static void test_config_compaction_retention(void **state)
+{
+    struct fixture *f = *state;
+    static const struct
+    {
+        const char *mode, *ret;
+        int rv;
+        int64_t ns;
+        const char *err;
+    } cases[] = {
+        {"periodic", "0", 0, 0, NULL},
+        {"periodic", "", 0, 0, NULL},
+        {"periodic", "2", 0, 7200000000000LL, NULL},
+        {"periodic", "5m", 0, 300000000000LL, NULL},
+        {"revision", "1000", 0, 1000, NULL},
+        {"periodic", "abc", -1, 0,
+         "error parsing CompactionRetention: time: invalid duration \"abc\""},
+        {"periodic", "10q", -1, 0,
+         "error parsing CompactionRetention: time: unknown unit \"q\" in "
+         "duration \"10q\""},
+        {"periodic", "-1", -1, 0,
+         "error parsing CompactionRetention: time: missing unit in duration "
+         "\"-1\""},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        config_close(&f->cfg);
+        config_init(&f->cfg);
+        char m[64], r[64];
+        snprintf(m, sizeof(m), "--auto-compaction-mode=%s", cases[i].mode);
+        snprintf(r, sizeof(r), "--auto-compaction-retention=%s",
+                 cases[i].ret);
+        assert_int_equal(PARSE(f, m, r), CONFIG_RUN);
+        int64_t ns = -7;
+        char err[256] = "";
+        assert_int_equal(config_compaction_retention(&f->cfg, &ns, err,
+                                                     sizeof(err)),
+                         cases[i].rv);
+        if (cases[i].rv == 0) {
+            assert_int_equal(ns, cases[i].ns);
+        } else {
+            assert_string_equal(err, cases[i].err);
+        }
+    }
+}
+
 static void test_config_urls(void **state)
 {
     struct fixture *f = *state;
@@ -1285,6 +1330,7 @@ int main(int argc, char **argv)
         T(test_config_bool_takes_no_separate_value),
         T(test_config_numbers),
         T(test_config_durations),
+        T(test_config_compaction_retention),
         T(test_config_urls),
         T(test_config_url_errors),
         T(test_config_usage_errors),
