@@ -77,6 +77,7 @@ struct grpc_call
     const struct grpc_method *m; /* NULL: rejected at begin */
     struct method_entry *entry;  /* m's registry entry (stats) */
     int counted;                 /* started counted: count handled too */
+    int handled_counted;
     struct http2_stream *st;     /* NULL once the stream closed */
     struct keel_arena arena;
     struct keel_arena msg_arena;
@@ -442,6 +443,14 @@ static int ensure_headers(struct grpc_call *call)
     return rv;
 }
 
+static void count_handled(struct grpc_call *call, int code)
+{
+    if (call->counted && !call->handled_counted && code >= 0 && code <= 16) {
+        call->handled_counted = 1;
+        call->entry->stats.handled[code]++;
+    }
+}
+
 /* Put the status on the wire (once). */
 static void send_status(struct grpc_call *call, int code, const char *msg)
 {
@@ -454,9 +463,7 @@ static void send_status(struct grpc_call *call, int code, const char *msg)
         return;
     }
     call->status_sent = 1;
-    if (call->counted && code >= 0 && code <= 16) {
-        call->entry->stats.handled[code]++;
-    }
+    count_handled(call, code);
     snprintf(cbuf, sizeof cbuf, "%d", code);
     if (!call->responded) {
         /* Trailers-only response: one HEADERS frame with END_STREAM. */
@@ -564,6 +571,9 @@ static int finish(struct grpc_call *call, int code, const char *msg)
     assert(call->app_holds);
     api_enter(call);
     send_status(call, code, msg);
+    /* The client was gone: count what the handler answered, as the
+     * interceptor counts the handler's return value. */
+    count_handled(call, code);
     call->app_holds = 0;
     call->cancel_pending = 0;
     api_leave(call);
