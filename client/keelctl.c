@@ -305,6 +305,12 @@ int ctl_call(struct keel_sync *s, struct keel_call *call, const char *path,
     }
     if (call->status != KEEL_GRPC_OK) {
         log_retry_warning(s, call);
+        /* etcdctl authenticates while creating its client and exits with
+         * ExitBadConnection when that fails (global.go mustClient). */
+        if (g.user && call->status == KEEL_GRPC_INVALID_ARGUMENT &&
+            strcmp(call->message, keel_strerror(KEEL_EAUTHFAILED)) == 0) {
+            ctl_die(EXIT_BAD_CONNECTION, "%s", call->message);
+        }
     }
     return call->status;
 }

@@ -207,4 +207,15 @@ ctl_cases() {
     ENDPOINT="$DEAD" run endpoint health --command-timeout=1s
     ENDPOINT="$DEAD" run defrag --command-timeout=1s
     ENDPOINT="unix://$TMP/no.sock" run get a --command-timeout=1s
+    # -- auth (set up and torn down with the real etcdctl)
+    "$ETCDCTL" --endpoints="$ENDPOINT" user add root:secret >/dev/null
+    "$ETCDCTL" --endpoints="$ENDPOINT" user grant-role root root >/dev/null
+    "$ETCDCTL" --endpoints="$ENDPOINT" auth enable >/dev/null
+    run get foo
+    run get foo --user root:secret
+    run get foo --user root --password secret -w json
+    run get foo --user root:wrong
+    run lease revoke 1234 --user root:wrong
+    ETCDCTL_USER=root:secret run put authed yes
+    "$ETCDCTL" --endpoints="$ENDPOINT" --user root:secret auth disable >/dev/null
 }
