@@ -75,6 +75,7 @@ struct conn
         uv_pipe_t pipe;
     } u;
     uv_timer_t linger; /* conn_schedule(); then the graceful close deadline */
+    uv_timer_t timer;  /* conn_start_timer() */
     uv_shutdown_t shutdown_req;
     enum conn_state state;
     int reading;       /* uv_read_start active */
@@ -103,6 +104,9 @@ void conn_limits_default(struct conn_limits *l)
     l->max_recv_bytes = CONN_DEFAULT_MAX_REQUEST_BYTES + CONN_GRPC_OVERHEAD_BYTES;
     l->max_http_body = CONN_DEFAULT_MAX_REQUEST_BYTES + CONN_GRPC_OVERHEAD_BYTES;
     l->out_high_water = 4u * 1024u * 1024u;
+    /* etcd: --grpc-keepalive-interval 2h, --grpc-keepalive-timeout 20s. */
+    l->keepalive_time_ms = 2u * 3600u * 1000u;
+    l->keepalive_timeout_ms = 20u * 1000u;
     l->max_buffered = 64u * 1024u * 1024u;
     /* etcd sets math.MaxUint32 (v3rpc/grpc.go maxStreams); a bound keeps a
      * single client from pinning unbounded per-stream state. */
@@ -202,6 +206,9 @@ static void close_handles(struct conn *c)
     if (!uv_is_closing((uv_handle_t *)&c->linger)) {
         uv_close((uv_handle_t *)&c->linger, on_handle_closed);
     }
+    if (!uv_is_closing((uv_handle_t *)&c->timer)) {
+        uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    }
 }
 
 static void on_linger_timeout(uv_timer_t *t)
@@ -214,6 +221,21 @@ static void on_scheduled(uv_timer_t *t)
     struct conn *c = t->data;
     if (c->state == CONN_PROTO && c->proto->writable != NULL) {
         c->proto->writable(c->proto_state);
+    }
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    struct conn *c = t->data;
+    if (c->state == CONN_PROTO && c->proto->timeout != NULL) {
+        c->proto->timeout(c->proto_state);
+    }
+}
+
+void conn_start_timer(struct conn *c, uint64_t ms)
+{
+    if (c->state != CONN_CLOSING) {
+        uv_timer_start(&c->timer, on_timer, ms, 0);
     }
 }
 
@@ -238,6 +260,7 @@ void conn_close(struct conn *c, int graceful)
     }
     c->state = CONN_CLOSING;
     uv_timer_stop(&c->linger);
+    uv_timer_stop(&c->timer);
     update_reading(c);
     if (graceful && c->out_bytes > 0 && !c->l->forced) {
         /* Let the queued bytes (a GOAWAY, an error response) reach the
@@ -460,7 +483,9 @@ int conn__accept(struct listener *l)
     c->u.handle.data = c;
     uv_timer_init(l->loop, &c->linger);
     c->linger.data = c;
-    c->handles_open = 2;
+    uv_timer_init(l->loop, &c->timer);
+    c->timer.data = c;
+    c->handles_open = 3;
     /* From here on the connection is freed through its close callbacks. */
     c->next = l->conns;
     if (l->conns != NULL) {
@@ -483,6 +508,10 @@ int conn__accept(struct listener *l)
     }
     if (!l->is_unix) {
         uv_tcp_nodelay(&c->u.tcp, 1);
+        /* Go's listeners enable TCP keepalive (15-30 s) on accepted
+         * connections; dead peers then free their watches eventually even
+         * without HTTP/2 pings. */
+        uv_tcp_keepalive(&c->u.tcp, 1, 30);
     }
     update_reading(c);
     return 0;

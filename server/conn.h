@@ -46,6 +46,12 @@ struct conn_limits
     size_t max_buffered;
     /* HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS advertised to clients. */
     uint32_t max_concurrent_streams;
+    /* HTTP/2 keepalive: after this long without input the server sends a
+     * PING (etcd --grpc-keepalive-interval, 2h); 0 disables. */
+    uint64_t keepalive_time_ms;
+    /* ... and closes the connection if nothing arrives within this long
+     * after it (etcd --grpc-keepalive-timeout, 20s). */
+    uint64_t keepalive_timeout_ms;
 };
 
 /* etcd 3.4 defaults (1.5 MiB request, +512 KiB gRPC overhead). */
@@ -71,6 +77,8 @@ struct conn_proto
     /* Graceful stop (listener_shutdown): take no new requests, finish the
      * current ones, then conn_close(c, 1). */
     void (*shutdown)(void *p);
+    /* The timer armed with conn_start_timer() expired. */
+    void (*timeout)(void *p);
 };
 
 /* Queue buf (allocated with malloc, len > 0) for writing; takes ownership
@@ -98,6 +106,10 @@ uv_loop_t *conn_loop(const struct conn *c);
  * often this is called before). Protocols use it to serialise output
  * outside of their callers' stacks. */
 void conn_schedule(struct conn *c);
+
+/* Call the protocol's timeout() in ms milliseconds (re-arming replaces the
+ * previous deadline). The timer dies with the connection. */
+void conn_start_timer(struct conn *c, uint64_t ms);
 
 /* Stop reading until conn_resume_read(). The protocol uses this while it
  * cannot take more input (HTTP/1.1 pipelining while a response is pending). */

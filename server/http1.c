@@ -565,10 +565,7 @@ static void h1_shutdown(void *p)
 }
 
 static const struct conn_proto http1_proto = {
-    h1_recv,
-    h1_writable,
-    h1_destroy,
-    h1_shutdown,
+    h1_recv, h1_writable, h1_destroy, h1_shutdown, NULL,
 };
 
 int http1__attach(struct conn *c, const struct conn_proto **ops, void **state)

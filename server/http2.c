@@ -108,6 +108,8 @@ struct http2
     int want_flush;
     int dead;
     int shutting_down; /* GOAWAY sent: close when the last stream ends */
+    uint64_t last_recv;    /* uv_now() of the last input */
+    uint64_t ping_sent_at; /* keepalive PING outstanding since, or 0 */
     uint8_t *out;
     size_t out_len;
 };
@@ -957,6 +959,10 @@ static int h2_recv(void *p, const uint8_t *buf, size_t len)
     struct http2 *h2 = p;
     ssize_t n;
 
+    /* Any input proves the peer alive (grpc-go's keepalive does the
+     * same); the timer looks at these lazily. */
+    h2->last_recv = uv_now(conn_loop(h2->c));
+    h2->ping_sent_at = 0;
     h2->in_session = 1;
     n = nghttp2_session_mem_recv(h2->s, buf, len);
     h2->in_session = 0;
@@ -1003,11 +1009,39 @@ static void h2_shutdown(void *p)
     flush(h2);
 }
 
+/* Keepalive (gRPC's server keepalive, etcd --grpc-keepalive-interval and
+ * --grpc-keepalive-timeout): PING a connection that has been silent for
+ * keepalive_time, close it if the silence lasts keepalive_timeout more. */
+static void h2_timeout(void *p)
+{
+    struct http2 *h2 = p;
+    const struct conn_limits *lim = conn_limits(h2->c);
+    uint64_t now = uv_now(conn_loop(h2->c));
+    uint64_t idle = now - h2->last_recv;
+
+    if (h2->ping_sent_at != 0) {
+        uint64_t waited = now - h2->ping_sent_at;
+        if (waited >= lim->keepalive_timeout_ms) {
+            conn_close(h2->c, 0);
+            return;
+        }
+        conn_start_timer(h2->c, lim->keepalive_timeout_ms - waited);
+        return;
+    }
+    if (idle >= lim->keepalive_time_ms) {
+        static const uint8_t payload[8] = {'k', 'e', 'e', 'l', 'p', 'i',
+                                           'n', 'g'};
+        nghttp2_submit_ping(h2->s, NGHTTP2_FLAG_NONE, payload);
+        h2->ping_sent_at = now;
+        flush(h2);
+        conn_start_timer(h2->c, lim->keepalive_timeout_ms);
+        return;
+    }
+    conn_start_timer(h2->c, lim->keepalive_time_ms - idle);
+}
+
 static const struct conn_proto http2_proto = {
-    h2_recv,
-    h2_writable,
-    h2_destroy,
-    h2_shutdown,
+    h2_recv, h2_writable, h2_destroy, h2_shutdown, h2_timeout,
 };
 
 int http2__attach(struct conn *c, const struct conn_proto **ops, void **state)
@@ -1077,6 +1111,10 @@ int http2__attach(struct conn *c, const struct conn_proto **ops, void **state)
     }
     nghttp2_session_callbacks_del(cbs);
     nghttp2_option_del(opt);
+    h2->last_recv = uv_now(conn_loop(c));
+    if (conn_limits(c)->keepalive_time_ms > 0) {
+        conn_start_timer(c, conn_limits(c)->keepalive_time_ms);
+    }
     *ops = &http2_proto;
     *state = h2;
     return 0;

@@ -1254,6 +1254,28 @@ static void test_transport_listener_shutdown(void **state)
     assert_int_equal(ts_connect(ts_drain_port()), -1);
 }
 
+/* A silent HTTP/2 client gets a PING after keepalive_time and, not
+ * answering it, is disconnected after keepalive_timeout. */
+static void test_transport_h2_keepalive(void **state)
+{
+    uint8_t req[64];
+    char *out;
+    int closed;
+    ssize_t n;
+    long off;
+    (void)state;
+    memcpy(req, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 24);
+    frame_hdr(req + 24, 0, 0x4, 0, 0); /* empty SETTINGS */
+    n = ts_raw_exchange(ts_ka_port(), req, 33, 3000, &out, &closed);
+    assert_true(n > 0);
+    assert_true(closed); /* well before our 3 s */
+    off = find_frame((uint8_t *)out, (size_t)n, 0x6);
+    assert_true(off >= 0);
+    assert_int_equal((uint8_t)out[off + 4] & 0x1, 0); /* a PING, not an ACK */
+    assert_memory_equal(out + off + 9, "keelping", 8);
+    free(out);
+}
+
 /* ---- tests: TLS ---- */
 
 static void test_transport_tls_etcdctl_and_curl(void **state)
@@ -1493,6 +1515,7 @@ int main(void)
         cmocka_unit_test(test_transport_many_connections),
         cmocka_unit_test(test_transport_random_input),
         cmocka_unit_test(test_transport_listener_shutdown),
+        cmocka_unit_test(test_transport_h2_keepalive),
         cmocka_unit_test(test_transport_tls_etcdctl_and_curl),
         cmocka_unit_test(test_transport_tls_client_cert_auth),
         cmocka_unit_test(test_transport_tls_garbage),

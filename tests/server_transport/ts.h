@@ -50,6 +50,8 @@ int ts_tls_port(void);  /* https, client certificate optional */
  * only the graceful path can pass) and whether
  * its close callback ran. */
 int ts_drain_port(void);
+/* A listener whose HTTP/2 keepalive is 150 ms silence + 150 ms. */
+int ts_ka_port(void);
 void ts_drain_start(void);
 int ts_drained(void);
 int ts_mtls_port(void); /* https, client certificate required */

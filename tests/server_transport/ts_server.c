@@ -53,6 +53,7 @@ static struct
     struct listener tls;  /* https, client certificates optional */
     struct listener mtls; /* https, --client-cert-auth */
     struct listener drain; /* stopped gracefully by a test */
+    struct listener ka;    /* HTTP/2 keepalive of 150 ms + 150 ms */
     uv_async_t drain_async;
     atomic_int drained;
     int drain_closed;
@@ -575,7 +576,7 @@ static void on_stats(uv_timer_t *t)
 {
     (void)t;
     S.conns = S.tcp.n_conns + S.unx.n_conns + S.tls.n_conns +
-              S.mtls.n_conns + S.drain.n_conns;
+              S.mtls.n_conns + S.drain.n_conns + S.ka.n_conns;
     S.calls_live = grpc_server_calls_live(S.grpc);
 }
 
@@ -602,6 +603,7 @@ static void on_stop(uv_async_t *a)
     listener_close(&S.tcp, NULL);
     listener_close(&S.unx, NULL);
     listener_close(&S.tls, NULL);
+    listener_close(&S.ka, NULL);
     listener_close(&S.mtls, NULL);
     uv_close((uv_handle_t *)&S.stop, NULL);
     uv_close((uv_handle_t *)&S.stats, NULL);
@@ -748,6 +750,15 @@ int ts_server_start(void)
                       S.router, &lim) != 0) {
         return -1;
     }
+    {
+        struct conn_limits ka = lim;
+        ka.keepalive_time_ms = 150;
+        ka.keepalive_timeout_ms = 150;
+        if (listener_init(&S.ka, &S.loop, "http://127.0.0.1:0", S.grpc,
+                          S.router, &ka) != 0) {
+            return -1;
+        }
+    }
     uv_async_init(&S.loop, &S.drain_async, on_drain);
     uv_async_init(&S.loop, &S.stop, on_stop);
     uv_timer_init(&S.loop, &S.stats);
@@ -778,6 +789,11 @@ void ts_server_stop(void)
 int ts_port(void)
 {
     return S.tcp.port;
+}
+
+int ts_ka_port(void)
+{
+    return S.ka.port;
 }
 
 int ts_drain_port(void)
