@@ -364,10 +364,19 @@ int gateway_decode_request(const struct gateway_route *r, const char *body,
                            ProtobufCMessage **out, int *http_status,
                            char **err_body, size_t *err_len)
 {
-    char err[512];
+    /* Error texts quote at most the whole body, 4 bytes per input byte
+     * (\xNN), plus a fixed part: never truncated, as etcd's are not. */
+    size_t errlen = len * 4 + 512;
+    char *err = keel_arena_alloc(a, errlen);
     *err_body = NULL;
     *err_len = 0;
-    int rv = json_pb_decode(r->request, body, len, a, out, err, sizeof err);
+    if (err == NULL) {
+        *http_status = gateway_http_status(KEEL_GRPC_RESOURCE_EXHAUSTED);
+        *err_body = gateway_error_body(KEEL_GRPC_RESOURCE_EXHAUSTED,
+                                       keel_strerror(KEEL_ENOMEM), err_len);
+        return KEEL_ENOMEM;
+    }
+    int rv = json_pb_decode(r->request, body, len, a, out, err, errlen);
     if (rv == 0) {
         *http_status = 200;
         return 0;

@@ -537,6 +537,132 @@ static struct hint field_hint(const ProtobufCFieldDescriptor *f)
     return h;
 }
 
+/* Go's encoding/json nesting limit (maxNestingDepth). */
+#define GO_MAX_DEPTH 10000
+
+/*
+ * Validate one value at j->p (not whitespace, not end of input) without
+ * storing anything and without recursion, so junk nested up to Go's own
+ * limit costs neither memory nor stack. Errors are Go's, including
+ * "invalid character '[' exceeded max depth" past 10000 open containers
+ * (counting the enclosing ones, j->depth).
+ */
+static int jp_skip(struct jp *j)
+{
+    /* 'o' or 'a' per open container; heap, as 10 KB is a lot of stack for
+     * a libuv callback. */
+    char *stack = NULL;
+    size_t sp = 0, cap = 0;
+    int rv = 0;
+    for (;;) {
+        /* a value */
+        jp_skip_space(j);
+        if (j->p >= j->end) {
+            rv = jp_fail(j, "");
+            goto out;
+        }
+        char c = *j->p;
+        if (c == '{' || c == '[') {
+            if ((size_t)j->depth + sp + 1 > GO_MAX_DEPTH) {
+                rv = jp_fail(j, "exceeded max depth");
+                goto out;
+            }
+            if (sp == cap) {
+                size_t ncap = cap ? cap * 2 : 64;
+                char *ns = realloc(stack, ncap);
+                if (ns == NULL) {
+                    rv = jp_oom(j);
+                    goto out;
+                }
+                stack = ns;
+                cap = ncap;
+            }
+            j->p++;
+            jp_skip_space(j);
+            if (c == '[') {
+                if (j->p < j->end && *j->p == ']') {
+                    j->p++;
+                    goto after_value;
+                }
+                stack[sp++] = 'a';
+                continue;
+            }
+            if (j->p < j->end && *j->p == '}') {
+                j->p++;
+                goto after_value;
+            }
+            stack[sp++] = 'o';
+            goto object_key;
+        }
+        if (c == '"') {
+            const char *body;
+            size_t bn;
+            if ((rv = jp_scan_string(j, &body, &bn)) != 0) {
+                goto out;
+            }
+        } else if (c == 't' || c == 'f' || c == 'n') {
+            if ((rv = jp_literal(j, c == 't'   ? "true"
+                                    : c == 'f' ? "false"
+                                               : "null")) != 0) {
+                goto out;
+            }
+        } else if (c == '-' || is_digit(c)) {
+            if ((rv = jp_scan_number(j)) != 0) {
+                goto out;
+            }
+        } else {
+            rv = jp_fail(j, "looking for beginning of value");
+            goto out;
+        }
+    after_value:
+        for (;;) {
+            if (sp == 0) {
+                goto out;
+            }
+            jp_skip_space(j);
+            char top = stack[sp - 1];
+            if (j->p < j->end && *j->p == ',') {
+                j->p++;
+                if (top == 'o') {
+                    jp_skip_space(j);
+                    goto object_key;
+                }
+                break; /* next array element */
+            }
+            if (j->p < j->end && *j->p == (top == 'o' ? '}' : ']')) {
+                j->p++;
+                sp--;
+                continue;
+            }
+            rv = jp_fail(j, top == 'o' ? "after object key:value pair"
+                                       : "after array element");
+            goto out;
+        }
+        continue;
+    object_key:
+        if (j->p >= j->end || *j->p != '"') {
+            rv = jp_fail(j, "looking for beginning of object key string");
+            goto out;
+        }
+        {
+            const char *body;
+            size_t bn;
+            if ((rv = jp_scan_string(j, &body, &bn)) != 0) {
+                goto out;
+            }
+        }
+        jp_skip_space(j);
+        if (j->p >= j->end || *j->p != ':') {
+            rv = jp_fail(j, "after object key");
+            goto out;
+        }
+        j->p++;
+    }
+out:
+    free(stack);
+    return rv;
+}
+
 static struct jv *jp_object(struct jp *j, const struct hint *h)
 {
     static const struct hint skip = {H_SKIP, NULL, NULL};
@@ -674,9 +800,22 @@ static struct jv *jp_value(struct jp *j, const struct hint *h)
     switch (c) {
     case '{':
     case '[':
+        if (!keep) {
+            return jp_skip(j) == 0 ? &jv_skipped : NULL;
+        }
+        if ((c == '{') != (h->kind == H_MSG) ||
+            (c == '[') != (h->kind == H_LIST)) {
+            /* Not the container the field wants: only its kind matters
+             * (for the type error). */
+            v = jv_new(j, c == '{' ? JV_OBJ : JV_ARR);
+            if (v == NULL) {
+                return NULL;
+            }
+            return jp_skip(j) == 0 ? v : NULL;
+        }
+        /* Message structure: recursion, bounded by keel's own limit. */
         if (++j->depth > JSON_PB_MAX_DEPTH) {
-            set_err(j->err, j->errlen, "exceeded max depth");
-            j->rv = KEEL_EINVAL;
+            jp_fail(j, "exceeded max depth");
             return NULL;
         }
         v = c == '{' ? jp_object(j, h) : jp_array(j, h);
@@ -1183,7 +1322,7 @@ static int type_err(struct conv *c, const ProtobufCFieldDescriptor *f,
     if (with_literal && v->kind == JV_NUM) {
         set_err(c->err, c->errlen,
                 "json: cannot unmarshal number %.*s into Go value of type %s",
-                (int)(v->rawlen > 200 ? 200 : v->rawlen), v->raw, t);
+                (int)v->rawlen, v->raw, t);
     } else {
         set_err(c->err, c->errlen,
                 "json: cannot unmarshal %s into Go value of type %s",
@@ -1347,8 +1486,14 @@ static int conv_value(struct conv *c, const ProtobufCFieldDescriptor *f,
                     : protobuf_c_enum_descriptor_get_value_by_name(
                           f->descriptor, v->s);
             if (ev == NULL) {
-                char tn[160], q[256];
-                go_quote_bytes(v->raw, v->rawlen, q, sizeof q);
+                /* quoted, every byte may become \xNN: 4 per byte */
+                char tn[160];
+                size_t qn = v->rawlen * 4 + 3;
+                char *q = keel_arena_alloc(c->a, qn);
+                if (q == NULL) {
+                    return KEEL_ENOMEM;
+                }
+                go_quote_bytes(v->raw, v->rawlen, q, qn);
                 set_err(c->err, c->errlen, "unknown value %s for enum %s", q,
                         json_pb_go_enum_name(f->descriptor, tn, sizeof tn));
                 return KEEL_EINVAL;

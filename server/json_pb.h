@@ -37,8 +37,10 @@
 
 #include "keel_arena.h"
 
-/* Deepest JSON nesting accepted (objects + arrays). etcd (Go 1.19) allows
- * 10000; keel stops earlier because the decoder recurses. */
+/* Deepest nesting of *messages* accepted (each message object and repeated
+ * array counts one; e.g. a Txn inside a Txn is 3 deeper). Values that are
+ * not messages (unknown fields, type errors) may nest to Go's own limit of
+ * 10000, as in etcd; only message nesting recurses, hence this bound. */
 #define JSON_PB_MAX_DEPTH 512
 
 /*

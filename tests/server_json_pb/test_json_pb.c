@@ -741,49 +741,89 @@ static void test_json_pb_syntax_errors(void **state)
                      KEEL_EINVAL);
 }
 
+/* Builds {"x": [x depth-1 ... ]} : `depth` open containers in all. */
+static char *deep_arrays(size_t depth)
+{
+    char *s = malloc(depth * 2 + 16);
+    assert_non_null(s);
+    size_t k = (size_t)sprintf(s, "{\"x\":");
+    for (size_t i = 0; i + 1 < depth; i++) {
+        s[k++] = '[';
+    }
+    for (size_t i = 0; i + 1 < depth; i++) {
+        s[k++] = ']';
+    }
+    s[k++] = '}';
+    s[k] = '\0';
+    return s;
+}
+
 static void test_json_pb_depth_limit(void **state)
 {
     struct fx *f = *state;
     const ProtobufCMessageDescriptor *d = &keeltest__scalars__descriptor;
-    size_t n = JSON_PB_MAX_DEPTH + 1;
-    char *s = malloc(n * 8 + 16);
+    /* Go's limit, 10000 open containers, checked against etcd 3.4.23:
+     * junk nests that deep (no recursion, no memory), one more fails */
+    char *s = deep_arrays(10000);
+    keel_arena_reset(&f->a);
+    enc_eq(dec_ok(f, d, s), "{}");
+    assert_true(f->a.used < 4096);
+    free(s);
+    s = deep_arrays(10001);
+    dec_err(f, d, s, "invalid character '[' exceeded max depth");
+    free(s);
+    /* the same where a scalar belongs: a type error, as deep */
+    s = malloc(3 * 10000 + 32);
     assert_non_null(s);
-    /* unknown field holding deep arrays */
-    size_t k = 0;
-    k += (size_t)sprintf(s + k, "{\"x\":");
-    for (size_t i = 0; i < n - 1; i++) {
+    size_t k = (size_t)sprintf(s, "{\"i32\":");
+    for (size_t i = 0; i < 9999; i++) {
         s[k++] = '[';
     }
-    for (size_t i = 0; i < n - 1; i++) {
+    for (size_t i = 0; i < 9999; i++) {
         s[k++] = ']';
     }
     s[k++] = '}';
     s[k] = '\0';
-    dec_err(f, d, s, "exceeded max depth");
-    /* one level less is fine */
-    k = 0;
-    k += (size_t)sprintf(s + k, "{\"x\":");
-    for (size_t i = 0; i < n - 2; i++) {
-        s[k++] = '[';
+    dec_err(f, d, s, "json: cannot unmarshal array into Go value of type int32");
+    /* a syntax error deep inside junk is found, as Go finds it */
+    k = (size_t)sprintf(s, "{\"x\":");
+    for (size_t i = 0; i < 5000; i++) {
+        k += (size_t)sprintf(s + k, "[");
     }
-    for (size_t i = 0; i < n - 2; i++) {
-        s[k++] = ']';
-    }
-    s[k++] = '}';
+    k += (size_t)sprintf(s + k, "{\"a\" 1}");
     s[k] = '\0';
-    dec_ok(f, d, s);
-    /* deeply nested TxnRequests through RequestOp */
+    dec_err(f, d, s, "invalid character '1' after object key");
+
+    /* messages nest through recursion, bounded by JSON_PB_MAX_DEPTH: a
+     * TxnRequest nests 3 levels per request_txn */
+    size_t levels = JSON_PB_MAX_DEPTH / 3;
     k = 0;
-    for (size_t i = 0; i < 60; i++) {
+    for (size_t i = 0; i < levels; i++) {
         k += (size_t)sprintf(s + k, "{\"success\":[{\"request_txn\":");
     }
     s[k++] = '{';
     s[k++] = '}';
-    for (size_t i = 0; i < 60; i++) {
+    for (size_t i = 0; i < levels; i++) {
         k += (size_t)sprintf(s + k, "}]}");
     }
     s[k] = '\0';
     enc_eq(dec_ok(f, &etcdserverpb__txn_request__descriptor, s), s);
+    k = 0;
+    for (size_t i = 0; i < levels + 1; i++) {
+        k += (size_t)sprintf(s + k, "{\"success\":[{\"request_txn\":");
+    }
+    s[k++] = '{';
+    s[k++] = '}';
+    for (size_t i = 0; i < levels + 1; i++) {
+        k += (size_t)sprintf(s + k, "}]}");
+    }
+    s[k] = '\0';
+    ProtobufCMessage *m;
+    char err[128];
+    assert_int_equal(json_pb_decode(&etcdserverpb__txn_request__descriptor, s,
+                                    k, &f->a, &m, err, sizeof err),
+                     KEEL_EINVAL);
+    assert_string_equal(err + strlen(err) - 18, "exceeded max depth");
     free(s);
 }
 
@@ -1269,6 +1309,35 @@ static void test_gateway_decode_request(void **state)
     assert_string_equal(body, "{\"error\":\"unexpected EOF\",\"message\":"
                               "\"unexpected EOF\",\"code\":3}");
     assert_int_equal(len, strlen(body));
+    free(body);
+
+    /* long error texts are never cut short (etcd's are not) */
+    assert_int_equal(gateway_route_match("POST", "/v3/kv/range", 12, &r),
+                     GATEWAY_FOUND);
+    char big[3000];
+    size_t k = (size_t)sprintf(big, "{\"sort_order\":\"");
+    for (int i = 0; i < 600; i++) {
+        big[k++] = '\x7f';
+    }
+    k += (size_t)sprintf(big + k, "\",\"limit\":1}");
+    assert_int_equal(gateway_decode_request(r, big, k, &f->a, &m, &st, &body,
+                                            &len),
+                     KEEL_EINVAL);
+    /* 600 x \x7f, escaped once by %q and once more by JSON: \\x7f */
+    assert_int_equal(len, strlen(body));
+    assert_true(len > 2 * 600 * 5);
+    assert_non_null(strstr(body, "\\\\x7f\\\" for enum "
+                                 "etcdserverpb.RangeRequest_SortOrder\",\"message"));
+    free(body);
+    k = (size_t)sprintf(big, "{\"limit\":1");
+    for (int i = 0; i < 400; i++) {
+        big[k++] = '0';
+    }
+    k += (size_t)sprintf(big + k, "}");
+    assert_int_equal(gateway_decode_request(r, big, k, &f->a, &m, &st, &body,
+                                            &len),
+                     KEEL_EINVAL);
+    assert_non_null(strstr(body, "000 into Go value of type int64\",\"message"));
     free(body);
 
     /* a server stream decodes its one request like a unary call */
