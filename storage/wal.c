@@ -16,6 +16,12 @@
  * segment with a final name always has a durable header, and a segment is
  * complete on disk before the next one exists.
  *
+ * Recovery maps each segment read-only and replays it (wal_record.c);
+ * scans past the last record stop at the file's final hole (SEEK_HOLE), so
+ * opening does not read 64 MiB of preallocated zeros. A torn tail in the
+ * last segment is zeroed and synced before the first append. Leftover
+ * *.tmp files (a creation cut by a crash) are deleted.
+ *
  * Failure modes. Any error of write/fallocate/fdatasync/rename during an
  * append is stored in w->broken and returned by every later call that would
  * use the disk: the caller must abort (wal.h), and recovery on restart cuts
@@ -48,6 +54,10 @@
 #define WAL_SEGMENT_SIZE_MIN 4096u
 /* Header record + snapshot marker + hard state, padded: an upper bound. */
 #define WAL_SEG_HDR_BYTES 256
+/* A batch is encoded and written in chunks of about this size, so a huge
+ * batch does not need a buffer as big as itself (one fdatasync still
+ * covers the whole batch). */
+#define WAL_WRITE_CHUNK (4u * 1024 * 1024)
 
 struct wal_seg {
     uint64_t seq;
@@ -373,6 +383,14 @@ static int write_batch(struct wal *w, const struct rec_plan *plan, size_t n)
             wal__replay_snapshot(&w->log, p->src);
         }
         used += rsize;
+        if (used >= WAL_WRITE_CHUNK) {
+            rv = write_all(w, s->fd, w->buf, used, (off_t)w->off);
+            if (rv != 0) {
+                return fail(w, rv, "cannot write", s->name);
+            }
+            w->off += used;
+            used = 0;
+        }
     }
     if (used > 0) {
         rv = write_all(w, last_seg(w)->fd, w->buf, used, (off_t)w->off);
@@ -394,10 +412,18 @@ static int write_batch(struct wal *w, const struct rec_plan *plan, size_t n)
 static int reserve_batch(struct wal *w, const struct rec_plan *plan, size_t n,
                          uint64_t first_index, size_t nents)
 {
-    size_t total = 0;
+    size_t total = 0, biggest = 0;
     int rv;
     for (size_t k = 0; k < n; k++) {
-        total += plan_size(&plan[k]);
+        size_t size = plan_size(&plan[k]);
+        total += size;
+        if (size > biggest) {
+            biggest = size;
+        }
+    }
+    /* write_batch flushes once WAL_WRITE_CHUNK bytes are buffered. */
+    if (total > WAL_WRITE_CHUNK + biggest) {
+        total = WAL_WRITE_CHUNK + biggest;
     }
     rv = buf_reserve(w, total);
     if (rv == 0 && nents > 0) {

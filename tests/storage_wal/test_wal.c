@@ -90,7 +90,7 @@ static void fill(uint8_t *buf, size_t len, uint64_t index, uint64_t term)
     }
 }
 
-static uint8_t scratch[4 * 1024 * 1024];
+static uint8_t scratch[8 * 1024 * 1024];
 
 static struct wal *open_ok(struct fx *f, size_t segment_size)
 {
@@ -927,15 +927,25 @@ static void test_wal_large_entries(void **state)
     wal_close(w);
     w = open_ok(f, 1024 * 1024);
     check_log(w, m, 1, 5);
+    wal_close(w);
+    /* A 7.5 MiB batch in a 16 MiB segment: written in chunks, one sync. */
+    w = open_ok(f, 16 * 1024 * 1024);
+    assert_int_equal(append_range(w, m, 5, 10, 2, big, NULL), 0);
+    check_log(w, m, 1, 10);
+    wal_close(w);
+    w = open_ok(f, 1024 * 1024);
+    check_log(w, m, 1, 10);
+    /* Back to small entries, replacing the big ones. */
+    assert_int_equal(append_range(w, m, 5, 6, 3, 1, NULL), 0);
     /* An empty entry (a leader's no-op). */
     {
-        struct wal_entry e = {5, 2, 0, NULL, 0};
+        struct wal_entry e = {6, 3, 0, NULL, 0};
         struct wal_entries es;
         assert_int_equal(wal_append(w, &e, 1, NULL), 0);
-        assert_int_equal(wal_read(w, 5, 6, 0, &es), 0);
+        assert_int_equal(wal_read(w, 6, 7, 0, &es), 0);
         assert_int_equal(es.n, 1);
         assert_int_equal(es.v[0].len, 0);
-        assert_int_equal(es.v[0].term, 2);
+        assert_int_equal(es.v[0].term, 3);
         wal_entries_free(&es);
     }
     wal_close(w);
