@@ -68,7 +68,8 @@ struct conn
 {
     struct listener *l;
     struct conn *prev, *next; /* in l->conns */
-    union {
+    union
+    {
         uv_handle_t handle;
         uv_stream_t stream;
         uv_tcp_t tcp;
@@ -101,8 +102,10 @@ struct conn_write
 void conn_limits_default(struct conn_limits *l)
 {
     l->max_request_bytes = CONN_DEFAULT_MAX_REQUEST_BYTES;
-    l->max_recv_bytes = CONN_DEFAULT_MAX_REQUEST_BYTES + CONN_GRPC_OVERHEAD_BYTES;
-    l->max_http_body = CONN_DEFAULT_MAX_REQUEST_BYTES + CONN_GRPC_OVERHEAD_BYTES;
+    l->max_recv_bytes =
+        CONN_DEFAULT_MAX_REQUEST_BYTES + CONN_GRPC_OVERHEAD_BYTES;
+    l->max_http_body =
+        CONN_DEFAULT_MAX_REQUEST_BYTES + CONN_GRPC_OVERHEAD_BYTES;
     l->out_high_water = 4u * 1024u * 1024u;
     /* etcd: --grpc-keepalive-interval 2h, --grpc-keepalive-timeout 20s. */
     l->keepalive_time_ms = 2u * 3600u * 1000u;

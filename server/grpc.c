@@ -78,7 +78,7 @@ struct grpc_call
     struct method_entry *entry;  /* m's registry entry (stats) */
     int counted;                 /* started counted: count handled too */
     int handled_counted;
-    struct http2_stream *st;     /* NULL once the stream closed */
+    struct http2_stream *st; /* NULL once the stream closed */
     struct keel_arena arena;
     struct keel_arena msg_arena;
     const char *path;
@@ -185,12 +185,12 @@ int grpc_server_register(struct grpc_server *srv, const struct grpc_method *m)
 }
 
 void grpc_server_visit_methods(const struct grpc_server *srv,
-                               grpc_method_visit_cb cb, void *data)
+                               grpc_method_visit_cb cb,
+                               void *data)
 {
     static const char *types[] = {"unary", "client_stream", "server_stream",
                                   "bidi_stream"};
-    for (const struct method_entry *e = srv->methods; e != NULL;
-         e = e->next) {
+    for (const struct method_entry *e = srv->methods; e != NULL; e = e->next) {
         char service[256];
         size_t n = e->service_len - 1;
         if (n >= sizeof service) {
@@ -250,7 +250,8 @@ const char *grpc_call_peer_cn(const struct grpc_call *call)
     return call->peer_cn != NULL ? call->peer_cn : "";
 }
 
-void grpc_call_request_bytes(const struct grpc_call *call, const uint8_t **p,
+void grpc_call_request_bytes(const struct grpc_call *call,
+                             const uint8_t **p,
                              size_t *len)
 {
     *p = call->req_raw;
@@ -267,8 +268,7 @@ void *grpc_call_data(const struct grpc_call *call)
     return call->data;
 }
 
-void grpc_call_on_cancel(struct grpc_call *call, grpc_cancel_cb cb,
-                         void *data)
+void grpc_call_on_cancel(struct grpc_call *call, grpc_cancel_cb cb, void *data)
 {
     call->cancel_cb = cb;
     call->cancel_data = data;
@@ -407,8 +407,7 @@ static void percent_encode(const char *in, char *out, size_t size)
 {
     static const char hex[] = "0123456789ABCDEF";
     size_t k = 0;
-    for (const unsigned char *p = (const unsigned char *)in; *p != '\0';
-         p++) {
+    for (const unsigned char *p = (const unsigned char *)in; *p != '\0'; p++) {
         if (*p >= 0x20 && *p <= 0x7e && *p != '%') {
             if (k + 1 >= size) {
                 break;
@@ -580,8 +579,7 @@ static int finish(struct grpc_call *call, int code, const char *msg)
     return rv;
 }
 
-int grpc_call_fail_status(struct grpc_call *call, int code,
-                          const char *message)
+int grpc_call_fail_status(struct grpc_call *call, int code, const char *message)
 {
     return finish(call, code, message);
 }
@@ -640,9 +638,9 @@ static void deliver_message(struct grpc_call *call)
         return; /* grpc-go reads one request message and ignores the rest */
     }
     if (m->request != NULL) {
-        msg = protobuf_c_message_unpack(m->request, &a->pb, call->msg_len,
-                                        call->msg != NULL ? call->msg
-                                                          : (uint8_t *)"");
+        msg = protobuf_c_message_unpack(
+            m->request, &a->pb, call->msg_len,
+            call->msg != NULL ? call->msg : (uint8_t *)"");
         if (msg == NULL) {
             snprintf(err, sizeof err,
                      "grpc: error unmarshalling request: proto: cannot parse "
@@ -688,15 +686,14 @@ static void begin_message(struct grpc_call *call)
         return;
     }
     if (flag != 0) {
-        snprintf(err, sizeof err,
-                 "grpc: received unexpected payload format %u", flag);
+        snprintf(err, sizeof err, "grpc: received unexpected payload format %u",
+                 flag);
         fail_call(call, KEEL_GRPC_INTERNAL, err);
         return;
     }
     if (len > lim->max_recv_bytes) {
         snprintf(err, sizeof err,
-                 "grpc: received message larger than max (%" PRIu32
-                 " vs. %zu)",
+                 "grpc: received message larger than max (%" PRIu32 " vs. %zu)",
                  len, lim->max_recv_bytes);
         fail_call(call, KEEL_GRPC_RESOURCE_EXHAUSTED, err);
         return;
@@ -855,26 +852,28 @@ static int64_t parse_timeout(const char *v)
         n = n * 10 + (uint64_t)(v[i] - '0');
     }
     switch (v[len - 1]) {
-    case 'H':
-        return (int64_t)(n * 3600000u);
-    case 'M':
-        return (int64_t)(n * 60000u);
-    case 'S':
-        return (int64_t)(n * 1000u);
-    case 'm':
-        return (int64_t)n;
-    case 'u':
-        return (int64_t)((n + 999u) / 1000u);
-    case 'n':
-        return (int64_t)((n + 999999u) / 1000000u);
-    default:
-        return -1;
+        case 'H':
+            return (int64_t)(n * 3600000u);
+        case 'M':
+            return (int64_t)(n * 60000u);
+        case 'S':
+            return (int64_t)(n * 1000u);
+        case 'm':
+            return (int64_t)n;
+        case 'u':
+            return (int64_t)((n + 999u) / 1000u);
+        case 'n':
+            return (int64_t)((n + 999999u) / 1000000u);
+        default:
+            return -1;
     }
 }
 
 /* grpc-go's "unknown service" / "unknown method" / "malformed" text. */
-static void unknown_method(const struct grpc_server *srv, const char *path,
-                           char *buf, size_t size)
+static void unknown_method(const struct grpc_server *srv,
+                           const char *path,
+                           char *buf,
+                           size_t size)
 {
     const char *slash = path[0] == '/' ? strrchr(path, '/') : NULL;
     const struct method_entry *e;
@@ -887,16 +886,18 @@ static void unknown_method(const struct grpc_server *srv, const char *path,
     slen = (size_t)(slash - path);
     for (e = srv != NULL ? srv->methods : NULL; e != NULL; e = e->next) {
         if (e->service_len == slen && strncmp(e->path, path, slen) == 0) {
-            snprintf(buf, size, "unknown method %s for service %.*s",
-                     slash + 1, (int)slen - 1, path + 1);
+            snprintf(buf, size, "unknown method %s for service %.*s", slash + 1,
+                     (int)slen - 1, path + 1);
             return;
         }
     }
     snprintf(buf, size, "unknown service %.*s", (int)slen - 1, path + 1);
 }
 
-void grpc__stream_begin(struct grpc_server *srv, struct http2_stream *st,
-                        const struct router_header *headers, size_t n)
+void grpc__stream_begin(struct grpc_server *srv,
+                        struct http2_stream *st,
+                        const struct router_header *headers,
+                        size_t n)
 {
     struct grpc_call *call = calloc(1, sizeof *call);
     const struct method_entry *e;
@@ -940,10 +941,10 @@ void grpc__stream_begin(struct grpc_server *srv, struct http2_stream *st,
         if (name[0] == ':') {
             continue;
         }
-        call->hdrs[k].name = keel_arena_dup(&call->arena, name,
-                                            strlen(name) + 1);
-        call->hdrs[k].value = keel_arena_dup(&call->arena, value,
-                                             strlen(value) + 1);
+        call->hdrs[k].name =
+            keel_arena_dup(&call->arena, name, strlen(name) + 1);
+        call->hdrs[k].value =
+            keel_arena_dup(&call->arena, value, strlen(value) + 1);
         if (call->hdrs[k].name == NULL || call->hdrs[k].value == NULL) {
             goto nomem;
         }

@@ -50,13 +50,16 @@ enum grpc_kind {
  * grpc_call_request_bytes()). CLIENT_STREAM and BIDI: req is NULL, messages
  * follow through on_message. */
 typedef void (*grpc_start_cb)(struct grpc_call *call,
-                              const ProtobufCMessage *req, void *data);
+                              const ProtobufCMessage *req,
+                              void *data);
 /* One inbound message of a CLIENT_STREAM/BIDI call, valid only during the
  * callback (its arena is reset afterwards; copy what you keep). raw/len is
  * the undecoded message; msg is NULL without a descriptor. */
 typedef void (*grpc_message_cb)(struct grpc_call *call,
                                 const ProtobufCMessage *msg,
-                                const uint8_t *raw, size_t len, void *data);
+                                const uint8_t *raw,
+                                size_t len,
+                                void *data);
 /* The client finished sending (CLIENT_STREAM/BIDI). */
 typedef void (*grpc_half_close_cb)(struct grpc_call *call, void *data);
 /* The call is over before the handler finished it: the client cancelled or
@@ -77,11 +80,11 @@ struct grpc_method
     enum grpc_kind kind;
     /* Request type; NULL to receive raw bytes. */
     const ProtobufCMessageDescriptor *request;
-    grpc_start_cb start;          /* required */
-    grpc_message_cb on_message;   /* CLIENT_STREAM/BIDI */
+    grpc_start_cb start;              /* required */
+    grpc_message_cb on_message;       /* CLIENT_STREAM/BIDI */
     grpc_half_close_cb on_half_close; /* optional */
-    grpc_cancel_cb on_cancel;     /* optional; grpc_call_on_cancel() too */
-    void *data;                   /* passed to every callback */
+    grpc_cancel_cb on_cancel;         /* optional; grpc_call_on_cancel() too */
+    void *data;                       /* passed to every callback */
 };
 
 /* Registry. */
@@ -112,12 +115,14 @@ struct grpc_method_stats
 /* cb for every registered method: service ("etcdserverpb.KV"), method
  * ("Range"), type ("unary", "client_stream", "server_stream",
  * "bidi_stream"), counters. */
-typedef void (*grpc_method_visit_cb)(const char *service, const char *method,
+typedef void (*grpc_method_visit_cb)(const char *service,
+                                     const char *method,
                                      const char *type,
                                      const struct grpc_method_stats *stats,
                                      void *data);
 void grpc_server_visit_methods(const struct grpc_server *srv,
-                               grpc_method_visit_cb cb, void *data);
+                               grpc_method_visit_cb cb,
+                               void *data);
 
 /* Message bytes (with their 5-byte prefix) received and sent on all calls:
  * etcd_network_client_grpc_received_bytes_total / _sent_bytes_total. */
@@ -146,7 +151,8 @@ const char *grpc_call_peer_cn(const struct grpc_call *call);
 
 /* The raw request bytes of a UNARY/SERVER_STREAM call (also with a
  * descriptor). */
-void grpc_call_request_bytes(const struct grpc_call *call, const uint8_t **p,
+void grpc_call_request_bytes(const struct grpc_call *call,
+                             const uint8_t **p,
                              size_t *len);
 
 /* Handler data attached to the call. */
@@ -154,8 +160,7 @@ void grpc_call_set_data(struct grpc_call *call, void *data);
 void *grpc_call_data(const struct grpc_call *call);
 
 /* Replace the method's cancel callback for this call. */
-void grpc_call_on_cancel(struct grpc_call *call, grpc_cancel_cb cb,
-                         void *data);
+void grpc_call_on_cancel(struct grpc_call *call, grpc_cancel_cb cb, void *data);
 /* Call cb whenever the call's outbound queue has been handed to HTTP/2
  * framing completely after a send had queued data (flow control permitting:
  * a client that does not read never drains). */
@@ -187,14 +192,17 @@ int grpc_call_reply(struct grpc_call *call, const ProtobufCMessage *msg);
 int grpc_call_finish(struct grpc_call *call, int rv);
 #define grpc_call_fail(call, rv) grpc_call_finish((call), (rv))
 /* Finish with an explicit status code and message (message may be NULL). */
-int grpc_call_fail_status(struct grpc_call *call, int code,
+int grpc_call_fail_status(struct grpc_call *call,
+                          int code,
                           const char *message);
 
 /* Used by http2.c: a new HTTP/2 stream with content-type application/grpc.
  * See grpc.c. */
 struct http2_stream;
 struct router_header;
-void grpc__stream_begin(struct grpc_server *srv, struct http2_stream *st,
-                        const struct router_header *headers, size_t n);
+void grpc__stream_begin(struct grpc_server *srv,
+                        struct http2_stream *st,
+                        const struct router_header *headers,
+                        size_t n);
 
 #endif /* KEEL_GRPC_H */

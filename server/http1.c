@@ -52,8 +52,8 @@ struct http1
     int started;            /* response head written */
     int chunked;            /* streamed response */
     int keep_alive;
-    int reject;             /* status to answer instead of dispatching */
-    int head;               /* HEAD request: no body in the response */
+    int reject; /* status to answer instead of dispatching */
+    int head;   /* HEAD request: no body in the response */
     int paused;
     uint8_t *pending; /* input after the paused message */
     size_t pending_len;
@@ -102,25 +102,44 @@ static struct http1 *from_parser(llhttp_t *p)
 static const char *reason(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 301: return "Moved Permanently";
-    case 307: return "Temporary Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 412: return "Precondition Failed";
-    case 413: return "Request Entity Too Large";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    default: return "Status";
+        case 200:
+            return "OK";
+        case 201:
+            return "Created";
+        case 204:
+            return "No Content";
+        case 301:
+            return "Moved Permanently";
+        case 307:
+            return "Temporary Redirect";
+        case 400:
+            return "Bad Request";
+        case 401:
+            return "Unauthorized";
+        case 403:
+            return "Forbidden";
+        case 404:
+            return "Not Found";
+        case 405:
+            return "Method Not Allowed";
+        case 409:
+            return "Conflict";
+        case 412:
+            return "Precondition Failed";
+        case 413:
+            return "Request Entity Too Large";
+        case 429:
+            return "Too Many Requests";
+        case 431:
+            return "Request Header Fields Too Large";
+        case 500:
+            return "Internal Server Error";
+        case 501:
+            return "Not Implemented";
+        case 503:
+            return "Service Unavailable";
+        default:
+            return "Status";
     }
 }
 
@@ -137,8 +156,11 @@ static int write_copy(struct http1 *h, const void *p, size_t n)
 
 /* ---- router transport ------------------------------------------------- */
 
-static int t_start(void *tp, int status, const struct router_header *headers,
-                   size_t n, long long content_length)
+static int t_start(void *tp,
+                   int status,
+                   const struct router_header *headers,
+                   size_t n,
+                   long long content_length)
 {
     struct http1 *h = tp;
     struct sbuf b = {0};
@@ -154,8 +176,7 @@ static int t_start(void *tp, int status, const struct router_header *headers,
         rv |= sbuf_add(&b, "\r\n", 2);
     }
     if (content_length >= 0) {
-        snprintf(line, sizeof line, "Content-Length: %lld\r\n",
-                 content_length);
+        snprintf(line, sizeof line, "Content-Length: %lld\r\n", content_length);
         h->chunked = 0;
     } else {
         snprintf(line, sizeof line, "Transfer-Encoding: chunked\r\n");
@@ -363,10 +384,10 @@ static int on_headers_complete(llhttp_t *p)
         return -1;
     }
     for (size_t i = 0; i < h->n_hdrs; i++) {
-        hv[i].name = arena_str(&req->arena, h->hdrs[i].name,
-                               strlen(h->hdrs[i].name));
-        hv[i].value = arena_str(&req->arena, h->hdrs[i].value,
-                                strlen(h->hdrs[i].value));
+        hv[i].name =
+            arena_str(&req->arena, h->hdrs[i].name, strlen(h->hdrs[i].name));
+        hv[i].value =
+            arena_str(&req->arena, h->hdrs[i].value, strlen(h->hdrs[i].value));
         if (hv[i].name == NULL || hv[i].value == NULL) {
             return -1;
         }

@@ -14,7 +14,8 @@
  *
  *   HEADERS ──dispatch──▶ OPEN ──respond()──▶ RESPONDING ──end()──▶ ENDED
  *                           │                      │                  │
- *                           └──────────────────────┴── RST / close ───┴─▶ closed()
+ *                           └──────────────────────┴── RST / close ───┴─▶
+ * closed()
  *
  * Suspended in: the data provider (NGHTTP2_ERR_DEFERRED while the queue is
  * empty and the response not ended), flow control (nghttp2 stops asking the
@@ -87,11 +88,11 @@ struct http2_stream
     int remote_ended;
     size_t held; /* body bytes delivered and not yet released (consume) */
     /* Response. */
-    int responded;   /* head submitted */
-    int has_body;    /* a data provider is attached */
-    int ended;       /* http2__stream_end() called */
-    int deferred;    /* data provider returned NGHTTP2_ERR_DEFERRED */
-    int had_data;    /* for drained() */
+    int responded; /* head submitted */
+    int has_body;  /* a data provider is attached */
+    int ended;     /* http2__stream_end() called */
+    int deferred;  /* data provider returned NGHTTP2_ERR_DEFERRED */
+    int had_data;  /* for drained() */
     struct chunk *qhead, *qtail;
     size_t queued;
     nghttp2_nv *trailers;
@@ -107,7 +108,7 @@ struct http2
     int in_session;
     int want_flush;
     int dead;
-    int shutting_down; /* GOAWAY sent: close when the last stream ends */
+    int shutting_down;     /* GOAWAY sent: close when the last stream ends */
     uint64_t last_recv;    /* uv_now() of the last input */
     uint64_t ping_sent_at; /* keepalive PING outstanding since, or 0 */
     uint8_t *out;
@@ -188,8 +189,11 @@ static void stream_close(struct http2_stream *st, uint32_t error_code)
     free(st);
 }
 
-static int add_header(struct http2_stream *st, const uint8_t *name,
-                      size_t namelen, const uint8_t *value, size_t valuelen)
+static int add_header(struct http2_stream *st,
+                      const uint8_t *name,
+                      size_t namelen,
+                      const uint8_t *value,
+                      size_t valuelen)
 {
     char *block;
     if (st->n_hdrs == st->cap_hdrs) {
@@ -215,8 +219,7 @@ static int add_header(struct http2_stream *st, const uint8_t *name,
     return 0;
 }
 
-static const char *find_header(const struct http2_stream *st,
-                               const char *name)
+static const char *find_header(const struct http2_stream *st, const char *name)
 {
     for (size_t i = 0; i < st->n_hdrs; i++) {
         if (strcmp(st->hdrs[i].name, name) == 0) {
@@ -240,8 +243,11 @@ struct h2_rreq
     int dispatched;
 };
 
-static int rt_start(void *tp, int status, const struct router_header *headers,
-                    size_t n, long long content_length)
+static int rt_start(void *tp,
+                    int status,
+                    const struct router_header *headers,
+                    size_t n,
+                    long long content_length)
 {
     struct h2_rreq *rr = tp;
     struct router_header hv[40];
@@ -378,7 +384,10 @@ static void rr_closed(void *u, uint32_t error_code)
 }
 
 static const struct http2_stream_handler h2_router_handler = {
-    rr_data, rr_end, NULL, rr_closed,
+    rr_data,
+    rr_end,
+    NULL,
+    rr_closed,
 };
 
 /* Copy the request into a router_req and wait for its body. */
@@ -455,7 +464,8 @@ err:
 
 /* ---- nghttp2 callbacks ------------------------------------------------ */
 
-static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame,
+static int on_begin_headers(nghttp2_session *s,
+                            const nghttp2_frame *frame,
                             void *ud)
 {
     struct http2 *h2 = ud;
@@ -472,9 +482,13 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame,
     return 0;
 }
 
-static int on_header(nghttp2_session *s, const nghttp2_frame *frame,
-                     const uint8_t *name, size_t namelen,
-                     const uint8_t *value, size_t valuelen, uint8_t flags,
+static int on_header(nghttp2_session *s,
+                     const nghttp2_frame *frame,
+                     const uint8_t *name,
+                     size_t namelen,
+                     const uint8_t *value,
+                     size_t valuelen,
+                     uint8_t flags,
                      void *ud)
 {
     struct http2_stream *st;
@@ -507,7 +521,8 @@ static void dispatch(struct http2 *h2, struct http2_stream *st)
     int rv = 0;
 
     st->dispatched = 1;
-    if (find_header(st, ":path") == NULL || find_header(st, ":method") == NULL) {
+    if (find_header(st, ":path") == NULL ||
+        find_header(st, ":method") == NULL) {
         http2__stream_reset(st, NGHTTP2_PROTOCOL_ERROR);
         free_headers(st);
         return;
@@ -538,7 +553,8 @@ static void dispatch(struct http2 *h2, struct http2_stream *st)
     free_headers(st);
 }
 
-static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame,
+static int on_frame_recv(nghttp2_session *s,
+                         const nghttp2_frame *frame,
                          void *ud)
 {
     struct http2 *h2 = ud;
@@ -564,9 +580,12 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame,
     return 0;
 }
 
-static int on_data_chunk_recv(nghttp2_session *s, uint8_t flags,
-                              int32_t stream_id, const uint8_t *data,
-                              size_t len, void *ud)
+static int on_data_chunk_recv(nghttp2_session *s,
+                              uint8_t flags,
+                              int32_t stream_id,
+                              const uint8_t *data,
+                              size_t len,
+                              void *ud)
 {
     struct http2_stream *st;
     (void)flags;
@@ -586,8 +605,10 @@ static int on_data_chunk_recv(nghttp2_session *s, uint8_t flags,
     return 0;
 }
 
-static int on_stream_close(nghttp2_session *s, int32_t stream_id,
-                           uint32_t error_code, void *ud)
+static int on_stream_close(nghttp2_session *s,
+                           int32_t stream_id,
+                           uint32_t error_code,
+                           void *ud)
 {
     struct http2_stream *st;
     (void)ud;
@@ -599,7 +620,8 @@ static int on_stream_close(nghttp2_session *s, int32_t stream_id,
     return 0;
 }
 
-static int on_frame_send(nghttp2_session *s, const nghttp2_frame *frame,
+static int on_frame_send(nghttp2_session *s,
+                         const nghttp2_frame *frame,
                          void *ud)
 {
     struct http2_stream *st;
@@ -618,9 +640,13 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *frame,
     return 0;
 }
 
-static ssize_t data_read(nghttp2_session *s, int32_t stream_id, uint8_t *buf,
-                         size_t length, uint32_t *flags,
-                         nghttp2_data_source *source, void *ud)
+static ssize_t data_read(nghttp2_session *s,
+                         int32_t stream_id,
+                         uint8_t *buf,
+                         size_t length,
+                         uint32_t *flags,
+                         nghttp2_data_source *source,
+                         void *ud)
 {
     struct http2_stream *st = source->ptr;
     struct http2 *h2 = ud;
@@ -696,7 +722,8 @@ size_t http2__stream_held(const struct http2_stream *st)
 }
 
 void http2__stream_set_handler(struct http2_stream *st,
-                               const struct http2_stream_handler *h, void *u)
+                               const struct http2_stream_handler *h,
+                               void *u)
 {
     st->h = h;
     st->u = u;
@@ -711,7 +738,6 @@ size_t http2__stream_buffered(const struct http2_stream *st)
 {
     return st->queued;
 }
-
 
 static nghttp2_nv *make_nv(const struct router_header *headers, size_t n)
 {
@@ -730,7 +756,8 @@ static nghttp2_nv *make_nv(const struct router_header *headers, size_t n)
 }
 
 int http2__stream_respond(struct http2_stream *st,
-                          const struct router_header *headers, size_t n,
+                          const struct router_header *headers,
+                          size_t n,
                           int end_stream)
 {
     struct http2 *h2 = st->h2;
@@ -748,8 +775,8 @@ int http2__stream_respond(struct http2_stream *st,
     }
     prd.source.ptr = st;
     prd.read_callback = data_read;
-    rv = nghttp2_submit_response(h2->s, st->id, nv, n,
-                                 end_stream ? NULL : &prd);
+    rv =
+        nghttp2_submit_response(h2->s, st->id, nv, n, end_stream ? NULL : &prd);
     free(nv);
     if (rv != 0) {
         return KEEL_ECANCELED;
@@ -821,7 +848,8 @@ int http2__stream_write(struct http2_stream *st, const void *p, size_t n)
 }
 
 int http2__stream_end(struct http2_stream *st,
-                      const struct router_header *trailers, size_t n)
+                      const struct router_header *trailers,
+                      size_t n)
 {
     struct http2 *h2 = st->h2;
 
@@ -943,11 +971,10 @@ static void flush(struct http2 *h2)
     } while (h2->want_flush && !conn_is_closing(h2->c) &&
              conn_out_bytes(h2->c) < lim->out_high_water);
     h2->in_session = 0;
-    if (!conn_is_closing(h2->c) &&
-        ((!nghttp2_session_want_read(h2->s) &&
-          !nghttp2_session_want_write(h2->s)) ||
-         (h2->shutting_down && h2->streams == NULL &&
-          !nghttp2_session_want_write(h2->s)))) {
+    if (!conn_is_closing(h2->c) && ((!nghttp2_session_want_read(h2->s) &&
+                                     !nghttp2_session_want_write(h2->s)) ||
+                                    (h2->shutting_down && h2->streams == NULL &&
+                                     !nghttp2_session_want_write(h2->s)))) {
         /* GOAWAY exchanged (or sent by our shutdown) and every stream
          * done. */
         conn_close(h2->c, 1);
@@ -1029,8 +1056,8 @@ static void h2_timeout(void *p)
         return;
     }
     if (idle >= lim->keepalive_time_ms) {
-        static const uint8_t payload[8] = {'k', 'e', 'e', 'l', 'p', 'i',
-                                           'n', 'g'};
+        static const uint8_t payload[8] = {'k', 'e', 'e', 'l',
+                                           'p', 'i', 'n', 'g'};
         nghttp2_submit_ping(h2->s, NGHTTP2_FLAG_NONE, payload);
         h2->ping_sent_at = now;
         flush(h2);
@@ -1062,13 +1089,13 @@ int http2__attach(struct conn *c, const struct conn_proto **ops, void **state)
         goto err;
     }
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs,
-                                                           on_begin_headers);
+                                                            on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(
         cbs, on_data_chunk_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs,
-                                                          on_stream_close);
+                                                           on_stream_close);
     nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
     nghttp2_option_set_max_send_header_block_length(opt, H2_MAX_HEADER_LIST);
     /* nghttp2's HTTP checks reject an :authority that is a unix socket

@@ -42,13 +42,15 @@ struct http2_stream_handler
 int http2__attach(struct conn *c, const struct conn_proto **ops, void **state);
 
 void http2__stream_set_handler(struct http2_stream *st,
-                               const struct http2_stream_handler *h, void *u);
+                               const struct http2_stream_handler *h,
+                               void *u);
 
 /* Response head. headers[] are (name, value) pairs, names lower case.
  * end_stream: no body and no trailers follow (a "trailers-only" gRPC
  * answer, a bodiless HTTP answer). Returns 0 or a negative code. */
 int http2__stream_respond(struct http2_stream *st,
-                          const struct router_header *headers, size_t n,
+                          const struct router_header *headers,
+                          size_t n,
                           int end_stream);
 
 /* Append n body bytes to the stream's queue and return where to write them
@@ -65,7 +67,8 @@ int http2__stream_write(struct http2_stream *st, const void *p, size_t n);
  * end the stream. If the client is still sending, its side is reset with
  * NO_ERROR once our side ended (RFC 9113 §8.1). */
 int http2__stream_end(struct http2_stream *st,
-                      const struct router_header *trailers, size_t n);
+                      const struct router_header *trailers,
+                      size_t n);
 
 /* Release n body bytes the receiver was holding (delivered through
  * data()): they leave the flow-control windows so the client may send

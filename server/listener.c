@@ -15,14 +15,14 @@
  */
 #include "listener.h"
 
-#include <assert.h>
 #include <arpa/inet.h>
+#include <assert.h>
+#include <errno.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <errno.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -102,7 +102,8 @@ static void on_drain_timeout(uv_timer_t *t)
     conn__close_all(l);
 }
 
-void listener_shutdown(struct listener *l, uint64_t timeout_ms,
+void listener_shutdown(struct listener *l,
+                       uint64_t timeout_ms,
                        listener_close_cb cb)
 {
     assert(!l->closing);
@@ -122,8 +123,12 @@ void listener_shutdown(struct listener *l, uint64_t timeout_ms,
 }
 
 /* Split "host:port" / "[v6]:port" into host and port. */
-static int split_host_port(struct listener *l, const char *hp, char *host,
-                           size_t host_size, char *port, size_t port_size)
+static int split_host_port(struct listener *l,
+                           const char *hp,
+                           char *host,
+                           size_t host_size,
+                           char *port,
+                           size_t port_size)
 {
     const char *colon;
     const char *h = hp;
@@ -158,8 +163,8 @@ static int split_host_port(struct listener *l, const char *hp, char *host,
     }
     return 0;
 err:
-    snprintf(l->errmsg, sizeof l->errmsg,
-             "listen address %s: want host:port", hp);
+    snprintf(l->errmsg, sizeof l->errmsg, "listen address %s: want host:port",
+             hp);
     return KEEL_EINVAL;
 }
 
@@ -275,20 +280,26 @@ static int bind_unix(struct listener *l, const char *path)
     return 0;
 }
 
-int listener_init(struct listener *l, uv_loop_t *loop, const char *url,
-                  struct grpc_server *grpc, struct router *router,
+int listener_init(struct listener *l,
+                  uv_loop_t *loop,
+                  const char *url,
+                  struct grpc_server *grpc,
+                  struct router *router,
                   const struct conn_limits *limits)
 {
     return listener_init_tls(l, loop, url, grpc, router, limits, NULL);
 }
 
-int listener_init_tls(struct listener *l, uv_loop_t *loop, const char *url,
-                      struct grpc_server *grpc, struct router *router,
+int listener_init_tls(struct listener *l,
+                      uv_loop_t *loop,
+                      const char *url,
+                      struct grpc_server *grpc,
+                      struct router *router,
                       const struct conn_limits *limits,
                       const struct tls_config *tls)
 {
-    int secure = strncmp(url, "https://", 8) == 0 ||
-                 strncmp(url, "unixs://", 8) == 0;
+    int secure =
+        strncmp(url, "https://", 8) == 0 || strncmp(url, "unixs://", 8) == 0;
     int rv;
 
     /* A write to a socket the client already reset raises SIGPIPE, which

@@ -30,25 +30,26 @@ struct listener
     struct grpc_server *grpc; /* borrowed; may be NULL (no gRPC) */
     struct router *router;    /* borrowed; may be NULL (all 404) */
     struct conn_limits limits;
-    union {
+    union
+    {
         uv_handle_t handle;
         uv_stream_t stream;
         uv_tcp_t tcp;
         uv_pipe_t pipe;
     } u;
     int is_unix;
-    int port;              /* bound TCP port (after :0), 0 for unix */
-    char path[108];        /* unix socket path */
-    struct conn *conns;    /* live connections (doubly linked) */
-    size_t n_conns;        /* live connections */
-    size_t n_accepted;     /* connections accepted since start */
-    int closing;       /* listener_close() or listener_shutdown() called */
-    int forced;        /* connections are being closed without grace */
+    int port;           /* bound TCP port (after :0), 0 for unix */
+    char path[108];     /* unix socket path */
+    struct conn *conns; /* live connections (doubly linked) */
+    size_t n_conns;     /* live connections */
+    size_t n_accepted;  /* connections accepted since start */
+    int closing;        /* listener_close() or listener_shutdown() called */
+    int forced;         /* connections are being closed without grace */
     int handle_closed;
     uv_timer_t *drain_timer; /* listener_shutdown() deadline */
     listener_close_cb close_cb;
-    void *data; /* for the caller */
-    char *rbuf; /* read buffer lent to the connection being read */
+    void *data;          /* for the caller */
+    char *rbuf;          /* read buffer lent to the connection being read */
     struct tls_ctx *tls; /* https:// and unixs:// listeners */
     char errmsg[256];
 };
@@ -63,15 +64,21 @@ struct listener
  * KEEL_EINVAL. Returns 0 or a negative code with l->errmsg filled in; on
  * error nothing is left open and l may be reused. Sets SIGPIPE to ignored
  * for the process (a reset client must not kill the server). */
-int listener_init(struct listener *l, uv_loop_t *loop, const char *url,
-                  struct grpc_server *grpc, struct router *router,
+int listener_init(struct listener *l,
+                  uv_loop_t *loop,
+                  const char *url,
+                  struct grpc_server *grpc,
+                  struct router *router,
                   const struct conn_limits *limits);
 
 /* Same, with TLS for https:// and unixs:// URLs (tls is read during the
  * call: certificates are loaded now). For http:// and unix:// URLs tls is
  * ignored, as etcd serves those in plaintext whatever the cert flags. */
-int listener_init_tls(struct listener *l, uv_loop_t *loop, const char *url,
-                      struct grpc_server *grpc, struct router *router,
+int listener_init_tls(struct listener *l,
+                      uv_loop_t *loop,
+                      const char *url,
+                      struct grpc_server *grpc,
+                      struct router *router,
                       const struct conn_limits *limits,
                       const struct tls_config *tls);
 
@@ -88,7 +95,8 @@ void listener_close(struct listener *l, listener_close_cb cb);
  * cancelled). cb (may be NULL) runs when everything is closed and freed.
  * Long-lived streams (Watch) never finish by themselves, so the timeout
  * is what ends them; etcd bounds its GracefulStop the same way. */
-void listener_shutdown(struct listener *l, uint64_t timeout_ms,
+void listener_shutdown(struct listener *l,
+                       uint64_t timeout_ms,
                        listener_close_cb cb);
 
 /* Used by conn.c: a connection of l was freed. */

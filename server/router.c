@@ -60,8 +60,11 @@ void router_free(struct router *r)
     free(r);
 }
 
-int router_add(struct router *r, const char *method, const char *prefix,
-               router_handler_cb cb, void *data)
+int router_add(struct router *r,
+               const char *method,
+               const char *prefix,
+               router_handler_cb cb,
+               void *data)
 {
     size_t len = strlen(prefix);
     struct route *e = malloc(sizeof *e + len + 1);
@@ -97,8 +100,7 @@ static int route_matches(const struct route *e, const struct router_req *req)
     }
     /* "/v3/" also matches "/v3". */
     return e->prefix_len > 1 && e->prefix[e->prefix_len - 1] == '/' &&
-           plen == e->prefix_len - 1 &&
-           memcmp(req->path, e->prefix, plen) == 0;
+           plen == e->prefix_len - 1 && memcmp(req->path, e->prefix, plen) == 0;
 }
 
 const char *router_req_header(const struct router_req *req, const char *name)
@@ -116,7 +118,8 @@ int router_req_alive(const struct router_req *req)
     return req->tp_state != NULL;
 }
 
-void router_req_on_cancel(struct router_req *req, router_cancel_cb cb,
+void router_req_on_cancel(struct router_req *req,
+                          router_cancel_cb cb,
                           void *data)
 {
     req->cancel_cb = cb;
@@ -167,8 +170,11 @@ void router__req_detach(struct router_req *req)
     }
 }
 
-int router_start(struct router_req *req, int status, const char *content_type,
-                 const struct router_header *extra, size_t n_extra)
+int router_start(struct router_req *req,
+                 int status,
+                 const char *content_type,
+                 const struct router_header *extra,
+                 size_t n_extra)
 {
     struct router_header h[32];
     size_t n = 0;
@@ -210,8 +216,11 @@ int router_end(struct router_req *req)
     return rv;
 }
 
-int router_respond(struct router_req *req, int status,
-                   const char *content_type, const void *body, size_t len)
+int router_respond(struct router_req *req,
+                   int status,
+                   const char *content_type,
+                   const void *body,
+                   size_t len)
 {
     struct router_header h[1];
     size_t n = 0;
@@ -235,8 +244,10 @@ int router_respond(struct router_req *req, int status,
     return rv;
 }
 
-void router__dispatch(struct router *r, struct router_req *req,
-                      const struct router_transport *tp, void *tp_state)
+void router__dispatch(struct router *r,
+                      struct router_req *req,
+                      const struct router_transport *tp,
+                      void *tp_state)
 {
     static const char not_found[] = "404 page not found\n";
     const struct route *best = NULL;
@@ -251,8 +262,8 @@ void router__dispatch(struct router *r, struct router_req *req,
         }
     }
     if (best == NULL) {
-        (void)router_respond(req, 404, "text/plain; charset=utf-8",
-                             not_found, sizeof not_found - 1);
+        (void)router_respond(req, 404, "text/plain; charset=utf-8", not_found,
+                             sizeof not_found - 1);
         return;
     }
     best->cb(req, best->data);

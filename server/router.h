@@ -40,8 +40,11 @@ struct router_transport
 {
     /* Response head. content_length < 0 means streamed (chunked on
      * HTTP/1.1). */
-    int (*start)(void *tp, int status, const struct router_header *headers,
-                 size_t n_headers, long long content_length);
+    int (*start)(void *tp,
+                 int status,
+                 const struct router_header *headers,
+                 size_t n_headers,
+                 long long content_length);
     int (*write)(void *tp, const void *buf, size_t len);
     int (*end)(void *tp);
     /* Bytes queued and not yet handed to the socket. */
@@ -62,9 +65,9 @@ struct router_req
     size_t n_headers;
     const uint8_t *body;
     size_t body_len;
-    int http2;             /* arrived over HTTP/2 */
+    int http2;               /* arrived over HTTP/2 */
     struct keel_arena arena; /* request memory; handlers may allocate here */
-    void *data;            /* for the handler */
+    void *data;              /* for the handler */
 
     /* Private to router.c and the transports. */
     const struct router_transport *tp;
@@ -83,8 +86,11 @@ void router_free(struct router *r);
  * or any method when method is NULL) to cb. The longest matching prefix
  * wins; a prefix ending in '/' also matches the path without that slash
  * ("/v3/" matches "/v3"). Strings are copied. Returns 0 or KEEL_ENOMEM. */
-int router_add(struct router *r, const char *method, const char *prefix,
-               router_handler_cb cb, void *data);
+int router_add(struct router *r,
+               const char *method,
+               const char *prefix,
+               router_handler_cb cb,
+               void *data);
 
 /* Value of request header name (lower case), NULL if absent. */
 const char *router_req_header(const struct router_req *req, const char *name);
@@ -93,19 +99,26 @@ const char *router_req_header(const struct router_req *req, const char *name);
 int router_req_alive(const struct router_req *req);
 
 /* Call cb when the client goes away before the request finishes. */
-void router_req_on_cancel(struct router_req *req, router_cancel_cb cb,
+void router_req_on_cancel(struct router_req *req,
+                          router_cancel_cb cb,
                           void *data);
 
 /* Whole response in one call; finishes the request. content_type may be
  * NULL. Returns 0 or KEEL_ECANCELED (client gone; the request is finished
  * anyway). */
-int router_respond(struct router_req *req, int status,
-                   const char *content_type, const void *body, size_t len);
+int router_respond(struct router_req *req,
+                   int status,
+                   const char *content_type,
+                   const void *body,
+                   size_t len);
 
 /* Streamed response: head, body pieces, end (which finishes the request).
  * extra headers may be NULL. */
-int router_start(struct router_req *req, int status, const char *content_type,
-                 const struct router_header *extra, size_t n_extra);
+int router_start(struct router_req *req,
+                 int status,
+                 const char *content_type,
+                 const struct router_header *extra,
+                 size_t n_extra);
 int router_write(struct router_req *req, const void *buf, size_t len);
 int router_end(struct router_req *req);
 
@@ -119,8 +132,10 @@ size_t router_req_buffered(const struct router_req *req);
  * it. */
 struct router_req *router__req_new(void);
 void router__req_free(struct router_req *req);
-void router__dispatch(struct router *r, struct router_req *req,
-                      const struct router_transport *tp, void *tp_state);
+void router__dispatch(struct router *r,
+                      struct router_req *req,
+                      const struct router_transport *tp,
+                      void *tp_state);
 void router__req_detach(struct router_req *req);
 
 #endif /* KEEL_ROUTER_H */

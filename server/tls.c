@@ -42,7 +42,9 @@ struct tls_conn
     int cn_done;
 };
 
-static void ssl_err(char *errmsg, size_t errlen, const char *what,
+static void ssl_err(char *errmsg,
+                    size_t errlen,
+                    const char *what,
                     const char *file)
 {
     unsigned long e = ERR_get_error();
@@ -54,24 +56,29 @@ static void ssl_err(char *errmsg, size_t errlen, const char *what,
 }
 
 /* Prefer h2, accept http/1.1; no overlap is not an error (HTTP/1.1 then). */
-static int select_alpn(SSL *ssl, const unsigned char **out,
-                       unsigned char *outlen, const unsigned char *in,
-                       unsigned int inlen, void *arg)
+static int select_alpn(SSL *ssl,
+                       const unsigned char **out,
+                       unsigned char *outlen,
+                       const unsigned char *in,
+                       unsigned int inlen,
+                       void *arg)
 {
     static const unsigned char ours[] = "\x02h2\x08http/1.1";
     unsigned char *sel;
     (void)ssl;
     (void)arg;
-    if (SSL_select_next_proto(&sel, outlen, ours, sizeof ours - 1, in,
-                              inlen) != OPENSSL_NPN_NEGOTIATED) {
+    if (SSL_select_next_proto(&sel, outlen, ours, sizeof ours - 1, in, inlen) !=
+        OPENSSL_NPN_NEGOTIATED) {
         return SSL_TLSEXT_ERR_NOACK;
     }
     *out = sel;
     return SSL_TLSEXT_ERR_OK;
 }
 
-int tls_ctx_new(const struct tls_config *cfg, struct tls_ctx **out,
-                char *errmsg, size_t errlen)
+int tls_ctx_new(const struct tls_config *cfg,
+                struct tls_ctx **out,
+                char *errmsg,
+                size_t errlen)
 {
     struct tls_ctx *t;
     int rv = KEEL_EINVAL;
@@ -103,8 +110,8 @@ int tls_ctx_new(const struct tls_config *cfg, struct tls_ctx **out,
         ssl_err(errmsg, errlen, "load certificate", cfg->cert_file);
         goto err;
     }
-    if (SSL_CTX_use_PrivateKey_file(t->ctx, cfg->key_file,
-                                    SSL_FILETYPE_PEM) != 1) {
+    if (SSL_CTX_use_PrivateKey_file(t->ctx, cfg->key_file, SSL_FILETYPE_PEM) !=
+        1) {
         ssl_err(errmsg, errlen, "load key", cfg->key_file);
         goto err;
     }
@@ -114,9 +121,9 @@ int tls_ctx_new(const struct tls_config *cfg, struct tls_ctx **out,
         goto err;
     }
     if (cfg->trusted_ca_file != NULL) {
-        STACK_OF(X509_NAME) *names;
-        if (SSL_CTX_load_verify_locations(t->ctx, cfg->trusted_ca_file,
-                                          NULL) != 1) {
+        STACK_OF(X509_NAME) * names;
+        if (SSL_CTX_load_verify_locations(t->ctx, cfg->trusted_ca_file, NULL) !=
+            1) {
             ssl_err(errmsg, errlen, "load trusted CA", cfg->trusted_ca_file);
             goto err;
         }
@@ -124,12 +131,12 @@ int tls_ctx_new(const struct tls_config *cfg, struct tls_ctx **out,
         if (names != NULL) {
             SSL_CTX_set_client_CA_list(t->ctx, names);
         }
-        SSL_CTX_set_verify(t->ctx,
-                           cfg->client_cert_auth
-                               ? SSL_VERIFY_PEER |
-                                     SSL_VERIFY_FAIL_IF_NO_PEER_CERT
-                               : SSL_VERIFY_PEER,
-                           NULL);
+        SSL_CTX_set_verify(
+            t->ctx,
+            cfg->client_cert_auth
+                ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+                : SSL_VERIFY_PEER,
+            NULL);
     }
     SSL_CTX_set_alpn_select_cb(t->ctx, select_alpn, NULL);
     *out = t;
@@ -194,12 +201,12 @@ ssize_t tls__read(struct tls_conn *t, void *buf, size_t size)
         return n;
     }
     switch (SSL_get_error(t->ssl, n)) {
-    case SSL_ERROR_WANT_READ:
-    case SSL_ERROR_WANT_WRITE:
-        return 0;
-    default: /* handshake failure, bad record, close_notify */
-        ERR_clear_error();
-        return KEEL_EIO;
+        case SSL_ERROR_WANT_READ:
+        case SSL_ERROR_WANT_WRITE:
+            return 0;
+        default: /* handshake failure, bad record, close_notify */
+            ERR_clear_error();
+            return KEEL_EIO;
     }
 }
 

@@ -30,8 +30,10 @@ struct tls_ctx;
 struct tls_conn;
 
 /* Load certificates. Returns 0 or a negative code with errmsg filled. */
-int tls_ctx_new(const struct tls_config *cfg, struct tls_ctx **out,
-                char *errmsg, size_t errlen);
+int tls_ctx_new(const struct tls_config *cfg,
+                struct tls_ctx **out,
+                char *errmsg,
+                size_t errlen);
 void tls_ctx_free(struct tls_ctx *ctx);
 
 /* Per-connection state (server side). NULL on OOM. */

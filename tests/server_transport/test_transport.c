@@ -54,24 +54,30 @@ static char endpoint[64];
 
 static const char *ep(void)
 {
-    snprintf(endpoint, sizeof endpoint, "--endpoints=127.0.0.1:%d",
-             ts_port());
+    snprintf(endpoint, sizeof endpoint, "--endpoints=127.0.0.1:%d", ts_port());
     return endpoint;
 }
 
-static char *etcdctl(int *rc, const char *a1, const char *a2, const char *a3,
-                     const char *a4, const char *a5)
+static char *etcdctl(int *rc,
+                     const char *a1,
+                     const char *a2,
+                     const char *a3,
+                     const char *a4,
+                     const char *a5)
 {
-    char *argv[] = {"etcdctl", (char *)ep(), "--dial-timeout=2s",
-                    (char *)a1, (char *)a2, (char *)a3, (char *)a4,
-                    (char *)a5, NULL};
+    char *argv[] = {"etcdctl",  (char *)ep(), "--dial-timeout=2s",
+                    (char *)a1, (char *)a2,   (char *)a3,
+                    (char *)a4, (char *)a5,   NULL};
     char *out = NULL;
     *rc = ts_run(argv, 8000, &out);
     return out;
 }
 
-static char *curl(int *rc, const char *opt, const char *path,
-                  const char *extra1, const char *extra2)
+static char *curl(int *rc,
+                  const char *opt,
+                  const char *path,
+                  const char *extra1,
+                  const char *extra2)
 {
     char url[128];
     char *argv[12];
@@ -106,7 +112,8 @@ static size_t pack(const ProtobufCMessage *m, uint8_t **out)
     return n;
 }
 
-static int range_call(const char *key, const char *const *headers,
+static int range_call(const char *key,
+                      const char *const *headers,
                       struct ts_h2_result *res)
 {
     Etcdserverpb__RangeRequest r = ETCDSERVERPB__RANGE_REQUEST__INIT;
@@ -134,8 +141,7 @@ static int put_call(size_t value_len, struct ts_h2_result *res)
     r.value.len = value_len;
     n = pack(&r.base, &buf);
     free(r.value.data);
-    rv = ts_grpc_call(ts_port(), "/etcdserverpb.KV/Put", NULL, 0, buf, n,
-                      res);
+    rv = ts_grpc_call(ts_port(), "/etcdserverpb.KV/Put", NULL, 0, buf, n, res);
     free(buf);
     return rv;
 }
@@ -175,7 +181,10 @@ static int conns_back_to_baseline(void)
 /* Raw HTTP/2 bytes: preface, SETTINGS (with an optional huge initial
  * window), optional connection WINDOW_UPDATE, HEADERS for a gRPC call on
  * stream 1, then one DATA frame with an empty message. */
-static size_t frame_hdr(uint8_t *p, size_t len, uint8_t type, uint8_t flags,
+static size_t frame_hdr(uint8_t *p,
+                        size_t len,
+                        uint8_t type,
+                        uint8_t flags,
                         uint32_t sid)
 {
     p[0] = (uint8_t)(len >> 16);
@@ -242,8 +251,8 @@ static long find_frame(const uint8_t *p, size_t n, uint8_t type)
 {
     size_t off = 0;
     while (off + 9 <= n) {
-        size_t len = (size_t)p[off] << 16 | (size_t)p[off + 1] << 8 |
-                     p[off + 2];
+        size_t len =
+            (size_t)p[off] << 16 | (size_t)p[off + 1] << 8 | p[off + 2];
         if (p[off + 3] == type) {
             return (long)off;
         }
@@ -278,8 +287,9 @@ static void test_transport_etcdctl_endpoint_status(void **state)
 static void test_transport_etcdctl_unix_socket(void **state)
 {
     char epu[200];
-    char *argv[] = {"etcdctl", epu, "--dial-timeout=2s", "endpoint",
-                    "status", "-w", "json", NULL};
+    char *argv[] = {"etcdctl",  epu,      "--dial-timeout=2s",
+                    "endpoint", "status", "-w",
+                    "json",     NULL};
     char *out = NULL;
     int rc;
     (void)state;
@@ -299,8 +309,8 @@ static void test_transport_etcdctl_auth_metadata(void **state)
 {
     int rc;
     char seen[64];
-    char *out = etcdctl(&rc, "--user=alice:secret", "endpoint", "status",
-                        NULL, NULL);
+    char *out =
+        etcdctl(&rc, "--user=alice:secret", "endpoint", "status", NULL, NULL);
     (void)state;
     assert_int_equal(rc, 0);
     ts_auth_seen(seen, sizeof seen);
@@ -438,9 +448,10 @@ static void test_transport_curl_http1_routes(void **state)
     out = curl(&rc, NULL, "/stream", NULL, NULL);
     assert_int_equal(rc, 0);
     assert_non_null(strstr(out, "Transfer-Encoding: chunked"));
-    assert_non_null(strstr(out, "{\"result\":{\"n\":0}}\n"
-                                "{\"result\":{\"n\":1}}\n"
-                                "{\"result\":{\"n\":2}}\n"));
+    assert_non_null(strstr(out,
+                           "{\"result\":{\"n\":0}}\n"
+                           "{\"result\":{\"n\":1}}\n"
+                           "{\"result\":{\"n\":2}}\n"));
     free(out);
 }
 
@@ -478,18 +489,17 @@ static void test_transport_grpc_unknown_method(void **state)
 {
     struct ts_h2_result r;
     (void)state;
-    assert_int_equal(ts_grpc_call(ts_port(), "/etcdserverpb.KV/Nope", NULL, 0,
-                                  NULL, 0, &r),
-                     0);
+    assert_int_equal(
+        ts_grpc_call(ts_port(), "/etcdserverpb.KV/Nope", NULL, 0, NULL, 0, &r),
+        0);
     assert_int_equal(r.http_status, 200);
     assert_int_equal(r.grpc_status, KEEL_GRPC_UNIMPLEMENTED);
     assert_string_equal(r.grpc_message,
                         "unknown method Nope for service etcdserverpb.KV");
     ts_h2_result_free(&r);
 
-    assert_int_equal(ts_grpc_call(ts_port(), "/foo.Bar/Baz", NULL, 0, NULL, 0,
-                                  &r),
-                     0);
+    assert_int_equal(
+        ts_grpc_call(ts_port(), "/foo.Bar/Baz", NULL, 0, NULL, 0, &r), 0);
     assert_int_equal(r.grpc_status, KEEL_GRPC_UNIMPLEMENTED);
     assert_string_equal(r.grpc_message, "unknown service foo.Bar");
     ts_h2_result_free(&r);
@@ -501,12 +511,12 @@ static void test_transport_grpc_invalid_protobuf(void **state)
     static const uint8_t bad[] = {0x0a, 0x64, 'a', 'b'};
     struct ts_h2_result r;
     (void)state;
-    assert_int_equal(ts_grpc_call(ts_port(), "/etcdserverpb.KV/Range", NULL,
-                                  0, bad, sizeof bad, &r),
+    assert_int_equal(ts_grpc_call(ts_port(), "/etcdserverpb.KV/Range", NULL, 0,
+                                  bad, sizeof bad, &r),
                      0);
     assert_int_equal(r.grpc_status, KEEL_GRPC_INTERNAL);
-    assert_non_null(strstr(r.grpc_message,
-                           "grpc: error unmarshalling request"));
+    assert_non_null(
+        strstr(r.grpc_message, "grpc: error unmarshalling request"));
     ts_h2_result_free(&r);
 }
 
@@ -516,20 +526,22 @@ static void test_transport_grpc_compression(void **state)
     struct ts_h2_result r;
     (void)state;
     /* Flag set without an encoding. */
-    assert_int_equal(ts_grpc_call(ts_port(), "/etcdserverpb.KV/Range", NULL,
-                                  1, (const uint8_t *)"\x0a\x01x", 3, &r),
+    assert_int_equal(ts_grpc_call(ts_port(), "/etcdserverpb.KV/Range", NULL, 1,
+                                  (const uint8_t *)"\x0a\x01x", 3, &r),
                      0);
     assert_int_equal(r.grpc_status, KEEL_GRPC_INTERNAL);
-    assert_string_equal(r.grpc_message, "grpc: compressed flag set with "
-                                        "identity or empty encoding");
+    assert_string_equal(r.grpc_message,
+                        "grpc: compressed flag set with "
+                        "identity or empty encoding");
     ts_h2_result_free(&r);
     /* An encoding we have no decompressor for. */
     assert_int_equal(ts_grpc_call(ts_port(), "/etcdserverpb.KV/Range", gzip, 1,
                                   (const uint8_t *)"\x0a\x01x", 3, &r),
                      0);
     assert_int_equal(r.grpc_status, KEEL_GRPC_UNIMPLEMENTED);
-    assert_string_equal(r.grpc_message, "grpc: Decompressor is not installed "
-                                        "for grpc-encoding \"gzip\"");
+    assert_string_equal(r.grpc_message,
+                        "grpc: Decompressor is not installed "
+                        "for grpc-encoding \"gzip\"");
     ts_h2_result_free(&r);
 }
 
@@ -552,8 +564,8 @@ static void test_transport_grpc_size_limits(void **state)
      * decided from the 5-byte prefix without buffering the message. */
     assert_int_equal(put_call(2500 * 1024, &r), 0);
     assert_int_equal(r.grpc_status, KEEL_GRPC_RESOURCE_EXHAUSTED);
-    assert_non_null(strstr(r.grpc_message,
-                           "grpc: received message larger than max ("));
+    assert_non_null(
+        strstr(r.grpc_message, "grpc: received message larger than max ("));
     assert_non_null(strstr(r.grpc_message, " vs. 2097152)"));
     ts_h2_result_free(&r);
     assert_int_equal(ts_obs.put_calls, before + 1);
@@ -654,8 +666,8 @@ static void test_transport_grpc_stream_message_too_large(void **state)
     (void)state;
     ts_obs.count_cancel_code = -1;
     put_framed(body, len, 0);
-    assert_int_equal(ts_grpc_call(ts_port(), "/keeltest.Count/Count", NULL,
-                                  0, body + 5, len, &r),
+    assert_int_equal(ts_grpc_call(ts_port(), "/keeltest.Count/Count", NULL, 0,
+                                  body + 5, len, &r),
                      0);
     free(body);
     assert_int_equal(r.grpc_status, KEEL_GRPC_RESOURCE_EXHAUSTED);
@@ -673,9 +685,9 @@ static void test_transport_grpc_paced_stream(void **state)
     struct ts_h2_result r;
     (void)state;
     ts_obs.paced_max_buffered = 0;
-    assert_int_equal(ts_grpc_call(ts_port(), "/keeltest.Paced/Paced", NULL, 0,
-                                  NULL, 0, &r),
-                     0);
+    assert_int_equal(
+        ts_grpc_call(ts_port(), "/keeltest.Paced/Paced", NULL, 0, NULL, 0, &r),
+        0);
     assert_int_equal(r.grpc_status, 0);
     assert_int_equal(r.body_len, 64u * (65536 + 5));
     assert_true(ts_obs.paced_max_buffered <= 256 * 1024 + 65536 + 5);
@@ -696,9 +708,8 @@ static void test_transport_grpc_concurrent_streams(void **state)
     req.key.data = (uint8_t *)"multi";
     req.key.len = 5;
     n = pack(&req.base, &buf);
-    assert_int_equal(ts_grpc_multi(ts_port(), "/etcdserverpb.KV/Range", buf,
-                                   n, N, r),
-                     0);
+    assert_int_equal(
+        ts_grpc_multi(ts_port(), "/etcdserverpb.KV/Range", buf, n, N, r), 0);
     for (int i = 0; i < N; i++) {
         Etcdserverpb__RangeResponse *resp;
         assert_int_equal(r[i].grpc_status, 0);
@@ -721,9 +732,9 @@ static void test_transport_grpc_message_encoding(void **state)
 {
     struct ts_h2_result r;
     (void)state;
-    assert_int_equal(ts_grpc_call(ts_port(), "/f%41\xc3\xa9.Bar/Baz", NULL, 0,
-                                  NULL, 0, &r),
-                     0);
+    assert_int_equal(
+        ts_grpc_call(ts_port(), "/f%41\xc3\xa9.Bar/Baz", NULL, 0, NULL, 0, &r),
+        0);
     assert_int_equal(r.grpc_status, KEEL_GRPC_UNIMPLEMENTED);
     assert_string_equal(r.grpc_message, "unknown service f%41\xc3\xa9.Bar");
     ts_h2_result_free(&r);
@@ -734,9 +745,8 @@ static void test_transport_h2_http_body_too_large(void **state)
     uint8_t *body = calloc(1, 100000);
     struct ts_h2_result r;
     (void)state;
-    assert_int_equal(ts_h2_request(ts_port(), "POST", "/echo", NULL, body,
-                                   100000, &r),
-                     0);
+    assert_int_equal(
+        ts_h2_request(ts_port(), "POST", "/echo", NULL, body, 100000, &r), 0);
     assert_int_equal(r.http_status, 413);
     ts_h2_result_free(&r);
     free(body);
@@ -747,8 +757,8 @@ static size_t data_bytes(const uint8_t *p, size_t n, uint32_t sid)
 {
     size_t off = 0, sum = 0;
     while (off + 9 <= n) {
-        size_t len = (size_t)p[off] << 16 | (size_t)p[off + 1] << 8 |
-                     p[off + 2];
+        size_t len =
+            (size_t)p[off] << 16 | (size_t)p[off + 1] << 8 | p[off + 2];
         uint32_t id = ((uint32_t)p[off + 5] & 0x7f) << 24 |
                       (uint32_t)p[off + 6] << 16 | (uint32_t)p[off + 7] << 8 |
                       p[off + 8];
@@ -789,9 +799,8 @@ static void method_stats(const char *name, unsigned long long v[6])
     struct ts_h2_result r;
     const char *line;
     char key[128];
-    assert_int_equal(ts_h2_request(ts_port(), "GET", "/stats", NULL, NULL, 0,
-                                   &r),
-                     0);
+    assert_int_equal(
+        ts_h2_request(ts_port(), "GET", "/stats", NULL, NULL, 0, &r), 0);
     snprintf(key, sizeof key, "%s ", name);
     line = strstr((char *)r.body, key);
     assert_non_null(line);
@@ -816,8 +825,8 @@ static void test_transport_grpc_method_stats(void **state)
     assert_int_equal(range_call("s2", NULL, &r), 0);
     ts_h2_result_free(&r);
     /* Rejected before the handler: not counted (as the interceptor). */
-    assert_int_equal(ts_grpc_call(ts_port(), "/etcdserverpb.KV/Range", NULL,
-                                  0, (const uint8_t *)bad, sizeof bad, &r),
+    assert_int_equal(ts_grpc_call(ts_port(), "/etcdserverpb.KV/Range", NULL, 0,
+                                  (const uint8_t *)bad, sizeof bad, &r),
                      0);
     assert_int_equal(r.grpc_status, KEEL_GRPC_INTERNAL);
     ts_h2_result_free(&r);
@@ -880,11 +889,11 @@ static void test_transport_http1_pipelined_never_reads(void **state)
     assert_true(ts_wait_for(conns_back_to_baseline, 3000));
 }
 
-
 static void test_transport_garbage_bytes(void **state)
 {
-    static const char junk[] = "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"
-                               "garbage\r\n\r\n";
+    static const char junk[] =
+        "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"
+        "garbage\r\n\r\n";
     char *out;
     int closed;
     (void)state;
@@ -897,11 +906,12 @@ static void test_transport_garbage_bytes(void **state)
 
 static void test_transport_http1_pipelining_keepalive(void **state)
 {
-    static const char reqs[] = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
-                               "POST /echo HTTP/1.1\r\nHost: x\r\n"
-                               "Content-Length: 5\r\n\r\nabcde"
-                               "GET /version HTTP/1.1\r\nHost: x\r\n"
-                               "Connection: close\r\n\r\n";
+    static const char reqs[] =
+        "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        "POST /echo HTTP/1.1\r\nHost: x\r\n"
+        "Content-Length: 5\r\n\r\nabcde"
+        "GET /version HTTP/1.1\r\nHost: x\r\n"
+        "Connection: close\r\n\r\n";
     char *out;
     int closed;
     char *a, *b, *c;
@@ -942,11 +952,13 @@ static int recv_until(int fd, char *buf, size_t size, const char *needle)
 
 static void test_transport_http1_expect_continue_and_head(void **state)
 {
-    static const char head[] = "POST /echo HTTP/1.1\r\nHost: x\r\n"
-                               "Content-Length: 5\r\n"
-                               "Expect: 100-continue\r\n\r\n";
-    static const char hreq[] = "HEAD /version HTTP/1.1\r\nHost: x\r\n"
-                               "Connection: close\r\n\r\n";
+    static const char head[] =
+        "POST /echo HTTP/1.1\r\nHost: x\r\n"
+        "Content-Length: 5\r\n"
+        "Expect: 100-continue\r\n\r\n";
+    static const char hreq[] =
+        "HEAD /version HTTP/1.1\r\nHost: x\r\n"
+        "Connection: close\r\n\r\n";
     char buf[1024];
     char *out;
     int closed;
@@ -956,8 +968,8 @@ static void test_transport_http1_expect_continue_and_head(void **state)
     assert_int_equal(send(fd, head, sizeof head - 1, MSG_NOSIGNAL),
                      (ssize_t)(sizeof head - 1));
     /* The interim answer comes before we send the body. */
-    assert_true(recv_until(fd, buf, sizeof buf,
-                           "HTTP/1.1 100 Continue\r\n\r\n"));
+    assert_true(
+        recv_until(fd, buf, sizeof buf, "HTTP/1.1 100 Continue\r\n\r\n"));
     assert_int_equal(send(fd, "hello", 5, MSG_NOSIGNAL), 5);
     assert_true(recv_until(fd, buf, sizeof buf, "\r\n\r\nhello"));
     assert_non_null(strstr(buf, "HTTP/1.1 200 OK"));
@@ -976,16 +988,17 @@ static void test_transport_http1_expect_continue_and_head(void **state)
 
 static void test_transport_http1_body_too_large(void **state)
 {
-    static const char req[] = "POST /echo HTTP/1.1\r\nHost: x\r\n"
-                              "Content-Length: 100000\r\n\r\n";
+    static const char req[] =
+        "POST /echo HTTP/1.1\r\nHost: x\r\n"
+        "Content-Length: 100000\r\n\r\n";
     char *body = malloc(sizeof req - 1 + 100000);
     char *out;
     int closed;
     (void)state;
     memcpy(body, req, sizeof req - 1);
     memset(body + sizeof req - 1, 'x', 100000);
-    assert_true(ts_raw_exchange(ts_port(), body, sizeof req - 1 + 100000,
-                                3000, &out, &closed) > 0);
+    assert_true(ts_raw_exchange(ts_port(), body, sizeof req - 1 + 100000, 3000,
+                                &out, &closed) > 0);
     assert_non_null(strstr(out, "HTTP/1.1 413"));
     free(out);
     free(body);
@@ -1028,8 +1041,8 @@ static void test_transport_h2_truncated_and_bad_preface(void **state)
     /* A frame header promising 100 bytes, then the client leaves. */
     memcpy(req, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 24);
     frame_hdr(req + 24, 100, 0x0, 0, 1);
-    assert_true(ts_raw_exchange(ts_port(), req, 24 + 9 + 3, 100, &out,
-                                &closed) >= 0);
+    assert_true(
+        ts_raw_exchange(ts_port(), req, 24 + 9 + 3, 100, &out, &closed) >= 0);
     free(out);
     /* A near-preface: HTTP/1.1 parsing, which rejects it. */
     assert_true(ts_raw_exchange(ts_port(), "PRI * HTTP/2.1\r\n\r\n", 18, 3000,
@@ -1093,8 +1106,9 @@ static void test_transport_http_stream_cancel(void **state)
  * fd limit is raised to its hard maximum, and N shrinks to fit). */
 static void test_transport_many_connections(void **state)
 {
-    static const char req[] = "GET /health HTTP/1.1\r\nHost: x\r\n"
-                              "Connection: close\r\n\r\n";
+    static const char req[] =
+        "GET /health HTTP/1.1\r\nHost: x\r\n"
+        "Connection: close\r\n\r\n";
     struct rlimit rl;
     int N = 1000;
     int *fds;
@@ -1240,8 +1254,8 @@ static void test_transport_listener_shutdown(void **state)
         have += (size_t)k;
     }
     assert_true(closed);
-    assert_true(find_frame(got, have, 0x7) >= 0);  /* GOAWAY */
-    assert_true(data_bytes(got, have, 1) > 5);      /* the answer */
+    assert_true(find_frame(got, have, 0x7) >= 0); /* GOAWAY */
+    assert_true(data_bytes(got, have, 1) > 5);    /* the answer */
     /* The idle HTTP/1.1 connection was closed too. */
     {
         struct pollfd p = {h1fd, POLLIN, 0};
@@ -1281,12 +1295,13 @@ static void test_transport_h2_keepalive(void **state)
 static void test_transport_tls_etcdctl_and_curl(void **state)
 {
     char ep_[64], ca[160], cacert[160], url[96];
-    char *ctl[] = {"etcdctl", ep_, ca, "--dial-timeout=2s", "endpoint",
-                   "status", "-w", "json", NULL};
-    char *h1[] = {"curl", "-s", "-i", "--http1.1", "--max-time", "5",
-                  "--cacert", cacert, url, NULL};
-    char *h2[] = {"curl", "-s", "-i", "--http2", "--max-time", "5",
-                  "--cacert", cacert, url, NULL};
+    char *ctl[] = {"etcdctl",  ep_,      ca,   "--dial-timeout=2s",
+                   "endpoint", "status", "-w", "json",
+                   NULL};
+    char *h1[] = {"curl", "-s",       "-i",   "--http1.1", "--max-time",
+                  "5",    "--cacert", cacert, url,         NULL};
+    char *h2[] = {"curl", "-s",       "-i",   "--http2", "--max-time",
+                  "5",    "--cacert", cacert, url,       NULL};
     char *out = NULL;
     int rc;
     (void)state;
@@ -1320,10 +1335,11 @@ static void test_transport_tls_etcdctl_and_curl(void **state)
 static void test_transport_tls_client_cert_auth(void **state)
 {
     char ep_[64], ca[160], cert[160], key[160];
-    char *with[] = {"etcdctl", ep_, ca, cert, key, "--dial-timeout=2s",
-                    "endpoint", "status", NULL};
-    char *without[] = {"etcdctl", ep_, ca, "--dial-timeout=1s",
-                       "--command-timeout=2s", "endpoint", "status", NULL};
+    char *with[] = {"etcdctl",           ep_,        ca,       cert, key,
+                    "--dial-timeout=2s", "endpoint", "status", NULL};
+    char *without[] = {
+        "etcdctl",  ep_,      ca,  "--dial-timeout=1s", "--command-timeout=2s",
+        "endpoint", "status", NULL};
     char seen[64];
     char *out = NULL;
     int rc;
@@ -1365,7 +1381,8 @@ static void test_transport_tls_garbage(void **state)
 
 /* ---- unit tests: registry and listener configuration ---- */
 
-static void noop_start(struct grpc_call *call, const ProtobufCMessage *req,
+static void noop_start(struct grpc_call *call,
+                       const ProtobufCMessage *req,
                        void *data)
 {
     (void)req;
@@ -1402,19 +1419,19 @@ static void test_listener_bad_urls(void **state)
     struct listener l;
     (void)state;
     uv_loop_init(&loop);
-    assert_int_equal(listener_init(&l, &loop, "ftp://1.2.3.4:1", NULL, NULL,
-                                   NULL),
-                     KEEL_EINVAL);
+    assert_int_equal(
+        listener_init(&l, &loop, "ftp://1.2.3.4:1", NULL, NULL, NULL),
+        KEEL_EINVAL);
     assert_non_null(strstr(l.errmsg, "URL scheme"));
-    assert_int_equal(listener_init(&l, &loop, "http://127.0.0.1", NULL, NULL,
-                                   NULL),
-                     KEEL_EINVAL);
-    assert_int_equal(listener_init(&l, &loop, "http://127.0.0.1:x", NULL,
-                                   NULL, NULL),
-                     KEEL_EINVAL);
-    assert_int_equal(listener_init(&l, &loop, "https://127.0.0.1:0", NULL,
-                                   NULL, NULL),
-                     KEEL_EINVAL);
+    assert_int_equal(
+        listener_init(&l, &loop, "http://127.0.0.1", NULL, NULL, NULL),
+        KEEL_EINVAL);
+    assert_int_equal(
+        listener_init(&l, &loop, "http://127.0.0.1:x", NULL, NULL, NULL),
+        KEEL_EINVAL);
+    assert_int_equal(
+        listener_init(&l, &loop, "https://127.0.0.1:0", NULL, NULL, NULL),
+        KEEL_EINVAL);
     {
         struct tls_config tc = {"/nonexistent/cert.pem", "/nonexistent/key",
                                 NULL, 0};
@@ -1455,9 +1472,8 @@ static void test_listener_own_loop(void **state)
     int closed = 0;
     (void)state;
     uv_loop_init(&loop);
-    assert_int_equal(listener_init(&l, &loop, "http://localhost:0", NULL,
-                                   NULL, NULL),
-                     0);
+    assert_int_equal(
+        listener_init(&l, &loop, "http://localhost:0", NULL, NULL, NULL), 0);
     assert_true(l.port > 0);
     l.data = &closed;
     listener_close(&l, on_listener_closed);

@@ -63,8 +63,11 @@ struct h2c
     int goaway;
 };
 
-static ssize_t c_send(nghttp2_session *s, const uint8_t *data, size_t len,
-                      int flags, void *ud)
+static ssize_t c_send(nghttp2_session *s,
+                      const uint8_t *data,
+                      size_t len,
+                      int flags,
+                      void *ud)
 {
     struct h2c *c = ud;
     ssize_t n;
@@ -92,12 +95,17 @@ static int unhex(int ch)
     return -1;
 }
 
-static int c_header(nghttp2_session *s, const nghttp2_frame *frame,
-                    const uint8_t *name, size_t namelen, const uint8_t *value,
-                    size_t valuelen, uint8_t flags, void *ud)
+static int c_header(nghttp2_session *s,
+                    const nghttp2_frame *frame,
+                    const uint8_t *name,
+                    size_t namelen,
+                    const uint8_t *value,
+                    size_t valuelen,
+                    uint8_t flags,
+                    void *ud)
 {
-    struct h2req *r = nghttp2_session_get_stream_user_data(
-        s, frame->hd.stream_id);
+    struct h2req *r =
+        nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
     struct ts_h2_result *res;
     char v[1024];
     (void)flags;
@@ -133,8 +141,12 @@ static int c_header(nghttp2_session *s, const nghttp2_frame *frame,
     return 0;
 }
 
-static int c_data(nghttp2_session *s, uint8_t flags, int32_t id,
-                  const uint8_t *data, size_t len, void *ud)
+static int c_data(nghttp2_session *s,
+                  uint8_t flags,
+                  int32_t id,
+                  const uint8_t *data,
+                  size_t len,
+                  void *ud)
 {
     struct h2req *r = nghttp2_session_get_stream_user_data(s, id);
     struct ts_h2_result *res;
@@ -156,7 +168,8 @@ static int c_data(nghttp2_session *s, uint8_t flags, int32_t id,
     return 0;
 }
 
-static int c_frame_recv(nghttp2_session *s, const nghttp2_frame *frame,
+static int c_frame_recv(nghttp2_session *s,
+                        const nghttp2_frame *frame,
                         void *ud)
 {
     struct h2c *c = ud;
@@ -181,9 +194,13 @@ static int c_close(nghttp2_session *s, int32_t id, uint32_t code, void *ud)
     return 0;
 }
 
-static ssize_t c_body(nghttp2_session *s, int32_t id, uint8_t *buf,
-                      size_t length, uint32_t *flags,
-                      nghttp2_data_source *src, void *ud)
+static ssize_t c_body(nghttp2_session *s,
+                      int32_t id,
+                      uint8_t *buf,
+                      size_t length,
+                      uint32_t *flags,
+                      nghttp2_data_source *src,
+                      void *ud)
 {
     struct h2req *r = src->ptr;
     size_t n = r->len - r->off;
@@ -203,9 +220,14 @@ static ssize_t c_body(nghttp2_session *s, int32_t id, uint8_t *buf,
 
 /* n requests (same method/path/headers/body) on one connection, all
  * submitted before any answer is read. */
-static int h2_requests(int port, const char *method, const char *path,
-                       const char *const *headers, const uint8_t *body,
-                       size_t len, size_t count, struct ts_h2_result *res)
+static int h2_requests(int port,
+                       const char *method,
+                       const char *path,
+                       const char *const *headers,
+                       const uint8_t *body,
+                       size_t len,
+                       size_t count,
+                       struct ts_h2_result *res)
 {
     nghttp2_session_callbacks *cbs;
     nghttp2_session *s;
@@ -232,12 +254,12 @@ static int h2_requests(int port, const char *method, const char *path,
         return -1;
     }
     snprintf(authority, sizeof authority, "127.0.0.1:%d", port);
-#define NV(n_, v_)                                                             \
-    nv[n].name = (uint8_t *)(n_);                                              \
-    nv[n].namelen = strlen(n_);                                                \
-    nv[n].value = (uint8_t *)(v_);                                             \
-    nv[n].valuelen = strlen(v_);                                               \
-    nv[n].flags = 0;                                                           \
+#define NV(n_, v_)                 \
+    nv[n].name = (uint8_t *)(n_);  \
+    nv[n].namelen = strlen(n_);    \
+    nv[n].value = (uint8_t *)(v_); \
+    nv[n].valuelen = strlen(v_);   \
+    nv[n].flags = 0;               \
     n++
     NV(":method", method);
     NV(":scheme", "http");
@@ -260,8 +282,7 @@ static int h2_requests(int port, const char *method, const char *path,
     prd.read_callback = c_body;
     for (size_t i = 0; i < count; i++) {
         prd.source.ptr = &reqs[i];
-        if (nghttp2_submit_request(s, NULL, nv, n,
-                                   body != NULL ? &prd : NULL,
+        if (nghttp2_submit_request(s, NULL, nv, n, body != NULL ? &prd : NULL,
                                    &reqs[i]) < 0) {
             goto out;
         }
@@ -297,9 +318,13 @@ out:
     return rv;
 }
 
-int ts_h2_request(int port, const char *method, const char *path,
-                  const char *const *headers, const uint8_t *body,
-                  size_t len, struct ts_h2_result *res)
+int ts_h2_request(int port,
+                  const char *method,
+                  const char *path,
+                  const char *const *headers,
+                  const uint8_t *body,
+                  size_t len,
+                  struct ts_h2_result *res)
 {
     return h2_requests(port, method, path, headers, body, len, 1, res);
 }
@@ -318,8 +343,12 @@ static uint8_t *frame_grpc(uint8_t flags, const uint8_t *msg, size_t len)
     return framed;
 }
 
-int ts_grpc_multi(int port, const char *path, const uint8_t *msg, size_t len,
-                  size_t n, struct ts_h2_result *res)
+int ts_grpc_multi(int port,
+                  const char *path,
+                  const uint8_t *msg,
+                  size_t len,
+                  size_t n,
+                  struct ts_h2_result *res)
 {
     static const char *h[] = {"content-type", "application/grpc", "te",
                               "trailers", NULL};
@@ -329,8 +358,12 @@ int ts_grpc_multi(int port, const char *path, const uint8_t *msg, size_t len,
     return rv;
 }
 
-int ts_grpc_call(int port, const char *path, const char *const *headers,
-                 uint8_t flags, const uint8_t *msg, size_t len,
+int ts_grpc_call(int port,
+                 const char *path,
+                 const char *const *headers,
+                 uint8_t flags,
+                 const uint8_t *msg,
+                 size_t len,
                  struct ts_h2_result *res)
 {
     const char *h[40];
@@ -365,8 +398,12 @@ void ts_h2_result_free(struct ts_h2_result *res)
 
 /* ---- raw sockets ---- */
 
-ssize_t ts_raw_exchange(int port, const void *data, size_t len,
-                        int timeout_ms, char **out, int *closed)
+ssize_t ts_raw_exchange(int port,
+                        const void *data,
+                        size_t len,
+                        int timeout_ms,
+                        char **out,
+                        int *closed)
 {
     int fd = ts_connect(port);
     char *acc = NULL;

@@ -50,8 +50,8 @@ static struct
     struct router *router;
     struct listener tcp;
     struct listener unx;
-    struct listener tls;  /* https, client certificates optional */
-    struct listener mtls; /* https, --client-cert-auth */
+    struct listener tls;   /* https, client certificates optional */
+    struct listener mtls;  /* https, --client-cert-auth */
     struct listener drain; /* stopped gracefully by a test */
     struct listener ka;    /* HTTP/2 keepalive of 150 ms + 150 ms */
     uv_async_t drain_async;
@@ -74,7 +74,8 @@ static void fill_header(Etcdserverpb__ResponseHeader *h)
 
 /* ---- gRPC services ---- */
 
-static void status_start(struct grpc_call *call, const ProtobufCMessage *req,
+static void status_start(struct grpc_call *call,
+                         const ProtobufCMessage *req,
                          void *data)
 {
     Etcdserverpb__StatusResponse resp = ETCDSERVERPB__STATUS_RESPONSE__INIT;
@@ -103,7 +104,8 @@ static void status_start(struct grpc_call *call, const ProtobufCMessage *req,
     grpc_call_reply(call, &resp.base);
 }
 
-static void auth_start(struct grpc_call *call, const ProtobufCMessage *req,
+static void auth_start(struct grpc_call *call,
+                       const ProtobufCMessage *req,
                        void *data)
 {
     const Etcdserverpb__AuthenticateRequest *r = (const void *)req;
@@ -119,7 +121,8 @@ static void auth_start(struct grpc_call *call, const ProtobufCMessage *req,
     grpc_call_reply(call, &resp.base);
 }
 
-static void put_start(struct grpc_call *call, const ProtobufCMessage *req,
+static void put_start(struct grpc_call *call,
+                      const ProtobufCMessage *req,
                       void *data)
 {
     Etcdserverpb__PutResponse resp = ETCDSERVERPB__PUT_RESPONSE__INIT;
@@ -187,7 +190,8 @@ static void range_cancel(struct grpc_call *call, int code, void *data)
     /* Others finish from their timer. */
 }
 
-static void range_start(struct grpc_call *call, const ProtobufCMessage *req,
+static void range_start(struct grpc_call *call,
+                        const ProtobufCMessage *req,
                         void *data)
 {
     const Etcdserverpb__RangeRequest *r = (const void *)req;
@@ -204,7 +208,8 @@ static void range_start(struct grpc_call *call, const ProtobufCMessage *req,
     uv_timer_start(&ctx->timer, range_reply, 10, 0);
 }
 
-static void watch_start(struct grpc_call *call, const ProtobufCMessage *req,
+static void watch_start(struct grpc_call *call,
+                        const ProtobufCMessage *req,
                         void *data)
 {
     const char *hl = grpc_call_header(call, "hasleader");
@@ -216,8 +221,11 @@ static void watch_start(struct grpc_call *call, const ProtobufCMessage *req,
     }
 }
 
-static void watch_message(struct grpc_call *call, const ProtobufCMessage *msg,
-                          const uint8_t *raw, size_t len, void *data)
+static void watch_message(struct grpc_call *call,
+                          const ProtobufCMessage *msg,
+                          const uint8_t *raw,
+                          size_t len,
+                          void *data)
 {
     const Etcdserverpb__WatchRequest *r = (const void *)msg;
     Etcdserverpb__WatchResponse resp = ETCDSERVERPB__WATCH_RESPONSE__INIT;
@@ -275,7 +283,8 @@ size_t ts_snapshot_bytes(uint8_t *out, size_t size)
     return n;
 }
 
-static void snapshot_start(struct grpc_call *call, const ProtobufCMessage *req,
+static void snapshot_start(struct grpc_call *call,
+                           const ProtobufCMessage *req,
                            void *data)
 {
     uint8_t snap[1100];
@@ -333,7 +342,8 @@ static void flood_cancel(struct grpc_call *call, int code, void *data)
     grpc_call_finish(call, KEEL_ECANCELED);
 }
 
-static void flood_start(struct grpc_call *call, const ProtobufCMessage *req,
+static void flood_start(struct grpc_call *call,
+                        const ProtobufCMessage *req,
                         void *data)
 {
     struct flood_ctx *ctx = malloc(sizeof *ctx);
@@ -352,19 +362,23 @@ struct count_ctx
     size_t n, bytes;
 };
 
-static void count_start(struct grpc_call *call, const ProtobufCMessage *req,
+static void count_start(struct grpc_call *call,
+                        const ProtobufCMessage *req,
                         void *data)
 {
-    struct count_ctx *ctx = keel_arena_alloc(grpc_call_arena(call),
-                                             sizeof *ctx);
+    struct count_ctx *ctx =
+        keel_arena_alloc(grpc_call_arena(call), sizeof *ctx);
     (void)req;
     (void)data;
     ctx->n = ctx->bytes = 0;
     grpc_call_set_data(call, ctx);
 }
 
-static void count_message(struct grpc_call *call, const ProtobufCMessage *msg,
-                          const uint8_t *raw, size_t len, void *data)
+static void count_message(struct grpc_call *call,
+                          const ProtobufCMessage *msg,
+                          const uint8_t *raw,
+                          size_t len,
+                          void *data)
 {
     struct count_ctx *ctx = grpc_call_data(call);
     (void)msg;
@@ -420,11 +434,12 @@ static void paced_pump(struct grpc_call *call, void *data)
     /* else: paced_pump runs again from the drain callback */
 }
 
-static void paced_start(struct grpc_call *call, const ProtobufCMessage *req,
+static void paced_start(struct grpc_call *call,
+                        const ProtobufCMessage *req,
                         void *data)
 {
-    struct paced_ctx *ctx = keel_arena_alloc(grpc_call_arena(call),
-                                             sizeof *ctx);
+    struct paced_ctx *ctx =
+        keel_arena_alloc(grpc_call_arena(call), sizeof *ctx);
     (void)req;
     ctx->sent = 0;
     grpc_call_set_data(call, ctx);
@@ -537,20 +552,22 @@ struct stats_buf
     size_t len;
 };
 
-static void stats_line(const char *service, const char *method,
-                       const char *type, const struct grpc_method_stats *st,
+static void stats_line(const char *service,
+                       const char *method,
+                       const char *type,
+                       const struct grpc_method_stats *st,
                        void *data)
 {
     struct stats_buf *b = data;
-    int n = snprintf(b->buf + b->len, sizeof b->buf - b->len,
-                     "%s/%s %s started=%llu ok=%llu deadline=%llu "
-                     "internal=%llu recv=%llu sent=%llu\n",
-                     service, method, type, (unsigned long long)st->started,
-                     (unsigned long long)st->handled[KEEL_GRPC_OK],
-                     (unsigned long long)st->handled[KEEL_GRPC_DEADLINE_EXCEEDED],
-                     (unsigned long long)st->handled[KEEL_GRPC_INTERNAL],
-                     (unsigned long long)st->msg_received,
-                     (unsigned long long)st->msg_sent);
+    int n = snprintf(
+        b->buf + b->len, sizeof b->buf - b->len,
+        "%s/%s %s started=%llu ok=%llu deadline=%llu "
+        "internal=%llu recv=%llu sent=%llu\n",
+        service, method, type, (unsigned long long)st->started,
+        (unsigned long long)st->handled[KEEL_GRPC_OK],
+        (unsigned long long)st->handled[KEEL_GRPC_DEADLINE_EXCEEDED],
+        (unsigned long long)st->handled[KEEL_GRPC_INTERNAL],
+        (unsigned long long)st->msg_received, (unsigned long long)st->msg_sent);
     if (n > 0 && (size_t)n < sizeof b->buf - b->len) {
         b->len += (size_t)n;
     }
@@ -563,7 +580,8 @@ static void stats(struct router_req *req, void *data)
     (void)data;
     b.len = 0;
     grpc_server_visit_methods(S.grpc, stats_line, &b);
-    n = snprintf(b.buf + b.len, sizeof b.buf - b.len, "bytes recv=%llu sent=%llu\n",
+    n = snprintf(b.buf + b.len, sizeof b.buf - b.len,
+                 "bytes recv=%llu sent=%llu\n",
                  (unsigned long long)grpc_server_bytes_received(S.grpc),
                  (unsigned long long)grpc_server_bytes_sent(S.grpc));
     b.len += (size_t)n;
@@ -575,8 +593,8 @@ static void stats(struct router_req *req, void *data)
 static void on_stats(uv_timer_t *t)
 {
     (void)t;
-    S.conns = S.tcp.n_conns + S.unx.n_conns + S.tls.n_conns +
-              S.mtls.n_conns + S.drain.n_conns + S.ka.n_conns;
+    S.conns = S.tcp.n_conns + S.unx.n_conns + S.tls.n_conns + S.mtls.n_conns +
+              S.drain.n_conns + S.ka.n_conns;
     S.calls_live = grpc_server_calls_live(S.grpc);
 }
 
@@ -616,12 +634,15 @@ static void *thread_main(void *arg)
     return NULL;
 }
 
-static int reg(const char *path, enum grpc_kind kind,
-               const ProtobufCMessageDescriptor *d, grpc_start_cb start,
-               grpc_message_cb on_message, grpc_half_close_cb on_half_close,
+static int reg(const char *path,
+               enum grpc_kind kind,
+               const ProtobufCMessageDescriptor *d,
+               grpc_start_cb start,
+               grpc_message_cb on_message,
+               grpc_half_close_cb on_half_close,
                grpc_cancel_cb on_cancel)
 {
-    struct grpc_method m = {path,   kind,          d,         start,
+    struct grpc_method m = {path,       kind,          d,         start,
                             on_message, on_half_close, on_cancel, NULL};
     return grpc_server_register(S.grpc, &m);
 }
@@ -635,19 +656,20 @@ static int make_certs(void)
     char *out = NULL;
     int rc;
     const char *ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-    snprintf(script, sizeof script,
-             "set -e; cd %s; "
-             "openssl req -x509 %s -keyout ca.key -out ca.pem -days 2 "
-             "-subj /CN=keel-test-ca; "
-             "openssl req %s -keyout server.key -out server.csr "
-             "-subj /CN=localhost; "
-             "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > san.ext; "
-             "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key "
-             "-CAcreateserial -out server.pem -days 2 -extfile san.ext; "
-             "openssl req %s -keyout client.key -out client.csr -subj /CN=alice; "
-             "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key "
-             "-CAcreateserial -out client.pem -days 2",
-             S.dir, ec, ec, ec);
+    snprintf(
+        script, sizeof script,
+        "set -e; cd %s; "
+        "openssl req -x509 %s -keyout ca.key -out ca.pem -days 2 "
+        "-subj /CN=keel-test-ca; "
+        "openssl req %s -keyout server.key -out server.csr "
+        "-subj /CN=localhost; "
+        "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > san.ext; "
+        "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key "
+        "-CAcreateserial -out server.pem -days 2 -extfile san.ext; "
+        "openssl req %s -keyout client.key -out client.csr -subj /CN=alice; "
+        "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key "
+        "-CAcreateserial -out client.pem -days 2",
+        S.dir, ec, ec, ec);
     rc = ts_run(argv, 10000, &out);
     if (rc != 0) {
         fprintf(stderr, "make certs: %s\n", out);
@@ -679,11 +701,11 @@ int ts_server_start(void)
               &etcdserverpb__status_request__descriptor, status_start, NULL,
               NULL, NULL);
     rv |= reg("/etcdserverpb.Auth/Authenticate", GRPC_UNARY,
-              &etcdserverpb__authenticate_request__descriptor, auth_start,
-              NULL, NULL, NULL);
+              &etcdserverpb__authenticate_request__descriptor, auth_start, NULL,
+              NULL, NULL);
     rv |= reg("/etcdserverpb.KV/Range", GRPC_UNARY,
-              &etcdserverpb__range_request__descriptor, range_start, NULL,
-              NULL, range_cancel);
+              &etcdserverpb__range_request__descriptor, range_start, NULL, NULL,
+              range_cancel);
     rv |= reg("/etcdserverpb.KV/Put", GRPC_UNARY,
               &etcdserverpb__put_request__descriptor, put_start, NULL, NULL,
               NULL);
@@ -691,8 +713,8 @@ int ts_server_start(void)
               &etcdserverpb__watch_request__descriptor, watch_start,
               watch_message, watch_half_close, watch_cancel);
     rv |= reg("/etcdserverpb.Maintenance/Snapshot", GRPC_SERVER_STREAM,
-              &etcdserverpb__snapshot_request__descriptor, snapshot_start,
-              NULL, NULL, NULL);
+              &etcdserverpb__snapshot_request__descriptor, snapshot_start, NULL,
+              NULL, NULL);
     rv |= reg("/keeltest.Flood/Flood", GRPC_SERVER_STREAM, NULL, flood_start,
               NULL, NULL, flood_cancel);
     rv |= reg("/keeltest.Count/Count", GRPC_CLIENT_STREAM, NULL, count_start,
@@ -715,8 +737,8 @@ int ts_server_start(void)
     lim.out_high_water = 256 * 1024;
     lim.max_buffered = 4 * 1024 * 1024;
     lim.max_http_body = 64 * 1024;
-    if (listener_init(&S.tcp, &S.loop, "http://127.0.0.1:0", S.grpc,
-                      S.router, &lim) != 0) {
+    if (listener_init(&S.tcp, &S.loop, "http://127.0.0.1:0", S.grpc, S.router,
+                      &lim) != 0) {
         fprintf(stderr, "listen: %s\n", S.tcp.errmsg);
         return -1;
     }
@@ -746,8 +768,8 @@ int ts_server_start(void)
             return -1;
         }
     }
-    if (listener_init(&S.drain, &S.loop, "http://127.0.0.1:0", S.grpc,
-                      S.router, &lim) != 0) {
+    if (listener_init(&S.drain, &S.loop, "http://127.0.0.1:0", S.grpc, S.router,
+                      &lim) != 0) {
         return -1;
     }
     {
