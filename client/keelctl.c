@@ -32,6 +32,8 @@ struct ctl_globals g = {
     .write_out = "simple",
 };
 enum ctl_format ctl_fmt = FMT_SIMPLE;
+int ctl_argc;
+char **ctl_argv;
 int ctl_passthrough;
 
 static const char *g_endpoints_str = "127.0.0.1:2379";
@@ -654,6 +656,8 @@ static int any_bool_flag(const char *name, size_t len, char shorthand)
 
 int main(int argc, char **argv)
 {
+    ctl_argc = argc;
+    ctl_argv = argv;
     /* 1. The command words, skipping flags and their values. */
     char *words[8];
     size_t nwords = 0;

@@ -56,6 +56,9 @@ struct ctl_globals
     int debug;
 };
 extern struct ctl_globals g;
+/* The raw command line (watch parses "--" itself, as etcdctl does). */
+extern int ctl_argc;
+extern char **ctl_argv;
 
 enum ctl_format { FMT_SIMPLE, FMT_JSON, FMT_FIELDS, FMT_PROTOBUF, FMT_TABLE };
 extern enum ctl_format ctl_fmt;

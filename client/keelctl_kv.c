@@ -8,6 +8,8 @@
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "keelctl.h"
 
@@ -970,6 +972,10 @@ static void print_watch(const Etcdserverpb__WatchResponse *r)
 }
 
 static int watch_ended;
+static char **watch_exec;
+static int watch_nexec;
+static void watch_run_exec(const Etcdserverpb__WatchResponse *r,
+                           const Mvccpb__Event *e);
 
 static void on_watch(struct keel_watch *w, const Etcdserverpb__WatchResponse *r)
 {
@@ -993,6 +999,11 @@ static void on_watch(struct keel_watch *w, const Etcdserverpb__WatchResponse *r)
                (long long)(r->header ? r->header->revision : 0));
     }
     print_watch(r);
+    if (watch_nexec > 0) {
+        for (size_t i = 0; i < r->n_events; i++) {
+            watch_run_exec(r, r->events[i]);
+        }
+    }
 }
 
 static void on_watch_end(struct keel_watch *w, int status, const char *msg)
@@ -1003,11 +1014,88 @@ static void on_watch_end(struct keel_watch *w, int status, const char *msg)
     watch_ended = 1;
 }
 
+/* Run the exec command of "watch ... -- cmd args" for one event
+ * (etcd: printWatchCh in watch_command.go). */
+
+static void go_quote_env(char *out, size_t len, const char *name,
+                         const uint8_t *v, size_t vlen)
+{
+    char *buf = NULL;
+    size_t blen = 0;
+    FILE *f = open_memstream(&buf, &blen);
+    go_quote(f, v, vlen);
+    fclose(f);
+    snprintf(out, len, "%s=%s", name, buf);
+    free(buf);
+}
+
+static void watch_run_exec(const Etcdserverpb__WatchResponse *r,
+                           const Mvccpb__Event *e)
+{
+    const char *type =
+        e->type == MVCCPB__EVENT__EVENT_TYPE__DELETE ? "DELETE" : "PUT";
+    char rev[64];
+    snprintf(rev, sizeof(rev), "ETCD_WATCH_REVISION=%lld",
+             (long long)(r->header ? r->header->revision : 0));
+    size_t klen = e->kv ? e->kv->key.len : 0;
+    size_t vlen = e->kv ? e->kv->value.len : 0;
+    char *ev = ctl_alloc(64), *ek = ctl_alloc(klen * 4 + 32),
+         *evl = ctl_alloc(vlen * 4 + 32);
+    go_quote_env(ev, 64, "ETCD_WATCH_EVENT_TYPE", (const uint8_t *)type,
+                 strlen(type));
+    go_quote_env(ek, klen * 4 + 32, "ETCD_WATCH_KEY",
+                 e->kv ? e->kv->key.data : NULL, klen);
+    go_quote_env(evl, vlen * 4 + 32, "ETCD_WATCH_VALUE",
+                 e->kv ? e->kv->value.data : NULL, vlen);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        putenv(rev);
+        putenv(ev);
+        putenv(ek);
+        putenv(evl);
+        execvp(watch_exec[0], watch_exec);
+        _exit(127);
+    }
+    int st = 0;
+    if (pid > 0) {
+        waitpid(pid, &st, 0);
+    }
+    if (pid < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        fprintf(stderr, "command [");
+        for (int i = 0; i < watch_nexec; i++) {
+            if (i) {
+                fputc(' ', stderr);
+            }
+            go_quote(stderr, (const uint8_t *)watch_exec[i],
+                     strlen(watch_exec[i]));
+        }
+        if (WIFEXITED(st) && WEXITSTATUS(st) == 127) {
+            fprintf(stderr, "] error (exec: \"%s\": executable file not "
+                            "found in $PATH)\n",
+                    watch_exec[0]);
+        } else if (WIFEXITED(st)) {
+            fprintf(stderr, "] error (exit status %d)\n", WEXITSTATUS(st));
+        } else {
+            fprintf(stderr, "] error (signal: %s)\n",
+                    strsignal(WTERMSIG(st)));
+        }
+        exit(EXIT_ERROR);
+    }
+}
+
 static void watch_run(int argc, char **argv)
 {
     const char *env_key = getenv("ETCDCTL_WATCH_KEY");
     const char *env_range = getenv("ETCDCTL_WATCH_RANGE_END");
-    if ((env_key == NULL || !*env_key) && env_range && *env_range) {
+    if (env_key && !*env_key) {
+        env_key = NULL;
+    }
+    if (env_range && !*env_range) {
+        env_range = NULL;
+    }
+    if (env_key == NULL && env_range) {
         ctl_die(EXIT_BAD_ARGS,
                 "ETCDCTL_WATCH_KEY is empty but got "
                 "ETCDCTL_WATCH_RANGE_END=\"%s\"",
@@ -1017,24 +1105,60 @@ static void watch_run(int argc, char **argv)
         ctl_die(EXIT_BAD_FEATURE, "interactive watch is not supported by "
                                   "keelctl yet");
     }
-    const char *key = NULL, *range_end = NULL;
-    if (env_key && *env_key) {
-        if (argc > 0) {
-            ctl_die(EXIT_BAD_ARGS, "watch key provided by both "
-                                   "ETCDCTL_WATCH_KEY and the command line");
-        }
-        key = env_key;
-        range_end = env_range && *env_range ? env_range : NULL;
-    } else {
-        if (argc < 1) {
-            ctl_die(EXIT_BAD_ARGS, "bad number of arguments");
-        }
-        if (argc > 2) {
-            ctl_die(EXIT_BAD_ARGS, "bad number of arguments");
-        }
-        key = argv[0];
-        range_end = argc == 2 ? argv[1] : NULL;
+    /* etcd: parseWatchArgs (non-interactive) */
+    int raw = 0;
+    while (raw < ctl_argc && strcmp(ctl_argv[raw], "watch") != 0) {
+        raw++;
     }
+    raw++;
+    int nraw = ctl_argc - raw > 0 ? ctl_argc - raw : 0;
+    int exec_idx = -1;
+    for (int i = 0; i < nraw; i++) {
+        if (strcmp(ctl_argv[raw + i], "--") == 0) {
+            exec_idx = i;
+            break;
+        }
+    }
+    if (exec_idx >= 0 && exec_idx == nraw - 1) {
+        ctl_die(EXIT_BAD_ARGS,
+                "bad number of arguments (found separator --, but no "
+                "commands)");
+    }
+    if (exec_idx < 0 && nraw < 1 && env_key == NULL) {
+        ctl_die(EXIT_BAD_ARGS, "bad number of arguments");
+    }
+    if (exec_idx < 0 && argc > 0 && env_key) {
+        ctl_die(EXIT_BAD_ARGS,
+                "bad number of arguments (found conflicting environment key)");
+    }
+    char **wargs = ctl_alloc(((size_t)argc + 3) * sizeof(char *));
+    int nw = 0;
+    if (env_key) {
+        wargs[nw++] = (char *)env_key;
+        if (env_range) {
+            wargs[nw++] = (char *)env_range;
+        }
+    }
+    int first_exec_pos = argc;
+    if (exec_idx >= 0) {
+        watch_exec = ctl_argv + raw + exec_idx + 1;
+        watch_nexec = nraw - exec_idx - 1;
+        /* The positionals end where the exec command starts. */
+        for (int i = argc - 1; i >= 0; i--) {
+            if (strcmp(argv[i], watch_exec[0]) == 0) {
+                first_exec_pos = i;
+                break;
+            }
+        }
+    }
+    for (int i = 0; i < first_exec_pos; i++) {
+        wargs[nw++] = argv[i];
+    }
+    if (nw < 1) {
+        ctl_die(EXIT_BAD_ARGS, "bad number of arguments");
+    }
+    const char *key = wargs[0];
+    const char *range_end = nw == 2 ? wargs[1] : NULL;
     if (range_end && watch_prefix) {
         ctl_die(EXIT_BAD_ARGS,
                 "`range_end` and `--prefix` are mutually exclusive");

@@ -159,7 +159,14 @@ ctl_cases() {
     run_for 1 watch --rev 2 foo2
     run_for 1 watch --rev 2 --prefix foo --prev-kv -w json
     run_for 1 watch --rev 2 --prefix d -w fields
+    run_for 1 watch --rev 2 foo2 -- sh -c 'echo "$ETCD_WATCH_EVENT_TYPE $ETCD_WATCH_KEY $ETCD_WATCH_VALUE $ETCD_WATCH_REVISION"'
+    run_for 1 watch --rev 2 foo2 -- sh -c 'exit 3'
+    ETCDCTL_WATCH_KEY=foo2 run_for 1 watch --rev 2
+    ETCDCTL_WATCH_KEY=foo2 run watch foo2
+    ETCDCTL_WATCH_RANGE_END=z run watch
     run watch
+    run watch foo --
+    run watch -- echo x
     run watch a b --prefix
     # -- compaction
     run compaction
