@@ -2,7 +2,12 @@
  * The simulator as a test: many seeds of a short schedule with every fault
  * on (10,000 seeds; 1,000 under the sanitizers, KEEL_SANITIZED=1), a
  * fault-free run, determinism, and the mutation check: each deliberately
- * broken rule (raft_config.test_bug) must be caught within the seeds run.
+ * broken rule (raft_config.test_bug) must be caught within the seeds run
+ * (the search stops at the first violation, so it is cheap even under the
+ * sanitizers). RAFT_BUG_COMMIT_OLD_TERM needs three elections with exact
+ * losses between them (the paper's Figure 8) and random schedules rarely
+ * produce it: test_raft.c replays that schedule deterministically and
+ * checks both the rule and the switch.
  *
  * Environment: KEEL_RAFT_SIM_SEEDS=N overrides the seed count (soak),
  * KEEL_SEED=S starts from seed S (replay a range).
@@ -164,19 +169,19 @@ static void expect_caught(int bug, uint64_t max_seeds)
 static void test_sim_catches_votes_from_old_terms(void **state)
 {
     (void)state;
-    expect_caught(RAFT_BUG_VOTE_OLD_TERM, sanitized() ? 1000 : 10000);
+    expect_caught(RAFT_BUG_VOTE_OLD_TERM, 10000);
 }
 
 static void test_sim_catches_votes_for_stale_logs(void **state)
 {
     (void)state;
-    expect_caught(RAFT_BUG_NO_LOG_CHECK, sanitized() ? 1000 : 10000);
+    expect_caught(RAFT_BUG_NO_LOG_CHECK, 10000);
 }
 
 static void test_sim_catches_ack_before_persist(void **state)
 {
     (void)state;
-    expect_caught(RAFT_BUG_ACK_BEFORE_PERSIST, sanitized() ? 1000 : 10000);
+    expect_caught(RAFT_BUG_ACK_BEFORE_PERSIST, 10000);
 }
 
 int main(void)
