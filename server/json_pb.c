@@ -663,22 +663,21 @@ out:
     return rv;
 }
 
+/* An object for message h->msg (h->kind == H_MSG): its known fields are
+ * kept, the rest validated and dropped. */
 static struct jv *jp_object(struct jp *j, const struct hint *h)
 {
     static const struct hint skip = {H_SKIP, NULL, NULL};
-    struct jv *v = NULL;
     size_t cap = 0;
-    if (h->kind != H_SKIP) {
-        v = jv_new(j, JV_OBJ);
-        if (v == NULL) {
-            return NULL;
-        }
+    struct jv *v = jv_new(j, JV_OBJ);
+    if (v == NULL) {
+        return NULL;
     }
     j->p++; /* { */
     jp_skip_space(j);
     if (j->p < j->end && *j->p == '}') {
         j->p++;
-        return v ? v : &jv_skipped;
+        return v;
     }
     for (;;) {
         if (j->p >= j->end || *j->p != '"') {
@@ -696,20 +695,17 @@ static struct jv *jp_object(struct jp *j, const struct hint *h)
             return NULL;
         }
         j->p++;
-        /* Only a message's known fields are kept. */
-        const ProtobufCFieldDescriptor *f = NULL;
         struct jv_key key = {body, bn};
-        if (h->kind == H_MSG) {
-            if (memchr(body, '\\', bn) != NULL) {
-                char *k = unescape(j->a, body, bn, &key.n);
-                if (k == NULL) {
-                    jp_oom(j);
-                    return NULL;
-                }
-                key.s = k;
+        if (memchr(body, '\\', bn) != NULL) {
+            char *k = unescape(j->a, body, bn, &key.n);
+            if (k == NULL) {
+                jp_oom(j);
+                return NULL;
             }
-            f = field_by_json_name(h->msg, key.s, key.n);
+            key.s = k;
         }
+        const ProtobufCFieldDescriptor *f =
+            field_by_json_name(h->msg, key.s, key.n);
         struct hint ch = f ? field_hint(f) : skip;
         struct jv *item = jp_value(j, &ch);
         if (item == NULL) {
@@ -730,49 +726,41 @@ static struct jv *jp_object(struct jp *j, const struct hint *h)
         }
         if (j->p < j->end && *j->p == '}') {
             j->p++;
-            return v ? v : &jv_skipped;
+            return v;
         }
         jp_fail(j, "after object key:value pair");
         return NULL;
     }
 }
 
+/* An array for repeated field h->elem (h->kind == H_LIST). */
 static struct jv *jp_array(struct jp *j, const struct hint *h)
 {
-    struct hint eh = {H_SKIP, NULL, NULL};
-    struct jv *v = NULL;
+    struct hint eh = {H_SCALAR, NULL, NULL};
     size_t cap = 0;
-    if (h->kind != H_SKIP) {
-        v = jv_new(j, JV_ARR);
-        if (v == NULL) {
-            return NULL;
-        }
+    struct jv *v = jv_new(j, JV_ARR);
+    if (v == NULL) {
+        return NULL;
     }
-    if (h->kind == H_LIST) {
-        if (h->elem->type == PROTOBUF_C_TYPE_MESSAGE) {
-            eh.kind = H_MSG;
-            eh.msg = h->elem->descriptor;
-        } else {
-            eh.kind = H_SCALAR;
-        }
+    if (h->elem->type == PROTOBUF_C_TYPE_MESSAGE) {
+        eh.kind = H_MSG;
+        eh.msg = h->elem->descriptor;
     }
     j->p++; /* [ */
     jp_skip_space(j);
     if (j->p < j->end && *j->p == ']') {
         j->p++;
-        return v ? v : &jv_skipped;
+        return v;
     }
     for (;;) {
         struct jv *item = jp_value(j, &eh);
         if (item == NULL) {
             return NULL;
         }
-        if (eh.kind != H_SKIP) {
-            if (v->n == cap && jp_grow(j, v, &cap, 0) != 0) {
-                return NULL;
-            }
-            v->items[v->n++] = item;
+        if (v->n == cap && jp_grow(j, v, &cap, 0) != 0) {
+            return NULL;
         }
+        v->items[v->n++] = item;
         jp_skip_space(j);
         if (j->p < j->end && *j->p == ',') {
             j->p++;
@@ -780,7 +768,7 @@ static struct jv *jp_array(struct jp *j, const struct hint *h)
         }
         if (j->p < j->end && *j->p == ']') {
             j->p++;
-            return v ? v : &jv_skipped;
+            return v;
         }
         jp_fail(j, "after array element");
         return NULL;
@@ -943,7 +931,6 @@ static long b64_decode(const unsigned char *s, size_t n, uint8_t *out,
     for (;;) {
         uint32_t q[4] = {0, 0, 0, 0};
         size_t j = 0;
-        size_t group_start = si;
         int padded = 0;
         while (j < 4) {
             if (si == n) {
@@ -987,7 +974,6 @@ static long b64_decode(const unsigned char *s, size_t n, uint8_t *out,
             padded = 1;
             break;
         }
-        (void)group_start;
         if (j == 0) {
             return (long)k;
         }
