@@ -222,9 +222,12 @@ struct keel_sync *ctl_client_for(const char *const *eps, size_t n)
     return s;
 }
 
+static void client_config_from_env(void);
+
 struct keel_sync *ctl_client(void)
 {
     if (shared == NULL) {
+        client_config_from_env();
         init_format();
         shared = ctl_client_for((const char *const *)g.endpoints,
                                 g.n_endpoints);
@@ -571,14 +574,16 @@ static void flags_from_env(struct flag *set)
 
 static void split_endpoints(void)
 {
-    char *copy = strdup(g_endpoints_str);
+    char *copy = ctl_strdup(g_endpoints_str);
     size_t n = 1;
     for (const char *p = copy; *p; p++) {
         n += *p == ',';
     }
-    g.endpoints = calloc(n, sizeof(char *));
+    g.endpoints = ctl_alloc((n + 1) * sizeof(char *));
     g.n_endpoints = 0;
-    for (char *tok = strtok(copy, ","); tok; tok = strtok(NULL, ",")) {
+    char *save = NULL;
+    for (char *tok = strtok_r(copy, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
         while (*tok == ' ') {
             tok++;
         }
@@ -611,11 +616,106 @@ static void setup_auth(void)
         }
         line[strcspn(line, "\n")] = '\0';
         g.user = g_user_str;
-        g.password = strdup(line);
+        g.password = ctl_strdup(line);
         return;
     }
-    g.user = strndup(g_user_str, (size_t)(colon - g_user_str));
+    g.user = ctl_strndup(g_user_str, (size_t)(colon - g_user_str));
     g.password = colon + 1;
+}
+
+/* capnslog's line format (etcd's pkg/flags logs through it). */
+static void capnslog(char level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void capnslog(char level, const char *fmt, ...)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    struct tm tm;
+    localtime_r(&tv.tv_sec, &tm);
+    char ts[32];
+    strftime(ts, sizeof(ts), "%Y-%m-%d %H:%M:%S", &tm);
+    fflush(stdout);
+    fprintf(stderr, "%s.%06ld %c | pkg/flags: ", ts, (long)tv.tv_usec, level);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+static const struct ctl_cmd *run_cmd;
+
+static void env_name(const char *flag, char *out, size_t len)
+{
+    size_t n = (size_t)snprintf(out, len, "ETCDCTL_");
+    for (const char *p = flag; *p && n < len - 1; p++) {
+        out[n++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+    }
+    out[n] = '\0';
+}
+
+/* etcd: pkg/flags verifyEnv — after the ETCDCTL_* values were taken:
+ * a variable shadowed by a command-line flag is fatal, an unknown one is
+ * warned about. */
+static void verify_env(const int *cmdline_set, const int *used)
+{
+    extern char **environ;
+    int watch = run_cmd && strcmp(run_cmd->path, "watch") == 0;
+    for (char **e = environ; *e; e++) {
+        const char *eq = strchr(*e, '=');
+        size_t nlen = eq ? (size_t)(eq - *e) : strlen(*e);
+        char name[128];
+        snprintf(name, sizeof(name), "%.*s", (int)nlen, *e);
+        if (strcmp(name, "ETCDCTL_API") == 0) {
+            continue; /* etcdctl's main unsets it */
+        }
+        int known = 0;
+        for (size_t i = 0; global_flags[i].name; i++) {
+            char en[96];
+            env_name(global_flags[i].name, en, sizeof(en));
+            if (strcmp(en, name) == 0) {
+                if (used[i]) {
+                    known = 1;
+                } else if (cmdline_set[i]) {
+                    capnslog('C',
+                             "conflicting environment variable \"%s\" is "
+                             "shadowed by corresponding command-line flag "
+                             "(either unset environment variable or disable "
+                             "flag)",
+                             name);
+                    exit(EXIT_ERROR);
+                }
+            }
+        }
+        if (watch && eq && eq[1] &&
+            (strcmp(name, "ETCDCTL_WATCH_KEY") == 0 ||
+             strcmp(name, "ETCDCTL_WATCH_RANGE_END") == 0)) {
+            known = 1;
+        }
+        if (!known && strncmp(name, "ETCDCTL_", 8) == 0) {
+            capnslog('W', "unrecognized environment variable %s", *e);
+        }
+    }
+}
+
+/* etcd: clientConfigFromCmd — ETCDCTL_* for the global flags not given on
+ * the command line, then endpoints and credentials. */
+static void client_config_from_env(void)
+{
+    int cmdline_set[32] = {0}, used[32] = {0};
+    for (size_t i = 0; global_flags[i].name; i++) {
+        cmdline_set[i] = global_flags[i].changed;
+    }
+    flags_from_env(global_flags);
+    for (size_t i = 0; global_flags[i].name; i++) {
+        char en[96];
+        env_name(global_flags[i].name, en, sizeof(en));
+        const char *v = getenv(en);
+        used[i] = !cmdline_set[i] && v && v[0];
+    }
+    verify_env(cmdline_set, used);
+    split_endpoints();
+    setup_auth();
 }
 
 static void version_run(int argc, char **argv)
@@ -723,14 +823,11 @@ int main(int argc, char **argv)
     struct flag *sets[] = {global_flags, cmd->flags, NULL};
     char **pos = calloc((size_t)argc + 1, sizeof(char *));
     int npos = parse_flags(argc - 1, argv + 1, sets, pos);
-    flags_from_env(global_flags);
-    split_endpoints();
-    setup_auth();
+    run_cmd = cmd;
     cmd->run(npos - (int)best, pos + best);
     if (shared) {
         keel_sync_close(shared);
     }
     free(pos);
-    free(g.endpoints);
     return 0;
 }

@@ -207,6 +207,10 @@ ctl_cases() {
     ETCDCTL_WRITE_OUT=json run get foo
     ETCDCTL_COMMAND_TIMEOUT=3s run get foo
     ETCDCTL_DIAL_TIMEOUT=x run get foo
+    ETCDCTL_FOO=bar ETCDCTL_BAR_BAZ= run get foo
+    ETCDCTL_ENDPOINTS=127.0.0.1:1 run get foo
+    ETCDCTL_FOO=bar run version
+    ETCDCTL_FOO=bar run get
     # -- a dead endpoint: the command timeout expires
     ENDPOINT="$DEAD" run get a --command-timeout=1s
     ENDPOINT="$DEAD" run put a b --command-timeout=1s

@@ -17,6 +17,7 @@ with open(sys.argv[1]) as f:
 
 text = sys.stdin.read()
 text = re.sub(r'"ts":"[^"]*"', '"ts":"TS"', text)
+text = re.sub(r"(?m)^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9:]{8}\.[0-9]{6} ", "TS ", text)
 text = re.sub(r"client-[0-9a-f]{8}-[0-9a-f-]{27}", "client-UUID", text)
 dur = r"[0-9]+(?:\.[0-9]+)?(?:ns|µs|ms|s)"
 text = re.sub(r"took = " + dur, "took = D", text)
