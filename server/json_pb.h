@@ -26,6 +26,18 @@
  * string into Go value of type int64", "illegal base64 data at input byte
  * 4", "unknown value \"NOPE\" for enum etcdserverpb.RangeRequest_SortOrder")
  * so that clients and tests matching on them keep working.
+ *
+ * Known differences from etcd 3.4.23 (everything else was compared byte for
+ * byte, see tests/server_json_pb/testdata):
+ *   - unpadded and URL-safe base64 are accepted (etcd: "illegal base64
+ *     data at input byte N");
+ *   - messages nested deeper than JSON_PB_MAX_DEPTH are refused (Go's limit
+ *     of 10000 still applies to everything else);
+ *   - when an error quotes a rune outside Latin-1, keel prints it as it is,
+ *     where Go's strconv would escape the few non-printable ones;
+ *   - float/double follow Go's format rules but are not proven identical
+ *     (etcd's API has no floating-point fields);
+ *   - proto3 map fields are not supported (etcd's API has none).
  */
 #ifndef KEEL_JSON_PB_H
 #define KEEL_JSON_PB_H
