@@ -355,7 +355,13 @@ int raft_propose(struct raft *r, struct raft_buf *data);
  * normal entry, as etcd does. */
 int raft_propose_conf_change(struct raft *r, const struct raft_conf_change *cc);
 /* Requests a read index; the answer comes as a raft_read_state carrying ctx
- * (a reference is taken). ctx must be unique per attempt (etcd #20418). */
+ * (a reference is taken), on this member, once a quorum confirmed the
+ * leader after the request and the leader committed an entry of its term.
+ * A follower forwards it to the leader (RAFT_EPROPOSAL_DROPPED if it knows
+ * none). Requests pending when leadership changes are dropped without an
+ * answer: retry with a new ctx after a timeout; ctx must be unique per
+ * attempt, or a late answer to an old attempt could serve a stale read
+ * (etcd #20418). */
 int raft_read_index(struct raft *r, struct raft_buf *ctx);
 int raft_transfer_leader(struct raft *r, uint64_t transferee);
 int raft_campaign(struct raft *r);

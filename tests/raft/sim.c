@@ -1150,12 +1150,15 @@ int sim_run(const struct sim_opts *o, struct sim_result *res)
     for (i = 0; i < members; i++) {
         raft_memstore_bootstrap(s->nodes[i].ms, voters, (size_t)members);
     }
+    trace(s,
+          "seed %" PRIu64 ": %d members (+%d spare), %d ticks, pre-vote %s,"
+          " check-quorum %s",
+          o->seed, members, s->n_nodes - members, o->steps,
+          s->pre_vote ? "on" : "off", s->check_quorum ? "on" : "off");
     for (i = 0; i < s->n_nodes; i++) {
         node_start(s, &s->nodes[i]);
         after_event(s, &s->nodes[i]);
     }
-    trace(s, "seed %" PRIu64 ": %d members (+%d spare), %d ticks", o->seed,
-          members, s->n_nodes - members, o->steps);
     for (s->now = 1; s->now <= (uint64_t)o->steps * TICK_MS && !violated(s);
          s->now++) {
         run_ms(s);

@@ -67,9 +67,9 @@ int main(int argc, char **argv)
         }
         i++;
     }
-    if (members != 0 && members != 1 && members != 3 && members != 5 &&
-        members != 7 && (members < 1 || members > 7)) {
-        fprintf(stderr, "keel-raft-sim: --members must be 1..7\n");
+    if (members < 0 || members > 7 || steps < 0) {
+        fprintf(stderr, "keel-raft-sim: --members must be 1..7 (0: 1, 3, 5"
+                        " or 7 by seed), --steps >= 0\n");
         return 2;
     }
     {

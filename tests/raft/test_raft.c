@@ -1462,6 +1462,73 @@ static void test_raft_truncated_conf_change_rolls_back(void **state)
     cluster_free(&c);
 }
 
+/* Regression (simulator seed 181 of an earlier version): a leader of two
+ * voters appends its own removal, which reaches nobody, and restarts.
+ * n2 still uses {1,2} and needs n1's vote, which n1 refuses (its log is
+ * longer). n1 must be allowed to campaign under {2} and finish the change,
+ * or the cluster is dead for ever. */
+static void test_raft_uncommitted_self_removal_does_not_deadlock(void **state)
+{
+    struct cluster c;
+    struct raft_conf_change cc = {0, RAFT_CONF_REMOVE_NODE, 1, NULL};
+    uint64_t l;
+    (void)state;
+    cluster_init(&c, 2);
+    elect(&c, 1);
+    isolate(&c, 1);
+    assert_int_equal(raft_propose_conf_change(node(&c, 1)->r, &cc), 0);
+    drain(&c);
+    assert_false(has_voter(conf_of(&c, 1), 1));
+    crash(node(&c, 1));
+    node_start(node(&c, 1));
+    heal(&c);
+    l = wait_leader(&c, 0);
+    tick_all(&c, 30);
+    /* the change committed and n2 leads the one-member cluster */
+    assert_int_equal(status(&c, 2).state, RAFT_LEADER);
+    assert_int_equal(status(&c, 2).conf.n_voters, 1);
+    assert_true(has_voter(conf_of(&c, 2), 2));
+    assert_true(status(&c, 2).hs.commit >= status(&c, 2).conf_index);
+    assert_int_equal(propose_u64(&c, 2, 11), 0);
+    drain(&c);
+    assert_int_equal(node(&c, 2)->applied_data[node(&c, 2)->n_applied_data - 1],
+                     11);
+    (void)l;
+    cluster_free(&c);
+}
+
+/* A learner asked for its vote grants it: the candidate's (newer)
+ * configuration may already list it as a voter (etcd PR #10998). */
+static void test_raft_learner_votes_when_asked(void **state)
+{
+    struct cluster c;
+    struct raft_message m;
+    (void)state;
+    cluster_init_cfg(&c, 3, 2, NULL);
+    elect(&c, 1);
+    propose_cc(&c, 1, RAFT_CONF_ADD_LEARNER_NODE, 3);
+    isolate(&c, 1);
+    tick(&c, 3, 10); /* the lease expires */
+    memset(&m, 0, sizeof(m));
+    m.type = RAFT_MSG_VOTE;
+    m.from = 2;
+    m.to = 3;
+    m.term = status(&c, 3).hs.term + 1;
+    m.index = status(&c, 3).last_index;
+    m.log_term = status(&c, 3).hs.term;
+    c.hold = true;
+    assert_int_equal(raft_step(node(&c, 3)->r, &m), 0);
+    process(&c, node(&c, 3));
+    assert_int_equal(c.nq, 1);
+    assert_int_equal(c.q[0].type, RAFT_MSG_VOTE_RESP);
+    assert_false(c.q[0].reject);
+    assert_int_equal(status(&c, 3).hs.vote, 2);
+    c.hold = false;
+    heal(&c);
+    drain(&c);
+    cluster_free(&c);
+}
+
 /* ---- leadership transfer ----------------------------------------------------- */
 
 static void test_raft_transfer_leader(void **state)
@@ -1561,6 +1628,9 @@ int main(void)
         cmocka_unit_test_setup(test_raft_remove_follower, reset_allocs),
         cmocka_unit_test_setup(test_raft_removed_leader_hands_off, reset_allocs),
         cmocka_unit_test_setup(test_raft_truncated_conf_change_rolls_back, reset_allocs),
+        cmocka_unit_test_setup(test_raft_uncommitted_self_removal_does_not_deadlock,
+                               reset_allocs),
+        cmocka_unit_test_setup(test_raft_learner_votes_when_asked, reset_allocs),
         cmocka_unit_test_setup(test_raft_transfer_leader, reset_allocs),
         cmocka_unit_test_setup(test_raft_transfer_blocks_proposals_and_times_out, reset_allocs),
         cmocka_unit_test_setup(test_raft_transfer_to_learner_ignored, reset_allocs),
