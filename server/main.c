@@ -30,35 +30,11 @@
 
 #include "config.h"
 #include "log.h"
+#include "server.h"
 
 extern char **environ;
 
 #define MAX_LIST 32
-
-/* The seam where the real server plugs in. This stub has the signature of
- * server/server.h's server_start(): to wire the server in, delete the stub,
- * include "server.h", and in on_signal() call server_stop(m->srv, ...) and
- * uv_stop() from its callback instead of stopping the loop directly. */
-struct keel_server;
-static int server_start(uv_loop_t *loop, const struct keel_config *cfg,
-                        struct keel_server **out, char *errmsg, size_t errlen)
-{
-    (void)loop;
-    (void)errmsg;
-    (void)errlen;
-    *out = NULL;
-    if (log_is_zap()) {
-        log_warnw("etcdmain",
-                  "keel does not serve client or peer traffic yet; waiting "
-                  "for SIGTERM/SIGINT",
-                  LOG_STR("name", cfg->name));
-    } else {
-        log_warn("etcdmain",
-                 "keel does not serve client or peer traffic yet; waiting "
-                 "for SIGTERM/SIGINT");
-    }
-    return 0;
-}
 
 /* ------------------------------------------------------------------------ */
 
@@ -376,6 +352,9 @@ static void close_walk(uv_handle_t *h, void *arg)
     }
 }
 
+struct main_loop;
+static void main_stop(struct main_loop *m);
+
 static void on_signal(uv_signal_t *sig, int signum)
 {
     /* Go's os.Signal String(): "terminated", "interrupt" */
@@ -387,7 +366,8 @@ static void on_signal(uv_signal_t *sig, int signum)
         log_notice("pkg/osutil", "received %s signal, shutting down...",
                    name);
     }
-    uv_stop(sig->loop);
+    struct main_loop *m = sig->data;
+    main_stop(m);
 }
 
 /* Signals are watched from the moment the logger is up, so a SIGTERM that
@@ -398,6 +378,33 @@ struct main_loop
     uv_signal_t sigterm, sigint;
     struct keel_server *srv; /* NULL until server_start() succeeds */
 };
+
+static void server_stopped(void *arg)
+{
+    struct main_loop *m = arg;
+    m->srv = NULL;
+    uv_stop(&m->loop);
+}
+
+/* Stop accepting, finish what is in flight, sync, then leave the loop. */
+static void main_stop(struct main_loop *m)
+{
+    if (m->srv == NULL) {
+        uv_stop(&m->loop);
+        return;
+    }
+    server_stop(m->srv, server_stopped, m);
+}
+
+static void server_ready(void *arg)
+{
+    (void)arg;
+    if (log_is_zap()) {
+        log_infow("embed", "ready to serve client requests");
+    } else {
+        log_info("embed", "ready to serve client requests");
+    }
+}
 
 static int loop_init(struct main_loop *m)
 {
@@ -441,7 +448,14 @@ static int run_loop(struct main_loop *m, const struct keel_config *cfg)
         }
         return 1;
     }
+    server_on_ready(m->srv, server_ready, m);
     uv_run(&m->loop, UV_RUN_DEFAULT);
+    if (m->srv != NULL) {
+        /* the loop stopped without a signal (should not happen): stop the
+         * server cleanly anyway */
+        server_stop(m->srv, server_stopped, m);
+        uv_run(&m->loop, UV_RUN_DEFAULT);
+    }
     return 0;
 }
 

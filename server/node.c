@@ -1,0 +1,1086 @@
+/*
+ * server/node.c: drives raft/ with storage/ underneath (see node.h).
+ *
+ * The Ready cycle, one at a time (n->busy guards it):
+ *
+ *   process_ready ──▶ send rd->msgs (leader traffic, before our fsync)
+ *        │
+ *        ├─ something to persist? ──▶ uv_queue_work: wal_append + fdatasync
+ *        │                                     │
+ *        └─────────────────────────────────────┴──▶ after_persist:
+ *              memstore += entries, hard state
+ *              send rd->msgs_after_persist
+ *              apply rd->committed in one MVCC batch (consistent_index in
+ *              the same LMDB txn), then events to watchers, then answers
+ *              to the waiting proposers
+ *              read states -> reads wait for applied >= index
+ *              raft_advance; process_ready again
+ *
+ * Suspended in: the thread-pool work (busy, persist job pending). Nothing
+ * else waits.
+ *
+ * The raft storage is a raft_memstore holding the entries since the last
+ * snapshot (as etcd's MemoryStorage); the WAL is its durable copy. At open
+ * the WAL is replayed into the memstore, and raft re-delivers every committed
+ * entry: the MVCC store skips those at or below its consistent_index, while
+ * conf changes are always re-applied to raft (it learns its configuration
+ * that way, as etcd does at restart).
+ */
+#include "node.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "keel_err.h"
+#include "log.h"
+#include "mvcc.h"
+#include "raft.h"
+#include "wal.h"
+
+#define NODE_WAITER_BUCKETS 1024
+
+struct waiter
+{
+    uint64_t id;
+    node_propose_cb cb;
+    void *arg;
+    struct keel_arena *arena;
+    struct waiter *next;
+};
+
+/* A proposal waiting for a leader (etcd blocks proposals until there is
+ * one, up to the request timeout). */
+struct pending
+{
+    struct raft_buf *buf;
+    struct waiter *w;
+    uint64_t deadline_ms;
+    struct pending *next;
+};
+
+struct read_waiter
+{
+    node_read_cb cb;
+    void *arg;
+    uint64_t index; /* valid once the batch got its read state */
+    struct read_waiter *next;
+};
+
+/* One read-index round: all reads queued when it was issued. */
+struct read_batch
+{
+    uint64_t ctx;
+    struct read_waiter *head;
+    struct read_batch *next;
+};
+
+struct persist_job
+{
+    uv_work_t work;
+    struct node *n;
+    struct raft_ready *rd;
+    struct wal_entry *ents;
+    int rv;
+};
+
+struct node
+{
+    uv_loop_t *loop;
+    struct node_options opts;
+    char *data_dir;
+    struct raft *raft;
+    struct raft_memstore *ms;
+    struct raft_storage rs;
+    struct wal *wal;
+    struct mvcc_store *mvcc;
+    uv_timer_t tick;
+    uv_idle_t kick; /* runs process_ready once per loop iteration when set */
+    bool kick_active;
+    bool busy;    /* a Ready is between raft_ready and raft_advance */
+    bool closing;
+    void (*close_cb)(void *);
+    void *close_arg;
+    int handles_open;
+    uint64_t next_id;
+    uint64_t applied;
+    uint64_t commit;
+    struct waiter *waiters[NODE_WAITER_BUCKETS];
+    struct read_waiter *reads_queued; /* not yet in a round */
+    struct read_waiter **reads_queued_tail;
+    struct read_batch *batches;       /* issued rounds, oldest first */
+    struct read_waiter *reads_ready;  /* have an index; wait for apply */
+    uint64_t next_read_ctx;
+    struct pending *pending; /* FIFO: head */
+    struct pending **pending_tail;
+    bool single_voter;       /* campaign as soon as the config is known */
+    bool compact_pending;    /* physical compaction to continue on ticks */
+    struct keel_arena scratch; /* apply of entries nobody here waits for */
+};
+
+static void fatal(const char *what, int rv, const char *detail)
+{
+    log_error("etcdserver", "%s: %s%s%s", what, keel_strerror(rv),
+              detail && *detail ? ": " : "", detail ? detail : "");
+    abort();
+}
+
+/* ---- waiters ------------------------------------------------------------ */
+
+static struct waiter **waiter_slot(struct node *n, uint64_t id)
+{
+    struct waiter **pp = &n->waiters[id % NODE_WAITER_BUCKETS];
+    while (*pp != NULL && (*pp)->id != id) {
+        pp = &(*pp)->next;
+    }
+    return pp;
+}
+
+static struct waiter *waiter_take(struct node *n, uint64_t id)
+{
+    struct waiter **pp = waiter_slot(n, id);
+    struct waiter *w = *pp;
+    if (w != NULL) {
+        *pp = w->next;
+    }
+    return w;
+}
+
+static void kick(struct node *n);
+
+/* ---- raft buffers ------------------------------------------------------- */
+
+static int entry_from_wal(const struct wal_entry *we, struct raft_entry *re)
+{
+    re->term = we->term;
+    re->index = we->index;
+    re->type = (int)we->type;
+    re->data = NULL;
+    if (we->len > 0) {
+        re->data = raft_buf_new(raft_heap_default(), we->data, we->len);
+        if (re->data == NULL) {
+            return KEEL_ENOMEM;
+        }
+    }
+    return 0;
+}
+
+/* ---- open --------------------------------------------------------------- */
+
+/* A new cluster's log: one AddNode conf change per initial voter at indexes
+ * 1..n, term 1, committed (every member writes the same entries, so the
+ * logs agree; etcd bootstraps the same way). */
+static int bootstrap_log(struct node *n, char *errmsg, size_t errlen)
+{
+    size_t nv = n->opts.n_voters;
+    const uint64_t self = n->opts.member_id;
+    const uint64_t *voters = nv > 0 ? n->opts.voters : &self;
+    if (nv == 0) {
+        nv = 1;
+    }
+    struct wal_entry *ents = calloc(nv, sizeof *ents);
+    struct raft_buf **bufs = calloc(nv, sizeof *bufs);
+    int rv = 0;
+    if (ents == NULL || bufs == NULL) {
+        rv = KEEL_ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < nv; i++) {
+        struct raft_conf_change cc = {.id = 0,
+                                      .type = RAFT_CONF_ADD_NODE,
+                                      .node_id = voters[i],
+                                      .context = NULL};
+        bufs[i] = raft_conf_change_encode(raft_heap_default(), &cc);
+        if (bufs[i] == NULL) {
+            rv = KEEL_ENOMEM;
+            goto out;
+        }
+        ents[i].index = i + 1;
+        ents[i].term = 1;
+        ents[i].type = RAFT_ENTRY_CONF_CHANGE;
+        ents[i].data = bufs[i]->data;
+        ents[i].len = bufs[i]->len;
+    }
+    struct wal_hard_state hs = {.term = 1, .vote = 0, .commit = nv};
+    rv = wal_append(n->wal, ents, nv, &hs);
+    if (rv != 0) {
+        snprintf(errmsg, errlen, "bootstrap: write initial log: %s",
+                 wal_errmsg(n->wal));
+    }
+out:
+    if (bufs != NULL) {
+        for (size_t i = 0; i < nv; i++) {
+            raft_buf_unref(bufs[i]);
+        }
+    }
+    free(bufs);
+    free(ents);
+    return rv;
+}
+
+/* Replay the WAL into the memstore. */
+static int load_log(struct node *n, char *errmsg, size_t errlen)
+{
+    struct wal_snapshot snap = wal_snapshot(n->wal);
+    if (snap.index != 0) {
+        snprintf(errmsg, errlen,
+                 "WAL starts at snapshot index %" PRIu64
+                 ": restoring from a raft snapshot is not supported yet",
+                 snap.index);
+        return KEEL_EUNIMPLEMENTED;
+    }
+    uint64_t lo = wal_first_index(n->wal);
+    uint64_t last = wal_last_index(n->wal);
+    while (lo <= last) {
+        struct wal_entries es;
+        int rv = wal_read(n->wal, lo, last + 1, 16u << 20, &es);
+        if (rv != 0) {
+            snprintf(errmsg, errlen, "read WAL: %s", wal_errmsg(n->wal));
+            wal_entries_free(&es);
+            return rv;
+        }
+        struct raft_entry *re = calloc(es.n, sizeof *re);
+        if (re == NULL) {
+            wal_entries_free(&es);
+            return KEEL_ENOMEM;
+        }
+        for (size_t i = 0; i < es.n && rv == 0; i++) {
+            rv = entry_from_wal(&es.v[i], &re[i]);
+        }
+        if (rv == 0) {
+            rv = raft_memstore_append(n->ms, re, es.n);
+        }
+        for (size_t i = 0; i < es.n; i++) {
+            raft_buf_unref(re[i].data);
+        }
+        free(re);
+        lo += es.n;
+        wal_entries_free(&es);
+        if (rv != 0) {
+            snprintf(errmsg, errlen, "load WAL into raft log: %s",
+                     raft_strerror(rv));
+            return KEEL_ECORRUPT;
+        }
+    }
+    struct wal_hard_state whs = wal_hard_state(n->wal);
+    struct raft_hard_state hs = {
+        .term = whs.term, .vote = whs.vote, .commit = whs.commit};
+    int rv = raft_memstore_set_hard_state(n->ms, &hs);
+    if (rv != 0) {
+        snprintf(errmsg, errlen, "load hard state: %s", raft_strerror(rv));
+        return KEEL_ECORRUPT;
+    }
+    n->commit = whs.commit;
+    return 0;
+}
+
+static void on_tick(uv_timer_t *t);
+static void on_kick(uv_idle_t *h);
+
+int node_open(uv_loop_t *loop, const struct node_options *opts,
+              struct node **out, char *errmsg, size_t errlen)
+{
+    char path[4096];
+    int rv;
+    if (opts->member_id == 0 || opts->data_dir == NULL) {
+        snprintf(errmsg, errlen, "node: member id and data dir are required");
+        return KEEL_EINVAL;
+    }
+    struct node *n = calloc(1, sizeof *n);
+    if (n == NULL) {
+        return KEEL_ENOMEM;
+    }
+    n->loop = loop;
+    n->opts = *opts;
+    n->data_dir = strdup(opts->data_dir);
+    if (n->data_dir == NULL) {
+        rv = KEEL_ENOMEM;
+        goto err_node;
+    }
+    n->opts.data_dir = n->data_dir;
+    n->opts.voters = NULL; /* only used during open */
+    n->reads_queued_tail = &n->reads_queued;
+    n->pending_tail = &n->pending;
+    keel_arena_init(&n->scratch, 0);
+    if (n->opts.heartbeat_ms == 0) {
+        n->opts.heartbeat_ms = 100;
+    }
+    if (n->opts.election_ms < 2 * n->opts.heartbeat_ms) {
+        n->opts.election_ms = 10 * n->opts.heartbeat_ms;
+    }
+
+    struct wal_options wo = {.segment_size = opts->wal_segment_size};
+    rv = wal_open(n->data_dir, &wo, &n->wal, errmsg, errlen);
+    if (rv != 0) {
+        goto err_node;
+    }
+    if (wal_last_index(n->wal) == 0 && wal_hard_state(n->wal).term == 0) {
+        struct node_options o = *opts;
+        n->opts.voters = o.voters;
+        rv = bootstrap_log(n, errmsg, errlen);
+        n->opts.voters = NULL;
+        if (rv != 0) {
+            goto err_wal;
+        }
+    }
+    n->ms = raft_memstore_new(raft_heap_default());
+    if (n->ms == NULL) {
+        rv = KEEL_ENOMEM;
+        goto err_wal;
+    }
+    raft_memstore_storage(n->ms, &n->rs);
+    rv = load_log(n, errmsg, errlen);
+    if (rv != 0) {
+        goto err_ms;
+    }
+
+    snprintf(path, sizeof path, "%s/member/snap/db", n->data_dir);
+    struct mvcc_options mo = {.map_size = opts->map_size};
+    rv = mvcc_open(path, &mo, &n->mvcc, errmsg, errlen);
+    if (rv != 0) {
+        goto err_ms;
+    }
+    n->applied = 0;
+    n->compact_pending = true; /* resume a compaction a crash interrupted */
+
+    struct raft_config rc;
+    raft_config_default(&rc);
+    rc.id = opts->member_id;
+    rc.heartbeat_tick = 1;
+    rc.election_tick = (int)(n->opts.election_ms / n->opts.heartbeat_ms);
+    rc.storage = &n->rs;
+    rc.rand_seed = opts->member_id ^ (uint64_t)time(NULL);
+    rc.pre_vote = true;
+    rc.check_quorum = true;
+    rv = raft_new(&rc, &n->raft);
+    if (rv != 0) {
+        snprintf(errmsg, errlen, "start raft: %s", raft_strerror(rv));
+        rv = KEEL_EINVAL;
+        goto err_mvcc;
+    }
+
+    /* Request ids: member id in the top 16 bits, then a time-based counter,
+     * so ids stay unique across restarts (etcd: pkg/idutil). */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ms_now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    n->next_id = ((opts->member_id & 0xffff) << 48) |
+                 ((ms_now & 0xffffffffffULL) << 8);
+    n->next_read_ctx = 1;
+
+    uv_timer_init(loop, &n->tick);
+    n->tick.data = n;
+    uv_idle_init(loop, &n->kick);
+    n->kick.data = n;
+    n->handles_open = 2;
+    uv_timer_start(&n->tick, on_tick, n->opts.heartbeat_ms,
+                   n->opts.heartbeat_ms);
+
+    /* A single voter need not wait an election timeout to lead: it
+     * campaigns once it has applied its configuration (maybe_campaign). */
+    size_t nv = opts->n_voters;
+    n->single_voter =
+        nv == 0 || (nv == 1 && opts->voters[0] == opts->member_id);
+    kick(n);
+    *out = n;
+    return 0;
+
+err_mvcc:
+    mvcc_close(n->mvcc);
+err_ms:
+    raft_memstore_free(n->ms);
+err_wal:
+    wal_close(n->wal);
+err_node:
+    free(n->data_dir);
+    keel_arena_free(&n->scratch);
+    free(n);
+    return rv;
+}
+
+/* ---- the Ready cycle ---------------------------------------------------- */
+
+static void process_ready(struct node *n);
+
+static void kick(struct node *n)
+{
+    if (!n->kick_active && !n->closing) {
+        n->kick_active = true;
+        uv_idle_start(&n->kick, on_kick);
+    }
+}
+
+static void on_kick(uv_idle_t *h)
+{
+    struct node *n = h->data;
+    n->kick_active = false;
+    uv_idle_stop(h);
+    process_ready(n);
+}
+
+static uint64_t request_timeout_ms(const struct node *n)
+{
+    /* etcd: ReqTimeout = 5s + 2 * election timeout (etcdserver/config.go) */
+    return 5000 + 2 * (uint64_t)n->opts.election_ms;
+}
+
+static void propose_pending(struct node *n);
+
+static void on_tick(uv_timer_t *t)
+{
+    struct node *n = t->data;
+    raft_tick(n->raft);
+    propose_pending(n);
+    /* Proposals still waiting for a leader past the request timeout fail
+     * as etcd's do. */
+    uint64_t now = uv_now(n->loop);
+    struct pending **pp = &n->pending;
+    while (*pp != NULL) {
+        struct pending *p = *pp;
+        if (p->deadline_ms > now) {
+            pp = &p->next;
+            continue;
+        }
+        *pp = p->next;
+        raft_buf_unref(p->buf);
+        p->w->cb(p->w->arg, KEEL_ETIMEOUT, NULL);
+        free(p->w);
+        free(p);
+    }
+    n->pending_tail = pp;
+    /* Physical compaction runs in bounded steps between Ready cycles, off
+     * the apply path (etcd: --experimental-compaction-batch-limit 1000). */
+    if (n->compact_pending && !n->busy) {
+        int done = 0;
+        int rv = mvcc_compact_step(n->mvcc, 1000, &done);
+        if (rv != 0) {
+            log_error("mvcc", "compaction step: %s", mvcc_errmsg(n->mvcc));
+            done = 1;
+        }
+        n->compact_pending = !done;
+    }
+    process_ready(n);
+}
+
+static void persist_work(uv_work_t *w)
+{
+    struct persist_job *j = w->data;
+    struct raft_ready *rd = j->rd;
+    struct wal_hard_state hs = {.term = rd->hard_state.term,
+                                .vote = rd->hard_state.vote,
+                                .commit = rd->hard_state.commit};
+    j->rv = wal_append(j->n->wal, j->ents, rd->n_entries,
+                       rd->has_hard_state ? &hs : NULL);
+}
+
+static void after_persist(struct node *n, struct raft_ready *rd);
+
+static void persist_done(uv_work_t *w, int status)
+{
+    struct persist_job *j = w->data;
+    struct node *n = j->n;
+    struct raft_ready *rd = j->rd;
+    if (status != 0 || j->rv != 0) {
+        fatal("failed to save Raft hard state and entries",
+              status != 0 ? status : j->rv, wal_errmsg(n->wal));
+    }
+    free(j->ents);
+    free(j);
+    after_persist(n, rd);
+}
+
+static void apply_committed(struct node *n, struct raft_ready *rd);
+static void serve_reads(struct node *n);
+static void finish_close(struct node *n);
+
+static void process_ready(struct node *n)
+{
+    if (n->busy || n->raft == NULL || !raft_has_ready(n->raft)) {
+        return;
+    }
+    struct raft_ready *rd = raft_ready(n->raft);
+    if (rd == NULL) {
+        fatal("raft ready", KEEL_ENOMEM, NULL);
+    }
+    n->busy = true;
+    /* rd->msgs: leader traffic may leave before our own fsync. A single
+     * member has no peers; the peer transport (issue 5) sends them. */
+    if (rd->n_entries == 0 && !rd->has_hard_state) {
+        after_persist(n, rd);
+        return;
+    }
+    struct persist_job *j = calloc(1, sizeof *j);
+    struct wal_entry *ents =
+        rd->n_entries ? calloc(rd->n_entries, sizeof *ents) : NULL;
+    if (j == NULL || (rd->n_entries && ents == NULL)) {
+        fatal("persist", KEEL_ENOMEM, NULL);
+    }
+    for (size_t i = 0; i < rd->n_entries; i++) {
+        const struct raft_entry *e = &rd->entries[i];
+        ents[i].index = e->index;
+        ents[i].term = e->term;
+        ents[i].type = (uint32_t)e->type;
+        ents[i].data = e->data ? e->data->data : NULL;
+        ents[i].len = e->data ? e->data->len : 0;
+    }
+    j->n = n;
+    j->rd = rd;
+    j->ents = ents;
+    j->work.data = j;
+    int rv = uv_queue_work(n->loop, &j->work, persist_work, persist_done);
+    if (rv != 0) {
+        fatal("queue WAL append", rv, NULL);
+    }
+}
+
+static void maybe_campaign(struct node *n)
+{
+    if (!n->single_voter) {
+        return;
+    }
+    struct raft_status st;
+    raft_status(n->raft, &st);
+    if (st.state == RAFT_LEADER) {
+        n->single_voter = false;
+        return;
+    }
+    if (st.conf.n_voters == 1 && st.conf.voters[0] == n->opts.member_id &&
+        st.state != RAFT_CANDIDATE && st.state != RAFT_PRE_CANDIDATE) {
+        raft_campaign(n->raft);
+        n->single_voter = false;
+    }
+}
+
+static void after_persist(struct node *n, struct raft_ready *rd)
+{
+    if (rd->n_entries > 0) {
+        int rv = raft_memstore_append(n->ms, rd->entries, rd->n_entries);
+        if (rv != 0) {
+            fatal("append to raft log", KEEL_EIO, raft_strerror(rv));
+        }
+    }
+    if (rd->has_hard_state) {
+        raft_memstore_set_hard_state(n->ms, &rd->hard_state);
+        n->commit = rd->hard_state.commit;
+    }
+    /* rd->msgs_after_persist would go to peers here (issue 5). */
+    if (rd->n_committed > 0) {
+        apply_committed(n, rd);
+    }
+    for (size_t i = 0; i < rd->n_read_states; i++) {
+        const struct raft_read_state *rs = &rd->read_states[i];
+        uint64_t ctx = 0;
+        if (rs->context != NULL && rs->context->len == sizeof ctx) {
+            memcpy(&ctx, rs->context->data, sizeof ctx);
+        }
+        /* Rounds are answered in order; a round whose ctx is older than the
+         * answered one was dropped by raft and is re-issued below. */
+        struct read_batch **pp = &n->batches;
+        while (*pp != NULL) {
+            struct read_batch *b = *pp;
+            if (b->ctx != ctx) {
+                pp = &b->next;
+                continue;
+            }
+            *pp = b->next;
+            struct read_waiter *r = b->head;
+            while (r != NULL) {
+                struct read_waiter *next = r->next;
+                r->index = rs->index;
+                r->next = n->reads_ready;
+                n->reads_ready = r;
+                r = next;
+            }
+            free(b);
+            break;
+        }
+    }
+    raft_advance(n->raft, rd);
+    n->busy = false;
+    maybe_campaign(n);
+    propose_pending(n);
+    serve_reads(n);
+    if (n->closing) {
+        finish_close(n);
+        return;
+    }
+    process_ready(n);
+}
+
+/* Apply one request in batch w. Returns the response or NULL with *rv. */
+static ProtobufCMessage *apply_request(struct node *n, struct mvcc_write *w,
+                                       const Keelpb__Request *req,
+                                       struct keel_arena *a, int *rv)
+{
+    ProtobufCMessage *resp = NULL;
+    *rv = 0;
+    switch (req->op_case) {
+        case KEELPB__REQUEST__OP_PUT: {
+            Etcdserverpb__PutResponse *r = NULL;
+            *rv = mvcc_put(w, req->put, a, &r);
+            resp = (ProtobufCMessage *)r;
+            break;
+        }
+        case KEELPB__REQUEST__OP_DELETE_RANGE: {
+            Etcdserverpb__DeleteRangeResponse *r = NULL;
+            *rv = mvcc_delete_range(w, req->delete_range, a, &r);
+            resp = (ProtobufCMessage *)r;
+            break;
+        }
+        case KEELPB__REQUEST__OP_TXN: {
+            Etcdserverpb__TxnResponse *r = NULL;
+            *rv = mvcc_txn(w, req->txn, a, &r);
+            resp = (ProtobufCMessage *)r;
+            break;
+        }
+        case KEELPB__REQUEST__OP_COMPACTION: {
+            Etcdserverpb__CompactionResponse *r =
+                keel_arena_alloc(a, sizeof *r);
+            Etcdserverpb__ResponseHeader *h = keel_arena_alloc(a, sizeof *h);
+            if (r == NULL || h == NULL) {
+                *rv = KEEL_ENOMEM;
+                break;
+            }
+            etcdserverpb__compaction_response__init(r);
+            etcdserverpb__response_header__init(h);
+            *rv = mvcc_compact(w, req->compaction->revision);
+            if (*rv == 0) {
+                n->compact_pending = true;
+            }
+            r->header = h;
+            resp = &r->base;
+            break;
+        }
+        case KEELPB__REQUEST__OP_LEASE_GRANT: {
+            /* The id was chosen at propose time (etcd: v3_server.go
+             * LeaseGrant), so every member grants the same lease. */
+            Etcdserverpb__LeaseGrantResponse *r =
+                keel_arena_alloc(a, sizeof *r);
+            if (r == NULL) {
+                *rv = KEEL_ENOMEM;
+                break;
+            }
+            etcdserverpb__lease_grant_response__init(r);
+            *rv = lease_store_grant(w, req->lease_grant->id,
+                                    req->lease_grant->ttl);
+            r->id = req->lease_grant->id;
+            r->ttl = req->lease_grant->ttl;
+            resp = &r->base;
+            break;
+        }
+        case KEELPB__REQUEST__OP_LEASE_REVOKE: {
+            Etcdserverpb__LeaseRevokeResponse *r =
+                keel_arena_alloc(a, sizeof *r);
+            if (r == NULL) {
+                *rv = KEEL_ENOMEM;
+                break;
+            }
+            etcdserverpb__lease_revoke_response__init(r);
+            *rv = lease_store_revoke(w, req->lease_revoke->id, a);
+            resp = &r->base;
+            break;
+        }
+        case KEELPB__REQUEST__OP_LEASE_CHECKPOINT: {
+            Etcdserverpb__LeaseCheckpointResponse *r =
+                keel_arena_alloc(a, sizeof *r);
+            if (r == NULL) {
+                *rv = KEEL_ENOMEM;
+                break;
+            }
+            etcdserverpb__lease_checkpoint_response__init(r);
+            const Etcdserverpb__LeaseCheckpointRequest *c =
+                req->lease_checkpoint;
+            for (size_t i = 0; i < c->n_checkpoints && *rv == 0; i++) {
+                *rv = lease_store_checkpoint(w, c->checkpoints[i]->id,
+                                             c->checkpoints[i]->remaining_ttl);
+                if (*rv == KEEL_ELEASENOTFOUND) {
+                    *rv = 0; /* revoked meanwhile: nothing to record */
+                }
+            }
+            resp = &r->base;
+            break;
+        }
+        case KEELPB__REQUEST__OP_MEMBER_ATTRIBUTES: {
+            /* members table: "<id hex>/attributes" -> MemberAttributes */
+            const Keelpb__MemberAttributes *m = req->member_attributes;
+            char key[64];
+            int kl = snprintf(key, sizeof key, "%016" PRIx64 "/attributes",
+                              m->member_id);
+            size_t len = keelpb__member_attributes__get_packed_size(m);
+            uint8_t *buf = keel_arena_alloc(a, len ? len : 1);
+            if (buf == NULL) {
+                *rv = KEEL_ENOMEM;
+                break;
+            }
+            keelpb__member_attributes__pack(m, buf);
+            *rv = mvcc_table_put(w, MVCC_TABLE_MEMBERS, key, (size_t)kl, buf,
+                                 len);
+            break;
+        }
+        case KEELPB__REQUEST__OP_CLUSTER_VERSION: {
+            static const char key[] = "cluster_version";
+            const char *v = req->cluster_version;
+            *rv = mvcc_table_put(w, MVCC_TABLE_MEMBERS, key, sizeof key - 1, v,
+                                 strlen(v));
+            break;
+        }
+        default:
+            *rv = KEEL_EUNIMPLEMENTED;
+            break;
+    }
+    if (*rv != 0) {
+        return NULL;
+    }
+    return resp;
+}
+
+struct applied
+{
+    struct waiter *waiter; /* NULL: nobody waits here */
+    ProtobufCMessage *resp;
+    int rv;
+    Mvccpb__Event **events;
+    size_t n_events;
+    int64_t revision;
+};
+
+static bool is_storage_error(int rv)
+{
+    return rv == KEEL_ENOSPACE || rv == KEEL_EIO || rv == KEEL_ECORRUPT ||
+           rv == KEEL_ENOMEM || (rv < 0 && rv > KEEL_ERR_BASE);
+}
+
+static void apply_committed(struct node *n, struct raft_ready *rd)
+{
+    struct applied *res = calloc(rd->n_committed, sizeof *res);
+    if (res == NULL) {
+        fatal("apply", KEEL_ENOMEM, NULL);
+    }
+    struct mvcc_write *w = NULL;
+    int rv = mvcc_write_begin(n->mvcc, &w);
+    if (rv != 0) {
+        fatal("begin apply batch", rv, mvcc_errmsg(n->mvcc));
+    }
+    uint64_t last_index = 0, last_term = 0;
+    for (size_t i = 0; i < rd->n_committed; i++) {
+        const struct raft_entry *e = &rd->committed[i];
+        last_index = e->index;
+        last_term = e->term;
+        if (e->type == RAFT_ENTRY_CONF_CHANGE) {
+            struct raft_conf_change cc;
+            rv = raft_conf_change_decode(raft_heap_default(), e->data, &cc);
+            if (rv != 0) {
+                fatal("decode conf change", KEEL_ECORRUPT, raft_strerror(rv));
+            }
+            raft_apply_conf_change(n->raft, &cc, NULL);
+            raft_buf_unref(cc.context);
+            continue;
+        }
+        if (e->data == NULL || e->data->len == 0) {
+            continue; /* a new leader's empty entry */
+        }
+        Keelpb__Request *req =
+            keelpb__request__unpack(&n->scratch.pb, e->data->len, e->data->data);
+        if (req == NULL) {
+            fatal("decode committed entry", KEEL_ECORRUPT, NULL);
+        }
+        uint64_t id = req->header != NULL ? req->header->id : 0;
+        res[i].waiter = id != 0 ? waiter_take(n, id) : NULL;
+        if (!mvcc_write_should_apply(w, e->index)) {
+            /* Already in the store (replay after restart). */
+            if (res[i].waiter != NULL) {
+                res[i].rv = KEEL_ESTOPPED;
+            }
+            continue;
+        }
+        struct keel_arena *a =
+            res[i].waiter != NULL ? res[i].waiter->arena : &n->scratch;
+        res[i].resp = apply_request(n, w, req, a, &res[i].rv);
+        if (res[i].rv != 0 && is_storage_error(res[i].rv)) {
+            fatal("apply entry", res[i].rv, mvcc_errmsg(n->mvcc));
+        }
+        if (res[i].rv == 0) {
+            mvcc_write_events(w, &res[i].events, &res[i].n_events);
+        }
+    }
+    rv = mvcc_write_commit(w, last_index, last_term);
+    if (rv != 0) {
+        fatal("commit apply batch", rv, mvcc_errmsg(n->mvcc));
+    }
+    n->applied = last_index;
+    /* Watchers first: a waiter's callback may free its arena, which holds
+     * the events of its own request. */
+    for (size_t i = 0; i < rd->n_committed; i++) {
+        if (res[i].n_events > 0 && n->opts.on_events != NULL) {
+            int64_t erev = res[i].events[0]->kv != NULL
+                               ? res[i].events[0]->kv->mod_revision
+                               : 0;
+            n->opts.on_events(n->opts.on_events_arg, erev, res[i].events,
+                              res[i].n_events);
+        }
+    }
+    for (size_t i = 0; i < rd->n_committed; i++) {
+        struct waiter *wt = res[i].waiter;
+        if (wt != NULL) {
+            wt->cb(wt->arg, res[i].rv, res[i].rv == 0 ? res[i].resp : NULL);
+            free(wt);
+        }
+    }
+    free(res);
+    keel_arena_reset(&n->scratch);
+}
+
+/* ---- reads -------------------------------------------------------------- */
+
+static void issue_read_round(struct node *n)
+{
+    if (n->reads_queued == NULL || n->batches != NULL) {
+        return; /* one round at a time; later reads join the next one */
+    }
+    struct read_batch *b = calloc(1, sizeof *b);
+    if (b == NULL) {
+        return; /* retried on the next tick */
+    }
+    b->ctx = n->next_read_ctx++;
+    struct raft_buf *ctx =
+        raft_buf_new(raft_heap_default(), &b->ctx, sizeof b->ctx);
+    if (ctx == NULL) {
+        free(b);
+        return;
+    }
+    int rv = raft_read_index(n->raft, ctx);
+    raft_buf_unref(ctx);
+    if (rv != 0) {
+        free(b);
+        return; /* no leader yet: retried on the next tick */
+    }
+    b->head = n->reads_queued;
+    n->reads_queued = NULL;
+    n->reads_queued_tail = &n->reads_queued;
+    n->batches = b;
+    kick(n);
+}
+
+static void serve_reads(struct node *n)
+{
+    struct read_waiter **pp = &n->reads_ready;
+    while (*pp != NULL) {
+        struct read_waiter *r = *pp;
+        if (r->index <= n->applied) {
+            *pp = r->next;
+            r->cb(r->arg, 0);
+            free(r);
+        } else {
+            pp = &r->next;
+        }
+    }
+    issue_read_round(n);
+}
+
+int node_read_index(struct node *n, node_read_cb cb, void *arg)
+{
+    if (n->closing) {
+        return KEEL_ESTOPPED;
+    }
+    struct read_waiter *r = calloc(1, sizeof *r);
+    if (r == NULL) {
+        return KEEL_ENOMEM;
+    }
+    r->cb = cb;
+    r->arg = arg;
+    *n->reads_queued_tail = r;
+    n->reads_queued_tail = &r->next;
+    issue_read_round(n);
+    return 0;
+}
+
+/* ---- proposals ---------------------------------------------------------- */
+
+int node_propose(struct node *n, Keelpb__Request *req, struct keel_arena *arena,
+                 node_propose_cb cb, void *arg)
+{
+    if (n->closing) {
+        return KEEL_ESTOPPED;
+    }
+    Keelpb__RequestHeader hdr = KEELPB__REQUEST_HEADER__INIT;
+    Keelpb__RequestHeader *saved = req->header;
+    if (req->header == NULL) {
+        req->header = &hdr;
+    }
+    uint64_t id = ++n->next_id;
+    req->header->id = id;
+    /* Packed straight into the raft buffer: it is ours (one reference)
+     * until raft_propose shares it. */
+    size_t len = keelpb__request__get_packed_size(req);
+    struct raft_buf *buf = raft_buf_new(raft_heap_default(), NULL, len);
+    if (buf == NULL) {
+        req->header = saved;
+        return KEEL_ENOMEM;
+    }
+    keelpb__request__pack(req, buf->data);
+    req->header = saved;
+    struct waiter *w = calloc(1, sizeof *w);
+    if (w == NULL) {
+        raft_buf_unref(buf);
+        return KEEL_ENOMEM;
+    }
+    w->id = id;
+    w->cb = cb;
+    w->arg = arg;
+    w->arena = arena;
+    struct pending *p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        free(w);
+        raft_buf_unref(buf);
+        return KEEL_ENOMEM;
+    }
+    p->buf = buf;
+    p->w = w;
+    p->deadline_ms = uv_now(n->loop) + request_timeout_ms(n);
+    *n->pending_tail = p;
+    n->pending_tail = &p->next;
+    propose_pending(n);
+    return 0;
+}
+
+/* Hand queued proposals to raft, in order, while there is a leader. A
+ * proposal raft drops (no leader, a transfer in progress) stays queued and
+ * is retried on the next tick or Ready. */
+static void propose_pending(struct node *n)
+{
+    while (n->pending != NULL && !n->closing) {
+        struct pending *p = n->pending;
+        int rv = raft_propose(n->raft, p->buf);
+        if (rv == RAFT_EPROPOSAL_DROPPED) {
+            return;
+        }
+        n->pending = p->next;
+        if (n->pending == NULL) {
+            n->pending_tail = &n->pending;
+        }
+        raft_buf_unref(p->buf);
+        struct waiter *w = p->w;
+        free(p);
+        if (rv != 0) {
+            w->cb(w->arg, rv == RAFT_ENOMEM ? KEEL_ENOMEM : KEEL_EINVAL, NULL);
+            free(w);
+            continue;
+        }
+        struct waiter **slot = &n->waiters[w->id % NODE_WAITER_BUCKETS];
+        w->next = *slot;
+        *slot = w;
+        kick(n);
+    }
+}
+
+/* ---- status and close --------------------------------------------------- */
+
+struct mvcc_store *node_store(struct node *n)
+{
+    return n->mvcc;
+}
+
+void node_status(struct node *n, struct node_status *st)
+{
+    struct raft_status rs;
+    raft_status(n->raft, &rs);
+    st->member_id = n->opts.member_id;
+    st->cluster_id = n->opts.cluster_id;
+    st->leader = rs.lead;
+    st->term = rs.hs.term;
+    st->commit_index = rs.hs.commit;
+    st->applied_index = n->applied;
+    st->is_leader = rs.state == RAFT_LEADER;
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+    struct node *n = h->data;
+    if (--n->handles_open > 0) {
+        return;
+    }
+    void (*cb)(void *) = n->close_cb;
+    void *arg = n->close_arg;
+    free(n);
+    if (cb != NULL) {
+        cb(arg);
+    }
+}
+
+static void fail_all(struct node *n)
+{
+    while (n->pending != NULL) {
+        struct pending *p = n->pending;
+        n->pending = p->next;
+        raft_buf_unref(p->buf);
+        p->w->cb(p->w->arg, KEEL_ESTOPPED, NULL);
+        free(p->w);
+        free(p);
+    }
+    n->pending_tail = &n->pending;
+    for (size_t b = 0; b < NODE_WAITER_BUCKETS; b++) {
+        while (n->waiters[b] != NULL) {
+            struct waiter *w = n->waiters[b];
+            n->waiters[b] = w->next;
+            w->cb(w->arg, KEEL_ESTOPPED, NULL);
+            free(w);
+        }
+    }
+    struct read_waiter *lists[2] = {n->reads_queued, n->reads_ready};
+    n->reads_queued = n->reads_ready = NULL;
+    n->reads_queued_tail = &n->reads_queued;
+    for (int l = 0; l < 2; l++) {
+        for (struct read_waiter *r = lists[l]; r != NULL;) {
+            struct read_waiter *next = r->next;
+            r->cb(r->arg, KEEL_ESTOPPED);
+            free(r);
+            r = next;
+        }
+    }
+    while (n->batches != NULL) {
+        struct read_batch *b = n->batches;
+        n->batches = b->next;
+        for (struct read_waiter *r = b->head; r != NULL;) {
+            struct read_waiter *next = r->next;
+            r->cb(r->arg, KEEL_ESTOPPED);
+            free(r);
+            r = next;
+        }
+        free(b);
+    }
+}
+
+static void finish_close(struct node *n)
+{
+    fail_all(n);
+    raft_free(n->raft);
+    n->raft = NULL;
+    raft_memstore_free(n->ms);
+    int rv = mvcc_sync(n->mvcc);
+    if (rv != 0) {
+        log_error("etcdserver", "sync store at close: %s",
+                  mvcc_errmsg(n->mvcc));
+    }
+    mvcc_close(n->mvcc);
+    wal_close(n->wal);
+    free(n->data_dir);
+    keel_arena_free(&n->scratch);
+    uv_close((uv_handle_t *)&n->tick, handle_closed);
+    uv_close((uv_handle_t *)&n->kick, handle_closed);
+}
+
+void node_close(struct node *n, void (*close_cb)(void *arg), void *arg)
+{
+    n->closing = true;
+    n->close_cb = close_cb;
+    n->close_arg = arg;
+    uv_timer_stop(&n->tick);
+    uv_idle_stop(&n->kick);
+    if (!n->busy) {
+        finish_close(n);
+    }
+    /* else after_persist finishes the close once the WAL append is back */
+}

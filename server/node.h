@@ -1,0 +1,106 @@
+/*
+ * server/node: one keel member's replicated state machine. It owns the raft
+ * core, the WAL and the MVCC store, and runs the write path of DESIGN.md:
+ *
+ *   node_propose(req) -> raft_propose -> Ready
+ *     entries + hard state -> WAL append + fdatasync on a worker thread
+ *     (group commit: raft produces the next Ready only after advance, so
+ *     everything proposed while one fsync runs goes into the next one)
+ *     committed entries -> one MVCC write batch (one LMDB txn) per Ready,
+ *     consistent_index in the same txn
+ *   -> the proposer's callback gets the response; watchers get the events.
+ *
+ * Every write goes through raft, even on a single member: there is no
+ * raft-less write path.
+ *
+ * Threads: everything here runs on the loop thread except the WAL append,
+ * which runs on libuv's thread pool with exclusive use of the struct wal
+ * (at most one append in flight: the Ready protocol serialises them).
+ *
+ * Durability: a failed WAL write or fsync, or an MVCC commit error, aborts
+ * the process (CONVENTIONS 9.3): restart recovers from the WAL.
+ */
+#ifndef KEEL_NODE_H
+#define KEEL_NODE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "etcdserverpb/rpc.pb-c.h"
+#include "keel_arena.h"
+#include "keelpb/request.pb-c.h"
+#include "mvccpb/kv.pb-c.h"
+
+struct node;
+struct mvcc_store;
+
+/* Called with the events of each applied revision (watch fan-out). The
+ * events live until the callback returns. */
+typedef void (*node_events_cb)(void *arg, int64_t revision,
+                               Mvccpb__Event **events, size_t n);
+
+struct node_options
+{
+    const char *data_dir;  /* <data_dir>/member/{wal,snap/db} */
+    uint64_t member_id;    /* non-zero */
+    uint64_t cluster_id;
+    const uint64_t *voters; /* initial members of a new cluster */
+    size_t n_voters;        /* 0 = {member_id} */
+    unsigned heartbeat_ms;  /* etcd --heartbeat-interval (100) */
+    unsigned election_ms;   /* etcd --election-timeout (1000) */
+    size_t wal_segment_size; /* 0 = WAL default (64 MiB) */
+    size_t map_size;         /* LMDB map size; 0 = mvcc default */
+    node_events_cb on_events;
+    void *on_events_arg;
+};
+
+/* Open the data dir (bootstrapping a new cluster when it has no WAL yet),
+ * replay the log into the store, and start ticking on loop. *out is owned by
+ * the caller (node_close). Errors: 0 or a negative code with a message in
+ * errmsg. */
+int node_open(uv_loop_t *loop, const struct node_options *opts,
+              struct node **out, char *errmsg, size_t errlen);
+
+/* Stop ticking, wait for the in-flight WAL append, fail every waiting
+ * proposal and read with KEEL_ESTOPPED, sync and close the store, free the
+ * node. close_cb (may be NULL) runs once everything is released. */
+void node_close(struct node *n, void (*close_cb)(void *arg), void *arg);
+
+/* The result of an applied request. resp is the response message of the
+ * request's type (PutResponse for a put, ...) allocated in the arena given
+ * to node_propose, with header.revision set; NULL when rv != 0. */
+typedef void (*node_propose_cb)(void *arg, int rv, ProtobufCMessage *resp);
+
+/* Replicate req and apply it; cb runs exactly once (on error too) on the
+ * loop thread, unless node_propose returns non-zero. req->header is filled
+ * in by the node (req must have a writable header or NULL). The request is
+ * packed before node_propose returns (borrowed). Responses are built in
+ * `arena`, which must live until cb. */
+int node_propose(struct node *n, Keelpb__Request *req, struct keel_arena *arena,
+                 node_propose_cb cb, void *arg);
+
+/* A linearizable read barrier (ReadIndex): cb(arg, 0) runs once the local
+ * store has applied everything committed when the read was issued, so a read
+ * of the store right then is linearizable. cb(arg, rv) on failure. */
+typedef void (*node_read_cb)(void *arg, int rv);
+int node_read_index(struct node *n, node_read_cb cb, void *arg);
+
+/* The store, for serializable reads on the loop thread (short read txns). */
+struct mvcc_store *node_store(struct node *n);
+
+struct node_status
+{
+    uint64_t member_id;
+    uint64_t cluster_id;
+    uint64_t leader;
+    uint64_t term;
+    uint64_t commit_index;
+    uint64_t applied_index;
+    bool is_leader;
+};
+void node_status(struct node *n, struct node_status *st);
+
+#endif /* KEEL_NODE_H */

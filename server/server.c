@@ -1,0 +1,703 @@
+/*
+ * server/server.c: bring a keel member up and down.
+ *
+ * Start: derive (new cluster) or load (existing data dir) the member and
+ * cluster ids, open the node (WAL replay, MVCC store, raft), register the
+ * gRPC services and HTTP endpoints, listen on every --listen-client-urls.
+ * Stop: close the listeners (no new requests), then the node (pending
+ * proposals are answered, the store is synced), then free.
+ *
+ * Identity. etcd keeps the member and cluster ids in the WAL metadata; keel
+ * keeps them in <data-dir>/member/keel-identity, written (fsync + rename)
+ * before the first WAL record, so a data dir that has a WAL always has its
+ * identity. As in etcd, a restart ignores the --initial-cluster* flags.
+ */
+#include "server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/sha.h>
+
+#include "config.h"
+#include "grpc.h"
+#include "keel_err.h"
+#include "listener.h"
+#include "log.h"
+#include "node.h"
+#include "router.h"
+
+#define SERVER_MAX_MEMBERS 32
+
+struct keel_server
+{
+    uv_loop_t *loop;
+    const struct keel_config *cfg;
+    uint64_t member_id;
+    uint64_t cluster_id;
+    struct node *node;
+    struct grpc_server *grpc;
+    struct router *router;
+    struct listener *listeners;
+    size_t n_listeners;
+    size_t listeners_open;
+    char *initial_cluster; /* parsed copy: owns the peer_urls strings */
+    const char **peer_urls; /* this member's, from --initial-cluster */
+    size_t n_peer_urls;
+    const char **client_urls; /* --advertise-client-urls */
+    size_t n_client_urls;
+    uv_timer_t publish_timer; /* until attributes and version are applied */
+    bool published;
+    bool version_set;
+    bool publishing; /* a publish proposal is in flight */
+    struct keel_arena publish_arena;
+    void (*ready_cb)(void *);
+    void *ready_arg;
+    void (*stop_cb)(void *);
+    void *stop_arg;
+    bool stopping;
+};
+
+/* ---- ids ---------------------------------------------------------------- */
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static uint64_t be64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) {
+        v = (v << 8) | p[i];
+    }
+    return v;
+}
+
+uint64_t server_member_id(const char *const *peer_urls, size_t n,
+                          const char *cluster_token)
+{
+    const char **sorted = malloc((n ? n : 1) * sizeof *sorted);
+    if (sorted == NULL) {
+        return 0;
+    }
+    memcpy(sorted, peer_urls, n * sizeof *sorted);
+    qsort(sorted, n, sizeof *sorted, cmp_str);
+    /* SHA1 over the concatenation: build it in one buffer (one-shot SHA1()
+     * is not deprecated in OpenSSL 3). */
+    size_t total = strlen(cluster_token);
+    for (size_t i = 0; i < n; i++) {
+        total += strlen(sorted[i]);
+    }
+    char *cat = malloc(total + 1);
+    if (cat == NULL) {
+        free(sorted);
+        return 0;
+    }
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t l = strlen(sorted[i]);
+        memcpy(cat + off, sorted[i], l);
+        off += l;
+    }
+    memcpy(cat + off, cluster_token, strlen(cluster_token));
+    unsigned char md[SHA_DIGEST_LENGTH];
+    SHA1((const unsigned char *)cat, total, md);
+    free(cat);
+    free(sorted);
+    return be64(md);
+}
+
+uint64_t server_cluster_id(const uint64_t *member_ids, size_t n)
+{
+    uint64_t sorted[SERVER_MAX_MEMBERS];
+    if (n > SERVER_MAX_MEMBERS) {
+        n = SERVER_MAX_MEMBERS;
+    }
+    memcpy(sorted, member_ids, n * sizeof *sorted);
+    qsort(sorted, n, sizeof *sorted, cmp_u64);
+    unsigned char buf[8 * SERVER_MAX_MEMBERS];
+    for (size_t i = 0; i < n; i++) {
+        for (int b = 0; b < 8; b++) {
+            buf[8 * i + (size_t)b] = (unsigned char)(sorted[i] >> (56 - 8 * b));
+        }
+    }
+    unsigned char md[SHA_DIGEST_LENGTH];
+    SHA1(buf, 8 * n, md);
+    return be64(md);
+}
+
+/* ---- --initial-cluster -------------------------------------------------- */
+
+struct init_member
+{
+    char name[128];
+    const char *urls[16];
+    size_t n_urls;
+    uint64_t id;
+};
+
+/* Parse "n1=u1,n1=u2,n2=u3" into members grouped by name (etcd:
+ * types.NewURLsMap). Strings point into buf (a writable copy). */
+static int parse_initial_cluster(char *buf, struct init_member *m,
+                                 size_t *n_members, char *err, size_t errlen)
+{
+    size_t n = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok != NULL;
+         tok = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(tok, '=');
+        if (eq == NULL || eq == tok || eq[1] == 0) {
+            snprintf(err, errlen, "invalid value \"%s\" for --initial-cluster",
+                     tok);
+            return KEEL_EINVAL;
+        }
+        *eq = 0;
+        size_t i;
+        for (i = 0; i < n; i++) {
+            if (strcmp(m[i].name, tok) == 0) {
+                break;
+            }
+        }
+        if (i == n) {
+            if (n == SERVER_MAX_MEMBERS || strlen(tok) >= sizeof m[i].name) {
+                snprintf(err, errlen, "--initial-cluster: too many members");
+                return KEEL_EINVAL;
+            }
+            memset(&m[i], 0, sizeof m[i]);
+            snprintf(m[i].name, sizeof m[i].name, "%s", tok);
+            n++;
+        }
+        if (m[i].n_urls == 16) {
+            snprintf(err, errlen, "--initial-cluster: too many URLs for %s",
+                     tok);
+            return KEEL_EINVAL;
+        }
+        m[i].urls[m[i].n_urls++] = eq + 1;
+    }
+    *n_members = n;
+    return 0;
+}
+
+/* ---- identity file ------------------------------------------------------ */
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(tmp, mode) != 0 && errno != EEXIST) {
+                return -errno;
+            }
+            *p = '/';
+        }
+    }
+    if (mkdir(tmp, mode) != 0 && errno != EEXIST) {
+        return -errno;
+    }
+    return 0;
+}
+
+static int identity_load(const char *dir, uint64_t *member, uint64_t *cluster,
+                         uint64_t *voters, size_t *n_voters)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/member/keel-identity", dir);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        return -errno;
+    }
+    int rv = 0;
+    if (fscanf(f, "member %" SCNx64 " cluster %" SCNx64, member, cluster) !=
+        2) {
+        rv = KEEL_ECORRUPT;
+    }
+    size_t n = 0;
+    uint64_t v;
+    while (rv == 0 && n < SERVER_MAX_MEMBERS &&
+           fscanf(f, " voter %" SCNx64, &v) == 1) {
+        voters[n++] = v;
+    }
+    *n_voters = n;
+    fclose(f);
+    return rv;
+}
+
+static int identity_save(const char *dir, uint64_t member, uint64_t cluster,
+                         const uint64_t *voters, size_t n_voters)
+{
+    char path[4096], tmp[4200];
+    snprintf(path, sizeof path, "%s/member/keel-identity", dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0) {
+        return -errno;
+    }
+    char buf[2048];
+    int len = snprintf(buf, sizeof buf, "member %016" PRIx64
+                                        " cluster %016" PRIx64 "\n",
+                       member, cluster);
+    for (size_t i = 0; i < n_voters && len < (int)sizeof buf - 40; i++) {
+        len += snprintf(buf + len, sizeof buf - (size_t)len,
+                        "voter %016" PRIx64 "\n", voters[i]);
+    }
+    int rv = 0;
+    if (write(fd, buf, (size_t)len) != len || fsync(fd) != 0) {
+        rv = -errno;
+    }
+    close(fd);
+    if (rv == 0 && rename(tmp, path) != 0) {
+        rv = -errno;
+    }
+    if (rv == 0) {
+        char mdir[4096];
+        snprintf(mdir, sizeof mdir, "%s/member", dir);
+        int dfd = open(mdir, O_RDONLY | O_DIRECTORY);
+        if (dfd >= 0) {
+            if (fsync(dfd) != 0) {
+                rv = -errno;
+            }
+            close(dfd);
+        }
+    }
+    return rv;
+}
+
+static bool wal_exists(const char *dir)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/member/wal", dir);
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* ---- header ------------------------------------------------------------- */
+
+struct node *server_node(struct keel_server *s)
+{
+    return s->node;
+}
+
+uv_loop_t *server_loop(struct keel_server *s)
+{
+    return s->loop;
+}
+
+uint64_t server_max_txn_ops(const struct keel_server *s)
+{
+    return s->cfg->max_txn_ops;
+}
+
+Etcdserverpb__ResponseHeader *server_header(struct keel_server *s,
+                                            Etcdserverpb__ResponseHeader *hdr,
+                                            struct keel_arena *a, int64_t rev)
+{
+    if (hdr == NULL) {
+        hdr = keel_arena_alloc(a, sizeof *hdr);
+        if (hdr == NULL) {
+            return NULL;
+        }
+        etcdserverpb__response_header__init(hdr);
+    }
+    struct node_status st;
+    node_status(s->node, &st);
+    hdr->cluster_id = s->cluster_id;
+    hdr->member_id = s->member_id;
+    hdr->raft_term = st.term;
+    if (rev > 0) {
+        hdr->revision = rev;
+    }
+    return hdr;
+}
+
+void server_info(const struct keel_server *s, struct server_info *info)
+{
+    info->member_id = s->member_id;
+    info->cluster_id = s->cluster_id;
+    info->name = s->cfg->name;
+    info->peer_urls = s->peer_urls;
+    info->n_peer_urls = s->n_peer_urls;
+    info->client_urls = s->client_urls;
+    info->n_client_urls = s->n_client_urls;
+    info->data_dir = s->cfg->data_dir;
+}
+
+/* ---- start / stop ------------------------------------------------------- */
+
+static void server_free(struct keel_server *s)
+{
+    keel_arena_free(&s->publish_arena);
+    if (s->grpc != NULL) {
+        grpc_server_free(s->grpc);
+    }
+    if (s->router != NULL) {
+        router_free(s->router);
+    }
+    free(s->listeners);
+    free(s->peer_urls);
+    free(s->initial_cluster);
+    free(s->client_urls);
+    free(s);
+}
+
+/* Resolve identity and initial voters: from the data dir when it has a WAL,
+ * else from the flags. */
+static int resolve_identity(struct keel_server *s, uint64_t *voters,
+                            size_t *n_voters, char *err, size_t errlen)
+{
+    const struct keel_config *cfg = s->cfg;
+    struct init_member m[SERVER_MAX_MEMBERS];
+    size_t nm = 0;
+    char *buf = strdup(cfg->initial_cluster ? cfg->initial_cluster : "");
+    if (buf == NULL) {
+        return KEEL_ENOMEM;
+    }
+    int rv = parse_initial_cluster(buf, m, &nm, err, errlen);
+    size_t self = nm;
+    for (size_t i = 0; rv == 0 && i < nm; i++) {
+        m[i].id = server_member_id(m[i].urls, m[i].n_urls,
+                                   cfg->initial_cluster_token);
+        if (strcmp(m[i].name, cfg->name) == 0) {
+            self = i;
+        }
+    }
+    /* This member's peer URLs, for MemberList (copied out of buf). */
+    if (rv == 0 && self < nm) {
+        s->peer_urls = calloc(m[self].n_urls, sizeof *s->peer_urls);
+        if (s->peer_urls == NULL) {
+            rv = KEEL_ENOMEM;
+        } else {
+            for (size_t i = 0; i < m[self].n_urls; i++) {
+                s->peer_urls[i] = m[self].urls[i];
+            }
+            s->n_peer_urls = m[self].n_urls;
+        }
+    }
+
+    if (rv == 0 && wal_exists(cfg->data_dir)) {
+        rv = identity_load(cfg->data_dir, &s->member_id, &s->cluster_id,
+                           voters, n_voters);
+        if (rv != 0) {
+            snprintf(err, errlen,
+                     "cannot read %s/member/keel-identity: %s (a data dir "
+                     "with a WAL must have one)",
+                     cfg->data_dir, keel_strerror(rv));
+        } else {
+            log_info("etcdserver",
+                     "restarting member %" PRIx64 " in cluster %" PRIx64
+                     " at commit index",
+                     s->member_id, s->cluster_id);
+        }
+        goto out;
+    }
+    if (rv != 0) {
+        goto out;
+    }
+    if (self == nm) {
+        snprintf(err, errlen,
+                 "couldn't find local name \"%s\" in the initial cluster "
+                 "configuration",
+                 cfg->name);
+        rv = KEEL_EINVAL;
+        goto out;
+    }
+    s->member_id = m[self].id;
+    for (size_t i = 0; i < nm; i++) {
+        voters[i] = m[i].id;
+    }
+    *n_voters = nm;
+    s->cluster_id = server_cluster_id(voters, nm);
+    rv = mkdir_p(cfg->data_dir, 0700);
+    if (rv == 0) {
+        char mdir[4096];
+        snprintf(mdir, sizeof mdir, "%s/member", cfg->data_dir);
+        rv = mkdir_p(mdir, 0700);
+    }
+    if (rv == 0) {
+        rv = identity_save(cfg->data_dir, s->member_id, s->cluster_id, voters,
+                           nm);
+    }
+    if (rv != 0) {
+        snprintf(err, errlen, "cannot create data dir %s: %s", cfg->data_dir,
+                 keel_strerror(rv));
+    }
+out:
+    s->initial_cluster = buf; /* peer_urls point into it */
+    return rv;
+}
+
+/* ---- publishing (etcd: EtcdServer.publish, monitorVersions) ------------- */
+
+static void publish_tick(uv_timer_t *t);
+
+static void version_applied(void *arg, int rv, ProtobufCMessage *resp)
+{
+    (void)resp;
+    struct keel_server *s = arg;
+    s->publishing = false;
+    keel_arena_reset(&s->publish_arena);
+    if (rv != 0) {
+        return; /* retried by the timer */
+    }
+    s->version_set = true;
+    log_notice("etcdserver/membership", "set the initial cluster version to %s",
+               KEEL_ETCD_CLUSTER_VERSION);
+    log_info("etcdserver/api", "enabled capabilities for version %s",
+             KEEL_ETCD_CLUSTER_VERSION);
+    uv_timer_stop(&s->publish_timer);
+}
+
+static void attributes_applied(void *arg, int rv, ProtobufCMessage *resp)
+{
+    (void)resp;
+    struct keel_server *s = arg;
+    s->publishing = false;
+    keel_arena_reset(&s->publish_arena);
+    if (rv != 0) {
+        log_warn("etcdserver", "failed to publish local member to cluster "
+                               "through raft (%s)",
+                 keel_strerror(rv));
+        return;
+    }
+    s->published = true;
+    char urls[1024] = "";
+    size_t off = 0;
+    for (size_t i = 0; i < s->n_client_urls && off < sizeof urls; i++) {
+        off += (size_t)snprintf(urls + off, sizeof urls - off, "%s%s",
+                                i ? " " : "", s->client_urls[i]);
+    }
+    log_info("etcdserver", "published {Name:%s ClientURLs:[%s]} to cluster %" PRIx64,
+             s->cfg->name, urls, s->cluster_id);
+    if (s->ready_cb != NULL) {
+        s->ready_cb(s->ready_arg);
+    }
+    publish_tick(&s->publish_timer);
+}
+
+/* Publish this member's attributes through raft once there is a leader,
+ * then (leader only) the cluster version. Retried each heartbeat until
+ * applied. */
+static void publish_tick(uv_timer_t *t)
+{
+    struct keel_server *s = t->data;
+    if (s->publishing || s->stopping) {
+        return;
+    }
+    struct node_status st;
+    node_status(s->node, &st);
+    if (st.leader == 0) {
+        return;
+    }
+    Keelpb__Request req = KEELPB__REQUEST__INIT;
+    if (!s->published) {
+        Keelpb__MemberAttributes *m =
+            keel_arena_alloc(&s->publish_arena, sizeof *m);
+        if (m == NULL) {
+            return;
+        }
+        keelpb__member_attributes__init(m);
+        m->member_id = s->member_id;
+        m->name = (char *)s->cfg->name;
+        m->client_urls = (char **)s->client_urls;
+        m->n_client_urls = s->n_client_urls;
+        req.op_case = KEELPB__REQUEST__OP_MEMBER_ATTRIBUTES;
+        req.member_attributes = m;
+        if (node_propose(s->node, &req, &s->publish_arena, attributes_applied,
+                         s) == 0) {
+            s->publishing = true;
+        }
+        return;
+    }
+    if (!s->version_set) {
+        if (!st.is_leader) {
+            uv_timer_stop(&s->publish_timer); /* the leader decides */
+            return;
+        }
+        log_info("etcdserver", "setting up the initial cluster version to %s",
+                 KEEL_ETCD_CLUSTER_VERSION);
+        req.op_case = KEELPB__REQUEST__OP_CLUSTER_VERSION;
+        req.cluster_version = KEEL_ETCD_CLUSTER_VERSION ".0";
+        if (node_propose(s->node, &req, &s->publish_arena, version_applied,
+                         s) == 0) {
+            s->publishing = true;
+        }
+    }
+}
+
+void server_on_ready(struct keel_server *s, void (*cb)(void *arg), void *arg)
+{
+    s->ready_cb = cb;
+    s->ready_arg = arg;
+}
+
+int server_start(uv_loop_t *loop, const struct keel_config *cfg,
+                 struct keel_server **out, char *errmsg, size_t errlen)
+{
+    struct keel_server *s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        return KEEL_ENOMEM;
+    }
+    s->loop = loop;
+    s->cfg = cfg;
+    uint64_t voters[SERVER_MAX_MEMBERS];
+    size_t n_voters = 0;
+    int rv = resolve_identity(s, voters, &n_voters, errmsg, errlen);
+    if (rv != 0) {
+        goto err;
+    }
+
+    s->n_client_urls = cfg->advertise_client_urls.n;
+    s->client_urls = calloc(s->n_client_urls + 1, sizeof *s->client_urls);
+    if (s->client_urls == NULL) {
+        rv = KEEL_ENOMEM;
+        goto err;
+    }
+    for (size_t i = 0; i < s->n_client_urls; i++) {
+        s->client_urls[i] = cfg->advertise_client_urls.v[i].str;
+    }
+
+    struct node_options no = {0};
+    no.data_dir = cfg->data_dir;
+    no.member_id = s->member_id;
+    no.cluster_id = s->cluster_id;
+    no.voters = voters;
+    no.n_voters = n_voters;
+    no.heartbeat_ms = (unsigned)cfg->heartbeat_ms;
+    no.election_ms = (unsigned)cfg->election_ms;
+    rv = node_open(loop, &no, &s->node, errmsg, errlen);
+    if (rv != 0) {
+        goto err;
+    }
+
+    s->grpc = grpc_server_new();
+    s->router = router_new();
+    if (s->grpc == NULL || s->router == NULL) {
+        rv = KEEL_ENOMEM;
+        goto err_node;
+    }
+    if ((rv = kv_register(s, s->grpc)) != 0 ||
+        (rv = maintenance_register(s, s->grpc)) != 0 ||
+        (rv = cluster_register(s, s->grpc)) != 0 ||
+        (rv = http_endpoints_register(s, s->router)) != 0) {
+        snprintf(errmsg, errlen, "register services: %s", keel_strerror(rv));
+        goto err_node;
+    }
+
+    struct conn_limits limits;
+    conn_limits_default(&limits);
+    if (cfg->max_request_bytes > 0) {
+        limits.max_request_bytes = cfg->max_request_bytes;
+        limits.max_recv_bytes = cfg->max_request_bytes + 512 * 1024;
+    }
+    if (cfg->max_concurrent_streams > 0) {
+        limits.max_concurrent_streams = cfg->max_concurrent_streams;
+    }
+    s->listeners = calloc(cfg->listen_client_urls.n, sizeof *s->listeners);
+    if (s->listeners == NULL && cfg->listen_client_urls.n > 0) {
+        rv = KEEL_ENOMEM;
+        goto err_node;
+    }
+    for (size_t i = 0; i < cfg->listen_client_urls.n; i++) {
+        const char *url = cfg->listen_client_urls.v[i].str;
+        rv = listener_init(&s->listeners[i], loop, url, s->grpc, s->router,
+                           &limits);
+        if (rv != 0) {
+            snprintf(errmsg, errlen, "listen tcp %s: %s", url,
+                     s->listeners[i].errmsg);
+            goto err_listeners;
+        }
+        s->listeners[i].data = s;
+        s->n_listeners++;
+        const struct config_url *cu = &cfg->listen_client_urls.v[i];
+        if (strcmp(cu->scheme, "unix") == 0) {
+            log_notice("embed", "serving unix socket requests on %s",
+                       url + strlen("unix://"));
+        } else {
+            log_notice("embed",
+                       "serving insecure client requests on %s:%s, this is "
+                       "strongly discouraged!",
+                       cu->host, cu->port);
+        }
+    }
+    s->listeners_open = s->n_listeners;
+    keel_arena_init(&s->publish_arena, 0);
+    uv_timer_init(loop, &s->publish_timer);
+    s->publish_timer.data = s;
+    uv_timer_start(&s->publish_timer, publish_tick, 0,
+                   cfg->heartbeat_ms ? cfg->heartbeat_ms : 100);
+    *out = s;
+    return 0;
+
+err_listeners:
+    /* Listeners opened so far are closed synchronously enough for a failed
+     * start: the process exits right after. */
+    for (size_t i = 0; i < s->n_listeners; i++) {
+        listener_close(&s->listeners[i], NULL);
+    }
+err_node:
+    node_close(s->node, NULL, NULL);
+    s->node = NULL;
+    /* node_close and listener_close finish on the loop; the caller exits. */
+    *out = NULL;
+    return rv;
+err:
+    server_free(s);
+    return rv;
+}
+
+static void node_closed(void *arg)
+{
+    struct keel_server *s = arg;
+    void (*cb)(void *) = s->stop_cb;
+    void *cb_arg = s->stop_arg;
+    server_free(s);
+    if (cb != NULL) {
+        cb(cb_arg);
+    }
+}
+
+static void handle_gone(struct keel_server *s)
+{
+    if (--s->listeners_open == 0) {
+        node_close(s->node, node_closed, s);
+    }
+}
+
+static void listener_closed(struct listener *l)
+{
+    handle_gone(l->data);
+}
+
+static void publish_timer_closed(uv_handle_t *h)
+{
+    handle_gone(h->data);
+}
+
+void server_stop(struct keel_server *s, void (*cb)(void *arg), void *arg)
+{
+    if (s->stopping) {
+        return;
+    }
+    s->stopping = true;
+    s->stop_cb = cb;
+    s->stop_arg = arg;
+    s->listeners_open++; /* the publish timer counts as one more handle */
+    uv_close((uv_handle_t *)&s->publish_timer, publish_timer_closed);
+    for (size_t i = 0; i < s->n_listeners; i++) {
+        listener_close(&s->listeners[i], listener_closed);
+    }
+}

@@ -1,0 +1,83 @@
+/*
+ * server/server: the keel member as a whole. It owns the replicated state
+ * machine (node), the gRPC registry, the HTTP router and the client
+ * listeners, registers the v3 services on them, and answers requests with
+ * etcd's full response header.
+ *
+ * Everything runs on the loop thread given to server_start().
+ */
+#ifndef KEEL_SERVER_H
+#define KEEL_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "etcdserverpb/rpc.pb-c.h"
+#include "keel_arena.h"
+
+struct keel_config;
+struct keel_server;
+struct node;
+struct grpc_server;
+struct router;
+
+/* Member and cluster ids as etcd derives them for a new cluster
+ * (etcdserver/api/membership: NewMember, RaftCluster.genID): a member's id
+ * is the first 8 bytes (big endian) of sha1(sorted peer URLs concatenated +
+ * cluster token); the cluster id the same over the sorted member ids. */
+uint64_t server_member_id(const char *const *peer_urls, size_t n,
+                          const char *cluster_token);
+uint64_t server_cluster_id(const uint64_t *member_ids, size_t n);
+
+/* Open the data dir, start raft and the listeners. On success *out is the
+ * running server; stop it with server_stop(). On failure a message is in
+ * errmsg and nothing is left running. cfg is borrowed for the server's
+ * life. */
+int server_start(uv_loop_t *loop, const struct keel_config *cfg,
+                 struct keel_server **out, char *errmsg, size_t errlen);
+
+/* cb(arg) runs once this member's attributes are published through raft
+ * (etcd logs "ready to serve client requests" then). */
+void server_on_ready(struct keel_server *s, void (*cb)(void *arg), void *arg);
+
+/* Graceful stop: stop accepting, close the listeners, finish the node
+ * (sync), then cb(arg) and free. */
+void server_stop(struct keel_server *s, void (*cb)(void *arg), void *arg);
+
+/* ---- for the services (server/kv.c, maintenance.c, ...) ---------------- */
+
+struct node *server_node(struct keel_server *s);
+uv_loop_t *server_loop(struct keel_server *s);
+uint64_t server_max_txn_ops(const struct keel_server *s);
+
+/* Fill cluster_id, member_id and raft_term of *hdr, allocating it in a
+ * when NULL; revision is left to the caller (the store sets it) unless
+ * rev > 0. Returns the header, or NULL when out of memory. */
+Etcdserverpb__ResponseHeader *server_header(struct keel_server *s,
+                                            Etcdserverpb__ResponseHeader *hdr,
+                                            struct keel_arena *a, int64_t rev);
+
+/* Service registration (one file each). */
+int kv_register(struct keel_server *s, struct grpc_server *g);
+int maintenance_register(struct keel_server *s, struct grpc_server *g);
+int cluster_register(struct keel_server *s, struct grpc_server *g);
+int http_endpoints_register(struct keel_server *s, struct router *r);
+
+/* For maintenance/cluster/http: identity and listen/advertise URLs. */
+struct server_info
+{
+    uint64_t member_id;
+    uint64_t cluster_id;
+    const char *name;
+    const char *const *peer_urls;
+    size_t n_peer_urls;
+    const char *const *client_urls;
+    size_t n_client_urls;
+    const char *data_dir;
+};
+void server_info(const struct keel_server *s, struct server_info *info);
+
+#endif /* KEEL_SERVER_H */
