@@ -28,6 +28,8 @@ struct ts_observed
     atomic_int http_cancels; /* streamed HTTP responses cancelled */
     atomic_int put_calls;
     atomic_int big_calls;
+    atomic_int sleep_deadline_ms; /* grpc_call_deadline_ms of a "sleep" */
+    atomic_int put_raw_len;       /* grpc_call_request_bytes of a Put */
     atomic_int count_cancel_code;
     atomic_int paced_max_buffered;
     char auth_seen[64]; /* token metadata of the last Status */

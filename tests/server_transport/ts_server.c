@@ -114,6 +114,11 @@ static void auth_start(struct grpc_call *call,
     Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
     char tok[80];
     (void)data;
+    if (strcmp(r->name, "bad") == 0) {
+        grpc_call_fail_status(call, KEEL_GRPC_INVALID_ARGUMENT,
+                              keel_strerror(KEEL_EAUTHFAILED));
+        return;
+    }
     snprintf(tok, sizeof tok, "tok-%s", r->name);
     fill_header(&h);
     resp.header = &h;
@@ -127,8 +132,12 @@ static void put_start(struct grpc_call *call,
 {
     Etcdserverpb__PutResponse resp = ETCDSERVERPB__PUT_RESPONSE__INIT;
     Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
+    const uint8_t *raw;
+    size_t len;
     (void)req;
     (void)data;
+    grpc_call_request_bytes(call, &raw, &len);
+    ts_obs.put_raw_len = (int)len;
     ts_obs.put_calls++;
     fill_header(&h);
     resp.header = &h;
@@ -178,16 +187,21 @@ static void range_reply(uv_timer_t *t)
     uv_close((uv_handle_t *)&ctx->timer, range_timer_closed);
 }
 
+/* The method's cancel callback: ordinary Ranges finish from their timer. */
 static void range_cancel(struct grpc_call *call, int code, void *data)
 {
-    const Etcdserverpb__RangeRequest *r = grpc_call_data(call);
+    (void)call;
+    (void)code;
     (void)data;
-    if (r->key.len == 5 && memcmp(r->key.data, "sleep", 5) == 0) {
-        ts_obs.range_cancel_code = code;
-        ts_obs.range_cancels++;
-        grpc_call_finish(call, KEEL_ECANCELED);
-    }
-    /* Others finish from their timer. */
+}
+
+/* Per-call cancel callback of a "sleep" Range (grpc_call_on_cancel). */
+static void sleep_cancel(struct grpc_call *call, int code, void *data)
+{
+    (void)data;
+    ts_obs.range_cancel_code = code;
+    ts_obs.range_cancels++;
+    grpc_call_finish(call, KEEL_ECANCELED);
 }
 
 static void range_start(struct grpc_call *call,
@@ -199,7 +213,10 @@ static void range_start(struct grpc_call *call,
     (void)data;
     grpc_call_set_data(call, (void *)r);
     if (r->key.len == 5 && memcmp(r->key.data, "sleep", 5) == 0) {
-        return; /* answered by range_cancel */
+        /* Never answered: wait for the deadline or the client to go. */
+        ts_obs.sleep_deadline_ms = (int)grpc_call_deadline_ms(call);
+        grpc_call_on_cancel(call, sleep_cancel, NULL);
+        return;
     }
     ctx = malloc(sizeof *ctx);
     ctx->call = call;
@@ -537,6 +554,40 @@ static void stream(struct router_req *req, void *data)
     uv_timer_start(&ctx->timer, stream_tick, 5, 5);
 }
 
+/* Chunked output that ignores back-pressure (a gateway watch whose client
+ * stopped reading). */
+struct hflood_ctx
+{
+    uv_timer_t timer;
+    struct router_req *req;
+};
+
+static void hflood_tick(uv_timer_t *t)
+{
+    struct hflood_ctx *ctx = t->data;
+    static char blob[32 * 1024];
+    if (!router_req_alive(ctx->req)) {
+        router_end(ctx->req);
+        uv_close((uv_handle_t *)&ctx->timer, stream_closed);
+        return;
+    }
+    for (int i = 0; i < 4; i++) {
+        router_write(ctx->req, blob, sizeof blob);
+    }
+}
+
+static void hflood(struct router_req *req, void *data)
+{
+    struct hflood_ctx *ctx = malloc(sizeof *ctx);
+    (void)data;
+    ctx->req = req;
+    router_req_on_cancel(req, stream_cancel, NULL);
+    router_start(req, 200, "application/octet-stream", NULL, 0);
+    uv_timer_init(&S.loop, &ctx->timer);
+    ctx->timer.data = ctx;
+    uv_timer_start(&ctx->timer, hflood_tick, 0, 1);
+}
+
 static void big(struct router_req *req, void *data)
 {
     static char body[64 * 1024];
@@ -723,6 +774,7 @@ int ts_server_start(void)
               NULL, NULL, paced_cancel);
     rv |= router_add(S.router, "GET", "/big", big, NULL);
     rv |= router_add(S.router, "GET", "/stats", stats, NULL);
+    rv |= router_add(S.router, "GET", "/hflood", hflood, NULL);
     rv |= router_add(S.router, "GET", "/health", health, NULL);
     rv |= router_add(S.router, NULL, "/version", version, NULL);
     rv |= router_add(S.router, "POST", "/echo", echo, NULL);
