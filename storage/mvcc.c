@@ -394,6 +394,12 @@ int mvcc_open(const char *db_path,
         rc = mvcc__mdb_err(s, rc, what);
         goto err_env;
     }
+    {
+        /* Reader slots left by a process that died: free them, or their
+         * old snapshots would pin pages forever. */
+        int dead = 0;
+        mdb_reader_check(s->env, &dead);
+    }
     if (mdb_env_get_maxkeysize(s->env) < KEYCODEC_MAX + 8) {
         rc = mvcc__err(s, KEEL_EINVAL, "mvcc: open: LMDB max key size %d < %d",
                        mdb_env_get_maxkeysize(s->env), KEYCODEC_MAX + 8);

@@ -63,7 +63,8 @@ struct mvcc_options
 /* Open (creating if needed) the store in the LMDB file `db_path` (etcd's
  * layout: <data-dir>/member/snap/db; missing parent directories are
  * created). Opening reads a few meta keys only: no index rebuild, so it takes
- * milliseconds at any size. opts may be NULL. On success *out is the store;
+ * milliseconds at any size. A file may be open once per process (LMDB's
+ * rule); other processes may open it too. opts may be NULL. On success *out is the store;
  * free it with mvcc_close(). On failure *out is NULL and, when errmsg is not
  * NULL, errmsg (errmsg_len bytes) says why. */
 int mvcc_open(const char *db_path,

@@ -565,14 +565,11 @@ int mvcc_events_since(struct mvcc_store *s,
         if (tomb) {
             kv->mod_revision = r.main;
         }
-        if (with_prev_kv) {
-            struct mvcc_link l, pl;
+        if (with_prev_kv && (tomb || kv->create_revision != kv->mod_revision)) {
+            struct mvcc_link l;
             err = link_read(&c, r, &l);
             if (err == 0 && l.prev.main != 0) {
-                err = link_read(&c, l.prev, &pl);
-                if (err == 0 && !pl.tomb) {
-                    err = mvcc__kv_read(&c, l.prev, &prev);
-                }
+                err = mvcc__prev_kv(&c, l.prev, r.main, &prev);
             }
             if (err == KEEL_ENOTFOUND) {
                 err = 0; /* compacted */

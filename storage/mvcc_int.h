@@ -197,6 +197,13 @@ int mvcc__key_cmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen);
 /* Read the KeyValue stored at revision r (a put) into the arena. */
 int mvcc__kv_read(struct mvcc_ctx *c, struct mvcc_rev r, Mvccpb__KeyValue **kv);
 
+/* The event prev_kv of a key at revision `main`, etcd's way: the key at
+ * main - 1, walking back from its newest revision `latest`. */
+int mvcc__prev_kv(struct mvcc_ctx *c,
+                  struct mvcc_rev latest,
+                  int64_t main,
+                  Mvccpb__KeyValue **out);
+
 /* Delete one live key (tombstone at the ctx's next sub revision). */
 int mvcc__delete_key(struct mvcc_ctx *c,
                      const uint8_t *k,

@@ -24,14 +24,17 @@
 #include "keel_err.h"
 #include "mvcc_int.h"
 
-#define NEW(a, T, init_fn)                                                    \
-    ({                                                                        \
-        T *p_ = keel_arena_alloc((a), sizeof(T));                             \
-        if (p_ != NULL) {                                                     \
-            init_fn(p_);                                                      \
-        }                                                                     \
-        p_;                                                                   \
-    })
+/* A protobuf-c message of descriptor d in the arena, initialised. */
+static void *new_msg(struct keel_arena *a, const ProtobufCMessageDescriptor *d)
+{
+    void *m = keel_arena_alloc(a, d->sizeof_message);
+    if (m != NULL) {
+        protobuf_c_message_init(d, m);
+    }
+    return m;
+}
+
+#define NEW(a, T, desc) ((T *)new_msg((a), &(desc)))
 
 static int oom(struct mvcc_ctx *c, const char *what)
 {
@@ -44,7 +47,7 @@ static Etcdserverpb__ResponseHeader *new_header(struct mvcc_ctx *c,
 {
     Etcdserverpb__ResponseHeader *h =
         NEW(c->a, Etcdserverpb__ResponseHeader,
-            etcdserverpb__response_header__init);
+            etcdserverpb__response_header__descriptor);
     if (h != NULL) {
         h->revision = rev;
     }
@@ -133,6 +136,43 @@ static int visible_rev(struct mvcc_ctx *c,
     }
 }
 
+/* etcd's prev_kv for an event of a key at main revision `main` (etcd:
+ * v3rpc/watch.go sendLoop reads the key at ModRevision - 1): its version
+ * before this revision, not the one an earlier op of the same txn wrote (a
+ * txn may put a key and delete it with a from-key DeleteRange). `latest` is
+ * the key's newest revision before the event. *out NULL: none. A put that
+ * creates its key has no prev_kv at all (the callers check). */
+int mvcc__prev_kv(struct mvcc_ctx *c,
+                  struct mvcc_rev latest,
+                  int64_t main,
+                  Mvccpb__KeyValue **out)
+{
+    struct mvcc_rev cur = latest;
+    struct mvcc_link l;
+    int rc;
+
+    *out = NULL;
+    if (main - 1 < c->compact_rev) {
+        return 0; /* etcd's read at main - 1 fails: compacted */
+    }
+    for (;;) {
+        rc = link_get(c, cur, &l);
+        if (rc == KEEL_ENOTFOUND) {
+            return 0;
+        }
+        if (rc != 0) {
+            return rc;
+        }
+        if (cur.main < main) {
+            return l.tomb ? 0 : mvcc__kv_read(c, cur, out);
+        }
+        if (l.prev.main == 0) {
+            return 0;
+        }
+        cur = l.prev;
+    }
+}
+
 /* ---- events ---------------------------------------------------------------- */
 
 static int add_event(struct mvcc_ctx *c,
@@ -158,7 +198,7 @@ static int add_event(struct mvcc_ctx *c,
         e->ev = a;
         e->cap = ncap;
     }
-    ev = NEW(c->a, Mvccpb__Event, mvccpb__event__init);
+    ev = NEW(c->a, Mvccpb__Event, mvccpb__event__descriptor);
     if (ev == NULL) {
         return oom(c, "events");
     }
@@ -209,11 +249,9 @@ static int lease_key_set(struct mvcc_ctx *c,
     return rc != 0 ? mvcc__mdb_err(c->s, rc, "lease_keys: write") : 0;
 }
 
-/* Write one revision of key k (packed KeyValue kv, tombstone or not) after
- * `old` (the key's index record, NULL if none). */
+/* Write one revision (KeyValue kv, tombstone or not) of a key after `old`
+ * (the key's index record, NULL if none). */
 static int write_rev(struct mvcc_ctx *c,
-                     const uint8_t *k,
-                     size_t klen,
                      const struct mvcc_irec *old,
                      int tomb,
                      const Mvccpb__KeyValue *kv,
@@ -225,8 +263,6 @@ static int write_rev(struct mvcc_ctx *c,
     MDB_val mk = {MVCC_REV_BYTES + (tomb ? 1 : 0), kb}, mv;
     int rc;
 
-    (void)k;
-    (void)klen;
     mvcc__rev_put(kb, rev);
     kb[MVCC_REV_BYTES] = 't';
     mv.mv_size = mvccpb__key_value__get_packed_size(kv);
@@ -296,7 +332,7 @@ static int do_put(struct mvcc_ctx *c,
     int exists = old != NULL && !old->tomb;
     int ok1, ok2, rc;
 
-    kv = NEW(c->a, Mvccpb__KeyValue, mvccpb__key_value__init);
+    kv = NEW(c->a, Mvccpb__KeyValue, mvccpb__key_value__descriptor);
     if (kv == NULL) {
         return oom(c, "put");
     }
@@ -310,7 +346,7 @@ static int do_put(struct mvcc_ctx *c,
     kv->version = exists ? old->version + 1 : 1;
     kv->lease = lease;
 
-    rc = write_rev(c, key->data, key->len, old, 0, kv, &rev);
+    rc = write_rev(c, old, 0, kv, &rev);
     if (rc != 0) {
         return mvcc__poison(c, rc);
     }
@@ -327,7 +363,11 @@ static int do_put(struct mvcc_ctx *c,
         rc = lease_key_set(c, lease, key->data, key->len, 1);
     }
     if (rc == 0) {
-        rc = add_event(c, MVCCPB__EVENT__EVENT_TYPE__PUT, kv, oldkv);
+        /* etcd (v3rpc/watch.go isCreateEvent): a put that creates the key
+         * has no prev_kv in its event, even if the key was deleted earlier
+         * in the same txn. */
+        rc = add_event(c, MVCCPB__EVENT__EVENT_TYPE__PUT, kv,
+                       kv->create_revision == kv->mod_revision ? NULL : oldkv);
     }
     return mvcc__poison(c, rc);
 }
@@ -351,8 +391,8 @@ int mvcc__delete_key(struct mvcc_ctx *c,
             return mvcc__poison(c, rc);
         }
     }
-    tkv = NEW(c->a, Mvccpb__KeyValue, mvccpb__key_value__init);
-    ekv = NEW(c->a, Mvccpb__KeyValue, mvccpb__key_value__init);
+    tkv = NEW(c->a, Mvccpb__KeyValue, mvccpb__key_value__descriptor);
+    ekv = NEW(c->a, Mvccpb__KeyValue, mvccpb__key_value__descriptor);
     if (tkv == NULL || ekv == NULL) {
         return oom(c, "delete");
     }
@@ -360,7 +400,7 @@ int mvcc__delete_key(struct mvcc_ctx *c,
     if (!ok) {
         return oom(c, "delete");
     }
-    rc = write_rev(c, k, klen, r, 1, tkv, &rev);
+    rc = write_rev(c, r, 1, tkv, &rev);
     if (rc != 0) {
         return mvcc__poison(c, rc);
     }
@@ -376,11 +416,15 @@ int mvcc__delete_key(struct mvcc_ctx *c,
      * mvcc/watchable_store_txn.go). */
     ekv->key = tkv->key;
     ekv->mod_revision = rev.main;
-    if (rc == 0) {
-        rc = add_event(c, MVCCPB__EVENT__EVENT_TYPE__DELETE, ekv, prev);
-    }
     if (prevp != NULL) {
         *prevp = prev;
+    }
+    if (rc == 0 && c->events != NULL && r->mod.main == rev.main) {
+        /* the key was written earlier in this txn */
+        rc = mvcc__prev_kv(c, r->mod, rev.main, &prev);
+    }
+    if (rc == 0) {
+        rc = add_event(c, MVCCPB__EVENT__EVENT_TYPE__DELETE, ekv, prev);
     }
     return mvcc__poison(c, rc);
 }
@@ -545,7 +589,7 @@ static int range_op(struct mvcc_ctx *c,
         qsort_r(st.kvs, st.n, sizeof(*st.kvs), kv_sort_cmp, how);
     }
     resp = NEW(c->a, Etcdserverpb__RangeResponse,
-               etcdserverpb__range_response__init);
+               etcdserverpb__range_response__descriptor);
     if (resp == NULL || (resp->header = new_header(c, mvcc__ctx_rev(c))) == NULL) {
         return mvcc__err(c->s, KEEL_ENOMEM, "mvcc: range: out of memory");
     }
@@ -635,7 +679,7 @@ static int put_op(struct mvcc_ctx *c,
         return rc;
     }
     resp = NEW(c->a, Etcdserverpb__PutResponse,
-               etcdserverpb__put_response__init);
+               etcdserverpb__put_response__descriptor);
     if (resp == NULL) {
         return mvcc__err(c->s, KEEL_ENOMEM, "mvcc: put: out of memory");
     }
@@ -717,7 +761,7 @@ static int delete_op(struct mvcc_ctx *c,
         return rc;
     }
     resp = NEW(c->a, Etcdserverpb__DeleteRangeResponse,
-               etcdserverpb__delete_range_response__init);
+               etcdserverpb__delete_range_response__descriptor);
     if (resp == NULL) {
         return mvcc__err(c->s, KEEL_ENOMEM, "mvcc: delete: out of memory");
     }
@@ -993,7 +1037,7 @@ static int txn_apply(struct mvcc_ctx *c,
     for (size_t i = 0; i < nops; i++) {
         const Etcdserverpb__RequestOp *op = ops[i];
         Etcdserverpb__ResponseOp *ro =
-            NEW(c->a, Etcdserverpb__ResponseOp, etcdserverpb__response_op__init);
+            NEW(c->a, Etcdserverpb__ResponseOp, etcdserverpb__response_op__descriptor);
         if (ro == NULL) {
             return oom(c, "txn");
         }
@@ -1018,7 +1062,7 @@ static int txn_apply(struct mvcc_ctx *c,
             case ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_TXN: {
                 Etcdserverpb__TxnResponse *sub =
                     NEW(c->a, Etcdserverpb__TxnResponse,
-                        etcdserverpb__txn_response__init);
+                        etcdserverpb__txn_response__descriptor);
                 /* etcd leaves nested txn headers at revision 0. */
                 if (sub == NULL || (sub->header = new_header(c, 0)) == NULL) {
                     return oom(c, "txn");
@@ -1055,7 +1099,7 @@ static int txn_op(struct mvcc_ctx *c,
         return rc;
     }
     resp = NEW(c->a, Etcdserverpb__TxnResponse,
-               etcdserverpb__txn_response__init);
+               etcdserverpb__txn_response__descriptor);
     if (resp == NULL) {
         return mvcc__err(c->s, KEEL_ENOMEM, "mvcc: txn: out of memory");
     }

@@ -78,6 +78,27 @@ class Etcd:
         except urllib.error.HTTPError as e:
             return json.loads(e.read())
 
+    def events(self, body):
+        """Events a watch from start_revision gets: read the stream until
+        it is quiet for a while (catch-up comes at once)."""
+        req = urllib.request.Request(
+            self.url + "/v3/watch",
+            data=json.dumps({"create_request": json.loads(body)}).encode())
+        events = []
+        r = urllib.request.urlopen(req, timeout=0.7)
+        try:
+            while True:
+                line = r.readline()
+                if not line:
+                    break
+                res = json.loads(line).get("result", {})
+                events += res.get("events", [])
+        except (socket.timeout, TimeoutError, OSError):
+            pass
+        finally:
+            r.close()
+        return {"events": events} if events else {}
+
     def stop(self):
         self.p.terminate()
         self.p.wait()
@@ -142,6 +163,29 @@ def normalize_txn(req, resp):
             sort_values_only(op["request_range"], r["response_range"])
         if "request_txn" in op and "response_txn" in r:
             normalize_txn(op["request_txn"], r["response_txn"])
+
+
+def first_diff(a, b, path="$"):
+    """Where two JSON values first differ, and the two sides there."""
+    if type(a) != type(b):
+        return path, a, b
+    if isinstance(a, dict):
+        for k in sorted(set(a) | set(b)):
+            if k not in a or k not in b:
+                return path + "." + k, a.get(k), b.get(k)
+            d = first_diff(a[k], b[k], path + "." + k)
+            if d:
+                return d
+        return None
+    if isinstance(a, list):
+        for i, (x, y) in enumerate(zip(a, b)):
+            d = first_diff(x, y, "%s[%d]" % (path, i))
+            if d:
+                return d
+        if len(a) != len(b):
+            return path + ".length", len(a), len(b)
+        return None
+    return None if a == b else (path, a, b)
 
 
 def normalize(op, req, resp):
@@ -303,6 +347,14 @@ class Gen:
 
     def next(self):
         c = self.r.randrange(100)
+        if c < 2:
+            d = {}
+            self.span(d)
+            d["start_revision"] = self.r.randrange(max(1, self.compact),
+                                                   self.rev + 2)
+            if self.r.randrange(2):
+                d["prev_kv"] = True
+            return "events", d
         if c < 30:
             return "range", self.range_req()
         if c < 63:
@@ -361,13 +413,21 @@ def main():
             for i in range(nops):
                 op, req = g.next()
                 body = json.dumps(req)
-                a = etcd.call(PATHS[op], body)
+                if op == "events":
+                    a = etcd.events(body)
+                else:
+                    a = etcd.call(PATHS[op], body)
                 b = rep.call(op, body)
                 na, nb = normalize(op, req, a), normalize(op, req, b)
                 if na != nb:
-                    print("seed %d op %d: %s %s" % (seed, i, op, body))
-                    print("  etcd: %s" % json.dumps(na, sort_keys=True))
-                    print("  keel: %s" % json.dumps(nb, sort_keys=True))
+                    print("seed %d op %d: %s %s" % (seed, i, op, body[:2000]))
+                    where, x, y = first_diff(na, nb)
+                    print("  first difference at %s" % where)
+                    print("  etcd: %s" % json.dumps(x, sort_keys=True)[:2000])
+                    print("  keel: %s" % json.dumps(y, sort_keys=True)[:2000])
+                    if os.environ.get("DIFF_DEBUG"):
+                        print("  etcd full: %s" % json.dumps(na, sort_keys=True))
+                        print("  keel full: %s" % json.dumps(nb, sort_keys=True))
                     return 1
                 g.observe(op, req, a)
                 if "error" in na:

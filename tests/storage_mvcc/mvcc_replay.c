@@ -6,7 +6,9 @@
  *   mvcc_replay DB_PATH  < requests
  *
  * Each input line is "<op> <json body>" with op one of range, put,
- * deleterange, txn, compaction, leasegrant, leaserevoke; each write is one
+ * deleterange, txn, compaction, leasegrant, leaserevoke, events (a
+ * WatchCreateRequest: the events mvcc_events_since() gives for it, printed
+ * as a WatchResponse with events only); each write is one
  * batch (its own raft index). Each output line is the response JSON, or
  * {"error":"<etcd's message>"} when the request fails. Requests get the
  * checks etcd's v3rpc layer makes before apply (empty key, duplicate keys
@@ -97,6 +99,8 @@ int main(int argc, char **argv)
             d = &etcdserverpb__lease_grant_request__descriptor;
         } else if (!strcmp(line, "leaserevoke")) {
             d = &etcdserverpb__lease_revoke_request__descriptor;
+        } else if (!strcmp(line, "events")) {
+            d = &etcdserverpb__watch_create_request__descriptor;
         } else {
             fprintf(stderr, "mvcc_replay: unknown op %s\n", line);
             return 1;
@@ -109,6 +113,17 @@ int main(int argc, char **argv)
         if (d == &etcdserverpb__range_request__descriptor) {
             rc = mvcc_range(s, (Etcdserverpb__RangeRequest *)req, &a,
                             (Etcdserverpb__RangeResponse **)&resp);
+            goto done;
+        }
+        if (d == &etcdserverpb__watch_create_request__descriptor) {
+            Etcdserverpb__WatchCreateRequest *wc = (void *)req;
+            Etcdserverpb__WatchResponse *wr = keel_arena_alloc(&a, sizeof(*wr));
+            int64_t next;
+            etcdserverpb__watch_response__init(wr);
+            rc = mvcc_events_since(s, wc->start_revision, &wc->key,
+                                   &wc->range_end, 0, wc->prev_kv, &a,
+                                   &wr->events, &wr->n_events, &next);
+            resp = &wr->base;
             goto done;
         }
         if (d == &etcdserverpb__txn_request__descriptor &&

@@ -687,6 +687,54 @@ static void test_mvcc_txn_duplicate_keys(void **state)
     keel_arena_reset(a);
 }
 
+
+/* etcd lets a txn put a key and delete it with a from-key DeleteRange (its
+ * duplicate check ignores "\0" range ends). The watch events then carry
+ * etcd's prev_kv: the key at revision - 1, and none for a put that creates
+ * the key (v3rpc/watch.go). The DeleteRange response sees the txn's put. */
+static void test_mvcc_events_put_and_delete_in_one_txn(void **state)
+{
+    struct fx *f = *state;
+    struct keel_arena *a = &f->a;
+    Etcdserverpb__TxnResponse *r;
+    struct mvcc_write *w;
+    Mvccpb__Event **ev;
+    size_t n;
+    static const uint8_t zero = 0;
+    ProtobufCBinaryData all = bin(&zero, 1);
+    Etcdserverpb__TxnRequest *t;
+
+    assert_int_equal(put1(f->s, a, str("x"), str("old"), 0, NULL), 0); /* 2 */
+    /* put y, then delete everything from "x" on: x and y go */
+    t = txn2(a, op_put(a, "y", "new"), op_del(a, "x", ""), NULL);
+    t->success[1]->request_delete_range->prev_kv = 1;
+    assert_int_equal(mvcc_txn_check(t), 0);
+    assert_int_equal(mvcc_write_begin(f->s, &w), 0);
+    assert_int_equal(mvcc_txn(w, t, a, &r), 0);
+    assert_int_equal(r->responses[1]->response_delete_range->deleted, 2);
+    assert_kv(r->responses[1]->response_delete_range->prev_kvs[1], "y", "new",
+              3, 3, 1);
+    mvcc_write_events(w, &ev, &n);
+    assert_int_equal(n, 3);
+    assert_null(ev[0]->prev_kv);                    /* put y: a create */
+    assert_kv(ev[1]->prev_kv, "x", "old", 2, 2, 1); /* delete x */
+    assert_null(ev[2]->prev_kv);                    /* delete y: absent at 2 */
+    /* delete from "x" on, then put x again: a create, no prev_kv */
+    t = txn2(a, op_del(a, "a", ""), op_put(a, "x", "again"), NULL);
+    assert_int_equal(mvcc_txn(w, t, a, &r), 0);
+    assert_int_equal(mvcc_write_commit(w, ++test_ci, 1), 0);
+    assert_int_equal(mvcc_events_since(f->s, 3, &all, &all, 0, 1, a, &ev, &n,
+                                       &(int64_t){0}),
+                     0);
+    assert_int_equal(n, 4);
+    assert_null(ev[0]->prev_kv);
+    assert_kv(ev[1]->prev_kv, "x", "old", 2, 2, 1);
+    assert_null(ev[2]->prev_kv);
+    assert_kv(ev[3]->kv, "x", "again", 4, 4, 1);
+    assert_null(ev[3]->prev_kv);
+    keel_arena_reset(a);
+}
+
 static void test_mvcc_txn_semantics(void **state)
 {
     struct fx *f = *state;
@@ -1315,6 +1363,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_mvcc_txn_semantics, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            test_mvcc_events_put_and_delete_in_one_txn, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mvcc_put_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mvcc_lease_revoke, setup,
                                         teardown),
