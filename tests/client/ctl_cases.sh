@@ -143,6 +143,7 @@ ctl_cases() {
     run lease list -w fields
     run lease keep-alive --once "$LEASE"
     run lease keep-alive --once "$LEASE" -w json
+    run_for 1.2 lease keep-alive "$LEASE"
     run put --ignore-lease --ignore-value lk
     run lease revoke "$LEASE"
     run lease revoke "$LEASE"
@@ -185,7 +186,16 @@ ctl_cases() {
     run member remove xyz
     run member remove 1234
     run member update 1234
+    run member update 8e9e05c52164694d --peer-urls=http://localhost:2380
     run member add
+    run member add learner1 --learner --peer-urls=http://127.0.0.1:1
+    "$ETCDCTL" --endpoints="$ENDPOINT" member list |
+        awk -F', ' '$2 == "unstarted" {print $1}' >>"$TMP/leases"
+    LEARNER=$(tail -n 1 "$TMP/leases")
+    run member list -w table
+    run member promote "$LEARNER"
+    run member remove "$LEARNER" -w json
+    run member remove "$LEARNER"
     run endpoint status
     run endpoint status -w table
     run endpoint status -w json

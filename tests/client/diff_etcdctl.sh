@@ -82,6 +82,9 @@ run_tool() { # name binary
 run_tool etcdctl "$ETCDCTL"
 run_tool keelctl "$KEELCTL"
 
+if [ -n "${KEEL_DIFF_OUT:-}" ]; then # keep the transcripts for a look
+    cp "$TMP/etcdctl.norm" "$TMP/keelctl.norm" "$KEEL_DIFF_OUT/"
+fi
 if diff -u "$TMP/etcdctl.norm" "$TMP/keelctl.norm" >"$TMP/diff"; then
     echo "keelctl matches etcdctl on $(grep -c '^### ' "$TMP/keelctl.norm") commands"
     exit 0

@@ -2,8 +2,8 @@
 
 Replaces only what legitimately differs between two runs of the same
 sequence: zap timestamps, the random client UUID of clientv3's log line,
-measured durations ("took"), and lease IDs (etcd derives them from the
-clock). Usage: normalise.py <lease-id-file> < transcript > normalised
+measured durations ("took"), and lease and new member IDs (etcd derives
+them from the clock). Usage: normalise.py <lease-id-file> < transcript > normalised
 """
 import re
 import sys
@@ -28,15 +28,21 @@ text = re.sub(r'"dbSize(InUse)?":[0-9]+', r'"dbSize\1":N', text)
 text = re.sub(r'"DBSize" : [0-9]+', '"DBSize" : N', text)
 text = re.sub(r"(, |\| +)[0-9]+(\.[0-9])? [kMG]?B(,| \|)", r"\1SIZE\3", text)
 for lease in sorted(leases, key=len, reverse=True):
-    text = text.replace("%016x" % int(lease, 16), "LEASE")
-    text = re.sub(r"\b%d\b" % int(lease, 16), "LEASE", text)
+    v = int(lease, 16)
+    text = text.replace("%016x" % v, "LEASE")
+    text = text.replace("%16x" % v, "LEASE")
+    text = re.sub(r"\b%x\b" % v, "LEASE", text)
+    text = re.sub(r"\b%d\b" % v, "LEASE", text)
 
-# tablewriter sizes the TOOK column to the measured duration.
+# tablewriter sizes the TOOK column to the measured duration: only in the
+# endpoint health tables are widths normalised.
 out = []
+health_table = False
 for line in text.split("\n"):
-    if re.search(r"\| *(true|false) *\| *" + dur, line):
+    if line.startswith("### "):
+        health_table = "endpoint health" in line and "table" in line
+    if health_table and (line.startswith("|") or line.startswith("+")):
         line = re.sub(dur, "D", line)
-    if line.startswith("|") or line.startswith("+"):
         line = re.sub(r" +", " ", line)
         line = re.sub(r"-+", "-", line)
     out.append(line)
