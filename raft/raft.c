@@ -31,7 +31,8 @@
  * Why not etcd's apply-time semantics: a member that has the entry removing
  * the old leader but not its commit keeps the old configuration and needs
  * the removed member's vote, which that member (with a longer log) may
- * refuse for ever; the simulator found that deadlock (seed 11956).
+ * refuse for ever; an earlier version of the simulator found that deadlock
+ * (test_raft_uncommitted_self_removal_does_not_deadlock replays it).
  * A leader that removes or demotes itself keeps leading without counting
  * itself until the change commits, then hands leadership to the most
  * up-to-date voter (thesis §4.2.2).
@@ -84,8 +85,9 @@ struct raft {
     int state;
     uint64_t lead;
     uint64_t lead_transferee;
-    /* A leader whose own removal (or demotion) was applied: it accepts no
-     * proposals and hands leadership to a voter, then steps down. */
+    /* A leader whose own removal (or demotion) committed: it accepts no
+     * proposals and hands leadership to a voter (the new leader's term
+     * makes it step down). */
     bool leaving;
     uint64_t pending_conf_index;
     uint64_t uncommitted_size;
@@ -94,12 +96,13 @@ struct raft {
     struct progress prs[RAFT_MAX_MEMBERS];
     int n_prs;
 
-    /* Configuration tracking (append-time): the configuration at
-     * conf_base_index, then one entry per conf change in the log after
-     * it, newest last. conf_scanned: log entries up to here are tracked. */
+    /* Configuration tracking (append-time): conf_base is the configuration
+     * of the snapshot plus every committed change; hist holds one entry per
+     * uncommitted conf change in the log, oldest first (rolled back when
+     * truncated). Log entries up to conf_scanned have been looked at. */
     struct raft_conf_state conf_base;
     struct conf_hist {
-        uint64_t index, term;
+        uint64_t index;
         struct raft_conf_state cs;
     } *hist;
     int n_hist, cap_hist;
@@ -1159,7 +1162,6 @@ static void conf_sync(struct raft *r)
                                                 sizeof(*r->hist));
                 }
                 r->hist[r->n_hist].index = es.e[k].index;
-                r->hist[r->n_hist].term = es.e[k].term;
                 r->hist[r->n_hist].cs = next;
                 r->n_hist++;
                 changed = true;

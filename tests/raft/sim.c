@@ -30,7 +30,9 @@
  * - state machine safety: every member applies the same entry at each
  *   index, contiguously, and snapshots agree with the hash chain;
  * - ReadIndex: a read state's index is >= every commit index seen anywhere
- *   when the read was requested (linearizable reads).
+ *   when the read was requested (linearizable reads);
+ * - durable state: a member's persisted term and commit never go back, and
+ *   it never persists a second vote in one term.
  */
 #include "sim.h"
 
@@ -716,7 +718,21 @@ static void persist(struct sim *s, struct node *n)
         return;
     }
     if (rd->has_hard_state) {
-        raft_memstore_set_hard_state(n->ms, &rd->hard_state);
+        struct raft_hard_state old;
+        struct raft_conf_state cs;
+        const struct raft_hard_state *hs = &rd->hard_state;
+        n->st.initial_state(n->st.ctx, &old, &cs);
+        if (hs->term < old.term || hs->commit < old.commit ||
+            (hs->term == old.term && old.vote != 0 && hs->vote != old.vote)) {
+            violation(s,
+                      "n%" PRIu64 " persists term %" PRIu64 " vote %" PRIu64
+                      " commit %" PRIu64 " over term %" PRIu64 " vote %" PRIu64
+                      " commit %" PRIu64 " (regression or a second vote)",
+                      n->id, hs->term, hs->vote, hs->commit, old.term,
+                      old.vote, old.commit);
+            return;
+        }
+        raft_memstore_set_hard_state(n->ms, hs);
     }
     for (i = 0; i < rd->n_msgs_after_persist; i++) {
         trace_msg(s, "send", &rd->msgs_after_persist[i]);
