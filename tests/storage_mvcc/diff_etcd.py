@@ -78,16 +78,21 @@ class Etcd:
         except urllib.error.HTTPError as e:
             return json.loads(e.read())
 
-    def events(self, body):
-        """Events a watch from start_revision gets: read the stream until
-        it is quiet for a while (catch-up comes at once)."""
+    def events(self, body, until_rev):
+        """Events a watch from start_revision gets. Catch-up comes at once:
+        read until an event at until_rev (keel's last one) arrived, then
+        only as long as more keeps coming quickly."""
         req = urllib.request.Request(
             self.url + "/v3/watch",
             data=json.dumps({"create_request": json.loads(body)}).encode())
         events = []
-        r = urllib.request.urlopen(req, timeout=0.7)
+        r = urllib.request.urlopen(req, timeout=2)
         try:
             while True:
+                if events and int(events[-1]["kv"]["mod_revision"]) >= until_rev:
+                    r.fp.raw._sock.settimeout(0.05)
+                elif until_rev == 0:
+                    r.fp.raw._sock.settimeout(0.2)
                 line = r.readline()
                 if not line:
                     break
@@ -346,8 +351,8 @@ class Gen:
         return d
 
     def next(self):
-        c = self.r.randrange(100)
-        if c < 2:
+        c = self.r.randrange(200) / 2.0
+        if c < 1:
             d = {}
             self.span(d)
             d["start_revision"] = self.r.randrange(max(1, self.compact),
@@ -414,10 +419,12 @@ def main():
                 op, req = g.next()
                 body = json.dumps(req)
                 if op == "events":
-                    a = etcd.events(body)
+                    b = rep.call(op, body)
+                    last = b.get("events", [{}])[-1].get("kv", {})
+                    a = etcd.events(body, int(last.get("mod_revision", 0)))
                 else:
                     a = etcd.call(PATHS[op], body)
-                b = rep.call(op, body)
+                    b = rep.call(op, body)
                 na, nb = normalize(op, req, a), normalize(op, req, b)
                 if na != nb:
                     print("seed %d op %d: %s %s" % (seed, i, op, body[:2000]))
