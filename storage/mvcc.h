@@ -119,16 +119,21 @@ int mvcc_write_commit(struct mvcc_write *w,
 /* Abort the batch: nothing of it is written. Frees w. */
 void mvcc_write_abort(struct mvcc_write *w);
 
-/* Events of the last write call on w (one etcd txn): PUT events with the new
- * kv, DELETE events with {key, mod_revision}; prev_kv is set when the key
- * had a live previous version. The array and events live in the arena given
- * to that call; n is 0 when it wrote nothing. */
+/* Events of the last write call on w (one etcd txn), in sub-revision order:
+ * PUT events with the new kv, DELETE events with {key, mod_revision}.
+ * prev_kv is what etcd's watch sends (etcd: v3rpc/watch.go): the key as it
+ * was at the revision before, and none for a put that creates the key. The
+ * array and events live in the arena given to that call; n is 0 when it
+ * wrote nothing. */
 void mvcc_write_events(const struct mvcc_write *w,
                        Mvccpb__Event ***events,
                        size_t *n);
 
 /* ---- KV operations in a batch (etcd: etcdserver/apply.go) --------------- */
 
+/* Put: etcd's checks (empty key, value with ignore_value, lease with
+ * ignore_lease, unknown lease, ignore_* on a missing key) come first and
+ * have no effect; then one revision. resp->prev_kv when req->prev_kv. */
 int mvcc_put(struct mvcc_write *w,
              const Etcdserverpb__PutRequest *req,
              struct keel_arena *a,
@@ -143,8 +148,10 @@ int mvcc_delete_range(struct mvcc_write *w,
  * at one revision, all or nothing. Checks the ops on the taken path first
  * (ignore_value/ignore_lease on a missing key: KEEL_EKEYNOTFOUND; unknown
  * lease: KEEL_ELEASENOTFOUND; range revision: KEEL_ECOMPACTED/EFUTUREREV).
- * Duplicate keys are the caller's check (mvcc_txn_check), as in etcd's
- * v3rpc layer. */
+ * Reads in the txn see its earlier writes; nested txn responses have a
+ * header with revision 0, as etcd's. Duplicate keys are the caller's check
+ * (mvcc_txn_check, before proposing), as in etcd's v3rpc layer: a txn that
+ * fails it may fail half-way here, which poisons the batch. */
 int mvcc_txn(struct mvcc_write *w,
              const Etcdserverpb__TxnRequest *req,
              struct keel_arena *a,
