@@ -215,8 +215,11 @@ int mvcc_events_since(struct mvcc_store *s,
 /* ---- compaction and hashes --------------------------------------------- */
 
 /* Remove up to `batch` superseded revisions (and tombstones) at or below the
- * compact revision, in one write txn; *done is 1 when the scheduled
- * compaction is finished (finishedCompactRev written). */
+ * compact revision, in one write txn of its own; *done is 1 when the
+ * scheduled compaction is finished (finishedCompactRev written). Call it on
+ * the thread that runs the batches, between two batches (KEEL_EBUSY while
+ * one is open): each step holds LMDB's single writer lock briefly, so the
+ * apply path never waits for a whole compaction. */
 int mvcc_compact_step(struct mvcc_store *s, size_t batch, int *done);
 
 /* mvcc_compact_step until done. */
