@@ -30,6 +30,13 @@
  *   streams         200, chunked, application/json, one
  *                   json_pb_encode_stream_result() line per message
  *   OPTIONS         200, empty body (CORS preflight)
+ * and what grpc-gateway (runtime/context.go, mux.go) passes to the RPC:
+ *   Authorization: <token>   -> metadata "authorization" (the raw token from
+ *                               /v3/auth/authenticate, no "Bearer ")
+ *   Grpc-Metadata-<k>: v     -> metadata "<k>"
+ *   Grpc-Timeout             -> the call's deadline
+ * and back: response header metadata <k> as "Grpc-Metadata-<k>", trailer
+ * metadata as "Grpc-Trailer-<k>" (hence the Content-Type ones above).
  */
 #ifndef KEEL_GATEWAY_ROUTES_H
 #define KEEL_GATEWAY_ROUTES_H
