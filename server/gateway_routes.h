@@ -32,8 +32,11 @@
  *   OPTIONS         200, empty body (CORS preflight)
  * and what grpc-gateway (runtime/context.go, mux.go) passes to the RPC:
  *   Authorization: <token>   -> metadata "authorization" (the raw token from
- *                               /v3/auth/authenticate, no "Bearer ")
- *   Grpc-Metadata-<k>: v     -> metadata "<k>"
+ *                               /v3/auth/authenticate; "Bearer <t>" gets
+ *                               401 "etcdserver: invalid auth token")
+ *   Grpc-Metadata-<k>: v     -> metadata "<k>" (so Grpc-Metadata-Token: <t>
+ *                               authenticates too: etcd reads "token")
+ * (all three checked against etcd 3.4.23)
  *   Grpc-Timeout             -> the call's deadline
  * and back: response header metadata <k> as "Grpc-Metadata-<k>", trailer
  * metadata as "Grpc-Trailer-<k>" (hence the Content-Type ones above).
