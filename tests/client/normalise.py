@@ -34,6 +34,24 @@ for lease in sorted(leases, key=len, reverse=True):
     text = re.sub(r"\b%x\b" % v, "LEASE", text)
     text = re.sub(r"\b%d\b" % v, "LEASE", text)
 
+# etcd lists members by ID, and a new member's ID is random: sort what
+# depends on that order.
+text = re.sub(r'ETCD_INITIAL_CLUSTER="([^"]*)"',
+              lambda m: 'ETCD_INITIAL_CLUSTER="%s"'
+              % ",".join(sorted(m.group(1).split(","))), text)
+lines = text.split("\n")
+i = 0
+while i < len(lines):
+    if lines[i].startswith("| ") and i > 0 and lines[i - 1].startswith("+"):
+        j = i
+        while j < len(lines) and lines[j].startswith("| "):
+            j += 1
+        if i >= 2 and lines[i - 2].startswith("| "):  # data rows, not header
+            lines[i:j] = sorted(lines[i:j])
+        i = j
+    i += 1
+text = "\n".join(lines)
+
 # tablewriter sizes the TOOK column to the measured duration: only in the
 # endpoint health tables are widths normalised.
 out = []
