@@ -119,6 +119,7 @@ struct node
     bool single_voter;       /* campaign as soon as the config is known */
     bool compact_pending;    /* physical compaction to continue on ticks */
     struct keel_arena scratch; /* apply of entries nobody here waits for */
+    uint64_t promoted_term;    /* on_leader(true) told for this term; 0 */
 };
 
 static void fatal(const char *what, int rv, const char *detail)
@@ -428,6 +429,7 @@ static uint64_t request_timeout_ms(const struct node *n)
 }
 
 static void propose_pending(struct node *n);
+static void leader_check(struct node *n);
 
 static void on_tick(uv_timer_t *t)
 {
@@ -462,6 +464,7 @@ static void on_tick(uv_timer_t *t)
         }
         n->compact_pending = !done;
     }
+    leader_check(n);
     process_ready(n);
 }
 
@@ -600,6 +603,7 @@ static void after_persist(struct node *n, struct raft_ready *rd)
     }
     raft_advance(n->raft, rd);
     n->busy = false;
+    leader_check(n);
     maybe_campaign(n);
     propose_pending(n);
     serve_reads(n);
@@ -639,18 +643,15 @@ static ProtobufCMessage *apply_request(struct node *n, struct mvcc_write *w,
         case KEELPB__REQUEST__OP_COMPACTION: {
             Etcdserverpb__CompactionResponse *r =
                 keel_arena_alloc(a, sizeof *r);
-            Etcdserverpb__ResponseHeader *h = keel_arena_alloc(a, sizeof *h);
-            if (r == NULL || h == NULL) {
+            if (r == NULL) {
                 *rv = KEEL_ENOMEM;
                 break;
             }
             etcdserverpb__compaction_response__init(r);
-            etcdserverpb__response_header__init(h);
             *rv = mvcc_compact(w, req->compaction->revision);
             if (*rv == 0) {
                 n->compact_pending = true;
             }
-            r->header = h;
             resp = &r->base;
             break;
         }
@@ -753,6 +754,38 @@ static bool is_storage_error(int rv)
            rv == KEEL_ENOMEM || (rv < 0 && rv > KEEL_ERR_BASE);
 }
 
+/* on_leader(true): this member leads term and applied its empty entry. */
+static void leader_applied_own_entry(struct node *n, uint64_t term)
+{
+    struct raft_status st;
+    raft_status(n->raft, &st);
+    if (st.state != RAFT_LEADER || st.hs.term != term ||
+        n->promoted_term == term) {
+        return;
+    }
+    n->promoted_term = term;
+    if (n->opts.on_leader != NULL) {
+        n->opts.on_leader(n->opts.on_leader_arg, true);
+    }
+}
+
+/* on_leader(false) once the leadership told to on_leader(true) is gone. */
+static void leader_check(struct node *n)
+{
+    if (n->promoted_term == 0 || n->raft == NULL) {
+        return;
+    }
+    struct raft_status st;
+    raft_status(n->raft, &st);
+    if (st.state == RAFT_LEADER && st.hs.term == n->promoted_term) {
+        return;
+    }
+    n->promoted_term = 0;
+    if (n->opts.on_leader != NULL) {
+        n->opts.on_leader(n->opts.on_leader_arg, false);
+    }
+}
+
 static void apply_committed(struct node *n, struct raft_ready *rd)
 {
     struct applied *res = calloc(rd->n_committed, sizeof *res);
@@ -780,7 +813,10 @@ static void apply_committed(struct node *n, struct raft_ready *rd)
             continue;
         }
         if (e->data == NULL || e->data->len == 0) {
-            continue; /* a new leader's empty entry */
+            /* A new leader's empty entry: once the leader applies the one
+             * of its own term, everything before is applied too. */
+            leader_applied_own_entry(n, e->term);
+            continue;
         }
         Keelpb__Request *req =
             keelpb__request__unpack(&n->scratch.pb, e->data->len, e->data->data);
@@ -804,6 +840,9 @@ static void apply_committed(struct node *n, struct raft_ready *rd)
         }
         if (res[i].rv == 0) {
             mvcc_write_events(w, &res[i].events, &res[i].n_events);
+            if (n->opts.on_applied != NULL) {
+                n->opts.on_applied(n->opts.on_applied_arg, req, res[i].resp);
+            }
         }
     }
     rv = mvcc_write_commit(w, last_index, last_term);

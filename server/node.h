@@ -42,6 +42,19 @@ struct mvcc_store;
 typedef void (*node_events_cb)(void *arg, int64_t revision,
                                Mvccpb__Event **events, size_t n);
 
+/* Called for each request this member applied with success, in log order,
+ * on the loop thread (the lessor follows grants, revokes and checkpoints
+ * through it). req and resp live until the callback returns. Not called for
+ * entries already in the store when they are replayed at start. */
+typedef void (*node_applied_cb)(void *arg, const Keelpb__Request *req,
+                                const ProtobufCMessage *resp);
+
+/* Leadership as the lessor needs it (etcd: lessor Promote/Demote).
+ * leader=true once this member is leader and has applied every entry of
+ * earlier terms (the empty entry of its own term); leader=false when it
+ * stops being that leader. */
+typedef void (*node_leader_cb)(void *arg, bool leader);
+
 struct node_options
 {
     const char *data_dir;  /* <data_dir>/member/{wal,snap/db} */
@@ -55,6 +68,10 @@ struct node_options
     size_t map_size;         /* LMDB map size; 0 = mvcc default */
     node_events_cb on_events;
     void *on_events_arg;
+    node_applied_cb on_applied; /* optional */
+    void *on_applied_arg;
+    node_leader_cb on_leader; /* optional */
+    void *on_leader_arg;
 };
 
 /* Open the data dir (bootstrapping a new cluster when it has no WAL yet),
