@@ -30,7 +30,8 @@ E=http://127.0.0.1:$CP
     --listen-client-urls "$E" --advertise-client-urls "$E" \
     --listen-peer-urls "http://127.0.0.1:$PP" \
     --initial-advertise-peer-urls "http://127.0.0.1:$PP" \
-    --initial-cluster "default=http://127.0.0.1:$PP" >"$TMP/log" 2>&1 &
+    --initial-cluster "default=http://127.0.0.1:$PP" \
+    --quota-backend-bytes 8000000 >"$TMP/log" 2>&1 &
 PID=$!
 trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$TMP"' EXIT INT TERM
 i=0
@@ -204,6 +205,19 @@ case_ unlock /v3/lock/unlock '{"key":"bXlsb2NrLzEyMzQ="}'
 case_ err_promote_not_ready /v3/cluster/member/promote '{"ID":"'"$(curl -s -XPOST $E/v3/cluster/member/list -d '{}' | sed 's/.*"ID":"\([0-9]*\)","peerURLs":\["http:\/\/127.0.0.1:1"\].*/\1/')"'"}'
 case_ err_bad_transferee /v3/maintenance/transfer-leadership '{"targetID":"12345"}'
 stream snapshot /v3/maintenance/snapshot '{}' 3
+
+# --- NOSPACE: fill the small quota until etcd raises the alarm
+for n in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+    { printf '{"key":"%s","value":"' "$(printf 'big%d' $n | base64)"
+      head -c 900000 /dev/urandom | base64 -w0; printf '"}'; } >"$TMP/big"
+    code=$(curl -s -o "$TMP/body" -w '%{http_code}' -XPOST "$E/v3/kv/put" \
+        --data-binary @"$TMP/big")
+    [ "$code" != 200 ] && break
+done
+case_ err_nospace /v3/kv/put '{"key":"eA==","value":"eA=="}'
+case_ alarm_list /v3/maintenance/alarm '{"action":"GET"}'
+case_ status_alarm /v3/maintenance/status '{}'
+case_ alarm_disarm /v3/maintenance/alarm '{"action":"DEACTIVATE","memberID":"'"$(curl -s -XPOST $E/v3/maintenance/status -d '{}' | sed 's/.*"leader":"\([0-9]*\)".*/\1/')"'","alarm":"NOSPACE"}'
 
 # --- auth enabled (last: everything after needs a token)
 case_ auth_enable /v3/auth/enable '{}'
