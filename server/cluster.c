@@ -40,12 +40,7 @@ static void member_list_start(struct grpc_call *call,
     r->members = list;
     r->n_members = 1;
     /* etcd's MemberList header carries no revision (cluster.go). */
-    r->header = server_header(s, NULL, a, 0);
-    if (r->header == NULL) {
-        grpc_call_fail(call, KEEL_ENOMEM);
-        return;
-    }
-    grpc_call_reply(call, &r->base);
+    server_reply(s, call, &r->base, 0);
 }
 
 int cluster_register(struct keel_server *s, struct grpc_server *g)

@@ -142,19 +142,6 @@ static bool txn_is_read_only(const Etcdserverpb__TxnRequest *r)
     return true;
 }
 
-/* ---- replies ------------------------------------------------------------ */
-
-static void reply(struct kv_call *k, ProtobufCMessage *resp,
-                  Etcdserverpb__ResponseHeader **hdr)
-{
-    *hdr = server_header(k->s, *hdr, grpc_call_arena(k->call), 0);
-    if (*hdr == NULL) {
-        grpc_call_fail(k->call, KEEL_ENOMEM);
-        return;
-    }
-    grpc_call_reply(k->call, resp);
-}
-
 /* ---- reads -------------------------------------------------------------- */
 
 static void range_now(struct kv_call *k)
@@ -167,7 +154,7 @@ static void range_now(struct kv_call *k)
         grpc_call_fail(k->call, rv);
         return;
     }
-    reply(k, &resp->base, &resp->header);
+    server_reply(k->s, k->call, &resp->base, 0);
 }
 
 static void txn_read_now(struct kv_call *k)
@@ -180,7 +167,7 @@ static void txn_read_now(struct kv_call *k)
         grpc_call_fail(k->call, rv);
         return;
     }
-    reply(k, &resp->base, &resp->header);
+    server_reply(k->s, k->call, &resp->base, 0);
 }
 
 static void range_after_read_index(void *arg, int rv)
@@ -237,19 +224,7 @@ static void write_done(void *arg, int rv, ProtobufCMessage *resp)
         grpc_call_fail(k->call, rv);
         return;
     }
-    /* Every etcd response message has its header as field 1. */
-    Etcdserverpb__ResponseHeader **hdr = NULL;
-    if (resp->descriptor == &etcdserverpb__put_response__descriptor) {
-        hdr = &((Etcdserverpb__PutResponse *)resp)->header;
-    } else if (resp->descriptor ==
-               &etcdserverpb__delete_range_response__descriptor) {
-        hdr = &((Etcdserverpb__DeleteRangeResponse *)resp)->header;
-    } else if (resp->descriptor == &etcdserverpb__txn_response__descriptor) {
-        hdr = &((Etcdserverpb__TxnResponse *)resp)->header;
-    } else if (resp->descriptor ==
-               &etcdserverpb__compaction_response__descriptor) {
-        Etcdserverpb__CompactionResponse *c =
-            (Etcdserverpb__CompactionResponse *)resp;
+    if (resp->descriptor == &etcdserverpb__compaction_response__descriptor) {
         const Etcdserverpb__CompactionRequest *creq =
             (const Etcdserverpb__CompactionRequest *)k->req;
         struct mvcc_store *st = node_store(server_node(k->s));
@@ -261,16 +236,10 @@ static void write_done(void *arg, int rv, ProtobufCMessage *resp)
                 return;
             }
         }
-        hdr = &c->header;
-        if (*hdr != NULL) {
-            (*hdr)->revision = mvcc_revision(st);
-        }
-    }
-    if (hdr == NULL) {
-        grpc_call_fail(k->call, KEEL_EINVAL);
+        server_reply(k->s, k->call, resp, mvcc_revision(st));
         return;
     }
-    reply(k, resp, hdr);
+    server_reply(k->s, k->call, resp, 0);
 }
 
 static void propose(struct keel_server *s, struct grpc_call *call,
@@ -380,11 +349,6 @@ int kv_register(struct keel_server *s, struct grpc_server *g)
          &etcdserverpb__compaction_request__descriptor, compact_start, NULL,
          NULL, NULL, s},
     };
-    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
-        int rv = grpc_server_register(g, &methods[i]);
-        if (rv != 0) {
-            return rv;
-        }
-    }
-    return 0;
+    return server_register_methods(g, methods,
+                                   sizeof methods / sizeof methods[0]);
 }

@@ -16,6 +16,9 @@
 #include "node.h"
 #include "server.h"
 
+#define NEW(call, type, desc) \
+    ((type *)server_new_message(grpc_call_arena(call), &(desc)))
+
 static int64_t db_size(struct keel_server *s)
 {
     struct server_info info;
@@ -26,42 +29,37 @@ static int64_t db_size(struct keel_server *s)
     return stat(path, &st) == 0 ? (int64_t)st.st_size : 0;
 }
 
+static int64_t current_rev(struct keel_server *s)
+{
+    return mvcc_revision(node_store(server_node(s)));
+}
+
 static void status_start(struct grpc_call *call, const ProtobufCMessage *msg,
                          void *data)
 {
     (void)msg;
     struct keel_server *s = data;
-    struct keel_arena *a = grpc_call_arena(call);
-    Etcdserverpb__StatusResponse *r = keel_arena_alloc(a, sizeof *r);
-    if (r == NULL) {
-        grpc_call_fail(call, KEEL_ENOMEM);
-        return;
+    Etcdserverpb__StatusResponse *r = NEW(call, Etcdserverpb__StatusResponse,
+                                          etcdserverpb__status_response__descriptor);
+    if (r != NULL) {
+        struct node_status st;
+        node_status(server_node(s), &st);
+        r->version = (char *)KEEL_ETCD_VERSION;
+        r->leader = st.leader;
+        r->raftindex = st.commit_index;
+        r->raftterm = st.term;
+        r->raftappliedindex = st.applied_index;
+        r->dbsize = db_size(s);
+        /* LMDB reuses freed pages inside the file; keel does not count
+         * them separately yet, so in-use equals the file size. */
+        r->dbsizeinuse = r->dbsize;
+        if (st.leader == 0) {
+            static char *no_leader = "etcdserver: no leader";
+            r->errors = &no_leader;
+            r->n_errors = 1;
+        }
     }
-    etcdserverpb__status_response__init(r);
-    struct node_status st;
-    node_status(server_node(s), &st);
-    r->header = server_header(s, NULL, a,
-                              mvcc_revision(node_store(server_node(s))));
-    r->version = (char *)KEEL_ETCD_VERSION;
-    r->leader = st.leader;
-    r->raftindex = st.commit_index;
-    r->raftterm = st.term;
-    r->raftappliedindex = st.applied_index;
-    r->dbsize = db_size(s);
-    /* LMDB reuses freed pages inside the file; keel does not yet count
-     * them separately, so in-use equals the file size. */
-    r->dbsizeinuse = r->dbsize;
-    r->islearner = 0;
-    if (st.leader == 0) {
-        static char *no_leader = "etcdserver: no leader";
-        r->errors = &no_leader;
-        r->n_errors = 1;
-    }
-    if (r->header == NULL) {
-        grpc_call_fail(call, KEEL_ENOMEM);
-        return;
-    }
-    grpc_call_reply(call, &r->base);
+    server_reply(s, call, (ProtobufCMessage *)r, current_rev(s));
 }
 
 static void hash_start(struct grpc_call *call, const ProtobufCMessage *msg,
@@ -69,13 +67,6 @@ static void hash_start(struct grpc_call *call, const ProtobufCMessage *msg,
 {
     (void)msg;
     struct keel_server *s = data;
-    struct keel_arena *a = grpc_call_arena(call);
-    Etcdserverpb__HashResponse *r = keel_arena_alloc(a, sizeof *r);
-    if (r == NULL) {
-        grpc_call_fail(call, KEEL_ENOMEM);
-        return;
-    }
-    etcdserverpb__hash_response__init(r);
     uint32_t h = 0;
     int64_t rev = 0;
     int rv = mvcc_hash(node_store(server_node(s)), &h, &rev);
@@ -83,13 +74,13 @@ static void hash_start(struct grpc_call *call, const ProtobufCMessage *msg,
         grpc_call_fail(call, rv);
         return;
     }
-    r->hash = h;
-    r->header = server_header(s, NULL, a, rev);
-    if (r->header == NULL) {
-        grpc_call_fail(call, KEEL_ENOMEM);
-        return;
+    Etcdserverpb__HashResponse *r =
+        NEW(call, Etcdserverpb__HashResponse,
+            etcdserverpb__hash_response__descriptor);
+    if (r != NULL) {
+        r->hash = h;
     }
-    grpc_call_reply(call, &r->base);
+    server_reply(s, call, (ProtobufCMessage *)r, rev);
 }
 
 static void hashkv_start(struct grpc_call *call, const ProtobufCMessage *msg,
@@ -98,13 +89,6 @@ static void hashkv_start(struct grpc_call *call, const ProtobufCMessage *msg,
     const Etcdserverpb__HashKVRequest *req =
         (const Etcdserverpb__HashKVRequest *)msg;
     struct keel_server *s = data;
-    struct keel_arena *a = grpc_call_arena(call);
-    Etcdserverpb__HashKVResponse *r = keel_arena_alloc(a, sizeof *r);
-    if (r == NULL) {
-        grpc_call_fail(call, KEEL_ENOMEM);
-        return;
-    }
-    etcdserverpb__hash_kvresponse__init(r);
     uint32_t h = 0;
     int64_t compact = 0, cur = 0;
     int rv = mvcc_hash_kv(node_store(server_node(s)), req->revision, &h,
@@ -113,14 +97,14 @@ static void hashkv_start(struct grpc_call *call, const ProtobufCMessage *msg,
         grpc_call_fail(call, rv);
         return;
     }
-    r->hash = h;
-    r->compact_revision = compact;
-    r->header = server_header(s, NULL, a, cur);
-    if (r->header == NULL) {
-        grpc_call_fail(call, KEEL_ENOMEM);
-        return;
+    Etcdserverpb__HashKVResponse *r =
+        NEW(call, Etcdserverpb__HashKVResponse,
+            etcdserverpb__hash_kvresponse__descriptor);
+    if (r != NULL) {
+        r->hash = h;
+        r->compact_revision = compact;
     }
-    grpc_call_reply(call, &r->base);
+    server_reply(s, call, (ProtobufCMessage *)r, cur);
 }
 
 static void alarm_start(struct grpc_call *call, const ProtobufCMessage *msg,
@@ -137,20 +121,10 @@ static void alarm_start(struct grpc_call *call, const ProtobufCMessage *msg,
                               "implemented");
         return;
     }
-    struct keel_arena *a = grpc_call_arena(call);
-    Etcdserverpb__AlarmResponse *r = keel_arena_alloc(a, sizeof *r);
-    if (r == NULL) {
-        grpc_call_fail(call, KEEL_ENOMEM);
-        return;
-    }
-    etcdserverpb__alarm_response__init(r);
-    r->header = server_header(s, NULL, a,
-                              mvcc_revision(node_store(server_node(s))));
-    if (r->header == NULL) {
-        grpc_call_fail(call, KEEL_ENOMEM);
-        return;
-    }
-    grpc_call_reply(call, &r->base);
+    server_reply(s, call,
+                 server_new_message(grpc_call_arena(call),
+                                    &etcdserverpb__alarm_response__descriptor),
+                 current_rev(s));
 }
 
 static void move_leader_start(struct grpc_call *call,
@@ -170,20 +144,11 @@ static void move_leader_start(struct grpc_call *call,
         grpc_call_fail(call, KEEL_EBADLEADERTRANSFEREE);
         return;
     }
-    struct keel_arena *a = grpc_call_arena(call);
-    Etcdserverpb__MoveLeaderResponse *r = keel_arena_alloc(a, sizeof *r);
-    if (r == NULL) {
-        grpc_call_fail(call, KEEL_ENOMEM);
-        return;
-    }
-    etcdserverpb__move_leader_response__init(r);
-    r->header = server_header(s, NULL, a,
-                              mvcc_revision(node_store(server_node(s))));
-    if (r->header == NULL) {
-        grpc_call_fail(call, KEEL_ENOMEM);
-        return;
-    }
-    grpc_call_reply(call, &r->base);
+    server_reply(
+        s, call,
+        server_new_message(grpc_call_arena(call),
+                           &etcdserverpb__move_leader_response__descriptor),
+        current_rev(s));
 }
 
 int maintenance_register(struct keel_server *s, struct grpc_server *g)
@@ -205,11 +170,6 @@ int maintenance_register(struct keel_server *s, struct grpc_server *g)
          &etcdserverpb__move_leader_request__descriptor, move_leader_start,
          NULL, NULL, NULL, s},
     };
-    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
-        int rv = grpc_server_register(g, &methods[i]);
-        if (rv != 0) {
-            return rv;
-        }
-    }
-    return 0;
+    return server_register_methods(g, methods,
+                                   sizeof methods / sizeof methods[0]);
 }

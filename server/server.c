@@ -324,6 +324,50 @@ Etcdserverpb__ResponseHeader *server_header(struct keel_server *s,
     return hdr;
 }
 
+ProtobufCMessage *server_new_message(struct keel_arena *a,
+                                     const ProtobufCMessageDescriptor *d)
+{
+    ProtobufCMessage *m = keel_arena_alloc(a, d->sizeof_message);
+    if (m != NULL) {
+        d->message_init(m);
+    }
+    return m;
+}
+
+void server_reply(struct keel_server *s, struct grpc_call *call,
+                  ProtobufCMessage *resp, int64_t rev)
+{
+    if (resp == NULL) {
+        grpc_call_fail(call, KEEL_ENOMEM);
+        return;
+    }
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field_by_name(resp->descriptor,
+                                                        "header");
+    if (f != NULL) {
+        Etcdserverpb__ResponseHeader **hdr =
+            (Etcdserverpb__ResponseHeader **)((char *)resp + f->offset);
+        *hdr = server_header(s, *hdr, grpc_call_arena(call), rev);
+        if (*hdr == NULL) {
+            grpc_call_fail(call, KEEL_ENOMEM);
+            return;
+        }
+    }
+    grpc_call_reply(call, resp);
+}
+
+int server_register_methods(struct grpc_server *g,
+                            const struct grpc_method *methods, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        int rv = grpc_server_register(g, &methods[i]);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    return 0;
+}
+
 void server_info(const struct keel_server *s, struct server_info *info)
 {
     info->member_id = s->member_id;

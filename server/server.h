@@ -60,6 +60,24 @@ Etcdserverpb__ResponseHeader *server_header(struct keel_server *s,
                                             Etcdserverpb__ResponseHeader *hdr,
                                             struct keel_arena *a, int64_t rev);
 
+/* A new, initialised message of type d in arena a (NULL when out of
+ * memory). */
+ProtobufCMessage *server_new_message(struct keel_arena *a,
+                                     const ProtobufCMessageDescriptor *d);
+
+/* Finish a unary call with resp: fill (allocating when NULL) the response's
+ * `header` field (every etcd response has one) with server_header(..., rev)
+ * and reply. resp NULL (an allocation failed) fails the call with
+ * KEEL_ENOMEM. */
+struct grpc_call;
+void server_reply(struct keel_server *s, struct grpc_call *call,
+                  ProtobufCMessage *resp, int64_t rev);
+
+/* Register n methods; stops at the first error. */
+struct grpc_method;
+int server_register_methods(struct grpc_server *g,
+                            const struct grpc_method *methods, size_t n);
+
 /* Service registration (one file each). */
 int kv_register(struct keel_server *s, struct grpc_server *g);
 int maintenance_register(struct keel_server *s, struct grpc_server *g);
