@@ -600,8 +600,10 @@ int grpc_call_reply(struct grpc_call *call, const ProtobufCMessage *msg)
     int rv;
     api_enter(call);
     rv = grpc_call_send(call, msg);
-    if (rv == 0) {
-        rv = finish(call, KEEL_GRPC_OK, NULL);
+    if (rv == 0 || rv == KEEL_ECANCELED) {
+        /* Sent, or nobody to send to: the handler succeeded either way
+         * (and is counted as OK, as grpc-go's interceptor would). */
+        (void)finish(call, KEEL_GRPC_OK, NULL);
     } else {
         (void)finish(call, KEEL_GRPC_INTERNAL, keel_strerror(rv));
     }

@@ -22,6 +22,31 @@
  * only frees it. After finishing, the handler must not touch the call.
  *
  * Everything runs on the loop thread.
+ *
+ * A unary method answered after a raft commit:
+ *
+ *   static void put_start(struct grpc_call *call, const ProtobufCMessage *m,
+ *                         void *data)
+ *   {
+ *       const Etcdserverpb__PutRequest *req = (const void *)m;
+ *       ... propose; keep `call` in the proposal ...
+ *   }
+ *   // later, from the apply path:
+ *   Etcdserverpb__PutResponse *resp =
+ *       keel_arena_alloc(grpc_call_arena(call), sizeof *resp);
+ *   etcdserverpb__put_response__init(resp);
+ *   ...
+ *   grpc_call_reply(call, &resp->base);   // or grpc_call_fail(call, rv)
+ *
+ *   struct grpc_method m = {"/etcdserverpb.KV/Put", GRPC_UNARY,
+ *                           &etcdserverpb__put_request__descriptor,
+ *                           put_start, NULL, NULL, put_cancel, srv};
+ *   grpc_server_register(registry, &m);
+ *
+ * A bidi stream (Watch): on_message gets each WatchRequest; the handler
+ * sends with grpc_call_send(), keeps its queue under a budget with
+ * grpc_call_buffered() + grpc_call_on_drain(), and ends with
+ * grpc_call_finish() from on_half_close or on_cancel.
  */
 #ifndef KEEL_GRPC_H
 #define KEEL_GRPC_H

@@ -12,6 +12,14 @@
  * gateway). If the client goes away first, the cancel callback (if set)
  * runs; the handler must still finish the request (the calls become no-ops
  * returning KEEL_ECANCELED) so its memory is released.
+ *
+ *   static void health(struct router_req *req, void *data)
+ *   {
+ *       router_respond(req, 200, "application/json",
+ *                      "{\"health\":\"true\"}", 17);
+ *   }
+ *   router_add(router, "GET", "/health", health, srv);
+ *   router_add(router, NULL, "/v3/", gateway, srv);   // any method
  */
 #ifndef KEEL_ROUTER_H
 #define KEEL_ROUTER_H

@@ -60,6 +60,7 @@ int ts_mtls_port(void);   /* https, client certificate required */
 const char *ts_dir(void); /* ca.pem, client.pem, client.key live here */
 void ts_cn_seen(char *out, size_t size);
 const char *ts_unix_path(void);
+const char *ts_unixs_path(void); /* TLS over a unix socket */
 /* Bytes of the fixed snapshot the Snapshot handler streams. */
 size_t ts_snapshot_bytes(uint8_t *out, size_t size);
 /* Live connections / gRPC calls, read on the server thread. */

@@ -54,6 +54,8 @@ static struct
     struct listener mtls;  /* https, --client-cert-auth */
     struct listener drain; /* stopped gracefully by a test */
     struct listener ka;    /* HTTP/2 keepalive of 150 ms + 150 ms */
+    struct listener unxs;  /* unixs:// */
+    char tls_sock[128];
     uv_async_t drain_async;
     atomic_int drained;
     int drain_closed;
@@ -673,6 +675,7 @@ static void on_stop(uv_async_t *a)
     listener_close(&S.unx, NULL);
     listener_close(&S.tls, NULL);
     listener_close(&S.ka, NULL);
+    listener_close(&S.unxs, NULL);
     listener_close(&S.mtls, NULL);
     uv_close((uv_handle_t *)&S.stop, NULL);
     uv_close((uv_handle_t *)&S.stats, NULL);
@@ -813,6 +816,13 @@ int ts_server_start(void)
             fprintf(stderr, "listen: %s\n", S.tls.errmsg);
             return -1;
         }
+        snprintf(S.tls_sock, sizeof S.tls_sock, "%s/tls.sock", S.dir);
+        snprintf(url, sizeof url, "unixs://%s", S.tls_sock);
+        if (listener_init_tls(&S.unxs, &S.loop, url, S.grpc, S.router, &lim,
+                              &tc) != 0) {
+            fprintf(stderr, "listen: %s\n", S.unxs.errmsg);
+            return -1;
+        }
         tc.client_cert_auth = 1;
         if (listener_init_tls(&S.mtls, &S.loop, "https://127.0.0.1:0", S.grpc,
                               S.router, &lim, &tc) != 0) {
@@ -905,6 +915,11 @@ void ts_cn_seen(char *out, size_t size)
     pthread_mutex_lock(&S.mu);
     snprintf(out, size, "%s", ts_obs.cn_seen);
     pthread_mutex_unlock(&S.mu);
+}
+
+const char *ts_unixs_path(void)
+{
+    return S.tls_sock;
 }
 
 const char *ts_unix_path(void)
