@@ -2,7 +2,8 @@
  * keel-wal-bench: what a WAL append costs on this disk, next to what the
  * disk's fdatasync costs by itself in the same directory.
  *
- *   keel-wal-bench [--dir DIR] [--count N] [--batch B] [--size BYTES]
+ *   keel-wal-bench [--dir DIR] [--count N] [--rounds R] [--batch B]
+ *                  [--size BYTES]
  *
  * Runs, in DIR (default: a temporary directory under the current one, so
  * the figures are for the disk you run it on, not /tmp's):
@@ -12,8 +13,11 @@
  *                and synced first (no unwritten-extent conversion)
  *   wal-1        wal_append of one small entry (64 bytes) + hard state
  *   wal-batch    wal_append of B entries of SIZE bytes (default 100 x 256)
- * and prints latency percentiles per sync and throughput, as a markdown
- * table. A benchmark, not a test: it asserts nothing about speed.
+ * N syncs each (default 2000; the batched run does N / 10), interleaved in
+ * R rounds (default 10) so that a noisy neighbour on a shared disk hurts
+ * every run alike, and prints latency percentiles per sync and throughput
+ * as a markdown table. A benchmark, not a test: it asserts nothing about
+ * speed.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -55,13 +59,11 @@ static void die(const char *what, int rv)
     exit(1);
 }
 
-static void raw(const char *dir, int zeroed, int count, double *lat)
+/* One file to sync into, preallocated with fallocate or with zeros. */
+static int raw_open(const char *dir, int zeroed, size_t size)
 {
     char path[4096];
-    char buf[64];
-    double t0, total = 0;
-    size_t size = (size_t)count * 64 + 4096;
-    int fd;
+    int fd, rv;
 
     if ((size_t)snprintf(path, sizeof(path), "%s/raw.%d", dir, zeroed) >=
         sizeof(path)) {
@@ -78,46 +80,61 @@ static void raw(const char *dir, int zeroed, int count, double *lat)
                 die("zero raw file", -errno);
             }
         }
-    } else {
-        int rv = posix_fallocate(fd, 0, (off_t)size);
-        if (rv != 0) {
-            die("fallocate raw file", -rv);
-        }
+    } else if ((rv = posix_fallocate(fd, 0, (off_t)size)) != 0) {
+        die("fallocate raw file", -rv);
     }
     if (fsync(fd) != 0) {
         die("fsync", -errno);
     }
-    memset(buf, 'x', sizeof(buf));
-    for (int i = 0; i < count; i++) {
-        t0 = now_us();
-        if (pwrite(fd, buf, sizeof(buf), (off_t)i * 64) != 64 ||
-            fdatasync(fd) != 0) {
-            die("raw write", -errno);
-        }
-        lat[i] = now_us() - t0;
-        total += lat[i];
-    }
-    close(fd);
     unlink(path);
-    report(zeroed ? "raw-zeroed" : "raw-falloc", lat, count, total, count,
-           count * 64.0);
+    return fd;
 }
 
-static void wal_runs(const char *dir, int count, int batch, size_t size,
-                     double *lat)
+struct run {
+    const char *name;
+    double *lat;
+    int n;
+    double total_us, entries, bytes;
+};
+
+static void record(struct run *r, double us, double entries, double bytes)
 {
-    char err[512], data[4096];
+    r->lat[r->n++] = us;
+    r->total_us += us;
+    r->entries += entries;
+    r->bytes += bytes;
+}
+
+static void bench(const char *dir, int count, int rounds, int batch,
+                  size_t size)
+{
+    char err[512], data[4096], name[32];
+    struct run runs[4];
+    int raw_fd[2];
     struct wal *w;
     struct wal_entry *ents = calloc((size_t)batch, sizeof(*ents));
     uint8_t *payload = malloc(size > 64 ? size : 64);
     uint64_t next = 1;
-    double total = 0;
-    int rv, batches = count / 10 > 0 ? count / 10 : 1;
+    off_t raw_off = 0;
+    int per = count / rounds, batches = per / 10 > 0 ? per / 10 : 1, rv;
 
     if (ents == NULL || payload == NULL) {
         die("alloc", KEEL_ENOMEM);
     }
     memset(payload, 'v', size > 64 ? size : 64);
+    snprintf(name, sizeof(name), "wal-%dx%zu", batch, size);
+    runs[0] = (struct run){"raw-falloc", NULL, 0, 0, 0, 0};
+    runs[1] = (struct run){"raw-zeroed", NULL, 0, 0, 0, 0};
+    runs[2] = (struct run){"wal-1", NULL, 0, 0, 0, 0};
+    runs[3] = (struct run){name, NULL, 0, 0, 0, 0};
+    for (int i = 0; i < 4; i++) {
+        runs[i].lat = malloc((size_t)count * sizeof(double));
+        if (runs[i].lat == NULL) {
+            die("alloc", KEEL_ENOMEM);
+        }
+    }
+    raw_fd[0] = raw_open(dir, 0, (size_t)count * 64 + 4096);
+    raw_fd[1] = raw_open(dir, 1, (size_t)count * 64 + 4096);
     if ((size_t)snprintf(data, sizeof(data), "%s/data", dir) >= sizeof(data)) {
         die("dir name", KEEL_EINVAL);
     }
@@ -126,43 +143,57 @@ static void wal_runs(const char *dir, int count, int batch, size_t size,
         fprintf(stderr, "%s\n", err);
         die("wal_open", rv);
     }
-    for (int i = 0; i < count; i++) {
-        struct wal_entry e = {next, 1, 0, payload, 64};
-        struct wal_hard_state hs = {1, 1, next};
-        double t0 = now_us();
-        rv = wal_append(w, &e, 1, &hs);
-        if (rv != 0) {
-            die("wal_append", rv);
-        }
-        lat[i] = now_us() - t0;
-        total += lat[i];
-        next++;
-    }
-    report("wal-1", lat, count, total, count, count * 64.0);
 
-    total = 0;
-    for (int i = 0; i < batches; i++) {
-        struct wal_hard_state hs = {1, 1, next};
-        double t0;
-        for (int k = 0; k < batch; k++) {
-            ents[k] = (struct wal_entry){next + (uint64_t)k, 1, 0, payload,
-                                         size};
+    /* Interleaved rounds, so a noisy neighbour hurts every run alike. */
+    for (int round = 0; round < rounds; round++) {
+        char buf[64];
+        memset(buf, 'x', sizeof(buf));
+        for (int k = 0; k < 2; k++) {
+            for (int i = 0; i < per; i++) {
+                double t0 = now_us();
+                if (pwrite(raw_fd[k], buf, sizeof(buf),
+                           raw_off + (off_t)i * 64) != 64 ||
+                    fdatasync(raw_fd[k]) != 0) {
+                    die("raw write", -errno);
+                }
+                record(&runs[k], now_us() - t0, 1, 64);
+            }
         }
-        t0 = now_us();
-        rv = wal_append(w, ents, (size_t)batch, &hs);
-        if (rv != 0) {
-            die("wal_append batch", rv);
+        raw_off += (off_t)per * 64;
+        for (int i = 0; i < per; i++) {
+            struct wal_entry e = {next, 1, 0, payload, 64};
+            struct wal_hard_state hs = {1, 1, next};
+            double t0 = now_us();
+            rv = wal_append(w, &e, 1, &hs);
+            if (rv != 0) {
+                die("wal_append", rv);
+            }
+            record(&runs[2], now_us() - t0, 1, 64);
+            next++;
         }
-        lat[i] = now_us() - t0;
-        total += lat[i];
-        next += (uint64_t)batch;
+        for (int i = 0; i < batches; i++) {
+            struct wal_hard_state hs = {1, 1, next};
+            double t0;
+            for (int k = 0; k < batch; k++) {
+                ents[k] = (struct wal_entry){next + (uint64_t)k, 1, 0,
+                                             payload, size};
+            }
+            t0 = now_us();
+            rv = wal_append(w, ents, (size_t)batch, &hs);
+            if (rv != 0) {
+                die("wal_append batch", rv);
+            }
+            record(&runs[3], now_us() - t0, batch, (double)batch * size);
+            next += (uint64_t)batch;
+        }
     }
-    {
-        char name[32];
-        snprintf(name, sizeof(name), "wal-%dx%zu", batch, size);
-        report(name, lat, batches, total, (double)batches * batch,
-               (double)batches * batch * (double)size);
+    for (int i = 0; i < 4; i++) {
+        report(runs[i].name, runs[i].lat, runs[i].n, runs[i].total_us,
+               runs[i].entries, runs[i].bytes);
+        free(runs[i].lat);
     }
+    close(raw_fd[0]);
+    close(raw_fd[1]);
     wal_close(w);
     free(ents);
     free(payload);
@@ -183,9 +214,8 @@ int main(int argc, char **argv)
 {
     char tmpl[4096];
     const char *parent = ".";
-    int count = 2000, batch = 100;
+    int count = 2000, batch = 100, rounds = 10;
     size_t size = 256;
-    double *lat;
 
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc) {
@@ -194,18 +224,21 @@ int main(int argc, char **argv)
             count = atoi(argv[++i]);
         } else if (strcmp(argv[i], "--batch") == 0 && i + 1 < argc) {
             batch = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc) {
+            rounds = atoi(argv[++i]);
         } else if (strcmp(argv[i], "--size") == 0 && i + 1 < argc) {
             size = (size_t)atol(argv[++i]);
         } else {
             fprintf(stderr,
-                    "usage: %s [--dir DIR] [--count N] [--batch B] "
-                    "[--size BYTES]\n",
+                    "usage: %s [--dir DIR] [--count N] [--rounds R] "
+                    "[--batch B] [--size BYTES]\n",
                     argv[0]);
             return 2;
         }
     }
-    if (count < 10 || batch < 1) {
-        fprintf(stderr, "keel-wal-bench: count >= 10, batch >= 1\n");
+    if (rounds < 1 || count < 10 * rounds || batch < 1 || batch > 100000) {
+        fprintf(stderr, "keel-wal-bench: need rounds >= 1, count >= 10 * "
+                        "rounds, 1 <= batch <= 100000\n");
         return 2;
     }
     if ((size_t)snprintf(tmpl, sizeof(tmpl), "%s/keel-wal-bench-XXXXXX",
@@ -215,19 +248,14 @@ int main(int argc, char **argv)
     if (mkdtemp(tmpl) == NULL) {
         die("mkdtemp", -errno);
     }
-    lat = malloc((size_t)count * sizeof(*lat));
-    if (lat == NULL) {
-        die("alloc", KEEL_ENOMEM);
-    }
-    printf("dir: %s, %d syncs per run\n\n", tmpl, count);
+    printf("dir: %s, %d syncs per run in %d interleaved rounds "
+           "(batched run: count / 10 syncs)\n\n",
+           tmpl, count, rounds);
     printf("| run          | syncs  | p50 us   | p99 us   | mean us  | "
            "entries/s  | MB/s     |\n");
     printf("|--------------|--------|----------|----------|----------|"
            "------------|----------|\n");
-    raw(tmpl, 0, count, lat);
-    raw(tmpl, 1, count, lat);
-    wal_runs(tmpl, count, batch, size, lat);
+    bench(tmpl, count, rounds, batch, size);
     rmrf_bench(tmpl);
-    free(lat);
     return 0;
 }
