@@ -860,9 +860,10 @@ static void become_leader(struct raft *r)
         pr_become_replicate(self);
         self->match = raft__log_stable_index(&r->log);
     }
-    /* no conf change until the entry below (of this term) is applied */
-    r->pending_conf_index = raft__log_last_index(&r->log);
     append_entries(r, &empty, 1);
+    /* no conf change until this entry of our term is committed (Ongaro's
+     * 2015 single-server change bug) */
+    r->pending_conf_index = raft__log_last_index(&r->log);
     r->uncommitted_size = 0;
     /* a single voter with everything persisted commits at advance() */
 }

@@ -1384,6 +1384,38 @@ static void test_raft_one_conf_change_at_a_time(void **state)
     cluster_free(&c);
 }
 
+static bool drop_app(const struct raft_message *m)
+{
+    return m->type == RAFT_MSG_APP;
+}
+
+/* A new leader appends no conf change before an entry of its own term is
+ * committed (Ongaro's 2015 bug with single-server changes): until then a
+ * proposed change becomes an empty entry. */
+static void test_raft_conf_change_waits_for_own_term_commit(void **state)
+{
+    struct cluster c;
+    struct raft_conf_change cc = {0, RAFT_CONF_ADD_LEARNER_NODE, 4, NULL};
+    struct raft_entry e;
+    uint64_t last;
+    (void)state;
+    cluster_init_cfg(&c, 4, 3, NULL);
+    c.drop = drop_app; /* the no-op cannot commit */
+    elect(&c, 1);
+    assert_true(status(&c, 1).hs.commit < status(&c, 1).last_index);
+    assert_int_equal(raft_propose_conf_change(node(&c, 1)->r, &cc), 0);
+    last = status(&c, 1).last_index;
+    assert_int_equal(raft_log_entry(node(&c, 1)->r, last, &e), 0);
+    assert_int_equal(e.type, RAFT_ENTRY_NORMAL);
+    assert_null(e.data);
+    c.drop = NULL;
+    tick_all(&c, 2);
+    assert_int_equal(raft_propose_conf_change(node(&c, 1)->r, &cc), 0);
+    drain(&c);
+    assert_true(has_learner(conf_of(&c, 1), 4));
+    cluster_free(&c);
+}
+
 static void test_raft_remove_follower(void **state)
 {
     struct cluster c;
@@ -1625,6 +1657,8 @@ int main(void)
         cmocka_unit_test_setup(test_raft_lease_read_is_immediate, reset_allocs),
         cmocka_unit_test_setup(test_raft_learner_receives_log_but_never_counts, reset_allocs),
         cmocka_unit_test_setup(test_raft_one_conf_change_at_a_time, reset_allocs),
+        cmocka_unit_test_setup(test_raft_conf_change_waits_for_own_term_commit,
+                               reset_allocs),
         cmocka_unit_test_setup(test_raft_remove_follower, reset_allocs),
         cmocka_unit_test_setup(test_raft_removed_leader_hands_off, reset_allocs),
         cmocka_unit_test_setup(test_raft_truncated_conf_change_rolls_back, reset_allocs),
