@@ -801,6 +801,60 @@ static void test_wal_random_bit_flips(void **state)
     free(m);
 }
 
+/* Far into the preallocated space of the last segment (past what a scan
+ * bounded by SEEK_HOLE could skip by mistake): garbage is cut and zeroed, a
+ * valid record of a later batch means records were lost: corruption. */
+static void test_wal_far_tail(void **state)
+{
+    struct fx *f = *state;
+    struct model *m = calloc(1, sizeof(*m));
+    struct wal *w = open_ok(f, 0);
+    const off_t far = 10 * 1024 * 1024;
+    char names[4][64], p[4200];
+    uint8_t rec[64], back[64];
+    struct wal_entry e = {0, 1, 0, "late", 4};
+    int fd;
+
+    append_each(w, m, 1, 11, 1, 50);
+    wal_close(w);
+    assert_int_equal(wt_list_wal(f->waldir, names, 4), 1);
+    path_of(p, sizeof(p), f->waldir, names[0]);
+
+    /* Garbage. */
+    memset(rec, 0x5A, sizeof(rec));
+    fd = open(p, O_RDWR);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, rec, sizeof(rec), far), sizeof(rec));
+    close(fd);
+    w = open_ok(f, 0);
+    check_log(w, m, 1, 11);
+    wal_close(w);
+    fd = open(p, O_RDONLY);
+    assert_int_equal(pread(fd, back, sizeof(back), far), sizeof(back));
+    close(fd);
+    memset(rec, 0, sizeof(rec));
+    assert_memory_equal(back, rec, sizeof(back)); /* zeroed on open */
+
+    /* A valid record of a later batch. */
+    e.index = 12;
+    {
+        size_t len = wal__entry_encode(&e, rec + WAL_REC_HDR);
+        size_t size = wal__rec_finish(rec, WAL_REC_ENTRY, WAL_REC_F_COMMIT,
+                                      1000, (uint32_t)len);
+        char want[128];
+        fd = open(p, O_RDWR);
+        assert_int_equal(pwrite(fd, rec, size, far), (ssize_t)size);
+        close(fd);
+        assert_int_equal(wal_open(f->data, NULL, &w, f->err, sizeof(f->err)),
+                         KEEL_ECORRUPT);
+        snprintf(want, sizeof(want), "valid record follows at offset %lld",
+                 (long long)far);
+        assert_non_null(strstr(f->err, want));
+        assert_non_null(strstr(f->err, names[0]));
+    }
+    free(m);
+}
+
 static void test_wal_lost_record_at_segment_end(void **state)
 {
     struct fx *f = *state;
@@ -1611,6 +1665,7 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_wal_random_bit_flips, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_wal_far_tail, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wal_lost_record_at_segment_end,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_wal_open_errors, setup,
