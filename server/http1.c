@@ -4,7 +4,8 @@
  * Happy path: socket bytes go to llhttp; its callbacks collect the URL,
  * headers (names folded to lower case) and body into a router_req; at
  * on_message_complete the parser pauses (HPE_PAUSED), the rest of the input
- * is kept aside, socket reading stops, and the request is dispatched. The
+ * is kept aside (reading goes on, so a disconnect cancels the request, up to
+ * H1_MAX_PENDING bytes of pipelined input), and the request is dispatched. The
  * handler's response is written through the router_transport below
  * (Content-Length, or chunked when streamed). When the handler ends the
  * response, parsing resumes from a scheduled loop turn (not from inside the
@@ -36,6 +37,8 @@
 
 #define H1_MAX_HEADER_BYTES (64 * 1024)
 #define H1_MAX_HEADERS 100
+/* Input kept while a request is being handled (pipelined requests). */
+#define H1_MAX_PENDING (64 * 1024)
 
 struct sbuf
 {
@@ -490,7 +493,13 @@ static int execute(struct http1 *h, const uint8_t *buf, size_t len)
             h->pending_len = len - used;
         }
         h->paused = 1;
-        conn_pause_read(h->c);
+        /* Keep reading while the request is handled: an EOF must cancel
+         * a long-poll (a gateway watch with no events) promptly, as Go's
+         * server does with its background read. Pipelined bytes pile up
+         * in pending, bounded below. */
+        if (h->pending_len > H1_MAX_PENDING) {
+            conn_pause_read(h->c);
+        }
         req = h->req;
         h->active = 1;
         h->started = 0;
@@ -520,6 +529,9 @@ static int h1_recv(void *p, const uint8_t *buf, size_t len)
         memcpy(n + h->pending_len, buf, len);
         h->pending = n;
         h->pending_len += len;
+        if (h->pending_len > H1_MAX_PENDING) {
+            conn_pause_read(h->c); /* a pipelining client far ahead */
+        }
         return 0;
     }
     return execute(h, buf, len);
@@ -549,7 +561,7 @@ static void h1_writable(void *p)
         conn_close(h->c, 1);
     }
     free(buf);
-    if (!h->paused) {
+    if (h->pending_len <= H1_MAX_PENDING) {
         conn_resume_read(h->c);
     }
 }

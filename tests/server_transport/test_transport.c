@@ -1157,6 +1157,26 @@ static void test_transport_http_stream_cancel(void **state)
 
 /* A thousand concurrent connections (both ends live in this process: the
  * fd limit is raised to its hard maximum, and N shrinks to fit). */
+/* An HTTP/1.1 long-poll that writes nothing learns promptly that its
+ * client disconnected (the connection keeps reading during a request). */
+static void test_transport_http1_longpoll_disconnect(void **state)
+{
+    static const char req[] = "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n";
+    char buf[512];
+    int fd;
+    (void)state;
+    ts_obs.http_cancels = 0;
+    fd = ts_connect(ts_port());
+    assert_true(fd >= 0);
+    assert_int_equal(send(fd, req, sizeof req - 1, MSG_NOSIGNAL),
+                     (ssize_t)(sizeof req - 1));
+    /* The head (chunked, no body yet) proves the handler holds it. */
+    assert_true(recv_until(fd, buf, sizeof buf, "\r\n\r\n"));
+    assert_int_equal(ts_obs.http_cancels, 0);
+    close(fd);
+    assert_true(ts_wait_for(http_cancelled, 3000));
+}
+
 static void test_transport_many_connections(void **state)
 {
     static const char req[] =
@@ -1855,6 +1875,7 @@ int main(void)
         cmocka_unit_test(test_transport_h2_truncated_and_bad_preface),
         cmocka_unit_test(test_transport_client_never_reads),
         cmocka_unit_test(test_transport_http_stream_cancel),
+        cmocka_unit_test(test_transport_http1_longpoll_disconnect),
         cmocka_unit_test(test_transport_many_connections),
         cmocka_unit_test(test_transport_random_input),
         cmocka_unit_test(test_transport_listener_shutdown),

@@ -590,6 +590,22 @@ static void hflood(struct router_req *req, void *data)
     uv_timer_start(&ctx->timer, hflood_tick, 0, 1);
 }
 
+/* A long-poll that never writes (a gateway watch without events): ends
+ * only when the client goes away. */
+static void hold_cancel(struct router_req *req, void *data)
+{
+    (void)data;
+    ts_obs.http_cancels++;
+    router_end(req);
+}
+
+static void hold(struct router_req *req, void *data)
+{
+    (void)data;
+    router_req_on_cancel(req, hold_cancel, NULL);
+    router_start(req, 200, "application/json", NULL, 0);
+}
+
 static void big(struct router_req *req, void *data)
 {
     static char body[64 * 1024];
@@ -778,6 +794,7 @@ int ts_server_start(void)
     rv |= router_add(S.router, "GET", "/big", big, NULL);
     rv |= router_add(S.router, "GET", "/stats", stats, NULL);
     rv |= router_add(S.router, "GET", "/hflood", hflood, NULL);
+    rv |= router_add(S.router, NULL, "/hold", hold, NULL);
     rv |= router_add(S.router, "GET", "/health", health, NULL);
     rv |= router_add(S.router, NULL, "/version", version, NULL);
     rv |= router_add(S.router, "POST", "/echo", echo, NULL);
