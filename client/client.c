@@ -1117,6 +1117,9 @@ static int rpc_submit(struct keel_conn *conn, struct keel_rpc *rpc)
     if (c->token && !(rpc->flags & KEEL_CALL_NO_AUTH)) {
         NV("token", c->token);
     }
+    if (rpc->flags & KEEL_CALL_REQUIRE_LEADER) {
+        NV("hasleader", "true");
+    }
 #undef NV
     struct keel_rpc_slot *slot = calloc(1, sizeof(*slot));
     if (slot == NULL) {

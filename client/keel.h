@@ -168,6 +168,9 @@ enum {
     KEEL_CALL_IDEMPOTENT = 1u << 0,
     /* Do not attach the auth token (used for Authenticate itself). */
     KEEL_CALL_NO_AUTH = 1u << 1,
+    /* Send "hasleader: true" (clientv3.WithRequireLeader): the server
+     * fails the call, or cancels the watch, when it has no leader. */
+    KEEL_CALL_REQUIRE_LEADER = 1u << 2,
 };
 
 struct keel_call_opts
@@ -270,6 +273,7 @@ typedef void (*keel_watch_end_cb)(struct keel_watch *w, int status,
 struct keel_watch
 {
     void *data;        /* for the caller */
+    unsigned flags;    /* KEEL_CALL_* for the stream; set before start */
     int64_t next_rev;  /* revision a resumed watch starts from (read-only) */
     int64_t watch_id;  /* server's id on the current stream (read-only) */
     /* private */

@@ -1185,7 +1185,8 @@ static void watch_run(int argc, char **argv)
     if (ctl_fmt == FMT_TABLE || ctl_fmt == FMT_PROTOBUF) {
         /* etcdctl fails only at the first event; same effect. */
     }
-    struct keel_watch w = {0};
+    /* etcdctl watches WithRequireLeader. */
+    struct keel_watch w = {.flags = KEEL_CALL_REQUIRE_LEADER};
     int rv = keel_watch_start(keel_sync_client(s), &w, &req, on_watch,
                               on_watch_end);
     if (rv != 0) {

@@ -129,8 +129,9 @@ static int watch_open(struct keel_watch *w)
     req.request_union_case = ETCDSERVERPB__WATCH_REQUEST__REQUEST_UNION_CREATE_REQUEST;
     req.create_request = create;
     w->stream.data = w;
+    struct keel_call_opts o = {0, w->flags};
     int rv = keel_stream_start(w->client, &w->stream, KEEL_M_WATCH,
-                               &etcdserverpb__watch_response__descriptor, NULL,
+                               &etcdserverpb__watch_response__descriptor, &o,
                                on_msg, on_end);
     if (rv == 0) {
         rv = keel_stream_send(&w->stream, &req.base);
@@ -149,8 +150,10 @@ int keel_watch_start(struct keel_client *c, struct keel_watch *w,
                      keel_watch_cb cb, keel_watch_end_cb end_cb)
 {
     void *data = w->data;
+    unsigned flags = w->flags;
     memset(w, 0, sizeof(*w));
     w->data = data;
+    w->flags = flags;
     w->client = c;
     w->cb = cb;
     w->end_cb = end_cb;

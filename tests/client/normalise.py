@@ -30,9 +30,23 @@ text = re.sub(r"(, |\| +)[0-9]+(\.[0-9])? [kMG]?B(,| \|)", r"\1SIZE\3", text)
 for lease in sorted(leases, key=len, reverse=True):
     v = int(lease, 16)
     text = text.replace("%016x" % v, "LEASE")
-    text = text.replace("%16x" % v, "LEASE")
+    text = re.sub(r"Member +%x\b" % v, "Member LEASE", text)
     text = re.sub(r"\b%x\b" % v, "LEASE", text)
     text = re.sub(r"\b%d\b" % v, "LEASE", text)
+
+# A lease's remaining TTL depends on how long the commands since its grant
+# took.
+out = []
+ttl_section = False
+for line in text.split("\n"):
+    if line.startswith("### "):
+        ttl_section = "lease timetolive" in line
+    elif ttl_section:
+        line = re.sub(r"remaining\([0-9]+s\)", "remaining(Ns)", line)
+        line = re.sub(r'"ttl":[0-9]+', '"ttl":N', line)
+        line = re.sub(r'^"TTL" : [0-9]+$', '"TTL" : N', line)
+    out.append(line)
+text = "\n".join(out)
 
 # etcd lists members by ID, and a new member's ID is random: sort what
 # depends on that order.

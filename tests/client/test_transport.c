@@ -37,6 +37,7 @@ struct srv_stream
 {
     char path[64];
     char timeout[32];
+    char hasleader[16];
     uint8_t body[256]; /* what we send */
     size_t len, off;
     size_t chunk; /* max bytes per DATA frame */
@@ -59,6 +60,7 @@ static uv_tcp_t listener;
 static char endpoint[64];
 static int drop_attempts;
 static char last_timeout[32];
+static char last_hasleader[16];
 static struct srv_conn *conns[8];
 static int nconns;
 
@@ -143,6 +145,7 @@ static void respond(nghttp2_session *session, int32_t id,
     s->trailers_status = 0;
     s->trailers_message = "";
     snprintf(last_timeout, sizeof(last_timeout), "%s", s->timeout);
+    snprintf(last_hasleader, sizeof(last_hasleader), "%s", s->hasleader);
     if (strcmp(s->path, "/t/split") == 0) {
         s->len = frame_msg(s->body, 42);
         s->chunk = 3;
@@ -209,6 +212,9 @@ static int srv_header(nghttp2_session *session, const nghttp2_frame *frame,
     }
     if (namelen == 5 && memcmp(name, ":path", 5) == 0) {
         snprintf(s->path, sizeof(s->path), "%.*s", (int)valuelen, value);
+    } else if (namelen == 9 && memcmp(name, "hasleader", 9) == 0) {
+        snprintf(s->hasleader, sizeof(s->hasleader), "%.*s", (int)valuelen,
+                 value);
     } else if (namelen == 12 && memcmp(name, "grpc-timeout", 12) == 0) {
         snprintf(s->timeout, sizeof(s->timeout), "%.*s", (int)valuelen,
                  value);
@@ -384,6 +390,14 @@ static void test_transport_split_message(void **state)
     assert_true(strlen(last_timeout) >= 2);
     assert_int_equal(last_timeout[strlen(last_timeout) - 1], 'm');
     assert_true(atoi(last_timeout) > 4000 && atoi(last_timeout) <= 5000);
+    assert_string_equal(last_hasleader, "");
+    keel_call_cleanup(&c);
+    /* Without a deadline there is no grpc-timeout; require-leader adds
+     * clientv3's hasleader metadata. */
+    call(&c, "/t/split", KEEL_CALL_REQUIRE_LEADER, 0);
+    assert_int_equal(c.status, KEEL_GRPC_OK);
+    assert_string_equal(last_timeout, "");
+    assert_string_equal(last_hasleader, "true");
     keel_call_cleanup(&c);
 }
 
