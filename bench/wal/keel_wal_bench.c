@@ -16,11 +16,12 @@
  * N syncs each (default 2000; the batched run does N / 10), interleaved in
  * R rounds (default 10) so that a noisy neighbour on a shared disk hurts
  * every run alike, and prints latency percentiles per sync and throughput
- * as a markdown table. A benchmark, not a test: it asserts nothing about
- * speed.
+ * as a markdown table; then the time to reopen (recover) the log written.
+ * A benchmark, not a test: it asserts nothing about speed.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -195,6 +196,19 @@ static void bench(const char *dir, int count, int rounds, int batch,
     close(raw_fd[0]);
     close(raw_fd[1]);
     wal_close(w);
+    {
+        /* Recovery: open (replay + index) the log just written. */
+        double t0 = now_us();
+        rv = wal_open(data, NULL, &w, err, sizeof(err));
+        if (rv != 0) {
+            fprintf(stderr, "%s\n", err);
+            die("wal_open", rv);
+        }
+        printf("\nreopen: %" PRIu64 " entries in %zu segments in %.1f ms\n",
+               wal_last_index(w), wal_segment_count(w),
+               (now_us() - t0) / 1e3);
+        wal_close(w);
+    }
     free(ents);
     free(payload);
 }
