@@ -28,6 +28,7 @@
 #include "config.h"
 #include "grpc.h"
 #include "keel_err.h"
+#include "lessor.h"
 #include "listener.h"
 #include "log.h"
 #include "node.h"
@@ -42,6 +43,7 @@ struct keel_server
     uint64_t member_id;
     uint64_t cluster_id;
     struct node *node;
+    struct lessor *lessor;
     struct grpc_server *grpc;
     struct router *router;
     struct listener *listeners;
@@ -290,6 +292,11 @@ static bool wal_exists(const char *dir)
 struct node *server_node(struct keel_server *s)
 {
     return s->node;
+}
+
+struct lessor *server_lessor(struct keel_server *s)
+{
+    return s->lessor;
 }
 
 uv_loop_t *server_loop(struct keel_server *s)
@@ -622,9 +629,25 @@ int server_start(uv_loop_t *loop, const struct keel_config *cfg,
     no.n_voters = n_voters;
     no.heartbeat_ms = (unsigned)cfg->heartbeat_ms;
     no.election_ms = (unsigned)cfg->election_ms;
+    struct lessor_options lo = {.member_id = s->member_id,
+                                .heartbeat_ms = no.heartbeat_ms,
+                                .election_ms = no.election_ms};
+    rv = lessor_new(loop, &lo, &s->lessor);
+    if (rv != 0) {
+        goto err;
+    }
+    no.on_applied = lessor_on_applied;
+    no.on_applied_arg = s->lessor;
+    no.on_leader = lessor_on_leader;
+    no.on_leader_arg = s->lessor;
     rv = node_open(loop, &no, &s->node, errmsg, errlen);
     if (rv != 0) {
         goto err;
+    }
+    rv = lessor_start(s->lessor, s->node);
+    if (rv != 0) {
+        snprintf(errmsg, errlen, "load leases: %s", keel_strerror(rv));
+        goto err_node;
     }
 
     s->grpc = grpc_server_new();
@@ -636,6 +659,7 @@ int server_start(uv_loop_t *loop, const struct keel_config *cfg,
     if ((rv = kv_register(s, s->grpc)) != 0 ||
         (rv = maintenance_register(s, s->grpc)) != 0 ||
         (rv = cluster_register(s, s->grpc)) != 0 ||
+        (rv = lease_register(s, s->grpc)) != 0 ||
         (rv = http_endpoints_register(s, s->router)) != 0) {
         snprintf(errmsg, errlen, "register services: %s", keel_strerror(rv));
         goto err_node;
@@ -695,10 +719,14 @@ err_listeners:
 err_node:
     node_close(s->node, NULL, NULL);
     s->node = NULL;
+    lessor_close(s->lessor);
     /* node_close and listener_close finish on the loop; the caller exits. */
     *out = NULL;
     return rv;
 err:
+    if (s->lessor != NULL) {
+        lessor_close(s->lessor);
+    }
     server_free(s);
     return rv;
 }
@@ -708,6 +736,7 @@ static void node_closed(void *arg)
     struct keel_server *s = arg;
     void (*cb)(void *) = s->stop_cb;
     void *cb_arg = s->stop_arg;
+    lessor_close(s->lessor); /* the node answered all its proposals */
     server_free(s);
     if (cb != NULL) {
         cb(cb_arg);
@@ -737,6 +766,7 @@ void server_stop(struct keel_server *s, void (*cb)(void *arg), void *arg)
         return;
     }
     s->stopping = true;
+    lessor_stop(s->lessor);
     s->stop_cb = cb;
     s->stop_arg = arg;
     s->listeners_open++; /* the publish timer counts as one more handle */

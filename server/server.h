@@ -50,6 +50,8 @@ void server_stop(struct keel_server *s, void (*cb)(void *arg), void *arg);
 /* ---- for the services (server/kv.c, maintenance.c, ...) ---------------- */
 
 struct node *server_node(struct keel_server *s);
+struct lessor;
+struct lessor *server_lessor(struct keel_server *s);
 uv_loop_t *server_loop(struct keel_server *s);
 uint64_t server_max_txn_ops(const struct keel_server *s);
 
@@ -82,6 +84,7 @@ int server_register_methods(struct grpc_server *g,
 int kv_register(struct keel_server *s, struct grpc_server *g);
 int maintenance_register(struct keel_server *s, struct grpc_server *g);
 int cluster_register(struct keel_server *s, struct grpc_server *g);
+int lease_register(struct keel_server *s, struct grpc_server *g);
 int http_endpoints_register(struct keel_server *s, struct router *r);
 
 /* For maintenance/cluster/http: identity and listen/advertise URLs. */
