@@ -472,10 +472,11 @@ int wal_append(struct wal *w, const struct wal_entry *ents, size_t n,
     for (size_t k = 0; k < n; k++) {
         size_t len;
         if (ents[k].index != ents[0].index + k ||
-            ents[k].term >= WAL_INDEX_LIMIT || ents[k].type > INT32_MAX) {
+            ents[k].term >= WAL_INDEX_LIMIT || ents[k].type > INT32_MAX ||
+            (ents[k].data == NULL && ents[k].len > 0)) {
             rv = errf(w->errmsg, sizeof(w->errmsg), KEEL_EINVAL,
-                      "wal append: entry %zu: index not consecutive or term "
-                      "or type out of range", k);
+                      "wal append: entry %zu: index not consecutive, term "
+                      "or type out of range, or no data", k);
             goto out;
         }
         len = wal__entry_size(&ents[k]);

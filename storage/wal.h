@@ -111,8 +111,9 @@ int wal_term(const struct wal *w, uint64_t index, uint64_t *term);
  * log's suffix from ents[0].index on is replaced (raft's conflicting-suffix
  * truncation). Errors without writing anything: KEEL_EINVAL when indexes are
  * not consecutive, leave a gap (ents[0].index > last + 1), or reach back to
- * or before the snapshot index; KEEL_ETOOBIG for an entry over
- * WAL_RECORD_MAX. n == 0 with hs == NULL is a no-op.
+ * or before the snapshot index, or an entry has len > 0 and no data;
+ * KEEL_ETOOBIG for an entry over WAL_RECORD_MAX. n == 0 with hs == NULL is
+ * a no-op.
  *
  * Returns only after fdatasync succeeded. Any I/O error is fatal (see top). */
 int wal_append(struct wal *w, const struct wal_entry *ents, size_t n,
@@ -147,8 +148,9 @@ struct wal_entries {
 
 /* Read entries [lo, hi) into *out (which the caller frees with
  * wal_entries_free, also after an error). If max_bytes > 0, stop before the
- * entry that would bring the sum of data lengths over max_bytes, but always
- * return at least one entry. Each record's CRC is checked again:
+ * entry that would bring the sum of encoded entry sizes (raftpb.Entry, as
+ * etcd's limitSize counts) over max_bytes, but always return at least one
+ * entry. Each record's CRC is checked again:
  * KEEL_ECORRUPT if the disk changed under us. KEEL_ENOTFOUND unless
  * first <= lo < hi <= last + 1. */
 int wal_read(struct wal *w, uint64_t lo, uint64_t hi, size_t max_bytes,

@@ -448,6 +448,9 @@ static void test_wal_append_rejects_bad_batches(void **state)
     /* Index 0. */
     e[0].index = 0;
     assert_int_equal(wal_append(w, e, 1, NULL), KEEL_EINVAL);
+    /* A length without data. */
+    e[0] = (struct wal_entry){11, 1, 0, NULL, 4};
+    assert_int_equal(wal_append(w, e, 1, NULL), KEEL_EINVAL);
     /* Too big (the length is checked before data is read). */
     e[0] = (struct wal_entry){11, 1, 0, b, (size_t)WAL_RECORD_MAX + 1};
     assert_int_equal(wal_append(w, e, 1, NULL), KEEL_ETOOBIG);
