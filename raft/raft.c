@@ -61,6 +61,10 @@ struct progress {
     bool probe_sent;
     bool learner;
     int vote; /* VOTE_*: this member's answer in the current election */
+    /* Lease: the newest heartbeat (by our send tick) this member answered
+     * in this term; it refuses other candidates for an election timeout
+     * after receiving it. */
+    uint64_t lease_tick;
     struct inflights ins;
 };
 
@@ -111,6 +115,7 @@ struct raft {
      * application records in its snapshots; raft_apply_conf_change). */
     struct raft_conf_state applied_conf;
 
+    uint64_t ticks; /* raft_tick calls since start: a local clock */
     int election_elapsed;
     int heartbeat_elapsed;
     int election_timeout;
@@ -571,6 +576,7 @@ static void send_heartbeat(struct raft *r, uint64_t to, struct raft_buf *ctx)
     m.to = to;
     /* never tell a follower to commit beyond what it is known to have */
     m.commit = pr->match < r->log.committed ? pr->match : r->log.committed;
+    m.index = r->ticks; /* echoed back: when this heartbeat left (lease) */
     m.context = raft_buf_ref(ctx);
     send(r, &m);
 }
@@ -674,13 +680,53 @@ static int read_ack_voters(const struct raft *r, const struct read_req *q)
     return n;
 }
 
+/*
+ * The leader lease (ReadOnlyLeaseBased), made safe without trusting the
+ * election timer of the leader alone: a follower that received a heartbeat
+ * refuses every candidate but a transfer target until it has ticked
+ * election_timeout times (stickiness, step_internal); heartbeats carry the
+ * leader's tick count and answers echo it. So if a quorum answered
+ * heartbeats sent at tick s or later, no other leader can exist before
+ * about s + election_timeout ticks; we stop LEASE_MARGIN ticks earlier,
+ * for tick phase (1) and clock drift (tick rates within ~10%). A member
+ * restarting refuses votes for its first election timeout (it may have
+ * acknowledged a heartbeat just before it crashed). Starting a transfer
+ * voids the lease (the target campaigns through stickiness).
+ */
+#define LEASE_MARGIN 2
+
+static bool lease_valid(const struct raft *r)
+{
+    uint64_t t[RAFT_MAX_MEMBERS];
+    int n = 0, i, j, q = quorum(r);
+    if (r->test_bug == RAFT_BUG_ENDLESS_LEASE) {
+        return true; /* deliberately wrong: valid until check-quorum */
+    }
+    for (i = 0; i < r->n_prs; i++) {
+        uint64_t v;
+        if (r->prs[i].learner) {
+            continue;
+        }
+        v = r->prs[i].id == r->id ? r->ticks : r->prs[i].lease_tick;
+        for (j = n; j > 0 && t[j - 1] < v; j--) {
+            t[j] = t[j - 1];
+        }
+        t[j] = v;
+        n++;
+    }
+    if (n < q || t[q - 1] == 0) {
+        return false;
+    }
+    return r->ticks + LEASE_MARGIN < t[q - 1] + (uint64_t)r->election_timeout;
+}
+
 /* The leader handles a read (m->from is the asker, m->context its ctx). */
 static void leader_read_index(struct raft *r, const struct raft_message *m)
 {
     struct read_req *q;
     bool lease = r->read_only_option == RAFT_READ_ONLY_LEASE_BASED &&
                  r->lead_transferee == RAFT_NONE && /* etcd-io/raft#99 */
-                 !r->leaving;
+                 !r->leaving && lease_valid(r);
     if (quorum(r) == 1 && is_voter(r, r->id)) {
         answer_read(r, m->from, r->log.committed, m->context);
         return;
@@ -767,6 +813,7 @@ static void reset(struct raft *r, uint64_t term)
     for (i = 0; i < r->n_prs; i++) {
         struct progress *pr = &r->prs[i];
         pr->vote = VOTE_NONE;
+        pr->lease_tick = 0;
         pr_reset_state(pr, RAFT_PROGRESS_PROBE);
         pr->next = last + 1;
         pr->match = 0;
@@ -958,6 +1005,7 @@ static void send_timeout_now(struct raft *r, uint64_t to)
 static void start_transfer(struct raft *r, struct progress *pr)
 {
     uint64_t to = pr->id;
+    int i;
     if (pr->learner) {
         return; /* never to a learner */
     }
@@ -972,6 +1020,9 @@ static void start_transfer(struct raft *r, struct progress *pr)
     }
     r->election_elapsed = 0; /* the transfer must end within a timeout */
     r->lead_transferee = to;
+    for (i = 0; i < r->n_prs; i++) {
+        r->prs[i].lease_tick = 0; /* the target will bypass stickiness */
+    }
     if (pr->match == raft__log_last_index(&r->log)) {
         send_timeout_now(r, to);
     } else {
@@ -1238,6 +1289,7 @@ static void handle_heartbeat(struct raft *r, const struct raft_message *m)
     memset(&resp, 0, sizeof(resp));
     resp.type = RAFT_MSG_HEARTBEAT_RESP;
     resp.to = m->from;
+    resp.index = m->index;
     resp.context = raft_buf_ref(m->context);
     send(r, &resp);
 }
@@ -1434,6 +1486,9 @@ static int step_leader(struct raft *r, const struct raft_message *m)
         if (pr->match < raft__log_last_index(&r->log)) {
             send_append(r, m->from);
         }
+        if (m->index <= r->ticks && m->index > pr->lease_tick) {
+            pr->lease_tick = m->index;
+        }
         if (m->context != NULL && m->context->len > 0) {
             leader_recv_read_ack(r, m->from, m->context);
         }
@@ -1577,6 +1632,10 @@ static int step_internal(struct raft *r, const struct raft_message *m)
                                 m->context->len) == 0;
             bool in_lease = r->check_quorum && r->lead != RAFT_NONE &&
                             r->election_elapsed < r->election_timeout;
+            if (r->read_only_option == RAFT_READ_ONLY_LEASE_BASED &&
+                r->ticks < (uint64_t)r->election_timeout) {
+                in_lease = true; /* just restarted: see lease_valid */
+            }
             if (!force && in_lease) {
                 /* stickiness: a live leader is heard, ignore the
                  * disruptive candidate (thesis §4.2.3) */
@@ -1824,6 +1883,7 @@ int raft_tick(struct raft *r)
     struct raft_message m;
     memset(&m, 0, sizeof(m));
     m.from = r->id;
+    r->ticks++;
     if (r->state != RAFT_LEADER) {
         r->election_elapsed++;
         if (promotable(r) &&

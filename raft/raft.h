@@ -296,8 +296,12 @@ enum raft_state {
 };
 
 enum raft_read_only_option {
-    RAFT_READ_ONLY_SAFE = 0,        /* ReadIndex with a heartbeat round */
-    RAFT_READ_ONLY_LEASE_BASED = 1, /* trust the lease (needs check_quorum) */
+    RAFT_READ_ONLY_SAFE = 0, /* ReadIndex with a heartbeat round */
+    /* Answer at once while a quorum answered heartbeats sent less than
+     * election_tick - 2 ticks ago (see lease_valid in raft.c). Needs
+     * check_quorum, the same option on every member, and tick rates that
+     * differ by less than ~10% between members. */
+    RAFT_READ_ONLY_LEASE_BASED = 1,
 };
 
 /* Test-only switches (the simulator's mutation check). Never set them
@@ -307,7 +311,8 @@ enum raft_test_bug {
     RAFT_BUG_COMMIT_OLD_TERM = 1,   /* commit previous-term entries by count */
     RAFT_BUG_VOTE_OLD_TERM = 2,     /* count vote grants from older terms */
     RAFT_BUG_NO_LOG_CHECK = 3,      /* grant votes to out-of-date logs */
-    RAFT_BUG_ACK_BEFORE_PERSIST = 4 /* leader counts unpersisted entries */
+    RAFT_BUG_ACK_BEFORE_PERSIST = 4, /* leader counts unpersisted entries */
+    RAFT_BUG_ENDLESS_LEASE = 5 /* lease reads trust check-quorum alone */
 };
 
 struct raft_config {

@@ -151,6 +151,7 @@ struct sim {
     uint64_t heal_at;
     bool faults_on;
     bool pre_vote, check_quorum; /* per seed */
+    bool lease;                  /* lease-based reads, per seed */
     unsigned crash_on_commit;    /* per million, per seed */
 
     struct smsg *q; /* binary heap on (at, seq) */
@@ -789,7 +790,9 @@ static void node_start(struct sim *s, struct node *n)
     c.heartbeat_tick = HEARTBEAT_TICK;
     c.max_size_per_msg = rnd(s, 3) == 0 ? 0 : 64 + rnd(s, 256);
     c.pre_vote = s->pre_vote;
-    c.check_quorum = s->check_quorum;
+    c.check_quorum = s->check_quorum || s->lease;
+    c.read_only_option =
+        s->lease ? RAFT_READ_ONLY_LEASE_BASED : RAFT_READ_ONLY_SAFE;
     c.max_inflight_msgs = 1 + (int)rnd(s, 8);
     c.storage = &n->st;
     c.rand_seed = splitmix(&s->rng);
@@ -1143,6 +1146,7 @@ int sim_run(const struct sim_opts *o, struct sim_result *res)
     s->faults_on = true;
     s->pre_vote = rnd(s, 4) != 0;
     s->check_quorum = rnd(s, 4) != 0;
+    s->lease = rnd(s, 4) == 0;
     {
         /* some seeds kill leaders right after they commit, often: where
          * a wrong commit rule loses data (Figure 8) */
@@ -1168,9 +1172,11 @@ int sim_run(const struct sim_opts *o, struct sim_result *res)
     }
     trace(s,
           "seed %" PRIu64 ": %d members (+%d spare), %d ticks, pre-vote %s,"
-          " check-quorum %s",
+          " check-quorum %s, reads %s",
           o->seed, members, s->n_nodes - members, o->steps,
-          s->pre_vote ? "on" : "off", s->check_quorum ? "on" : "off");
+          s->pre_vote ? "on" : "off",
+          s->check_quorum || s->lease ? "on" : "off",
+          s->lease ? "lease-based" : "safe");
     for (i = 0; i < s->n_nodes; i++) {
         node_start(s, &s->nodes[i]);
         after_event(s, &s->nodes[i]);

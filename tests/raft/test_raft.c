@@ -1300,19 +1300,61 @@ static void lease_reads(struct raft_config *cfg)
     cfg->read_only_option = RAFT_READ_ONLY_LEASE_BASED;
 }
 
+/* Lease reads: answered at once while a quorum answered heartbeats sent
+ * less than an election timeout (minus a margin) ago; after that the
+ * leader falls back to a ReadIndex round. */
 static void test_raft_lease_read_is_immediate(void **state)
 {
     struct cluster c;
-    struct raft_buf *a = buf_u64(5);
+    struct raft_buf *a = buf_u64(5), *b = buf_u64(6);
+    uint64_t l;
     (void)state;
     cluster_init_cfg(&c, 3, 3, lease_reads);
-    elect(&c, 1);
-    isolate(&c, 1);
-    assert_int_equal(raft_read_index(node(&c, 1)->r, a), 0);
+    l = wait_leader(&c, 0);
+    tick_all(&c, 2); /* heartbeats answered: the lease starts */
+    isolate(&c, l);
+    assert_int_equal(raft_read_index(node(&c, l)->r, a), 0);
     drain(&c);
-    assert_int_equal(node(&c, 1)->n_reads, 1); /* no round trip */
+    assert_int_equal(node(&c, l)->n_reads, 1); /* no round trip */
+    tick(&c, l, 8); /* the lease ran out (check-quorum has not yet) */
+    assert_int_equal(status(&c, l).state, RAFT_LEADER);
+    assert_int_equal(raft_read_index(node(&c, l)->r, b), 0);
+    drain(&c);
+    assert_int_equal(node(&c, l)->n_reads, 1); /* waits for a quorum */
     heal(&c);
+    tick_all(&c, 1);
+    assert_int_equal(node(&c, l)->n_reads, 2);
     raft_buf_unref(a);
+    raft_buf_unref(b);
+    cluster_free(&c);
+}
+
+/* In lease mode a member refuses votes for an election timeout after it
+ * starts: it may have answered the old leader's heartbeat just before a
+ * crash, and that leader may still serve reads from its lease. */
+static void test_raft_lease_restarted_member_refuses_votes(void **state)
+{
+    struct cluster c;
+    struct raft_message m;
+    (void)state;
+    cluster_init_cfg(&c, 3, 3, lease_reads);
+    memset(&m, 0, sizeof(m));
+    m.type = RAFT_MSG_VOTE;
+    m.from = 2;
+    m.to = 3;
+    m.term = 5;
+    m.index = 10;
+    m.log_term = 4;
+    assert_int_equal(raft_step(node(&c, 3)->r, &m), 0);
+    assert_int_equal(status(&c, 3).hs.term, 1); /* ignored */
+    tick(&c, 3, 9);
+    assert_int_equal(raft_step(node(&c, 3)->r, &m), 0);
+    assert_int_equal(status(&c, 3).hs.term, 1);
+    tick(&c, 3, 1); /* an election timeout since the start: it votes */
+    assert_int_equal(raft_step(node(&c, 3)->r, &m), 0);
+    assert_int_equal(status(&c, 3).hs.term, 5);
+    assert_int_equal(status(&c, 3).hs.vote, 2);
+    drain(&c);
     cluster_free(&c);
 }
 
@@ -1655,6 +1697,8 @@ int main(void)
         cmocka_unit_test_setup(test_raft_read_index_needs_heartbeat_quorum, reset_allocs),
         cmocka_unit_test_setup(test_raft_read_index_waits_for_current_term_commit, reset_allocs),
         cmocka_unit_test_setup(test_raft_lease_read_is_immediate, reset_allocs),
+        cmocka_unit_test_setup(test_raft_lease_restarted_member_refuses_votes,
+                               reset_allocs),
         cmocka_unit_test_setup(test_raft_learner_receives_log_but_never_counts, reset_allocs),
         cmocka_unit_test_setup(test_raft_one_conf_change_at_a_time, reset_allocs),
         cmocka_unit_test_setup(test_raft_conf_change_waits_for_own_term_commit,

@@ -184,6 +184,12 @@ static void test_sim_catches_ack_before_persist(void **state)
     expect_caught(RAFT_BUG_ACK_BEFORE_PERSIST, 10000);
 }
 
+static void test_sim_catches_endless_lease(void **state)
+{
+    (void)state;
+    expect_caught(RAFT_BUG_ENDLESS_LEASE, 10000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -193,6 +199,7 @@ int main(void)
         cmocka_unit_test(test_sim_catches_votes_from_old_terms),
         cmocka_unit_test(test_sim_catches_votes_for_stale_logs),
         cmocka_unit_test(test_sim_catches_ack_before_persist),
+        cmocka_unit_test(test_sim_catches_endless_lease),
         cmocka_unit_test(test_sim_seeds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
