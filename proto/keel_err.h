@@ -69,6 +69,9 @@ enum keel_grpc_code {
       "etcdserver: mvcc: required revision is a future revision")              \
     X(NOSPACE, 108, RESOURCE_EXHAUSTED,                                        \
       "etcdserver: mvcc: database space exceeded")                             \
+    /* etcd 3.5's ErrGRPCInvalidSortOption (3.4 panics instead) */             \
+    X(INVALIDSORTOPTION, 109, INVALID_ARGUMENT,                                \
+      "etcdserver: invalid sort option")                                       \
     X(LEASENOTFOUND, 110, NOT_FOUND, "etcdserver: requested lease not found")  \
     X(LEASEEXIST, 111, FAILED_PRECONDITION, "etcdserver: lease already exists") \
     X(LEASETTLTOOLARGE, 112, OUT_OF_RANGE, "etcdserver: too large lease TTL")  \

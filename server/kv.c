@@ -45,7 +45,18 @@ static struct kv_call *kv_call_new(struct keel_server *s, struct grpc_call *c,
 
 static int check_range(const Etcdserverpb__RangeRequest *r)
 {
-    return r->key.len == 0 ? KEEL_EEMPTYKEY : 0;
+    if (r->key.len == 0) {
+        return KEEL_EEMPTYKEY;
+    }
+    /* etcd 3.4 dereferences a nil sort function for a target outside the
+     * enum and the panic kills the server; keel answers as etcd 3.5. */
+    if ((unsigned)r->sort_order >
+            (unsigned)ETCDSERVERPB__RANGE_REQUEST__SORT_ORDER__DESCEND ||
+        (unsigned)r->sort_target >
+            (unsigned)ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__VALUE) {
+        return KEEL_EINVALIDSORTOPTION;
+    }
+    return 0;
 }
 
 static int check_put(const Etcdserverpb__PutRequest *r)
