@@ -52,8 +52,9 @@
  *     a batch > b after X proves X was synced: corruption. Otherwise X is a
  *     torn write of the last batch, never acknowledged: the tail is cut.
  *   Damage inside the last batch is indistinguishable from a torn write and
- *   is cut as one; that batch was written but its append may not have
- *   returned.
+ *   is cut as one. If that batch had been acknowledged, the media lost it
+ *   after the fact and no format can tell (etcd cuts any bad tail of its
+ *   last segment, wal/repair.go); every earlier batch is protected.
  *
  * If you change this format, bump WAL_VERSION and keep reading version 1.
  */
