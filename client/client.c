@@ -115,7 +115,8 @@ struct keel_client
     char *username, *password, *token;
     struct keel_conn *conn;  /* current connection, or NULL */
     struct keel_conn *conns; /* every live connection */
-    struct keel_rpc *active;
+    struct keel_rpc *active;  /* every rpc not yet finished */
+    struct keel_rpc *pending_head, *pending_tail; /* waiting to be sent */
     struct keel_rpc *done_head, *done_tail;
     uv_idle_t idle;
     uv_timer_t tick;
@@ -223,6 +224,41 @@ static int endpoint_parse(const char *s, struct endpoint *e)
 
 /* ---- rpc bookkeeping ----------------------------------------------------- */
 
+/* Calls waiting for a connection (or a token) queue in start order, so
+ * dispatch costs what is waiting, not what is in flight. */
+static void pending_push(struct keel_client *c, struct keel_rpc *rpc)
+{
+    assert(!rpc->in_pending);
+    rpc->pnext = NULL;
+    rpc->pprev = c->pending_tail;
+    if (c->pending_tail) {
+        c->pending_tail->pnext = rpc;
+    } else {
+        c->pending_head = rpc;
+    }
+    c->pending_tail = rpc;
+    rpc->in_pending = 1;
+}
+
+static void pending_remove(struct keel_client *c, struct keel_rpc *rpc)
+{
+    if (!rpc->in_pending) {
+        return;
+    }
+    if (rpc->pprev) {
+        rpc->pprev->pnext = rpc->pnext;
+    } else {
+        c->pending_head = rpc->pnext;
+    }
+    if (rpc->pnext) {
+        rpc->pnext->pprev = rpc->pprev;
+    } else {
+        c->pending_tail = rpc->pprev;
+    }
+    rpc->pnext = rpc->pprev = NULL;
+    rpc->in_pending = 0;
+}
+
 static struct grpc_decoder *rpc_dec(struct keel_rpc *rpc)
 {
     return rpc->dec_state;
@@ -275,6 +311,7 @@ static void rpc_rewind(struct keel_rpc *rpc)
     rpc->got_message = 0;
     rpc->conn = NULL;
     rpc->state = RPC_PENDING;
+    pending_push(rpc->client, rpc);
     if (rpc->kind == RPC_UNARY) {
         struct keel_call *call =
             (struct keel_call *)((char *)rpc - offsetof(struct keel_call, rpc));
@@ -296,6 +333,7 @@ static void rpc_finish(struct keel_rpc *rpc, int code, const char *message,
     }
     detach_slot(rpc, reset_stream);
     active_unlink(rpc);
+    pending_remove(c, rpc);
     rpc->state = RPC_DONE;
     rpc->final_code = code;
     free(rpc->final_message);
@@ -348,6 +386,7 @@ static void rpc_activate(struct keel_rpc *rpc)
 {
     struct keel_client *c = rpc->client;
     rpc->state = RPC_PENDING;
+    pending_push(c, rpc);
     rpc->next = c->active;
     if (c->active) {
         c->active->prev = rpc;
@@ -1153,19 +1192,7 @@ static int rpc_submit(struct keel_conn *conn, struct keel_rpc *rpc)
 static void dispatch(struct keel_client *c)
 {
     c->need_dispatch = 0;
-    if (c->closing) {
-        return;
-    }
-    int pending = 0, want_token = 0;
-    for (struct keel_rpc *r = c->active; r; r = r->next) {
-        if (r->state == RPC_PENDING) {
-            pending = 1;
-            if (c->username && !(r->flags & KEEL_CALL_NO_AUTH)) {
-                want_token = 1;
-            }
-        }
-    }
-    if (!pending) {
+    if (c->closing || c->pending_head == NULL) {
         return;
     }
     if (c->conn == NULL) {
@@ -1177,7 +1204,13 @@ static void dispatch(struct keel_client *c)
     if (c->conn->state != CONN_READY) {
         return;
     }
-    if (want_token && c->token == NULL && !c->auth_inflight) {
+    int want_token = 0;
+    if (c->username && c->token == NULL) {
+        for (struct keel_rpc *r = c->pending_head; r; r = r->pnext) {
+            want_token |= !(r->flags & KEEL_CALL_NO_AUTH);
+        }
+    }
+    if (want_token && !c->auth_inflight) {
         Etcdserverpb__AuthenticateRequest req =
             ETCDSERVERPB__AUTHENTICATE_REQUEST__INIT;
         req.name = c->username;
@@ -1190,17 +1223,17 @@ static void dispatch(struct keel_client *c)
         }
     }
     struct keel_conn *conn = c->conn;
-    for (struct keel_rpc *r = c->active; r; r = r->next) {
-        if (r->state != RPC_PENDING) {
-            continue;
+    struct keel_rpc *r = c->pending_head;
+    while (r) {
+        struct keel_rpc *next = r->pnext;
+        if (!(c->username && !(r->flags & KEEL_CALL_NO_AUTH) && !c->token)) {
+            pending_remove(c, r);
+            int rv = rpc_submit(conn, r);
+            if (rv != 0) {
+                rpc_finish(r, KEEL_GRPC_INTERNAL, keel_strerror(rv), 0);
+            }
         }
-        if (c->username && !(r->flags & KEEL_CALL_NO_AUTH) && !c->token) {
-            continue;
-        }
-        int rv = rpc_submit(conn, r);
-        if (rv != 0) {
-            rpc_finish(r, KEEL_GRPC_INTERNAL, keel_strerror(rv), 0);
-        }
+        r = next;
     }
 }
 
@@ -1216,10 +1249,10 @@ static void auth_done(struct keel_call *call)
         c->token = strdup(r->token ? r->token : "");
     } else {
         /* Every call waiting for a token fails like Authenticate did. */
-        struct keel_rpc *r = c->active;
+        struct keel_rpc *r = c->pending_head;
         while (r) {
-            struct keel_rpc *next = r->next;
-            if (r->state == RPC_PENDING && !(r->flags & KEEL_CALL_NO_AUTH)) {
+            struct keel_rpc *next = r->pnext;
+            if (!(r->flags & KEEL_CALL_NO_AUTH)) {
                 rpc_finish(r, call->status, call->message, 0);
             }
             r = next;

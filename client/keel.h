@@ -136,6 +136,8 @@ struct keel_rpc
 {
     struct keel_client *client;
     struct keel_rpc *next, *prev;     /* client's active list */
+    struct keel_rpc *pnext, *pprev;   /* client's pending queue (FIFO) */
+    int in_pending;
     struct keel_rpc *done_next;       /* client's completion queue */
     struct keel_conn *conn;           /* connection it was submitted on */
     struct keel_rpc_slot *slot;       /* nghttp2 stream user data */

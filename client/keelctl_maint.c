@@ -22,6 +22,15 @@ static int64_t lease_arg(const char *s)
     return id;
 }
 
+/* clientv3's lease responses embed *ResponseHeader, so etcdctl's protobuf
+ * printer finds the header's Marshal method and prints only the header. */
+static void print_header_pb(const Etcdserverpb__ResponseHeader *h)
+{
+    static const Etcdserverpb__ResponseHeader zero =
+        ETCDSERVERPB__RESPONSE_HEADER__INIT;
+    print_protobuf(h ? &h->base : &zero.base);
+}
+
 static void json_header_then(const Etcdserverpb__ResponseHeader *h,
                              int *first)
 {
@@ -72,6 +81,8 @@ static void lease_grant_run(int argc, char **argv)
                    (long long)r->ttl);
             break;
         case FMT_PROTOBUF:
+            print_header_pb(r->header);
+            break;
         case FMT_TABLE:
             ctl_unsupported_format();
     }
@@ -106,6 +117,8 @@ static void lease_revoke_run(int argc, char **argv)
             fields_hdr(r->header);
             break;
         case FMT_PROTOBUF:
+            print_protobuf(&r->base);
+            break;
         case FMT_TABLE:
             ctl_unsupported_format();
     }
@@ -196,6 +209,8 @@ static void lease_ttl_run(int argc, char **argv)
             }
             break;
         case FMT_PROTOBUF:
+            print_header_pb(r->header);
+            break;
         case FMT_TABLE:
             ctl_unsupported_format();
     }
@@ -239,6 +254,8 @@ static void lease_list_run(int argc, char **argv)
             }
             break;
         case FMT_PROTOBUF:
+            print_header_pb(r->header);
+            break;
         case FMT_TABLE:
             ctl_unsupported_format();
     }
@@ -291,6 +308,8 @@ static void print_keepalive(const Etcdserverpb__LeaseKeepAliveResponse *r)
                    (long long)r->ttl);
             break;
         case FMT_PROTOBUF:
+            print_header_pb(r->header);
+            break;
         case FMT_TABLE:
             ctl_unsupported_format();
     }

@@ -143,6 +143,8 @@ ctl_cases() {
     run lease list -w fields
     run lease keep-alive --once "$LEASE"
     run lease keep-alive --once "$LEASE" -w json
+    run_hex lease keep-alive --once "$LEASE" -w protobuf
+    run_hex lease timetolive "$LEASE" -w protobuf
     run_for 1.2 lease keep-alive "$LEASE"
     run put --ignore-lease --ignore-value lk
     run lease revoke "$LEASE"
@@ -156,6 +158,10 @@ ctl_cases() {
     run lease grant 60 -w json
     run lease grant 60 -w fields
     run lease grant 60 -w table
+    run_hex lease grant 60 -w protobuf
+    run_hex lease list -w protobuf
+    run_hex member list -w protobuf
+    run_hex alarm list -w protobuf
     # -- watch: history, then a canceled (compacted) watch
     run_for 1 watch --rev 2 foo2
     run_for 1 watch --rev 2 --prefix foo --prev-kv -w json
