@@ -362,6 +362,7 @@ static void test_wal_fresh_append_reopen(void **state)
     assert_int_equal(wal_hard_state(w).term, 0);
     assert_int_equal(wal_snapshot(w).index, 0);
     assert_int_equal(wal_segment_count(w), 1);
+    assert_string_equal(wal_dir(w), f->waldir);
     /* Preallocated to the default size. */
     {
         char p[4200];
@@ -521,6 +522,11 @@ static void test_wal_read_limits_and_errors(void **state)
         close(fd);
         assert_int_equal(wal_read(w, 1, 51, 0, &es), KEEL_ECORRUPT);
         assert_non_null(strstr(wal_errmsg(w), names[0]));
+        wal_entries_free(&es);
+        /* Cut short under us. */
+        assert_int_equal(truncate(p, 200), 0);
+        assert_int_equal(wal_read(w, 1, 51, 0, &es), KEEL_ECORRUPT);
+        assert_non_null(strstr(wal_errmsg(w), "short file"));
         wal_entries_free(&es);
     }
     wal_close(w);
@@ -959,6 +965,34 @@ static void test_wal_open_errors(void **state)
                      KEEL_ECORRUPT);
     assert_non_null(strstr(f->err, "missing"));
     unlink(p);
+    /* A segment renamed to another sequence number. */
+    {
+        char from[4200], names[4][64];
+        wt_rmrf(f->waldir);
+        w = open_ok(f, 4096);
+        wal_close(w);
+        assert_int_equal(wt_list_wal(f->waldir, names, 4), 1);
+        path_of(from, sizeof(from), f->waldir, names[0]);
+        path_of(p, sizeof(p), f->waldir,
+                "0000000000000007-0000000000000001.wal");
+        assert_int_equal(rename(from, p), 0);
+        assert_int_equal(wal_open(f->data, NULL, &w, f->err, sizeof(f->err)),
+                         KEEL_ECORRUPT);
+        assert_non_null(strstr(f->err, "header says segment 0"));
+        /* A header of a future format version (valid checksums). */
+        {
+            uint8_t rec[WAL_REC_HDR + WAL_SEG_HDR_PAYLOAD];
+            wal__seg_hdr_encode(7, 0, rec + WAL_REC_HDR);
+            rec[WAL_REC_HDR + 8] = 2; /* version */
+            wal__rec_finish(rec, WAL_REC_SEGMENT, 0, 1, WAL_SEG_HDR_PAYLOAD);
+            assert_int_equal(wt_write_file(p, rec, sizeof(rec)), 0);
+            assert_int_equal(
+                wal_open(f->data, NULL, &w, f->err, sizeof(f->err)),
+                KEEL_ECORRUPT);
+            assert_non_null(strstr(f->err, "unsupported WAL version 2"));
+        }
+        unlink(p);
+    }
     /* The data dir is a file. */
     path_of(p, sizeof(p), f->root, "file");
     assert_int_equal(wt_write_file(p, "x", 1), 0);
@@ -1336,6 +1370,44 @@ static int fault_round(struct fx *f, int kind, int fail_at, int partial)
     return fired;
 }
 
+/* Cutting a torn tail on open writes zeros and syncs: if that fails the
+ * open fails (nothing is appended after garbage), and a later open works. */
+static void test_wal_open_cut_fails(void **state)
+{
+    struct fx *f = *state;
+    struct model *m = calloc(1, sizeof(*m));
+    struct wal_options o = {4096, &fault_io};
+    struct wal *w = open_ok(f, 4096);
+    char names[4][64], p[4200];
+    uint8_t junk[100];
+    int fd;
+
+    append_each(w, m, 1, 6, 1, 50);
+    wal_close(w);
+    assert_int_equal(wt_list_wal(f->waldir, names, 4), 1);
+    path_of(p, sizeof(p), f->waldir, names[0]);
+    memset(junk, 0x77, sizeof(junk));
+    fd = open(p, O_RDWR);
+    assert_int_equal(pwrite(fd, junk, sizeof(junk), 2000), sizeof(junk));
+    close(fd);
+    for (int kind = 0; kind < 2; kind++) {
+        memset(&fault, 0, sizeof(fault));
+        fault.kind = kind;
+        fault.fail_at = 1;
+        w = NULL;
+        assert_int_equal(wal_open(f->data, &o, &w, f->err, sizeof(f->err)),
+                         kind == 0 ? -ENOSPC : -EIO);
+        assert_null(w);
+        assert_non_null(strstr(f->err, "cannot cut torn tail"));
+        assert_non_null(strstr(f->err, names[0]));
+    }
+    memset(&fault, 0, sizeof(fault));
+    w = open_ok(f, 4096);
+    check_log(w, m, 1, 6);
+    wal_close(w);
+    free(m);
+}
+
 static void test_wal_failed_io_keeps_acked(void **state)
 {
     struct fx *f = *state;
@@ -1686,6 +1758,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_wal_failed_io_keeps_acked,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wal_open_cut_fails, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_wal_release_sync_failure, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_wal_crash_loses_unsynced_writes,
