@@ -152,6 +152,7 @@ struct sim {
     bool faults_on;
     bool pre_vote, check_quorum; /* per seed */
     bool lease;                  /* lease-based reads, per seed */
+    uint64_t max_uncommitted;    /* per seed; 0: unlimited */
     unsigned crash_on_commit;    /* per million, per seed */
 
     struct smsg *q; /* binary heap on (at, seq) */
@@ -368,6 +369,14 @@ static void net_send(struct sim *s, const struct raft_message *m)
     if (s->blocked[m->from - 1][m->to - 1] ||
         (has(s, SIM_F_DROP) && chance(s, 50000))) {
         report_snapshot(s, m, true);
+        if (m->type == RAFT_MSG_APP && s->blocked[m->from - 1][m->to - 1] &&
+            chance(s, 200000)) {
+            /* the transport noticed the link is down */
+            struct node *from = node_of(s, m->from);
+            if (from != NULL && from->r != NULL) {
+                raft_report_unreachable(from->r, m->to);
+            }
+        }
         return;
     }
     report_snapshot(s, m, false);
@@ -793,6 +802,7 @@ static void node_start(struct sim *s, struct node *n)
     c.check_quorum = s->check_quorum || s->lease;
     c.read_only_option =
         s->lease ? RAFT_READ_ONLY_LEASE_BASED : RAFT_READ_ONLY_SAFE;
+    c.max_uncommitted_size = s->max_uncommitted;
     c.max_inflight_msgs = 1 + (int)rnd(s, 8);
     c.storage = &n->st;
     c.rand_seed = splitmix(&s->rng);
@@ -1147,6 +1157,7 @@ int sim_run(const struct sim_opts *o, struct sim_result *res)
     s->pre_vote = rnd(s, 4) != 0;
     s->check_quorum = rnd(s, 4) != 0;
     s->lease = rnd(s, 4) == 0;
+    s->max_uncommitted = rnd(s, 4) == 0 ? 64 : 0; /* 8 proposals */
     {
         /* some seeds kill leaders right after they commit, often: where
          * a wrong commit rule loses data (Figure 8) */
