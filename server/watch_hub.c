@@ -103,6 +103,18 @@ struct pair
     int32_t next;
 };
 
+/* Upper bound of an encoded response without events: header (<= 46 bytes),
+ * ids and flags, a cancel_reason (keel_strerror texts are < 200 bytes). The
+ * encode buffer never shrinks below it, so control responses never allocate.
+ */
+#define WATCH_CTRL_BYTES 512
+
+/* A packed event in the hub's evbuf (send_packed mode). */
+struct evref
+{
+    size_t off, len;
+};
+
 struct watch_stream
 {
     struct watch_hub *hub;
@@ -141,6 +153,13 @@ struct watch_hub
     size_t cap_strip;
     Mvccpb__Event **resp_evs;
     size_t cap_resp;
+    /* send_packed mode: packed events, the response being encoded */
+    uint8_t *evbuf;
+    size_t n_evbuf, cap_evbuf;
+    struct evref *evfull, *evstrip, *resp_eb;
+    size_t cap_evfull, cap_evstrip, cap_resp_eb;
+    uint8_t *out;
+    size_t cap_out;
     /* catch-up scratch */
     struct keel_arena arena;
     struct watch_hub_stats st;
@@ -614,8 +633,133 @@ static void id_remove(struct watch_stream *s, struct watch_watcher *w)
 
 /* ------------------------------------------------------------ responses */
 
+static size_t varint_len(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static uint8_t *put_varint(uint8_t *p, uint64_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+/* etcdserverpb.ResponseHeader by hand (protobuf-c's generic packer costs more
+ * than the rest of a small response): four varint fields, zeros omitted. */
+static size_t header_size(const Etcdserverpb__ResponseHeader *hdr)
+{
+    size_t n = 0;
+    n += hdr->cluster_id ? 1 + varint_len(hdr->cluster_id) : 0;
+    n += hdr->member_id ? 1 + varint_len(hdr->member_id) : 0;
+    n += hdr->revision ? 1 + varint_len((uint64_t)hdr->revision) : 0;
+    n += hdr->raft_term ? 1 + varint_len(hdr->raft_term) : 0;
+    return n;
+}
+
+static uint8_t *put_header(uint8_t *p, const Etcdserverpb__ResponseHeader *hdr)
+{
+    if (hdr->cluster_id) {
+        *p++ = 0x08;
+        p = put_varint(p, hdr->cluster_id);
+    }
+    if (hdr->member_id) {
+        *p++ = 0x10;
+        p = put_varint(p, hdr->member_id);
+    }
+    if (hdr->revision) {
+        *p++ = 0x18;
+        p = put_varint(p, (uint64_t)hdr->revision);
+    }
+    if (hdr->raft_term) {
+        *p++ = 0x20;
+        p = put_varint(p, hdr->raft_term);
+    }
+    return p;
+}
+
+/* Pack ev into evbuf. */
+static int pack_event(struct watch_hub *h, const Mvccpb__Event *ev,
+                      struct evref *ref)
+{
+    size_t len = mvccpb__event__get_packed_size(ev);
+    if (grow(h, (void **)&h->evbuf, &h->cap_evbuf, h->n_evbuf + len, 1) != 0) {
+        return KEEL_ENOMEM;
+    }
+    mvccpb__event__pack(ev, h->evbuf + h->n_evbuf);
+    ref->off = h->n_evbuf;
+    ref->len = len;
+    h->n_evbuf += len;
+    return 0;
+}
+
+/* Encode r (events from eb) into h->out as etcdserverpb.WatchResponse,
+ * fields in number order and proto3 defaults omitted, as protobuf-c packs it.
+ * Returns 0 and the length in *len, or KEEL_ENOMEM. */
+static int encode(struct watch_hub *h, const Etcdserverpb__WatchResponse *r,
+                  const struct evref *eb, size_t *len)
+{
+    size_t hl = header_size(r->header);
+    size_t reason = r->cancel_reason ? strlen(r->cancel_reason) : 0;
+    size_t need = 11 + hl + 11 + 2 + 2 + 11 + 11 + reason + 2;
+    for (size_t i = 0; i < r->n_events; i++) {
+        need += 11 + eb[i].len;
+    }
+    if (grow(h, (void **)&h->out, &h->cap_out, need, 1) != 0) {
+        return KEEL_ENOMEM;
+    }
+    uint8_t *p = h->out;
+    *p++ = 0x0a; /* 1: header */
+    p = put_varint(p, hl);
+    p = put_header(p, r->header);
+    if (r->watch_id != 0) {
+        *p++ = 0x10; /* 2: watch_id, int64 (negative: 10 bytes) */
+        p = put_varint(p, (uint64_t)r->watch_id);
+    }
+    if (r->created) {
+        *p++ = 0x18;
+        *p++ = 1;
+    }
+    if (r->canceled) {
+        *p++ = 0x20;
+        *p++ = 1;
+    }
+    if (r->compact_revision != 0) {
+        *p++ = 0x28;
+        p = put_varint(p, (uint64_t)r->compact_revision);
+    }
+    if (reason > 0) {
+        *p++ = 0x32;
+        p = put_varint(p, reason);
+        memcpy(p, r->cancel_reason, reason);
+        p += reason;
+    }
+    if (r->fragment) {
+        *p++ = 0x38;
+        *p++ = 1;
+    }
+    for (size_t i = 0; i < r->n_events; i++) {
+        *p++ = 0x5a; /* 11: events */
+        p = put_varint(p, eb[i].len);
+        memcpy(p, h->evbuf + eb[i].off, eb[i].len);
+        p += eb[i].len;
+    }
+    assert((size_t)(p - h->out) <= need);
+    *len = (size_t)(p - h->out);
+    return 0;
+}
+
+/* Send r on s; eb: r's events packed (send_packed mode only). */
 static int send_resp(struct watch_stream *s, Etcdserverpb__WatchResponse *r,
-                     int64_t hdr_rev)
+                     const struct evref *eb, int64_t hdr_rev)
 {
     struct watch_hub *h = s->hub;
     if (s->dead) {
@@ -627,7 +771,20 @@ static int send_resp(struct watch_stream *s, Etcdserverpb__WatchResponse *r,
     }
     hdr.revision = hdr_rev;
     r->header = &hdr;
-    int rv = h->cfg.send(h->cfg.ctx, s, s->data, r);
+    int rv;
+    if (h->cfg.send_packed) {
+        assert(eb != NULL || r->n_events == 0);
+        size_t len;
+        rv = encode(h, r, eb, &len);
+        if (rv != 0) {
+            /* nothing was sent; the stream is fine */
+            r->header = NULL;
+            return rv;
+        }
+        rv = h->cfg.send_packed(h->cfg.ctx, s, s->data, h->out, len);
+    } else {
+        rv = h->cfg.send(h->cfg.ctx, s, s->data, r);
+    }
     r->header = NULL;
     if (rv < 0) {
         s->dead = true;
@@ -643,54 +800,61 @@ static int send_resp(struct watch_stream *s, Etcdserverpb__WatchResponse *r,
     return 0;
 }
 
-static size_t varint_len(uint64_t v)
-{
-    size_t n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
-/* Send evs[0..n) to w in one response, or, for a fragmenting watcher whose
- * response would reach fragment_bytes, in several with fragment=true on all
- * but the last (etcd: sendFragments, v3rpc/watch.go: a response holds at
- * least one event and stops before the event that would make it reach the
- * limit). */
-static int send_events(struct watch_watcher *w, Mvccpb__Event **evs, size_t n,
-                       int64_t hdr_rev)
+/* Send evs[0..n) (packed as eb[0..n) in send_packed mode) to w in one
+ * response, or, for a fragmenting watcher whose response would reach
+ * fragment_bytes, in several with fragment=true on all but the last (etcd:
+ * sendFragments, v3rpc/watch.go: a response holds at least one event and
+ * stops before the event that would make it reach the limit). */
+static int send_events(struct watch_watcher *w, Mvccpb__Event **evs,
+                       const struct evref *eb, size_t n, int64_t hdr_rev)
 {
     struct watch_stream *s = w->stream;
     struct watch_hub *h = s->hub;
     Etcdserverpb__WatchResponse r = ETCDSERVERPB__WATCH_RESPONSE__INIT;
-    Etcdserverpb__ResponseHeader hdr = ETCDSERVERPB__RESPONSE_HEADER__INIT;
     r.watch_id = w->id;
     r.n_events = n;
     r.events = evs;
-    if (!w->fragment || n < 2) {
-        return send_resp(s, &r, hdr_rev);
+    if (eb != NULL) {
+        /* Room for the whole response (or every fragment of it) before
+         * anything is sent, so that running out of memory never leaves a
+         * revision half sent. */
+        size_t need = WATCH_CTRL_BYTES;
+        for (size_t i = 0; i < n; i++) {
+            need += 11 + eb[i].len;
+        }
+        if (grow(h, (void **)&h->out, &h->cap_out, need, 1) != 0) {
+            return KEEL_ENOMEM;
+        }
     }
-    /* Size as the client will see it: with a filled header. */
+    if (!w->fragment || n < 2) {
+        return send_resp(s, &r, eb, hdr_rev);
+    }
+    /* Sizes as the client will see them: with a filled header. */
+    Etcdserverpb__ResponseHeader hdr = ETCDSERVERPB__RESPONSE_HEADER__INIT;
     if (h->cfg.fill_header) {
         h->cfg.fill_header(h->cfg.ctx, &hdr);
     }
     hdr.revision = hdr_rev;
     r.header = &hdr;
-    size_t limit = h->cfg.fragment_bytes;
-    if (etcdserverpb__watch_response__get_packed_size(&r) < limit) {
-        r.header = NULL;
-        return send_resp(s, &r, hdr_rev);
-    }
-    r.fragment = 1;
     r.n_events = 0;
     size_t base = etcdserverpb__watch_response__get_packed_size(&r);
     r.header = NULL;
+    size_t total = base, fragment_field = 2;
+    for (size_t i = 0; i < n; i++) {
+        size_t es = eb ? eb[i].len : mvccpb__event__get_packed_size(evs[i]);
+        total += 1 + varint_len(es) + es;
+    }
+    size_t limit = h->cfg.fragment_bytes;
+    if (total < limit) {
+        r.n_events = n;
+        return send_resp(s, &r, eb, hdr_rev);
+    }
     size_t idx = 0;
     for (;;) {
-        size_t start = idx, sz = base;
+        size_t start = idx, sz = base + fragment_field;
         while (idx < n) {
-            size_t es = mvccpb__event__get_packed_size(evs[idx]);
+            size_t es =
+                eb ? eb[idx].len : mvccpb__event__get_packed_size(evs[idx]);
             size_t add = 1 + varint_len(es) + es;
             if (idx > start && sz + add >= limit) {
                 break;
@@ -701,7 +865,7 @@ static int send_events(struct watch_watcher *w, Mvccpb__Event **evs, size_t n,
         r.events = evs + start;
         r.n_events = idx - start;
         r.fragment = idx < n;
-        int rv = send_resp(s, &r, hdr_rev);
+        int rv = send_resp(s, &r, eb ? eb + start : NULL, hdr_rev);
         if (rv != 0 || !r.fragment) {
             return rv;
         }
@@ -715,7 +879,7 @@ static void send_progress(struct watch_stream *s, int64_t id)
     Etcdserverpb__WatchResponse r = ETCDSERVERPB__WATCH_RESPONSE__INIT;
     r.watch_id = id;
     assert(s->n_unsynced == 0);
-    if (send_resp(s, &r, s->hub->rev) == 0) {
+    if (send_resp(s, &r, NULL, s->hub->rev) == 0) {
         s->hub->st.progress_sent++;
     }
 }
@@ -727,7 +891,7 @@ static void send_error(struct watch_stream *s, const char *reason)
     r.created = 1;
     r.canceled = 1;
     r.cancel_reason = (char *)reason;
-    send_resp(s, &r, s->hub->rev);
+    send_resp(s, &r, NULL, s->hub->rev);
 }
 
 /* -------------------------------------------------- watcher transitions */
@@ -942,7 +1106,7 @@ static int create_watcher(struct watch_stream *s,
     Etcdserverpb__WatchResponse r = ETCDSERVERPB__WATCH_RESPONSE__INIT;
     r.watch_id = id;
     r.created = 1;
-    send_resp(s, &r, h->rev);
+    send_resp(s, &r, NULL, h->rev);
 
     if (!synced) {
         enqueue_unsynced(w, start < 1 ? 1 : start);
@@ -957,7 +1121,8 @@ int watch_hub_new(const struct watch_hub_config *cfg, struct watch_hub **out)
 {
     static const struct watch_heap libc_heap = {NULL, libc_malloc,
                                                 libc_realloc, libc_free};
-    if (cfg == NULL || cfg->send == NULL || cfg->read_history == NULL) {
+    if (cfg == NULL || (cfg->send == NULL && cfg->send_packed == NULL) ||
+        cfg->read_history == NULL) {
         return KEEL_EINVAL;
     }
     const struct watch_heap *heap = cfg->heap ? cfg->heap : &libc_heap;
@@ -1003,6 +1168,12 @@ int watch_hub_new(const struct watch_hub_config *cfg, struct watch_hub **out)
     }
     memset(h->keys, 0, h->keys_nb * sizeof *h->keys);
     keel_arena_init(&h->arena, 0);
+    if (cfg->send_packed &&
+        grow(h, (void **)&h->out, &h->cap_out, WATCH_CTRL_BYTES, 1) != 0) {
+        hfree(h, h->keys);
+        heap->free(heap->ctx, h);
+        return KEEL_ENOMEM;
+    }
     if (cfg->current_revision) {
         h->rev = cfg->current_revision(cfg->ctx);
     }
@@ -1032,6 +1203,11 @@ void watch_hub_free(struct watch_hub *h)
     hfree(h, h->pairs);
     hfree(h, h->strip);
     hfree(h, h->resp_evs);
+    hfree(h, h->evbuf);
+    hfree(h, h->evfull);
+    hfree(h, h->evstrip);
+    hfree(h, h->resp_eb);
+    hfree(h, h->out);
     keel_arena_free(&h->arena);
     struct watch_heap heap = h->heap;
     heap.free(heap.ctx, h);
@@ -1116,7 +1292,7 @@ int watch_stream_recv(struct watch_stream *s,
         Etcdserverpb__WatchResponse r = ETCDSERVERPB__WATCH_RESPONSE__INIT;
         r.watch_id = id;
         r.canceled = 1;
-        send_resp(s, &r, s->hub->rev);
+        send_resp(s, &r, NULL, s->hub->rev);
         if (was_behind) {
             /* after the cancel response: a deferred progress response must
              * not reach the client while it still thinks w is live */
@@ -1326,6 +1502,26 @@ void watch_hub_notify(struct watch_hub *h, int64_t rev,
             h->strip[i].prev_kv = NULL;
         }
     }
+    /* send_packed mode: each event packed once (twice if it has a prev_kv
+     * some watcher does not want), shared by every response. */
+    bool packed = h->cfg.send_packed != NULL;
+    bool pack_ok = true;
+    if (packed) {
+        h->n_evbuf = 0;
+        pack_ok = strip_ok &&
+                  grow(h, (void **)&h->evfull, &h->cap_evfull, n,
+                       sizeof *h->evfull) == 0 &&
+                  grow(h, (void **)&h->evstrip, &h->cap_evstrip, n,
+                       sizeof *h->evstrip) == 0;
+        for (size_t i = 0; pack_ok && i < n; i++) {
+            pack_ok = pack_event(h, events[i], &h->evfull[i]) == 0;
+            if (pack_ok && events[i]->prev_kv) {
+                pack_ok = pack_event(h, &h->strip[i], &h->evstrip[i]) == 0;
+            } else {
+                h->evstrip[i] = h->evfull[i];
+            }
+        }
+    }
 
     struct watch_watcher *w = h->touched_head;
     while (w) {
@@ -1341,9 +1537,11 @@ void watch_hub_notify(struct watch_hub *h, int64_t rev,
         for (int32_t p = w->pair_head; p >= 0; p = h->pairs[p].next) {
             cnt++;
         }
-        bool ok = !w->oom && (w->prev_kv || strip_ok) &&
+        bool ok = !w->oom && (w->prev_kv || strip_ok) && pack_ok &&
                   grow(h, (void **)&h->resp_evs, &h->cap_resp, cnt,
-                       sizeof *h->resp_evs) == 0;
+                       sizeof *h->resp_evs) == 0 &&
+                  (!packed || grow(h, (void **)&h->resp_eb, &h->cap_resp_eb,
+                                   cnt, sizeof *h->resp_eb) == 0);
         if (!s->writable || !ok) {
             /* No buffering: the watcher is replayed from storage. */
             make_unsynced(w, rev);
@@ -1353,9 +1551,17 @@ void watch_hub_notify(struct watch_hub *h, int64_t rev,
         cnt = 0;
         for (int32_t p = w->pair_head; p >= 0; p = h->pairs[p].next) {
             uint32_t i = h->pairs[p].ev;
+            if (packed) {
+                h->resp_eb[cnt] = w->prev_kv ? h->evfull[i] : h->evstrip[i];
+            }
             h->resp_evs[cnt++] = w->prev_kv ? events[i] : &h->strip[i];
         }
-        send_events(w, h->resp_evs, cnt, rev);
+        if (send_events(w, h->resp_evs, packed ? h->resp_eb : NULL, cnt,
+                        rev) == KEEL_ENOMEM) {
+            make_unsynced(w, rev);
+            w = nx;
+            continue;
+        }
         w->next_rev = rev + 1;
         w->progress_due = false;
         w = nx;
@@ -1444,7 +1650,11 @@ static int catchup_emit(void *arg, const Mvccpb__Event *ev)
         return 1;
     }
     c->evs[c->n++] = e;
-    c->bytes += mvccpb__event__get_packed_size(e);
+    /* an estimate is enough for a budget */
+    c->bytes += 16 + e->kv->key.len + e->kv->value.len;
+    if (e->prev_kv) {
+        c->bytes += 16 + e->prev_kv->key.len + e->prev_kv->value.len;
+    }
     return 0;
 }
 
@@ -1457,7 +1667,7 @@ static void send_compacted(struct watch_watcher *w, int64_t crev)
     r.canceled = 1;
     /* etcd sends this with the mvcc response's Revision, which is 0 for a
      * compaction notice (watcher_group.go chooseAll). */
-    send_resp(s, &r, 0);
+    send_resp(s, &r, NULL, 0);
 }
 
 enum { CU_BEHIND, CU_SYNCED, CU_FREED, CU_ERROR };
@@ -1515,9 +1725,25 @@ static int catch_up(struct watch_hub *h, struct watch_watcher *w,
     }
     /* Everything below next is now sent: the header says so and no more. */
     int64_t next = c.stop_rev ? c.stop_rev : c.to + 1;
+    const struct evref *eb = NULL;
+    if (c.n > 0 && h->cfg.send_packed) {
+        if (grow(h, (void **)&h->resp_eb, &h->cap_resp_eb, c.n,
+                 sizeof *h->resp_eb) != 0) {
+            return CU_ERROR;
+        }
+        h->n_evbuf = 0;
+        for (size_t i = 0; i < c.n; i++) {
+            if (pack_event(h, c.evs[i], &h->resp_eb[i]) != 0) {
+                return CU_ERROR;
+            }
+        }
+        eb = h->resp_eb;
+    }
     *bytes += c.bytes;
+    if (c.n > 0 && send_events(w, c.evs, eb, c.n, next - 1) == KEEL_ENOMEM) {
+        return CU_ERROR;
+    }
     if (c.n > 0) {
-        send_events(w, c.evs, c.n, next - 1);
         w->progress_due = false;
     }
     w->next_rev = next;

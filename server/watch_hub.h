@@ -82,6 +82,16 @@ typedef int (*watch_send_cb)(void *ctx, struct watch_stream *s,
                              void *stream_data,
                              const Etcdserverpb__WatchResponse *resp);
 
+/* Optional fast path for send: the response already encoded in protobuf
+ * wire format (byte for byte what protobuf-c would pack from the struct). The
+ * hub packs each event of a revision once and shares the bytes between all
+ * the watchers it goes to, which for a wide fan-out is most of the cost
+ * (docs/BENCHMARKS.md). msg is borrowed for the call; same return values and
+ * rules as watch_send_cb. */
+typedef int (*watch_send_packed_cb)(void *ctx, struct watch_stream *s,
+                                    void *stream_data, const uint8_t *msg,
+                                    size_t len);
+
 /* Called by read_history for each event found, in revision order (and in
  * order within a revision). ev is borrowed for the call (the hub copies what
  * it keeps). Returns 0 to go on, 1 to stop: the hub has a full batch and this
@@ -132,7 +142,8 @@ struct watch_heap
 struct watch_hub_config
 {
     void *ctx; /* passed to every callback */
-    watch_send_cb send;                 /* required */
+    watch_send_cb send;                 /* required, unless send_packed */
+    watch_send_packed_cb send_packed;   /* optional: used instead of send */
     watch_read_history_cb read_history; /* required */
     watch_current_revision_cb current_revision; /* optional (0 if NULL) */
     watch_fill_header_cb fill_header;           /* optional */

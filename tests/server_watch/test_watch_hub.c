@@ -144,6 +144,14 @@ static void t_free(void *ctx, void *p)
 
 /* ------------------------------------------------- fake transport/store */
 
+/* Every test runs twice: with send() (the hub hands over structs, the fake
+ * transport packs them) and with send_packed() (the hub encodes). */
+static bool g_packed;
+
+static int record(struct fx *f, struct fstream *fs,
+                  const Etcdserverpb__WatchResponse *r, const uint8_t *bytes,
+                  size_t len);
+
 static int t_send(void *ctx, struct watch_stream *s, void *data,
                   const Etcdserverpb__WatchResponse *r)
 {
@@ -154,6 +162,38 @@ static int t_send(void *ctx, struct watch_stream *s, void *data,
     if (fs->fail) {
         return -5;
     }
+    return record(f, fs, r, NULL, 0);
+}
+
+/* The hub's own encoding must be exactly protobuf-c's. */
+static int t_send_packed(void *ctx, struct watch_stream *s, void *data,
+                         const uint8_t *msg, size_t len)
+{
+    struct fx *f = ctx;
+    struct fstream *fs = data;
+    assert_ptr_equal(fs->s, s);
+    if (fs->fail) {
+        return -5;
+    }
+    Etcdserverpb__WatchResponse *r =
+        etcdserverpb__watch_response__unpack(NULL, len, msg);
+    assert_non_null(r);
+    size_t len2 = etcdserverpb__watch_response__get_packed_size(r);
+    assert_int_equal(len2, len);
+    uint8_t *again = xmalloc(len2);
+    etcdserverpb__watch_response__pack(r, again);
+    assert_memory_equal(again, msg, len);
+    free(again);
+    int rv = record(f, fs, r, msg, len);
+    etcdserverpb__watch_response__free_unpacked(r, NULL);
+    return rv;
+}
+
+static int record(struct fx *f, struct fstream *fs,
+                  const Etcdserverpb__WatchResponse *r, const uint8_t *bytes,
+                  size_t blen)
+{
+    (void)f;
     /* Back-pressure: once FULL, only control responses and the rest of a
      * fragment series may come. */
     if (fs->full && r->n_events > 0 && !fs->in_frag) {
@@ -166,9 +206,16 @@ static int t_send(void *ctx, struct watch_stream *s, void *data,
         assert_non_null(fs->msgs);
         assert_non_null(fs->lens);
     }
-    size_t len = etcdserverpb__watch_response__get_packed_size(r);
-    uint8_t *buf = xmalloc(len);
-    assert_int_equal(etcdserverpb__watch_response__pack(r, buf), len);
+    size_t len = blen;
+    uint8_t *buf;
+    if (bytes) {
+        buf = xmalloc(len);
+        memcpy(buf, bytes, len);
+    } else {
+        len = etcdserverpb__watch_response__get_packed_size(r);
+        buf = xmalloc(len);
+        assert_int_equal(etcdserverpb__watch_response__pack(r, buf), len);
+    }
     fs->msgs[fs->n] = buf;
     fs->lens[fs->n] = len;
     fs->n++;
@@ -280,7 +327,8 @@ static void fx_init(struct fx *f, const struct watch_hub_config *over)
         f->cfg = *over;
     }
     f->cfg.ctx = f;
-    f->cfg.send = t_send;
+    f->cfg.send = g_packed ? NULL : t_send;
+    f->cfg.send_packed = g_packed ? t_send_packed : NULL;
     f->cfg.read_history = t_read;
     f->cfg.current_revision = t_rev;
     f->cfg.fill_header = t_header;
@@ -954,6 +1002,11 @@ static void test_watch_hub_new_needs_callbacks(void **state)
     cfg.send = t_send;
     assert_int_equal(watch_hub_new(&cfg, &h), KEEL_EINVAL);
     assert_int_equal(watch_hub_new(NULL, &h), KEEL_EINVAL);
+    cfg.send = NULL;
+    cfg.send_packed = t_send_packed;
+    cfg.read_history = t_read;
+    assert_int_equal(watch_hub_new(&cfg, &h), 0);
+    watch_hub_free(h);
 }
 
 static void test_watch_ids_and_cancel(void **state)
@@ -2181,5 +2234,8 @@ int main(void)
         cmocka_unit_test(test_watch_validator_catches_corruption),
         cmocka_unit_test(test_watch_random_validator),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int failed = cmocka_run_group_tests_name("send", tests, NULL, NULL);
+    g_packed = true;
+    failed += cmocka_run_group_tests_name("send_packed", tests, NULL, NULL);
+    return failed;
 }
