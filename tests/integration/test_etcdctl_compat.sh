@@ -5,6 +5,9 @@
 # and cluster ids, derived as etcd derives them, are equal too). stdout,
 # stderr and exit codes must match after normalising only what must differ
 # (timings, db file sizes, raft indexes, the whole-db Hash).
+# Lease ids differ too: each `lease grant` output names its id LEASE<n>
+# (and $LEASE, the latest) for the following lines, and outputs show those
+# names instead of the ids (LEASE<n>_DEC where JSON prints it in decimal).
 #   usage: test_etcdctl_compat.sh KEEL_BIN [CASES]
 . "$(dirname "$0")/lib.sh"
 KEEL_BIN=${1:?keel binary}
@@ -26,7 +29,8 @@ run_cases() { # $1 = server binary, $2 = output file
     local pid=$!
     KT_PIDS+=("$pid")
     kt_wait_http "http://127.0.0.1:$CPORT/health" 30
-    local stdin="" line
+    local stdin="" line nlease=0 lease_sed=(-e 's/^//')
+    LEASE=none
     : >"$out"
     while IFS= read -r line || [ -n "$line" ]; do
         case "$line" in
@@ -47,8 +51,21 @@ run_cases() { # $1 = server binary, $2 = output file
         local rc=$?
         set -e
         stdin=""
-        cat "$KT_TMP/o" >>"$out"
-        sed 's/^/stderr: /' "$KT_TMP/e" >>"$out"
+        local gid
+        gid=$(sed -n 's/^lease \([0-9a-f]*\) granted with TTL.*/\1/p' "$KT_TMP/o")
+        if [ -z "$gid" ]; then # lease grant -w json
+            gid=$(sed -n 's/.*"ID":\([0-9]*\),"TTL".*/\1/p' "$KT_TMP/o")
+            [ -z "$gid" ] || gid=$(printf '%016x' "$gid")
+        fi
+        if [ -n "$gid" ]; then
+            nlease=$((nlease + 1))
+            LEASE=$gid
+            eval "LEASE$nlease=$gid"
+            lease_sed+=(-e "s/$gid/LEASE$nlease/g"
+                        -e "s/$((16#$gid))/LEASE${nlease}_DEC/g")
+        fi
+        sed "${lease_sed[@]}" "$KT_TMP/o" >>"$out"
+        sed "${lease_sed[@]}" -e 's/^/stderr: /' "$KT_TMP/e" >>"$out"
         echo "exit: $rc" >>"$out"
     done <"$CASES"
     kill -TERM "$pid"

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Lease timing on a real keel, driven by Debian's etcdctl 3.4:
+#   - a lease expires on time (not before its TTL) and its keys vanish;
+#   - a TTL below the minimum (2 s with the default 1 s election timeout)
+#     is raised to it;
+#   - keep-alive keeps a lease alive past its TTL; once it stops, the lease
+#     expires; revoking a lease ends a running keep-alive;
+#   - a restart keeps a live lease and its keys, and (checkpoints every
+#     second here) continues from the checkpointed remaining TTL, not the
+#     full one, then expires it.
+#   usage: test_lease_expiry.sh KEEL_BIN
+. "$(dirname "$0")/lib.sh"
+KEEL_BIN=${1:?keel binary}
+export KEEL_LEASE_CHECKPOINT_INTERVAL_MS=1000
+
+now() { printf '%s' "${EPOCHREALTIME/./}"; } # microseconds
+ctl() { etcdctl --endpoints="$k_CLIENT" --dial-timeout=2s --command-timeout=5s "$@"; }
+grant() { ctl lease grant "$1" | sed -n 's/^lease \([0-9a-f]*\) granted with TTL(\([0-9]*\)s)$/\1 \2/p'; }
+count() { ctl get --prefix --keys-only "$1" | grep -c . || true; }
+# ttl ID: the TimeToLive TTL (-1: not found)
+ttl() { ctl lease timetolive "$1" -w json | sed -n 's/.*"ttl":\(-\{0,1\}[0-9]*\).*/\1/p'; }
+# wait_gone PREFIX SECONDS: microseconds until no key has PREFIX, or fail
+wait_gone() {
+    local t0 i
+    t0=$(now)
+    for ((i = 0; i < $2 * 10; i++)); do
+        if [ "$(count "$1")" = "" ] || [ "$(count "$1")" = 0 ]; then
+            echo $(($(now) - t0))
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "FAIL: keys $1* still there after $2 s" >&2
+    return 1
+}
+assert_between() { # DESCRIPTION LOW HIGH VALUE
+    if [ "$4" -lt "$2" ] || [ "$4" -gt "$3" ]; then
+        echo "FAIL: $1: $4 not in [$2, $3]" >&2
+        exit 1
+    fi
+    echo "ok: $1 ($4)"
+}
+# stop_k: graceful stop; keel must exit 0 (under ASan: no leak, no error)
+stop_k() {
+    kill -TERM "$k_PID"
+    local rc=0
+    wait "$k_PID" || rc=$?
+    kt_check "keel exits 0 after SIGTERM" 0 "$rc"
+}
+
+kt_start k "$KEEL_BIN"
+
+# ---- expiry on time --------------------------------------------------------
+read -r id granted < <(grant 3)
+kt_check "grant 3 keeps its TTL" 3 "$granted"
+ctl put --lease="$id" exp/a 1 >/dev/null
+ctl put --lease="$id" exp/b 2 >/dev/null
+t0=$(now)
+sleep 2
+kt_check "keys live before the TTL" 2 "$(count exp/)"
+wait_gone exp/ 6 >/dev/null
+assert_between "keys vanish after the TTL (ms from the put)" 2800 5500 \
+    $((($(now) - t0) / 1000))
+kt_check "expired lease is gone" -1 "$(ttl "$id")"
+rc=0
+ctl lease keep-alive --once "$id" >"$KT_TMP/once.out" 2>&1 || rc=$?
+# exit code 2 as against etcd 3.4 (etcdctl_lease_cases.txt)
+kt_check "keep-alive --once of the expired lease fails" 2 "$rc"
+grep -q "requested lease not found" "$KT_TMP/once.out" ||
+    { echo "FAIL: keep-alive --once output:"; cat "$KT_TMP/once.out"; exit 1; }
+
+# ---- minimum TTL ----------------------------------------------------------
+read -r id granted < <(grant 1)
+kt_check "grant 1 is raised to the minimum TTL" 2 "$granted"
+ctl put --lease="$id" min/a 1 >/dev/null
+wait_gone min/ 5 >/dev/null
+echo "ok: a minimum-TTL lease expires"
+
+# ---- keep-alive -------------------------------------------------------------
+read -r id granted < <(grant 2)
+ctl put --lease="$id" ka/a 1 >/dev/null
+timeout 5 etcdctl --endpoints="$k_CLIENT" lease keep-alive "$id" \
+    >"$KT_TMP/ka.out" 2>&1 &
+ka=$!
+sleep 4.5
+kt_check "keep-alive keeps the keys past the TTL" 1 "$(count ka/)"
+r=$(ttl "$id")
+assert_between "TTL while kept alive" 1 2 "$r"
+wait "$ka" || true
+grep -q "^lease $id keepalived with TTL(2)$" "$KT_TMP/ka.out" ||
+    { echo "FAIL: keep-alive output:"; cat "$KT_TMP/ka.out"; exit 1; }
+echo "ok: keep-alive answers TTL(2)"
+wait_gone ka/ 5 >/dev/null
+echo "ok: the lease expires once keep-alive stops"
+
+# revoke ends a running keep-alive stream (TTL 0 answer)
+read -r id granted < <(grant 30)
+etcdctl --endpoints="$k_CLIENT" lease keep-alive "$id" >"$KT_TMP/ka2.out" 2>&1 &
+ka=$!
+KT_PIDS+=("$ka")
+sleep 1
+ctl lease revoke "$id" >/dev/null
+for ((i = 0; i < 150; i++)); do
+    kill -0 "$ka" 2>/dev/null || break
+    sleep 0.1
+done
+if kill -0 "$ka" 2>/dev/null; then
+    echo "FAIL: keep-alive still running after revoke" >&2
+    exit 1
+fi
+grep -q "^lease $id expired or revoked.$" "$KT_TMP/ka2.out" ||
+    { echo "FAIL: keep-alive output:"; cat "$KT_TMP/ka2.out"; exit 1; }
+echo "ok: a revoke ends a running keep-alive"
+
+# ---- restart: the lease survives, from its checkpointed remaining TTL ------
+read -r id granted < <(grant 8)
+ctl put --lease="$id" rs/a 1 >/dev/null
+keep=$(grant 600)
+keep=${keep% *}
+ctl put --lease="$keep" long/a 1 >/dev/null
+sleep 4 # checkpoints every second: remaining about 4 s
+stop_k
+t0=$(now)
+kt_start k "$KEEL_BIN"
+kt_check "the lease's keys survive the restart" 1 "$(count rs/)"
+r=$(ttl "$id")
+# full TTL after the restart would be 8 (+1 s election extension: 8);
+# from the checkpoint: about 4 + 1.
+assert_between "TTL after restart continues from the checkpoint" 2 6 "$r"
+kt_check "granted TTL after restart" 8 \
+    "$(ctl lease timetolive "$id" -w json | sed -n 's/.*"granted-ttl":\([0-9]*\).*/\1/p')"
+wait_gone rs/ 10 >/dev/null
+since=$((($(now) - t0) / 1000))
+assert_between "expired after the restart (ms) before a full TTL" 1500 8000 "$since"
+kt_check "a long lease survives" 1 "$(count long/)"
+r=$(ttl "$keep")
+assert_between "long lease TTL after restart" 580 600 "$r"
+kt_check "lease list after expiry" "found 1 leases
+$keep" "$(ctl lease list)"
+stop_k
+echo "ok: lease expiry"
