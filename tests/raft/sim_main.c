@@ -6,6 +6,8 @@
  *
  * --members 0 (the default) picks 1, 3, 5 or 7 per seed. Exits 1 on the
  * first violation, after printing it with the command that replays it.
+ * --bug N turns on a deliberately broken rule (enum raft_test_bug) to see
+ * the simulator catch it. Soak: keel-raft-sim --seed 100000 --seeds 1000000.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -22,7 +24,10 @@ static void usage(void)
             " [--trace]\n"
             "  LIST: all, none, or drop,dup,delay,partition,oneway,crash,"
             "conf,\n"
-            "        transfer,snapshot,disk,read\n");
+            "        transfer,snapshot,disk,read\n"
+            "  --bug N: 1 commit old term by counting, 2 count old votes,\n"
+            "           3 vote for stale logs, 4 ack before persist,"
+            " 5 endless lease\n");
 }
 
 int main(int argc, char **argv)

@@ -4,10 +4,12 @@
  * fault-free run, determinism, and the mutation check: each deliberately
  * broken rule (raft_config.test_bug) must be caught within the seeds run
  * (the search stops at the first violation, so it is cheap even under the
- * sanitizers). RAFT_BUG_COMMIT_OLD_TERM needs three elections with exact
- * losses between them (the paper's Figure 8) and random schedules rarely
- * produce it: test_raft.c replays that schedule deterministically and
- * checks both the rule and the switch.
+ * sanitizers): votes counted from older terms, votes granted to
+ * out-of-date logs, a leader counting its own unpersisted entries, and a
+ * lease trusted until check-quorum. RAFT_BUG_COMMIT_OLD_TERM needs three
+ * elections with exact losses between them (the paper's Figure 8) and
+ * random schedules rarely produce it: test_raft.c replays that schedule
+ * deterministically and checks both the rule and the switch.
  *
  * Environment: KEEL_RAFT_SIM_SEEDS=N overrides the seed count (soak),
  * KEEL_SEED=S starts from seed S (replay a range).
