@@ -86,7 +86,8 @@ struct keel_conn
     uv_connect_t connect_req;
     uv_getaddrinfo_t gai;
     int gai_active;
-    uv_timer_t dial_timer;
+    uv_timer_t dial_timer; /* dial timeout, then the keepalive timer */
+    int ping_outstanding;
     int refs; /* open handles + gai in flight; freed at 0 after CLOSING */
     nghttp2_session *session;
     struct keel_rpc_slot *slots;
@@ -112,6 +113,7 @@ struct keel_client
     size_t n_eps;
     size_t cur;
     uint64_t dial_timeout;
+    uint64_t keepalive_time, keepalive_timeout;
     char *username, *password, *token;
     struct keel_conn *conn;  /* current connection, or NULL */
     struct keel_conn *conns; /* every live connection */
@@ -135,6 +137,7 @@ struct keel_client
 };
 
 static void schedule(struct keel_client *c);
+static void keepalive_arm(struct keel_conn *conn);
 static void tick_cb(uv_timer_t *t);
 static void backoff_cb(uv_timer_t *t);
 static void conn_fail(struct keel_conn *conn, const char *why);
@@ -691,6 +694,39 @@ static int on_stream_close_cb(nghttp2_session *session, int32_t stream_id,
     return 0;
 }
 
+/* Keepalive: READY ─(keepalive_time)─▶ PING sent ─(ACK)─▶ READY
+ *                                        └─(keepalive_timeout)─▶ FAILED */
+static void conn_dirty(struct keel_conn *conn);
+
+static void keepalive_cb(uv_timer_t *t)
+{
+    struct keel_conn *conn = t->data;
+    struct keel_client *c = conn->client;
+    if (conn->session == NULL || (conn->state != CONN_READY &&
+                                  conn->state != CONN_DRAINING)) {
+        return;
+    }
+    if (conn->ping_outstanding) {
+        conn_fail(conn, "keepalive ping not acknowledged");
+        return;
+    }
+    if (nghttp2_submit_ping(conn->session, NGHTTP2_FLAG_NONE, NULL) != 0) {
+        conn_fail(conn, "keepalive ping failed");
+        return;
+    }
+    conn->ping_outstanding = 1;
+    uv_timer_start(&conn->dial_timer, keepalive_cb, c->keepalive_timeout, 0);
+    conn_dirty(conn);
+}
+
+static void keepalive_arm(struct keel_conn *conn)
+{
+    struct keel_client *c = conn->client;
+    if (c->keepalive_time) {
+        uv_timer_start(&conn->dial_timer, keepalive_cb, c->keepalive_time, 0);
+    }
+}
+
 static int on_frame_recv_cb(nghttp2_session *session,
                             const nghttp2_frame *frame, void *user_data)
 {
@@ -702,10 +738,15 @@ static int on_frame_recv_cb(nghttp2_session *session,
         conn->state == CONN_HANDSHAKE) {
         conn->state = CONN_READY;
         uv_timer_stop(&conn->dial_timer);
+        keepalive_arm(conn);
         c->fail_streak = 0;
         c->last_error[0] = '\0';
         c->need_dispatch = 1;
         schedule(c);
+    } else if (frame->hd.type == NGHTTP2_PING &&
+               (frame->hd.flags & NGHTTP2_FLAG_ACK)) {
+        conn->ping_outstanding = 0;
+        keepalive_arm(conn);
     } else if (frame->hd.type == NGHTTP2_GOAWAY) {
         if (conn == c->conn) {
             conn_retire(conn);
@@ -1427,6 +1468,10 @@ int keel_client_new(uv_loop_t *loop, const struct keel_client_config *cfg,
     }
     c->loop = loop;
     c->dial_timeout = cfg->dial_timeout_ms ? cfg->dial_timeout_ms : 2000;
+    c->keepalive_time = cfg->keepalive_time_ms;
+    c->keepalive_timeout = cfg->keepalive_timeout_ms
+                               ? cfg->keepalive_timeout_ms
+                               : cfg->keepalive_time_ms;
     c->eps = calloc(cfg->n_endpoints, sizeof(*c->eps));
     if (c->eps == NULL) {
         rv = -ENOMEM;

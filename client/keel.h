@@ -129,6 +129,13 @@ struct keel_client_config
     const char *username;
     const char *password;
     const struct keel_tls_config *tls; /* must be NULL (not implemented) */
+    /* HTTP/2 PING keepalive (grpc keepalive): after keepalive_time_ms
+     * without a ping, send one; no answer within keepalive_timeout_ms
+     * closes the connection, and the client moves to the next endpoint
+     * (a watch resumes there). 0 = off. etcd refuses pings more often
+     * than every 5 s (--grpc-keepalive-min-time); grpc-go uses >= 10 s. */
+    uint64_t keepalive_time_ms;
+    uint64_t keepalive_timeout_ms;
 };
 
 /* Private state shared by calls and streams; fields are not API. */

@@ -37,7 +37,7 @@ char **ctl_argv;
 int ctl_passthrough;
 
 static const char *g_endpoints_str = "127.0.0.1:2379";
-static uint64_t g_keepalive_time, g_keepalive_timeout;
+static uint64_t g_keepalive_time = 2000, g_keepalive_timeout = 6000;
 static const char *g_cacert = "", *g_cert = "", *g_key = "";
 static const char *g_discovery_srv = "", *g_discovery_srv_name = "";
 static int g_insecure_transport = 1, g_insecure_skip_verify = 0;
@@ -214,6 +214,11 @@ struct keel_sync *ctl_client_for(const char *const *eps, size_t n)
     cfg.dial_timeout_ms = g.dial_timeout_ms;
     cfg.username = g.user;
     cfg.password = g.password;
+    /* grpc-go raises the keepalive time to its 10 s minimum
+     * ("Adjusting keepalive ping interval to minimum period of 10s"). */
+    cfg.keepalive_time_ms = g_keepalive_time < 10000 ? 10000
+                                                     : g_keepalive_time;
+    cfg.keepalive_timeout_ms = g_keepalive_timeout;
     struct keel_sync *s;
     int rv = keel_sync_open(&cfg, &s);
     if (rv != 0) {

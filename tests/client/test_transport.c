@@ -13,6 +13,8 @@
  *   /t/drop       the connection closes after the response headers; the
  *                 second attempt (idempotent calls only) is answered
  *   /t/hang       never answered (deadline)
+ *   /t/stall      headers, then the server stops reading (so it never
+ *                 acknowledges a keepalive PING)
  *
  * No real server is involved, so this runs as a unit test.
  */
@@ -83,7 +85,7 @@ static void srv_closed(uv_handle_t *h)
 
 static void srv_close(struct srv_conn *c)
 {
-    if (!c->closing) {
+    if (c->closing != 1) {
         c->closing = 1;
         uv_close((uv_handle_t *)&c->tcp, srv_closed);
     }
@@ -184,6 +186,13 @@ static void respond(nghttp2_session *session, int32_t id,
         }
         s->len = frame_msg(s->body, 99);
         nghttp2_submit_response(session, id, ok, 2, &prd);
+    }
+    if (strcmp(s->path, "/t/stall") == 0) {
+        nghttp2_submit_headers(session, NGHTTP2_FLAG_NONE, id, NULL, ok, 2,
+                               NULL);
+        srv_flush(c);
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->closing = 2; /* no more writes; closed at teardown */
     }
     /* /t/hang: nothing */
 }
@@ -318,6 +327,7 @@ static void srv_on_conn(uv_stream_t *l, int status)
 /* ---- fixture ------------------------------------------------------------------ */
 
 static struct keel_client *client;
+static uint64_t keepalive_ms; /* for the next setup */
 
 static int setup(void **state)
 {
@@ -333,7 +343,10 @@ static int setup(void **state)
              ntohs(a.sin_port));
     uv_listen((uv_stream_t *)&listener, 8, srv_on_conn);
     const char *eps[1] = {endpoint};
-    struct keel_client_config cfg = {.endpoints = eps, .n_endpoints = 1};
+    struct keel_client_config cfg = {.endpoints = eps,
+                                     .n_endpoints = 1,
+                                     .keepalive_time_ms = keepalive_ms,
+                                     .keepalive_timeout_ms = keepalive_ms};
     drop_attempts = 0;
     return keel_client_new(&loop, &cfg, &client);
 }
@@ -527,6 +540,35 @@ static void test_transport_deadline_and_concurrency(void **state)
     keel_call_cleanup(&hang);
 }
 
+/* A silent server is detected by keepalive pings; a live one is not
+ * disturbed by them. */
+static int setup_keepalive(void **state)
+{
+    keepalive_ms = 100;
+    int rv = setup(state);
+    keepalive_ms = 0;
+    return rv;
+}
+
+static void test_transport_keepalive(void **state)
+{
+    (void)state;
+    struct keel_call c;
+    /* Pings answered for 500 ms: the call ends by its deadline. */
+    call(&c, "/t/hang", 0, 500);
+    assert_int_equal(c.status, KEEL_GRPC_DEADLINE_EXCEEDED);
+    keel_call_cleanup(&c);
+    /* Pings unanswered: the connection is given up well before 5 s. */
+    uint64_t t0 = uv_hrtime();
+    call(&c, "/t/stall", 0, 5000);
+    uint64_t ms = (uv_hrtime() - t0) / 1000000;
+    assert_int_equal(c.status, KEEL_GRPC_UNAVAILABLE);
+    assert_true(ms < 2000);
+    assert_string_equal(keel_client_last_error(client),
+                        "keepalive ping not acknowledged");
+    keel_call_cleanup(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -546,6 +588,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_transport_deadline_and_concurrency,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_transport_keepalive,
+                                        setup_keepalive, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
