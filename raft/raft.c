@@ -1814,6 +1814,18 @@ int raft_new(const struct raft_config *c, struct raft **out)
     r->conf_base = cs;
     r->applied_conf = cs;
     r->conf_scanned = raft__log_first_index(&r->log) - 1;
+    {
+        /* entries kept below the snapshot are already in its
+         * configuration (re-applying them would be harmless but slow) */
+        struct raft_snapshot snap;
+        if (c->storage->snapshot(c->storage->ctx, &snap) == 0) {
+            if (snap.meta.index > r->conf_scanned &&
+                snap.meta.index <= raft__log_last_index(&r->log)) {
+                r->conf_scanned = snap.meta.index;
+            }
+            raft_buf_unref(snap.data);
+        }
+    }
     conf_sync(r);
     sync_progress(r);
     become_follower(r, r->term, RAFT_NONE);
