@@ -5,9 +5,12 @@
  * (wal_record.c) into the live index (struct wal__replay: index -> term,
  * segment, offset) and keeps one fd per segment. wal_append encodes the
  * batch into one buffer, pwrites it at the end of the last segment and
- * fdatasyncs once: that is the group commit, the caller hands in everything
- * that queued up. The last record of a batch carries WAL_REC_F_COMMIT, which
- * recovery uses to tell a torn write from corruption (wal_record.h).
+ * fdatasyncs once. Group commit: wal_write does the same without the sync,
+ * any number of times, and wal_sync then makes all of it durable with one
+ * fdatasync. The last record of a batch (what one fdatasync covers)
+ * carries WAL_REC_F_COMMIT, which recovery uses to tell a torn write from
+ * corruption (wal_record.h); after wal_write, wal_sync sets it by rewriting
+ * that record's header in place before syncing.
  *
  * Rollover. When the next record does not fit in the last segment, what is
  * buffered is written and the segment is fdatasynced (sealed); then the new
@@ -80,6 +83,13 @@ struct wal {
     uint8_t *buf;
     size_t bufcap;
     int broken; /* fatal error seen: refuse all disk work */
+    /* Records written (wal_write) and not yet synced; the last of them is
+     * at last_off in the last segment, with header last_hdr, and carries
+     * WAL_REC_F_COMMIT if last_flagged (else wal_sync sets it). */
+    int unsynced;
+    int last_flagged;
+    size_t last_off;
+    uint8_t last_hdr[WAL_REC_HDR];
     char errmsg[512];
 };
 
@@ -330,9 +340,11 @@ static size_t plan_encode(const struct rec_plan *p, uint8_t *dst)
     }
 }
 
-/* Write the planned records as one batch and fdatasync. Updates the live
- * index as records are placed; on error w is broken. */
-static int write_batch(struct wal *w, const struct rec_plan *plan, size_t n)
+/* Write the planned records (no sync; the last one flagged as closing its
+ * batch if commit_last). Updates the live index as records are placed; on
+ * error w is broken. */
+static int write_records(struct wal *w, const struct rec_plan *plan,
+                         size_t n, int commit_last)
 {
     size_t used = 0;
     int rv;
@@ -366,8 +378,14 @@ static int write_batch(struct wal *w, const struct rec_plan *plan, size_t n)
         dst = w->buf + used;
         len = plan_encode(p, dst + WAL_REC_HDR);
         assert(len == p->len);
-        wal__rec_finish(dst, p->type, k == n - 1 ? WAL_REC_F_COMMIT : 0,
+        wal__rec_finish(dst, p->type,
+                        k == n - 1 && commit_last ? WAL_REC_F_COMMIT : 0,
                         w->batch, (uint32_t)len);
+        if (k == n - 1) {
+            w->last_off = w->off + used;
+            w->last_flagged = commit_last;
+            memcpy(w->last_hdr, dst, WAL_REC_HDR);
+        }
         if (p->type == WAL_REC_ENTRY) {
             const struct wal_entry *e = p->src;
             struct wal__loc loc = {e->term, s->seq, (uint32_t)(w->off + used),
@@ -392,6 +410,7 @@ static int write_batch(struct wal *w, const struct rec_plan *plan, size_t n)
             used = 0;
         }
     }
+    w->unsynced = 1;
     if (used > 0) {
         rv = write_all(w, last_seg(w)->fd, w->buf, used, (off_t)w->off);
         if (rv != 0) {
@@ -399,16 +418,39 @@ static int write_batch(struct wal *w, const struct rec_plan *plan, size_t n)
         }
         w->off += used;
     }
+    return 0;
+}
+
+/* Close the batch: make sure its last record says so, fdatasync. Earlier
+ * segments of the batch were synced when it rolled over. */
+static int sync_batch(struct wal *w)
+{
+    int rv;
+    if (!w->unsynced) {
+        return 0;
+    }
+    if (!w->last_flagged) {
+        /* Rewriting the header in place is safe: it is part of the batch
+         * this fdatasync makes durable, torn or lost with it otherwise. */
+        wal__rec_set_commit(w->last_hdr);
+        rv = write_all(w, last_seg(w)->fd, w->last_hdr, WAL_REC_HDR,
+                       (off_t)w->last_off);
+        if (rv != 0) {
+            return fail(w, rv, "cannot write", last_seg(w)->name);
+        }
+        w->last_flagged = 1;
+    }
     rv = sync_fd(w, last_seg(w)->fd);
     if (rv != 0) {
         return fail(w, rv, "cannot sync", last_seg(w)->name);
     }
+    w->unsynced = 0;
     w->batch++;
     return 0;
 }
 
-/* Reserve everything a batch may need, so that write_batch cannot fail on
- * memory once it started writing. */
+/* Reserve everything a batch may need, so that write_records cannot fail
+ * on memory once it started writing. */
 static int reserve_batch(struct wal *w, const struct rec_plan *plan, size_t n,
                          uint64_t first_index, size_t nents)
 {
@@ -421,7 +463,7 @@ static int reserve_batch(struct wal *w, const struct rec_plan *plan, size_t n,
             biggest = size;
         }
     }
-    /* write_batch flushes once WAL_WRITE_CHUNK bytes are buffered. */
+    /* write_records flushes once WAL_WRITE_CHUNK bytes are buffered. */
     if (total > WAL_WRITE_CHUNK + biggest) {
         total = WAL_WRITE_CHUNK + biggest;
     }
@@ -439,8 +481,9 @@ static int reserve_batch(struct wal *w, const struct rec_plan *plan, size_t n,
     return rv;
 }
 
-int wal_append(struct wal *w, const struct wal_entry *ents, size_t n,
-               const struct wal_hard_state *hs)
+/* wal_append (sync set) and wal_write. */
+static int append(struct wal *w, const struct wal_entry *ents, size_t n,
+                  const struct wal_hard_state *hs, int sync)
 {
     struct rec_plan *plan;
     size_t np = 0;
@@ -450,7 +493,7 @@ int wal_append(struct wal *w, const struct wal_entry *ents, size_t n,
         return w->broken;
     }
     if (n == 0 && hs == NULL) {
-        return 0;
+        return sync ? sync_batch(w) : 0;
     }
     if (n > 0) {
         if (ents[0].index <= w->log.snap.index ||
@@ -494,11 +537,34 @@ int wal_append(struct wal *w, const struct wal_entry *ents, size_t n,
     }
     rv = reserve_batch(w, plan, np, n > 0 ? ents[0].index : 0, n);
     if (rv == 0) {
-        rv = write_batch(w, plan, np);
+        rv = write_records(w, plan, np, sync);
+    }
+    if (rv == 0 && sync) {
+        rv = sync_batch(w);
     }
 out:
     free(plan);
     return rv;
+}
+
+int wal_append(struct wal *w, const struct wal_entry *ents, size_t n,
+               const struct wal_hard_state *hs)
+{
+    return append(w, ents, n, hs, 1);
+}
+
+int wal_write(struct wal *w, const struct wal_entry *ents, size_t n,
+              const struct wal_hard_state *hs)
+{
+    return append(w, ents, n, hs, 0);
+}
+
+int wal_sync(struct wal *w)
+{
+    if (w->broken) {
+        return w->broken;
+    }
+    return sync_batch(w);
 }
 
 int wal_save_snapshot(struct wal *w, const struct wal_snapshot *snap)
@@ -519,10 +585,13 @@ int wal_save_snapshot(struct wal *w, const struct wal_snapshot *snap)
     plan = (struct rec_plan){WAL_REC_SNAPSHOT,
                              (uint32_t)wal__snapshot_size(snap), snap};
     rv = reserve_batch(w, &plan, 1, 0, 0);
-    if (rv != 0) {
-        return rv;
+    if (rv == 0) {
+        rv = write_records(w, &plan, 1, 1);
     }
-    return write_batch(w, &plan, 1);
+    if (rv == 0) {
+        rv = sync_batch(w);
+    }
+    return rv;
 }
 
 int wal_release(struct wal *w, uint64_t index)

@@ -88,7 +88,8 @@ struct wal;
 int wal_open(const char *data_dir, const struct wal_options *opts,
              struct wal **out, char *errmsg, size_t errlen);
 
-/* Close the files and free w. Does not sync (every append already did). */
+/* Close the files and free w. Does not sync: entries of a wal_write not
+ * followed by wal_sync may or may not survive. */
 void wal_close(struct wal *w);
 
 /* Recovered and current state. */
@@ -112,12 +113,27 @@ int wal_term(const struct wal *w, uint64_t index, uint64_t *term);
  * truncation). Errors without writing anything: KEEL_EINVAL when indexes are
  * not consecutive, leave a gap (ents[0].index > last + 1), or reach back to
  * or before the snapshot index, or an entry has len > 0 and no data;
- * KEEL_ETOOBIG for an entry over WAL_RECORD_MAX. n == 0 with hs == NULL is
- * a no-op.
+ * KEEL_ETOOBIG for an entry over WAL_RECORD_MAX. n == 0 with hs == NULL
+ * writes nothing (it syncs what wal_write left pending, if anything).
  *
- * Returns only after fdatasync succeeded. Any I/O error is fatal (see top). */
+ * Returns only after fdatasync succeeded (which also covers earlier
+ * wal_write calls). Any I/O error is fatal (see top). */
 int wal_append(struct wal *w, const struct wal_entry *ents, size_t n,
                const struct wal_hard_state *hs);
+
+/* Group commit in two steps: wal_write validates and writes like
+ * wal_append but does not sync; wal_sync makes everything written since the
+ * last sync durable with one fdatasync. A disk thread that finds several
+ * raft Readys queued calls wal_write for each (truncations between them
+ * included) and wal_sync once, then acknowledges them all. Nothing written
+ * is durable, and nothing may be acknowledged, before wal_sync returns 0;
+ * it may or may not survive a crash before that. Reads see written entries
+ * at once. wal_append, wal_save_snapshot and wal_sync each sync whatever is
+ * pending. wal_sync with nothing pending returns 0 without touching the
+ * disk. I/O errors of both are fatal (see top). */
+int wal_write(struct wal *w, const struct wal_entry *ents, size_t n,
+              const struct wal_hard_state *hs);
+int wal_sync(struct wal *w);
 
 /* Record that a snapshot at snap->index/term has been saved (the snapshot
  * file itself lives elsewhere) and fdatasync. Entries <= snap->index are

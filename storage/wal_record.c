@@ -64,6 +64,12 @@ size_t wal__rec_finish(uint8_t *dst, uint8_t type, uint8_t flags,
     return size;
 }
 
+void wal__rec_set_commit(uint8_t *hdr)
+{
+    hdr[5] |= WAL_REC_F_COMMIT;
+    put_le32(hdr + 20, crc32c_value(hdr, 20));
+}
+
 int wal__rec_decode(const uint8_t *buf, size_t avail, size_t off,
                     struct wal__rec *rec, const char **why)
 {

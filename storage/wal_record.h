@@ -102,6 +102,10 @@ struct wal__rec {
 size_t wal__rec_finish(uint8_t *dst, uint8_t type, uint8_t flags,
                        uint64_t batch, uint32_t len);
 
+/* Set WAL_REC_F_COMMIT in an encoded record header (24 bytes) and update
+ * its header checksum. */
+void wal__rec_set_commit(uint8_t *hdr);
+
 /* Decode the record at buf[off..avail). 0 if whole and valid, else
  * KEEL_ECORRUPT with *why set to a static description. */
 int wal__rec_decode(const uint8_t *buf, size_t avail, size_t off,
