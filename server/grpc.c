@@ -112,8 +112,20 @@ struct grpc_call
     uv_loop_t *loop;
     uv_timer_t *deadline;
     uint64_t deadline_at; /* uv_now() ms, 0 = none */
-    uv_timer_t *async;    /* runs pending cancel/drain callbacks */
+    uv_timer_t *async;    /* runs pending cancel/drain/done callbacks */
     int drain_pending;
+    /* In-process call (grpc_server_call_local): no stream; the caller holds
+     * the call (local_open) until on_done is delivered or it cancels. */
+    int local;
+    int local_open;
+    size_t max_request_bytes;
+    size_t max_recv_bytes;
+    grpc_local_message_cb local_msg;
+    grpc_local_done_cb local_done;
+    void *local_data;
+    int done_pending;
+    int done_code;
+    const char *done_msg; /* in arena */
 };
 
 /* ---- registry --------------------------------------------------------- */
@@ -280,9 +292,15 @@ void grpc_call_on_drain(struct grpc_call *call, grpc_drain_cb cb, void *data)
     call->drain_data = data;
 }
 
+/* The transport side (HTTP/2 stream or local caller) still holds the call. */
+static int transport_holds(const struct grpc_call *call)
+{
+    return call->st != NULL || call->local_open;
+}
+
 int grpc_call_alive(const struct grpc_call *call)
 {
-    return call->st != NULL && !call->cancelled;
+    return transport_holds(call) && !call->cancelled;
 }
 
 size_t grpc_call_buffered(const struct grpc_call *call)
@@ -317,7 +335,7 @@ static void stop_deadline(struct grpc_call *call)
 
 static void maybe_free(struct grpc_call *call)
 {
-    if (call->app_holds || call->st != NULL || call->in_api > 0) {
+    if (call->app_holds || transport_holds(call) || call->in_api > 0) {
         return;
     }
     stop_deadline(call);
@@ -397,6 +415,14 @@ static void on_async(uv_timer_t *t)
         call->drain_pending = 0;
         call->drain_cb(call, call->drain_data);
     }
+    if (call->done_pending && call->local_open) {
+        /* The status of a local call: the caller lets go of it here. */
+        call->done_pending = 0;
+        call->local_open = 0;
+        stop_deadline(call);
+        call->local_done(call->local_data, call->done_code,
+                         call->done_msg != NULL ? call->done_msg : "");
+    }
     api_leave(call);
 }
 
@@ -458,6 +484,20 @@ static void send_status(struct grpc_call *call, int code, const char *msg)
     struct router_header h[4];
     size_t n = 0;
 
+    if (call->local) {
+        if (!call->local_open || call->status_sent) {
+            return;
+        }
+        call->status_sent = 1;
+        count_handled(call, code);
+        call->done_code = code;
+        call->done_msg = msg != NULL
+                             ? keel_arena_dup(&call->arena, msg, strlen(msg) + 1)
+                             : NULL;
+        call->done_pending = 1;
+        schedule(call); /* the timer exists from the call's creation */
+        return;
+    }
     if (call->st == NULL || call->status_sent) {
         return;
     }
@@ -504,6 +544,13 @@ static void count_sent(struct grpc_call *call, size_t len)
     }
 }
 
+/* A message of a local call goes straight to the caller. */
+static void local_emit(struct grpc_call *call, const void *buf, size_t len)
+{
+    call->local_msg(call->local_data, buf, len);
+    count_sent(call, len);
+}
+
 int grpc_call_send_bytes(struct grpc_call *call, const void *buf, size_t len)
 {
     uint8_t *p;
@@ -513,6 +560,11 @@ int grpc_call_send_bytes(struct grpc_call *call, const void *buf, size_t len)
         return KEEL_ECANCELED;
     }
     api_enter(call);
+    if (call->local) {
+        local_emit(call, len > 0 ? buf : "", len);
+        api_leave(call);
+        return 0;
+    }
     rv = ensure_headers(call);
     if (rv == 0) {
         p = http2__stream_reserve(call->st, 5 + len);
@@ -544,6 +596,19 @@ int grpc_call_send(struct grpc_call *call, const ProtobufCMessage *msg)
     }
     api_enter(call);
     len = protobuf_c_message_get_packed_size(msg);
+    if (call->local) {
+        p = malloc(len > 0 ? len : 1);
+        if (p == NULL) {
+            rv = KEEL_ENOMEM;
+        } else {
+            protobuf_c_message_pack(msg, p);
+            local_emit(call, p, len);
+            free(p);
+            rv = 0;
+        }
+        api_leave(call);
+        return rv;
+    }
     rv = ensure_headers(call);
     if (rv == 0) {
         p = http2__stream_reserve(call->st, 5 + len);
@@ -871,6 +936,30 @@ static int64_t parse_timeout(const char *v)
     }
 }
 
+/* The call's deadline from a grpc-timeout value. Returns 0, KEEL_ENOMEM, or
+ * KEEL_EINVAL with grpc-go's "malformed time-out: ..." (an Internal error)
+ * in err. */
+static int arm_deadline(struct grpc_call *call,
+                        const char *timeout,
+                        char *err,
+                        size_t errlen)
+{
+    int64_t ms = parse_timeout(timeout);
+    if (ms < 0) {
+        snprintf(err, errlen, "malformed time-out: %.100s", timeout);
+        return KEEL_EINVAL;
+    }
+    call->deadline = malloc(sizeof *call->deadline);
+    if (call->deadline == NULL) {
+        return KEEL_ENOMEM;
+    }
+    uv_timer_init(call->loop, call->deadline);
+    call->deadline->data = call;
+    call->deadline_at = uv_now(call->loop) + (uint64_t)ms;
+    uv_timer_start(call->deadline, on_deadline, (uint64_t)ms, 0);
+    return 0;
+}
+
 /* grpc-go's "unknown service" / "unknown method" / "malformed" text. */
 static void unknown_method(const struct grpc_server *srv,
                            const char *path,
@@ -979,22 +1068,14 @@ void grpc__stream_begin(struct grpc_server *srv,
         return;
     }
     if (timeout != NULL) {
-        int64_t ms = parse_timeout(timeout);
-        uv_loop_t *loop = call->loop;
-        if (ms < 0) {
-            /* grpc-go: "malformed time-out: ..." as an Internal error. */
-            snprintf(err, sizeof err, "malformed time-out: %.100s", timeout);
+        int rv = arm_deadline(call, timeout, err, sizeof err);
+        if (rv == KEEL_ENOMEM) {
+            goto nomem;
+        }
+        if (rv != 0) {
             fail_call(call, KEEL_GRPC_INTERNAL, err);
             return;
         }
-        call->deadline = malloc(sizeof *call->deadline);
-        if (call->deadline == NULL) {
-            goto nomem;
-        }
-        uv_timer_init(loop, call->deadline);
-        call->deadline->data = call;
-        call->deadline_at = uv_now(loop) + (uint64_t)ms;
-        uv_timer_start(call->deadline, on_deadline, (uint64_t)ms, 0);
     }
     if (e->m.kind == GRPC_CLIENT_STREAM || e->m.kind == GRPC_BIDI) {
         start_handler(call, NULL);
@@ -1002,4 +1083,188 @@ void grpc__stream_begin(struct grpc_server *srv,
     return;
 nomem:
     fail_call(call, KEEL_GRPC_RESOURCE_EXHAUSTED, keel_strerror(KEEL_ENOMEM));
+}
+
+/* ---- in-process calls ------------------------------------------------- */
+
+static int streamed_kind(const struct grpc_method *m)
+{
+    return m->kind == GRPC_CLIENT_STREAM || m->kind == GRPC_BIDI;
+}
+
+int grpc_server_call_local(struct grpc_server *srv,
+                           const char *path,
+                           const uint8_t *req,
+                           size_t len,
+                           const struct grpc_local_opts *opts,
+                           struct grpc_call **out)
+{
+    struct grpc_call *call;
+    const struct method_entry *e;
+    const char *timeout = NULL;
+    char err[300];
+    size_t k = 0;
+
+    *out = NULL;
+    if (srv == NULL || path == NULL || opts == NULL || opts->loop == NULL ||
+        opts->on_message == NULL || opts->on_done == NULL) {
+        return KEEL_EINVAL;
+    }
+    call = calloc(1, sizeof *call);
+    if (call == NULL) {
+        return KEEL_ENOMEM;
+    }
+    call->async = malloc(sizeof *call->async);
+    if (call->async == NULL) {
+        free(call);
+        return KEEL_ENOMEM;
+    }
+    call->srv = srv;
+    call->loop = opts->loop;
+    call->local = 1;
+    call->local_open = 1;
+    call->max_request_bytes = opts->max_request_bytes;
+    call->max_recv_bytes = opts->max_recv_bytes;
+    call->local_msg = opts->on_message;
+    call->local_done = opts->on_done;
+    call->local_data = opts->data;
+    uv_timer_init(call->loop, call->async);
+    call->async->data = call;
+    keel_arena_init(&call->arena, 0);
+    keel_arena_init(&call->msg_arena, 0);
+    srv->calls_started++;
+    srv->calls_live++;
+
+    call->hdrs =
+        keel_arena_alloc(&call->arena, (opts->n_md + 1) * sizeof *call->hdrs);
+    call->path = keel_arena_dup(&call->arena, path, strlen(path) + 1);
+    call->peer_cn = "";
+    if (call->hdrs == NULL || call->path == NULL) {
+        goto nomem;
+    }
+    for (size_t i = 0; i < opts->n_md; i++) {
+        const char *name = opts->md[i].name;
+        const char *value = opts->md[i].value;
+        if (strcmp(name, "grpc-timeout") == 0) {
+            timeout = value;
+        }
+        call->hdrs[k].name =
+            keel_arena_dup(&call->arena, name, strlen(name) + 1);
+        call->hdrs[k].value =
+            keel_arena_dup(&call->arena, value, strlen(value) + 1);
+        if (call->hdrs[k].name == NULL || call->hdrs[k].value == NULL) {
+            goto nomem;
+        }
+        k++;
+    }
+    call->n_hdrs = k;
+
+    *out = call;
+    api_enter(call);
+    e = lookup(srv, path);
+    if (e == NULL) {
+        unknown_method(srv, path, err, sizeof err);
+        fail_call(call, KEEL_GRPC_UNIMPLEMENTED, err);
+        goto out;
+    }
+    call->m = &e->m;
+    call->entry = (struct method_entry *)e;
+    if (timeout != NULL) {
+        int rv = arm_deadline(call, timeout, err, sizeof err);
+        if (rv != 0) {
+            fail_call(call,
+                      rv == KEEL_ENOMEM ? KEEL_GRPC_RESOURCE_EXHAUSTED
+                                        : KEEL_GRPC_INTERNAL,
+                      rv == KEEL_ENOMEM ? keel_strerror(rv) : err);
+            goto out;
+        }
+    }
+    if (streamed_kind(call->m)) {
+        start_handler(call, NULL);
+        goto out;
+    }
+    if (call->max_recv_bytes > 0 && len > call->max_recv_bytes) {
+        snprintf(err, sizeof err,
+                 "grpc: received message larger than max (%zu vs. %zu)", len,
+                 call->max_recv_bytes);
+        fail_call(call, KEEL_GRPC_RESOURCE_EXHAUSTED, err);
+        goto out;
+    }
+    if (call->max_request_bytes > 0 && len > call->max_request_bytes) {
+        fail_call(call, KEEL_GRPC_INVALID_ARGUMENT,
+                  keel_strerror(KEEL_EREQUESTTOOLARGE));
+        goto out;
+    }
+    /* The request stays with the call (grpc_call_request_bytes). */
+    call->msg = len > 0 ? keel_arena_dup(&call->arena, req, len) : NULL;
+    call->msg_in_arena = 1;
+    call->msg_len = (uint32_t)len;
+    if (len > 0 && call->msg == NULL) {
+        fail_call(call, KEEL_GRPC_RESOURCE_EXHAUSTED,
+                  keel_strerror(KEEL_ENOMEM));
+        goto out;
+    }
+    deliver_message(call);
+out:
+    api_leave(call);
+    return 0;
+nomem:
+    call->local_open = 0;
+    maybe_free(call);
+    return KEEL_ENOMEM;
+}
+
+int grpc_local_send(struct grpc_call *call, const uint8_t *msg, size_t len)
+{
+    char err[160];
+
+    assert(call->local && call->local_open);
+    if (call->status_sent || call->cancelled || call->m == NULL) {
+        return KEEL_ECANCELED;
+    }
+    if (!streamed_kind(call->m)) {
+        return KEEL_EINVAL;
+    }
+    api_enter(call);
+    if (call->max_recv_bytes > 0 && len > call->max_recv_bytes) {
+        snprintf(err, sizeof err,
+                 "grpc: received message larger than max (%zu vs. %zu)", len,
+                 call->max_recv_bytes);
+        fail_call(call, KEEL_GRPC_RESOURCE_EXHAUSTED, err);
+    } else {
+        /* Borrowed for the delivery only: msg_in_arena keeps it from being
+         * freed. */
+        call->msg = (uint8_t *)(uintptr_t)msg;
+        call->msg_in_arena = 1;
+        call->msg_len = (uint32_t)len;
+        deliver_message(call);
+        call->msg = NULL;
+        call->msg_in_arena = 0;
+        keel_arena_reset(&call->msg_arena);
+    }
+    api_leave(call);
+    return 0;
+}
+
+void grpc_local_half_close(struct grpc_call *call)
+{
+    assert(call->local && call->local_open);
+    if (call->status_sent || call->cancelled || call->m == NULL ||
+        !streamed_kind(call->m) || call->m->on_half_close == NULL) {
+        return;
+    }
+    api_enter(call);
+    call->m->on_half_close(call, call->m->data);
+    api_leave(call);
+}
+
+void grpc_local_cancel(struct grpc_call *call)
+{
+    assert(call->local && call->local_open);
+    call->local_open = 0;
+    call->done_pending = 0;
+    stop_deadline(call);
+    api_enter(call);
+    cancel(call, KEEL_GRPC_CANCELED);
+    api_leave(call);
 }

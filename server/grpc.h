@@ -55,12 +55,14 @@
 #include <stdint.h>
 
 #include <protobuf-c/protobuf-c.h>
+#include <uv.h>
 
 #include "keel_arena.h"
 #include "keel_err.h"
 
 struct grpc_server;
 struct grpc_call;
+struct router_header;
 
 enum grpc_kind {
     GRPC_UNARY,
@@ -220,6 +222,84 @@ int grpc_call_finish(struct grpc_call *call, int rv);
 int grpc_call_fail_status(struct grpc_call *call,
                           int code,
                           const char *message);
+
+/* ---- in-process calls (the JSON gateway) -------------------------------
+ *
+ * grpc_server_call_local() runs a registered method for a caller in the same
+ * process, with no HTTP/2 stream: the handler sees an ordinary call (same
+ * arena, metadata, deadline, stats and cancel rules) and everything it sends
+ * goes to the caller's callbacks instead of the wire:
+ *
+ *   on_message  each response message, packed (unary: the one reply), run
+ *               synchronously from inside grpc_call_send/reply, so possibly
+ *               before grpc_server_call_local() or grpc_local_send()
+ *               returns. buf is valid only during the callback.
+ *   on_done     the final status, exactly once, always from its own loop
+ *               turn (never inside a grpc_* function), unless the caller
+ *               cancelled first. message is "" for none, valid only during
+ *               the callback. After on_done the call is no longer the
+ *               caller's: it must not be used again.
+ *
+ * The caller holds the call until on_done runs or it calls
+ * grpc_local_cancel() (the client went away): the handler's cancel callback
+ * then runs (KEEL_GRPC_CANCELED) and no caller callback runs any more.
+ *
+ * Not available to local calls: flow control (grpc_call_buffered() is 0 and
+ * on_drain never fires; a caller whose client cannot keep up cancels the
+ * call) and the peer certificate (grpc_call_peer_cn() is "").
+ */
+typedef void (*grpc_local_message_cb)(void *data,
+                                      const uint8_t *buf,
+                                      size_t len);
+typedef void (*grpc_local_done_cb)(void *data, int code, const char *message);
+
+struct grpc_local_opts
+{
+    uv_loop_t *loop; /* required: timers of the call run here */
+    /* Request metadata as a gRPC client would send it (lower-case names;
+     * "grpc-timeout" sets the deadline as on the wire). Copied. */
+    const struct router_header *md;
+    size_t n_md;
+    /* Limits as the listener applies them (0: none): a unary request over
+     * max_request_bytes fails INVALID_ARGUMENT "etcdserver: request is too
+     * large", any message over max_recv_bytes RESOURCE_EXHAUSTED. */
+    size_t max_request_bytes;
+    size_t max_recv_bytes;
+    grpc_local_message_cb on_message; /* required */
+    grpc_local_done_cb on_done;       /* required */
+    void *data;                       /* passed to both */
+};
+
+/* Start a local call of method path. UNARY/SERVER_STREAM: req/len is the
+ * packed request (copied). CLIENT_STREAM/BIDI: req must be NULL/0; feed
+ * messages with grpc_local_send() and end with grpc_local_half_close().
+ * *out is set before the handler starts (the callbacks may already run).
+ * An unknown method, undecodable request or a limit is reported like the
+ * transport reports it, through on_done (UNIMPLEMENTED, INTERNAL, ...).
+ * Returns 0, KEEL_EINVAL (missing loop/callback) or KEEL_ENOMEM; on error
+ * no callback runs and *out is NULL. */
+int grpc_server_call_local(struct grpc_server *srv,
+                           const char *path,
+                           const uint8_t *req,
+                           size_t len,
+                           const struct grpc_local_opts *opts,
+                           struct grpc_call **out);
+
+/* One more request message of a CLIENT_STREAM/BIDI local call (packed;
+ * copied). The handler's on_message runs before this returns. Returns 0,
+ * KEEL_ECANCELED when the call is already over (status sent or cancelled),
+ * KEEL_EINVAL on a unary call. An undecodable or too large message ends
+ * the call (on_done gets INTERNAL / RESOURCE_EXHAUSTED), as on the wire. */
+int grpc_local_send(struct grpc_call *call, const uint8_t *msg, size_t len);
+
+/* The caller has no more messages (CLIENT_STREAM/BIDI): the handler's
+ * on_half_close runs (now). No-op for other kinds or a finished call. */
+void grpc_local_half_close(struct grpc_call *call);
+
+/* The caller goes away: no caller callback runs after this, the handler
+ * is told (cancel callback, from its own loop turn) and the call is freed
+ * once the handler finished it. The caller must not use call again. */
+void grpc_local_cancel(struct grpc_call *call);
 
 /* Used by http2.c: a new HTTP/2 stream with content-type application/grpc.
  * See grpc.c. */
