@@ -579,9 +579,16 @@ static void ready_rotate(struct watch_hub *h, struct watch_stream *s)
     h->ready_tail = s;
 }
 
+/* Ids may be chosen by the client: seed the hash so they cannot be picked
+ * to collide. */
+static size_t id_hash(const struct watch_stream *s, int64_t id, size_t nb)
+{
+    return mix64((uint64_t)id ^ s->hub->hash_seed) & (nb - 1);
+}
+
 static size_t id_slot(const struct watch_stream *s, int64_t id)
 {
-    return mix64((uint64_t)id) & (s->ids_nb - 1);
+    return id_hash(s, id, s->ids_nb);
 }
 
 static struct watch_watcher *id_find(const struct watch_stream *s, int64_t id)
@@ -606,7 +613,7 @@ static void id_insert(struct watch_stream *s, struct watch_watcher *w)
                 struct watch_watcher *e = s->ids[i];
                 while (e) {
                     struct watch_watcher *nx = e->id_next;
-                    size_t b = mix64((uint64_t)e->id) & (nb - 1);
+                    size_t b = id_hash(s, e->id, nb);
                     e->id_next = nt[b];
                     nt[b] = e;
                     e = nx;

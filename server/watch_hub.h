@@ -31,6 +31,27 @@
  *
  * Single-threaded: every function must be called from the thread that owns
  * the hub (the loop thread). Callbacks must not call back into the hub.
+ *
+ * Wiring (what the server does):
+ *   startup        watch_hub_new(cfg) with send_packed (preferred) or send,
+ *                  read_history over the MVCC store, fill_header, check_range
+ *   Watch stream   open: watch_stream_new(hub, conn, &s); each message:
+ *                  unpack (arena) then watch_stream_recv(s, req); close or
+ *                  reset: watch_stream_free(s); KEEL_ENOMEM from recv: end
+ *                  the stream with RESOURCE_EXHAUSTED
+ *   transport      send()/send_packed() returns WATCH_SEND_FULL when the
+ *                  stream's outbound budget is used up; when it has drained
+ *                  below its low-water mark: watch_stream_set_writable(s, 1)
+ *   apply loop     after each applied revision, in order:
+ *                  watch_hub_notify(rev, events); after a compaction:
+ *                  watch_hub_compacted(rev); after installing a snapshot:
+ *                  watch_hub_restore(rev)
+ *   timer          watch_hub_tick(now_ms) every 10-100 ms, and from an idle
+ *                  or prepare callback while watch_hub_pending() > 0
+ * Control responses (created, canceled, errors, progress) are sent even on a
+ * full stream: there is one per client request, so they are bounded by what
+ * the client sends. Event responses never go to a full stream (a revision
+ * already being split into fragments is finished first).
  */
 #ifndef KEEL_WATCH_HUB_H
 #define KEEL_WATCH_HUB_H

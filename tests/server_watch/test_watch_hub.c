@@ -1189,6 +1189,14 @@ static void test_watch_start_revision_past(void **state)
     /* now synced: live events go out from notify */
     fx_put(&f, "k", "w");
     assert_int_equal(fs->n, n + 2);
+    /* a negative start revision (etcd 3.4 accepts it) means from the
+     * beginning */
+    fs_watch(fs, &(struct wopts){.key = "k", .start = -3});
+    fx_tick(&f, 10);
+    r = fs_last(fs);
+    assert_int_equal(r->n_events, 6);
+    assert_int_equal(r->events[0]->kv->mod_revision, 2);
+    msg_free(r);
     validate(&f, fs, true, &(struct vstats){0});
     fx_free(&f);
 }
