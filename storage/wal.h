@@ -12,13 +12,15 @@
  * Threads: a struct wal is used by one thread at a time (the server's disk
  * thread). Every call is synchronous and may block on the disk.
  *
- * Durability failures are fatal (CONVENTIONS 9.3): when wal_append or
- * wal_save_snapshot returns an I/O error (-errno from write, fallocate,
- * fdatasync, rename, ...), the caller must abort the process and let recovery
- * run on restart. Never retry: after a failed fdatasync the kernel may have
+ * Durability failures are fatal (CONVENTIONS 9.3): when wal_append,
+ * wal_write, wal_sync, wal_save_snapshot or wal_release returns an I/O
+ * error from writing or syncing (-errno from write, fallocate, fdatasync,
+ * rename, ...), the caller must abort the process and let recovery run on
+ * restart. Never retry: after a failed fdatasync the kernel may have
  * dropped the dirty pages and a later "successful" fsync would be a lie
- * (PostgreSQL's "fsyncgate"). The wal object refuses every later write with
- * the same error to make retrying impossible; wal_close still works.
+ * (PostgreSQL's "fsyncgate"). The wal object then refuses every later call
+ * that uses the disk (reads included) with the same error, to make retrying
+ * impossible; wal_close still works.
  */
 #ifndef KEEL_WAL_H
 #define KEEL_WAL_H
@@ -35,7 +37,8 @@
  * the 1.5 MiB --max-request-bytes with room for raft overhead. */
 #define WAL_RECORD_MAX (64u * 1024 * 1024)
 
-/* One raft log entry. In wal_append, data is borrowed for the call. */
+/* One raft log entry. In wal_append/wal_write, data is borrowed for the
+ * call. */
 struct wal_entry {
     uint64_t index;
     uint64_t term;
@@ -59,7 +62,8 @@ struct wal_snapshot {
 
 /* Test-only I/O hooks, for fault injection. NULL members (or a NULL
  * wal_options.io) mean the real system calls. Each returns what the system
- * call returns (-1 and errno on failure). */
+ * call returns (-1 and errno on failure). fdatasync is also used for the
+ * directory syncs after creating and deleting segments. */
 struct wal_io {
     ssize_t (*pwrite)(int fd, const void *buf, size_t len, off_t off);
     int (*fdatasync)(int fd);
@@ -105,8 +109,9 @@ uint64_t wal_last_index(const struct wal *w);
 int wal_term(const struct wal *w, uint64_t index, uint64_t *term);
 
 /* Append n entries and, if hs is not NULL, a new hard state (written after
- * the entries), then fdatasync: one sync covers the whole batch, so a caller
- * doing group commit passes everything that queued up since the last call.
+ * the entries), then fdatasync: one sync covers the whole batch (and
+ * whatever wal_write left pending: group commit across several batches is
+ * wal_write, wal_write, ..., wal_sync).
  *
  * Entries must have consecutive indexes. If ents[0].index <= last index, the
  * log's suffix from ents[0].index on is replaced (raft's conflicting-suffix
