@@ -304,6 +304,11 @@ uv_loop_t *server_loop(struct keel_server *s)
     return s->loop;
 }
 
+struct grpc_server *server_grpc(struct keel_server *s)
+{
+    return s->grpc;
+}
+
 uint64_t server_max_txn_ops(const struct keel_server *s)
 {
     return s->cfg->max_txn_ops;

@@ -53,6 +53,8 @@ struct node *server_node(struct keel_server *s);
 struct lessor;
 struct lessor *server_lessor(struct keel_server *s);
 uv_loop_t *server_loop(struct keel_server *s);
+/* The gRPC registry (the JSON gateway calls the services through it). */
+struct grpc_server *server_grpc(struct keel_server *s);
 uint64_t server_max_txn_ops(const struct keel_server *s);
 
 /* Fill cluster_id, member_id and raft_term of *hdr, allocating it in a
@@ -86,6 +88,9 @@ int maintenance_register(struct keel_server *s, struct grpc_server *g);
 int cluster_register(struct keel_server *s, struct grpc_server *g);
 int lease_register(struct keel_server *s, struct grpc_server *g);
 int http_endpoints_register(struct keel_server *s, struct router *r);
+/* The /v3 JSON gateway (server/gateway.c): routes on r that answer through
+ * server_grpc(s); register after the gRPC services. */
+int gateway_register(struct keel_server *s, struct router *r);
 
 /* For maintenance/cluster/http: identity and listen/advertise URLs. */
 struct server_info
