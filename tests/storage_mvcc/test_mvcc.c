@@ -1266,8 +1266,8 @@ static void test_mvcc_failed_commit_keeps_acknowledged(void **state)
 struct reader_arg
 {
     struct mvcc_store *s;
-    atomic_int stop;
-    int64_t reads, errors;
+    atomic_int *stop;
+    int64_t reads, errors; /* this reader's own */
 };
 
 /* Readers on other threads see whole batches only, and revisions that
@@ -1279,7 +1279,7 @@ static void *reader_main(void *p)
     int64_t last_rev = 0;
 
     keel_arena_init(&a, 0);
-    while (!atomic_load(&ra->stop)) {
+    while (!atomic_load(ra->stop)) {
         static const uint8_t zero = 0;
         Etcdserverpb__RangeRequest q = ETCDSERVERPB__RANGE_REQUEST__INIT;
         Etcdserverpb__RangeResponse *r = NULL;
@@ -1309,13 +1309,15 @@ static void *reader_main(void *p)
 static void test_mvcc_concurrent_readers(void **state)
 {
     struct fx *f = *state;
-    struct reader_arg ra = {.s = f->s};
+    atomic_int stop;
+    struct reader_arg ra[2] = {{.s = f->s, .stop = &stop},
+                               {.s = f->s, .stop = &stop}};
     pthread_t th[2];
     int batches = is_sanitized() ? 100 : 500;
 
-    atomic_init(&ra.stop, 0);
+    atomic_init(&stop, 0);
     for (int i = 0; i < 2; i++) {
-        assert_int_equal(pthread_create(&th[i], NULL, reader_main, &ra), 0);
+        assert_int_equal(pthread_create(&th[i], NULL, reader_main, &ra[i]), 0);
     }
     for (int b = 0; b < batches; b++) {
         Etcdserverpb__PutRequest q = ETCDSERVERPB__PUT_REQUEST__INIT;
@@ -1333,12 +1335,12 @@ static void test_mvcc_concurrent_readers(void **state)
         assert_int_equal(mvcc_write_commit(w, ++test_ci, 1), 0);
         keel_arena_reset(&f->a);
     }
-    atomic_store(&ra.stop, 1);
+    atomic_store(&stop, 1);
     for (int i = 0; i < 2; i++) {
         pthread_join(th[i], NULL);
+        assert_int_equal(ra[i].errors, 0);
+        assert_true(ra[i].reads > 0);
     }
-    assert_int_equal(ra.errors, 0);
-    assert_true(ra.reads > 0);
 }
 
 int main(void)
