@@ -1939,6 +1939,50 @@ static bool is_local_type(int t)
            t == RAFT_MSG_CHECK_QUORUM;
 }
 
+/* What a peer sends must be self-consistent before it reaches the log:
+ * contiguous entries after m->index, terms that never decrease nor pass
+ * the message's term, a snapshot with MsgSnap. A bad peer gets an error,
+ * never an assertion or a corrupt log. */
+static bool well_formed(const struct raft_message *m)
+{
+    size_t i;
+    if ((m->n_entries > 0 && m->entries == NULL) ||
+        (m->type == RAFT_MSG_SNAP &&
+         (m->snapshot == NULL || m->snapshot->meta.index == 0 ||
+          m->snapshot->meta.term == 0 ||
+          m->snapshot->meta.conf_state.n_voters +
+                  m->snapshot->meta.conf_state.n_learners >
+              RAFT_MAX_MEMBERS))) {
+        return false;
+    }
+    if (m->term == 0 && m->type != RAFT_MSG_PROP &&
+        m->type != RAFT_MSG_READ_INDEX &&
+        m->type != RAFT_MSG_TRANSFER_LEADER) {
+        return false; /* only forwarded requests travel without a term */
+    }
+    for (i = 0; i < m->n_entries; i++) {
+        if (m->entries[i].type != RAFT_ENTRY_NORMAL &&
+            m->entries[i].type != RAFT_ENTRY_CONF_CHANGE) {
+            return false;
+        }
+    }
+    if (m->type != RAFT_MSG_APP || m->n_entries == 0) {
+        return true;
+    }
+    if (m->index >= UINT64_MAX - m->n_entries) {
+        return false;
+    }
+    for (i = 0; i < m->n_entries; i++) {
+        const struct raft_entry *e = &m->entries[i];
+        uint64_t prev = i == 0 ? m->log_term : m->entries[i - 1].term;
+        if (e->index != m->index + 1 + i || e->term < prev ||
+            e->term > m->term) {
+            return false;
+        }
+    }
+    return true;
+}
+
 int raft_step(struct raft *r, const struct raft_message *m)
 {
     if (m->type < 0 || m->type >= RAFT_MSG_TYPE_COUNT) {
@@ -1947,8 +1991,7 @@ int raft_step(struct raft *r, const struct raft_message *m)
     if (is_local_type(m->type)) {
         return RAFT_ESTEP_LOCAL_MSG;
     }
-    if (m->from == RAFT_NONE || m->from == r->id ||
-        (m->type == RAFT_MSG_SNAP && m->snapshot == NULL)) {
+    if (m->from == RAFT_NONE || m->from == r->id || !well_formed(m)) {
         return RAFT_EINVAL;
     }
     /* responses from a peer we do not know are ignored (etcd rawnode) */

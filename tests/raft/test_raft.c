@@ -1660,6 +1660,127 @@ static void test_raft_transfer_to_learner_ignored(void **state)
     cluster_free(&c);
 }
 
+/* Malformed messages from a peer are refused, never asserted on. */
+static void test_raft_rejects_malformed_messages(void **state)
+{
+    struct cluster c;
+    struct raft_message m;
+    struct raft_entry es[2] = {{2, 5, RAFT_ENTRY_NORMAL, NULL},
+                               {2, 7, RAFT_ENTRY_NORMAL, NULL}};
+    struct raft_snapshot snap;
+    (void)state;
+    cluster_init(&c, 3);
+    memset(&m, 0, sizeof(m));
+    m.type = RAFT_MSG_APP;
+    m.from = 2;
+    m.term = 2;
+    m.index = 4;
+    m.log_term = 1;
+    m.entries = es;
+    m.n_entries = 2; /* 5 then 7: a gap */
+    assert_int_equal(raft_step(node(&c, 1)->r, &m), RAFT_EINVAL);
+    es[1].index = 6;
+    es[1].term = 1; /* terms going back */
+    assert_int_equal(raft_step(node(&c, 1)->r, &m), RAFT_EINVAL);
+    es[1].term = 3; /* beyond the message's term */
+    assert_int_equal(raft_step(node(&c, 1)->r, &m), RAFT_EINVAL);
+    es[1].term = 2;
+    es[1].type = 7;
+    assert_int_equal(raft_step(node(&c, 1)->r, &m), RAFT_EINVAL);
+    es[1].type = RAFT_ENTRY_NORMAL;
+    m.entries = NULL;
+    assert_int_equal(raft_step(node(&c, 1)->r, &m), RAFT_EINVAL);
+    m.entries = es;
+    assert_int_equal(raft_step(node(&c, 1)->r, &m), 0); /* now well formed */
+    m.type = RAFT_MSG_SNAP;
+    m.n_entries = 0;
+    m.snapshot = NULL;
+    assert_int_equal(raft_step(node(&c, 1)->r, &m), RAFT_EINVAL);
+    memset(&snap, 0, sizeof(snap));
+    m.snapshot = &snap;
+    assert_int_equal(raft_step(node(&c, 1)->r, &m), RAFT_EINVAL); /* index 0 */
+    drain(&c);
+    cluster_free(&c);
+}
+
+static uint64_t fz_next(uint64_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
+}
+
+/* Random messages, well formed or not, to members in every role: raft
+ * answers or refuses, never crashes, leaks or corrupts its log (run under
+ * ASan + UBSan in make test). */
+static void test_raft_random_messages(void **state)
+{
+    uint64_t x = 88172645463325252ULL;
+    int round, k;
+    (void)state;
+    for (round = 0; round < 12; round++) {
+        struct cluster c;
+        cluster_init(&c, 3);
+        if (round % 3 == 1) {
+            elect(&c, 1);
+        } else if (round % 3 == 2) {
+            isolate(&c, 1);
+            assert_int_equal(raft_campaign(node(&c, 1)->r), 0);
+            drain(&c);
+        }
+        isolate(&c, 1); /* n1's answers go nowhere */
+        for (k = 0; k < 2000; k++) {
+            struct raft_message m;
+            struct raft_entry es[3];
+            struct raft_snapshot snap;
+            size_t i;
+            memset(&m, 0, sizeof(m));
+            m.type = (int)(fz_next(&x) % (RAFT_MSG_TYPE_COUNT + 1));
+            m.from = 2 + fz_next(&x) % 4; /* 2, 3, or unknown 4, 5 */
+            m.to = 1;
+            m.term = fz_next(&x) % 6;
+            m.index = fz_next(&x) % 12;
+            m.log_term = fz_next(&x) % 6;
+            m.commit = fz_next(&x) % 14;
+            m.reject = fz_next(&x) % 2;
+            m.reject_hint = fz_next(&x) % 12;
+            m.n_entries = fz_next(&x) % 4;
+            for (i = 0; i < m.n_entries; i++) {
+                es[i].index = fz_next(&x) % 4 == 0 ? fz_next(&x) % 14
+                                                   : m.index + 1 + i;
+                es[i].term = m.log_term + fz_next(&x) % 2;
+                es[i].type = (int)(fz_next(&x) % 3);
+                es[i].data = NULL;
+            }
+            m.entries = m.n_entries > 0 ? es : NULL;
+            if (fz_next(&x) % 4 == 0) {
+                memset(&snap, 0, sizeof(snap));
+                snap.meta.index = fz_next(&x) % 14;
+                snap.meta.term = fz_next(&x) % 6;
+                snap.meta.conf_state.n_voters = 1 + fz_next(&x) % 3;
+                for (i = 0; i < snap.meta.conf_state.n_voters; i++) {
+                    snap.meta.conf_state.voters[i] = 1 + i;
+                }
+                m.snapshot = &snap;
+            }
+            raft_step(node(&c, 1)->r, &m);
+            if (k % 7 == 0) {
+                raft_tick(node(&c, 1)->r);
+            }
+            process(&c, node(&c, 1));
+        }
+        {
+            struct raft_status st = status(&c, 1);
+            assert_true(st.hs.commit <= st.last_index);
+            assert_true(st.applied <= st.hs.commit);
+        }
+        heal(&c);
+        drain(&c);
+        cluster_free(&c);
+    }
+}
+
 static int reset_allocs(void **state)
 {
     (void)state;
@@ -1710,6 +1831,9 @@ int main(void)
                                reset_allocs),
         cmocka_unit_test_setup(test_raft_learner_votes_when_asked, reset_allocs),
         cmocka_unit_test_setup(test_raft_transfer_leader, reset_allocs),
+        cmocka_unit_test_setup(test_raft_rejects_malformed_messages,
+                               reset_allocs),
+        cmocka_unit_test_setup(test_raft_random_messages, reset_allocs),
         cmocka_unit_test_setup(test_raft_transfer_blocks_proposals_and_times_out, reset_allocs),
         cmocka_unit_test_setup(test_raft_transfer_to_learner_ignored, reset_allocs),
     };
