@@ -74,8 +74,8 @@ static uint32_t sw_update(uint32_t c, const unsigned char *p, size_t len)
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define CRC32C_HAVE_HW 1
-__attribute__((target("sse4.2"))) static uint32_t hw_update(
-    uint32_t c, const unsigned char *p, size_t len)
+__attribute__((target("sse4.2"))) static uint32_t
+hw_update(uint32_t c, const unsigned char *p, size_t len)
 {
     uint64_t c64;
     while (len > 0 && ((uintptr_t)p & 7) != 0) {

@@ -62,7 +62,8 @@
  * covers the whole batch). */
 #define WAL_WRITE_CHUNK (4u * 1024 * 1024)
 
-struct wal_seg {
+struct wal_seg
+{
     uint64_t seq;
     int fd;
     size_t cap;         /* bytes we may fill: the preallocated file size */
@@ -70,7 +71,8 @@ struct wal_seg {
     char name[48];
 };
 
-struct wal {
+struct wal
+{
     char dir[PATH_MAX];
     int dirfd;
     struct wal_seg *segs; /* segs[i].seq == segs[0].seq + i */
@@ -124,7 +126,10 @@ static int sys_fallocate(int fd, off_t off, off_t len)
     return posix_fallocate(fd, off, len);
 }
 
-static int write_all(struct wal *w, int fd, const void *buf, size_t len,
+static int write_all(struct wal *w,
+                     int fd,
+                     const void *buf,
+                     size_t len,
                      off_t off)
 {
     const uint8_t *p = buf;
@@ -229,20 +234,22 @@ static uint64_t log_last(const struct wal *w)
 
 /* Encode the three records every segment starts with into dst; returns
  * their total size. They belong to the batch being written. */
-static size_t seg_hdr_records(struct wal *w, uint64_t seq, uint8_t *dst,
+static size_t seg_hdr_records(struct wal *w,
+                              uint64_t seq,
+                              uint8_t *dst,
                               int commit)
 {
     size_t off = 0, len;
     wal__seg_hdr_encode(seq, log_last(w), dst + WAL_REC_HDR);
-    off += wal__rec_finish(dst, WAL_REC_SEGMENT, 0, w->batch,
-                           WAL_SEG_HDR_PAYLOAD);
+    off +=
+        wal__rec_finish(dst, WAL_REC_SEGMENT, 0, w->batch, WAL_SEG_HDR_PAYLOAD);
     len = wal__snapshot_encode(&w->log.snap, dst + off + WAL_REC_HDR);
     off += wal__rec_finish(dst + off, WAL_REC_SNAPSHOT, 0, w->batch,
                            (uint32_t)len);
     len = wal__state_encode(&w->log.hs, dst + off + WAL_REC_HDR);
-    off += wal__rec_finish(dst + off, WAL_REC_STATE,
-                           commit ? WAL_REC_F_COMMIT : 0, w->batch,
-                           (uint32_t)len);
+    off +=
+        wal__rec_finish(dst + off, WAL_REC_STATE, commit ? WAL_REC_F_COMMIT : 0,
+                        w->batch, (uint32_t)len);
     assert(off <= WAL_SEG_HDR_BYTES);
     return off;
 }
@@ -265,8 +272,8 @@ static int seg_create(struct wal *w, uint64_t seq, size_t need, int commit)
     s = &w->segs[w->nsegs];
     memset(s, 0, sizeof(*s));
     s->seq = seq;
-    snprintf(s->name, sizeof(s->name), "%016" PRIx64 "-%016" PRIx64 ".wal",
-             seq, log_last(w) + 1);
+    snprintf(s->name, sizeof(s->name), "%016" PRIx64 "-%016" PRIx64 ".wal", seq,
+             log_last(w) + 1);
     snprintf(tmp, sizeof(tmp), "%s.tmp", s->name);
     hlen = seg_hdr_records(w, seq, hdr, commit);
     cap = w->segment_size;
@@ -317,7 +324,8 @@ err_unlink:
 }
 
 /* One record of a batch, before encoding. */
-struct rec_plan {
+struct rec_plan
+{
     uint8_t type;
     uint32_t len;
     const void *src;
@@ -343,8 +351,10 @@ static size_t plan_encode(const struct rec_plan *p, uint8_t *dst)
 /* Write the planned records (no sync; the last one flagged as closing its
  * batch if commit_last). Updates the live index as records are placed; on
  * error w is broken. */
-static int write_records(struct wal *w, const struct rec_plan *plan,
-                         size_t n, int commit_last)
+static int write_records(struct wal *w,
+                         const struct rec_plan *plan,
+                         size_t n,
+                         int commit_last)
 {
     size_t used = 0;
     int rv;
@@ -451,8 +461,11 @@ static int sync_batch(struct wal *w)
 
 /* Reserve everything a batch may need, so that write_records cannot fail
  * on memory once it started writing. */
-static int reserve_batch(struct wal *w, const struct rec_plan *plan, size_t n,
-                         uint64_t first_index, size_t nents)
+static int reserve_batch(struct wal *w,
+                         const struct rec_plan *plan,
+                         size_t n,
+                         uint64_t first_index,
+                         size_t nents)
 {
     size_t total = 0, biggest = 0;
     int rv;
@@ -482,8 +495,11 @@ static int reserve_batch(struct wal *w, const struct rec_plan *plan, size_t n,
 }
 
 /* wal_append (sync set) and wal_write. */
-static int append(struct wal *w, const struct wal_entry *ents, size_t n,
-                  const struct wal_hard_state *hs, int sync)
+static int append(struct wal *w,
+                  const struct wal_entry *ents,
+                  size_t n,
+                  const struct wal_hard_state *hs,
+                  int sync)
 {
     struct rec_plan *plan;
     size_t np = 0;
@@ -519,7 +535,8 @@ static int append(struct wal *w, const struct wal_entry *ents, size_t n,
             (ents[k].data == NULL && ents[k].len > 0)) {
             rv = errf(w->errmsg, sizeof(w->errmsg), KEEL_EINVAL,
                       "wal append: entry %zu: index not consecutive, term "
-                      "or type out of range, or no data", k);
+                      "or type out of range, or no data",
+                      k);
             goto out;
         }
         len = wal__entry_size(&ents[k]);
@@ -532,8 +549,8 @@ static int append(struct wal *w, const struct wal_entry *ents, size_t n,
         plan[np++] = (struct rec_plan){WAL_REC_ENTRY, (uint32_t)len, &ents[k]};
     }
     if (hs != NULL) {
-        plan[np++] = (struct rec_plan){WAL_REC_STATE,
-                                       (uint32_t)wal__state_size(hs), hs};
+        plan[np++] =
+            (struct rec_plan){WAL_REC_STATE, (uint32_t)wal__state_size(hs), hs};
     }
     rv = reserve_batch(w, plan, np, n > 0 ? ents[0].index : 0, n);
     if (rv == 0) {
@@ -547,13 +564,17 @@ out:
     return rv;
 }
 
-int wal_append(struct wal *w, const struct wal_entry *ents, size_t n,
+int wal_append(struct wal *w,
+               const struct wal_entry *ents,
+               size_t n,
                const struct wal_hard_state *hs)
 {
     return append(w, ents, n, hs, 1);
 }
 
-int wal_write(struct wal *w, const struct wal_entry *ents, size_t n,
+int wal_write(struct wal *w,
+              const struct wal_entry *ents,
+              size_t n,
               const struct wal_hard_state *hs)
 {
     return append(w, ents, n, hs, 0);
@@ -639,14 +660,20 @@ int wal_release(struct wal *w, uint64_t index)
 
 /* Reading. */
 
-static int read_fail(struct wal *w, int rv, const struct wal_seg *s,
-                     size_t off, const char *why)
+static int read_fail(struct wal *w,
+                     int rv,
+                     const struct wal_seg *s,
+                     size_t off,
+                     const char *why)
 {
-    return errf(w->errmsg, sizeof(w->errmsg), rv, "wal read %s/%s: offset %zu: %s",
-                w->dir, s->name, off, why);
+    return errf(w->errmsg, sizeof(w->errmsg), rv,
+                "wal read %s/%s: offset %zu: %s", w->dir, s->name, off, why);
 }
 
-int wal_read(struct wal *w, uint64_t lo, uint64_t hi, size_t max_bytes,
+int wal_read(struct wal *w,
+             uint64_t lo,
+             uint64_t hi,
+             size_t max_bytes,
              struct wal_entries *out)
 {
     size_t n, bytes = 0, recbytes = 0, k;
@@ -659,8 +686,8 @@ int wal_read(struct wal *w, uint64_t lo, uint64_t hi, size_t max_bytes,
     }
     if (lo < w->log.first || lo >= hi || hi > log_last(w) + 1) {
         return errf(w->errmsg, sizeof(w->errmsg), KEEL_ENOTFOUND,
-                    "wal read: [%" PRIu64 ", %" PRIu64
-                    ") not within [%" PRIu64 ", %" PRIu64 "]",
+                    "wal read: [%" PRIu64 ", %" PRIu64 ") not within [%" PRIu64
+                    ", %" PRIu64 "]",
                     lo, hi, w->log.first, log_last(w));
     }
     locs = w->log.locs + (lo - w->log.first);
@@ -946,8 +973,7 @@ static int recover(struct wal *w, char *errmsg, size_t errlen)
         }
         madvise(map, s->cap, MADV_SEQUENTIAL);
         rv = wal__replay_segment(&w->log, s->name, s->seq, map, s->cap,
-                                 final_hole(s->fd, s->cap), last, &end,
-                                 &dirty);
+                                 final_hole(s->fd, s->cap), last, &end, &dirty);
         munmap(map, s->cap);
         if (rv != 0) {
             if (rv == KEEL_ECORRUPT) {
@@ -983,8 +1009,11 @@ static int recover(struct wal *w, char *errmsg, size_t errlen)
     return 0;
 }
 
-int wal_open(const char *data_dir, const struct wal_options *opts,
-             struct wal **out, char *errmsg, size_t errlen)
+int wal_open(const char *data_dir,
+             const struct wal_options *opts,
+             struct wal **out,
+             char *errmsg,
+             size_t errlen)
 {
     char member[PATH_MAX];
     struct wal *w;

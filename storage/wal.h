@@ -39,7 +39,8 @@
 
 /* One raft log entry. In wal_append/wal_write, data is borrowed for the
  * call. */
-struct wal_entry {
+struct wal_entry
+{
     uint64_t index;
     uint64_t term;
     uint32_t type; /* raftpb.EntryType: 0 normal, 1 conf change */
@@ -48,14 +49,16 @@ struct wal_entry {
 };
 
 /* Raft's persistent state (raftpb.HardState). */
-struct wal_hard_state {
+struct wal_hard_state
+{
     uint64_t term;
     uint64_t vote;
     uint64_t commit;
 };
 
 /* The latest snapshot: the log starts after index. {0, 0} when none. */
-struct wal_snapshot {
+struct wal_snapshot
+{
     uint64_t index;
     uint64_t term;
 };
@@ -64,13 +67,15 @@ struct wal_snapshot {
  * wal_options.io) mean the real system calls. Each returns what the system
  * call returns (-1 and errno on failure). fdatasync is also used for the
  * directory syncs after creating and deleting segments. */
-struct wal_io {
+struct wal_io
+{
     ssize_t (*pwrite)(int fd, const void *buf, size_t len, off_t off);
     int (*fdatasync)(int fd);
     int (*fallocate)(int fd, off_t off, off_t len); /* returns an errno */
 };
 
-struct wal_options {
+struct wal_options
+{
     /* Preallocated segment size; 0 = WAL_SEGMENT_SIZE_DEFAULT. Minimum 4096.
      * A record bigger than a segment gets a segment of its own size. */
     size_t segment_size;
@@ -89,8 +94,11 @@ struct wal;
  * message naming what failed: for KEEL_ECORRUPT the segment file and byte
  * offset of the bad record. Returns 0, KEEL_ECORRUPT, KEEL_EINVAL (bad
  * options), KEEL_ENOMEM or -errno. */
-int wal_open(const char *data_dir, const struct wal_options *opts,
-             struct wal **out, char *errmsg, size_t errlen);
+int wal_open(const char *data_dir,
+             const struct wal_options *opts,
+             struct wal **out,
+             char *errmsg,
+             size_t errlen);
 
 /* Close the files and free w. Does not sync: entries of a wal_write not
  * followed by wal_sync may or may not survive. */
@@ -123,7 +131,9 @@ int wal_term(const struct wal *w, uint64_t index, uint64_t *term);
  *
  * Returns only after fdatasync succeeded (which also covers earlier
  * wal_write calls). Any I/O error is fatal (see top). */
-int wal_append(struct wal *w, const struct wal_entry *ents, size_t n,
+int wal_append(struct wal *w,
+               const struct wal_entry *ents,
+               size_t n,
                const struct wal_hard_state *hs);
 
 /* Group commit in two steps: wal_write validates and writes like
@@ -136,7 +146,9 @@ int wal_append(struct wal *w, const struct wal_entry *ents, size_t n,
  * at once. wal_append, wal_save_snapshot and wal_sync each sync whatever is
  * pending. wal_sync with nothing pending returns 0 without touching the
  * disk. I/O errors of both are fatal (see top). */
-int wal_write(struct wal *w, const struct wal_entry *ents, size_t n,
+int wal_write(struct wal *w,
+              const struct wal_entry *ents,
+              size_t n,
               const struct wal_hard_state *hs);
 int wal_sync(struct wal *w);
 
@@ -161,7 +173,8 @@ int wal_save_snapshot(struct wal *w, const struct wal_snapshot *snap);
 int wal_release(struct wal *w, uint64_t index);
 
 /* Entries read back from the log; wal_entries_free releases them. */
-struct wal_entries {
+struct wal_entries
+{
     struct wal_entry *v; /* v[i].data points into mem */
     size_t n;
     void *mem;
@@ -174,7 +187,10 @@ struct wal_entries {
  * entry. Each record's CRC is checked again:
  * KEEL_ECORRUPT if the disk changed under us. KEEL_ENOTFOUND unless
  * first <= lo < hi <= last + 1. */
-int wal_read(struct wal *w, uint64_t lo, uint64_t hi, size_t max_bytes,
+int wal_read(struct wal *w,
+             uint64_t lo,
+             uint64_t hi,
+             size_t max_bytes,
              struct wal_entries *out);
 void wal_entries_free(struct wal_entries *es);
 

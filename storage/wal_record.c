@@ -48,8 +48,11 @@ static uint64_t get_le64(const uint8_t *p)
     return (uint64_t)get_le32(p) | (uint64_t)get_le32(p + 4) << 32;
 }
 
-size_t wal__rec_finish(uint8_t *dst, uint8_t type, uint8_t flags,
-                       uint64_t batch, uint32_t len)
+size_t wal__rec_finish(uint8_t *dst,
+                       uint8_t type,
+                       uint8_t flags,
+                       uint64_t batch,
+                       uint32_t len)
 {
     size_t size = wal__rec_size(len);
     put_le32(dst, len);
@@ -70,8 +73,11 @@ void wal__rec_set_commit(uint8_t *hdr)
     put_le32(hdr + 20, crc32c_value(hdr, 20));
 }
 
-int wal__rec_decode(const uint8_t *buf, size_t avail, size_t off,
-                    struct wal__rec *rec, const char **why)
+int wal__rec_decode(const uint8_t *buf,
+                    size_t avail,
+                    size_t off,
+                    struct wal__rec *rec,
+                    const char **why)
 {
     const uint8_t *h;
     size_t size;
@@ -188,7 +194,9 @@ void wal__seg_hdr_encode(uint64_t seq, uint64_t last_index, uint8_t *dst)
 /* A varint of at most max_bytes bytes (10 for values; 5 for tags and
  * lengths, the limits protobuf-c applies, so that whatever we accept
  * protobuf-c reads the same way). */
-static int read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v,
+static int read_varint(const uint8_t **p,
+                       const uint8_t *end,
+                       uint64_t *v,
                        int max_bytes)
 {
     uint64_t x = 0;
@@ -213,8 +221,12 @@ static int read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v,
 /* Decode a message whose fields 1..3 may be varints (stored in vals[1..3])
  * and whose field bytes_field (if > 0) is length-delimited (stored in
  * bytes and blen). Other fields are skipped by wire type. */
-static int pb_decode(const uint8_t *p, size_t len, uint64_t vals[4],
-                     int bytes_field, const uint8_t **bytes, size_t *blen)
+static int pb_decode(const uint8_t *p,
+                     size_t len,
+                     uint64_t vals[4],
+                     int bytes_field,
+                     const uint8_t **bytes,
+                     size_t *blen)
 {
     const uint8_t *end = p + len;
     while (p < end) {
@@ -232,8 +244,7 @@ static int pb_decode(const uint8_t *p, size_t len, uint64_t vals[4],
         }
         /* A known field with the wrong wire type is an error, as in
          * protobuf-c. */
-        if ((int)field == bytes_field ? wire != 2
-                                      : (field <= 3 && wire != 0)) {
+        if ((int)field == bytes_field ? wire != 2 : (field <= 3 && wire != 0)) {
             return KEEL_ECORRUPT;
         }
         switch (wire) {
@@ -354,7 +365,8 @@ void wal__replay_free(struct wal__replay *r)
     r->n = r->cap = 0;
 }
 
-int wal__replay_entry(struct wal__replay *r, uint64_t index,
+int wal__replay_entry(struct wal__replay *r,
+                      uint64_t index,
                       const struct wal__loc *loc)
 {
     assert(index > r->snap.index && index <= wal__replay_last(r) + 1);
@@ -394,8 +406,11 @@ void wal__replay_snapshot(struct wal__replay *r, const struct wal_snapshot *s)
 }
 
 /* Apply one valid record at off. */
-static int apply_record(struct wal__replay *r, const char *name, uint64_t seq,
-                        size_t off, const struct wal__rec *rec)
+static int apply_record(struct wal__replay *r,
+                        const char *name,
+                        uint64_t seq,
+                        size_t off,
+                        const struct wal__rec *rec)
 {
     struct wal_entry e;
     struct wal_snapshot s;
@@ -412,19 +427,23 @@ static int apply_record(struct wal__replay *r, const char *name, uint64_t seq,
                                off);
             }
             if (e.index >= WAL_INDEX_LIMIT || e.term >= WAL_INDEX_LIMIT) {
-                return corrupt(r, "%s: offset %zu: entry index %llu out of "
-                               "range", name, off, (unsigned long long)e.index);
+                return corrupt(r,
+                               "%s: offset %zu: entry index %llu out of "
+                               "range",
+                               name, off, (unsigned long long)e.index);
             }
             if (e.index <= r->snap.index) {
-                return corrupt(r, "%s: offset %zu: entry %llu is not after "
-                               "the snapshot at %llu", name, off,
-                               (unsigned long long)e.index,
+                return corrupt(r,
+                               "%s: offset %zu: entry %llu is not after "
+                               "the snapshot at %llu",
+                               name, off, (unsigned long long)e.index,
                                (unsigned long long)r->snap.index);
             }
             if (e.index > wal__replay_last(r) + 1) {
-                return corrupt(r, "%s: offset %zu: entry %llu leaves a gap "
-                               "after %llu", name, off,
-                               (unsigned long long)e.index,
+                return corrupt(r,
+                               "%s: offset %zu: entry %llu leaves a gap "
+                               "after %llu",
+                               name, off, (unsigned long long)e.index,
                                (unsigned long long)wal__replay_last(r));
             }
             if (e.index > r->seg_max_index) {
@@ -447,14 +466,17 @@ static int apply_record(struct wal__replay *r, const char *name, uint64_t seq,
             return 0;
         case WAL_REC_SNAPSHOT:
             if (wal__snapshot_decode(rec->payload, rec->len, &s) != 0) {
-                return corrupt(r, "%s: offset %zu: undecodable snapshot "
-                               "marker", name, off);
+                return corrupt(r,
+                               "%s: offset %zu: undecodable snapshot "
+                               "marker",
+                               name, off);
             }
             if (s.index >= WAL_INDEX_LIMIT || s.term >= WAL_INDEX_LIMIT ||
                 s.index < r->snap.index) {
-                return corrupt(r, "%s: offset %zu: snapshot marker %llu "
-                               "goes back from %llu or is out of range", name,
-                               off, (unsigned long long)s.index,
+                return corrupt(r,
+                               "%s: offset %zu: snapshot marker %llu "
+                               "goes back from %llu or is out of range",
+                               name, off, (unsigned long long)s.index,
                                (unsigned long long)r->snap.index);
             }
             wal__replay_snapshot(r, &s);
@@ -467,12 +489,15 @@ static int apply_record(struct wal__replay *r, const char *name, uint64_t seq,
 /* Is there a valid record after the bad one at off (and before zero_from,
  * past which all is zero), whose batch is above min_batch (any batch when
  * all is set)? */
-static int valid_record_after(const uint8_t *buf, size_t len, size_t off,
-                              size_t zero_from, int all, uint64_t min_batch,
+static int valid_record_after(const uint8_t *buf,
+                              size_t len,
+                              size_t off,
+                              size_t zero_from,
+                              int all,
+                              uint64_t min_batch,
                               size_t *found)
 {
-    for (size_t p = off + 8; p < zero_from && p + WAL_REC_HDR <= len;
-         p += 8) {
+    for (size_t p = off + 8; p < zero_from && p + WAL_REC_HDR <= len; p += 8) {
         struct wal__rec rec;
         const char *why;
         uint64_t word;
@@ -491,9 +516,15 @@ static int valid_record_after(const uint8_t *buf, size_t len, size_t off,
     return 0;
 }
 
-int wal__replay_segment(struct wal__replay *r, const char *name, uint64_t seq,
-                        const uint8_t *buf, size_t len, size_t zero_from,
-                        int last, size_t *end, size_t *dirty)
+int wal__replay_segment(struct wal__replay *r,
+                        const char *name,
+                        uint64_t seq,
+                        const uint8_t *buf,
+                        size_t len,
+                        size_t zero_from,
+                        int last,
+                        size_t *end,
+                        size_t *dirty)
 {
     struct wal__rec rec;
     const char *why;
@@ -532,10 +563,11 @@ int wal__replay_segment(struct wal__replay *r, const char *name, uint64_t seq,
         r->first = hdr_last + 1;
         r->n = 0;
     } else if (hdr_last != wal__replay_last(r)) {
-        return corrupt(r, "%s: offset 0: segment was created at index %llu "
+        return corrupt(r,
+                       "%s: offset 0: segment was created at index %llu "
                        "but the segments before it end at %llu (records "
-                       "lost at the end of the previous segment)", name,
-                       (unsigned long long)hdr_last,
+                       "lost at the end of the previous segment)",
+                       name, (unsigned long long)hdr_last,
                        (unsigned long long)wal__replay_last(r));
     }
     r->segments++;
@@ -550,10 +582,12 @@ int wal__replay_segment(struct wal__replay *r, const char *name, uint64_t seq,
         }
         if (wal__rec_decode(buf, len, off, &rec, &why) != 0) {
             uint64_t bad_batch = r->commit ? r->batch + 1 : r->batch;
-            if (valid_record_after(buf, len, off, zero_from, !last,
-                                   bad_batch, &found)) {
-                return corrupt(r, "%s: offset %zu: %s (valid record follows "
-                               "at offset %zu)", name, off, why, found);
+            if (valid_record_after(buf, len, off, zero_from, !last, bad_batch,
+                                   &found)) {
+                return corrupt(r,
+                               "%s: offset %zu: %s (valid record follows "
+                               "at offset %zu)",
+                               name, off, why, found);
             }
             break;
         }
@@ -596,9 +630,10 @@ int wal__replay_segment(struct wal__replay *r, const char *name, uint64_t seq,
 int wal__replay_finish(struct wal__replay *r, const char *name)
 {
     if (r->first > r->snap.index + 1) {
-        return corrupt(r, "%s: entries %llu..%llu are missing (the snapshot "
-                       "is at %llu; were segments deleted?)", name,
-                       (unsigned long long)r->snap.index + 1,
+        return corrupt(r,
+                       "%s: entries %llu..%llu are missing (the snapshot "
+                       "is at %llu; were segments deleted?)",
+                       name, (unsigned long long)r->snap.index + 1,
                        (unsigned long long)r->first - 1,
                        (unsigned long long)r->snap.index);
     }

@@ -89,7 +89,8 @@ static inline size_t wal__rec_size(size_t len)
 }
 
 /* A decoded record; payload points into the buffer it was decoded from. */
-struct wal__rec {
+struct wal__rec
+{
     uint8_t type;
     uint8_t flags;
     uint64_t batch;
@@ -99,8 +100,11 @@ struct wal__rec {
 
 /* Write the header and padding of a record whose payload is already at
  * dst + WAL_REC_HDR. Returns the record size. */
-size_t wal__rec_finish(uint8_t *dst, uint8_t type, uint8_t flags,
-                       uint64_t batch, uint32_t len);
+size_t wal__rec_finish(uint8_t *dst,
+                       uint8_t type,
+                       uint8_t flags,
+                       uint64_t batch,
+                       uint32_t len);
 
 /* Set WAL_REC_F_COMMIT in an encoded record header (24 bytes) and update
  * its header checksum. */
@@ -108,8 +112,11 @@ void wal__rec_set_commit(uint8_t *hdr);
 
 /* Decode the record at buf[off..avail). 0 if whole and valid, else
  * KEEL_ECORRUPT with *why set to a static description. */
-int wal__rec_decode(const uint8_t *buf, size_t avail, size_t off,
-                    struct wal__rec *rec, const char **why);
+int wal__rec_decode(const uint8_t *buf,
+                    size_t avail,
+                    size_t off,
+                    struct wal__rec *rec,
+                    const char **why);
 
 /* Protobuf payloads: exact sizes, and encoders writing to dst. */
 size_t wal__entry_size(const struct wal_entry *e);
@@ -127,7 +134,8 @@ int wal__state_decode(const uint8_t *p, size_t len, struct wal_hard_state *hs);
 int wal__snapshot_decode(const uint8_t *p, size_t len, struct wal_snapshot *s);
 
 /* Where an entry lives. seq/off/len locate its record. */
-struct wal__loc {
+struct wal__loc
+{
     uint64_t term;
     uint64_t seq;
     uint32_t off; /* record start in the segment */
@@ -137,15 +145,16 @@ struct wal__loc {
 /* Replay state: the log as records have built it so far. Entries
  * first .. first + n - 1 are in locs; (snap.index, first) are unknown
  * (in released segments) until a SNAPSHOT covers them. */
-struct wal__replay {
+struct wal__replay
+{
     struct wal__loc *locs;
     size_t n, cap;
     uint64_t first;
     struct wal_snapshot snap;
     struct wal_hard_state hs;
-    uint64_t batch;  /* batch of the last good record */
-    int commit;      /* whether that record closed its batch */
-    int segments;    /* segments replayed so far */
+    uint64_t batch;         /* batch of the last good record */
+    int commit;             /* whether that record closed its batch */
+    int segments;           /* segments replayed so far */
     uint64_t seg_max_index; /* highest entry index in the last segment
                                replayed (0: none); wal_release uses it */
     char *errmsg;
@@ -167,16 +176,23 @@ static inline uint64_t wal__replay_last(const struct wal__replay *r)
  * last good record (where appends continue) and *dirty is the offset after
  * the last non-zero byte at or after *end (*dirty == *end if the tail is
  * clean). KEEL_ECORRUPT (errmsg names file and offset) or KEEL_ENOMEM. */
-int wal__replay_segment(struct wal__replay *r, const char *name, uint64_t seq,
-                        const uint8_t *buf, size_t len, size_t zero_from,
-                        int last, size_t *end, size_t *dirty);
+int wal__replay_segment(struct wal__replay *r,
+                        const char *name,
+                        uint64_t seq,
+                        const uint8_t *buf,
+                        size_t len,
+                        size_t zero_from,
+                        int last,
+                        size_t *end,
+                        size_t *dirty);
 
 /* After the last segment: check no entry is missing after the snapshot. */
 int wal__replay_finish(struct wal__replay *r, const char *name);
 
 /* Apply an entry / snapshot to the replay state (also used by wal.c to keep
  * its live index, which is a wal__replay). */
-int wal__replay_entry(struct wal__replay *r, uint64_t index,
+int wal__replay_entry(struct wal__replay *r,
+                      uint64_t index,
                       const struct wal__loc *loc);
 void wal__replay_snapshot(struct wal__replay *r, const struct wal_snapshot *s);
 

@@ -45,12 +45,16 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static void report(const char *name, double *lat, int n, double total_us,
-                   double entries, double bytes)
+static void report(const char *name,
+                   double *lat,
+                   int n,
+                   double total_us,
+                   double entries,
+                   double bytes)
 {
     qsort(lat, (size_t)n, sizeof(*lat), cmp_double);
-    printf("| %-12s | %6d | %8.1f | %8.1f | %8.1f | %10.0f | %8.2f |\n",
-           name, n, lat[n / 2], lat[(int)(n * 0.99)], total_us / n,
+    printf("| %-12s | %6d | %8.1f | %8.1f | %8.1f | %10.0f | %8.2f |\n", name,
+           n, lat[n / 2], lat[(int)(n * 0.99)], total_us / n,
            entries / (total_us / 1e6), bytes / (total_us / 1e6) / 1e6);
 }
 
@@ -91,7 +95,8 @@ static int raw_open(const char *dir, int zeroed, size_t size)
     return fd;
 }
 
-struct run {
+struct run
+{
     const char *name;
     double *lat;
     int n;
@@ -106,7 +111,10 @@ static void record(struct run *r, double us, double entries, double bytes)
     r->bytes += bytes;
 }
 
-static void bench(const char *dir, int count, int rounds, int batch,
+static void bench(const char *dir,
+                  int count,
+                  int rounds,
+                  int batch,
                   size_t size)
 {
     char err[512], data[4096], name[32];
@@ -176,8 +184,8 @@ static void bench(const char *dir, int count, int rounds, int batch,
             struct wal_hard_state hs = {1, 1, next};
             double t0;
             for (int k = 0; k < batch; k++) {
-                ents[k] = (struct wal_entry){next + (uint64_t)k, 1, 0,
-                                             payload, size};
+                ents[k] =
+                    (struct wal_entry){next + (uint64_t)k, 1, 0, payload, size};
             }
             t0 = now_us();
             rv = wal_append(w, ents, (size_t)batch, &hs);
@@ -205,8 +213,7 @@ static void bench(const char *dir, int count, int rounds, int batch,
             die("wal_open", rv);
         }
         printf("\nreopen: %" PRIu64 " entries in %zu segments in %.1f ms\n",
-               wal_last_index(w), wal_segment_count(w),
-               (now_us() - t0) / 1e3);
+               wal_last_index(w), wal_segment_count(w), (now_us() - t0) / 1e3);
         wal_close(w);
     }
     free(ents);
@@ -251,8 +258,9 @@ int main(int argc, char **argv)
         }
     }
     if (rounds < 1 || count < 10 * rounds || batch < 1 || batch > 100000) {
-        fprintf(stderr, "keel-wal-bench: need rounds >= 1, count >= 10 * "
-                        "rounds, 1 <= batch <= 100000\n");
+        fprintf(stderr,
+                "keel-wal-bench: need rounds >= 1, count >= 10 * "
+                "rounds, 1 <= batch <= 100000\n");
         return 2;
     }
     if ((size_t)snprintf(tmpl, sizeof(tmpl), "%s/keel-wal-bench-XXXXXX",
@@ -262,13 +270,16 @@ int main(int argc, char **argv)
     if (mkdtemp(tmpl) == NULL) {
         die("mkdtemp", -errno);
     }
-    printf("dir: %s, %d syncs per run in %d interleaved rounds "
-           "(batched run: count / 10 syncs)\n\n",
-           tmpl, count, rounds);
-    printf("| run          | syncs  | p50 us   | p99 us   | mean us  | "
-           "entries/s  | MB/s     |\n");
-    printf("|--------------|--------|----------|----------|----------|"
-           "------------|----------|\n");
+    printf(
+        "dir: %s, %d syncs per run in %d interleaved rounds "
+        "(batched run: count / 10 syncs)\n\n",
+        tmpl, count, rounds);
+    printf(
+        "| run          | syncs  | p50 us   | p99 us   | mean us  | "
+        "entries/s  | MB/s     |\n");
+    printf(
+        "|--------------|--------|----------|----------|----------|"
+        "------------|----------|\n");
     bench(tmpl, count, rounds, batch, size);
     rmrf_bench(tmpl);
     return 0;

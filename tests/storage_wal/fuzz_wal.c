@@ -44,13 +44,13 @@
 #include "raftpb/raft.pb-c.h"
 #include "wal_record.h"
 
-#define CHECK(c)                                                              \
-    do {                                                                      \
-        if (!(c)) {                                                           \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__,  \
-                    #c);                                                      \
-            abort();                                                          \
-        }                                                                     \
+#define CHECK(c)                                                             \
+    do {                                                                     \
+        if (!(c)) {                                                          \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
+                    #c);                                                     \
+            abort();                                                         \
+        }                                                                    \
     } while (0)
 
 static uint64_t le64(const uint8_t *p)
@@ -94,7 +94,8 @@ static size_t fuzz_entries;
 #define FUZZ_SEGS 3
 #define FUZZ_SEG_MAX 65536
 
-struct segset {
+struct segset
+{
     uint8_t *buf[FUZZ_SEGS];
     size_t len[FUZZ_SEGS];
     size_t n;
@@ -145,7 +146,8 @@ static void raw_segments(const uint8_t *data, size_t size, struct segset *ss)
  * valid checksums, so the fuzzer reaches the replay rules (gaps,
  * truncations, snapshot markers, segment headers, batches) instead of
  * spending its time on CRCs. */
-struct cursor {
+struct cursor
+{
     const uint8_t *p, *end;
 };
 
@@ -180,16 +182,20 @@ static uint8_t *seg_room(struct segset *ss, size_t need)
     return b + ss->len[i];
 }
 
-static void put_record(struct segset *ss, uint8_t type, uint8_t flags,
-                       uint64_t batch, const uint8_t *payload, size_t len)
+static void put_record(struct segset *ss,
+                       uint8_t type,
+                       uint8_t flags,
+                       uint64_t batch,
+                       const uint8_t *payload,
+                       size_t len)
 {
     uint8_t *dst = seg_room(ss, wal__rec_size(len));
     if (dst == NULL) {
         return;
     }
     memcpy(dst + WAL_REC_HDR, payload, len);
-    ss->len[ss->n - 1] += wal__rec_finish(dst, type, flags, batch,
-                                          (uint32_t)len);
+    ss->len[ss->n - 1] +=
+        wal__rec_finish(dst, type, flags, batch, (uint32_t)len);
 }
 
 static void new_segment(struct segset *ss, uint64_t last, uint64_t batch)
@@ -200,7 +206,8 @@ static void new_segment(struct segset *ss, uint64_t last, uint64_t batch)
     put_record(ss, WAL_REC_SEGMENT, 0, batch, hdr, sizeof(hdr));
 }
 
-static void structured_segments(const uint8_t *data, size_t size,
+static void structured_segments(const uint8_t *data,
+                                size_t size,
                                 struct segset *ss)
 {
     struct cursor c = {data + 1, data + size};
@@ -295,7 +302,8 @@ static void structured_segments(const uint8_t *data, size_t size,
 }
 
 /* What a replay produced, to compare runs with and without the hint. */
-struct outcome {
+struct outcome
+{
     int rv;
     uint64_t first, n;
     struct wal_snapshot snap;
@@ -320,9 +328,8 @@ static void replay_check(struct segset *ss, int hint, struct outcome *out)
             zero_from--;
         }
         snprintf(name, sizeof(name), "seg%zu", i);
-        rv = wal__replay_segment(&r, name, ss->base + i, ss->buf[i],
-                                 ss->len[i], zero_from, i + 1 == ss->n, &end,
-                                 &dirty);
+        rv = wal__replay_segment(&r, name, ss->base + i, ss->buf[i], ss->len[i],
+                                 zero_from, i + 1 == ss->n, &end, &dirty);
         out->end[i] = end;
         out->dirty[i] = dirty;
         if (rv == 0) {
@@ -348,8 +355,8 @@ static void replay_check(struct segset *ss, int hint, struct outcome *out)
             size_t s;
             CHECK(l->seq >= ss->base && l->seq - ss->base < ss->n);
             s = (size_t)(l->seq - ss->base);
-            CHECK(wal__rec_decode(ss->buf[s], ss->len[s], l->off, &rec,
-                                  &why) == 0);
+            CHECK(wal__rec_decode(ss->buf[s], ss->len[s], l->off, &rec, &why) ==
+                  0);
             CHECK(rec.type == WAL_REC_ENTRY && rec.len == l->len);
             CHECK(wal__entry_decode(rec.payload, rec.len, &e) == 0);
             CHECK(e.index == r.first + k && e.term == l->term);
@@ -456,7 +463,10 @@ static int pack_seed(const char *waldir, const char *out)
     return rv;
 }
 
-static void append_n(struct wal *w, uint64_t lo, uint64_t hi, uint64_t term,
+static void append_n(struct wal *w,
+                     uint64_t lo,
+                     uint64_t hi,
+                     uint64_t term,
                      int with_hs)
 {
     uint8_t data[64];
@@ -493,14 +503,12 @@ static int generate(const char *dir)
                 break;
             case 3: /* snapshot marker and suffix truncation */
                 append_n(w, 1, 30, 1, 1);
-                CHECK(wal_save_snapshot(w, &(struct wal_snapshot){10, 1}) ==
-                      0);
+                CHECK(wal_save_snapshot(w, &(struct wal_snapshot){10, 1}) == 0);
                 append_n(w, 20, 40, 2, 1);
                 break;
             case 4: /* released prefix */
                 append_n(w, 1, 100, 1, 0);
-                CHECK(wal_save_snapshot(w, &(struct wal_snapshot){90, 1}) ==
-                      0);
+                CHECK(wal_save_snapshot(w, &(struct wal_snapshot){90, 1}) == 0);
                 CHECK(wal_release(w, 90) == 0);
                 break;
             case 5: /* hard state only */

@@ -34,7 +34,8 @@
 
 /* Fixture. */
 
-struct fx {
+struct fx
+{
     char *root;
     char *scratch; /* copies of the log (tmpfs when available) */
     char data[4096];
@@ -76,7 +77,8 @@ static int sanitized(void)
 /* What the test expects at each index: the term and length it appended.
  * Entry data is a function of (index, term, length). */
 #define MODEL_MAX 8192
-struct model {
+struct model
+{
     uint64_t term[MODEL_MAX];
     uint32_t len[MODEL_MAX];
 };
@@ -105,8 +107,12 @@ static struct wal *open_ok(struct fx *f, size_t segment_size)
 
 /* Append entries [lo, hi) with term and length len (len 0: vary with the
  * index) in one batch, optionally with hs, and record them in m. */
-static int append_range(struct wal *w, struct model *m, uint64_t lo,
-                        uint64_t hi, uint64_t term, size_t len,
+static int append_range(struct wal *w,
+                        struct model *m,
+                        uint64_t lo,
+                        uint64_t hi,
+                        uint64_t term,
+                        size_t len,
                         const struct wal_hard_state *hs)
 {
     size_t n = (size_t)(hi - lo), off = 0;
@@ -134,8 +140,12 @@ static int append_range(struct wal *w, struct model *m, uint64_t lo,
 }
 
 /* One batch per entry, each with hard state {term, 0, index}. */
-static void append_each(struct wal *w, struct model *m, uint64_t lo,
-                        uint64_t hi, uint64_t term, size_t len)
+static void append_each(struct wal *w,
+                        struct model *m,
+                        uint64_t lo,
+                        uint64_t hi,
+                        uint64_t term,
+                        size_t len)
 {
     for (uint64_t i = lo; i < hi; i++) {
         struct wal_hard_state hs = {term, 0, i};
@@ -143,7 +153,8 @@ static void append_each(struct wal *w, struct model *m, uint64_t lo,
     }
 }
 
-static void check_entry(const struct model *m, const struct wal_entry *e,
+static void check_entry(const struct model *m,
+                        const struct wal_entry *e,
                         uint64_t index)
 {
     uint8_t *want;
@@ -159,7 +170,9 @@ static void check_entry(const struct model *m, const struct wal_entry *e,
 }
 
 /* The log holds exactly the model's entries [lo, hi). */
-static void check_log(struct wal *w, const struct model *m, uint64_t lo,
+static void check_log(struct wal *w,
+                      const struct model *m,
+                      uint64_t lo,
                       uint64_t hi)
 {
     struct wal_entries es;
@@ -185,13 +198,16 @@ static void path_of(char *out, size_t len, const char *dir, const char *name)
 }
 
 /* Records of one segment file, as the tests see them. */
-struct recinfo {
+struct recinfo
+{
     size_t off, size;
     uint64_t batch;
     uint8_t type;
 };
 
-static size_t walk_records(const uint8_t *buf, size_t len, struct recinfo *out,
+static size_t walk_records(const uint8_t *buf,
+                           size_t len,
+                           struct recinfo *out,
                            size_t cap)
 {
     size_t off = 0, n = 0;
@@ -209,7 +225,9 @@ static size_t walk_records(const uint8_t *buf, size_t len, struct recinfo *out,
 }
 
 /* Copy f's data dir to <scratch>/<name> (member/wal only). */
-static void copy_data(struct fx *f, const char *name, char *data,
+static void copy_data(struct fx *f,
+                      const char *name,
+                      char *data,
                       size_t datalen)
 {
     char p[4096];
@@ -327,23 +345,20 @@ static void test_wal_record_rejects_damage(void **state)
     assert_int_equal(wal__rec_decode(rec, sizeof(rec), 0, &r, &why),
                      KEEL_ECORRUPT);
     memcpy(rec + WAL_REC_HDR, "hello", 5);
-    assert_int_equal(wal__rec_finish(rec, WAL_REC_ENTRY, WAL_REC_F_COMMIT, 9,
-                                     5),
-                     32);
+    assert_int_equal(
+        wal__rec_finish(rec, WAL_REC_ENTRY, WAL_REC_F_COMMIT, 9, 5), 32);
     assert_int_equal(wal__rec_decode(rec, 32, 0, &r, &why), 0);
     assert_int_equal(r.batch, 9);
     assert_int_equal(r.flags, WAL_REC_F_COMMIT);
     assert_int_equal(r.len, 5);
     for (size_t bit = 0; bit < 32 * 8; bit++) {
         rec[bit / 8] ^= (uint8_t)(1u << (bit % 8));
-        assert_int_equal(wal__rec_decode(rec, 32, 0, &r, &why),
-                         KEEL_ECORRUPT);
+        assert_int_equal(wal__rec_decode(rec, 32, 0, &r, &why), KEEL_ECORRUPT);
         assert_non_null(why);
         rec[bit / 8] ^= (uint8_t)(1u << (bit % 8));
     }
     for (size_t cut = 0; cut < 32; cut++) {
-        assert_int_equal(wal__rec_decode(rec, cut, 0, &r, &why),
-                         KEEL_ECORRUPT);
+        assert_int_equal(wal__rec_decode(rec, cut, 0, &r, &why), KEEL_ECORRUPT);
     }
 }
 
@@ -609,8 +624,8 @@ static void test_wal_torn_tail_every_offset(void **state)
             free(buf);
             rv = wal_open(copy, &o, &w, f->err, sizeof(f->err));
             if (rv != 0) {
-                fail_msg("cut %zu mode %d: %s: %s", cut, mode,
-                         keel_errname(rv), f->err);
+                fail_msg("cut %zu mode %d: %s: %s", cut, mode, keel_errname(rv),
+                         f->err);
             }
             check_log(w, m, 1, want_last + 1);
             assert_int_equal(wal_hard_state(w).commit, want_commit);
@@ -623,8 +638,7 @@ static void test_wal_torn_tail_every_offset(void **state)
             }
             wal_close(w);
             w = NULL;
-            assert_int_equal(wal_open(copy, &o, &w, f->err, sizeof(f->err)),
-                             0);
+            assert_int_equal(wal_open(copy, &o, &w, f->err, sizeof(f->err)), 0);
             check_log(w, m, 1, want_last + 2);
             assert_int_equal(wal_hard_state(w).commit, want_last + 1);
             wal_close(w);
@@ -695,7 +709,8 @@ static void test_wal_random_bit_flips(void **state)
     char names[64][64], copy[4096];
     uint8_t *files[64];
     size_t lens[64], nfiles, nrec = 0;
-    struct {
+    struct
+    {
         size_t file, off, size;
         uint64_t batch;
     } *all = calloc(4096, sizeof(*all));
@@ -772,8 +787,10 @@ static void test_wal_random_bit_flips(void **state)
             snprintf(next, sizeof(next), "%s: offset 0:",
                      all[r].file + 1 < nfiles ? names[all[r].file + 1] : "-");
             if (strstr(f->err, at) == NULL && strstr(f->err, next) == NULL) {
-                fail_msg("flip at %s+%zu: message does not name the record:"
-                         " %s", names[all[r].file], pos, f->err);
+                fail_msg(
+                    "flip at %s+%zu: message does not name the record:"
+                    " %s",
+                    names[all[r].file], pos, f->err);
             }
             assert_false(in_tail_space);
             corrupt++;
@@ -799,8 +816,10 @@ static void test_wal_random_bit_flips(void **state)
         }
         wal_close(w);
     }
-    print_message("bit flips: %d detected as corrupt, %d cut as torn tail, "
-                  "%d harmless\n", corrupt, cut, clean);
+    print_message(
+        "bit flips: %d detected as corrupt, %d cut as torn tail, "
+        "%d harmless\n",
+        corrupt, cut, clean);
     assert_true(corrupt > trials / 2);
     assert_true(cut > 0);
     for (size_t i = 0; i < nfiles; i++) {
@@ -932,14 +951,16 @@ static void test_wal_open_errors(void **state)
 
     /* Leftover of an interrupted segment creation: removed. Unrelated
      * files: ignored. */
-    path_of(p, sizeof(p), f->waldir, "0000000000000001-0000000000000001.wal.tmp");
+    path_of(p, sizeof(p), f->waldir,
+            "0000000000000001-0000000000000001.wal.tmp");
     assert_int_equal(wt_write_file(p, "x", 1), 0);
     path_of(p, sizeof(p), f->waldir, "README");
     assert_int_equal(wt_write_file(p, "x", 1), 0);
     w = open_ok(f, 4096);
     assert_int_equal(wal_segment_count(w), 1);
     wal_close(w);
-    path_of(p, sizeof(p), f->waldir, "0000000000000001-0000000000000001.wal.tmp");
+    path_of(p, sizeof(p), f->waldir,
+            "0000000000000001-0000000000000001.wal.tmp");
     assert_int_equal(access(p, F_OK), -1);
 
     /* A segment that is not one. */
@@ -950,8 +971,9 @@ static void test_wal_open_errors(void **state)
     assert_int_equal(wt_write_file(p, junk, sizeof(junk)), 0);
     assert_int_equal(wal_open(f->data, NULL, &w, f->err, sizeof(f->err)),
                      KEEL_ECORRUPT);
-    assert_non_null(strstr(f->err, "0000000000000001-0000000000000001.wal: "
-                                   "offset 0:"));
+    assert_non_null(strstr(f->err,
+                           "0000000000000001-0000000000000001.wal: "
+                           "offset 0:"));
     /* An empty one. */
     assert_int_equal(wt_write_file(p, junk, 0), 0);
     assert_int_equal(wal_open(f->data, NULL, &w, f->err, sizeof(f->err)),
@@ -1053,8 +1075,7 @@ static void test_wal_rollover_and_many_appends(void **state)
 
     append_each(w, m, 1, n + 1, 1, 0);
     assert_true(wal_segment_count(w) > 5);
-    assert_int_equal(wt_list_wal(f->waldir, names, 512),
-                     wal_segment_count(w));
+    assert_int_equal(wt_list_wal(f->waldir, names, 512), wal_segment_count(w));
     wal_close(w);
     w = open_ok(f, 16384);
     check_log(w, m, 1, n + 1);
@@ -1166,8 +1187,7 @@ static void test_wal_release(void **state)
     assert_int_equal(unlink(p), 0);
     {
         struct wal *w2 = NULL;
-        assert_int_equal(wal_open(copy, NULL, &w2, f->err, sizeof(f->err)),
-                         0);
+        assert_int_equal(wal_open(copy, NULL, &w2, f->err, sizeof(f->err)), 0);
         check_log(w2, m, 101, 201);
         wal_close(w2);
     }
@@ -1247,7 +1267,8 @@ static void test_wal_release_after_truncation(void **state)
 
 /* Tests: injected failures. */
 
-static struct {
+static struct
+{
     int kind; /* 0 pwrite, 1 fdatasync, 2 fallocate */
     int fail_at;
     int calls[3];
@@ -1320,12 +1341,10 @@ static int fault_round(struct fx *f, int kind, int fail_at, int partial)
         if (rv != 0) {
             struct wal_entries es;
             /* Never retried: the object refuses more work. */
-            assert_int_equal(append_range(w, NULL, acked + 1, acked + 2, 1,
-                                          10, NULL),
-                             rv);
-            assert_int_equal(wal_save_snapshot(
-                                 w, &(struct wal_snapshot){acked, 1}),
-                             rv);
+            assert_int_equal(
+                append_range(w, NULL, acked + 1, acked + 2, 1, 10, NULL), rv);
+            assert_int_equal(
+                wal_save_snapshot(w, &(struct wal_snapshot){acked, 1}), rv);
             assert_int_equal(wal_read(w, 1, 2, 0, &es), rv);
             wal_entries_free(&es);
             assert_string_not_equal(wal_errmsg(w), "");
@@ -1538,14 +1557,16 @@ static void test_wal_release_sync_failure(void **state)
  * subset of the queued 512-byte sectors reaches the file (reordered, torn
  * writes), the rest is lost, and the process "dies". */
 
-struct lazy_write {
+struct lazy_write
+{
     int fd;
     off_t off;
     size_t len;
     uint8_t *data;
 };
 
-static struct {
+static struct
+{
     struct lazy_write *v;
     size_t n, cap;
     int events, crash_at, crashed;
@@ -1553,8 +1574,8 @@ static struct {
 
 static void lazy_apply(size_t i)
 {
-    ssize_t k = pwrite(lazy.v[i].fd, lazy.v[i].data, lazy.v[i].len,
-                       lazy.v[i].off);
+    ssize_t k =
+        pwrite(lazy.v[i].fd, lazy.v[i].data, lazy.v[i].len, lazy.v[i].off);
     assert_int_equal(k, (ssize_t)lazy.v[i].len);
 }
 
@@ -1618,8 +1639,8 @@ static void lazy_crash(unsigned *seed)
                 sect = q->len - pos;
             }
             if (rand_r(seed) % 2) {
-                ssize_t k = pwrite(q->fd, q->data + pos, sect,
-                                   q->off + (off_t)pos);
+                ssize_t k =
+                    pwrite(q->fd, q->data + pos, sect, q->off + (off_t)pos);
                 /* EBADF: a segment being created, which the failed
                  * creation already deleted and closed. */
                 assert_true(k == (ssize_t)sect || errno == EBADF);
@@ -1634,7 +1655,8 @@ static void lazy_crash(unsigned *seed)
 static const struct wal_io lazy_io = {lazy_pwrite, lazy_fdatasync, NULL};
 
 /* The logical state of a log, as the records written so far make it. */
-struct lstate {
+struct lstate
+{
     struct wal_snapshot snap;
     struct wal_hard_state hs;
     uint64_t first, last;
@@ -1642,7 +1664,8 @@ struct lstate {
 };
 
 /* One record of the group being committed. */
-struct grec {
+struct grec
+{
     uint8_t type; /* WAL_REC_ENTRY, WAL_REC_STATE, WAL_REC_SNAPSHOT */
     uint64_t index, term;
     uint32_t len;
@@ -1763,8 +1786,8 @@ static int crash_round(struct fx *f, unsigned seed, int crash_at)
                 size_t off = 0, n;
                 int with_hs = rand_r(&seed) % 2;
                 if (rand_r(&seed) % 4 == 0 && st->last > st->snap.index + 1) {
-                    lo = st->last - rand_r(&seed) % (st->last -
-                                                     st->snap.index - 1);
+                    lo = st->last -
+                         rand_r(&seed) % (st->last - st->snap.index - 1);
                 }
                 hi = lo + 1 + rand_r(&seed) % 5;
                 n = (size_t)(hi - lo);
@@ -1775,8 +1798,8 @@ static int crash_round(struct fx *f, unsigned seed, int crash_at)
                     g->term = term;
                     g->len = (uint32_t)(1 + (i * 131 + term) % 700);
                     fill(scratch + off, g->len, i, term);
-                    e[i - lo] = (struct wal_entry){i, term, 0, scratch + off,
-                                                   g->len};
+                    e[i - lo] =
+                        (struct wal_entry){i, term, 0, scratch + off, g->len};
                     off += g->len;
                     lstate_apply(st, g);
                 }
@@ -1830,14 +1853,14 @@ static int crash_round(struct fx *f, unsigned seed, int crash_at)
         }
     }
     if (matched < 0) {
-        fail_msg("seed %u crash_at %d: reopened log (snapshot %llu, "
-                 "entries %llu..%llu, commit %llu) is not the acknowledged "
-                 "one plus a prefix of the %zu records in flight",
-                 seed0, crash_at,
-                 (unsigned long long)wal_snapshot(w).index,
-                 (unsigned long long)wal_first_index(w),
-                 (unsigned long long)wal_last_index(w),
-                 (unsigned long long)wal_hard_state(w).commit, ng);
+        fail_msg(
+            "seed %u crash_at %d: reopened log (snapshot %llu, "
+            "entries %llu..%llu, commit %llu) is not the acknowledged "
+            "one plus a prefix of the %zu records in flight",
+            seed0, crash_at, (unsigned long long)wal_snapshot(w).index,
+            (unsigned long long)wal_first_index(w),
+            (unsigned long long)wal_last_index(w),
+            (unsigned long long)wal_hard_state(w).commit, ng);
     }
     wal_close(w);
     free(group);
@@ -1870,14 +1893,14 @@ int main(void)
         cmocka_unit_test(test_wal_record_rejects_damage),
         cmocka_unit_test_setup_teardown(test_wal_fresh_append_reopen, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_wal_hard_state_persistence,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wal_hard_state_persistence, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_wal_append_rejects_bad_batches,
                                         setup, teardown),
-        cmocka_unit_test_setup_teardown(test_wal_read_limits_and_errors,
-                                        setup, teardown),
-        cmocka_unit_test_setup_teardown(test_wal_torn_tail_every_offset,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wal_read_limits_and_errors, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_wal_torn_tail_every_offset, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_wal_torn_batch_across_segments,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_wal_random_bit_flips, setup,
@@ -1885,8 +1908,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_wal_far_tail, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wal_lost_record_at_segment_end,
                                         setup, teardown),
-        cmocka_unit_test_setup_teardown(test_wal_open_errors, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_wal_open_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wal_large_entries, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_wal_rollover_and_many_appends,
@@ -1898,8 +1920,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_wal_release, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wal_release_after_truncation,
                                         setup, teardown),
-        cmocka_unit_test_setup_teardown(test_wal_failed_io_keeps_acked,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wal_failed_io_keeps_acked, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_wal_open_cut_fails, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_wal_write_then_sync, setup,

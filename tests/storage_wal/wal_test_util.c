@@ -46,7 +46,9 @@ char *wt_mkdtemp_fast(void)
     return wt_mkdtemp();
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag,
+static int rm_one(const char *path,
+                  const struct stat *st,
+                  int flag,
                   struct FTW *ftw)
 {
     (void)st;
