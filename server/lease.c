@@ -8,7 +8,7 @@
  *     Proposed through raft; a taken id fails at apply ("lease already
  *     exists").
  *   LeaseRevoke: proposed; unknown lease -> "requested lease not found".
- *   LeaseKeepAlive (bidi): each request is answered {ID, TTL} after a
+ *   LeaseKeepAlive (bidi): each request is answered {ID, TTL}, in order, after a
  *     ReadIndex barrier (this member still leads and has applied
  *     everything), by the primary lessor; an unknown or expired lease gets
  *     TTL 0 (etcd: ErrLeaseNotFound -> ttl 0). The header is filled before
@@ -240,23 +240,40 @@ static void leases_start(struct grpc_call *call, const ProtobufCMessage *msg,
 
 /* ---- KeepAlive (bidi stream) -------------------------------------------- */
 
-/* One stream. Requests wait for a ReadIndex barrier each; their callbacks
- * may come after the call is finished (cancel, error), so the stream lives
- * until the call is finished and no request is pending. */
+/* One stream. Requests are answered in order: each waits in a FIFO for a
+ * ReadIndex barrier issued after it arrived; one barrier per stream is in
+ * flight at a time and answers every request queued when it was issued.
+ * The barrier's callback may come after the call is finished (cancel,
+ * error), so the stream lives until the call is finished and no barrier is
+ * in flight. */
+struct ka_req
+{
+    int64_t id;
+    Etcdserverpb__ResponseHeader hdr; /* filled before the renewal */
+    struct ka_req *next;
+};
+
 struct ka_stream
 {
     struct keel_server *s;
     struct grpc_call *call; /* NULL once finished */
-    size_t pending;
+    struct ka_req *head, **tail;
+    size_t queued;
+    size_t covered; /* requests the in-flight barrier answers */
+    bool barrier;   /* a ReadIndex round is in flight */
     bool half_closed;
 };
 
-struct ka_req
+static void ka_drop_queue(struct ka_stream *st)
 {
-    struct ka_stream *st;
-    int64_t id;
-    Etcdserverpb__ResponseHeader hdr; /* filled before the renewal */
-};
+    while (st->head != NULL) {
+        struct ka_req *r = st->head;
+        st->head = r->next;
+        free(r);
+    }
+    st->tail = &st->head;
+    st->queued = 0;
+}
 
 static void ka_finish(struct ka_stream *st, int rv)
 {
@@ -265,44 +282,78 @@ static void ka_finish(struct ka_stream *st, int rv)
         st->call = NULL;
         grpc_call_finish(c, rv);
     }
+    ka_drop_queue(st);
 }
 
 static void ka_maybe_free(struct ka_stream *st)
 {
-    if (st->call == NULL && st->pending == 0) {
+    if (st->call == NULL && !st->barrier) {
+        ka_drop_queue(st);
         free(st);
     }
 }
 
+static void ka_after_read_index(void *arg, int rv);
+
+static void ka_issue_barrier(struct ka_stream *st)
+{
+    if (st->barrier || st->queued == 0 || st->call == NULL) {
+        return;
+    }
+    int rv = node_read_index(server_node(st->s), ka_after_read_index, st);
+    if (rv != 0) {
+        ka_finish(st, rv);
+        return;
+    }
+    st->barrier = true;
+    st->covered = st->queued;
+}
+
+static void ka_answer(struct ka_stream *st, struct ka_req *r)
+{
+    int64_t ttl = 0;
+    int rv = lessor_renew(server_lessor(st->s), r->id, &ttl);
+    if (rv == KEEL_ELEASENOTFOUND) {
+        rv = 0; /* etcd: answered with TTL 0 */
+        ttl = 0;
+    }
+    if (rv != 0) {
+        ka_finish(st, rv);
+        return;
+    }
+    Etcdserverpb__LeaseKeepAliveResponse resp =
+        ETCDSERVERPB__LEASE_KEEP_ALIVE_RESPONSE__INIT;
+    resp.header = &r->hdr;
+    resp.id = r->id;
+    resp.ttl = ttl;
+    grpc_call_send(st->call, &resp.base);
+}
+
 static void ka_after_read_index(void *arg, int rv)
 {
-    struct ka_req *r = arg;
-    struct ka_stream *st = r->st;
-    st->pending--;
-    if (st->call != NULL) {
-        int64_t ttl = 0;
-        if (rv == 0) {
-            rv = lessor_renew(server_lessor(st->s), r->id, &ttl);
-            if (rv == KEEL_ELEASENOTFOUND) {
-                rv = 0; /* etcd: answered with TTL 0 */
-                ttl = 0;
-            }
+    struct ka_stream *st = arg;
+    st->barrier = false;
+    if (rv != 0) {
+        ka_finish(st, rv);
+    }
+    for (size_t i = 0; i < st->covered && st->call != NULL; i++) {
+        struct ka_req *r = st->head;
+        st->head = r->next;
+        if (st->head == NULL) {
+            st->tail = &st->head;
         }
-        if (rv != 0) {
-            ka_finish(st, rv);
-        } else {
-            Etcdserverpb__LeaseKeepAliveResponse resp =
-                ETCDSERVERPB__LEASE_KEEP_ALIVE_RESPONSE__INIT;
-            resp.header = &r->hdr;
-            resp.id = r->id;
-            resp.ttl = ttl;
-            grpc_call_send(st->call, &resp.base);
-            if (st->half_closed && st->pending == 0) {
-                ka_finish(st, 0);
-            }
+        st->queued--;
+        ka_answer(st, r);
+        free(r);
+    }
+    st->covered = 0;
+    if (st->call != NULL) {
+        if (st->queued > 0) {
+            ka_issue_barrier(st);
+        } else if (st->half_closed) {
+            ka_finish(st, 0);
         }
     }
-    free(r);
     ka_maybe_free(st);
 }
 
@@ -317,6 +368,7 @@ static void ka_start(struct grpc_call *call, const ProtobufCMessage *msg,
     }
     st->s = data;
     st->call = call;
+    st->tail = &st->head;
     grpc_call_set_data(call, st);
 }
 
@@ -338,18 +390,14 @@ static void ka_message(struct grpc_call *call, const ProtobufCMessage *msg,
         ka_maybe_free(st);
         return;
     }
-    r->st = st;
     r->id = req->id;
     etcdserverpb__response_header__init(&r->hdr);
     server_header(st->s, &r->hdr, NULL, current_revision(st->s));
-    int rv = node_read_index(server_node(st->s), ka_after_read_index, r);
-    if (rv != 0) {
-        free(r);
-        ka_finish(st, rv);
-        ka_maybe_free(st);
-        return;
-    }
-    st->pending++;
+    *st->tail = r;
+    st->tail = &r->next;
+    st->queued++;
+    ka_issue_barrier(st);
+    ka_maybe_free(st);
 }
 
 static void ka_half_close(struct grpc_call *call, void *data)
@@ -360,7 +408,7 @@ static void ka_half_close(struct grpc_call *call, void *data)
         return;
     }
     st->half_closed = true;
-    if (st->pending == 0) {
+    if (st->queued == 0 && !st->barrier) {
         ka_finish(st, 0);
         ka_maybe_free(st);
     }
