@@ -539,6 +539,15 @@ int wal__replay_segment(struct wal__replay *r,
     /* The header was synced before the file got its name, so it is never
      * torn: a bad one is corruption, also in the last segment. */
     if (wal__rec_decode(buf, len, 0, &rec, &why) != 0) {
+        /* etcd names its segments as we do; each starts with a frame length
+         * and a walpb.Record{type: crcType (4), crc} (etcd wal/encoder.go).
+         * Say so rather than just "corrupt". */
+        if (len >= 11 && buf[8] == 0x08 && buf[9] == 0x04 && buf[10] == 0x10) {
+            return corrupt(r,
+                           "%s: offset 0: this is an etcd WAL segment, not a "
+                           "keel one: keel does not replay etcd's WAL",
+                           name);
+        }
         return corrupt(r, "%s: offset 0: bad segment header: %s", name, why);
     }
     if (rec.type != WAL_REC_SEGMENT || rec.len != WAL_SEG_HDR_PAYLOAD ||

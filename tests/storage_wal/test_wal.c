@@ -974,6 +974,15 @@ static void test_wal_open_errors(void **state)
     assert_non_null(strstr(f->err,
                            "0000000000000001-0000000000000001.wal: "
                            "offset 0:"));
+    /* etcd's own WAL (same file names, same member/wal directory): a
+     * frame length, then walpb.Record{type: crcType, crc: 0}. */
+    {
+        uint8_t etcd[4096] = {4, 0, 0, 0, 0, 0, 0, 0x84, 0x08, 0x04, 0x10, 0};
+        assert_int_equal(wt_write_file(p, etcd, sizeof(etcd)), 0);
+        assert_int_equal(wal_open(f->data, NULL, &w, f->err, sizeof(f->err)),
+                         KEEL_ECORRUPT);
+        assert_non_null(strstr(f->err, "etcd WAL"));
+    }
     /* An empty one. */
     assert_int_equal(wt_write_file(p, junk, 0), 0);
     assert_int_equal(wal_open(f->data, NULL, &w, f->err, sizeof(f->err)),
