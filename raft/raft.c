@@ -151,6 +151,10 @@ struct raft {
 
     bool ready_out; /* a Ready is outstanding */
     struct raft_ready rd;
+    /* The Ready's arrays, kept with their capacity from one Ready to the
+     * next so a steady stream of Readys allocates nothing for them. */
+    struct raft__ents rd_ents, rd_committed;
+    struct msg_vec rd_msgs, rd_after, spare_msgs, spare_after;
 };
 
 static int step_internal(struct raft *r, const struct raft_message *m);
@@ -1835,25 +1839,29 @@ int raft_new(const struct raft_config *c, struct raft **out)
     return 0;
 }
 
+/* Releases what v's messages hold and empties it, keeping its array. */
+static void msg_vec_clear(const struct raft_heap *h, struct msg_vec *v)
+{
+    size_t i;
+    for (i = 0; i < v->n; i++) {
+        msg_release(h, &v->m[i]);
+    }
+    v->n = 0;
+}
+
 static void ready_release(struct raft *r, struct raft_ready *rd)
 {
     size_t i;
-    for (i = 0; i < rd->n_entries; i++) {
-        raft_buf_unref(rd->entries[i].data);
-    }
-    raft__free(r->heap, rd->entries);
-    for (i = 0; i < rd->n_committed; i++) {
-        raft_buf_unref(rd->committed[i].data);
-    }
-    raft__free(r->heap, rd->committed);
-    for (i = 0; i < rd->n_msgs; i++) {
-        msg_release(r->heap, &rd->msgs[i]);
-    }
-    raft__free(r->heap, rd->msgs);
-    for (i = 0; i < rd->n_msgs_after_persist; i++) {
-        msg_release(r->heap, &rd->msgs_after_persist[i]);
-    }
-    raft__free(r->heap, rd->msgs_after_persist);
+    raft__ents_truncate(&r->rd_ents, 0);
+    raft__ents_truncate(&r->rd_committed, 0);
+    msg_vec_clear(r->heap, &r->rd_msgs);
+    msg_vec_free(r->heap, &r->spare_msgs);
+    r->spare_msgs = r->rd_msgs;
+    memset(&r->rd_msgs, 0, sizeof(r->rd_msgs));
+    msg_vec_clear(r->heap, &r->rd_after);
+    msg_vec_free(r->heap, &r->spare_after);
+    r->spare_after = r->rd_after;
+    memset(&r->rd_after, 0, sizeof(r->rd_after));
     for (i = 0; i < rd->n_read_states; i++) {
         raft_buf_unref(rd->read_states[i].context);
     }
@@ -1887,6 +1895,10 @@ void raft_free(struct raft *r)
     raft__free(r->heap, r->read_states);
     msg_vec_free(r->heap, &r->msgs);
     msg_vec_free(r->heap, &r->msgs_after);
+    msg_vec_free(r->heap, &r->spare_msgs);
+    msg_vec_free(r->heap, &r->spare_after);
+    raft__ents_free(r->heap, &r->rd_ents);
+    raft__ents_free(r->heap, &r->rd_committed);
     r->heap->free(r->heap->ctx, r);
 }
 
@@ -2146,14 +2158,17 @@ struct raft_ready *raft_ready(struct raft *r)
         rd->snapshot = r->log.snap;
         raft_buf_ref(rd->snapshot.data);
     }
-    rd->entries = copy_entries(r->heap, r->log.unstable.e, r->log.unstable.n);
-    rd->n_entries = r->log.unstable.n;
+    for (i = 0; i < r->log.unstable.n; i++) {
+        raft__ents_push(r->heap, &r->rd_ents, &r->log.unstable.e[i]);
+    }
+    rd->entries = r->rd_ents.e;
+    rd->n_entries = r->rd_ents.n;
     hi = raft__log_max_apply(&r->log);
     if (hi > r->log.applied) {
-        struct raft__ents es = {0};
-        raft__log_slice(&r->log, r->log.applied + 1, hi + 1, UINT64_MAX, &es);
-        rd->committed = es.e;
-        rd->n_committed = es.n;
+        raft__log_slice(&r->log, r->log.applied + 1, hi + 1, UINT64_MAX,
+                        &r->rd_committed);
+        rd->committed = r->rd_committed.e;
+        rd->n_committed = r->rd_committed.n;
     }
     /* Leader traffic may go before the persist, unless this Ready changes
      * the term or vote: then every message waits (a single voter can win
@@ -2165,12 +2180,16 @@ struct raft_ready *raft_ready(struct raft *r)
         }
         r->msgs.n = 0;
     }
-    rd->msgs = r->msgs.m;
-    rd->n_msgs = r->msgs.n;
-    memset(&r->msgs, 0, sizeof(r->msgs));
-    rd->msgs_after_persist = r->msgs_after.m;
-    rd->n_msgs_after_persist = r->msgs_after.n;
-    memset(&r->msgs_after, 0, sizeof(r->msgs_after));
+    r->rd_msgs = r->msgs;
+    r->msgs = r->spare_msgs;
+    memset(&r->spare_msgs, 0, sizeof(r->spare_msgs));
+    rd->msgs = r->rd_msgs.m;
+    rd->n_msgs = r->rd_msgs.n;
+    r->rd_after = r->msgs_after;
+    r->msgs_after = r->spare_after;
+    memset(&r->spare_after, 0, sizeof(r->spare_after));
+    rd->msgs_after_persist = r->rd_after.m;
+    rd->n_msgs_after_persist = r->rd_after.n;
     rd->read_states = r->read_states;
     rd->n_read_states = r->n_read_states;
     r->read_states = NULL;
