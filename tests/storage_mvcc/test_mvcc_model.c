@@ -608,6 +608,22 @@ static void op_range(struct env *e, struct mvcc_write *w)
     random_range(e, &q);
     if (w != NULL) {
         rc = mvcc_write_range(w, &q, &e->a, &r);
+    } else if (rn(3) == 0) {
+        /* the same read as a read-only txn served from a read txn */
+        Etcdserverpb__TxnRequest t = ETCDSERVERPB__TXN_REQUEST__INIT;
+        Etcdserverpb__RequestOp op = ETCDSERVERPB__REQUEST_OP__INIT, *opp = &op;
+        Etcdserverpb__TxnResponse *tr = NULL;
+        op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE;
+        op.request_range = &q;
+        t.n_success = 1;
+        t.success = &opp;
+        rc = mvcc_txn_read(e->s, &t, &e->a, &tr);
+        if (rc == 0) {
+            assert_true(tr->succeeded);
+            assert_int_equal(tr->header->revision, e->m.rev);
+            assert_int_equal(tr->n_responses, 1);
+            r = tr->responses[0]->response_range;
+        }
     } else {
         rc = mvcc_range(e->s, &q, &e->a, &r);
     }
