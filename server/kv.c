@@ -18,6 +18,7 @@
 #include "grpc.h"
 #include "keel_err.h"
 #include "keelpb/request.pb-c.h"
+#include "metrics.h"
 #include "mvcc.h"
 #include "node.h"
 #include "server.h"
@@ -161,6 +162,7 @@ static void range_now(struct kv_call *k)
     int rv = mvcc_range(node_store(server_node(k->s)),
                         (const Etcdserverpb__RangeRequest *)k->req,
                         grpc_call_arena(k->call), &resp);
+    metrics_count_range(); /* etcd counts failed ranges too */
     if (rv != 0) {
         grpc_call_fail(k->call, rv);
         return;
@@ -178,6 +180,7 @@ static void txn_read_now(struct kv_call *k)
         grpc_call_fail(k->call, rv);
         return;
     }
+    metrics_count_txn_read((const Etcdserverpb__TxnRequest *)k->req, resp);
     server_reply(k->s, k->call, &resp->base, 0);
 }
 

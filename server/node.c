@@ -37,6 +37,7 @@
 
 #include "keel_err.h"
 #include "log.h"
+#include "metrics.h"
 #include "mvcc.h"
 #include "raft.h"
 #include "wal.h"
@@ -120,6 +121,7 @@ struct node
     bool compact_pending;    /* physical compaction to continue on ticks */
     struct keel_arena scratch; /* apply of entries nobody here waits for */
     uint64_t promoted_term;    /* on_leader(true) told for this term; 0 */
+    uint64_t seen_lead;        /* leader last seen, for /metrics */
 };
 
 static void fatal(const char *what, int rv, const char *detail)
@@ -448,6 +450,8 @@ static void on_tick(uv_timer_t *t)
         }
         *pp = p->next;
         raft_buf_unref(p->buf);
+        metrics_core.proposals_pending--;
+        metrics_core.proposals_failed++;
         p->w->cb(p->w->arg, KEEL_ETIMEOUT, NULL);
         free(p->w);
         free(p);
@@ -475,8 +479,10 @@ static void persist_work(uv_work_t *w)
     struct wal_hard_state hs = {.term = rd->hard_state.term,
                                 .vote = rd->hard_state.vote,
                                 .commit = rd->hard_state.commit};
+    double t0 = metrics_now();
     j->rv = wal_append(j->n->wal, j->ents, rd->n_entries,
                        rd->has_hard_state ? &hs : NULL);
+    metrics_histogram_observe(&metrics_core.wal_fsync, metrics_now() - t0);
 }
 
 static void after_persist(struct node *n, struct raft_ready *rd);
@@ -772,11 +778,22 @@ static void leader_applied_own_entry(struct node *n, uint64_t term)
 /* on_leader(false) once the leadership told to on_leader(true) is gone. */
 static void leader_check(struct node *n)
 {
-    if (n->promoted_term == 0 || n->raft == NULL) {
+    if (n->raft == NULL) {
         return;
     }
     struct raft_status st;
     raft_status(n->raft, &st);
+    /* etcd counts a change to a known leader other than the last one
+     * (etcdserver/raft.go, leaderChanges). */
+    if (st.lead != 0 && st.lead != n->seen_lead) {
+        metrics_core.leader_changes++;
+    }
+    if (st.lead != 0) {
+        n->seen_lead = st.lead;
+    }
+    if (n->promoted_term == 0) {
+        return;
+    }
     if (st.state == RAFT_LEADER && st.hs.term == n->promoted_term) {
         return;
     }
@@ -844,8 +861,13 @@ static void apply_committed(struct node *n, struct raft_ready *rd)
                 n->opts.on_applied(n->opts.on_applied_arg, req, res[i].resp);
             }
         }
+        metrics_count_applied(req, res[i].resp, res[i].rv, res[i].events,
+                              res[i].n_events);
     }
+    double t0 = metrics_now();
     rv = mvcc_write_commit(w, last_index, last_term);
+    metrics_histogram_observe(&metrics_core.backend_commit,
+                              metrics_now() - t0);
     if (rv != 0) {
         fatal("commit apply batch", rv, mvcc_errmsg(n->mvcc));
     }
@@ -864,6 +886,7 @@ static void apply_committed(struct node *n, struct raft_ready *rd)
     for (size_t i = 0; i < rd->n_committed; i++) {
         struct waiter *wt = res[i].waiter;
         if (wt != NULL) {
+            metrics_core.proposals_pending--;
             wt->cb(wt->arg, res[i].rv, res[i].rv == 0 ? res[i].resp : NULL);
             free(wt);
         }
@@ -981,6 +1004,7 @@ int node_propose(struct node *n, Keelpb__Request *req, struct keel_arena *arena,
     p->deadline_ms = uv_now(n->loop) + request_timeout_ms(n);
     *n->pending_tail = p;
     n->pending_tail = &p->next;
+    metrics_core.proposals_pending++;
     propose_pending(n);
     return 0;
 }
@@ -1004,6 +1028,8 @@ static void propose_pending(struct node *n)
         struct waiter *w = p->w;
         free(p);
         if (rv != 0) {
+            metrics_core.proposals_pending--;
+            metrics_core.proposals_failed++;
             w->cb(w->arg, rv == RAFT_ENOMEM ? KEEL_ENOMEM : KEEL_EINVAL, NULL);
             free(w);
             continue;
@@ -1055,6 +1081,7 @@ static void fail_all(struct node *n)
         struct pending *p = n->pending;
         n->pending = p->next;
         raft_buf_unref(p->buf);
+        metrics_core.proposals_pending--;
         p->w->cb(p->w->arg, KEEL_ESTOPPED, NULL);
         free(p->w);
         free(p);
@@ -1064,6 +1091,7 @@ static void fail_all(struct node *n)
         while (n->waiters[b] != NULL) {
             struct waiter *w = n->waiters[b];
             n->waiters[b] = w->next;
+            metrics_core.proposals_pending--;
             w->cb(w->arg, KEEL_ESTOPPED, NULL);
             free(w);
         }
