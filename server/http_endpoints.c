@@ -5,6 +5,9 @@
  *   GET /health  -> {"health":"true"} (200) once there is a leader and a
  *                   linearizable read barrier completes within 1 s, else
  *                   {"health":"false"} (503).
+ *   GET /metrics -> Prometheus text (server/metrics.c)
+ * The --listen-metrics-urls listeners serve /metrics and /health only, as
+ * etcd's (etcdhttp.HandleMetricsHealth).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +15,7 @@
 
 #include "config.h"
 #include "keel_err.h"
+#include "metrics.h"
 #include "node.h"
 #include "router.h"
 #include "server.h"
@@ -48,6 +52,11 @@ static void health_answer(struct health_check *h, int ok)
         return;
     }
     h->answered = 1;
+    if (ok) {
+        metrics_core.health_success++;
+    } else {
+        metrics_core.health_failures++;
+    }
     static const char yes[] = "{\"health\":\"true\"}";
     static const char no[] = "{\"health\":\"false\"}";
     if (ok) {
@@ -92,6 +101,7 @@ static void health_handler(struct router_req *req, void *data)
     struct health_check *h = calloc(1, sizeof *h);
     if (h == NULL || st.leader == 0) {
         free(h);
+        metrics_core.health_failures++;
         static const char no[] = "{\"health\":\"false\"}";
         router_respond(req, 503, "application/json", no, sizeof no - 1);
         return;
@@ -115,6 +125,20 @@ int http_endpoints_register(struct keel_server *s, struct router *r)
     int rv = router_add(r, "GET", "/version", version_handler, s);
     if (rv == 0) {
         rv = router_add(r, "GET", "/health", health_handler, s);
+    }
+    if (rv == 0) {
+        rv = router_add(r, "GET", "/metrics", metrics_http_handler,
+                        server_metrics(s));
+    }
+    return rv;
+}
+
+int http_endpoints_register_metrics(struct keel_server *s, struct router *r)
+{
+    int rv = router_add(r, "GET", "/health", health_handler, s);
+    if (rv == 0) {
+        rv = router_add(r, "GET", "/metrics", metrics_http_handler,
+                        server_metrics(s));
     }
     return rv;
 }

@@ -31,6 +31,7 @@
 #include "lessor.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "node.h"
 #include "router.h"
 
@@ -46,7 +47,9 @@ struct keel_server
     struct lessor *lessor;
     struct grpc_server *grpc;
     struct router *router;
-    struct listener *listeners;
+    struct metrics_registry *metrics;
+    struct router *metrics_router; /* --listen-metrics-urls */
+    struct listener *listeners; /* client listeners, then metrics ones */
     size_t n_listeners;
     size_t listeners_open;
     char *initial_cluster; /* parsed copy: owns the peer_urls strings */
@@ -309,6 +312,11 @@ struct grpc_server *server_grpc(struct keel_server *s)
     return s->grpc;
 }
 
+struct metrics_registry *server_metrics(struct keel_server *s)
+{
+    return s->metrics;
+}
+
 uint64_t server_max_txn_ops(const struct keel_server *s)
 {
     return s->cfg->max_txn_ops;
@@ -403,6 +411,10 @@ static void server_free(struct keel_server *s)
     if (s->router != NULL) {
         router_free(s->router);
     }
+    if (s->metrics_router != NULL) {
+        router_free(s->metrics_router);
+    }
+    metrics_registry_free(s->metrics);
     free(s->listeners);
     free(s->peer_urls);
     free(s->initial_cluster);
@@ -657,11 +669,17 @@ int server_start(uv_loop_t *loop, const struct keel_config *cfg,
 
     s->grpc = grpc_server_new();
     s->router = router_new();
-    if (s->grpc == NULL || s->router == NULL) {
+    s->metrics = metrics_registry_new();
+    s->metrics_router = router_new();
+    if (s->grpc == NULL || s->router == NULL || s->metrics == NULL ||
+        s->metrics_router == NULL) {
         rv = KEEL_ENOMEM;
         goto err_node;
     }
-    if ((rv = kv_register(s, s->grpc)) != 0 ||
+    if ((rv = metrics_register_server(s->metrics, s, s->grpc,
+                                      cfg->quota_backend_bytes)) != 0 ||
+        (rv = http_endpoints_register_metrics(s, s->metrics_router)) != 0 ||
+        (rv = kv_register(s, s->grpc)) != 0 ||
         (rv = maintenance_register(s, s->grpc)) != 0 ||
         (rv = cluster_register(s, s->grpc)) != 0 ||
         (rv = lease_register(s, s->grpc)) != 0 ||
@@ -680,8 +698,9 @@ int server_start(uv_loop_t *loop, const struct keel_config *cfg,
     if (cfg->max_concurrent_streams > 0) {
         limits.max_concurrent_streams = cfg->max_concurrent_streams;
     }
-    s->listeners = calloc(cfg->listen_client_urls.n, sizeof *s->listeners);
-    if (s->listeners == NULL && cfg->listen_client_urls.n > 0) {
+    size_t n_urls = cfg->listen_client_urls.n + cfg->listen_metrics_urls.n;
+    s->listeners = calloc(n_urls, sizeof *s->listeners);
+    if (s->listeners == NULL && n_urls > 0) {
         rv = KEEL_ENOMEM;
         goto err_node;
     }
@@ -706,6 +725,19 @@ int server_start(uv_loop_t *loop, const struct keel_config *cfg,
                        "strongly discouraged!",
                        cu->host, cu->port);
         }
+    }
+    /* etcd: serveMetrics, /metrics and /health only, no gRPC. */
+    for (size_t i = 0; i < cfg->listen_metrics_urls.n; i++) {
+        const char *url = cfg->listen_metrics_urls.v[i].str;
+        struct listener *l = &s->listeners[s->n_listeners];
+        rv = listener_init(l, loop, url, NULL, s->metrics_router, &limits);
+        if (rv != 0) {
+            snprintf(errmsg, errlen, "listen tcp %s: %s", url, l->errmsg);
+            goto err_listeners;
+        }
+        l->data = s;
+        s->n_listeners++;
+        log_info("embed", "listening for metrics on %s", url);
     }
     s->listeners_open = s->n_listeners;
     keel_arena_init(&s->publish_arena, 0);

@@ -55,6 +55,9 @@ struct lessor *server_lessor(struct keel_server *s);
 uv_loop_t *server_loop(struct keel_server *s);
 /* The gRPC registry (the JSON gateway calls the services through it). */
 struct grpc_server *server_grpc(struct keel_server *s);
+/* The metrics registry behind GET /metrics (server/metrics.h). */
+struct metrics_registry;
+struct metrics_registry *server_metrics(struct keel_server *s);
 uint64_t server_max_txn_ops(const struct keel_server *s);
 
 /* Fill cluster_id, member_id and raft_term of *hdr, allocating it in a
@@ -88,6 +91,8 @@ int maintenance_register(struct keel_server *s, struct grpc_server *g);
 int cluster_register(struct keel_server *s, struct grpc_server *g);
 int lease_register(struct keel_server *s, struct grpc_server *g);
 int http_endpoints_register(struct keel_server *s, struct router *r);
+/* /metrics and /health, for the --listen-metrics-urls listeners. */
+int http_endpoints_register_metrics(struct keel_server *s, struct router *r);
 /* The /v3 JSON gateway (server/gateway.c): routes on r that answer through
  * server_grpc(s); register after the gRPC services. */
 int gateway_register(struct keel_server *s, struct router *r);
