@@ -220,6 +220,7 @@ class Gen:
                 keys.append(s.encode())
         long_prefix = b"b" + b"x" * 449
         keys += [long_prefix + bytes([c]) for c in b"\x00aAz"] + [b"b" + b"x" * 399]
+        keys += [b"b" + b"x" * 20000 + b"q", b"c" + b"\xff" * 100000]
         self.keys = keys
         self.rev = 1
         self.compact = 0
@@ -244,7 +245,8 @@ class Gen:
         elif c == 3:
             p = k[:self.r.randrange(1, min(len(k), 3) + 1)]
             d["key"] = b64(p)
-            d["range_end"] = b64(p[:-1] + bytes([p[-1] + 1]))
+            e = p.rstrip(b"\xff")  # etcd's GetPrefixRangeEnd
+            d["range_end"] = b64(e[:-1] + bytes([e[-1] + 1]) if e else b"\x00")
 
     def value(self):
         return b64(bytes(self.r.choice(b"0123") for _ in range(self.r.randrange(5))))
