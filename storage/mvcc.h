@@ -49,8 +49,9 @@
 struct mvcc_store;
 struct mvcc_write;
 
-/* etcd: defaultCompactBatchLimit... storage default map size: 8 GiB sparse.
- * The quota (--quota-backend-bytes) is enforced by the server, below this. */
+/* Default LMDB map size: 8 GiB, sparse (only written pages take disk). The
+ * quota (--quota-backend-bytes, etcd's default 2 GiB) is enforced by the
+ * server below this; running into the map size gives KEEL_ENOSPACE. */
 #define MVCC_DEFAULT_MAP_SIZE ((size_t)8 << 30)
 
 struct mvcc_options
