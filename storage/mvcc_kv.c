@@ -317,8 +317,9 @@ static ProtobufCBinaryData dup_bytes(struct mvcc_ctx *c,
     return b;
 }
 
-/* Put key/value/lease (validated). Fills *prev with the previous live kv
- * when want_prev. Returns the new revision's main. */
+/* Put key/value/lease (validated) at the ctx's next sub revision. `old` is
+ * the key's index record (NULL: never seen), `oldkv` its live kv or NULL
+ * (for the event's prev_kv). */
 static int do_put(struct mvcc_ctx *c,
                   const ProtobufCBinaryData *key,
                   const ProtobufCBinaryData *value,
