@@ -794,9 +794,11 @@ static int send_resp(struct watch_stream *s, Etcdserverpb__WatchResponse *r,
     }
     r->header = NULL;
     if (rv < 0) {
+        /* the transport gave up on the stream (whatever its reason: callers
+         * must not take a transport KEEL_ENOMEM for the hub's own) */
         s->dead = true;
         ready_update(s);
-        return rv;
+        return KEEL_ECANCELED;
     }
     h->st.responses_sent++;
     h->st.events_sent += r->n_events;
@@ -1340,6 +1342,18 @@ size_t watch_stream_unsynced(const struct watch_stream *s)
 bool watch_stream_writable(const struct watch_stream *s)
 {
     return s->writable && !s->dead;
+}
+
+int64_t watch_stream_lag(const struct watch_stream *s)
+{
+    int64_t lag = 0;
+    for (const struct watch_watcher *w = s->unsynced.head; w; w = w->g_next) {
+        int64_t l = s->hub->rev - (w->next_rev - 1);
+        if (l > lag) {
+            lag = l;
+        }
+    }
+    return lag;
 }
 
 int64_t watch_hub_revision(const struct watch_hub *h)

@@ -277,5 +277,8 @@ int watch_hub_check(const struct watch_hub *h);
 size_t watch_stream_watchers(const struct watch_stream *s);
 size_t watch_stream_unsynced(const struct watch_stream *s);
 bool watch_stream_writable(const struct watch_stream *s);
+/* How many revisions the stream's furthest-behind watcher lags the hub (0
+ * when all are synced): the "slowest watchers" of /debug. O(unsynced). */
+int64_t watch_stream_lag(const struct watch_stream *s);
 
 #endif /* KEEL_WATCH_HUB_H */

@@ -1464,6 +1464,9 @@ static void test_watch_slow_stream_catches_up(void **state)
     /* ticks do nothing for a full stream */
     fx_tick(&f, 10);
     assert_int_equal(slow->n, 2);
+    /* revisions 2..51 written, it got 2 only */
+    assert_int_equal(watch_stream_lag(slow->s), 49);
+    assert_int_equal(watch_stream_lag(fast->s), 0);
     /* drained: batches of at most 7 revisions; writes keep arriving */
     slow->limit = 0;
     fs_drain(slow);
@@ -1475,8 +1478,10 @@ static void test_watch_slow_stream_catches_up(void **state)
     /* the header never claims more than what was sent */
     assert_int_equal(r->header->revision, r->events[6]->kv->mod_revision);
     msg_free(r);
+    assert_int_equal(watch_stream_lag(slow->s), 0); /* 7 batches, 1 tick */
     fx_put(&f, "k1", "during");
     fx_settle(&f);
+    assert_int_equal(watch_stream_lag(slow->s), 0);
     fx_put(&f, "k2", "after");
     validate(&f, slow, true, &(struct vstats){0});
     validate(&f, fast, true, &(struct vstats){0});
