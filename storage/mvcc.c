@@ -481,6 +481,12 @@ int mvcc_sync(struct mvcc_store *s)
     return rc != 0 ? mvcc__mdb_err(s, rc, "sync: mdb_env_sync") : 0;
 }
 
+int mvcc_copy_fd(struct mvcc_store *s, int fd, int compact)
+{
+    int rc = mdb_env_copyfd2(s->env, fd, compact ? MDB_CP_COMPACT : 0);
+    return rc != 0 ? mvcc__mdb_err(s, rc, "copy: mdb_env_copyfd2") : 0;
+}
+
 int mvcc_set_map_size(struct mvcc_store *s, size_t bytes)
 {
     int rc;

@@ -81,6 +81,12 @@ void mvcc_close(struct mvcc_store *s);
  * MDB_NOSYNC because the WAL is the durable record. */
 int mvcc_sync(struct mvcc_store *s);
 
+/* Write a consistent copy of the whole store (as of the last commit) to fd,
+ * from a read txn: writers are not blocked. compact != 0 leaves free pages
+ * out (defrag, snapshots for followers). The copy opens with mvcc_open()
+ * like the original (same history, consistent_index and hashes). */
+int mvcc_copy_fd(struct mvcc_store *s, int fd, int compact);
+
 /* Change the map size (e.g. after KEEL_ENOSPACE). No batch may be open. */
 int mvcc_set_map_size(struct mvcc_store *s, size_t bytes);
 
