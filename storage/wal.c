@@ -974,6 +974,12 @@ static int recover(struct wal *w, char *errmsg, size_t errlen)
         madvise(map, s->cap, MADV_SEQUENTIAL);
         rv = wal__replay_segment(&w->log, s->name, s->seq, map, s->cap,
                                  final_hole(s->fd, s->cap), last, &end, &dirty);
+        if (rv == 0 && last && !w->log.commit) {
+            /* The last batch was never closed: close it (below). */
+            memcpy(w->last_hdr, (uint8_t *)map + w->log.last_off, WAL_REC_HDR);
+            w->last_off = w->log.last_off;
+            w->unsynced = 1;
+        }
         munmap(map, s->cap);
         if (rv != 0) {
             if (rv == KEEL_ECORRUPT) {
@@ -984,21 +990,30 @@ static int recover(struct wal *w, char *errmsg, size_t errlen)
                         keel_strerror(rv));
         }
         s->max_index = w->log.seg_max_index;
-        if (last) {
+        if (last && (dirty > end || w->unsynced)) {
+            /* Torn tail: clear it so the next appends start clean. An
+             * unclosed last batch: flag its last record, so that a torn
+             * write of the next batch is not read as corruption of this
+             * one (wal_record.h). Both synced before any append. */
             w->off = end;
-            if (dirty > end) {
-                /* Torn tail: clear it so the next appends start clean. */
-                rv = zero_range(w, s->fd, end, dirty);
-                if (rv == 0) {
-                    rv = sync_fd(w, s->fd);
-                }
-                if (rv != 0) {
-                    return errf(errmsg, errlen, rv,
-                                "wal: cannot cut torn tail of %s/%s at %zu: "
-                                "%s",
-                                w->dir, s->name, end, keel_strerror(rv));
-                }
+            rv = zero_range(w, s->fd, end, dirty);
+            if (rv == 0 && w->unsynced) {
+                wal__rec_set_commit(w->last_hdr);
+                rv = write_all(w, s->fd, w->last_hdr, WAL_REC_HDR,
+                               (off_t)w->last_off);
             }
+            if (rv == 0) {
+                rv = sync_fd(w, s->fd);
+            }
+            if (rv != 0) {
+                return errf(errmsg, errlen, rv,
+                            "wal: cannot cut torn tail of %s/%s at %zu: %s",
+                            w->dir, s->name, end, keel_strerror(rv));
+            }
+            w->unsynced = 0;
+            w->last_flagged = 1;
+        } else if (last) {
+            w->off = end;
         }
     }
     rv = wal__replay_finish(&w->log, w->segs[0].name);

@@ -583,6 +583,7 @@ int wal__replay_segment(struct wal__replay *r,
     r->seg_max_index = 0;
     r->batch = rec.batch;
     r->commit = rec.flags & WAL_REC_F_COMMIT;
+    r->last_off = 0;
     off = wal__rec_size(rec.len);
 
     for (;;) {
@@ -610,6 +611,7 @@ int wal__replay_segment(struct wal__replay *r,
         }
         r->batch = rec.batch;
         r->commit = rec.flags & WAL_REC_F_COMMIT;
+        r->last_off = off;
         off += wal__rec_size(rec.len);
     }
     *end = off < len ? off : len;

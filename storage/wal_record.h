@@ -41,6 +41,11 @@
  * first replayed segment (the others were released) starts with entries
  * (snapshot, last] unknown; a later SNAPSHOT must cover them.
  *
+ * A batch whose last record lacks the flag (its wal_sync never ran, or a
+ * crash kept only a prefix of it) is closed by recovery before anything
+ * else is written: the flag is set on its last record and synced, so the
+ * next batch's records are never mistaken for a synced batch's.
+ *
  * Torn tail versus corruption. Batch n + 1 is written only after batch n's
  * fdatasync returned, and a segment is fdatasynced before the next one is
  * created. So at the first bad record X:
@@ -154,6 +159,7 @@ struct wal__replay
     struct wal_hard_state hs;
     uint64_t batch;         /* batch of the last good record */
     int commit;             /* whether that record closed its batch */
+    size_t last_off;        /* its offset in the last segment replayed */
     int segments;           /* segments replayed so far */
     uint64_t seg_max_index; /* highest entry index in the last segment
                                replayed (0: none); wal_release uses it */
