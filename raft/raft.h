@@ -4,7 +4,7 @@
  * No I/O, no clock, no threads, no global state. The caller drives it:
  *
  *   inputs   raft_tick()            one logical clock tick
- *            raft_step(msg)         a message from a peer (or a local one)
+ *            raft_step(msg)         a message from a peer
  *            raft_propose(data)     a client proposal (leader, or forwarded)
  *            raft_propose_conf_change(cc)
  *            raft_read_index(ctx)   a linearizable read barrier
@@ -45,6 +45,11 @@
  * raft_buf_unref. Everything inside a struct raft_ready is owned by raft and
  * valid until raft_advance(r, rd) (or raft_free). Pointers passed in are
  * borrowed for the duration of the call unless a comment says otherwise.
+ * Reference counts are not atomic: take and drop references only on the
+ * thread that drives raft; another thread may read a buffer's bytes while
+ * a reference is held for it (the WAL writer reading rd->entries before
+ * raft_advance needs no reference of its own). raft is not thread-safe:
+ * one thread calls all of its functions.
  *
  * Membership: one change at a time (thesis §4.1), taking effect on each
  * member as soon as the entry is in its log (see raft.c for why), so the
