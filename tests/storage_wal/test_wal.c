@@ -1616,8 +1616,8 @@ static void test_wal_release_sync_failure(void **state)
 
 /* Tests: crashes that lose un-synced writes (lazyfs-style). pwrite only
  * queues; fdatasync applies the fd's queue. At the crash point a random
- * subset of the queued 512-byte sectors reaches the file (reordered, torn
- * writes), the rest is lost, and the process "dies". */
+ * subset of the queued sectors (512 B or 4 KiB) reaches the file (reordered,
+ * torn writes), the rest is lost, and the process "dies". */
 
 struct lazy_write
 {
@@ -1632,6 +1632,7 @@ static struct
     struct lazy_write *v;
     size_t n, cap;
     int events, crash_at, crashed;
+    size_t sector; /* unit of what survives a crash: 512 or 4096 */
 } lazy;
 
 static void lazy_apply(size_t i)
@@ -1696,7 +1697,8 @@ static void lazy_crash(unsigned *seed)
         struct lazy_write *q = &lazy.v[i];
         size_t pos = 0;
         while (pos < q->len) {
-            size_t sect = 512 - (size_t)((q->off + (off_t)pos) % 512);
+            size_t sect = lazy.sector -
+                          (size_t)((q->off + (off_t)pos) % (off_t)lazy.sector);
             if (sect > q->len - pos) {
                 sect = q->len - pos;
             }
@@ -1815,6 +1817,7 @@ static int crash_round(struct fx *f,
     assert_non_null(st);
     memset(&lazy, 0, sizeof(lazy));
     lazy.crash_at = crash_at;
+    lazy.sector = seed % 3 == 0 ? 4096 : 512;
     rv = wal_open(f->data, &o, &w, f->err, sizeof(f->err));
     for (int op = 0; rv == 0 && op < 40; op++) {
         int what = rand_r(&seed) % 10;
