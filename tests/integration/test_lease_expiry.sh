@@ -7,7 +7,12 @@
 #     expires; revoking a lease ends a running keep-alive;
 #   - a restart keeps a live lease and its keys, and (checkpoints every
 #     second here) continues from the checkpointed remaining TTL, not the
-#     full one, then expires it.
+#     full one, then expires it;
+#   - a stalled server (SIGSTOP longer than the TTL) does not revoke the
+#     leases nobody could renew during the stall (etcd #15247) but still
+#     expires them afterwards;
+#   - a keep-alive stream open at shutdown does not keep keel from exiting
+#     cleanly.
 #   usage: test_lease_expiry.sh KEEL_BIN
 . "$(dirname "$0")/lib.sh"
 KEEL_BIN=${1:?keel binary}
@@ -112,6 +117,18 @@ grep -q "^lease $id expired or revoked.$" "$KT_TMP/ka2.out" ||
     { echo "FAIL: keep-alive output:"; cat "$KT_TMP/ka2.out"; exit 1; }
 echo "ok: a revoke ends a running keep-alive"
 
+# ---- a stall is not counted against the leases -----------------------------
+read -r id granted < <(grant 3)
+ctl put --lease="$id" stall/a 1 >/dev/null
+kill -STOP "$k_PID"
+sleep 4.5
+kill -CONT "$k_PID"
+kt_check "a lease outlives a stall longer than its TTL" 1 "$(count stall/)"
+kt_check "and can be kept alive after it" "lease $id keepalived with TTL(3)" \
+    "$(ctl lease keep-alive --once "$id")"
+wait_gone stall/ 8 >/dev/null
+echo "ok: after the stall the lease expires"
+
 # ---- restart: the lease survives, from its checkpointed remaining TTL ------
 read -r id granted < <(grant 8)
 ctl put --lease="$id" rs/a 1 >/dev/null
@@ -137,5 +154,10 @@ r=$(ttl "$keep")
 assert_between "long lease TTL after restart" 580 600 "$r"
 kt_check "lease list after expiry" "found 1 leases
 $keep" "$(ctl lease list)"
-stop_k
+etcdctl --endpoints="$k_CLIENT" lease keep-alive "$keep" >/dev/null 2>&1 &
+ka=$!
+KT_PIDS+=("$ka")
+sleep 1
+stop_k # with the keep-alive stream open
+kill "$ka" 2>/dev/null || true
 echo "ok: lease expiry"
