@@ -14,6 +14,8 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include <lmdb.h>
+
 #include "mvcc_test_util.h"
 
 struct fx
@@ -1094,6 +1096,37 @@ static void test_mvcc_open_errors(void **state)
     assert_non_null(strstr(err, "parent"));
 }
 
+
+/* A store written with another layout is refused with a message, not
+ * misread. */
+static void test_mvcc_layout_mismatch(void **state)
+{
+    struct fx *f = *state;
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    uint8_t v[8] = {0, 0, 0, 0, 0, 0, 0, 99};
+    MDB_val k = {11, "keel_layout"}, mv = {8, v};
+    struct mvcc_store *s = NULL;
+    char err[256];
+
+    mvcc_close(f->s);
+    f->s = NULL;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 32), 0);
+    assert_int_equal(mdb_env_open(env, f->t.db, MDB_NOSUBDIR, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
+    assert_int_equal(mdb_put(txn, dbi, &k, &mv, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    assert_int_equal(mvcc_open(f->t.db, NULL, &s, err, sizeof(err)),
+                     KEEL_ECORRUPT);
+    assert_null(s);
+    assert_non_null(strstr(err, "layout 99"));
+    /* teardown closes f->s: NULL is fine */
+}
+
 /* ---- compaction edge cases ---------------------------------------------------------- */
 
 static void test_mvcc_compaction_edges(void **state)
@@ -1416,6 +1449,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mvcc_tables, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mvcc_map_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mvcc_open_errors, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_mvcc_layout_mismatch, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_mvcc_compaction_edges, setup,
                                         teardown),
