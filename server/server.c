@@ -684,7 +684,8 @@ int server_start(uv_loop_t *loop, const struct keel_config *cfg,
         (rv = cluster_register(s, s->grpc)) != 0 ||
         (rv = lease_register(s, s->grpc)) != 0 ||
         (rv = http_endpoints_register(s, s->router)) != 0 ||
-        (rv = gateway_register(s, s->router)) != 0) {
+        (cfg->enable_grpc_gateway &&
+         (rv = gateway_register(s, s->router)) != 0)) {
         snprintf(errmsg, errlen, "register services: %s", keel_strerror(rv));
         goto err_node;
     }

@@ -6,10 +6,13 @@
 # code, Content-Type, Location and body must match after normalising only
 # what must differ (db sizes, raft indexes, the whole-db Hash, a remaining
 # lease TTL).
-#   usage: test_gateway_compat.sh KEEL_BIN [CASES]
+#   usage: test_gateway_compat.sh KEEL_BIN [CASES [SERVER FLAGS...]]
+# SERVER FLAGS are given to both servers (e.g. --enable-grpc-gateway=false).
 . "$(dirname "$0")/lib.sh"
 KEEL_BIN=${1:?keel binary}
 CASES=${2:-$(dirname "$0")/gateway_cases.txt}
+shift $(($# < 2 ? $# : 2))
+FLAGS=("$@")
 ETCD_BIN=${ETCD_BIN:-/usr/bin/etcd}
 CPORT=$(kt_free_port)
 PPORT=$(kt_free_port)
@@ -22,7 +25,7 @@ run_cases() { # $1 = server binary, $2 = output file
         --advertise-client-urls "http://127.0.0.1:$CPORT" \
         --listen-peer-urls "http://127.0.0.1:$PPORT" \
         --initial-advertise-peer-urls "http://127.0.0.1:$PPORT" \
-        --initial-cluster "default=http://127.0.0.1:$PPORT" \
+        --initial-cluster "default=http://127.0.0.1:$PPORT" "${FLAGS[@]}" \
         >"$KT_TMP/$(basename "$bin").log" 2>&1 &
     local pid=$!
     KT_PIDS+=("$pid")
