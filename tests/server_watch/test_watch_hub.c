@@ -1076,7 +1076,8 @@ static void test_watch_ids_and_cancel(void **state)
     fs_cancel(fs, 99);
     fs_cancel(fs, 1);
     assert_int_equal(fs->n, n);
-    /* a freed id is reused by the allocator */
+    /* freed ids are not reused by the allocator (etcd: nextID only grows),
+     * but a client may choose one again */
     o.id = 0;
     assert_int_equal(fs_watch(fs, &o), 7);
     o.id = 1;
@@ -2118,6 +2119,174 @@ static void test_watch_validator_catches_corruption(void **state)
     fx_free(&f);
 }
 
+/* Differential: the scenario of etcd_watch_probe.py, driven through the
+ * hub, must print exactly what etcd 3.4 answered to it (recorded in
+ * etcd_watch_probe.etcd-3.4.txt by running the probe against /usr/bin/etcd).
+ * The probe's "etcd sync loop" is a tick after each step. */
+struct probe
+{
+    struct fx *f;
+    struct fstream *fs;
+    size_t seen;
+    int64_t base;
+    char *out;
+    size_t len, cap;
+};
+
+static void probe_rel(char *b, size_t n, int64_t base, int64_t rev)
+{
+    if (rev == 0) {
+        snprintf(b, n, "r0");
+    } else {
+        snprintf(b, n, "r%+lld", (long long)(rev - base));
+    }
+}
+
+static void probe_printf(struct probe *p, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char line[1024];
+    int n = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    assert_true(n > 0 && (size_t)n < sizeof line);
+    if (p->len + (size_t)n + 1 > p->cap) {
+        p->cap = (p->len + (size_t)n + 1) * 2;
+        p->out = realloc(p->out, p->cap);
+        assert_non_null(p->out);
+    }
+    memcpy(p->out + p->len, line, (size_t)n + 1);
+    p->len += (size_t)n;
+}
+
+static int cmp_by_id(const void *a, const void *b)
+{
+    const Etcdserverpb__WatchResponse *x =
+        *(const Etcdserverpb__WatchResponse *const *)a;
+    const Etcdserverpb__WatchResponse *y =
+        *(const Etcdserverpb__WatchResponse *const *)b;
+    if (x->watch_id != y->watch_id) {
+        return x->watch_id < y->watch_id ? -1 : 1;
+    }
+    return x < y ? -1 : (x > y); /* stable: messages are in arrival order */
+}
+
+static void probe_show(struct probe *p, const char *tag)
+{
+    fx_tick(p->f, 100);
+    struct fstream *fs = p->fs;
+    if (fs->n == p->seen) {
+        probe_printf(p, "%s: (nothing)\n", tag);
+        return;
+    }
+    size_t n = fs->n - p->seen;
+    Etcdserverpb__WatchResponse **rs = calloc(n, sizeof *rs);
+    assert_non_null(rs);
+    /* unpack into one array whose order is arrival order, then sort */
+    Etcdserverpb__WatchResponse *arr = calloc(n, sizeof *arr);
+    assert_non_null(arr);
+    for (size_t i = 0; i < n; i++) {
+        Etcdserverpb__WatchResponse *r = fs_msg(fs, p->seen + i);
+        arr[i] = *r;
+        free(r); /* the shell only: its fields now live in arr[i] */
+        rs[i] = &arr[i];
+    }
+    qsort(rs, n, sizeof *rs, cmp_by_id);
+    for (size_t i = 0; i < n; i++) {
+        Etcdserverpb__WatchResponse *r = rs[i];
+        char hdr[32], comp[32], evs[512] = "";
+        probe_rel(hdr, sizeof hdr, p->base, r->header->revision);
+        if (r->compact_revision) {
+            probe_rel(comp, sizeof comp, p->base, r->compact_revision);
+        } else {
+            snprintf(comp, sizeof comp, "0");
+        }
+        for (size_t e = 0; e < r->n_events; e++) {
+            char er[32];
+            const Mvccpb__Event *ev = r->events[e];
+            probe_rel(er, sizeof er, p->base, ev->kv->mod_revision);
+            size_t l = strlen(evs);
+            snprintf(evs + l, sizeof evs - l, "%s%s:%.*s@%s%s", e ? " " : "",
+                     ev->type == MVCCPB__EVENT__EVENT_TYPE__PUT ? "PUT" : "DEL",
+                     (int)ev->kv->key.len, (const char *)ev->kv->key.data, er,
+                     ev->prev_kv ? "+prev" : "");
+        }
+        probe_printf(p,
+                     "%s: id=%lld hdr=%s created=%d canceled=%d compact=%s "
+                     "reason='%s' frag=%d events=[%s]\n",
+                     tag, (long long)r->watch_id, hdr, r->created, r->canceled,
+                     comp, r->cancel_reason, r->fragment, evs);
+    }
+    for (size_t i = 0; i < n; i++) {
+        /* free what unpack allocated under each shell */
+        Etcdserverpb__WatchResponse *shell = malloc(sizeof *shell);
+        assert_non_null(shell);
+        *shell = arr[i];
+        etcdserverpb__watch_response__free_unpacked(shell, NULL);
+    }
+    free(arr);
+    free(rs);
+    p->seen = fs->n;
+}
+
+static void test_watch_matches_etcd_probe(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_init(&f, NULL);
+    struct probe p = {.f = &f};
+    p.fs = fx_stream(&f);
+    p.base = fx_put(&f, "probe/a", "1");
+    fx_tick(&f, 100);
+    assert_int_equal(fs_create(p.fs, &(struct wopts){.key = "probe/a"}), 0);
+    probe_show(&p, "create auto");
+    assert_int_equal(fs_create(p.fs, &(struct wopts){.key = "probe/a"}), 0);
+    probe_show(&p, "create auto again");
+    fs_create(p.fs, &(struct wopts){.key = "probe/a", .id = 5,
+                                    .prev_kv = true});
+    probe_show(&p, "create id 5");
+    fs_create(p.fs, &(struct wopts){.key = "probe/a", .id = 5});
+    probe_show(&p, "create id 5 again");
+    fs_create(p.fs, &(struct wopts){.key = "probe/b", .end = "probe/a"});
+    probe_show(&p, "create empty range");
+    fs_create(p.fs, &(struct wopts){.key = "probe/a", .end = "probe/a"});
+    probe_show(&p, "create key == range_end");
+    fs_cancel(p.fs, 99);
+    probe_show(&p, "cancel unknown id");
+    fs_progress(p.fs);
+    probe_show(&p, "progress request");
+    fx_put(&f, "probe/a", "2");
+    probe_show(&p, "put probe/a");
+    fs_cancel(p.fs, 1);
+    probe_show(&p, "cancel 1");
+    fs_create(p.fs, &(struct wopts){.key = "probe/a"});
+    probe_show(&p, "create auto after cancel");
+    fs_create(p.fs, &(struct wopts){.key = "probe/", .end = "probe0",
+                                    .start = p.base, .no_put = true});
+    probe_show(&p, "create prefix from base, NOPUT");
+    fx_del(&f, "probe/a");
+    probe_show(&p, "delete probe/a");
+    fx_put(&f, "probe/c", "3");
+    fx_compact(&f, p.base + 3);
+    fs_create(p.fs, &(struct wopts){.key = "probe/a", .start = p.base + 1});
+    probe_show(&p, "create below compaction");
+    fs_create(p.fs, &(struct wopts){.key = "probe/c", .start = p.base + 10});
+    probe_show(&p, "create in the future");
+
+    FILE *g = fopen(WATCH_PROBE_GOLDEN, "r");
+    assert_non_null(g);
+    char want[8192];
+    size_t wl = fread(want, 1, sizeof want - 1, g);
+    fclose(g);
+    want[wl] = 0;
+    if (strcmp(want, p.out) != 0) {
+        print_message("hub:\n%s\netcd 3.4:\n%s\n", p.out, want);
+        fail_msg("the hub differs from etcd 3.4 on the probe scenario");
+    }
+    free(p.out);
+    fx_free(&f);
+}
+
 /* ---------------------------------------------- randomized validation */
 
 static uint64_t rnd(uint64_t *s)
@@ -2309,6 +2478,7 @@ int main(void)
         cmocka_unit_test(test_watch_alloc_failures),
         cmocka_unit_test(test_watch_fanout_10k),
         cmocka_unit_test(test_watch_validator_catches_corruption),
+        cmocka_unit_test(test_watch_matches_etcd_probe),
         cmocka_unit_test(test_watch_random_validator),
     };
     /* KEEL_TEST_FILTER=test_watch_fragment runs matching tests only */
