@@ -251,6 +251,12 @@ int mvcc_hash_kv(struct mvcc_store *s,
  * consistent_index and term. */
 int mvcc_hash(struct mvcc_store *s, uint32_t *hash, int64_t *current_rev);
 
+/* Size of the LMDB file (total, as etcd_mvcc_db_total_size_in_bytes) and
+ * the part in use (without LMDB's free pages, as
+ * etcd_mvcc_db_total_size_in_use_in_bytes; what a compacting copy would
+ * keep, about). */
+int mvcc_db_size(struct mvcc_store *s, uint64_t *total, uint64_t *in_use);
+
 /* Number of stored revisions (entries of the `key` table), for tests and
  * metrics. */
 int mvcc_revision_count(struct mvcc_store *s, uint64_t *n);

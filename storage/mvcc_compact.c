@@ -26,7 +26,9 @@
  * removed by it is never the one visible at a revision >= C.
  */
 #include <assert.h>
+#include <errno.h>
 #include <pthread.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -321,6 +323,57 @@ int mvcc_revision_count(struct mvcc_store *s, uint64_t *n)
         return mvcc__mdb_err(s, rc, "stat: mdb_stat");
     }
     *n = st.ms_entries;
+    return 0;
+}
+
+int mvcc_db_size(struct mvcc_store *s, uint64_t *total, uint64_t *in_use)
+{
+    MDB_envinfo info;
+    MDB_stat est;
+    MDB_cursor *cur;
+    MDB_txn *txn;
+    MDB_val k, v;
+    uint64_t free_pages = 0;
+    struct stat st;
+    int fd, rc;
+
+    *total = *in_use = 0;
+    if ((rc = mdb_env_get_fd(s->env, &fd)) != 0 ||
+        (rc = mdb_env_info(s->env, &info)) != 0 ||
+        (rc = mdb_env_stat(s->env, &est)) != 0) {
+        return mvcc__mdb_err(s, rc, "db size: mdb_env_info");
+    }
+    if (fstat(fd, &st) != 0) {
+        return mvcc__err(s, -errno, "mvcc: db size: fstat: %s",
+                         keel_strerror(-errno));
+    }
+    rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0) {
+        return mvcc__mdb_err(s, rc, "db size: mdb_txn_begin");
+    }
+    /* LMDB's free list is DB 0: each record is a list of page numbers led
+     * by its length (what `mdb_stat -f` sums). */
+    rc = mdb_cursor_open(txn, 0, &cur);
+    if (rc == 0) {
+        for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            size_t n;
+            if (v.mv_size >= sizeof(n)) {
+                memcpy(&n, v.mv_data, sizeof(n));
+                free_pages += n;
+            }
+        }
+        mdb_cursor_close(cur);
+    }
+    mdb_txn_abort(txn);
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+        return mvcc__mdb_err(s, rc, "db size: free list");
+    }
+    *total = (uint64_t)st.st_size;
+    *in_use = ((uint64_t)info.me_last_pgno + 1 - free_pages) * est.ms_psize;
+    if (*in_use > *total) {
+        *in_use = *total;
+    }
     return 0;
 }
 

@@ -595,6 +595,17 @@ static void test_mvcc_copy(void **state)
     assert_int_equal(h1, h2);
     assert_int_equal(range_all(c, &f->a, 200)->count,
                      range_all(f->s, &f->a, 200)->count);
+    /* sizes: compaction frees pages inside the file, the compacting copy
+     * leaves them out */
+    {
+        uint64_t t1, u1, t2, u2;
+        assert_int_equal(mvcc_db_size(f->s, &t1, &u1), 0);
+        assert_int_equal(mvcc_db_size(c, &t2, &u2), 0);
+        assert_true(u1 > 0 && u1 <= t1);
+        assert_true(u1 < t1); /* free pages after compaction */
+        assert_true(t2 < t1);
+        assert_true(u2 <= t2);
+    }
     /* a bad fd is an error with a message */
     assert_int_not_equal(mvcc_copy_fd(f->s, -1, 0), 0);
     assert_non_null(strstr(mvcc_errmsg(f->s), "copy"));
