@@ -2196,6 +2196,16 @@ static void probe_show(struct probe *p, const char *tag)
         Etcdserverpb__WatchResponse *r = rs[i];
         char hdr[32], comp[32], evs[512] = "";
         probe_rel(hdr, sizeof hdr, p->base, r->header->revision);
+        if (r->n_events > 8) {
+            size_t sz = 0;
+            for (size_t e = 0; e < r->n_events; e++) {
+                sz += mvccpb__event__get_packed_size(r->events[e]);
+            }
+            probe_printf(p, "%s: id=%lld hdr=%s frag=%d events=%zu size=%zu\n",
+                         tag, (long long)r->watch_id, hdr, r->fragment,
+                         r->n_events, sz);
+            continue;
+        }
         if (r->compact_revision) {
             probe_rel(comp, sizeof comp, p->base, r->compact_revision);
         } else {
@@ -2272,10 +2282,30 @@ static void test_watch_matches_etcd_probe(void **state)
     probe_show(&p, "create below compaction");
     fs_create(p.fs, &(struct wopts){.key = "probe/c", .start = p.base + 10});
     probe_show(&p, "create in the future");
+    /* one revision bigger than max-request-bytes + gRPC overhead (default
+     * fragment_bytes) */
+    char *big = xmalloc(60001);
+    memset(big, 'v', 60000);
+    big[60000] = 0;
+    char keys[40][16];
+    struct op dels[40];
+    for (int i = 0; i < 40; i++) {
+        snprintf(keys[i], sizeof keys[i], "probe/f/%02d", i);
+        fx_put(&f, keys[i], big);
+        dels[i] = (struct op){true, keys[i], NULL};
+    }
+    free(big);
+    fs_create(p.fs, &(struct wopts){.key = "probe/f/", .end = "probe/f0",
+                                    .prev_kv = true, .fragment = true});
+    fs_create(p.fs, &(struct wopts){.key = "probe/f/", .end = "probe/f0",
+                                    .prev_kv = true});
+    probe_show(&p, "create fragmenting and whole");
+    fx_txn(&f, dels, 40);
+    probe_show(&p, "delete 40 big keys");
 
     FILE *g = fopen(WATCH_PROBE_GOLDEN, "r");
     assert_non_null(g);
-    char want[8192];
+    char want[16384];
     size_t wl = fread(want, 1, sizeof want - 1, g);
     fclose(g);
     want[wl] = 0;
