@@ -391,7 +391,7 @@ static uint64_t quorum_match(const struct raft *r)
     uint64_t m[RAFT_MAX_MEMBERS];
     int n = 0, i, j;
     for (i = 0; i < r->n_prs; i++) {
-        if (r->prs[i].learner) {
+        if (r->prs[i].learner && r->test_bug != RAFT_BUG_LEARNERS_COUNT) {
             continue;
         }
         /* insertion sort, descending */
@@ -403,6 +403,9 @@ static uint64_t quorum_match(const struct raft *r)
     }
     if (n == 0) {
         return 0;
+    }
+    if (r->test_bug == RAFT_BUG_LEARNERS_COUNT) {
+        return m[quorum(r) - 1]; /* deliberately wrong (mutation check) */
     }
     return m[n / 2 + 1 - 1];
 }

@@ -317,7 +317,8 @@ enum raft_test_bug {
     RAFT_BUG_VOTE_OLD_TERM = 2,     /* count vote grants from older terms */
     RAFT_BUG_NO_LOG_CHECK = 3,      /* grant votes to out-of-date logs */
     RAFT_BUG_ACK_BEFORE_PERSIST = 4, /* leader counts unpersisted entries */
-    RAFT_BUG_ENDLESS_LEASE = 5 /* lease reads trust check-quorum alone */
+    RAFT_BUG_ENDLESS_LEASE = 5, /* lease reads trust check-quorum alone */
+    RAFT_BUG_LEARNERS_COUNT = 6 /* learners' logs count toward commit */
 };
 
 struct raft_config {

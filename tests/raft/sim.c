@@ -22,6 +22,8 @@
  *   vote never counts, nor a vote of another term);
  * - a member that is a learner in a committed configuration never
  *   campaigns;
+ * - a leader's commit index is held durably by a quorum of its voters
+ *   (learners and unpersisted copies do not count);
  * - log matching: two entries with the same index and term have the same
  *   payload and the same previous term (checked on every entry persisted);
  * - committed entries never change: commit indexes are recorded when they
@@ -516,6 +518,39 @@ static void check_new_leader(struct sim *s, struct node *n,
     }
 }
 
+/* A leader's commit index must be backed by a quorum of the voters of its
+ * configuration holding the entry durably (a learner's copy or an
+ * unpersisted one does not count). */
+static void check_commit_quorum(struct sim *s, struct node *n,
+                                const struct raft_status *st)
+{
+    uint64_t c = st->hs.commit, t;
+    uint32_t v;
+    int have = 0;
+    if (raft_log_term(n->r, c, &t) != 0) {
+        return;
+    }
+    for (v = 0; v < st->conf.n_voters; v++) {
+        struct node *x = node_of(s, st->conf.voters[v]);
+        uint64_t xt;
+        if (x == NULL) {
+            continue;
+        }
+        if (raft_memstore_first_index(x->ms) > c) {
+            have++; /* in its snapshot */
+        } else if (raft_memstore_last_index(x->ms) >= c &&
+                   x->st.term(x->st.ctx, c, &xt) == 0 && xt == t) {
+            have++;
+        }
+    }
+    if (have < (int)st->conf.n_voters / 2 + 1) {
+        violation(s,
+                  "n%" PRIu64 " (leader, term %" PRIu64 ") commits %" PRIu64
+                  " held durably by only %d of %u voters",
+                  n->id, st->hs.term, c, have, st->conf.n_voters);
+    }
+}
+
 static void check_node(struct sim *s, struct node *n)
 {
     struct raft_status st;
@@ -554,6 +589,12 @@ static void check_node(struct sim *s, struct node *n)
     n->state_seen = st.state;
     n->term_seen = st.hs.term;
     if (st.hs.commit > n->commit_seen) {
+        if (st.state == RAFT_LEADER) {
+            check_commit_quorum(s, n, &st);
+            if (violated(s)) {
+                return;
+            }
+        }
         for (i = n->commit_seen + 1; i <= st.hs.commit; i++) {
             uint64_t t, ct;
             if (raft_log_term(n->r, i, &t) != 0) {

@@ -27,7 +27,8 @@ static void usage(void)
             "        transfer,snapshot,disk,read\n"
             "  --bug N: 1 commit old term by counting, 2 count old votes,\n"
             "           3 vote for stale logs, 4 ack before persist,"
-            " 5 endless lease\n");
+            " 5 endless lease,\n"
+            "           6 learners count toward commit\n");
 }
 
 int main(int argc, char **argv)

@@ -5,8 +5,8 @@
  * broken rule (raft_config.test_bug) must be caught within the seeds run
  * (the search stops at the first violation, so it is cheap even under the
  * sanitizers): votes counted from older terms, votes granted to
- * out-of-date logs, a leader counting its own unpersisted entries, and a
- * lease trusted until check-quorum. RAFT_BUG_COMMIT_OLD_TERM needs three
+ * out-of-date logs, a leader counting its own unpersisted entries, a
+ * lease trusted until check-quorum, and learners counted toward commit. RAFT_BUG_COMMIT_OLD_TERM needs three
  * elections with exact losses between them (the paper's Figure 8) and
  * random schedules rarely produce it: test_raft.c replays that schedule
  * deterministically and checks both the rule and the switch.
@@ -192,6 +192,12 @@ static void test_sim_catches_endless_lease(void **state)
     expect_caught(RAFT_BUG_ENDLESS_LEASE, 10000);
 }
 
+static void test_sim_catches_learners_counted(void **state)
+{
+    (void)state;
+    expect_caught(RAFT_BUG_LEARNERS_COUNT, 10000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -202,6 +208,7 @@ int main(void)
         cmocka_unit_test(test_sim_catches_votes_for_stale_logs),
         cmocka_unit_test(test_sim_catches_ack_before_persist),
         cmocka_unit_test(test_sim_catches_endless_lease),
+        cmocka_unit_test(test_sim_catches_learners_counted),
         cmocka_unit_test(test_sim_seeds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
