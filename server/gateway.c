@@ -83,7 +83,15 @@ struct gw_call
     int started; /* response head sent */
     int feeding; /* inside feed_stream(): gw must stay valid */
     int broken;  /* a message was lost: end the request after feeding */
+    uv_timer_t *poll; /* waiting for the HTTP queue to drain */
 };
+
+/* Streams: how often a full HTTP queue is checked for having drained (the
+ * router has no drain notification), and above how many queued bytes the
+ * check starts. Handlers (the watch hub) stop producing above their own
+ * budget and resume from their drain callback. */
+#define GATEWAY_DRAIN_POLL_MS 5
+#define GATEWAY_DRAIN_WATCH_BYTES (64u * 1024u)
 
 /* ---- path handling ------------------------------------------------------ */
 
@@ -207,10 +215,58 @@ static void start_stream(struct gw_call *gw, int status)
 
 /* ---- the local call ----------------------------------------------------- */
 
+static void on_poll_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
 static void release(struct gw_call *gw)
 {
     keel_arena_free(&gw->scratch);
     keel_arena_free(&gw->in);
+    if (gw->poll != NULL) {
+        uv_close((uv_handle_t *)gw->poll, on_poll_closed);
+        gw->poll = NULL;
+    }
+}
+
+static size_t local_buffered(void *data)
+{
+    struct gw_call *gw = data;
+    return router_req_buffered(gw->req);
+}
+
+static void on_poll(uv_timer_t *t)
+{
+    struct gw_call *gw = t->data;
+    if (router_req_buffered(gw->req) > 0) {
+        return;
+    }
+    uv_timer_stop(t);
+    if (gw->call != NULL) {
+        grpc_local_drained(gw->call);
+    }
+}
+
+/* After a write: if the HTTP queue is filling up, watch it until it
+ * drains, then tell the handler. */
+static void watch_queue(struct gw_call *gw)
+{
+    if (router_req_buffered(gw->req) < GATEWAY_DRAIN_WATCH_BYTES) {
+        return;
+    }
+    if (gw->poll == NULL) {
+        gw->poll = malloc(sizeof *gw->poll);
+        if (gw->poll == NULL) {
+            return; /* the connection's own cap still bounds the queue */
+        }
+        uv_timer_init(server_loop(gw->s), gw->poll);
+        gw->poll->data = gw;
+    }
+    if (!uv_is_active((uv_handle_t *)gw->poll)) {
+        uv_timer_start(gw->poll, on_poll, GATEWAY_DRAIN_POLL_MS,
+                       GATEWAY_DRAIN_POLL_MS);
+    }
 }
 
 /* End the response without a status: cancel the call, finish the request
@@ -263,6 +319,7 @@ static void on_message(void *data, const uint8_t *buf, size_t len)
     start_stream(gw, 200);
     (void)router_write(gw->req, line, n);
     free(line);
+    watch_queue(gw);
 }
 
 static void on_done(void *data, int code, const char *msg)
@@ -583,6 +640,7 @@ static void gw_handle(struct router_req *req, void *data)
             CONN_DEFAULT_MAX_REQUEST_BYTES + CONN_GRPC_OVERHEAD_BYTES,
         .on_message = on_message,
         .on_done = on_done,
+        .buffered = local_buffered,
         .data = gw,
     };
     router_req_on_cancel(req, on_client_gone, gw);

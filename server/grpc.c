@@ -122,6 +122,7 @@ struct grpc_call
     size_t max_recv_bytes;
     grpc_local_message_cb local_msg;
     grpc_local_done_cb local_done;
+    size_t (*local_buffered)(void *data);
     void *local_data;
     int done_pending;
     int done_code;
@@ -183,7 +184,7 @@ int grpc_server_register(struct grpc_server *srv, const struct grpc_method *m)
         return KEEL_EEXISTS;
     }
     len = strlen(m->path);
-    e = malloc(sizeof *e + len + 1);
+    e = calloc(1, sizeof *e + len + 1); /* stats start at zero */
     if (e == NULL) {
         return KEEL_ENOMEM;
     }
@@ -305,6 +306,11 @@ int grpc_call_alive(const struct grpc_call *call)
 
 size_t grpc_call_buffered(const struct grpc_call *call)
 {
+    if (call->local) {
+        return call->local_open && call->local_buffered != NULL
+                   ? call->local_buffered(call->local_data)
+                   : 0;
+    }
     return call->st != NULL ? http2__stream_buffered(call->st) : 0;
 }
 
@@ -1127,6 +1133,7 @@ int grpc_server_call_local(struct grpc_server *srv,
     call->max_recv_bytes = opts->max_recv_bytes;
     call->local_msg = opts->on_message;
     call->local_done = opts->on_done;
+    call->local_buffered = opts->buffered;
     call->local_data = opts->data;
     uv_timer_init(call->loop, call->async);
     call->async->data = call;
@@ -1256,6 +1263,12 @@ void grpc_local_half_close(struct grpc_call *call)
     api_enter(call);
     call->m->on_half_close(call, call->m->data);
     api_leave(call);
+}
+
+void grpc_local_drained(struct grpc_call *call)
+{
+    assert(call->local && call->local_open);
+    on_drained(call);
 }
 
 void grpc_local_cancel(struct grpc_call *call)

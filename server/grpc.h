@@ -244,9 +244,10 @@ int grpc_call_fail_status(struct grpc_call *call,
  * grpc_local_cancel() (the client went away): the handler's cancel callback
  * then runs (KEEL_GRPC_CANCELED) and no caller callback runs any more.
  *
- * Not available to local calls: flow control (grpc_call_buffered() is 0 and
- * on_drain never fires; a caller whose client cannot keep up cancels the
- * call) and the peer certificate (grpc_call_peer_cn() is "").
+ * Flow control: grpc_call_buffered() asks the caller's buffered callback
+ * (0 without one), and the handler's on_drain runs (from its own loop turn)
+ * when the caller calls grpc_local_drained(). The peer certificate is not
+ * available (grpc_call_peer_cn() is "").
  */
 typedef void (*grpc_local_message_cb)(void *data,
                                       const uint8_t *buf,
@@ -267,7 +268,9 @@ struct grpc_local_opts
     size_t max_recv_bytes;
     grpc_local_message_cb on_message; /* required */
     grpc_local_done_cb on_done;       /* required */
-    void *data;                       /* passed to both */
+    /* Bytes the caller still has queued towards its client (optional). */
+    size_t (*buffered)(void *data);
+    void *data; /* passed to the callbacks */
 };
 
 /* Start a local call of method path. UNARY/SERVER_STREAM: req/len is the
@@ -295,6 +298,10 @@ int grpc_local_send(struct grpc_call *call, const uint8_t *msg, size_t len);
 /* The caller has no more messages (CLIENT_STREAM/BIDI): the handler's
  * on_half_close runs (now). No-op for other kinds or a finished call. */
 void grpc_local_half_close(struct grpc_call *call);
+
+/* The caller's queue drained (after grpc_call_buffered() had reported
+ * bytes): the handler's on_drain runs from its own loop turn. */
+void grpc_local_drained(struct grpc_call *call);
 
 /* The caller goes away: no caller callback runs after this, the handler
  * is told (cancel callback, from its own loop turn) and the call is freed

@@ -40,6 +40,9 @@ struct fx
     int half_closed;
     struct grpc_call *held; /* a call the handler keeps */
     char auth[64];
+    size_t queued;    /* what the caller reports as buffered */
+    size_t seen_buffered;
+    int drains;
 };
 
 static struct fx *F;
@@ -104,6 +107,30 @@ static void bidi_message(struct grpc_call *call, const ProtobufCMessage *m,
     assert_int_equal(grpc_call_send(call, &resp.base), 0);
 }
 
+static void on_drain(struct grpc_call *call, void *data)
+{
+    (void)call;
+    (void)data;
+    F->drains++;
+}
+
+static void flow_message(struct grpc_call *call, const ProtobufCMessage *m,
+                         const uint8_t *raw, size_t len, void *data)
+{
+    (void)m;
+    (void)raw;
+    (void)len;
+    (void)data;
+    F->seen_buffered = grpc_call_buffered(call);
+    grpc_call_on_drain(call, on_drain, NULL);
+}
+
+static size_t caller_buffered(void *data)
+{
+    struct fx *f = data;
+    return f->queued;
+}
+
 static void bidi_half_close(struct grpc_call *call, void *data)
 {
     (void)data;
@@ -142,6 +169,8 @@ static int setup(void **state)
          hold_start, NULL, NULL, hold_cancel, NULL},
         {"/t.S/Bidi", GRPC_BIDI, &etcdserverpb__range_request__descriptor,
          bidi_start, bidi_message, bidi_half_close, hold_cancel, NULL},
+        {"/t.S/Flow", GRPC_BIDI, &etcdserverpb__range_request__descriptor,
+         bidi_start, flow_message, bidi_half_close, hold_cancel, NULL},
     };
     struct fx *f = calloc(1, sizeof *f);
     assert_non_null(f);
@@ -370,6 +399,30 @@ static void test_grpc_local_bidi(void **state)
     assert_int_equal(f->done, 2);
 }
 
+static void test_grpc_local_flow_control(void **state)
+{
+    struct fx *f = *state;
+    struct grpc_local_opts o = opts_for(f);
+    struct grpc_call *call;
+    uint8_t buf[128];
+
+    o.buffered = caller_buffered;
+    f->queued = 12345;
+    assert_int_equal(
+        grpc_server_call_local(f->srv, "/t.S/Flow", NULL, 0, &o, &call), 0);
+    assert_int_equal(grpc_local_send(call, buf, pack_range(1, buf)), 0);
+    assert_int_equal(f->seen_buffered, 12345);
+    f->queued = 0;
+    grpc_local_drained(call);
+    assert_int_equal(f->drains, 0); /* from its own loop turn */
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    assert_int_equal(f->drains, 1);
+    grpc_local_half_close(call);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(f->done, 1);
+    assert_int_equal(f->done_code, KEEL_GRPC_OK);
+}
+
 static void test_grpc_local_stats(void **state)
 {
     struct fx *f = *state;
@@ -415,6 +468,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_grpc_local_deadline, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_grpc_local_bidi, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_grpc_local_flow_control, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_grpc_local_stats, setup,
                                         teardown),
