@@ -1436,6 +1436,10 @@ static void match(struct watch_hub *h, struct watch_watcher *w, int64_t rev,
     if (w->oom) {
         return;
     }
+    if (h->n_pairs >= INT32_MAX) {
+        w->oom = true; /* replayed from storage instead */
+        return;
+    }
     if (grow(h, (void **)&h->pairs, &h->cap_pairs, h->n_pairs + 1,
              sizeof *h->pairs) != 0) {
         w->oom = true;

@@ -14,8 +14,10 @@ in) and protoc: the message classes are generated at start from keel's own
 proto/ (the stubs shipped with python3-etcd3 predate watch_id, fragment and
 progress_request).
 """
+import atexit
 import os
 import queue
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,6 +31,7 @@ PROTO = os.path.join(HERE, "..", "..", "proto")
 
 def load_pb():
     out = tempfile.mkdtemp(prefix="keel-probe-")
+    atexit.register(shutil.rmtree, out, True)
     subprocess.check_call(["protoc", "--proto_path=" + PROTO,
                            "--python_out=" + out, "etcdserverpb/rpc.proto",
                            "mvccpb/kv.proto", "authpb/auth.proto"])

@@ -7,6 +7,14 @@
  * nothing before the start revision, atomic per revision (fragments
  * reassembled), prev_kv as asked, filters applied, and that no progress
  * notification is ahead of an event not yet sent on the stream.
+ *
+ * test_watch_matches_etcd_probe is differential: etcd_watch_probe.py was run
+ * against /usr/bin/etcd 3.4 and its output recorded next to this file; the
+ * same scenario through the hub must print the same lines.
+ *
+ * Every test runs twice, through send() and through send_packed().
+ * KEEL_TEST_FILTER=<name> runs one test; KEEL_WATCH_SEED=<n> replays one
+ * seed of the randomized validator; KEEL_SANITIZED=1 scales down.
  */
 #include <setjmp.h>
 #include <stdarg.h>
