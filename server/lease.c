@@ -8,14 +8,14 @@
  *     Proposed through raft; a taken id fails at apply ("lease already
  *     exists").
  *   LeaseRevoke: proposed; unknown lease -> "requested lease not found".
- *   LeaseKeepAlive (bidi): each request is answered {ID, TTL}, in order, after a
- *     ReadIndex barrier (this member still leads and has applied
- *     everything), by the primary lessor; an unknown or expired lease gets
- *     TTL 0 (etcd: ErrLeaseNotFound -> ttl 0). The header is filled before
- *     the renewal, as etcd does, so its revision is never past it.
- *   LeaseTimeToLive: after the barrier, from the primary lessor; keys from
- *     the store; unknown lease -> TTL -1 with the ID echoed, no error.
- *   LeaseLeases: the local lessor's table, soonest expiry first.
+ *   LeaseKeepAlive (bidi): each request is answered {ID, TTL}, in order, after
+ * a ReadIndex barrier (this member still leads and has applied everything), by
+ * the primary lessor; an unknown or expired lease gets TTL 0 (etcd:
+ * ErrLeaseNotFound -> ttl 0). The header is filled before the renewal, as etcd
+ * does, so its revision is never past it. LeaseTimeToLive: after the barrier,
+ * from the primary lessor; keys from the store; unknown lease -> TTL -1 with
+ * the ID echoed, no error. LeaseLeases: the local lessor's table, soonest
+ * expiry first.
  *
  * Renewals and TimeToLive need the primary lessor: on a member that is not
  * the leader they fail with "etcdserver: not leader" (etcd forwards them to
@@ -61,7 +61,8 @@ static int64_t current_revision(struct keel_server *s)
 }
 
 /* Fill *hdr (allocated when NULL) and reply. */
-static void reply(struct lease_call *k, ProtobufCMessage *resp,
+static void reply(struct lease_call *k,
+                  ProtobufCMessage *resp,
                   Etcdserverpb__ResponseHeader **hdr)
 {
     *hdr = server_header(k->s, *hdr, grpc_call_arena(k->call),
@@ -96,8 +97,10 @@ static void write_done(void *arg, int rv, ProtobufCMessage *resp)
     }
 }
 
-static void propose(struct keel_server *s, struct grpc_call *call,
-                    const ProtobufCMessage *msg, Keelpb__Request *kreq)
+static void propose(struct keel_server *s,
+                    struct grpc_call *call,
+                    const ProtobufCMessage *msg,
+                    Keelpb__Request *kreq)
 {
     struct lease_call *k = lease_call_new(s, call, msg);
     if (k == NULL) {
@@ -111,7 +114,8 @@ static void propose(struct keel_server *s, struct grpc_call *call,
     }
 }
 
-static void grant_start(struct grpc_call *call, const ProtobufCMessage *msg,
+static void grant_start(struct grpc_call *call,
+                        const ProtobufCMessage *msg,
                         void *data)
 {
     struct keel_server *s = data;
@@ -134,7 +138,8 @@ static void grant_start(struct grpc_call *call, const ProtobufCMessage *msg,
     propose(s, call, msg, &kreq);
 }
 
-static void revoke_start(struct grpc_call *call, const ProtobufCMessage *msg,
+static void revoke_start(struct grpc_call *call,
+                         const ProtobufCMessage *msg,
                          void *data)
 {
     Etcdserverpb__LeaseRevokeRequest *req =
@@ -166,8 +171,8 @@ static void ttl_after_read_index(void *arg, int rv)
     etcdserverpb__lease_time_to_live_response__init(resp);
     resp->id = req->id;
     int64_t remaining = 0, granted = 0;
-    rv = lessor_time_to_live(server_lessor(k->s), req->id, &remaining,
-                             &granted);
+    rv =
+        lessor_time_to_live(server_lessor(k->s), req->id, &remaining, &granted);
     if (rv == KEEL_ELEASENOTFOUND) {
         resp->ttl = -1; /* etcd v3rpc: not an error */
         reply(k, &resp->base, &resp->header);
@@ -190,7 +195,8 @@ static void ttl_after_read_index(void *arg, int rv)
     reply(k, &resp->base, &resp->header);
 }
 
-static void ttl_start(struct grpc_call *call, const ProtobufCMessage *msg,
+static void ttl_start(struct grpc_call *call,
+                      const ProtobufCMessage *msg,
                       void *data)
 {
     struct lease_call *k = lease_call_new(data, call, msg);
@@ -204,7 +210,8 @@ static void ttl_start(struct grpc_call *call, const ProtobufCMessage *msg,
     }
 }
 
-static void leases_start(struct grpc_call *call, const ProtobufCMessage *msg,
+static void leases_start(struct grpc_call *call,
+                         const ProtobufCMessage *msg,
                          void *data)
 {
     struct lease_call *k = lease_call_new(data, call, msg);
@@ -357,7 +364,8 @@ static void ka_after_read_index(void *arg, int rv)
     ka_maybe_free(st);
 }
 
-static void ka_start(struct grpc_call *call, const ProtobufCMessage *msg,
+static void ka_start(struct grpc_call *call,
+                     const ProtobufCMessage *msg,
                      void *data)
 {
     (void)msg;
@@ -372,8 +380,11 @@ static void ka_start(struct grpc_call *call, const ProtobufCMessage *msg,
     grpc_call_set_data(call, st);
 }
 
-static void ka_message(struct grpc_call *call, const ProtobufCMessage *msg,
-                       const uint8_t *raw, size_t len, void *data)
+static void ka_message(struct grpc_call *call,
+                       const ProtobufCMessage *msg,
+                       const uint8_t *raw,
+                       size_t len,
+                       void *data)
 {
     (void)raw;
     (void)len;
@@ -439,8 +450,8 @@ int lease_register(struct keel_server *s, struct grpc_server *g)
          &etcdserverpb__lease_keep_alive_request__descriptor, ka_start,
          ka_message, ka_half_close, ka_cancel, s},
         {"/etcdserverpb.Lease/LeaseTimeToLive", GRPC_UNARY,
-         &etcdserverpb__lease_time_to_live_request__descriptor, ttl_start,
-         NULL, NULL, NULL, s},
+         &etcdserverpb__lease_time_to_live_request__descriptor, ttl_start, NULL,
+         NULL, NULL, s},
         {"/etcdserverpb.Lease/LeaseLeases", GRPC_UNARY,
          &etcdserverpb__lease_leases_request__descriptor, leases_start, NULL,
          NULL, NULL, s},

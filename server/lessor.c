@@ -75,7 +75,7 @@ struct lessor
     bool started;
     bool stopped;
     bool primary;
-    bool probing;     /* a ReadIndex round before revoking is in flight */
+    bool probing; /* a ReadIndex round before revoking is in flight */
     int64_t last_run_us;
     uint64_t next_id;
 };
@@ -159,10 +159,9 @@ static void lease_remove(struct lessor *l, int64_t id)
     }
 }
 
-#define FOR_EACH_LEASE(l, e)                                 \
-    for (size_t b_ = 0; b_ < (l)->n_buckets; b_++)           \
-        for (struct lease *e = (l)->buckets[b_]; e != NULL;  \
-             e = e->next)
+#define FOR_EACH_LEASE(l, e)                       \
+    for (size_t b_ = 0; b_ < (l)->n_buckets; b_++) \
+        for (struct lease *e = (l)->buckets[b_]; e != NULL; e = e->next)
 
 /* ---- lease timing ------------------------------------------------------- */
 
@@ -343,8 +342,10 @@ static void checkpoint_done(void *arg, int rv, ProtobufCMessage *resp)
 }
 
 /* Propose one LeaseCheckpoint request for n (id, remaining) pairs. */
-static void propose_checkpoints(struct lessor *l, const int64_t *ids,
-                                const int64_t *rem, size_t n)
+static void propose_checkpoints(struct lessor *l,
+                                const int64_t *ids,
+                                const int64_t *rem,
+                                size_t n)
 {
     struct lessor_job *j = job_new(l, 0);
     if (j == NULL) {
@@ -381,7 +382,8 @@ static void propose_checkpoints(struct lessor *l, const int64_t *ids,
 
 /* ---- the timer ---------------------------------------------------------- */
 
-static bool lease_due(const struct lessor *l, const struct lease *e,
+static bool lease_due(const struct lessor *l,
+                      const struct lease *e,
                       int64_t now)
 {
     return e->expiry_us <= now &&
@@ -444,9 +446,8 @@ static void checkpoint_due(struct lessor *l)
         /* Keep one scheduled while the lease lives (etcd stops once a
          * renewed lease is at its full TTL; then a client that stops
          * renewing later is never checkpointed). */
-        e->next_cp_us = e->ttl * US_PER_S > l->checkpoint_us
-                            ? now + l->checkpoint_us
-                            : 0;
+        e->next_cp_us =
+            e->ttl * US_PER_S > l->checkpoint_us ? now + l->checkpoint_us : 0;
         if (e->expiry_us <= now || total >= LESSOR_CHECKPOINT_BATCH * 2) {
             continue;
         }
@@ -502,7 +503,8 @@ static void on_timer(uv_timer_t *t)
 
 /* ---- hooks -------------------------------------------------------------- */
 
-void lessor_on_applied(void *arg, const Keelpb__Request *req,
+void lessor_on_applied(void *arg,
+                       const Keelpb__Request *req,
                        const ProtobufCMessage *resp)
 {
     (void)resp;
@@ -517,9 +519,8 @@ void lessor_on_applied(void *arg, const Keelpb__Request *req,
                           (uint64_t)req->lease_grant->id);
                 abort();
             }
-            e->ttl = req->lease_grant->ttl < l->min_ttl
-                         ? l->min_ttl
-                         : req->lease_grant->ttl;
+            e->ttl = req->lease_grant->ttl < l->min_ttl ? l->min_ttl
+                                                        : req->lease_grant->ttl;
             e->remaining = 0;
             e->revoke_us = 0;
             if (l->primary) {
@@ -563,7 +564,8 @@ void lessor_on_leader(void *arg, bool leader)
 
 /* ---- public ------------------------------------------------------------- */
 
-int lessor_new(uv_loop_t *loop, const struct lessor_options *opts,
+int lessor_new(uv_loop_t *loop,
+               const struct lessor_options *opts,
                struct lessor **out)
 {
     struct lessor *l = calloc(1, sizeof *l);
@@ -604,8 +606,8 @@ int lessor_new(uv_loop_t *loop, const struct lessor_options *opts,
     clock_gettime(CLOCK_REALTIME, &ts);
     uint64_t ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
     /* etcd idutil: 2 bytes of member id, 5 bytes of ms, 1 byte counter */
-    l->next_id = ((opts->member_id & 0xffff) << 48) |
-                 ((ms & 0xffffffffffULL) << 8);
+    l->next_id =
+        ((opts->member_id & 0xffff) << 48) | ((ms & 0xffffffffffULL) << 8);
     uv_timer_init(loop, &l->timer);
     l->timer.data = l;
     *out = l;
@@ -708,7 +710,9 @@ int lessor_renew(struct lessor *l, int64_t id, int64_t *ttl)
     return 0;
 }
 
-int lessor_time_to_live(struct lessor *l, int64_t id, int64_t *remaining,
+int lessor_time_to_live(struct lessor *l,
+                        int64_t id,
+                        int64_t *remaining,
                         int64_t *granted)
 {
     if (!lessor_is_primary(l)) {
@@ -723,7 +727,9 @@ int lessor_time_to_live(struct lessor *l, int64_t id, int64_t *remaining,
     return 0;
 }
 
-int lessor_list(struct lessor *l, struct keel_arena *a, int64_t **ids,
+int lessor_list(struct lessor *l,
+                struct keel_arena *a,
+                int64_t **ids,
                 size_t *n)
 {
     *ids = NULL;

@@ -47,7 +47,7 @@ struct lessor;
 
 struct lessor_options
 {
-    uint64_t member_id;   /* for generated lease ids */
+    uint64_t member_id;    /* for generated lease ids */
     unsigned heartbeat_ms; /* etcd --heartbeat-interval */
     unsigned election_ms;  /* etcd --election-timeout */
     /* 0: $KEEL_LEASE_CHECKPOINT_INTERVAL_MS if set, else etcd's 5 minutes
@@ -59,7 +59,8 @@ struct lessor_options
 
 /* A stopped lessor attached to no node. *out is the caller's (lessor_close).
  * Returns 0 or KEEL_ENOMEM. */
-int lessor_new(uv_loop_t *loop, const struct lessor_options *opts,
+int lessor_new(uv_loop_t *loop,
+               const struct lessor_options *opts,
                struct lessor **out);
 
 /* Load the lease table from n's store (node_open done, nothing applied
@@ -78,7 +79,8 @@ void lessor_stop(struct lessor *l);
 void lessor_close(struct lessor *l);
 
 /* node hooks (arg = the lessor). */
-void lessor_on_applied(void *arg, const Keelpb__Request *req,
+void lessor_on_applied(void *arg,
+                       const Keelpb__Request *req,
                        const ProtobufCMessage *resp);
 void lessor_on_leader(void *arg, bool leader);
 
@@ -102,12 +104,16 @@ int lessor_renew(struct lessor *l, int64_t id, int64_t *ttl);
 /* TimeToLive on the primary: *remaining seconds (truncated, as etcd's
  * int64(Remaining().Seconds())) and the *granted TTL. KEEL_ENOTLEADER,
  * KEEL_ELEASENOTFOUND. */
-int lessor_time_to_live(struct lessor *l, int64_t id, int64_t *remaining,
+int lessor_time_to_live(struct lessor *l,
+                        int64_t id,
+                        int64_t *remaining,
                         int64_t *granted);
 
 /* Ids of every lease in the table, soonest expiry first (etcd: Leases()),
  * array in a. KEEL_ENOMEM. */
-int lessor_list(struct lessor *l, struct keel_arena *a, int64_t **ids,
+int lessor_list(struct lessor *l,
+                struct keel_arena *a,
+                int64_t **ids,
                 size_t *n);
 
 #endif /* KEEL_LESSOR_H */

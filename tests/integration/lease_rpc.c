@@ -46,7 +46,9 @@ static void print_header(const Etcdserverpb__ResponseHeader *h)
            h->raft_term);
 }
 
-static int call(struct keel_sync *s, struct keel_call *c, const char *path,
+static int call(struct keel_sync *s,
+                struct keel_call *c,
+                const char *path,
                 const ProtobufCMessage *req,
                 const ProtobufCMessageDescriptor *resp_desc)
 {
@@ -82,8 +84,7 @@ static void do_grant(struct keel_sync *s, int64_t id, int64_t ttl)
         generated[n_generated++] = r->id;
     }
     print_id("ID=", r->id);
-    printf(" TTL=%" PRId64 " error=\"%s\"\n", r->ttl,
-           r->error ? r->error : "");
+    printf(" TTL=%" PRId64 " error=\"%s\"\n", r->ttl, r->error ? r->error : "");
     keel_call_cleanup(&c);
 }
 
