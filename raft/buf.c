@@ -30,15 +30,16 @@ static void libc_free(void *ctx, void *p)
     free(p);
 }
 
-static const struct raft_heap default_heap = {
-    NULL, libc_malloc, libc_realloc, libc_free};
+static const struct raft_heap default_heap = {NULL, libc_malloc, libc_realloc,
+                                              libc_free};
 
 const struct raft_heap *raft_heap_default(void)
 {
     return &default_heap;
 }
 
-struct raft_buf *raft_buf_new(const struct raft_heap *heap, const void *data,
+struct raft_buf *raft_buf_new(const struct raft_heap *heap,
+                              const void *data,
                               size_t len)
 {
     struct raft_buf *b;
@@ -76,27 +77,27 @@ void raft_buf_unref(struct raft_buf *b)
 const char *raft_strerror(int rv)
 {
     switch (rv) {
-    case 0:
-        return "ok";
-#define RAFT_ERR_CASE(name, off, msg)                                          \
-    case RAFT_E##name:                                                         \
+        case 0:
+            return "ok";
+#define RAFT_ERR_CASE(name, off, msg) \
+    case RAFT_E##name:                \
         return msg;
-        RAFT_ERR_MAP(RAFT_ERR_CASE)
+            RAFT_ERR_MAP(RAFT_ERR_CASE)
 #undef RAFT_ERR_CASE
-    default:
-        return "unknown raft error";
+        default:
+            return "unknown raft error";
     }
 }
 
 const char *raft_msg_type_name(int type)
 {
     static const char *const names[RAFT_MSG_TYPE_COUNT] = {
-        "MsgHup",          "MsgBeat",         "MsgProp",
-        "MsgApp",          "MsgAppResp",      "MsgVote",
-        "MsgVoteResp",     "MsgSnap",         "MsgHeartbeat",
-        "MsgHeartbeatResp", "MsgUnreachable", "MsgSnapStatus",
-        "MsgCheckQuorum",  "MsgTransferLeader", "MsgTimeoutNow",
-        "MsgReadIndex",    "MsgReadIndexResp", "MsgPreVote",
+        "MsgHup",           "MsgBeat",           "MsgProp",
+        "MsgApp",           "MsgAppResp",        "MsgVote",
+        "MsgVoteResp",      "MsgSnap",           "MsgHeartbeat",
+        "MsgHeartbeatResp", "MsgUnreachable",    "MsgSnapStatus",
+        "MsgCheckQuorum",   "MsgTransferLeader", "MsgTimeoutNow",
+        "MsgReadIndex",     "MsgReadIndexResp",  "MsgPreVote",
         "MsgPreVoteResp"};
     if (type < 0 || type >= RAFT_MSG_TYPE_COUNT) {
         return "MsgUnknown";
@@ -117,7 +118,9 @@ static size_t put_varint(unsigned char *p, uint64_t v)
     return n;
 }
 
-static int get_varint(const unsigned char *p, size_t len, size_t *pos,
+static int get_varint(const unsigned char *p,
+                      size_t len,
+                      size_t *pos,
                       uint64_t *v)
 {
     uint64_t x = 0;
@@ -186,49 +189,49 @@ int raft_conf_change_decode(const struct raft_heap *heap,
             goto err;
         }
         switch (key & 7) {
-        case 0:
-            if ((rv = get_varint(b->data, b->len, &pos, &v)) != 0) {
-                goto err;
-            }
-            if ((key >> 3) == 1) {
-                cc->id = v;
-            } else if ((key >> 3) == 2) {
-                if (v > RAFT_CONF_ADD_LEARNER_NODE) {
+            case 0:
+                if ((rv = get_varint(b->data, b->len, &pos, &v)) != 0) {
                     goto err;
                 }
-                cc->type = (int)v;
-            } else if ((key >> 3) == 3) {
-                cc->node_id = v;
-            }
-            break;
-        case 2:
-            if ((rv = get_varint(b->data, b->len, &pos, &v)) != 0 ||
-                v > b->len - pos) {
-                goto err;
-            }
-            if ((key >> 3) == 4) {
-                raft_buf_unref(cc->context);
-                cc->context = raft_buf_new(heap, b->data + pos, (size_t)v);
-                if (cc->context == NULL) {
-                    return RAFT_ENOMEM;
+                if ((key >> 3) == 1) {
+                    cc->id = v;
+                } else if ((key >> 3) == 2) {
+                    if (v > RAFT_CONF_ADD_LEARNER_NODE) {
+                        goto err;
+                    }
+                    cc->type = (int)v;
+                } else if ((key >> 3) == 3) {
+                    cc->node_id = v;
                 }
-            }
-            pos += (size_t)v;
-            break;
-        case 1:
-            if (b->len - pos < 8) {
+                break;
+            case 2:
+                if ((rv = get_varint(b->data, b->len, &pos, &v)) != 0 ||
+                    v > b->len - pos) {
+                    goto err;
+                }
+                if ((key >> 3) == 4) {
+                    raft_buf_unref(cc->context);
+                    cc->context = raft_buf_new(heap, b->data + pos, (size_t)v);
+                    if (cc->context == NULL) {
+                        return RAFT_ENOMEM;
+                    }
+                }
+                pos += (size_t)v;
+                break;
+            case 1:
+                if (b->len - pos < 8) {
+                    goto err;
+                }
+                pos += 8;
+                break;
+            case 5:
+                if (b->len - pos < 4) {
+                    goto err;
+                }
+                pos += 4;
+                break;
+            default:
                 goto err;
-            }
-            pos += 8;
-            break;
-        case 5:
-            if (b->len - pos < 4) {
-                goto err;
-            }
-            pos += 4;
-            break;
-        default:
-            goto err;
         }
     }
     return 0;

@@ -56,7 +56,8 @@ uint64_t raft__entry_size(const struct raft_entry *e)
     return e->data != NULL ? e->data->len : 0;
 }
 
-void raft__ents_push(const struct raft_heap *h, struct raft__ents *v,
+void raft__ents_push(const struct raft_heap *h,
+                     struct raft__ents *v,
                      const struct raft_entry *e)
 {
     if (v->n == v->cap) {
@@ -84,7 +85,8 @@ void raft__ents_free(const struct raft_heap *h, struct raft__ents *v)
     v->cap = 0;
 }
 
-int raft__log_init(struct raft__log *l, const struct raft_storage *s,
+int raft__log_init(struct raft__log *l,
+                   const struct raft_storage *s,
                    const struct raft_heap *h)
 {
     uint64_t first, last;
@@ -191,7 +193,8 @@ bool raft__log_match_term(const struct raft__log *l, uint64_t i, uint64_t t)
     return got == t;
 }
 
-bool raft__log_is_up_to_date(const struct raft__log *l, uint64_t lasti,
+bool raft__log_is_up_to_date(const struct raft__log *l,
+                             uint64_t lasti,
                              uint64_t term)
 {
     uint64_t lt = raft__log_last_term(l);
@@ -200,7 +203,8 @@ bool raft__log_is_up_to_date(const struct raft__log *l, uint64_t lasti,
 
 /* Index of the first entry of ents that is new or conflicts, 0 if none. */
 static uint64_t find_conflict(const struct raft__log *l,
-                              const struct raft_entry *ents, size_t n)
+                              const struct raft_entry *ents,
+                              size_t n)
 {
     size_t i;
     for (i = 0; i < n; i++) {
@@ -211,7 +215,8 @@ static uint64_t find_conflict(const struct raft__log *l,
     return 0;
 }
 
-void raft__log_append(struct raft__log *l, const struct raft_entry *ents,
+void raft__log_append(struct raft__log *l,
+                      const struct raft_entry *ents,
                       size_t n)
 {
     uint64_t after;
@@ -242,9 +247,12 @@ void raft__log_append(struct raft__log *l, const struct raft_entry *ents,
     }
 }
 
-bool raft__log_maybe_append(struct raft__log *l, uint64_t index,
-                            uint64_t log_term, uint64_t committed,
-                            const struct raft_entry *ents, size_t n,
+bool raft__log_maybe_append(struct raft__log *l,
+                            uint64_t index,
+                            uint64_t log_term,
+                            uint64_t committed,
+                            const struct raft_entry *ents,
+                            size_t n,
                             uint64_t *lastnew)
 {
     uint64_t ci, last;
@@ -257,15 +265,19 @@ bool raft__log_maybe_append(struct raft__log *l, uint64_t index,
         /* a conflict at or below commit would mean a committed entry
          * differs: the Log Matching property is broken */
         assert(ci > l->committed || l->lenient);
-        raft__log_append(l, ents + (ci - index - 1), n - (size_t)(ci - index - 1));
+        raft__log_append(l, ents + (ci - index - 1),
+                         n - (size_t)(ci - index - 1));
     }
     raft__log_commit_to(l, committed < last ? committed : last);
     *lastnew = last;
     return true;
 }
 
-int raft__log_slice(const struct raft__log *l, uint64_t lo, uint64_t hi,
-                    uint64_t max_size, struct raft__ents *out)
+int raft__log_slice(const struct raft__log *l,
+                    uint64_t lo,
+                    uint64_t hi,
+                    uint64_t max_size,
+                    struct raft__ents *out)
 {
     uint64_t size = 0;
     size_t start = out->n;
@@ -369,7 +381,8 @@ void raft__log_restore(struct raft__log *l, const struct raft_snapshot *s)
 }
 
 uint64_t raft__log_find_conflict_by_term(const struct raft__log *l,
-                                         uint64_t index, uint64_t term)
+                                         uint64_t index,
+                                         uint64_t term)
 {
     uint64_t t;
     for (; index > 0; index--) {

@@ -9,7 +9,8 @@
 
 #include "raft.h"
 
-struct raft_memstore {
+struct raft_memstore
+{
     const struct raft_heap *heap;
     struct raft_hard_state hs;
     struct raft_snapshot snap;
@@ -75,7 +76,8 @@ uint64_t raft_memstore_first_index(const struct raft_memstore *ms)
     return offset(ms) + 1;
 }
 
-static int ms_initial_state(void *ctx, struct raft_hard_state *hs,
+static int ms_initial_state(void *ctx,
+                            struct raft_hard_state *hs,
                             struct raft_conf_state *cs)
 {
     struct raft_memstore *ms = ctx;
@@ -84,8 +86,12 @@ static int ms_initial_state(void *ctx, struct raft_hard_state *hs,
     return 0;
 }
 
-static int ms_entries(void *ctx, uint64_t lo, uint64_t hi, uint64_t max_size,
-                      const struct raft_entry **out, size_t *n)
+static int ms_entries(void *ctx,
+                      uint64_t lo,
+                      uint64_t hi,
+                      uint64_t max_size,
+                      const struct raft_entry **out,
+                      size_t *n)
 {
     struct raft_memstore *ms = ctx;
     uint64_t size = 0;
@@ -189,7 +195,8 @@ static int reserve(struct raft_memstore *ms, size_t n)
 }
 
 int raft_memstore_append(struct raft_memstore *ms,
-                         const struct raft_entry *entries, size_t n)
+                         const struct raft_entry *entries,
+                         size_t n)
 {
     uint64_t first = raft_memstore_first_index(ms);
     uint64_t last = entries != NULL && n > 0 ? entries[n - 1].index : 0;
@@ -216,7 +223,8 @@ int raft_memstore_append(struct raft_memstore *ms,
     return 0;
 }
 
-int raft_memstore_bootstrap(struct raft_memstore *ms, const uint64_t *voters,
+int raft_memstore_bootstrap(struct raft_memstore *ms,
+                            const uint64_t *voters,
                             size_t n)
 {
     size_t i;
@@ -256,7 +264,8 @@ int raft_memstore_apply_snapshot(struct raft_memstore *ms,
     return 0;
 }
 
-int raft_memstore_create_snapshot(struct raft_memstore *ms, uint64_t i,
+int raft_memstore_create_snapshot(struct raft_memstore *ms,
+                                  uint64_t i,
                                   const struct raft_conf_state *cs,
                                   struct raft_buf *data)
 {

@@ -47,12 +47,14 @@
 enum { VOTE_NONE = 0, VOTE_GRANTED = 1, VOTE_REJECTED = 2 };
 enum { CAMPAIGN_PRE = 0, CAMPAIGN_ELECTION = 1, CAMPAIGN_TRANSFER_KIND = 2 };
 
-struct inflights {
+struct inflights
+{
     uint64_t *buf;
     int start, count, size;
 };
 
-struct progress {
+struct progress
+{
     uint64_t id;
     uint64_t match, next;
     int state;
@@ -68,7 +70,8 @@ struct progress {
     struct inflights ins;
 };
 
-struct read_req {
+struct read_req
+{
     uint64_t index;
     uint64_t from; /* RAFT_NONE or self: local; else a follower */
     struct raft_buf *ctx;
@@ -76,12 +79,14 @@ struct read_req {
     int n_acks;
 };
 
-struct msg_vec {
+struct msg_vec
+{
     struct raft_message *m;
     size_t n, cap;
 };
 
-struct raft {
+struct raft
+{
     const struct raft_heap *heap;
     uint64_t id;
     uint64_t term;
@@ -105,10 +110,11 @@ struct raft {
      * uncommitted conf change in the log, oldest first (rolled back when
      * truncated). Log entries up to conf_scanned have been looked at. */
     struct raft_conf_state conf_base;
-    struct conf_hist {
+    struct conf_hist
+    {
         uint64_t index;
         struct raft_conf_state cs;
-    } *hist;
+    } * hist;
     int n_hist, cap_hist;
     uint64_t conf_scanned;
     /* The configuration as of the last applied conf change (what the
@@ -161,7 +167,8 @@ static int step_internal(struct raft *r, const struct raft_message *m);
 static void conf_sync(struct raft *r);
 static void leader_committed(struct raft *r);
 
-/* ---- randomness ------------------------------------------------------------ */
+/* ---- randomness ------------------------------------------------------------
+ */
 
 static uint64_t next_rand(struct raft *r)
 {
@@ -183,7 +190,8 @@ static void reset_randomized_election_timeout(struct raft *r)
         (int)(next_rand(r) % (uint64_t)r->election_timeout);
 }
 
-/* ---- progress ---------------------------------------------------------------- */
+/* ---- progress
+ * ---------------------------------------------------------------- */
 
 static bool ins_full(const struct inflights *in)
 {
@@ -269,7 +277,8 @@ static bool pr_maybe_update(struct progress *pr, uint64_t n)
 
 /* A rejection of index `rejected` with the follower's hint. False if the
  * rejection is stale (a duplicate or an answer to an old probe). */
-static bool pr_maybe_decr_to(struct progress *pr, uint64_t rejected,
+static bool pr_maybe_decr_to(struct progress *pr,
+                             uint64_t rejected,
                              uint64_t match_hint)
 {
     uint64_t n;
@@ -292,12 +301,12 @@ static bool pr_maybe_decr_to(struct progress *pr, uint64_t rejected,
 static bool pr_is_paused(const struct progress *pr)
 {
     switch (pr->state) {
-    case RAFT_PROGRESS_PROBE:
-        return pr->probe_sent;
-    case RAFT_PROGRESS_REPLICATE:
-        return ins_full(&pr->ins);
-    default:
-        return true;
+        case RAFT_PROGRESS_PROBE:
+            return pr->probe_sent;
+        case RAFT_PROGRESS_REPLICATE:
+            return ins_full(&pr->ins);
+        default:
+            return true;
     }
 }
 
@@ -330,7 +339,8 @@ static struct progress *pr_add(struct raft *r, uint64_t id, bool learner)
     pr->next = raft__log_last_index(&r->log) + 1;
     pr->recent_active = true; /* give a new member time to answer */
     pr->ins.size = r->max_inflight;
-    pr->ins.buf = raft__malloc(r->heap, sizeof(uint64_t) * (size_t)r->max_inflight);
+    pr->ins.buf =
+        raft__malloc(r->heap, sizeof(uint64_t) * (size_t)r->max_inflight);
     return pr;
 }
 
@@ -410,7 +420,8 @@ static uint64_t quorum_match(const struct raft *r)
     return m[n / 2 + 1 - 1];
 }
 
-/* ---- messages -------------------------------------------------------------- */
+/* ---- messages --------------------------------------------------------------
+ */
 
 static void msg_release(const struct raft_heap *h, struct raft_message *m)
 {
@@ -427,7 +438,8 @@ static void msg_release(const struct raft_heap *h, struct raft_message *m)
     memset(m, 0, sizeof(*m));
 }
 
-static void msg_vec_push(const struct raft_heap *h, struct msg_vec *v,
+static void msg_vec_push(const struct raft_heap *h,
+                         struct msg_vec *v,
                          const struct raft_message *m)
 {
     if (v->n == v->cap) {
@@ -454,14 +466,14 @@ static bool sendable_before_persist(const struct raft *r, int type)
         return false;
     }
     switch (type) {
-    case RAFT_MSG_APP:
-    case RAFT_MSG_HEARTBEAT:
-    case RAFT_MSG_SNAP:
-    case RAFT_MSG_TIMEOUT_NOW:
-    case RAFT_MSG_READ_INDEX_RESP:
-        return true;
-    default:
-        return false;
+        case RAFT_MSG_APP:
+        case RAFT_MSG_HEARTBEAT:
+        case RAFT_MSG_SNAP:
+        case RAFT_MSG_TIMEOUT_NOW:
+        case RAFT_MSG_READ_INDEX_RESP:
+            return true;
+        default:
+            return false;
     }
 }
 
@@ -493,7 +505,8 @@ static void send_simple(struct raft *r, int type, uint64_t to)
 }
 
 static struct raft_entry *copy_entries(const struct raft_heap *h,
-                                       const struct raft_entry *e, size_t n)
+                                       const struct raft_entry *e,
+                                       size_t n)
 {
     struct raft_entry *out;
     size_t i;
@@ -608,16 +621,16 @@ static void bcast_heartbeat(struct raft *r, struct raft_buf *ctx)
     }
 }
 
-/* ---- read index -------------------------------------------------------------- */
+/* ---- read index
+ * -------------------------------------------------------------- */
 
-static void add_read_state(struct raft *r, uint64_t index,
-                           struct raft_buf *ctx)
+static void add_read_state(struct raft *r, uint64_t index, struct raft_buf *ctx)
 {
     if (r->n_read_states == r->cap_read_states) {
         r->cap_read_states = r->cap_read_states ? r->cap_read_states * 2 : 8;
-        r->read_states = raft__realloc(
-            r->heap, r->read_states,
-            r->cap_read_states * sizeof(*r->read_states));
+        r->read_states =
+            raft__realloc(r->heap, r->read_states,
+                          r->cap_read_states * sizeof(*r->read_states));
     }
     r->read_states[r->n_read_states].index = index;
     r->read_states[r->n_read_states].context = raft_buf_ref(ctx);
@@ -644,7 +657,9 @@ static bool buf_eq(const struct raft_buf *a, const struct raft_buf *b)
 }
 
 /* Answers a read request: locally or to the follower that asked. */
-static void answer_read(struct raft *r, uint64_t from, uint64_t index,
+static void answer_read(struct raft *r,
+                        uint64_t from,
+                        uint64_t index,
                         struct raft_buf *ctx)
 {
     if (from == RAFT_NONE || from == r->id) {
@@ -771,7 +786,8 @@ static void release_pending_reads(struct raft *r)
     }
 }
 
-static void leader_recv_read_ack(struct raft *r, uint64_t from,
+static void leader_recv_read_ack(struct raft *r,
+                                 uint64_t from,
                                  const struct raft_buf *ctx)
 {
     int i, k;
@@ -797,7 +813,8 @@ static void leader_recv_read_ack(struct raft *r, uint64_t from,
     r->n_reads -= i + 1;
 }
 
-/* ---- role changes ----------------------------------------------------------- */
+/* ---- role changes -----------------------------------------------------------
+ */
 
 static void abort_leader_transfer(struct raft *r)
 {
@@ -1060,7 +1077,8 @@ static void hand_off(struct raft *r)
     start_transfer(r, best);
 }
 
-/* ---- configuration ------------------------------------------------------------ */
+/* ---- configuration
+ * ------------------------------------------------------------ */
 
 static int conf_find(const uint64_t *ids, uint32_t n, uint64_t id)
 {
@@ -1089,7 +1107,8 @@ int raft_conf_state_apply(struct raft_conf_state *cs,
     if (cc->node_id == RAFT_NONE || cc->type == RAFT_CONF_UPDATE_NODE) {
         return 0;
     }
-    if (cc->type < RAFT_CONF_ADD_NODE || cc->type > RAFT_CONF_ADD_LEARNER_NODE) {
+    if (cc->type < RAFT_CONF_ADD_NODE ||
+        cc->type > RAFT_CONF_ADD_LEARNER_NODE) {
         return RAFT_EINVAL;
     }
     conf_drop(next.voters, &next.n_voters, cc->node_id);
@@ -1216,9 +1235,9 @@ static void conf_sync(struct raft *r)
                 }
                 if (r->n_hist == r->cap_hist) {
                     r->cap_hist = r->cap_hist ? r->cap_hist * 2 : 4;
-                    r->hist = raft__realloc(r->heap, r->hist,
-                                            (size_t)r->cap_hist *
-                                                sizeof(*r->hist));
+                    r->hist =
+                        raft__realloc(r->heap, r->hist,
+                                      (size_t)r->cap_hist * sizeof(*r->hist));
                 }
                 r->hist[r->n_hist].index = es.e[k].index;
                 r->hist[r->n_hist].cs = next;
@@ -1256,7 +1275,8 @@ static void leader_committed(struct raft *r)
     }
 }
 
-/* ---- follower-side handlers ------------------------------------------------- */
+/* ---- follower-side handlers -------------------------------------------------
+ */
 
 static void handle_append_entries(struct raft *r, const struct raft_message *m)
 {
@@ -1335,108 +1355,110 @@ static void handle_snapshot(struct raft *r, const struct raft_message *m)
     send(r, &resp);
 }
 
-/* ---- step per role ------------------------------------------------------------ */
+/* ---- step per role
+ * ------------------------------------------------------------ */
 
 static int step_leader(struct raft *r, const struct raft_message *m)
 {
     struct progress *pr;
     switch (m->type) {
-    case RAFT_MSG_BEAT:
-        /* carry the newest pending read: if the round it started was
-         * lost, this one confirms it (and every read before it) */
-        bcast_heartbeat(r, r->n_reads > 0 ? r->reads[r->n_reads - 1].ctx
-                                          : NULL);
-        return 0;
-    case RAFT_MSG_CHECK_QUORUM: {
-        int i, active = 0;
-        for (i = 0; i < r->n_prs; i++) {
-            struct progress *p = &r->prs[i];
-            if (p->id == r->id) {
-                active += !p->learner;
-                continue;
+        case RAFT_MSG_BEAT:
+            /* carry the newest pending read: if the round it started was
+             * lost, this one confirms it (and every read before it) */
+            bcast_heartbeat(
+                r, r->n_reads > 0 ? r->reads[r->n_reads - 1].ctx : NULL);
+            return 0;
+        case RAFT_MSG_CHECK_QUORUM: {
+            int i, active = 0;
+            for (i = 0; i < r->n_prs; i++) {
+                struct progress *p = &r->prs[i];
+                if (p->id == r->id) {
+                    active += !p->learner;
+                    continue;
+                }
+                active += p->recent_active && !p->learner;
+                p->recent_active = false;
             }
-            active += p->recent_active && !p->learner;
-            p->recent_active = false;
-        }
-        /* a leaving leader keeps trying to hand off instead: stepping
-         * down could strand members that still need its vote */
-        if (active < quorum(r) && !r->leaving) {
-            become_follower(r, r->term, RAFT_NONE);
-        }
-        return 0;
-    }
-    case RAFT_MSG_PROP: {
-        struct raft_entry stack_es[4], *es;
-        size_t i;
-        bool ok;
-        if (m->n_entries == 0) {
-            return RAFT_EINVAL;
-        }
-        if (pr_get(r, r->id) == NULL || r->lead_transferee != RAFT_NONE ||
-            r->leaving) {
-            return RAFT_EPROPOSAL_DROPPED;
-        }
-        /* the common single proposal needs no heap copy */
-        es = m->n_entries <= 4 ? stack_es
-                               : raft__malloc(r->heap, m->n_entries * sizeof(*es));
-        for (i = 0; i < m->n_entries; i++) {
-            es[i] = m->entries[i];
-            raft_buf_ref(es[i].data);
-        }
-        for (i = 0; i < m->n_entries; i++) {
-            if (es[i].type != RAFT_ENTRY_CONF_CHANGE) {
-                continue;
+            /* a leaving leader keeps trying to hand off instead: stepping
+             * down could strand members that still need its vote */
+            if (active < quorum(r) && !r->leaving) {
+                become_follower(r, r->term, RAFT_NONE);
             }
-            if (r->pending_conf_index > r->log.committed) {
-                /* one at a time: the earlier change (or this leader's
-                 * first entry) is not committed yet */
-                raft_buf_unref(es[i].data);
-                es[i].data = NULL;
-                es[i].type = RAFT_ENTRY_NORMAL;
-            } else {
-                r->pending_conf_index =
-                    raft__log_last_index(&r->log) + (uint64_t)i + 1;
-            }
-        }
-        ok = append_entries(r, es, m->n_entries);
-        for (i = 0; i < m->n_entries; i++) {
-            raft_buf_unref(es[i].data);
-        }
-        if (es != stack_es) {
-            raft__free(r->heap, es);
-        }
-        if (!ok) {
-            return RAFT_EPROPOSAL_DROPPED;
-        }
-        bcast_append(r);
-        if (r->test_bug == RAFT_BUG_ACK_BEFORE_PERSIST && maybe_commit(r)) {
-            leader_committed(r);
-        }
-        return 0;
-    }
-    case RAFT_MSG_READ_INDEX:
-        /* also for a single voter: after a restart its commit index may
-         * lag what it committed before the crash (etcd-io/raft#105) */
-        if (!committed_entry_in_current_term(r)) {
-            struct raft_message *q;
-            if (r->n_pending_reads == r->cap_pending_reads) {
-                r->cap_pending_reads =
-                    r->cap_pending_reads ? r->cap_pending_reads * 2 : 8;
-                r->pending_reads = raft__realloc(
-                    r->heap, r->pending_reads,
-                    (size_t)r->cap_pending_reads * sizeof(*q));
-            }
-            q = &r->pending_reads[r->n_pending_reads++];
-            memset(q, 0, sizeof(*q));
-            q->type = m->type;
-            q->from = m->from;
-            q->context = raft_buf_ref(m->context);
             return 0;
         }
-        leader_read_index(r, m);
-        return 0;
-    default:
-        break;
+        case RAFT_MSG_PROP: {
+            struct raft_entry stack_es[4], *es;
+            size_t i;
+            bool ok;
+            if (m->n_entries == 0) {
+                return RAFT_EINVAL;
+            }
+            if (pr_get(r, r->id) == NULL || r->lead_transferee != RAFT_NONE ||
+                r->leaving) {
+                return RAFT_EPROPOSAL_DROPPED;
+            }
+            /* the common single proposal needs no heap copy */
+            es = m->n_entries <= 4
+                     ? stack_es
+                     : raft__malloc(r->heap, m->n_entries * sizeof(*es));
+            for (i = 0; i < m->n_entries; i++) {
+                es[i] = m->entries[i];
+                raft_buf_ref(es[i].data);
+            }
+            for (i = 0; i < m->n_entries; i++) {
+                if (es[i].type != RAFT_ENTRY_CONF_CHANGE) {
+                    continue;
+                }
+                if (r->pending_conf_index > r->log.committed) {
+                    /* one at a time: the earlier change (or this leader's
+                     * first entry) is not committed yet */
+                    raft_buf_unref(es[i].data);
+                    es[i].data = NULL;
+                    es[i].type = RAFT_ENTRY_NORMAL;
+                } else {
+                    r->pending_conf_index =
+                        raft__log_last_index(&r->log) + (uint64_t)i + 1;
+                }
+            }
+            ok = append_entries(r, es, m->n_entries);
+            for (i = 0; i < m->n_entries; i++) {
+                raft_buf_unref(es[i].data);
+            }
+            if (es != stack_es) {
+                raft__free(r->heap, es);
+            }
+            if (!ok) {
+                return RAFT_EPROPOSAL_DROPPED;
+            }
+            bcast_append(r);
+            if (r->test_bug == RAFT_BUG_ACK_BEFORE_PERSIST && maybe_commit(r)) {
+                leader_committed(r);
+            }
+            return 0;
+        }
+        case RAFT_MSG_READ_INDEX:
+            /* also for a single voter: after a restart its commit index may
+             * lag what it committed before the crash (etcd-io/raft#105) */
+            if (!committed_entry_in_current_term(r)) {
+                struct raft_message *q;
+                if (r->n_pending_reads == r->cap_pending_reads) {
+                    r->cap_pending_reads =
+                        r->cap_pending_reads ? r->cap_pending_reads * 2 : 8;
+                    r->pending_reads = raft__realloc(
+                        r->heap, r->pending_reads,
+                        (size_t)r->cap_pending_reads * sizeof(*q));
+                }
+                q = &r->pending_reads[r->n_pending_reads++];
+                memset(q, 0, sizeof(*q));
+                q->type = m->type;
+                q->from = m->from;
+                q->context = raft_buf_ref(m->context);
+                return 0;
+            }
+            leader_read_index(r, m);
+            return 0;
+        default:
+            break;
     }
 
     pr = pr_get(r, m->from);
@@ -1444,83 +1466,83 @@ static int step_leader(struct raft *r, const struct raft_message *m)
         return 0;
     }
     switch (m->type) {
-    case RAFT_MSG_APP_RESP:
-        pr->recent_active = true;
-        if (m->reject) {
-            uint64_t next_probe = m->reject_hint;
-            if (m->log_term > 0) {
-                next_probe = raft__log_find_conflict_by_term(
-                    &r->log, m->reject_hint, m->log_term);
-            }
-            if (pr_maybe_decr_to(pr, m->index, next_probe)) {
-                if (pr->state == RAFT_PROGRESS_REPLICATE) {
-                    pr_become_probe(pr);
+        case RAFT_MSG_APP_RESP:
+            pr->recent_active = true;
+            if (m->reject) {
+                uint64_t next_probe = m->reject_hint;
+                if (m->log_term > 0) {
+                    next_probe = raft__log_find_conflict_by_term(
+                        &r->log, m->reject_hint, m->log_term);
                 }
-                send_append(r, m->from);
-            }
-        } else {
-            bool old_paused = pr_is_paused(pr);
-            if (pr_maybe_update(pr, m->index)) {
-                if (pr->state == RAFT_PROGRESS_PROBE) {
-                    pr_become_replicate(pr);
-                } else if (pr->state == RAFT_PROGRESS_SNAPSHOT &&
-                           pr->match >= pr->pending_snapshot) {
-                    pr_become_probe(pr);
-                    pr_become_replicate(pr);
-                } else if (pr->state == RAFT_PROGRESS_REPLICATE) {
-                    ins_free_le(&pr->ins, m->index);
-                }
-                if (maybe_commit(r)) {
-                    leader_committed(r);
-                } else if (old_paused) {
+                if (pr_maybe_decr_to(pr, m->index, next_probe)) {
+                    if (pr->state == RAFT_PROGRESS_REPLICATE) {
+                        pr_become_probe(pr);
+                    }
                     send_append(r, m->from);
                 }
-                while (maybe_send_append(r, m->from, false)) {
-                }
-                if (m->from == r->lead_transferee &&
-                    pr->match == raft__log_last_index(&r->log)) {
-                    send_timeout_now(r, m->from);
+            } else {
+                bool old_paused = pr_is_paused(pr);
+                if (pr_maybe_update(pr, m->index)) {
+                    if (pr->state == RAFT_PROGRESS_PROBE) {
+                        pr_become_replicate(pr);
+                    } else if (pr->state == RAFT_PROGRESS_SNAPSHOT &&
+                               pr->match >= pr->pending_snapshot) {
+                        pr_become_probe(pr);
+                        pr_become_replicate(pr);
+                    } else if (pr->state == RAFT_PROGRESS_REPLICATE) {
+                        ins_free_le(&pr->ins, m->index);
+                    }
+                    if (maybe_commit(r)) {
+                        leader_committed(r);
+                    } else if (old_paused) {
+                        send_append(r, m->from);
+                    }
+                    while (maybe_send_append(r, m->from, false)) {
+                    }
+                    if (m->from == r->lead_transferee &&
+                        pr->match == raft__log_last_index(&r->log)) {
+                        send_timeout_now(r, m->from);
+                    }
                 }
             }
-        }
-        return 0;
-    case RAFT_MSG_HEARTBEAT_RESP:
-        pr->recent_active = true;
-        pr->probe_sent = false;
-        if (pr->state == RAFT_PROGRESS_REPLICATE && ins_full(&pr->ins)) {
-            ins_free_first(&pr->ins);
-        }
-        if (pr->match < raft__log_last_index(&r->log)) {
-            send_append(r, m->from);
-        }
-        if (m->index <= r->ticks && m->index > pr->lease_tick) {
-            pr->lease_tick = m->index;
-        }
-        if (m->context != NULL && m->context->len > 0) {
-            leader_recv_read_ack(r, m->from, m->context);
-        }
-        return 0;
-    case RAFT_MSG_SNAP_STATUS:
-        if (pr->state != RAFT_PROGRESS_SNAPSHOT) {
             return 0;
-        }
-        if (m->reject) {
-            pr->pending_snapshot = 0;
-        }
-        pr_become_probe(pr);
-        /* wait for a heartbeat response before probing again */
-        pr->probe_sent = true;
-        return 0;
-    case RAFT_MSG_UNREACHABLE:
-        if (pr->state == RAFT_PROGRESS_REPLICATE) {
+        case RAFT_MSG_HEARTBEAT_RESP:
+            pr->recent_active = true;
+            pr->probe_sent = false;
+            if (pr->state == RAFT_PROGRESS_REPLICATE && ins_full(&pr->ins)) {
+                ins_free_first(&pr->ins);
+            }
+            if (pr->match < raft__log_last_index(&r->log)) {
+                send_append(r, m->from);
+            }
+            if (m->index <= r->ticks && m->index > pr->lease_tick) {
+                pr->lease_tick = m->index;
+            }
+            if (m->context != NULL && m->context->len > 0) {
+                leader_recv_read_ack(r, m->from, m->context);
+            }
+            return 0;
+        case RAFT_MSG_SNAP_STATUS:
+            if (pr->state != RAFT_PROGRESS_SNAPSHOT) {
+                return 0;
+            }
+            if (m->reject) {
+                pr->pending_snapshot = 0;
+            }
             pr_become_probe(pr);
-        }
-        return 0;
-    case RAFT_MSG_TRANSFER_LEADER:
-        start_transfer(r, pr);
-        return 0;
-    default:
-        return 0;
+            /* wait for a heartbeat response before probing again */
+            pr->probe_sent = true;
+            return 0;
+        case RAFT_MSG_UNREACHABLE:
+            if (pr->state == RAFT_PROGRESS_REPLICATE) {
+                pr_become_probe(pr);
+            }
+            return 0;
+        case RAFT_MSG_TRANSFER_LEADER:
+            start_transfer(r, pr);
+            return 0;
+        default:
+            return 0;
     }
 }
 
@@ -1529,27 +1551,27 @@ static int step_candidate(struct raft *r, const struct raft_message *m)
     int resp_type = r->state == RAFT_PRE_CANDIDATE ? RAFT_MSG_PRE_VOTE_RESP
                                                    : RAFT_MSG_VOTE_RESP;
     switch (m->type) {
-    case RAFT_MSG_PROP:
-        return RAFT_EPROPOSAL_DROPPED;
-    case RAFT_MSG_APP:
-        become_follower(r, m->term, m->from);
-        handle_append_entries(r, m);
-        return 0;
-    case RAFT_MSG_HEARTBEAT:
-        become_follower(r, m->term, m->from);
-        handle_heartbeat(r, m);
-        return 0;
-    case RAFT_MSG_SNAP:
-        become_follower(r, m->term, m->from);
-        handle_snapshot(r, m);
-        return 0;
-    case RAFT_MSG_TIMEOUT_NOW:
-        return 0;
-    case RAFT_MSG_READ_INDEX:
-    case RAFT_MSG_TRANSFER_LEADER:
-        return RAFT_EPROPOSAL_DROPPED;
-    default:
-        break;
+        case RAFT_MSG_PROP:
+            return RAFT_EPROPOSAL_DROPPED;
+        case RAFT_MSG_APP:
+            become_follower(r, m->term, m->from);
+            handle_append_entries(r, m);
+            return 0;
+        case RAFT_MSG_HEARTBEAT:
+            become_follower(r, m->term, m->from);
+            handle_heartbeat(r, m);
+            return 0;
+        case RAFT_MSG_SNAP:
+            become_follower(r, m->term, m->from);
+            handle_snapshot(r, m);
+            return 0;
+        case RAFT_MSG_TIMEOUT_NOW:
+            return 0;
+        case RAFT_MSG_READ_INDEX:
+        case RAFT_MSG_TRANSFER_LEADER:
+            return RAFT_EPROPOSAL_DROPPED;
+        default:
+            break;
     }
     if (m->type == resp_type) {
         int res = poll(r, m->from, !m->reject);
@@ -1571,56 +1593,57 @@ static int step_follower(struct raft *r, const struct raft_message *m)
 {
     struct raft_message fwd;
     switch (m->type) {
-    case RAFT_MSG_PROP:
-    case RAFT_MSG_TRANSFER_LEADER:
-    case RAFT_MSG_READ_INDEX:
-        if (r->lead == RAFT_NONE) {
-            return RAFT_EPROPOSAL_DROPPED;
-        }
-        memset(&fwd, 0, sizeof(fwd));
-        fwd.type = m->type;
-        fwd.to = r->lead;
-        fwd.entries = copy_entries(r->heap, m->entries, m->n_entries);
-        fwd.n_entries = m->n_entries;
-        fwd.context = raft_buf_ref(m->context);
-        send(r, &fwd);
-        /* send() stamped from = self: a transfer request names its target
-         * in from, so keep the original */
-        r->msgs_after.m[r->msgs_after.n - 1].from = m->from;
-        if (m->type == RAFT_MSG_TRANSFER_LEADER) {
-            r->msgs_after.m[r->msgs_after.n - 1].term = 0;
-        }
-        return 0;
-    case RAFT_MSG_APP:
-        r->election_elapsed = 0;
-        r->lead = m->from;
-        handle_append_entries(r, m);
-        return 0;
-    case RAFT_MSG_HEARTBEAT:
-        r->election_elapsed = 0;
-        r->lead = m->from;
-        handle_heartbeat(r, m);
-        return 0;
-    case RAFT_MSG_SNAP:
-        r->election_elapsed = 0;
-        r->lead = m->from;
-        handle_snapshot(r, m);
-        return 0;
-    case RAFT_MSG_TIMEOUT_NOW:
-        if (promotable(r)) {
-            /* leadership transfer: campaign now, even inside a lease */
-            hup(r, CAMPAIGN_TRANSFER_KIND);
-        }
-        return 0;
-    case RAFT_MSG_READ_INDEX_RESP:
-        add_read_state(r, m->index, m->context);
-        return 0;
-    default:
-        return 0;
+        case RAFT_MSG_PROP:
+        case RAFT_MSG_TRANSFER_LEADER:
+        case RAFT_MSG_READ_INDEX:
+            if (r->lead == RAFT_NONE) {
+                return RAFT_EPROPOSAL_DROPPED;
+            }
+            memset(&fwd, 0, sizeof(fwd));
+            fwd.type = m->type;
+            fwd.to = r->lead;
+            fwd.entries = copy_entries(r->heap, m->entries, m->n_entries);
+            fwd.n_entries = m->n_entries;
+            fwd.context = raft_buf_ref(m->context);
+            send(r, &fwd);
+            /* send() stamped from = self: a transfer request names its target
+             * in from, so keep the original */
+            r->msgs_after.m[r->msgs_after.n - 1].from = m->from;
+            if (m->type == RAFT_MSG_TRANSFER_LEADER) {
+                r->msgs_after.m[r->msgs_after.n - 1].term = 0;
+            }
+            return 0;
+        case RAFT_MSG_APP:
+            r->election_elapsed = 0;
+            r->lead = m->from;
+            handle_append_entries(r, m);
+            return 0;
+        case RAFT_MSG_HEARTBEAT:
+            r->election_elapsed = 0;
+            r->lead = m->from;
+            handle_heartbeat(r, m);
+            return 0;
+        case RAFT_MSG_SNAP:
+            r->election_elapsed = 0;
+            r->lead = m->from;
+            handle_snapshot(r, m);
+            return 0;
+        case RAFT_MSG_TIMEOUT_NOW:
+            if (promotable(r)) {
+                /* leadership transfer: campaign now, even inside a lease */
+                hup(r, CAMPAIGN_TRANSFER_KIND);
+            }
+            return 0;
+        case RAFT_MSG_READ_INDEX_RESP:
+            add_read_state(r, m->index, m->context);
+            return 0;
+        default:
+            return 0;
     }
 }
 
-/* ---- step --------------------------------------------------------------------- */
+/* ---- step
+ * --------------------------------------------------------------------- */
 
 static bool is_vote_request(int t)
 {
@@ -1664,8 +1687,7 @@ static int step_internal(struct raft *r, const struct raft_message *m)
             (m->type == RAFT_MSG_VOTE_RESP ||
              m->type == RAFT_MSG_PRE_VOTE_RESP)) {
             /* deliberately wrong: count a stale vote (mutation check) */
-            if (r->state == RAFT_CANDIDATE ||
-                r->state == RAFT_PRE_CANDIDATE) {
+            if (r->state == RAFT_CANDIDATE || r->state == RAFT_PRE_CANDIDATE) {
                 return step_candidate(r, m);
             }
             return 0;
@@ -1689,54 +1711,54 @@ static int step_internal(struct raft *r, const struct raft_message *m)
     }
 
     switch (m->type) {
-    case RAFT_MSG_HUP:
-        hup(r, CAMPAIGN_ELECTION);
-        return 0;
-    case RAFT_MSG_VOTE:
-    case RAFT_MSG_PRE_VOTE: {
-        struct raft_message resp;
-        bool can_vote =
-            r->vote == m->from ||
-            (r->vote == RAFT_NONE && r->lead == RAFT_NONE) ||
-            (m->type == RAFT_MSG_PRE_VOTE && m->term > r->term);
-        bool up_to_date =
-            r->test_bug == RAFT_BUG_NO_LOG_CHECK ||
-            raft__log_is_up_to_date(&r->log, m->index, m->log_term);
-        memset(&resp, 0, sizeof(resp));
-        resp.to = m->from;
-        resp.type = m->type == RAFT_MSG_VOTE ? RAFT_MSG_VOTE_RESP
-                                             : RAFT_MSG_PRE_VOTE_RESP;
-        /* learners vote too when asked: the candidate's newer config may
-         * list them as voters (etcd PR #10998) */
-        if (can_vote && up_to_date) {
-            resp.term = m->term;
-            send(r, &resp);
-            if (m->type == RAFT_MSG_VOTE) {
-                r->election_elapsed = 0;
-                r->vote = m->from;
+        case RAFT_MSG_HUP:
+            hup(r, CAMPAIGN_ELECTION);
+            return 0;
+        case RAFT_MSG_VOTE:
+        case RAFT_MSG_PRE_VOTE: {
+            struct raft_message resp;
+            bool can_vote = r->vote == m->from ||
+                            (r->vote == RAFT_NONE && r->lead == RAFT_NONE) ||
+                            (m->type == RAFT_MSG_PRE_VOTE && m->term > r->term);
+            bool up_to_date =
+                r->test_bug == RAFT_BUG_NO_LOG_CHECK ||
+                raft__log_is_up_to_date(&r->log, m->index, m->log_term);
+            memset(&resp, 0, sizeof(resp));
+            resp.to = m->from;
+            resp.type = m->type == RAFT_MSG_VOTE ? RAFT_MSG_VOTE_RESP
+                                                 : RAFT_MSG_PRE_VOTE_RESP;
+            /* learners vote too when asked: the candidate's newer config may
+             * list them as voters (etcd PR #10998) */
+            if (can_vote && up_to_date) {
+                resp.term = m->term;
+                send(r, &resp);
+                if (m->type == RAFT_MSG_VOTE) {
+                    r->election_elapsed = 0;
+                    r->vote = m->from;
+                }
+            } else {
+                resp.term = r->term;
+                resp.reject = true;
+                send(r, &resp);
             }
-        } else {
-            resp.term = r->term;
-            resp.reject = true;
-            send(r, &resp);
+            return 0;
         }
-        return 0;
-    }
-    default:
-        break;
+        default:
+            break;
     }
     switch (r->state) {
-    case RAFT_LEADER:
-        return step_leader(r, m);
-    case RAFT_CANDIDATE:
-    case RAFT_PRE_CANDIDATE:
-        return step_candidate(r, m);
-    default:
-        return step_follower(r, m);
+        case RAFT_LEADER:
+            return step_leader(r, m);
+        case RAFT_CANDIDATE:
+        case RAFT_PRE_CANDIDATE:
+            return step_candidate(r, m);
+        default:
+            return step_follower(r, m);
     }
 }
 
-/* ---- public API ----------------------------------------------------------------- */
+/* ---- public API
+ * ----------------------------------------------------------------- */
 
 void raft_config_default(struct raft_config *c)
 {
@@ -1971,8 +1993,7 @@ static bool well_formed(const struct raft_message *m)
         return false;
     }
     if (m->term == 0 && m->type != RAFT_MSG_PROP &&
-        m->type != RAFT_MSG_READ_INDEX &&
-        m->type != RAFT_MSG_TRANSFER_LEADER) {
+        m->type != RAFT_MSG_READ_INDEX && m->type != RAFT_MSG_TRANSFER_LEADER) {
         return false; /* only forwarded requests travel without a term */
     }
     for (i = 0; i < m->n_entries; i++) {
@@ -2039,7 +2060,8 @@ int raft_propose_conf_change(struct raft *r, const struct raft_conf_change *cc)
 {
     struct raft_buf *b;
     int rv;
-    if (cc->type < RAFT_CONF_ADD_NODE || cc->type > RAFT_CONF_ADD_LEARNER_NODE) {
+    if (cc->type < RAFT_CONF_ADD_NODE ||
+        cc->type > RAFT_CONF_ADD_LEARNER_NODE) {
         return RAFT_EINVAL;
     }
     b = raft_conf_change_encode(r->heap, cc);
@@ -2114,7 +2136,8 @@ static void conf_state_of(const struct raft *r, struct raft_conf_state *cs)
     }
 }
 
-int raft_apply_conf_change(struct raft *r, const struct raft_conf_change *cc,
+int raft_apply_conf_change(struct raft *r,
+                           const struct raft_conf_change *cc,
                            struct raft_conf_state *cs)
 {
     int rv = raft_conf_state_apply(&r->applied_conf, cc);
@@ -2199,7 +2222,8 @@ struct raft_ready *raft_ready(struct raft *r)
     r->n_read_states = r->cap_read_states = 0;
     rd->lead = r->lead;
     rd->state = r->state;
-    rd->soft_state_changed = r->lead != r->prev_lead || r->state != r->prev_state;
+    rd->soft_state_changed =
+        r->lead != r->prev_lead || r->state != r->prev_state;
     r->prev_lead = r->lead;
     r->prev_state = r->state;
     if (rd->has_hard_state) {
@@ -2272,7 +2296,8 @@ void raft_status(const struct raft *r, struct raft_status *st)
     st->conf_index = conf_current_index(r);
 }
 
-int raft_progress(const struct raft *r, uint64_t id,
+int raft_progress(const struct raft *r,
+                  uint64_t id,
                   struct raft_progress_status *p)
 {
     const struct progress *pr = pr_cget(r, id);

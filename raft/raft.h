@@ -70,16 +70,17 @@
 #define RAFT_MAX_MEMBERS 32
 
 /* Error codes: reserved range -31000 .. -31099. */
-#define RAFT_ERR_MAP(X)                                                        \
-    X(NOMEM, 1, "raft: out of memory")                                         \
-    X(COMPACTED, 2, "requested index is unavailable due to compaction")       \
-    X(UNAVAILABLE, 3, "requested entry at index is unavailable")              \
-    X(SNAP_TEMP_UNAVAILABLE, 4, "snapshot is temporarily unavailable")        \
-    X(PROPOSAL_DROPPED, 5, "raft proposal dropped")                           \
-    X(STEP_LOCAL_MSG, 6, "raft: cannot step raft local message")              \
-    X(STEP_PEER_NOT_FOUND, 7, "raft: cannot step as peer not found")          \
-    X(INVAL, 8, "raft: invalid argument")                                     \
-    X(SNAP_OUT_OF_DATE, 9, "requested index is older than the existing snapshot") \
+#define RAFT_ERR_MAP(X)                                                 \
+    X(NOMEM, 1, "raft: out of memory")                                  \
+    X(COMPACTED, 2, "requested index is unavailable due to compaction") \
+    X(UNAVAILABLE, 3, "requested entry at index is unavailable")        \
+    X(SNAP_TEMP_UNAVAILABLE, 4, "snapshot is temporarily unavailable")  \
+    X(PROPOSAL_DROPPED, 5, "raft proposal dropped")                     \
+    X(STEP_LOCAL_MSG, 6, "raft: cannot step raft local message")        \
+    X(STEP_PEER_NOT_FOUND, 7, "raft: cannot step as peer not found")    \
+    X(INVAL, 8, "raft: invalid argument")                               \
+    X(SNAP_OUT_OF_DATE, 9,                                              \
+      "requested index is older than the existing snapshot")            \
     X(TOO_MANY_MEMBERS, 10, "raft: too many members")
 
 enum {
@@ -93,7 +94,8 @@ const char *raft_strerror(int rv);
 
 /* ---- allocation ---------------------------------------------------------- */
 
-struct raft_heap {
+struct raft_heap
+{
     void *ctx;
     void *(*malloc)(void *ctx, size_t n);
     void *(*realloc)(void *ctx, void *p, size_t n);
@@ -104,7 +106,8 @@ struct raft_heap {
 const struct raft_heap *raft_heap_default(void);
 
 /* Immutable, reference-counted bytes. `heap` must outlive the buffer. */
-struct raft_buf {
+struct raft_buf
+{
     const struct raft_heap *heap;
     uint32_t refs;
     size_t len;
@@ -113,47 +116,54 @@ struct raft_buf {
 
 /* A new buffer holding a copy of data[0..len) with one reference (owned by
  * the caller). NULL on allocation failure. */
-struct raft_buf *raft_buf_new(const struct raft_heap *heap, const void *data,
+struct raft_buf *raft_buf_new(const struct raft_heap *heap,
+                              const void *data,
                               size_t len);
 /* Takes one more reference; NULL-safe; returns b. */
 struct raft_buf *raft_buf_ref(struct raft_buf *b);
 /* Drops one reference, freeing the buffer at zero; NULL-safe. */
 void raft_buf_unref(struct raft_buf *b);
 
-/* ---- plain structs mirroring proto/raftpb/raft.proto ----------------------- */
+/* ---- plain structs mirroring proto/raftpb/raft.proto -----------------------
+ */
 
 enum raft_entry_type {
     RAFT_ENTRY_NORMAL = 0,      /* data: a request, or NULL (leader no-op) */
     RAFT_ENTRY_CONF_CHANGE = 1, /* data: raft_conf_change_encode() output */
 };
 
-struct raft_entry {
+struct raft_entry
+{
     uint64_t term;
     uint64_t index;
-    int type; /* enum raft_entry_type */
+    int type;              /* enum raft_entry_type */
     struct raft_buf *data; /* NULL for an empty entry */
 };
 
-struct raft_hard_state {
+struct raft_hard_state
+{
     uint64_t term;
     uint64_t vote;
     uint64_t commit;
 };
 
-struct raft_conf_state {
+struct raft_conf_state
+{
     uint64_t voters[RAFT_MAX_MEMBERS];
     uint32_t n_voters;
     uint64_t learners[RAFT_MAX_MEMBERS];
     uint32_t n_learners;
 };
 
-struct raft_snapshot_meta {
+struct raft_snapshot_meta
+{
     struct raft_conf_state conf_state;
     uint64_t index;
     uint64_t term;
 };
 
-struct raft_snapshot {
+struct raft_snapshot
+{
     struct raft_buf *data; /* state machine image; may be NULL */
     struct raft_snapshot_meta meta;
 };
@@ -165,7 +175,8 @@ enum raft_conf_change_type {
     RAFT_CONF_ADD_LEARNER_NODE = 3,
 };
 
-struct raft_conf_change {
+struct raft_conf_change
+{
     uint64_t id;
     int type; /* enum raft_conf_change_type */
     uint64_t node_id;
@@ -195,7 +206,8 @@ enum raft_msg_type {
     RAFT_MSG_TYPE_COUNT
 };
 
-struct raft_message {
+struct raft_message
+{
     int type; /* enum raft_msg_type */
     uint64_t to;
     uint64_t from;
@@ -238,18 +250,24 @@ int raft_conf_change_decode(const struct raft_heap *heap,
  * (snapshot.index, last_index]. Index snapshot.index has a known term (the
  * snapshot's), so term(first_index - 1) must succeed.
  */
-struct raft_storage {
+struct raft_storage
+{
     void *ctx;
     /* The persisted hard state and the configuration of the latest snapshot. */
-    int (*initial_state)(void *ctx, struct raft_hard_state *hs,
+    int (*initial_state)(void *ctx,
+                         struct raft_hard_state *hs,
                          struct raft_conf_state *cs);
     /* Entries [lo, hi), at most max_size bytes of payload but at least one
      * entry. *out points into storage-owned memory, valid until the next
      * mutation of the storage; raft references what it keeps. Returns
      * RAFT_ECOMPACTED if lo <= snapshot index, RAFT_EUNAVAILABLE if hi - 1 >
      * last index. */
-    int (*entries)(void *ctx, uint64_t lo, uint64_t hi, uint64_t max_size,
-                   const struct raft_entry **out, size_t *n);
+    int (*entries)(void *ctx,
+                   uint64_t lo,
+                   uint64_t hi,
+                   uint64_t max_size,
+                   const struct raft_entry **out,
+                   size_t *n);
     /* Term of entry i, for i in [first_index - 1, last_index]. */
     int (*term)(void *ctx, uint64_t i, uint64_t *term);
     int (*first_index)(void *ctx, uint64_t *index);
@@ -268,20 +286,23 @@ void raft_memstore_storage(struct raft_memstore *ms, struct raft_storage *s);
 /* Write a fresh cluster's first entries: one AddNode conf change per voter
  * at indexes 1..n, term 1, hard state {term 1, commit n}. Only on an empty
  * store. The members learn their configuration by applying them. */
-int raft_memstore_bootstrap(struct raft_memstore *ms, const uint64_t *voters,
+int raft_memstore_bootstrap(struct raft_memstore *ms,
+                            const uint64_t *voters,
                             size_t n);
 int raft_memstore_set_hard_state(struct raft_memstore *ms,
                                  const struct raft_hard_state *hs);
 /* Append (references the payloads); entries[0].index may be <= last+1, in
  * which case the conflicting suffix is replaced. */
 int raft_memstore_append(struct raft_memstore *ms,
-                         const struct raft_entry *entries, size_t n);
+                         const struct raft_entry *entries,
+                         size_t n);
 /* Replace everything with snap (RAFT_ESNAP_OUT_OF_DATE if older). */
 int raft_memstore_apply_snapshot(struct raft_memstore *ms,
                                  const struct raft_snapshot *snap);
 /* Record a snapshot at applied index i (<= last) with cs and data (a new
  * reference is taken); entries are kept until raft_memstore_compact. */
-int raft_memstore_create_snapshot(struct raft_memstore *ms, uint64_t i,
+int raft_memstore_create_snapshot(struct raft_memstore *ms,
+                                  uint64_t i,
                                   const struct raft_conf_state *cs,
                                   struct raft_buf *data);
 /* Drop entries up to and including i (i <= last index). */
@@ -313,22 +334,23 @@ enum raft_read_only_option {
  * outside tests: each breaks a Raft safety rule on purpose. */
 enum raft_test_bug {
     RAFT_BUG_NONE = 0,
-    RAFT_BUG_COMMIT_OLD_TERM = 1,   /* commit previous-term entries by count */
-    RAFT_BUG_VOTE_OLD_TERM = 2,     /* count vote grants from older terms */
-    RAFT_BUG_NO_LOG_CHECK = 3,      /* grant votes to out-of-date logs */
+    RAFT_BUG_COMMIT_OLD_TERM = 1,    /* commit previous-term entries by count */
+    RAFT_BUG_VOTE_OLD_TERM = 2,      /* count vote grants from older terms */
+    RAFT_BUG_NO_LOG_CHECK = 3,       /* grant votes to out-of-date logs */
     RAFT_BUG_ACK_BEFORE_PERSIST = 4, /* leader counts unpersisted entries */
-    RAFT_BUG_ENDLESS_LEASE = 5, /* lease reads trust check-quorum alone */
-    RAFT_BUG_LEARNERS_COUNT = 6 /* learners' logs count toward commit */
+    RAFT_BUG_ENDLESS_LEASE = 5,      /* lease reads trust check-quorum alone */
+    RAFT_BUG_LEARNERS_COUNT = 6      /* learners' logs count toward commit */
 };
 
-struct raft_config {
-    uint64_t id;           /* non-zero */
-    int election_tick;     /* follower timeout, in ticks; > heartbeat_tick */
-    int heartbeat_tick;    /* leader heartbeat interval, in ticks */
-    uint64_t applied;      /* last applied index at restart (0: snapshot's) */
-    uint64_t max_size_per_msg;      /* payload bytes per MsgApp (0: 1 entry) */
-    uint64_t max_uncommitted_size;  /* 0: unlimited */
-    int max_inflight_msgs;          /* > 0 */
+struct raft_config
+{
+    uint64_t id;        /* non-zero */
+    int election_tick;  /* follower timeout, in ticks; > heartbeat_tick */
+    int heartbeat_tick; /* leader heartbeat interval, in ticks */
+    uint64_t applied;   /* last applied index at restart (0: snapshot's) */
+    uint64_t max_size_per_msg;     /* payload bytes per MsgApp (0: 1 entry) */
+    uint64_t max_uncommitted_size; /* 0: unlimited */
+    int max_inflight_msgs;         /* > 0 */
     bool pre_vote;
     bool check_quorum;
     int read_only_option; /* enum raft_read_only_option */
@@ -383,7 +405,8 @@ int raft_campaign(struct raft *r);
  * change every member skips (too many members) returns 0 and *cs
  * unchanged. A leader that removed itself hands leadership over once the
  * change commits. */
-int raft_apply_conf_change(struct raft *r, const struct raft_conf_change *cc,
+int raft_apply_conf_change(struct raft *r,
+                           const struct raft_conf_change *cc,
                            struct raft_conf_state *cs);
 /* cs with cc applied (pure): RAFT_ETOO_MANY_MEMBERS or RAFT_EINVAL leave
  * cs unchanged. */
@@ -394,12 +417,14 @@ void raft_report_snapshot(struct raft *r, uint64_t to, bool failed);
 /* The transport could not reach `to` (MsgUnreachable): pipeline back off. */
 void raft_report_unreachable(struct raft *r, uint64_t to);
 
-struct raft_read_state {
+struct raft_read_state
+{
     uint64_t index;           /* read may be served once applied >= index */
     struct raft_buf *context; /* the ctx given to raft_read_index */
 };
 
-struct raft_ready {
+struct raft_ready
+{
     bool has_hard_state;
     struct raft_hard_state hard_state;
     bool has_snapshot;
@@ -433,7 +458,8 @@ enum raft_progress_state {
     RAFT_PROGRESS_SNAPSHOT = 2,
 };
 
-struct raft_progress_status {
+struct raft_progress_status
+{
     uint64_t id;
     uint64_t match;
     uint64_t next;
@@ -443,7 +469,8 @@ struct raft_progress_status {
     uint64_t pending_snapshot;
 };
 
-struct raft_status {
+struct raft_status
+{
     uint64_t id;
     struct raft_hard_state hs;
     int state; /* enum raft_state */
@@ -460,7 +487,8 @@ struct raft_status {
 void raft_status(const struct raft *r, struct raft_status *st);
 /* The leader's view of member id's replication; RAFT_EINVAL if this node
  * is not the leader or id is not a member. */
-int raft_progress(const struct raft *r, uint64_t id,
+int raft_progress(const struct raft *r,
+                  uint64_t id,
                   struct raft_progress_status *p);
 /* Term of entry i in the node's log (0 and RAFT_ECOMPACTED/UNAVAILABLE if
  * unknown). For invariant checks and tools. */

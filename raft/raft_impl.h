@@ -17,11 +17,13 @@ void *raft__realloc(const struct raft_heap *h, void *p, size_t n);
 void raft__free(const struct raft_heap *h, void *p);
 
 /* A growable array of entries owning one reference to each payload. */
-struct raft__ents {
+struct raft__ents
+{
     struct raft_entry *e;
     size_t n, cap;
 };
-void raft__ents_push(const struct raft_heap *h, struct raft__ents *v,
+void raft__ents_push(const struct raft_heap *h,
+                     struct raft__ents *v,
                      const struct raft_entry *e);
 void raft__ents_truncate(struct raft__ents *v, size_t n);
 void raft__ents_free(const struct raft_heap *h, struct raft__ents *v);
@@ -32,7 +34,8 @@ uint64_t raft__entry_size(const struct raft_entry *e);
  * possibly a snapshot received but not yet persisted). unstable.e[i] has
  * index offset + i; everything below offset is in storage.
  */
-struct raft__log {
+struct raft__log
+{
     const struct raft_storage *s;
     const struct raft_heap *heap;
     bool has_snap;
@@ -49,7 +52,8 @@ struct raft__log {
     uint64_t truncated_at;
 };
 
-int raft__log_init(struct raft__log *l, const struct raft_storage *s,
+int raft__log_init(struct raft__log *l,
+                   const struct raft_storage *s,
                    const struct raft_heap *h);
 void raft__log_close(struct raft__log *l);
 uint64_t raft__log_first_index(const struct raft__log *l);
@@ -59,28 +63,37 @@ uint64_t raft__log_last_term(const struct raft__log *l);
 int raft__log_term(const struct raft__log *l, uint64_t i, uint64_t *t);
 uint64_t raft__log_term_or_zero(const struct raft__log *l, uint64_t i);
 bool raft__log_match_term(const struct raft__log *l, uint64_t i, uint64_t t);
-bool raft__log_is_up_to_date(const struct raft__log *l, uint64_t lasti,
+bool raft__log_is_up_to_date(const struct raft__log *l,
+                             uint64_t lasti,
                              uint64_t term);
 /* Append after a log-matching check; returns false if (index, log_term)
  * does not match, else sets *lastnew. Commits min(committed, lastnew). */
-bool raft__log_maybe_append(struct raft__log *l, uint64_t index,
-                            uint64_t log_term, uint64_t committed,
-                            const struct raft_entry *ents, size_t n,
+bool raft__log_maybe_append(struct raft__log *l,
+                            uint64_t index,
+                            uint64_t log_term,
+                            uint64_t committed,
+                            const struct raft_entry *ents,
+                            size_t n,
                             uint64_t *lastnew);
 /* Unconditional append at ents[0].index (truncating the unstable tail). */
-void raft__log_append(struct raft__log *l, const struct raft_entry *ents,
+void raft__log_append(struct raft__log *l,
+                      const struct raft_entry *ents,
                       size_t n);
 /* [lo, hi) into out (references taken), at most max_size payload bytes but
  * at least one entry. */
-int raft__log_slice(const struct raft__log *l, uint64_t lo, uint64_t hi,
-                    uint64_t max_size, struct raft__ents *out);
+int raft__log_slice(const struct raft__log *l,
+                    uint64_t lo,
+                    uint64_t hi,
+                    uint64_t max_size,
+                    struct raft__ents *out);
 void raft__log_commit_to(struct raft__log *l, uint64_t i);
 bool raft__log_maybe_commit(struct raft__log *l, uint64_t i, uint64_t term);
 void raft__log_stable_to(struct raft__log *l, uint64_t i, uint64_t t);
 void raft__log_stable_snap_to(struct raft__log *l, uint64_t i);
 void raft__log_restore(struct raft__log *l, const struct raft_snapshot *s);
 uint64_t raft__log_find_conflict_by_term(const struct raft__log *l,
-                                         uint64_t index, uint64_t term);
+                                         uint64_t index,
+                                         uint64_t term);
 /* Last index that is persisted (and still part of the log). */
 uint64_t raft__log_stable_index(const struct raft__log *l);
 /* Highest index that may be handed out for apply. */

@@ -19,7 +19,8 @@
 
 #include "raft.h"
 
-struct counting_heap {
+struct counting_heap
+{
     struct raft_heap h;
     uint64_t allocs;
 };
@@ -53,7 +54,8 @@ static void heap_init(struct counting_heap *c)
 
 #define N 3
 
-struct member {
+struct member
+{
     struct raft_memstore *ms;
     struct raft_storage st;
     struct raft *r;
@@ -136,8 +138,9 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[i], "--size") == 0) {
             size = strtoull(argv[i + 1], NULL, 10);
         } else {
-            fprintf(stderr, "usage: keel-raft-bench [--proposals N] "
-                            "[--batch B] [--size BYTES]\n");
+            fprintf(stderr,
+                    "usage: keel-raft-bench [--proposals N] "
+                    "[--batch B] [--size BYTES]\n");
             return 2;
         }
     }
@@ -190,7 +193,8 @@ int main(int argc, char **argv)
     }
     t1 = now_s();
     printf("raft core, 3 members in memory: %" PRIu64 " proposals of %" PRIu64
-           " B, batch %" PRIu64 ": %.0f proposals/s (%.2f s); "
+           " B, batch %" PRIu64
+           ": %.0f proposals/s (%.2f s); "
            "allocations per proposal: %.2f in raft (incl. the payload "
            "buffer), %.2f in the memstore\n",
            total, size, batch, (double)total / (t1 - t0), t1 - t0,

@@ -52,7 +52,8 @@
 #define MAX_NODES (7 + SPARES)
 #define LIVE_TICKS 400
 
-/* ---- helpers ---------------------------------------------------------------- */
+/* ---- helpers ----------------------------------------------------------------
+ */
 
 static uint64_t splitmix(uint64_t *s)
 {
@@ -86,7 +87,8 @@ static uint64_t mix(uint64_t h, uint64_t a, uint64_t b)
 }
 
 /* growable uint64 arrays indexed from 0 */
-struct u64v {
+struct u64v
+{
     uint64_t *v;
     size_t n;
 };
@@ -110,14 +112,17 @@ static void u64v_set(struct u64v *a, uint64_t i, uint64_t x)
     a->v[i] = x;
 }
 
-/* ---- state -------------------------------------------------------------------- */
+/* ---- state
+ * -------------------------------------------------------------------- */
 
-struct smsg {
+struct smsg
+{
     uint64_t at, seq;
     struct raft_message m;
 };
 
-struct node {
+struct node
+{
     uint64_t id;
     struct raft_memstore *ms;
     struct raft_storage st;
@@ -136,11 +141,13 @@ struct node {
     bool crash_soon; /* a targeted crash at the end of this millisecond */
 };
 
-struct grant {
+struct grant
+{
     uint64_t term, voter, cand;
 };
 
-struct sim {
+struct sim
+{
     const struct sim_opts *o;
     struct sim_result *res;
     FILE *out;
@@ -162,17 +169,18 @@ struct sim {
     uint64_t seq;
 
     /* invariant records */
-    struct u64v leader_of;  /* term -> leader id */
-    struct u64v cterm;      /* committed index -> term (0: unknown) */
-    struct u64v cobs;       /* committed index -> term it was first seen in */
+    struct u64v leader_of; /* term -> leader id */
+    struct u64v cterm;     /* committed index -> term (0: unknown) */
+    struct u64v cobs;      /* committed index -> term it was first seen in */
     uint64_t max_commit;
     struct u64v aterm, adata, chain; /* applied index -> term, data, chain */
     struct grant *grants;
     size_t n_grants, cap_grants;
     /* entry registry: open addressing on (index, term) */
-    struct ereg {
+    struct ereg
+    {
         uint64_t index, term, data, prev;
-    } *reg;
+    } * reg;
     size_t reg_cap, reg_n;
     /* reads: ctx counter -> minimum index */
     struct u64v read_min;
@@ -196,8 +204,8 @@ static void violation(struct sim *s, const char *fmt, ...)
         return;
     }
     s->res->violation = true;
-    n = snprintf(s->res->what, sizeof(s->res->what), "t=%" PRIu64 "ms: ",
-                 s->now);
+    n = snprintf(s->res->what, sizeof(s->res->what),
+                 "t=%" PRIu64 "ms: ", s->now);
     va_start(ap, fmt);
     vsnprintf(s->res->what + n, sizeof(s->res->what) - (size_t)n, fmt, ap);
     va_end(ap);
@@ -241,7 +249,8 @@ static const char *state_name(int st)
     return st >= 0 && st < 4 ? n[st] : "?";
 }
 
-/* ---- messages ------------------------------------------------------------- */
+/* ---- messages -------------------------------------------------------------
+ */
 
 static void msg_copy(struct raft_message *d, const struct raft_message *m)
 {
@@ -347,7 +356,8 @@ static void record_grant(struct sim *s, const struct raft_message *m)
 
 /* The transport tells the leader how a snapshot send went, as server/
  * will (etcd: ReportSnapshot); without it the follower stays paused. */
-static void report_snapshot(struct sim *s, const struct raft_message *m,
+static void report_snapshot(struct sim *s,
+                            const struct raft_message *m,
                             bool failed)
 {
     struct node *from = node_of(s, m->from);
@@ -395,7 +405,8 @@ static void net_send(struct sim *s, const struct raft_message *m)
     }
 }
 
-/* ---- invariants ------------------------------------------------------------- */
+/* ---- invariants -------------------------------------------------------------
+ */
 
 static struct ereg *reg_find(struct sim *s, uint64_t index, uint64_t term)
 {
@@ -422,8 +433,10 @@ static void reg_grow(struct sim *s)
 }
 
 /* Log matching, checked on every entry a member persists. */
-static void check_entry(struct sim *s, struct node *n,
-                        const struct raft_entry *e, uint64_t prev)
+static void check_entry(struct sim *s,
+                        struct node *n,
+                        const struct raft_entry *e,
+                        uint64_t prev)
 {
     struct ereg *g;
     uint64_t d = data_hash(e);
@@ -449,8 +462,8 @@ static void check_entry(struct sim *s, struct node *n,
         s->reg_n++;
         return;
     }
-    if (g->data != d || (prev != UINT64_MAX && g->prev != UINT64_MAX &&
-                         g->prev != prev)) {
+    if (g->data != d ||
+        (prev != UINT64_MAX && g->prev != UINT64_MAX && g->prev != prev)) {
         violation(s,
                   "log matching: n%" PRIu64 " entry %" PRIu64 "/%" PRIu64
                   " differs from another member's",
@@ -472,7 +485,8 @@ static bool is_learner(const struct raft_conf_state *cs, uint64_t id)
     return false;
 }
 
-static void check_new_leader(struct sim *s, struct node *n,
+static void check_new_leader(struct sim *s,
+                             struct node *n,
                              const struct raft_status *st)
 {
     uint64_t term = st->hs.term, i;
@@ -491,7 +505,8 @@ static void check_new_leader(struct sim *s, struct node *n,
     }
     if (granted < (int)st->conf.n_voters / 2 + 1) {
         violation(s,
-                  "n%" PRIu64 " leader of term %" PRIu64 " with only %d of %u"
+                  "n%" PRIu64 " leader of term %" PRIu64
+                  " with only %d of %u"
                   " voters' grants",
                   n->id, term, granted, st->conf.n_voters);
         return;
@@ -521,7 +536,8 @@ static void check_new_leader(struct sim *s, struct node *n,
 /* A leader's commit index must be backed by a quorum of the voters of its
  * configuration holding the entry durably (a learner's copy or an
  * unpersisted one does not count). */
-static void check_commit_quorum(struct sim *s, struct node *n,
+static void check_commit_quorum(struct sim *s,
+                                struct node *n,
                                 const struct raft_status *st)
 {
     uint64_t c = st->hs.commit, t;
@@ -565,8 +581,7 @@ static void check_node(struct sim *s, struct node *n)
     }
     if (st.state != RAFT_FOLLOWER && is_learner(&st.conf, n->id) &&
         st.conf_index <= st.hs.commit) {
-        violation(s, "learner n%" PRIu64 " is %s", n->id,
-                  state_name(st.state));
+        violation(s, "learner n%" PRIu64 " is %s", n->id, state_name(st.state));
         return;
     }
     if (st.state == RAFT_LEADER) {
@@ -626,9 +641,11 @@ static void check_node(struct sim *s, struct node *n)
     }
 }
 
-/* ---- applying ----------------------------------------------------------------- */
+/* ---- applying
+ * ----------------------------------------------------------------- */
 
-static void apply_entry(struct sim *s, struct node *n,
+static void apply_entry(struct sim *s,
+                        struct node *n,
                         const struct raft_entry *e)
 {
     uint64_t d = data_hash(e), at;
@@ -655,8 +672,7 @@ static void apply_entry(struct sim *s, struct node *n,
     if (u64v_get(&s->chain, e->index) == 0) {
         u64v_set(&s->chain, e->index, n->hash);
     } else if (u64v_get(&s->chain, e->index) != n->hash) {
-        violation(s, "n%" PRIu64 " state differs at %" PRIu64, n->id,
-                  e->index);
+        violation(s, "n%" PRIu64 " state differs at %" PRIu64, n->id, e->index);
         return;
     }
     if (e->type == RAFT_ENTRY_CONF_CHANGE) {
@@ -669,7 +685,8 @@ static void apply_entry(struct sim *s, struct node *n,
         raft_apply_conf_change(n->r, &cc, &n->cs);
         raft_buf_unref(cc.context);
         s->res->conf_changes++;
-        trace(s, "n%" PRIu64 " applies conf change %" PRIu64 ": type %d n%" PRIu64
+        trace(s,
+              "n%" PRIu64 " applies conf change %" PRIu64 ": type %d n%" PRIu64
               " -> %u voters %u learners",
               n->id, e->index, cc.type, cc.node_id, n->cs.n_voters,
               n->cs.n_learners);
@@ -679,7 +696,8 @@ static void apply_entry(struct sim *s, struct node *n,
     }
 }
 
-static void install_snapshot(struct sim *s, struct node *n,
+static void install_snapshot(struct sim *s,
+                             struct node *n,
                              const struct raft_snapshot *snap)
 {
     uint64_t h = 0;
@@ -698,7 +716,8 @@ static void install_snapshot(struct sim *s, struct node *n,
           snap->meta.index, snap->meta.term);
 }
 
-static void trace_msg(struct sim *s, const char *what,
+static void trace_msg(struct sim *s,
+                      const char *what,
                       const struct raft_message *m)
 {
     if (!s->o->trace) {
@@ -707,13 +726,13 @@ static void trace_msg(struct sim *s, const char *what,
     trace(s,
           "%s n%" PRIu64 "->n%" PRIu64 " %s term=%" PRIu64 " idx=%" PRIu64
           " lt=%" PRIu64 " ents=%zu commit=%" PRIu64 "%s%s",
-          what, m->from, m->to, raft_msg_type_name(m->type), m->term,
-          m->index, m->log_term, m->n_entries, m->commit,
-          m->reject ? " reject" : "",
+          what, m->from, m->to, raft_msg_type_name(m->type), m->term, m->index,
+          m->log_term, m->n_entries, m->commit, m->reject ? " reject" : "",
           m->type == RAFT_MSG_SNAP ? " (snapshot)" : "");
 }
 
-/* ---- ready processing --------------------------------------------------------- */
+/* ---- ready processing
+ * --------------------------------------------------------- */
 
 static void persist(struct sim *s, struct node *n);
 
@@ -779,8 +798,8 @@ static void persist(struct sim *s, struct node *n)
                       "n%" PRIu64 " persists term %" PRIu64 " vote %" PRIu64
                       " commit %" PRIu64 " over term %" PRIu64 " vote %" PRIu64
                       " commit %" PRIu64 " (regression or a second vote)",
-                      n->id, hs->term, hs->vote, hs->commit, old.term,
-                      old.vote, old.commit);
+                      n->id, hs->term, hs->vote, hs->commit, old.term, old.vote,
+                      old.commit);
             return;
         }
         raft_memstore_set_hard_state(n->ms, hs);
@@ -809,8 +828,9 @@ static void persist(struct sim *s, struct node *n)
         min = u64v_get(&s->read_min, id);
         if (rs->index + 1 < min) {
             violation(s,
-                      "stale read: n%" PRIu64 " read %" PRIu64 " at index %" PRIu64
-                      " but %" PRIu64 " was committed before it was asked",
+                      "stale read: n%" PRIu64 " read %" PRIu64
+                      " at index %" PRIu64 " but %" PRIu64
+                      " was committed before it was asked",
                       n->id, id, rs->index, min - 1);
         }
         s->res->reads++;
@@ -826,7 +846,8 @@ static void after_event(struct sim *s, struct node *n)
     take_ready(s, n);
 }
 
-/* ---- node lifecycle ------------------------------------------------------------- */
+/* ---- node lifecycle
+ * ------------------------------------------------------------- */
 
 static void node_start(struct sim *s, struct node *n)
 {
@@ -914,7 +935,8 @@ static struct node *live_random(struct sim *s)
     return NULL;
 }
 
-/* ---- random actions --------------------------------------------------------------- */
+/* ---- random actions
+ * --------------------------------------------------------------- */
 
 static void act_propose(struct sim *s)
 {
@@ -1094,7 +1116,8 @@ static void random_actions(struct sim *s)
     }
 }
 
-/* ---- main loop --------------------------------------------------------------------- */
+/* ---- main loop
+ * --------------------------------------------------------------------- */
 
 static void run_ms(struct sim *s)
 {
@@ -1178,8 +1201,10 @@ static void liveness(struct sim *s)
         }
     }
     if (!violated(s)) {
-        violation(s, "liveness: no proposal committed within %d ticks of "
-                     "healing", LIVE_TICKS);
+        violation(s,
+                  "liveness: no proposal committed within %d ticks of "
+                  "healing",
+                  LIVE_TICKS);
     }
 }
 
@@ -1223,7 +1248,8 @@ int sim_run(const struct sim_opts *o, struct sim_result *res)
         raft_memstore_bootstrap(s->nodes[i].ms, voters, (size_t)members);
     }
     trace(s,
-          "seed %" PRIu64 ": %d members (+%d spare), %d ticks, pre-vote %s,"
+          "seed %" PRIu64
+          ": %d members (+%d spare), %d ticks, pre-vote %s,"
           " check-quorum %s, reads %s",
           o->seed, members, s->n_nodes - members, o->steps,
           s->pre_vote ? "on" : "off",
@@ -1268,15 +1294,22 @@ int sim_run(const struct sim_opts *o, struct sim_result *res)
 
 int sim_parse_faults(const char *str, unsigned *mask)
 {
-    static const struct {
+    static const struct
+    {
         const char *name;
         unsigned bit;
-    } names[] = {{"drop", SIM_F_DROP},           {"dup", SIM_F_DUP},
-                 {"delay", SIM_F_DELAY},         {"partition", SIM_F_PARTITION},
-                 {"oneway", SIM_F_ONEWAY},       {"crash", SIM_F_CRASH},
-                 {"conf", SIM_F_CONF},           {"transfer", SIM_F_TRANSFER},
-                 {"snapshot", SIM_F_SNAPSHOT},   {"disk", SIM_F_DISK},
-                 {"read", SIM_F_READ},           {"all", SIM_F_ALL},
+    } names[] = {{"drop", SIM_F_DROP},
+                 {"dup", SIM_F_DUP},
+                 {"delay", SIM_F_DELAY},
+                 {"partition", SIM_F_PARTITION},
+                 {"oneway", SIM_F_ONEWAY},
+                 {"crash", SIM_F_CRASH},
+                 {"conf", SIM_F_CONF},
+                 {"transfer", SIM_F_TRANSFER},
+                 {"snapshot", SIM_F_SNAPSHOT},
+                 {"disk", SIM_F_DISK},
+                 {"read", SIM_F_READ},
+                 {"all", SIM_F_ALL},
                  {"none", 0}};
     char buf[256], *tok, *save = NULL;
     *mask = 0;

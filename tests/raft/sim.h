@@ -28,27 +28,29 @@ enum sim_fault {
     SIM_F_ALL = (1 << 11) - 1,
 };
 
-struct sim_opts {
+struct sim_opts
+{
     uint64_t seed;
-    int members;   /* initial voters: 1..7 */
-    int steps;     /* ticks of the fault phase */
+    int members; /* initial voters: 1..7 */
+    int steps;   /* ticks of the fault phase */
     unsigned faults;
-    bool trace;    /* print every event to `out` */
-    int test_bug;  /* enum raft_test_bug, for the mutation check */
-    FILE *out;     /* trace and reports (stderr if NULL) */
+    bool trace;   /* print every event to `out` */
+    int test_bug; /* enum raft_test_bug, for the mutation check */
+    FILE *out;    /* trace and reports (stderr if NULL) */
 };
 
-struct sim_result {
+struct sim_result
+{
     bool violation;
-    char what[512];  /* the first violation, readable */
-    uint64_t commits;      /* highest commit index reached */
-    uint64_t elections;    /* leaders elected */
+    char what[512];     /* the first violation, readable */
+    uint64_t commits;   /* highest commit index reached */
+    uint64_t elections; /* leaders elected */
     uint64_t crashes;
     uint64_t snapshots_sent;
     uint64_t conf_changes; /* applied on some member */
     uint64_t reads;        /* read states checked */
     uint64_t events;
-    int liveness_ticks;    /* ticks from heal to a committed proposal */
+    int liveness_ticks; /* ticks from heal to a committed proposal */
 };
 
 /* Parses "drop,dup,delay,partition,oneway,crash,conf,transfer,snapshot,

@@ -74,13 +74,13 @@ int main(int argc, char **argv)
         i++;
     }
     if (members < 0 || members > 7 || steps < 0) {
-        fprintf(stderr, "keel-raft-sim: --members must be 1..7 (0: 1, 3, 5"
-                        " or 7 by seed), --steps >= 0\n");
+        fprintf(stderr,
+                "keel-raft-sim: --members must be 1..7 (0: 1, 3, 5"
+                " or 7 by seed), --steps >= 0\n");
         return 2;
     }
     {
-        uint64_t elections = 0, commits = 0, crashes = 0, reads = 0,
-                 confs = 0;
+        uint64_t elections = 0, commits = 0, crashes = 0, reads = 0, confs = 0;
         int worst_live = 0;
         for (k = 0; k < seeds; k++) {
             struct sim_opts o;
@@ -94,7 +94,8 @@ int main(int argc, char **argv)
             o.test_bug = bug;
             o.out = stdout;
             if (sim_run(&o, &r) != 0) {
-                printf("VIOLATION seed %" PRIu64 " (%d members): %s\n"
+                printf("VIOLATION seed %" PRIu64
+                       " (%d members): %s\n"
                        "replay: keel-raft-sim --seed %" PRIu64
                        " --members %d --steps %d --faults %s --bug %d"
                        " --trace\n",

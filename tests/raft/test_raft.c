@@ -14,12 +14,14 @@
 
 #include "raft.h"
 
-/* ---- fixture -------------------------------------------------------------- */
+/* ---- fixture --------------------------------------------------------------
+ */
 
 #define MAXN 5
 #define MAXQ 4096
 
-struct tnode {
+struct tnode
+{
     uint64_t id;
     struct raft_memstore *ms;
     struct raft_storage st;
@@ -33,12 +35,13 @@ struct tnode {
     int n_reads;
 };
 
-struct cluster {
+struct cluster
+{
     int n;
     struct tnode nodes[MAXN];
     struct raft_message q[MAXQ];
     int nq;
-    bool cut[MAXN + 1][MAXN + 1]; /* from, to */
+    bool cut[MAXN + 1][MAXN + 1];   /* from, to */
     int count[RAFT_MSG_TYPE_COUNT]; /* messages delivered, by type */
     int rejects;                    /* MsgAppResp rejections delivered */
     bool hold; /* queue messages but do not deliver in drain() */
@@ -147,8 +150,8 @@ static size_t process_one(struct cluster *c, struct tnode *t)
             enqueue(c, &rd->msgs[i]);
         }
         if (rd->has_snapshot) {
-            assert_int_equal(
-                raft_memstore_apply_snapshot(t->ms, &rd->snapshot), 0);
+            assert_int_equal(raft_memstore_apply_snapshot(t->ms, &rd->snapshot),
+                             0);
         }
         assert_int_equal(
             raft_memstore_append(t->ms, rd->entries, rd->n_entries), 0);
@@ -221,8 +224,9 @@ static void drain(struct cluster *c)
         c->nq = 0;
         for (i = 0; i < n; i++) {
             struct raft_message *m = &batch[i];
-            if (m->to >= 1 && m->to <= (uint64_t)c->n && !c->cut[m->from][m->to] &&
-                node(c, m->to)->r != NULL && (c->drop == NULL || !c->drop(m))) {
+            if (m->to >= 1 && m->to <= (uint64_t)c->n &&
+                !c->cut[m->from][m->to] && node(c, m->to)->r != NULL &&
+                (c->drop == NULL || !c->drop(m))) {
                 c->count[m->type]++;
                 if (m->type == RAFT_MSG_APP_RESP && m->reject) {
                     c->rejects++;
@@ -236,7 +240,9 @@ static void drain(struct cluster *c)
     fail_msg("cluster did not quiesce");
 }
 
-static void cluster_init_cfg(struct cluster *c, int n, int voters,
+static void cluster_init_cfg(struct cluster *c,
+                             int n,
+                             int voters,
                              void (*tweak)(struct raft_config *))
 {
     uint64_t ids[MAXN];
@@ -252,8 +258,8 @@ static void cluster_init_cfg(struct cluster *c, int n, int voters,
         t->ms = raft_memstore_new(&theap);
         raft_memstore_storage(t->ms, &t->st);
         if (i < voters) {
-            assert_int_equal(raft_memstore_bootstrap(t->ms, ids, (size_t)voters),
-                             0);
+            assert_int_equal(
+                raft_memstore_bootstrap(t->ms, ids, (size_t)voters), 0);
         }
         raft_config_default(&t->cfg);
         t->cfg.id = t->id;
@@ -318,12 +324,12 @@ static void elect(struct cluster *c, uint64_t id)
 }
 
 /* Ticks everyone until some member other than `not` leads. */
-static uint64_t wait_leader(struct cluster *c, uint64_t not)
+static uint64_t wait_leader(struct cluster *c, uint64_t not )
 {
     int k, i;
     for (k = 0; k < 100; k++) {
         for (i = 1; i <= c->n; i++) {
-            if ((uint64_t)i != not && c->nodes[i - 1].r != NULL) {
+            if ((uint64_t)i != not &&c->nodes[i - 1].r != NULL) {
                 raft_tick(c->nodes[i - 1].r);
             }
         }
@@ -386,7 +392,9 @@ static void heal(struct cluster *c)
     memset(c->cut, 0, sizeof(c->cut));
 }
 
-static void propose_cc(struct cluster *c, uint64_t leader, int type,
+static void propose_cc(struct cluster *c,
+                       uint64_t leader,
+                       int type,
                        uint64_t id)
 {
     struct raft_conf_change cc = {0, type, id, NULL};
@@ -485,12 +493,13 @@ static void test_raft_step_errors(void **state)
 
 static void test_raft_conf_change_codec(void **state)
 {
-    struct raft_conf_change cc = {42, RAFT_CONF_ADD_LEARNER_NODE, 300, NULL}, out;
+    struct raft_conf_change cc = {42, RAFT_CONF_ADD_LEARNER_NODE, 300, NULL},
+                            out;
     struct raft_buf *b, *bad;
-    static const unsigned char trunc[] = {0x08, 0x80};          /* varint cut */
-    static const unsigned char badlen[] = {0x22, 0x10, 'x'};    /* len > rest */
-    static const unsigned char badtype[] = {0x10, 0x09};        /* type 9 */
-    static const unsigned char wire7[] = {0x0f};                /* wire type 7 */
+    static const unsigned char trunc[] = {0x08, 0x80};       /* varint cut */
+    static const unsigned char badlen[] = {0x22, 0x10, 'x'}; /* len > rest */
+    static const unsigned char badtype[] = {0x10, 0x09};     /* type 9 */
+    static const unsigned char wire7[] = {0x0f};             /* wire type 7 */
     (void)state;
     cc.context = raft_buf_new(&theap, "peer-urls", 9);
     b = raft_conf_change_encode(&theap, &cc);
@@ -598,7 +607,8 @@ static void test_raft_memstore_errors(void **state)
     assert_int_equal(live_allocs, 0);
 }
 
-/* ---- elections ------------------------------------------------------------ */
+/* ---- elections ------------------------------------------------------------
+ */
 
 static void test_raft_single_node_commits_after_persist(void **state)
 {
@@ -698,9 +708,8 @@ static void test_raft_ready_splits_messages(void **state)
         enqueue(&c, &rd->msgs[i]);
     }
     assert_int_equal(rd->n_msgs_after_persist, 0);
-    assert_int_equal(raft_memstore_append(node(&c, 1)->ms, rd->entries,
-                                          rd->n_entries),
-                     0);
+    assert_int_equal(
+        raft_memstore_append(node(&c, 1)->ms, rd->entries, rd->n_entries), 0);
     raft_advance(node(&c, 1)->r, rd);
     /* a follower's ack waits for its persist */
     raft_step(node(&c, 2)->r, &c.q[0]);
@@ -817,7 +826,8 @@ static void test_raft_stale_leader_steps_down(void **state)
     cluster_free(&c);
 }
 
-/* ---- replication ------------------------------------------------------------ */
+/* ---- replication ------------------------------------------------------------
+ */
 
 static void test_raft_replicates_and_applies(void **state)
 {
@@ -1135,7 +1145,8 @@ static void test_raft_restart_from_storage(void **state)
     cluster_free(&c);
 }
 
-/* ---- snapshots ------------------------------------------------------------------ */
+/* ---- snapshots
+ * ------------------------------------------------------------------ */
 
 static void test_raft_snapshot_to_lagging_follower(void **state)
 {
@@ -1153,14 +1164,13 @@ static void test_raft_snapshot_to_lagging_follower(void **state)
     }
     /* the leader compacts past what n3 has */
     img = buf_u64(424242);
-    assert_int_equal(raft_memstore_create_snapshot(
-                         node(&c, 1)->ms, node(&c, 1)->applied,
-                         &node(&c, 1)->cs, img),
-                     0);
+    assert_int_equal(
+        raft_memstore_create_snapshot(node(&c, 1)->ms, node(&c, 1)->applied,
+                                      &node(&c, 1)->cs, img),
+        0);
     raft_buf_unref(img);
-    assert_int_equal(raft_memstore_compact(node(&c, 1)->ms,
-                                           node(&c, 1)->applied - 2),
-                     0);
+    assert_int_equal(
+        raft_memstore_compact(node(&c, 1)->ms, node(&c, 1)->applied - 2), 0);
     /* the snapshot is not ready yet: nothing is sent, then it is */
     raft_memstore_set_snapshot_unavailable(node(&c, 1)->ms, true);
     heal(&c);
@@ -1213,13 +1223,12 @@ static void test_raft_snapshot_failure_reprobes(void **state)
         assert_int_equal(propose_u64(&c, 1, v), 0);
         drain(&c);
     }
-    assert_int_equal(raft_memstore_create_snapshot(node(&c, 1)->ms,
-                                                   node(&c, 1)->applied,
-                                                   &node(&c, 1)->cs, NULL),
-                     0);
-    assert_int_equal(raft_memstore_compact(node(&c, 1)->ms,
-                                           node(&c, 1)->applied),
-                     0);
+    assert_int_equal(
+        raft_memstore_create_snapshot(node(&c, 1)->ms, node(&c, 1)->applied,
+                                      &node(&c, 1)->cs, NULL),
+        0);
+    assert_int_equal(
+        raft_memstore_compact(node(&c, 1)->ms, node(&c, 1)->applied), 0);
     heal(&c);
     c.drop = drop_snap; /* the snapshot send fails */
     tick_all(&c, 3);
@@ -1237,7 +1246,8 @@ static void test_raft_snapshot_failure_reprobes(void **state)
     cluster_free(&c);
 }
 
-/* ---- reads ------------------------------------------------------------------------ */
+/* ---- reads
+ * ------------------------------------------------------------------------ */
 
 static void test_raft_read_index_needs_heartbeat_quorum(void **state)
 {
@@ -1358,7 +1368,8 @@ static void test_raft_lease_restarted_member_refuses_votes(void **state)
     cluster_free(&c);
 }
 
-/* ---- membership ---------------------------------------------------------------- */
+/* ---- membership
+ * ---------------------------------------------------------------- */
 
 static void test_raft_learner_receives_log_but_never_counts(void **state)
 {
@@ -1603,7 +1614,8 @@ static void test_raft_learner_votes_when_asked(void **state)
     cluster_free(&c);
 }
 
-/* ---- leadership transfer ----------------------------------------------------- */
+/* ---- leadership transfer
+ * ----------------------------------------------------- */
 
 static void test_raft_transfer_leader(void **state)
 {
@@ -1747,8 +1759,8 @@ static void test_raft_random_messages(void **state)
             m.reject_hint = fz_next(&x) % 12;
             m.n_entries = fz_next(&x) % 4;
             for (i = 0; i < m.n_entries; i++) {
-                es[i].index = fz_next(&x) % 4 == 0 ? fz_next(&x) % 14
-                                                   : m.index + 1 + i;
+                es[i].index =
+                    fz_next(&x) % 4 == 0 ? fz_next(&x) % 14 : m.index + 1 + i;
                 es[i].term = m.log_term + fz_next(&x) % 2;
                 es[i].type = (int)(fz_next(&x) % 3);
                 es[i].data = NULL;
@@ -1796,46 +1808,62 @@ int main(void)
         cmocka_unit_test_setup(test_raft_conf_change_codec, reset_allocs),
         cmocka_unit_test_setup(test_raft_conf_state_apply, reset_allocs),
         cmocka_unit_test_setup(test_raft_memstore_errors, reset_allocs),
-        cmocka_unit_test_setup(test_raft_single_node_commits_after_persist, reset_allocs),
+        cmocka_unit_test_setup(test_raft_single_node_commits_after_persist,
+                               reset_allocs),
         cmocka_unit_test_setup(test_raft_election_and_noop, reset_allocs),
         cmocka_unit_test_setup(test_raft_election_by_timeout, reset_allocs),
         cmocka_unit_test_setup(test_raft_ready_splits_messages, reset_allocs),
         cmocka_unit_test_setup(test_raft_ignores_disruptive_vote, reset_allocs),
         cmocka_unit_test_setup(test_raft_pre_vote_no_disruption, reset_allocs),
-        cmocka_unit_test_setup(test_raft_without_pre_vote_term_grows, reset_allocs),
+        cmocka_unit_test_setup(test_raft_without_pre_vote_term_grows,
+                               reset_allocs),
         cmocka_unit_test_setup(test_raft_check_quorum_steps_down, reset_allocs),
         cmocka_unit_test_setup(test_raft_stale_leader_steps_down, reset_allocs),
         cmocka_unit_test_setup(test_raft_replicates_and_applies, reset_allocs),
-        cmocka_unit_test_setup(test_raft_no_commit_of_old_term_by_counting, reset_allocs),
-        cmocka_unit_test_setup(test_raft_duplicate_append_does_not_truncate, reset_allocs),
-        cmocka_unit_test_setup(test_raft_conflicting_log_fast_backoff, reset_allocs),
+        cmocka_unit_test_setup(test_raft_no_commit_of_old_term_by_counting,
+                               reset_allocs),
+        cmocka_unit_test_setup(test_raft_duplicate_append_does_not_truncate,
+                               reset_allocs),
+        cmocka_unit_test_setup(test_raft_conflicting_log_fast_backoff,
+                               reset_allocs),
         cmocka_unit_test_setup(test_raft_flow_control, reset_allocs),
         cmocka_unit_test_setup(test_raft_probe_after_unreachable, reset_allocs),
         cmocka_unit_test_setup(test_raft_uncommitted_limit, reset_allocs),
         cmocka_unit_test_setup(test_raft_restart_from_storage, reset_allocs),
-        cmocka_unit_test_setup(test_raft_snapshot_to_lagging_follower, reset_allocs),
-        cmocka_unit_test_setup(test_raft_snapshot_failure_reprobes, reset_allocs),
-        cmocka_unit_test_setup(test_raft_read_index_needs_heartbeat_quorum, reset_allocs),
-        cmocka_unit_test_setup(test_raft_read_index_waits_for_current_term_commit, reset_allocs),
+        cmocka_unit_test_setup(test_raft_snapshot_to_lagging_follower,
+                               reset_allocs),
+        cmocka_unit_test_setup(test_raft_snapshot_failure_reprobes,
+                               reset_allocs),
+        cmocka_unit_test_setup(test_raft_read_index_needs_heartbeat_quorum,
+                               reset_allocs),
+        cmocka_unit_test_setup(
+            test_raft_read_index_waits_for_current_term_commit, reset_allocs),
         cmocka_unit_test_setup(test_raft_lease_read_is_immediate, reset_allocs),
         cmocka_unit_test_setup(test_raft_lease_restarted_member_refuses_votes,
                                reset_allocs),
-        cmocka_unit_test_setup(test_raft_learner_receives_log_but_never_counts, reset_allocs),
-        cmocka_unit_test_setup(test_raft_one_conf_change_at_a_time, reset_allocs),
+        cmocka_unit_test_setup(test_raft_learner_receives_log_but_never_counts,
+                               reset_allocs),
+        cmocka_unit_test_setup(test_raft_one_conf_change_at_a_time,
+                               reset_allocs),
         cmocka_unit_test_setup(test_raft_conf_change_waits_for_own_term_commit,
                                reset_allocs),
         cmocka_unit_test_setup(test_raft_remove_follower, reset_allocs),
-        cmocka_unit_test_setup(test_raft_removed_leader_hands_off, reset_allocs),
-        cmocka_unit_test_setup(test_raft_truncated_conf_change_rolls_back, reset_allocs),
-        cmocka_unit_test_setup(test_raft_uncommitted_self_removal_does_not_deadlock,
+        cmocka_unit_test_setup(test_raft_removed_leader_hands_off,
                                reset_allocs),
-        cmocka_unit_test_setup(test_raft_learner_votes_when_asked, reset_allocs),
+        cmocka_unit_test_setup(test_raft_truncated_conf_change_rolls_back,
+                               reset_allocs),
+        cmocka_unit_test_setup(
+            test_raft_uncommitted_self_removal_does_not_deadlock, reset_allocs),
+        cmocka_unit_test_setup(test_raft_learner_votes_when_asked,
+                               reset_allocs),
         cmocka_unit_test_setup(test_raft_transfer_leader, reset_allocs),
         cmocka_unit_test_setup(test_raft_rejects_malformed_messages,
                                reset_allocs),
         cmocka_unit_test_setup(test_raft_random_messages, reset_allocs),
-        cmocka_unit_test_setup(test_raft_transfer_blocks_proposals_and_times_out, reset_allocs),
-        cmocka_unit_test_setup(test_raft_transfer_to_learner_ignored, reset_allocs),
+        cmocka_unit_test_setup(
+            test_raft_transfer_blocks_proposals_and_times_out, reset_allocs),
+        cmocka_unit_test_setup(test_raft_transfer_to_learner_ignored,
+                               reset_allocs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

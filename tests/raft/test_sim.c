@@ -6,10 +6,11 @@
  * (the search stops at the first violation, so it is cheap even under the
  * sanitizers): votes counted from older terms, votes granted to
  * out-of-date logs, a leader counting its own unpersisted entries, a
- * lease trusted until check-quorum, and learners counted toward commit. RAFT_BUG_COMMIT_OLD_TERM needs three
- * elections with exact losses between them (the paper's Figure 8) and
- * random schedules rarely produce it: test_raft.c replays that schedule
- * deterministically and checks both the rule and the switch.
+ * lease trusted until check-quorum, and learners counted toward commit.
+ * RAFT_BUG_COMMIT_OLD_TERM needs three elections with exact losses between them
+ * (the paper's Figure 8) and random schedules rarely produce it: test_raft.c
+ * replays that schedule deterministically and checks both the rule and the
+ * switch.
  *
  * Environment: KEEL_RAFT_SIM_SEEDS=N overrides the seed count (soak),
  * KEEL_SEED=S starts from seed S (replay a range).
@@ -47,7 +48,9 @@ static int members_for(uint64_t seed)
     return 1 + 2 * (int)(seed % 4); /* 1, 3, 5, 7 */
 }
 
-static void opts_init(struct sim_opts *o, uint64_t seed, unsigned faults,
+static void opts_init(struct sim_opts *o,
+                      uint64_t seed,
+                      unsigned faults,
                       int bug)
 {
     memset(o, 0, sizeof(*o));
@@ -61,7 +64,8 @@ static void opts_init(struct sim_opts *o, uint64_t seed, unsigned faults,
 static void report(const struct sim_opts *o, const struct sim_result *r)
 {
     fprintf(stderr,
-            "raft simulator: VIOLATION at seed %" PRIu64 " (%d members): %s\n"
+            "raft simulator: VIOLATION at seed %" PRIu64
+            " (%d members): %s\n"
             "replay: build/bin/keel-raft-sim --seed %" PRIu64
             " --members %d --steps %d --faults all --trace\n",
             o->seed, o->members, r->what, o->seed, o->members, o->steps);
