@@ -7,7 +7,7 @@
 #     expires; revoking a lease ends a running keep-alive;
 #   - a restart keeps a live lease and its keys, and (checkpoints every
 #     second here) continues from the checkpointed remaining TTL, not the
-#     full one, then expires it;
+#     full one, then expires it (a renewal clears the checkpoint);
 #   - a stalled server (SIGSTOP longer than the TTL) does not revoke the
 #     leases nobody could renew during the stall (etcd #15247) but still
 #     expires them afterwards;
@@ -135,7 +135,13 @@ ctl put --lease="$id" rs/a 1 >/dev/null
 keep=$(grant 600)
 keep=${keep% *}
 ctl put --lease="$keep" long/a 1 >/dev/null
+read -r rn granted < <(grant 8)
 sleep 4 # checkpoints every second: remaining about 4 s
+# a renewal clears the checkpointed TTL (etcd lessor.Renew), so this one
+# restarts from its full TTL
+kt_check "renewed before the restart" "lease $rn keepalived with TTL(8)" \
+    "$(ctl lease keep-alive --once "$rn")"
+sleep 0.3
 stop_k
 t0=$(now)
 kt_start k "$KEEL_BIN"
@@ -144,6 +150,9 @@ r=$(ttl "$id")
 # full TTL after the restart would be 8 (+1 s election extension: 8);
 # from the checkpoint: about 4 + 1.
 assert_between "TTL after restart continues from the checkpoint" 2 6 "$r"
+r=$(ttl "$rn")
+assert_between "a lease renewed before the restart has its full TTL" 7 9 "$r"
+ctl lease revoke "$rn" >/dev/null
 kt_check "granted TTL after restart" 8 \
     "$(ctl lease timetolive "$id" -w json | sed -n 's/.*"granted-ttl":\([0-9]*\).*/\1/p')"
 wait_gone rs/ 10 >/dev/null
