@@ -1482,7 +1482,11 @@ static int step_leader(struct raft *r, const struct raft_message *m)
                 }
             } else {
                 bool old_paused = pr_is_paused(pr);
-                if (pr_maybe_update(pr, m->index)) {
+                /* a caught-up follower stuck in probe moves on too (etcd
+                 * testdata heartbeat_resp_recovers_from_probing) */
+                if (pr_maybe_update(pr, m->index) ||
+                    (pr->match == m->index &&
+                     pr->state == RAFT_PROGRESS_PROBE)) {
                     if (pr->state == RAFT_PROGRESS_PROBE) {
                         pr_become_replicate(pr);
                     } else if (pr->state == RAFT_PROGRESS_SNAPSHOT &&
@@ -1512,8 +1516,9 @@ static int step_leader(struct raft *r, const struct raft_message *m)
             if (pr->state == RAFT_PROGRESS_REPLICATE && ins_full(&pr->ins)) {
                 ins_free_first(&pr->ins);
             }
-            if (pr->match < raft__log_last_index(&r->log)) {
-                send_append(r, m->from);
+            if (pr->match < raft__log_last_index(&r->log) ||
+                pr->state == RAFT_PROGRESS_PROBE) {
+                send_append(r, m->from); /* its answer ends the probe */
             }
             if (m->index <= r->ticks && m->index > pr->lease_tick) {
                 pr->lease_tick = m->index;

@@ -1087,6 +1087,27 @@ static void test_raft_probe_after_unreachable(void **state)
     cluster_free(&c);
 }
 
+/* A follower that is caught up but was put back to probing (unreachable
+ * report, lost answers) returns to replicate on the next heartbeat round,
+ * without waiting for a new proposal (etcd testdata
+ * heartbeat_resp_recovers_from_probing). */
+static void test_raft_heartbeat_recovers_from_probe(void **state)
+{
+    struct cluster c;
+    struct raft_progress_status p;
+    (void)state;
+    cluster_init(&c, 3);
+    elect(&c, 1);
+    raft_report_unreachable(node(&c, 1)->r, 2);
+    assert_int_equal(raft_progress(node(&c, 1)->r, 2, &p), 0);
+    assert_int_equal(p.state, RAFT_PROGRESS_PROBE);
+    assert_int_equal(p.match, status(&c, 1).last_index);
+    tick_all(&c, 1);
+    assert_int_equal(raft_progress(node(&c, 1)->r, 2, &p), 0);
+    assert_int_equal(p.state, RAFT_PROGRESS_REPLICATE);
+    cluster_free(&c);
+}
+
 static void limited_uncommitted(struct raft_config *cfg)
 {
     cfg->max_uncommitted_size = 20;
@@ -1828,6 +1849,8 @@ int main(void)
                                reset_allocs),
         cmocka_unit_test_setup(test_raft_flow_control, reset_allocs),
         cmocka_unit_test_setup(test_raft_probe_after_unreachable, reset_allocs),
+        cmocka_unit_test_setup(test_raft_heartbeat_recovers_from_probe,
+                               reset_allocs),
         cmocka_unit_test_setup(test_raft_uncommitted_limit, reset_allocs),
         cmocka_unit_test_setup(test_raft_restart_from_storage, reset_allocs),
         cmocka_unit_test_setup(test_raft_snapshot_to_lagging_follower,
