@@ -37,6 +37,10 @@ run_cases() { # $1 = server binary, $2 = output file
             '#'*|'') continue ;;
             '@'*) hdr+=(-H "${line#@}"); continue ;;
         esac
+        local maxtime=10
+        if [ "${line#T }" != "$line" ]; then
+            maxtime=2; line=${line#T } # a stream that stays open (watch)
+        fi
         method=${line%% *}
         line=${line#* }
         path=${line%% *}
@@ -49,7 +53,7 @@ run_cases() { # $1 = server binary, $2 = output file
         echo "### $method $path $body" >>"$out"
         set +e
         local code
-        code=$(curl -sS --path-as-is --max-time 10 -X "$method" "${hdr[@]}" \
+        code=$(curl -sS --path-as-is --max-time "$maxtime" -X "$method" "${hdr[@]}" \
             "${data[@]}" -D "$KT_TMP/h" -o "$KT_TMP/b" -w '%{http_code}' \
             "http://127.0.0.1:$CPORT$path" 2>"$KT_TMP/e")
         local rc=$?
