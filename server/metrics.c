@@ -204,8 +204,12 @@ void metrics_count_applied(const Keelpb__Request *req,
             break;
         case KEELPB__REQUEST__OP_LEASE_REVOKE:
             /* lessor.Revoke: one DeleteRange per attached key, one txn. */
-            if (rv == 0 && n_events > 0) {
-                txn_end(0, 0, n_events);
+            if (rv == 0) {
+                uint64_t n = 0;
+                for (size_t i = 0; i < n_events; i++) {
+                    n += events[i]->type == MVCCPB__EVENT__EVENT_TYPE__DELETE;
+                }
+                txn_end(0, 0, n);
             }
             break;
         default:
@@ -424,8 +428,7 @@ void metrics_registry_free(struct metrics_registry *r)
     free(r);
 }
 
-int metrics_register(struct metrics_registry *r,
-                     const struct metrics_family *f)
+int metrics_register(struct metrics_registry *r, const struct metrics_family *f)
 {
     size_t at = 0;
     while (at < r->n && strcmp(r->fams[at].name, f->name) < 0) {
@@ -500,14 +503,16 @@ void metrics_registry_write(struct metrics_registry *r,
 
 /* ---- keel's collectors -------------------------------------------------- */
 
-static void one(struct metrics_writer *w, const struct metrics_family *f,
+static void one(struct metrics_writer *w,
+                const struct metrics_family *f,
                 double v)
 {
     metrics_write_sample(w, f->name, f->labels, f->n_labels, v);
 }
 
 static void collect_has_leader(struct metrics_writer *w,
-                               const struct metrics_family *f, void *data)
+                               const struct metrics_family *f,
+                               void *data)
 {
     struct metrics_server_ctx *c = data;
     struct node_status st;
@@ -516,7 +521,8 @@ static void collect_has_leader(struct metrics_writer *w,
 }
 
 static void collect_is_leader(struct metrics_writer *w,
-                              const struct metrics_family *f, void *data)
+                              const struct metrics_family *f,
+                              void *data)
 {
     struct metrics_server_ctx *c = data;
     struct node_status st;
@@ -527,7 +533,8 @@ static void collect_is_leader(struct metrics_writer *w,
 /* etcd sets these gauges to the raft commit and applied indexes
  * (etcdserver/raft.go updateCommittedIndex, server.go applyAll). */
 static void collect_committed(struct metrics_writer *w,
-                              const struct metrics_family *f, void *data)
+                              const struct metrics_family *f,
+                              void *data)
 {
     struct metrics_server_ctx *c = data;
     struct node_status st;
@@ -536,7 +543,8 @@ static void collect_committed(struct metrics_writer *w,
 }
 
 static void collect_applied(struct metrics_writer *w,
-                            const struct metrics_family *f, void *data)
+                            const struct metrics_family *f,
+                            void *data)
 {
     struct metrics_server_ctx *c = data;
     struct node_status st;
@@ -545,7 +553,8 @@ static void collect_applied(struct metrics_writer *w,
 }
 
 static void collect_const(struct metrics_writer *w,
-                          const struct metrics_family *f, void *data)
+                          const struct metrics_family *f,
+                          void *data)
 {
     struct metrics_server_ctx *c = data;
     if (f->labels != NULL) {
@@ -556,14 +565,16 @@ static void collect_const(struct metrics_writer *w,
 }
 
 static void collect_current_rev(struct metrics_writer *w,
-                                const struct metrics_family *f, void *data)
+                                const struct metrics_family *f,
+                                void *data)
 {
     struct metrics_server_ctx *c = data;
     one(w, f, (double)mvcc_revision(node_store(server_node(c->s))));
 }
 
 static void collect_compact_rev(struct metrics_writer *w,
-                                const struct metrics_family *f, void *data)
+                                const struct metrics_family *f,
+                                void *data)
 {
     struct metrics_server_ctx *c = data;
     one(w, f, (double)mvcc_compact_revision(node_store(server_node(c->s))));
@@ -573,7 +584,8 @@ static void collect_compact_rev(struct metrics_writer *w,
  * Status does). LMDB reuses freed pages inside the file without keel
  * counting them yet, so "in use" is the same number, as in Status. */
 static void collect_db_size(struct metrics_writer *w,
-                            const struct metrics_family *f, void *data)
+                            const struct metrics_family *f,
+                            void *data)
 {
     struct metrics_server_ctx *c = data;
     struct server_info info;
@@ -590,7 +602,8 @@ static void collect_db_size(struct metrics_writer *w,
  * index is on disk, so the count is taken once, at the first scrape, and
  * followed from then on with the applied events. */
 static void collect_keys(struct metrics_writer *w,
-                         const struct metrics_family *f, void *data)
+                         const struct metrics_family *f,
+                         void *data)
 {
     struct metrics_server_ctx *c = data;
     if (!c->keys_base_known) {
@@ -635,12 +648,23 @@ static void collect_grpc_bytes_sent(struct metrics_writer *w,
 
 /* gRPC status names as grpc-go's codes.Code.String() prints them. */
 static const char *const grpc_code_names[17] = {
-    "OK",           "Canceled",         "Unknown",
-    "InvalidArgument", "DeadlineExceeded", "NotFound",
-    "AlreadyExists", "PermissionDenied", "ResourceExhausted",
-    "FailedPrecondition", "Aborted",     "OutOfRange",
-    "Unimplemented", "Internal",         "Unavailable",
-    "DataLoss",     "Unauthenticated",
+    "OK",
+    "Canceled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
 };
 
 struct grpc_row
@@ -659,9 +683,11 @@ struct grpc_rows
     int oom;
 };
 
-static void grpc_row_visit(const char *service, const char *method,
+static void grpc_row_visit(const char *service,
+                           const char *method,
                            const char *type,
-                           const struct grpc_method_stats *stats, void *data)
+                           const struct grpc_method_stats *stats,
+                           void *data)
 {
     struct grpc_rows *rows = data;
     if (rows->oom) {
@@ -708,7 +734,8 @@ static int code_name_cmp(const void *pa, const void *pb)
 enum grpc_family { GRPC_STARTED, GRPC_HANDLED, GRPC_RECEIVED, GRPC_SENT };
 
 static void collect_grpc(struct metrics_writer *w,
-                         const struct metrics_family *f, void *data,
+                         const struct metrics_family *f,
+                         void *data,
                          enum grpc_family which)
 {
     struct metrics_server_ctx *c = data;
@@ -760,25 +787,29 @@ static void collect_grpc(struct metrics_writer *w,
 }
 
 static void collect_grpc_started(struct metrics_writer *w,
-                                 const struct metrics_family *f, void *data)
+                                 const struct metrics_family *f,
+                                 void *data)
 {
     collect_grpc(w, f, data, GRPC_STARTED);
 }
 
 static void collect_grpc_handled(struct metrics_writer *w,
-                                 const struct metrics_family *f, void *data)
+                                 const struct metrics_family *f,
+                                 void *data)
 {
     collect_grpc(w, f, data, GRPC_HANDLED);
 }
 
 static void collect_grpc_received(struct metrics_writer *w,
-                                  const struct metrics_family *f, void *data)
+                                  const struct metrics_family *f,
+                                  void *data)
 {
     collect_grpc(w, f, data, GRPC_RECEIVED);
 }
 
 static void collect_grpc_sent(struct metrics_writer *w,
-                              const struct metrics_family *f, void *data)
+                              const struct metrics_family *f,
+                              void *data)
 {
     collect_grpc(w, f, data, GRPC_SENT);
 }
@@ -850,7 +881,8 @@ static int read_proc_stat(struct proc_stat *ps)
 }
 
 static void collect_proc(struct metrics_writer *w,
-                         const struct metrics_family *f, void *data)
+                         const struct metrics_family *f,
+                         void *data)
 {
     (void)data;
     struct proc_stat ps;
@@ -882,7 +914,8 @@ static double rlimit_value(int resource)
 /* Entries of /proc/self/fd, the directory's own descriptor included (as
  * procfs' FileDescriptorsLen counts). */
 static void collect_open_fds(struct metrics_writer *w,
-                             const struct metrics_family *f, void *data)
+                             const struct metrics_family *f,
+                             void *data)
 {
     (void)data;
     DIR *d = opendir("/proc/self/fd");
@@ -901,7 +934,8 @@ static void collect_open_fds(struct metrics_writer *w,
 }
 
 static void collect_max_fds(struct metrics_writer *w,
-                            const struct metrics_family *f, void *data)
+                            const struct metrics_family *f,
+                            void *data)
 {
     (void)data;
     double v = rlimit_value(RLIMIT_NOFILE);
@@ -911,7 +945,8 @@ static void collect_max_fds(struct metrics_writer *w,
 }
 
 static void collect_max_vm(struct metrics_writer *w,
-                           const struct metrics_family *f, void *data)
+                           const struct metrics_family *f,
+                           void *data)
 {
     (void)data;
     double v = rlimit_value(RLIMIT_AS);
@@ -921,7 +956,8 @@ static void collect_max_vm(struct metrics_writer *w,
 }
 
 static void collect_scrapes(struct metrics_writer *w,
-                            const struct metrics_family *f, void *data)
+                            const struct metrics_family *f,
+                            void *data)
 {
     (void)data;
     struct metrics_label l = {"code", "200"};
@@ -1028,22 +1064,20 @@ int metrics_register_server(struct metrics_registry *r,
          "The latency distributions of commit called by backend.", H,
          .hist = &m->backend_commit},
         /* mvcc/metrics.go */
-        {"etcd_mvcc_put_total", "Total number of puts seen by this member.",
-         C, .u64 = &m->puts},
+        {"etcd_mvcc_put_total", "Total number of puts seen by this member.", C,
+         .u64 = &m->puts},
         {"etcd_debugging_mvcc_put_total",
          "Total number of puts seen by this member.", C, .u64 = &m->puts},
         {"etcd_mvcc_delete_total",
-         "Total number of deletes seen by this member.", C,
-         .u64 = &m->deletes},
+         "Total number of deletes seen by this member.", C, .u64 = &m->deletes},
         {"etcd_debugging_mvcc_delete_total",
-         "Total number of deletes seen by this member.", C,
-         .u64 = &m->deletes},
-        {"etcd_mvcc_txn_total", "Total number of txns seen by this member.",
-         C, .u64 = &m->txns},
+         "Total number of deletes seen by this member.", C, .u64 = &m->deletes},
+        {"etcd_mvcc_txn_total", "Total number of txns seen by this member.", C,
+         .u64 = &m->txns},
         {"etcd_debugging_mvcc_txn_total",
          "Total number of txns seen by this member.", C, .u64 = &m->txns},
-        {"etcd_mvcc_range_total",
-         "Total number of ranges seen by this member.", C, .u64 = &m->ranges},
+        {"etcd_mvcc_range_total", "Total number of ranges seen by this member.",
+         C, .u64 = &m->ranges},
         {"etcd_debugging_mvcc_range_total",
          "Total number of ranges seen by this member.", C, .u64 = &m->ranges},
         {"etcd_debugging_mvcc_total_put_size_in_bytes",
@@ -1066,8 +1100,8 @@ int metrics_register_server(struct metrics_registry *r,
          "bytes.",
          G, .collect = collect_db_size, .data = c},
         {"etcd_mvcc_db_total_size_in_use_in_bytes",
-         "Total size of the underlying database logically in use in bytes.",
-         G, .collect = collect_db_size, .data = c},
+         "Total size of the underlying database logically in use in bytes.", G,
+         .collect = collect_db_size, .data = c},
         /* etcdserver/api/v3rpc/metrics.go */
         {"etcd_network_client_grpc_received_bytes_total",
          "The total number of bytes received from grpc clients.", C,
@@ -1098,8 +1132,8 @@ int metrics_register_server(struct metrics_registry *r,
          .collect = collect_proc},
         {"process_virtual_memory_bytes", "Virtual memory size in bytes.", G,
          .collect = collect_proc},
-        {"process_resident_memory_bytes", "Resident memory size in bytes.",
-         G, .collect = collect_proc},
+        {"process_resident_memory_bytes", "Resident memory size in bytes.", G,
+         .collect = collect_proc},
         {"process_open_fds", "Number of open file descriptors.", G,
          .collect = collect_open_fds},
         {"process_max_fds", "Maximum number of open file descriptors.", G,

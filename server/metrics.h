@@ -65,8 +65,8 @@ struct metrics_core
     uint64_t deletes;
     uint64_t txns;
     uint64_t ranges;
-    uint64_t put_bytes;  /* etcd_debugging_mvcc_total_put_size_in_bytes */
-    int64_t keys_delta;  /* keys created minus keys deleted since start */
+    uint64_t put_bytes;       /* etcd_debugging_mvcc_total_put_size_in_bytes */
+    int64_t keys_delta;       /* keys created minus keys deleted since start */
     uint64_t health_success;  /* etcd_server_health_success */
     uint64_t health_failures; /* etcd_server_health_failures */
     uint64_t scrapes_ok;      /* promhttp_metric_handler_requests_total */
