@@ -310,6 +310,51 @@ int keel_watch_start(struct keel_client *c, struct keel_watch *w,
 /* Stop the watch; end_cb runs with CANCELED. */
 void keel_watch_stop(struct keel_watch *w);
 
+/* ---- lease keepalive that survives reconnects ------------------------------ */
+
+struct keel_lease_keepalive;
+struct Etcdserverpb__LeaseKeepAliveResponse;
+/* Each keepalive response (TTL > 0), valid during the callback. */
+typedef void (*keel_lease_keepalive_cb)(
+    struct keel_lease_keepalive *k,
+    const struct Etcdserverpb__LeaseKeepAliveResponse *r);
+/* Ended: NOT_FOUND "etcdserver: requested lease not found" when the lease
+ * expired or was revoked (the server answered TTL <= 0), CANCELED after
+ * keel_lease_keepalive_stop(), or another non-retryable error. Once. */
+typedef void (*keel_lease_keepalive_end_cb)(struct keel_lease_keepalive *k,
+                                            int status, const char *message);
+
+struct keel_lease_keepalive
+{
+    void *data;      /* for the caller */
+    int64_t id;      /* the lease (read-only) */
+    int64_t ttl;     /* last TTL the server granted (read-only) */
+    /* private */
+    struct keel_stream stream;
+    struct keel_client *client;
+    uv_timer_t *timer; /* malloc: next keepalive, or the retry delay */
+    keel_lease_keepalive_cb cb;
+    keel_lease_keepalive_end_cb end_cb;
+    int stopping;
+    int ended;
+    int stream_open;
+    int end_status;
+    char end_message[128];
+};
+
+/* Keep lease `id` alive: a LeaseKeepAlive stream, one request now and the
+ * next TTL/3 after each response (clientv3/lease.go); when the stream drops
+ * (connection lost, Unavailable), a new one is opened, on the next endpoint.
+ * Returns 0 and end_cb runs once, or an error and no callback runs. */
+int keel_lease_keepalive_start(struct keel_client *c,
+                               struct keel_lease_keepalive *k, int64_t id,
+                               keel_lease_keepalive_cb cb,
+                               keel_lease_keepalive_end_cb end_cb);
+
+/* Stop keeping the lease alive (it is not revoked); end_cb runs with
+ * CANCELED. */
+void keel_lease_keepalive_stop(struct keel_lease_keepalive *k);
+
 /* ---- client --------------------------------------------------------------- */
 
 /* Create a client on `loop`. Connects lazily (on the first call) or at once

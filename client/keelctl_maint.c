@@ -262,12 +262,11 @@ static void lease_list_run(int argc, char **argv)
     keel_call_cleanup(&call);
 }
 
-/* keep-alive: a LeaseKeepAlive stream; one request now, the next TTL/3
- * after each response (clientv3/lease.go sendKeepAliveLoop). */
+/* keep-alive --once: one request on a LeaseKeepAlive stream, one answer
+ * (clientv3 KeepAliveOnce); without --once, libkeel's lease keepalive. */
 static int ka_once, ka_done, ka_status;
 static int64_t ka_id;
 static char ka_msg[512];
-static uv_timer_t ka_timer;
 static struct keel_stream ka_stream;
 
 static struct flag ka_flags[] = {
@@ -281,12 +280,6 @@ static void ka_send(void)
         ETCDSERVERPB__LEASE_KEEP_ALIVE_REQUEST__INIT;
     req.id = ka_id;
     keel_stream_send(&ka_stream, &req.base);
-}
-
-static void ka_timer_cb(uv_timer_t *t)
-{
-    (void)t;
-    ka_send();
 }
 
 static void print_keepalive(const Etcdserverpb__LeaseKeepAliveResponse *r)
@@ -327,12 +320,7 @@ static void ka_msg_cb(struct keel_stream *s, ProtobufCMessage *m)
         return;
     }
     print_keepalive(r);
-    if (ka_once) {
-        keel_stream_cancel(s);
-        return;
-    }
-    uint64_t next = (uint64_t)r->ttl * 1000 / 3;
-    uv_timer_start(&ka_timer, ka_timer_cb, next ? next : 1, 0);
+    keel_stream_cancel(s); /* --once */
 }
 
 static void ka_end_cb(struct keel_stream *s, int status, const char *msg)
@@ -342,9 +330,23 @@ static void ka_end_cb(struct keel_stream *s, int status, const char *msg)
         ka_status = status ? status : -2;
         snprintf(ka_msg, sizeof(ka_msg), "%s", msg);
     }
-    uv_timer_stop(&ka_timer);
-    uv_close((uv_handle_t *)&ka_timer, NULL);
     ka_done = 1;
+}
+
+static int kal_ended;
+static void kal_cb(struct keel_lease_keepalive *k,
+                   const Etcdserverpb__LeaseKeepAliveResponse *r)
+{
+    (void)k;
+    print_keepalive(r);
+}
+static void kal_end(struct keel_lease_keepalive *k, int status,
+                    const char *msg)
+{
+    (void)k;
+    (void)status;
+    (void)msg;
+    kal_ended = 1;
 }
 
 static void lease_keepalive_run(int argc, char **argv)
@@ -355,7 +357,24 @@ static void lease_keepalive_run(int argc, char **argv)
     }
     ka_id = lease_arg(argv[0]);
     struct keel_sync *s = ctl_client();
-    uv_timer_init(keel_sync_loop(s), &ka_timer);
+    if (!ka_once) {
+        /* clientv3.KeepAlive: renews until the lease is gone, across
+         * reconnects. */
+        struct keel_lease_keepalive k = {0};
+        int rv = keel_lease_keepalive_start(keel_sync_client(s), &k, ka_id,
+                                            kal_cb, kal_end);
+        if (rv != 0) {
+            ctl_die(EXIT_BAD_CONNECTION, "%s", keel_strerror(rv));
+        }
+        while (!kal_ended) {
+            uv_run(keel_sync_loop(s), UV_RUN_ONCE);
+        }
+        if (ctl_fmt == FMT_SIMPLE) {
+            printf("lease %016llx expired or revoked.\n",
+                   (unsigned long long)ka_id);
+        }
+        return;
+    }
     int rv = keel_stream_start(keel_sync_client(s), &ka_stream,
                                KEEL_M_LEASE_KEEPALIVE,
                                &etcdserverpb__lease_keep_alive_response__descriptor,
@@ -367,19 +386,11 @@ static void lease_keepalive_run(int argc, char **argv)
     while (!ka_done) {
         uv_run(keel_sync_loop(s), UV_RUN_ONCE);
     }
-    if (ka_once) {
-        if (ka_status == -1) {
-            ctl_die(EXIT_BAD_CONNECTION,
-                    "etcdserver: requested lease not found");
-        }
-        if (ka_status != 0) {
-            ctl_die(EXIT_BAD_CONNECTION, "%s", ka_msg);
-        }
-        return;
+    if (ka_status == -1) {
+        ctl_die(EXIT_BAD_CONNECTION, "etcdserver: requested lease not found");
     }
-    if (ctl_fmt == FMT_SIMPLE) {
-        printf("lease %016llx expired or revoked.\n",
-               (unsigned long long)ka_id);
+    if (ka_status != 0) {
+        ctl_die(EXIT_BAD_CONNECTION, "%s", ka_msg);
     }
 }
 

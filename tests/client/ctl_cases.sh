@@ -152,6 +152,12 @@ ctl_cases() {
     run lease timetolive "$LEASE"
     run lease keep-alive --once "$LEASE"
     run lease keep-alive "$LEASE"
+    grant 6 # keepalives 2 s apart: one before the revoke at 1 s
+    (sleep 1 && "$ETCDCTL" --endpoints="$ENDPOINT" lease revoke "$LEASE" \
+        >/dev/null) &
+    local revoker=$!
+    run_for 4 lease keep-alive "$LEASE"
+    wait "$revoker"
     run lease grant
     run lease grant x
     run lease revoke zz

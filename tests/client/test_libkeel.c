@@ -567,6 +567,100 @@ static void test_libkeel_watch_resumes(void **state)
     keel_sync_close(s);
 }
 
+/* Lease keepalive helper: responses every TTL/3, survives a restart, ends
+ * NOT_FOUND when the lease is revoked. */
+static int kal_responses, kal_end_status = -1;
+static char kal_end_msg[128];
+static void kal_cb(struct keel_lease_keepalive *k,
+                   const Etcdserverpb__LeaseKeepAliveResponse *r)
+{
+    assert_int_equal(r->id, k->id);
+    assert_true(r->ttl > 0);
+    kal_responses++;
+}
+static void kal_end(struct keel_lease_keepalive *k, int status,
+                    const char *msg)
+{
+    (void)k;
+    kal_end_status = status;
+    snprintf(kal_end_msg, sizeof(kal_end_msg), "%s", msg);
+}
+
+static int64_t grant(struct keel_sync *s, int64_t ttl)
+{
+    Etcdserverpb__LeaseGrantRequest g = ETCDSERVERPB__LEASE_GRANT_REQUEST__INIT;
+    g.ttl = ttl;
+    struct keel_call call;
+    assert_int_equal(
+        keel_sync_call(s, &call, KEEL_M_LEASE_GRANT, &g.base,
+                       &etcdserverpb__lease_grant_response__descriptor, NULL),
+        0);
+    assert_int_equal(call.status, KEEL_GRPC_OK);
+    int64_t id = ((Etcdserverpb__LeaseGrantResponse *)call.resp)->id;
+    keel_call_cleanup(&call);
+    return id;
+}
+
+static void test_libkeel_lease_keepalive(void **state)
+{
+    (void)state;
+    struct keel_sync *s = live();
+    int64_t id = grant(s, 3); /* a keepalive every second */
+    struct keel_lease_keepalive k = {0};
+    kal_responses = 0;
+    kal_end_status = -1;
+    assert_int_equal(
+        keel_lease_keepalive_start(keel_sync_client(s), &k, id, kal_cb, kal_end),
+        0);
+    uint64_t t0 = uv_hrtime();
+    while (kal_responses < 2 && uv_hrtime() - t0 < 5000000000ull) {
+        uv_run(keel_sync_loop(s), UV_RUN_ONCE);
+    }
+    assert_int_equal(kal_responses, 2);
+    assert_int_equal(k.ttl, 3);
+
+    /* Across a restart the stream is reopened. */
+    etcd_stop();
+    etcd_start();
+    int before = kal_responses;
+    t0 = uv_hrtime();
+    while (kal_responses == before && uv_hrtime() - t0 < 5000000000ull) {
+        uv_run(keel_sync_loop(s), UV_RUN_ONCE);
+    }
+    assert_true(kal_responses > before);
+    assert_int_equal(kal_end_status, -1);
+
+    /* Revoked: the next response says TTL 0 and the helper ends. */
+    struct keel_sync *other = live();
+    Etcdserverpb__LeaseRevokeRequest rv = ETCDSERVERPB__LEASE_REVOKE_REQUEST__INIT;
+    rv.id = id;
+    struct keel_call call;
+    keel_sync_call(other, &call, KEEL_M_LEASE_REVOKE, &rv.base,
+                   &etcdserverpb__lease_revoke_response__descriptor, NULL);
+    assert_int_equal(call.status, KEEL_GRPC_OK);
+    keel_call_cleanup(&call);
+    keel_sync_close(other);
+    t0 = uv_hrtime();
+    while (kal_end_status < 0 && uv_hrtime() - t0 < 5000000000ull) {
+        uv_run(keel_sync_loop(s), UV_RUN_ONCE);
+    }
+    assert_int_equal(kal_end_status, KEEL_GRPC_NOT_FOUND);
+    assert_string_equal(kal_end_msg, "etcdserver: requested lease not found");
+
+    /* Stop ends with CANCELED. */
+    id = grant(s, 30);
+    kal_end_status = -1;
+    assert_int_equal(
+        keel_lease_keepalive_start(keel_sync_client(s), &k, id, kal_cb, kal_end),
+        0);
+    keel_lease_keepalive_stop(&k);
+    while (kal_end_status < 0) {
+        uv_run(keel_sync_loop(s), UV_RUN_ONCE);
+    }
+    assert_int_equal(kal_end_status, KEEL_GRPC_CANCELED);
+    keel_sync_close(s);
+}
+
 /* Auth: token from Authenticate, refused password, and a transparent
  * re-authentication when a restarted server no longer knows the token. */
 static void auth_call(struct keel_sync *s, const char *path,
@@ -669,6 +763,7 @@ int main(void)
         cmocka_unit_test(test_libkeel_server_stream_snapshot),
         cmocka_unit_test(test_libkeel_bidi_keepalive),
         cmocka_unit_test(test_libkeel_watch_resumes),
+        cmocka_unit_test(test_libkeel_lease_keepalive),
         cmocka_unit_test(test_libkeel_auth_reauthenticates),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
