@@ -1782,6 +1782,8 @@ int raft_new(const struct raft_config *c, struct raft **out)
     const struct raft_heap *h = c->heap != NULL ? c->heap : raft_heap_default();
     struct raft_hard_state hs;
     struct raft_conf_state cs;
+    struct raft_snapshot snap;
+    uint64_t snap_index, applied;
     struct raft *r;
     int rv;
 
@@ -1835,12 +1837,23 @@ int raft_new(const struct raft_config *c, struct raft **out)
     if (hs.commit > r->log.committed) {
         r->log.committed = hs.commit;
     }
-    if (c->applied > r->log.applied) {
-        if (c->applied > hs.commit) {
+    /* Entries kept below the snapshot (trailing entries for slow
+     * followers) are in the state machine and in the snapshot's
+     * configuration already. */
+    snap_index = 0;
+    if (c->storage->snapshot(c->storage->ctx, &snap) == 0) {
+        if (snap.meta.index <= raft__log_last_index(&r->log)) {
+            snap_index = snap.meta.index;
+        }
+        raft_buf_unref(snap.data);
+    }
+    applied = c->applied != 0 ? c->applied : snap_index;
+    if (applied > r->log.applied) {
+        if (applied > r->log.committed) {
             raft_free(r);
             return RAFT_EINVAL;
         }
-        r->log.applied = c->applied;
+        r->log.applied = applied;
     }
     r->prev_hs = hs;
     /* the configuration: the snapshot's, then every conf change in the
@@ -1848,17 +1861,8 @@ int raft_new(const struct raft_config *c, struct raft **out)
     r->conf_base = cs;
     r->applied_conf = cs;
     r->conf_scanned = raft__log_first_index(&r->log) - 1;
-    {
-        /* entries kept below the snapshot are already in its
-         * configuration (re-applying them would be harmless but slow) */
-        struct raft_snapshot snap;
-        if (c->storage->snapshot(c->storage->ctx, &snap) == 0) {
-            if (snap.meta.index > r->conf_scanned &&
-                snap.meta.index <= raft__log_last_index(&r->log)) {
-                r->conf_scanned = snap.meta.index;
-            }
-            raft_buf_unref(snap.data);
-        }
+    if (snap_index > r->conf_scanned) {
+        r->conf_scanned = snap_index;
     }
     conf_sync(r);
     sync_progress(r);

@@ -347,7 +347,10 @@ struct raft_config
     uint64_t id;        /* non-zero */
     int election_tick;  /* follower timeout, in ticks; > heartbeat_tick */
     int heartbeat_tick; /* leader heartbeat interval, in ticks */
-    uint64_t applied;   /* last applied index at restart (0: snapshot's) */
+    /* Last index the state machine had applied at restart; 0: the storage
+     * snapshot's index (the state machine was loaded from it). Committed
+     * entries after it are handed out again. */
+    uint64_t applied;
     uint64_t max_size_per_msg;     /* payload bytes per MsgApp (0: 1 entry) */
     uint64_t max_uncommitted_size; /* 0: unlimited */
     int max_inflight_msgs;         /* > 0 */

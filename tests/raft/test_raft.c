@@ -316,6 +316,13 @@ static const struct raft_conf_state *conf_of(struct cluster *c, uint64_t id)
     return &st.conf;
 }
 
+static uint64_t raft_status_applied(const struct raft *r)
+{
+    struct raft_status st;
+    raft_status(r, &st);
+    return st.applied;
+}
+
 static void elect(struct cluster *c, uint64_t id)
 {
     assert_int_equal(raft_campaign(node(c, id)->r), 0);
@@ -464,6 +471,55 @@ static void test_raft_config_rejected(void **state)
     assert_string_equal(raft_strerror(12345), "unknown raft error");
     assert_string_equal(raft_msg_type_name(RAFT_MSG_APP), "MsgApp");
     assert_string_equal(raft_msg_type_name(99), "MsgUnknown");
+}
+
+static int fail_initial_state(void *ctx, struct raft_hard_state *hs,
+                              struct raft_conf_state *cs)
+{
+    (void)ctx;
+    (void)hs;
+    (void)cs;
+    return RAFT_EUNAVAILABLE;
+}
+
+static void *null_malloc(void *ctx, size_t n)
+{
+    (void)ctx;
+    (void)n;
+    return NULL;
+}
+
+/* raft_new reports what fails underneath it and allocates nothing then. */
+static void test_raft_new_propagates_failures(void **state)
+{
+    struct raft_memstore *ms = raft_memstore_new(&theap);
+    struct raft_storage st, bad;
+    struct raft_config c;
+    struct raft_heap oom = theap;
+    struct raft *r = (struct raft *)&c; /* must come back NULL */
+    (void)state;
+    raft_memstore_storage(ms, &st);
+    bad = st;
+    bad.initial_state = fail_initial_state;
+    raft_config_default(&c);
+    c.id = 1;
+    c.heap = &theap;
+    c.storage = &bad;
+    assert_int_equal(raft_new(&c, &r), RAFT_EUNAVAILABLE);
+    assert_null(r);
+    oom.malloc = null_malloc;
+    c.storage = &st;
+    c.heap = &oom;
+    assert_int_equal(raft_new(&c, &r), RAFT_ENOMEM);
+    assert_null(r);
+    assert_null(raft_buf_new(&oom, "x", 1));
+    {
+        struct raft_conf_change cc = {1, RAFT_CONF_ADD_NODE, 2, NULL};
+        assert_null(raft_conf_change_encode(&oom, &cc));
+    }
+    assert_null(raft_memstore_new(&oom));
+    raft_memstore_free(ms);
+    assert_int_equal(live_allocs, 0);
 }
 
 static void test_raft_step_errors(void **state)
@@ -1226,6 +1282,39 @@ static void test_raft_snapshot_to_lagging_follower(void **state)
     cluster_free(&c);
 }
 
+/* Restarting with applied = 0 resumes after the storage's snapshot, not
+ * after the entries kept below it (they are in the state machine). */
+static void test_raft_restart_applied_defaults_to_snapshot(void **state)
+{
+    struct cluster c;
+    struct raft_ready *rd;
+    struct raft *r;
+    uint64_t v, applied;
+    (void)state;
+    cluster_init(&c, 1);
+    elect(&c, 1);
+    for (v = 0; v < 10; v++) {
+        assert_int_equal(propose_u64(&c, 1, v), 0);
+    }
+    drain(&c);
+    applied = node(&c, 1)->applied;
+    assert_int_equal(raft_memstore_create_snapshot(
+                         node(&c, 1)->ms, applied, &node(&c, 1)->cs, NULL),
+                     0);
+    assert_int_equal(raft_memstore_compact(node(&c, 1)->ms, applied - 3), 0);
+    crash(node(&c, 1));
+    node(&c, 1)->cfg.applied = 0;
+    assert_int_equal(raft_new(&node(&c, 1)->cfg, &r), 0);
+    assert_int_equal(raft_status_applied(r), applied);
+    rd = raft_ready(r);
+    assert_non_null(rd);
+    assert_int_equal(rd->n_committed, 0); /* nothing applied twice */
+    raft_advance(r, rd);
+    assert_int_equal(raft_status_applied(r), applied);
+    node(&c, 1)->r = r;
+    cluster_free(&c);
+}
+
 static bool drop_snap(const struct raft_message *m)
 {
     return m->type == RAFT_MSG_SNAP;
@@ -1825,6 +1914,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_raft_config_rejected, reset_allocs),
+        cmocka_unit_test_setup(test_raft_new_propagates_failures, reset_allocs),
         cmocka_unit_test_setup(test_raft_step_errors, reset_allocs),
         cmocka_unit_test_setup(test_raft_conf_change_codec, reset_allocs),
         cmocka_unit_test_setup(test_raft_conf_state_apply, reset_allocs),
@@ -1856,6 +1946,8 @@ int main(void)
         cmocka_unit_test_setup(test_raft_snapshot_to_lagging_follower,
                                reset_allocs),
         cmocka_unit_test_setup(test_raft_snapshot_failure_reprobes,
+                               reset_allocs),
+        cmocka_unit_test_setup(test_raft_restart_applied_defaults_to_snapshot,
                                reset_allocs),
         cmocka_unit_test_setup(test_raft_read_index_needs_heartbeat_quorum,
                                reset_allocs),
