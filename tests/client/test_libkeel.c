@@ -313,6 +313,52 @@ static void test_libkeel_multiplexing(void **state)
     keel_sync_close(s);
 }
 
+/* A value near etcd's 1.5 MiB request limit goes out in many DATA frames
+ * (flow control both ways) and comes back intact; one far over the limit
+ * is refused with the server's status. */
+static void test_libkeel_large_values(void **state)
+{
+    (void)state;
+    struct keel_sync *s = live();
+    size_t n = 1024 * 1024;
+    char *v = malloc(n + 1);
+    for (size_t i = 0; i < n; i++) {
+        v[i] = (char)('a' + i % 26);
+    }
+    v[n] = '\0';
+    put(s, "big/1", v);
+    struct keel_call call;
+    wrapper_done = 0;
+    assert_int_equal(keel_get(keel_sync_client(s), &call, "big/1", NULL, 0,
+                              10000, wrapper_cb),
+                     0);
+    run_until(s, &wrapper_done);
+    assert_int_equal(call.status, KEEL_GRPC_OK);
+    Etcdserverpb__RangeResponse *r = (void *)call.resp;
+    assert_int_equal(r->n_kvs, 1);
+    assert_int_equal(r->kvs[0]->value.len, n);
+    assert_memory_equal(r->kvs[0]->value.data, v, n);
+    keel_call_cleanup(&call);
+
+    char *huge = malloc(2 * n + 1);
+    memset(huge, 'x', 2 * n);
+    huge[2 * n] = '\0';
+    wrapper_done = 0;
+    assert_int_equal(keel_put(keel_sync_client(s), &call, "big/2", huge, 2 * n,
+                              0, 10000, wrapper_cb),
+                     0);
+    run_until(s, &wrapper_done);
+    /* grpc-go refuses it before etcd sees it: max-request-bytes plus
+     * grpc's overhead is the server's MaxRecvMsgSize. */
+    assert_int_equal(call.status, KEEL_GRPC_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(call.message, "grpc: received message larger "
+                                         "than max"));
+    keel_call_cleanup(&call);
+    free(huge);
+    free(v);
+    keel_sync_close(s);
+}
+
 /* The first endpoint refuses connections: the client moves on. */
 static void test_libkeel_failover_dead_endpoint(void **state)
 {
@@ -757,6 +803,7 @@ int main(void)
         cmocka_unit_test(test_libkeel_put_get),
         cmocka_unit_test(test_libkeel_error_status),
         cmocka_unit_test(test_libkeel_multiplexing),
+        cmocka_unit_test(test_libkeel_large_values),
         cmocka_unit_test(test_libkeel_failover_dead_endpoint),
         cmocka_unit_test(test_libkeel_deadline),
         cmocka_unit_test(test_libkeel_cancel_and_close),
