@@ -970,6 +970,7 @@ static void collect_scrapes(struct metrics_writer *w,
 }
 
 static int64_t scrapes_in_flight;
+static const int64_t no_learner = 0;
 
 /* ---- registration ------------------------------------------------------- */
 
@@ -1048,6 +1049,10 @@ int metrics_register_server(struct metrics_registry *r,
          "label with current ID.",
          G, .labels = &c->server_id_label, .n_labels = 1,
          .collect = collect_const, .data = c},
+        /* keel has no learners (MemberAdd is not served): always 0. */
+        {"etcd_server_is_learner",
+         "Whether or not this member is a learner. 1 if is, 0 otherwise.", G,
+         .i64 = &no_learner},
         {"etcd_server_health_success",
          "The total number of successful health checks", C,
          .u64 = &m->health_success},

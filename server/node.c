@@ -783,14 +783,12 @@ static void leader_check(struct node *n)
     }
     struct raft_status st;
     raft_status(n->raft, &st);
-    /* etcd counts a change to a known leader other than the last one
-     * (etcdserver/raft.go, leaderChanges). */
+    /* etcd counts every change to a known leader from whatever it saw
+     * last, none included (etcdserver/raft.go, leaderChanges). */
     if (st.lead != 0 && st.lead != n->seen_lead) {
         metrics_core.leader_changes++;
     }
-    if (st.lead != 0) {
-        n->seen_lead = st.lead;
-    }
+    n->seen_lead = st.lead;
     if (n->promoted_term == 0) {
         return;
     }

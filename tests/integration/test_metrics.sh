@@ -81,7 +81,7 @@ for m in put delete txn range; do
 done
 for m in etcd_debugging_mvcc_current_revision etcd_debugging_mvcc_keys_total \
     etcd_debugging_mvcc_compact_revision etcd_server_has_leader \
-    etcd_server_is_leader etcd_server_proposals_pending \
+    etcd_server_is_leader etcd_server_is_learner etcd_server_proposals_pending \
     etcd_server_proposals_failed_total etcd_server_quota_backend_bytes \
     'etcd_server_version{server_version="3.4.23"}' \
     'etcd_cluster_version{cluster_version="3.4"}'; do
