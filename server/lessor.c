@@ -433,40 +433,50 @@ static void probe_done(void *arg, int rv)
     revoke_expired(l);
 }
 
+/* At most LESSOR_CHECKPOINT_BATCH due leases per run, in one proposal;
+ * the others stay due for the next run. */
 static void checkpoint_due(struct lessor *l)
 {
-    int64_t ids[64], rem[64];
-    size_t n = 0, total = 0;
+    int64_t *ids = NULL, *rem = NULL;
+    size_t n = 0;
     int64_t now = now_us(l);
     FOR_EACH_LEASE(l, e)
     {
         if (e->next_cp_us == 0 || e->next_cp_us > now) {
             continue;
         }
+        if (n == LESSOR_CHECKPOINT_BATCH) {
+            goto propose; /* the others stay due */
+        }
         /* Keep one scheduled while the lease lives (etcd stops once a
          * renewed lease is at its full TTL; then a client that stops
          * renewing later is never checkpointed). */
         e->next_cp_us =
             e->ttl * US_PER_S > l->checkpoint_us ? now + l->checkpoint_us : 0;
-        if (e->expiry_us <= now || total >= LESSOR_CHECKPOINT_BATCH * 2) {
+        if (e->expiry_us <= now) {
             continue;
         }
         int64_t r = (e->expiry_us - now + US_PER_S - 1) / US_PER_S; /* ceil */
         if (r >= e->ttl || (e->remaining > 0 && r >= e->remaining)) {
             continue; /* nothing new to record */
         }
+        if (ids == NULL) {
+            ids = malloc(LESSOR_CHECKPOINT_BATCH * sizeof *ids);
+            rem = malloc(LESSOR_CHECKPOINT_BATCH * sizeof *rem);
+            if (ids == NULL || rem == NULL) {
+                goto propose; /* n == 0: retried on a later run */
+            }
+        }
         ids[n] = e->id;
         rem[n] = r;
         n++;
-        total++;
-        if (n == sizeof ids / sizeof ids[0]) {
-            propose_checkpoints(l, ids, rem, n);
-            n = 0;
-        }
     }
+propose:
     if (n > 0) {
         propose_checkpoints(l, ids, rem, n);
     }
+    free(ids);
+    free(rem);
 }
 
 static void on_timer(uv_timer_t *t)
