@@ -3,7 +3,8 @@
 #   - the exposition parses under a strict grammar (metrics_check.py);
 #   - every family keel exports exists in etcd's /metrics with the same TYPE,
 #     HELP, label names and histogram buckets; the etcd families keel does
-#     not export yet are listed, and a core set is required;
+#     not export yet are listed, and a core set is required; so are those
+#     etcd's shipped Grafana dashboard and alert rules use;
 #   - the same etcdctl script (puts, gets, a delete, a put --prev-kv, write
 #     and read-only txns) moves keel's mvcc counters exactly as etcd's, and
 #     leaves the same current revision and key count;
@@ -66,6 +67,16 @@ done
 
 # ---- names: keel's are etcd's -----------------------------------------------
 $CHECK compare "$KT_TMP/k.after" "$KT_TMP/e.after"
+
+# etcd's shipped Grafana dashboard and alert rules find their metrics
+docs=()
+for f in /usr/share/doc/etcd-server/op-guide/grafana.json.gz \
+    /usr/share/doc/etcd-server/op-guide/etcd3_alert.rules.yml.gz; do
+    [ -f "$f" ] && docs+=("$f")
+done
+if [ ${#docs[@]} -gt 0 ]; then
+    $CHECK dashboards "$KT_TMP/k.after" "$KT_TMP/e.after" "${docs[@]}"
+fi
 
 # ---- values ---------------------------------------------------------------------
 delta() { # WHO SERIES
