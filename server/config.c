@@ -161,12 +161,12 @@ static const struct flag_def flags[] = {
        "Number of committed transactions to trigger a snapshot to disk.",
        FLAG_PENDING, "raft log compaction", "uint64"),
     F(S_MEMBER, "heartbeat-interval", T_UINT, heartbeat_ms, "'100'",
-      "Time (in milliseconds) of a heartbeat interval.", FLAG_PENDING,
+      "Time (in milliseconds) of a heartbeat interval.", FLAG_YES,
       "raft ticks; validated as etcd"),
     F(S_MEMBER, "election-timeout", T_UINT, election_ms, "'1000'",
       "Time (in milliseconds) for an election to timeout. See tuning "
       "documentation for details.",
-      FLAG_PENDING, "raft; validated as etcd"),
+      FLAG_YES, "raft election timeout; validated as etcd"),
     F(S_MEMBER, "initial-election-tick-advance", T_BOOL,
       initial_election_tick_advance, "'true'",
       "Whether to fast-forward initial election ticks on boot for faster "
@@ -178,7 +178,7 @@ static const struct flag_def flags[] = {
        "peer transport; validated as etcd", Y_KEY, NULL),
     FY(S_MEMBER, "listen-client-urls", T_URLS, listen_client_urls,
        "'http://localhost:2379'",
-       "List of URLs to listen on for client traffic.", FLAG_PENDING,
+       "List of URLs to listen on for client traffic.", FLAG_YES,
        "client listeners; validated as etcd", Y_KEY, NULL),
     F(S_MEMBER, "max-snapshots", T_UINT, max_snapshots, "'5'",
       "Maximum number of snapshot files to retain (0 is unlimited).",
@@ -202,14 +202,14 @@ static const struct flag_def flags[] = {
       FLAG_IGNORED, "bbolt batching; keel commits LMDB once per apply batch"),
     F(S_MEMBER, "max-txn-ops", T_UINT, max_txn_ops, "'128'",
       "Maximum number of operations permitted in a transaction.",
-      FLAG_PENDING, "KV service"),
+      FLAG_YES, "KV service (Txn)"),
     F(S_MEMBER, "max-request-bytes", T_UINT, max_request_bytes, "'1572864'",
       "Maximum client request size in bytes the server will accept.",
-      FLAG_PENDING, "gRPC/HTTP transport"),
+      FLAG_YES, "gRPC/HTTP transport"),
     FT(S_MEMBER, "max-concurrent-streams", T_UINT32, max_concurrent_streams,
        "'math.MaxUint32'",
        "Maximum concurrent streams that each client can open at a time.",
-       FLAG_PENDING, "HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS", "uint32"),
+       FLAG_YES, "HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS", "uint32"),
     FT(S_MEMBER, "grpc-keepalive-min-time", T_DURATION,
        grpc_keepalive_min_time_ns, "'5s'",
        "Minimum duration interval that a client should wait before pinging "
@@ -231,10 +231,11 @@ static const struct flag_def flags[] = {
        initial_advertise_peer_urls, "'http://localhost:2380'",
        "List of this member's peer URLs to advertise to the rest of the "
        "cluster.",
-       FLAG_PENDING, "membership", Y_KEY, NULL),
+       FLAG_YES, "member id (as etcd: sha1 of peer URLs + token)", Y_KEY,
+       NULL),
     F(S_CLUSTER, "initial-cluster", T_STRING, initial_cluster,
       "'default=http://localhost:2380'",
-      "Initial cluster configuration for bootstrapping.", FLAG_PENDING,
+      "Initial cluster configuration for bootstrapping.", FLAG_YES,
       "bootstrap; follows --name as etcd"),
     FC(S_CLUSTER, "initial-cluster-state", initial_cluster_state, "'new'",
        "Initial cluster state ('new' or 'existing').", "new|existing",
@@ -244,14 +245,14 @@ static const struct flag_def flags[] = {
       "Initial cluster token for the etcd cluster during bootstrap.\n"
       "    Specifying this can protect you from unintended cross-cluster "
       "interaction when running multiple clusters.",
-      FLAG_PENDING, "bootstrap (cluster ID)"),
+      FLAG_YES, "bootstrap (member and cluster ids, as etcd)"),
     FY(S_CLUSTER, "advertise-client-urls", T_URLS, advertise_client_urls,
        "'http://localhost:2379'",
        "List of this member's client URLs to advertise to the public.\n"
        "    The client URLs advertised should be accessible to machines that "
        "talk to etcd cluster. etcd client libraries parse these URLs to "
        "connect to the cluster.",
-       FLAG_PENDING, "membership; required with --listen-client-urls as etcd",
+       FLAG_YES, "MemberList; required with --listen-client-urls as etcd",
        Y_KEY, NULL),
     F(S_CLUSTER, "discovery", T_STRING, discovery, "''",
       "Discovery URL used to bootstrap the cluster.", FLAG_NO,
@@ -380,7 +381,7 @@ static const struct flag_def flags[] = {
        NULL, FLAG_PENDING, "metrics endpoint"),
     FY(S_PROFILING, "listen-metrics-urls", T_URLS, listen_metrics_urls, "''",
        "List of URLs to listen on for the metrics and health endpoints.",
-       FLAG_PENDING, "metrics endpoint; validated as etcd", Y_KEY, NULL),
+       FLAG_YES, "/metrics and /health; validated as etcd", Y_KEY, NULL),
 
     /* Logging */
     F(S_LOGGING, "logger", T_STRING, logger, "'capnslog'",
@@ -455,7 +456,7 @@ static const struct flag_def flags[] = {
        FLAG_IGNORED, "only used with peer TLS (not implemented yet)"),
     FT(S_EXPERIMENTAL, "experimental-watch-progress-notify-interval",
        T_DURATION, experimental_watch_progress_notify_interval_ns, "'10m'",
-       "Duration of periodical watch progress notification.", FLAG_PENDING,
+       "Duration of periodical watch progress notification.", FLAG_YES,
        "watch service", "time.Duration"),
     FT(S_EXPERIMENTAL, "experimental-warning-apply-duration", T_DURATION,
        experimental_warning_apply_duration_ns, "'100ms'",
@@ -489,7 +490,7 @@ static const struct flag_def flags[] = {
        "[TO BE DEPRECATED IN v3.5] use '--log-outputs'.", FLAG_YES,
        "deprecated alias of --log-outputs", "[]string"),
     F(S_HIDDEN, "enable-grpc-gateway", T_BOOL, enable_grpc_gateway, "'true'",
-      "Enable GRPC gateway.", FLAG_PENDING, "JSON gateway"),
+      "Enable GRPC gateway.", FLAG_YES, "JSON gateway"),
     F(S_HIDDEN, "experimental-enable-lease-checkpoint-persist", T_BOOL,
       experimental_enable_lease_checkpoint_persist, "'false'",
       "Enable persisting remainingTTL to prevent indefinite auto-renewal of "
@@ -2742,8 +2743,7 @@ void config_flags_markdown(FILE *out)
             "\n"
             "keel column: **yes** implemented; **pending** parsed, validated "
             "and stored in `struct keel_config`, honoured once the "
-            "subsystem named in the notes is wired in (the server does not "
-            "serve yet); **ignored** harmless to ignore, a warning is logged "
+            "subsystem named in the notes is wired in; **ignored** harmless to ignore, a warning is logged "
             "when set; **no** not supported, setting it is a startup "
             "error.\n"
             "\n"

@@ -45,6 +45,9 @@ struct keel_server
     uint64_t cluster_id;
     struct node *node;
     struct lessor *lessor;
+    struct watch_service *watch;
+    uv_timer_t drain_timer; /* at stop: waits for the last calls to end */
+    int drain_ticks;
     struct grpc_server *grpc;
     struct router *router;
     struct metrics_registry *metrics;
@@ -508,6 +511,27 @@ out:
     return rv;
 }
 
+/* ---- apply hooks -------------------------------------------------------- */
+
+static void server_on_events(void *arg, int64_t rev, Mvccpb__Event **events,
+                             size_t n)
+{
+    struct keel_server *s = arg;
+    if (s->watch != NULL) {
+        watch_service_notify(s->watch, rev, events, n);
+    }
+}
+
+static void server_on_applied(void *arg, const Keelpb__Request *req,
+                              const ProtobufCMessage *resp)
+{
+    struct keel_server *s = arg;
+    lessor_on_applied(s->lessor, req, resp);
+    if (req->op_case == KEELPB__REQUEST__OP_COMPACTION && s->watch != NULL) {
+        watch_service_compacted(s->watch, req->compaction->revision);
+    }
+}
+
 /* ---- publishing (etcd: EtcdServer.publish, monitorVersions) ------------- */
 
 static void publish_tick(uv_timer_t *t);
@@ -653,8 +677,10 @@ int server_start(uv_loop_t *loop, const struct keel_config *cfg,
     if (rv != 0) {
         goto err;
     }
-    no.on_applied = lessor_on_applied;
-    no.on_applied_arg = s->lessor;
+    no.on_applied = server_on_applied;
+    no.on_applied_arg = s;
+    no.on_events = server_on_events;
+    no.on_events_arg = s;
     no.on_leader = lessor_on_leader;
     no.on_leader_arg = s->lessor;
     rv = node_open(loop, &no, &s->node, errmsg, errlen);
@@ -683,6 +709,7 @@ int server_start(uv_loop_t *loop, const struct keel_config *cfg,
         (rv = maintenance_register(s, s->grpc)) != 0 ||
         (rv = cluster_register(s, s->grpc)) != 0 ||
         (rv = lease_register(s, s->grpc)) != 0 ||
+        (rv = watch_service_start(s, s->grpc, cfg, &s->watch)) != 0 ||
         (rv = http_endpoints_register(s, s->router)) != 0 ||
         (cfg->enable_grpc_gateway &&
          (rv = gateway_register(s, s->router)) != 0)) {
@@ -770,16 +797,48 @@ err:
     return rv;
 }
 
-static void node_closed(void *arg)
+static void stopped(void *arg)
 {
     struct keel_server *s = arg;
     void (*cb)(void *) = s->stop_cb;
     void *cb_arg = s->stop_arg;
-    lessor_close(s->lessor); /* the node answered all its proposals */
     server_free(s);
     if (cb != NULL) {
         cb(cb_arg);
     }
+}
+
+static void drain_timer_closed(uv_handle_t *h)
+{
+    struct keel_server *s = h->data;
+    if (s->watch != NULL) {
+        watch_service_close(s->watch, stopped, s);
+        s->watch = NULL;
+        return;
+    }
+    stopped(s);
+}
+
+/* Streams (watch, keep-alive) are finished by their cancel callbacks, which
+ * the transport runs on loop turns after the connections closed: wait for
+ * the last call to end before freeing what they use (bounded: 10 s). */
+static void drain_check(uv_timer_t *t)
+{
+    struct keel_server *s = t->data;
+    if (grpc_server_calls_live(s->grpc) > 0 && ++s->drain_ticks < 2000) {
+        return;
+    }
+    uv_timer_stop(t);
+    uv_close((uv_handle_t *)t, drain_timer_closed);
+}
+
+static void node_closed(void *arg)
+{
+    struct keel_server *s = arg;
+    lessor_close(s->lessor); /* the node answered all its proposals */
+    uv_timer_init(s->loop, &s->drain_timer);
+    s->drain_timer.data = s;
+    uv_timer_start(&s->drain_timer, drain_check, 0, 5);
 }
 
 static void handle_gone(struct keel_server *s)

@@ -16,6 +16,7 @@
 #include <uv.h>
 
 #include "etcdserverpb/rpc.pb-c.h"
+#include "mvccpb/kv.pb-c.h"
 #include "keel_arena.h"
 
 struct keel_config;
@@ -96,6 +97,18 @@ int http_endpoints_register_metrics(struct keel_server *s, struct router *r);
 /* The /v3 JSON gateway (server/gateway.c): routes on r that answer through
  * server_grpc(s); register after the gRPC services. */
 int gateway_register(struct keel_server *s, struct router *r);
+
+/* The Watch service (server/watch_service.c): registered on g, fed by the
+ * node's applied events and compactions, closed after every call ended. */
+struct watch_service;
+int watch_service_start(struct keel_server *s, struct grpc_server *g,
+                        const struct keel_config *cfg,
+                        struct watch_service **out);
+void watch_service_notify(struct watch_service *w, int64_t rev,
+                          Mvccpb__Event **events, size_t n);
+void watch_service_compacted(struct watch_service *w, int64_t rev);
+void watch_service_close(struct watch_service *w, void (*cb)(void *),
+                         void *arg);
 
 /* For maintenance/cluster/http: identity and listen/advertise URLs. */
 struct server_info

@@ -5,6 +5,8 @@
 # and cluster ids, derived as etcd derives them, are equal too). stdout,
 # stderr and exit codes must match after normalising only what must differ
 # (timings, db file sizes, raft indexes, the whole-db Hash).
+# Case lines: see etcdctl_cases.txt; 'W <watch args> ;; <cmd> ;; <cmd>' runs
+# a watch while the commands write.
 # Lease ids differ too: each `lease grant` output names its id LEASE<n>
 # (and $LEASE, the latest) for the following lines, and outputs show those
 # names instead of the ids (LEASE<n>_DEC where JSON prints it in decimal).
@@ -38,6 +40,36 @@ run_cases() { # $1 = server binary, $2 = output file
             '<'*) stdin=${line#<}; continue ;;
         esac
         local pre=()
+        if [ "${line#W }" != "$line" ]; then
+            # W <watch args> ;; <cmd> ;; <cmd>...: a watch running while the
+            # commands after ';;' write; its output is compared.
+            local rest=${line#W } wargs cmd
+            wargs=${rest%%;;*}
+            echo "### etcdctl watch $wargs (live)" >>"$out"
+            local wa=()
+            eval "wa=($wargs)"
+            set +e
+            timeout 3 etcdctl --endpoints="127.0.0.1:$CPORT" watch "${wa[@]}" \
+                >"$KT_TMP/wo" 2>"$KT_TMP/we" </dev/null &
+            local wpid=$!
+            sleep 0.7
+            rest=${rest#*;;}
+            while [ -n "$rest" ]; do
+                cmd=${rest%%;;*}
+                local ca=()
+                eval "ca=($cmd)"
+                etcdctl --endpoints="127.0.0.1:$CPORT" "${ca[@]}" >/dev/null 2>&1
+                [ "$rest" = "${rest#*;;}" ] && break
+                rest=${rest#*;;}
+            done
+            wait "$wpid"
+            local wrc=$?
+            set -e
+            cat "$KT_TMP/wo" >>"$out"
+            sed 's/^/stderr: /' "$KT_TMP/we" >>"$out"
+            echo "exit: $wrc" >>"$out"
+            continue
+        fi
         if [ "${line#T }" != "$line" ]; then
             pre=(timeout 2); line=${line#T }
         fi

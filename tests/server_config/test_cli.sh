@@ -252,6 +252,19 @@ expect "uncreatable data dir: etcd's message" \
 # ---------------------------------------------------------------------------
 # Running: start keel in the background, wait for a log line, signal it.
 
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+# Flags for a server on free loopback ports: NETFLAGS for member NAME, now
+# that keel serves (never the default 2379, which another test may use).
+net() { # NAME
+    CP=$(free_port); PP=$(free_port)
+    NETFLAGS=(--listen-client-urls "http://127.0.0.1:$CP"
+              --advertise-client-urls "http://127.0.0.1:$CP"
+              --listen-peer-urls "http://127.0.0.1:$PP"
+              --initial-advertise-peer-urls "http://127.0.0.1:$PP"
+              --initial-cluster "$1=http://127.0.0.1:$PP")
+}
 start() { # NAME cmd... ; pid in $PID
     local name=$1; shift
     "${CLEAN_ENV[@]}" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
@@ -277,10 +290,15 @@ stop() { # SIGNAL ; exit code in $CODE (137 if it had to be killed)
 }
 
 # ETCD_* environment picked up, data dir created, SIGTERM -> exit 0
-start r1 env ETCD_NAME=envname ETCD_DATA_DIR="$TMP/d1" ETCD_BOGUS=1 "$KEEL"
+net envname
+start r1 env ETCD_NAME=envname ETCD_DATA_DIR="$TMP/d1" ETCD_BOGUS=1 \
+    ETCD_LISTEN_CLIENT_URLS="http://127.0.0.1:$CP" \
+    ETCD_ADVERTISE_CLIENT_URLS="http://127.0.0.1:$CP" \
+    ETCD_INITIAL_ADVERTISE_PEER_URLS="http://127.0.0.1:$PP" \
+    ETCD_INITIAL_CLUSTER="envname=http://127.0.0.1:$PP" "$KEEL"
 expect "env: keel starts and logs its config summary" \
     wait_for "$TMP/r1.err" 'embed: name = envname'
-wait_for "$TMP/r1.err" 'does not serve client or peer traffic yet'
+expect "env: keel serves" wait_for "$TMP/r1.err" 'ready to serve client requests'
 expect "env: logs the variables it used" \
     grep -q 'I | pkg/flags: recognized and used environment variable ETCD_NAME=envname' "$TMP/r1.err"
 expect "env: warns about unknown ETCD_ variables" \
@@ -289,8 +307,8 @@ expect "startup: etcd's version block" \
     grep -q 'I | etcdmain: etcd Version: 3.4.23' "$TMP/r1.err"
 expect "startup: data dir line" grep -q "I | embed: data dir = $TMP/d1\$" "$TMP/r1.err"
 expect "startup: member dir line" grep -q "I | embed: member dir = $TMP/d1/member\$" "$TMP/r1.err"
-expect "startup: no fake readiness line" \
-    sh -c "! grep -q 'ready to serve client requests' '$TMP/r1.err'"
+expect "startup: serves etcdctl" \
+    sh -c "ETCDCTL_API=3 etcdctl --endpoints=127.0.0.1:$CP put k v | grep -qx OK"
 expect "data dir created with mode 0700" test "$(stat -c %a "$TMP/d1")" = 700
 expect "member dir created with mode 0700" test "$(stat -c %a "$TMP/d1/member")" = 700
 stop TERM
@@ -301,11 +319,12 @@ expect "SIGTERM: etcd's shutdown line" \
 # An initialized data dir is recognized, a too open one is warned about;
 # SIGINT -> exit 0
 chmod 755 "$TMP/d1"
-start r2 "$KEEL" --data-dir "$TMP/d1" --name again
+net again
+start r2 "$KEEL" --data-dir "$TMP/d1" --name again "${NETFLAGS[@]}"
 expect "restart: data dir recognized as initialized" \
     wait_for "$TMP/r2.err" 'N | etcdmain: the server is already initialized as member before'
-expect "restart: keel logs that it does not serve yet" \
-    wait_for "$TMP/r2.err" 'does not serve client or peer traffic yet'
+expect "restart: keel serves the data it had" \
+    sh -c "for i in \$(seq 1 100); do ETCDCTL_API=3 etcdctl --endpoints=127.0.0.1:$CP get k --print-value-only 2>/dev/null | grep -qx v && exit 0; sleep 0.1; done; exit 1"
 expect "restart: etcd's warning about a data dir that is not 0700" \
     grep -q "W | pkg/fileutil: check file permission: directory \"$TMP/d1\" exist, but the permission is \"drwxr-xr-x\". The recommended permission is \"-rwx------\" to prevent possible unprivileged access to the data." "$TMP/r2.err"
 stop INT
@@ -319,10 +338,13 @@ name: fromfile
 data-dir: $TMP/d2
 heartbeat-interval: 50
 election-timeout: 500
+listen-client-urls: http://127.0.0.1:$(free_port)
+advertise-client-urls: http://127.0.0.1:$(free_port)
+initial-cluster: fromfile=http://localhost:2380
 EOF
 start r3 env ETCD_NAME=fromenv "$KEEL" --config-file "$TMP/good.yaml" --name fromflag
 expect "config file: its name is used" wait_for "$TMP/r3.err" 'embed: name = fromfile'
-wait_for "$TMP/r3.err" 'does not serve client or peer traffic yet'
+wait_for "$TMP/r3.err" 'ready to serve client requests'
 expect "config file: etcd's loading line" \
     grep -q "I | etcdmain: Loading server configuration from \"$TMP/good.yaml\". Other configuration command line flags and environment variables will be ignored if provided." "$TMP/r3.err"
 expect "config file: heartbeat and election from the file" \
@@ -331,14 +353,17 @@ stop TERM
 expect "config file run: exit 0" test "$CODE" = 0
 
 # zap: every line is a JSON object with etcd's keys
-start r4 "$KEEL" --logger zap --data-dir "$TMP/d3" --name zappy --enable-pprof
+net zappy
+ZAP_URL="http://127.0.0.1:$CP"
+start r4 "$KEEL" --logger zap --data-dir "$TMP/d3" --name zappy --enable-pprof \
+    "${NETFLAGS[@]}"
 expect "zap: starting line" wait_for "$TMP/r4.err" '"msg":"starting an etcd server"'
-expect "zap: waiting line" wait_for "$TMP/r4.err" 'does not serve client or peer traffic yet'
+expect "zap: ready line" wait_for "$TMP/r4.err" '"msg":"ready to serve client requests"'
 stop TERM
 expect "zap: exit 0 on SIGTERM" test "$CODE" = 0
 check_json() { # FILE [required msg [name in the starting line]]
-    python3 - "$@" <<'PY'
-import json, sys
+    ZAP_URL="${ZAP_URL:-}" python3 - "$@" <<'PY'
+import json, os, sys
 lines = [l for l in open(sys.argv[1]) if l.strip()]
 assert lines, "no log lines"
 msgs = []
@@ -356,7 +381,7 @@ if start and len(sys.argv) > 3:
     assert start[0]["name"] == sys.argv[3], start[0]
     assert start[0]["etcd-version"] == "3.4.23"
     assert start[0]["heartbeat-interval"] == "100ms"
-    assert start[0]["listen-client-urls"] == ["http://localhost:2379"]
+    assert start[0]["listen-client-urls"] == [os.environ["ZAP_URL"]]
 PY
 }
 expect "zap: every stderr line is valid JSON with level/ts/caller/msg" \
@@ -365,8 +390,10 @@ expect "zap: ignored flag is reported" \
     grep -q '"msg":"ignoring flag not implemented by keel","flag":"enable-pprof"' "$TMP/r4.err"
 
 # zap to a file
-start r5 "$KEEL" --logger=zap --log-outputs="$TMP/zap.log" --data-dir "$TMP/d4" --log-level=debug
-expect "zap file output: starting line" wait_for "$TMP/zap.log" 'does not serve client'
+net default
+ZAP_URL="http://127.0.0.1:$CP"
+start r5 "$KEEL" --logger=zap --log-outputs="$TMP/zap.log" --data-dir "$TMP/d4" --log-level=debug "${NETFLAGS[@]}"
+expect "zap file output: ready line" wait_for "$TMP/zap.log" 'ready to serve client'
 stop TERM
 expect "zap file output: exit 0" test "$CODE" = 0
 expect "zap file output: valid JSON lines" \
@@ -374,9 +401,12 @@ expect "zap file output: valid JSON lines" \
 expect "zap file output: nothing on stderr" test ! -s "$TMP/r5.err"
 
 # capnslog to stdout, and --log-level warn hides info lines
-start r6 "$KEEL" --log-outputs stdout --log-level warn --data-dir "$TMP/d5"
+net default
+start r6 "$KEEL" --log-outputs stdout --log-level warn --data-dir "$TMP/d5" --enable-pprof "${NETFLAGS[@]}"
 expect "capnslog to stdout: warning line on stdout" \
-    wait_for "$TMP/r6.out" 'W | etcdmain: keel does not serve'
+    wait_for "$TMP/r6.out" 'W | etcdmain: ignoring flag --enable-pprof'
+expect "capnslog to stdout: keel serves" \
+    sh -c "for i in \$(seq 1 100); do curl -fs http://127.0.0.1:$CP/health && exit 0; sleep 0.1; done; exit 1"
 stop TERM
 expect "capnslog to stdout: exit 0" test "$CODE" = 0
 expect "--log-level warn: no info lines" \
