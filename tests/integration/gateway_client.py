@@ -1,7 +1,7 @@
 """Drive a server's v3 JSON gateway with python3-etcd3gw (Debian's real
 gateway client) and print every result, for test_gateway_client.sh to diff
 between etcd 3.4 and keel. Usage: /usr/bin/python3 gateway_client.py HOST
-PORT API_PATH"""
+PORT API_PATH [watch]"""
 import sys
 
 import etcd3gw
@@ -15,7 +15,7 @@ def show(name, fn):
     try:
         r = fn()
     except exceptions.Etcd3Exception as e:
-        r = "%s: %s" % (type(e).__name__, e.detail_text)
+        r = "%s: %s" % (type(e).__name__, getattr(e, "detail_text", ""))
     print("%s -> %r" % (name, r))
 
 
@@ -57,3 +57,28 @@ show("status version", lambda: c.status()["version"])
 show("status leader", lambda: c.status()["leader"] ==
      c.status()["header"]["member_id"])
 show("empty key", lambda: c.put("", "x"))
+
+if len(sys.argv) > 4 and sys.argv[4] == "watch":
+    import threading
+
+    def later(fn):
+        t = threading.Timer(0.5, fn)
+        t.start()
+        return t
+
+    def ev(e):
+        kv = e["kv"]
+        out = {"type": e.get("type", "PUT"), "key": kv["key"],
+               "value": kv.get("value"), "version": kv.get("version")}
+        if "prev_kv" in e:
+            out["prev_value"] = e["prev_kv"].get("value")
+        return out
+
+    t = later(lambda: c.put("w1", "v1"))
+    show("watch_once w1", lambda: ev(c.watch_once("w1", timeout=5)))
+    t.join()
+    t = later(lambda: c.delete("w1"))
+    show("watch_prefix_once w prev_kv",
+         lambda: ev(c.watch_prefix_once("w", timeout=5, prev_kv=True)))
+    t.join()
+    show("watch_once timeout", lambda: c.watch_once("nothing", timeout=0.5))

@@ -3,9 +3,11 @@
 # runs gateway_client.py against a fresh real etcd 3.4 and a fresh keel on
 # the same ports; the printed results must be identical. Both /v3/ and
 # /v3beta/ (etcd3gw's default /v3alpha/ is not served by etcd 3.4).
-#   usage: test_gateway_client.sh KEEL_BIN
+#   usage: test_gateway_client.sh KEEL_BIN [watch]
+# With "watch", etcd3gw's watch_once/watch_prefix_once run too.
 . "$(dirname "$0")/lib.sh"
 KEEL_BIN=${1:?keel binary}
+WATCH=${2:-}
 ETCD_BIN=${ETCD_BIN:-/usr/bin/etcd}
 PY=/usr/bin/python3
 if ! "$PY" -c 'import etcd3gw' 2>/dev/null; then
@@ -30,7 +32,7 @@ run() { # $1 = server binary, $2 = output file
     kt_wait_http "http://127.0.0.1:$CPORT/health" 30
     for api in /v3/ /v3beta/; do
         echo "## $api" >>"$out"
-        "$PY" "$(dirname "$0")/gateway_client.py" 127.0.0.1 "$CPORT" "$api" \
+        "$PY" "$(dirname "$0")/gateway_client.py" 127.0.0.1 "$CPORT" "$api" $WATCH \
             >>"$out" 2>&1 || echo "exit: $?" >>"$out"
     done
     kill -TERM "$pid"
