@@ -310,6 +310,12 @@ int keel_watch_start(struct keel_client *c, struct keel_watch *w,
 /* Stop the watch; end_cb runs with CANCELED. */
 void keel_watch_stop(struct keel_watch *w);
 
+/* Ask the server for a progress notification on this watch's stream: a
+ * WatchResponse without events whose header revision says how far the
+ * watch is known complete (clientv3 RequestProgress). 0, or KEEL_EINVAL
+ * while the watch has no open stream. */
+int keel_watch_request_progress(struct keel_watch *w);
+
 /* ---- lease keepalive that survives reconnects ------------------------------ */
 
 struct keel_lease_keepalive;

@@ -972,14 +972,24 @@ static void print_watch(const Etcdserverpb__WatchResponse *r)
 }
 
 static int watch_ended;
-static char **watch_exec;
-static int watch_nexec;
-static void watch_run_exec(const Etcdserverpb__WatchResponse *r,
+
+/* One watch and the command to run per event ("watch ... -- cmd"). */
+struct watch_ctx
+{
+    struct keel_watch w;
+    char **exec;
+    int nexec;
+    struct watch_ctx *next;
+};
+static struct watch_ctx *watches; /* every watch started (interactive) */
+
+static void watch_run_exec(const struct watch_ctx *x,
+                           const Etcdserverpb__WatchResponse *r,
                            const Mvccpb__Event *e);
 
 static void on_watch(struct keel_watch *w, const Etcdserverpb__WatchResponse *r)
 {
-    (void)w;
+    const struct watch_ctx *x = w->data;
     if (r->created && r->n_events == 0) {
         return; /* clientv3 does not deliver the created response */
     }
@@ -999,9 +1009,9 @@ static void on_watch(struct keel_watch *w, const Etcdserverpb__WatchResponse *r)
                (long long)(r->header ? r->header->revision : 0));
     }
     print_watch(r);
-    if (watch_nexec > 0) {
+    if (x->nexec > 0) {
         for (size_t i = 0; i < r->n_events; i++) {
-            watch_run_exec(r, r->events[i]);
+            watch_run_exec(x, r, r->events[i]);
         }
     }
 }
@@ -1029,9 +1039,12 @@ static void go_quote_env(char *out, size_t len, const char *name,
     free(buf);
 }
 
-static void watch_run_exec(const Etcdserverpb__WatchResponse *r,
+static void watch_run_exec(const struct watch_ctx *x,
+                           const Etcdserverpb__WatchResponse *r,
                            const Mvccpb__Event *e)
 {
+    char **watch_exec = x->exec;
+    int watch_nexec = x->nexec;
     const char *type =
         e->type == MVCCPB__EVENT__EVENT_TYPE__DELETE ? "DELETE" : "PUT";
     char rev[64];
@@ -1085,6 +1098,239 @@ static void watch_run_exec(const Etcdserverpb__WatchResponse *r,
     }
 }
 
+/* etcd: getWatchChan — the WatchCreateRequest clientv3 sends, started
+ * with require-leader as etcdctl does. 0, or -1 and err. */
+static int watch_start_one(struct watch_ctx *x, const char *key,
+                           const char *range_end, char *err, size_t errlen)
+{
+    if (range_end && watch_prefix) {
+        snprintf(err, errlen,
+                 "`range_end` and `--prefix` are mutually exclusive");
+        return -1;
+    }
+    Etcdserverpb__WatchCreateRequest req =
+        ETCDSERVERPB__WATCH_CREATE_REQUEST__INIT;
+    set_bytes(&req.key, key);
+    if (range_end) {
+        set_bytes(&req.range_end, range_end);
+    }
+    if (watch_prefix) {
+        if (key[0] == '\0') {
+            req.key.data = zero_byte;
+            req.key.len = 1;
+            req.range_end.data = zero_byte;
+            req.range_end.len = 1;
+        } else {
+            prefix_end(&req.range_end, key);
+        }
+    }
+    req.start_revision = watch_rev;
+    req.prev_kv = watch_prev_kv;
+    struct keel_sync *s = ctl_client();
+    x->w.data = x;
+    x->w.flags = KEEL_CALL_REQUIRE_LEADER;
+    int rv = keel_watch_start(keel_sync_client(s), &x->w, &req, on_watch,
+                              on_watch_end);
+    if (rv != 0) {
+        ctl_die(EXIT_BAD_CONNECTION, "%s", keel_strerror(rv));
+    }
+    x->next = watches;
+    watches = x;
+    return 0;
+}
+
+/* Flags of one interactive "watch ..." line (pflag on NewWatchCommand's
+ * flags, reset for every line). Positionals, "--" excluded, go to pos;
+ * *sep is the index in pos where the words after "--" start, or -1. */
+static int watch_line_flags(int argc, char **argv, char **pos, int *sep)
+{
+    watch_prefix = watch_prev_kv = 0;
+    watch_rev = 0;
+    *sep = -1;
+    int npos = 0;
+    for (int i = 0; i < argc; i++) {
+        char *a = argv[i];
+        if (*sep < 0 && strcmp(a, "--") == 0) {
+            *sep = npos;
+            continue;
+        }
+        if (*sep >= 0 || a[0] != '-' || a[1] == '\0') {
+            pos[npos++] = a;
+            continue;
+        }
+        const char *name = a[1] == '-' ? a + 2 : a + 1;
+        const char *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        struct flag *f = NULL;
+        for (struct flag *x = watch_flags; x->name; x++) {
+            if (a[1] == '-' ? (strlen(x->name) == len &&
+                               strncmp(x->name, name, len) == 0)
+                            : (len >= 1 && x->shorthand == name[0])) {
+                f = x;
+            }
+        }
+        if (f == NULL) {
+            if (a[1] == '-') {
+                ctl_die(EXIT_BAD_ARGS, "unknown flag: --%.*s", (int)len, name);
+            }
+            ctl_die(EXIT_BAD_ARGS, "unknown shorthand flag: '%c' in %s",
+                    name[0], a);
+        }
+        if (f->type == F_BOOL) {
+            *(int *)f->ptr = eq == NULL || strcmp(eq + 1, "true") == 0;
+            continue;
+        }
+        const char *v = eq ? eq + 1 : NULL;
+        if (v == NULL) {
+            if (i + 1 >= argc) {
+                ctl_die(EXIT_BAD_ARGS, "flag needs an argument: --%s",
+                        f->name);
+            }
+            v = argv[++i];
+        }
+        char e[200];
+        if (parse_int64(v, 10, f->ptr, e, sizeof(e)) != 0) {
+            ctl_die(EXIT_BAD_ARGS,
+                    "invalid argument \"%s\" for \"--%s\" flag: %s", v,
+                    f->name, e);
+        }
+    }
+    return npos;
+}
+
+/* etcd: watchInteractiveFunc — one command per line: "watch ..." or
+ * "progress". */
+static const char *ienv_key, *ienv_range;
+
+static void interactive_line(char *l)
+{
+    char **args = ctl_alloc(64 * sizeof(char *));
+    int n = argify(l, args, 64);
+    if (n < 1) {
+        fflush(stdout);
+        fprintf(stderr, "Invalid command: %s (watch and progress supported)\n",
+                l);
+        return;
+    }
+    if (strcmp(args[0], "progress") == 0) {
+        for (struct watch_ctx *x = watches; x; x = x->next) {
+            keel_watch_request_progress(&x->w);
+        }
+        return;
+    }
+    if (strcmp(args[0], "watch") != 0) {
+        fflush(stdout);
+        fprintf(stderr, "Invalid command %s (only support watch)\n", l);
+        return;
+    }
+    if (n < 2 && ienv_key == NULL) {
+        fflush(stdout);
+        fprintf(stderr,
+                "Invalid command %s (command type or key is not provided)\n",
+                l);
+        return;
+    }
+    /* etcd: parseWatchArgs (interactive) */
+    for (int i = 1; i < n; i++) {
+        if (strcmp(args[i], "--") == 0) {
+            if (i == n - 1) {
+                ctl_die(EXIT_BAD_ARGS, "bad number of arguments (found "
+                                       "separator --, but no commands)");
+            }
+            break;
+        }
+    }
+    char **pos = ctl_alloc(70 * sizeof(char *));
+    int sep;
+    int npos = watch_line_flags(n - 1, args + 1, pos, &sep);
+    if (sep < 0 && ienv_key == NULL && npos < 1) {
+        ctl_die(EXIT_BAD_ARGS, "bad number of arguments");
+    }
+    if (sep < 0 && npos > 0 && ienv_key) {
+        ctl_die(EXIT_BAD_ARGS,
+                "bad number of arguments (found conflicting environment key)");
+    }
+    struct watch_ctx *x = ctl_alloc(sizeof(*x));
+    int nkeys = sep >= 0 ? sep : npos;
+    if (sep >= 0) {
+        x->exec = pos + sep;
+        x->nexec = npos - sep;
+    }
+    char **wargs = ctl_alloc(((size_t)nkeys + 3) * sizeof(char *));
+    int nw = 0;
+    if (ienv_key) {
+        wargs[nw++] = (char *)ienv_key;
+        if (ienv_range) {
+            wargs[nw++] = (char *)ienv_range;
+        }
+    }
+    for (int i = 0; i < nkeys; i++) {
+        wargs[nw++] = pos[i];
+    }
+    char err[128];
+    if (nw < 1) {
+        fflush(stdout);
+        fprintf(stderr, "Invalid command %s (bad number of arguments)\n", l);
+        return;
+    }
+    if (watch_start_one(x, wargs[0], nw == 2 ? wargs[1] : NULL, err,
+                        sizeof(err)) != 0) {
+        fflush(stdout);
+        fprintf(stderr, "Invalid command %s (%s)\n", l, err);
+    }
+}
+
+static char ibuf[65536];
+static size_t ilen;
+
+/* Take the complete lines of ibuf; EOF ends etcdctl (the partial line is
+ * dropped: bufio.Reader.ReadString returns it with the error). */
+static void interactive_feed(ssize_t n)
+{
+    if (n <= 0) {
+        ctl_die(EXIT_INVALID_INPUT, "Error reading watch request line: EOF");
+    }
+    ilen += (size_t)n;
+    char *start = ibuf, *nl;
+    while ((nl = memchr(start, '\n', ilen - (size_t)(start - ibuf)))) {
+        *nl = '\0';
+        interactive_line(ctl_strdup(start));
+        start = nl + 1;
+    }
+    ilen -= (size_t)(start - ibuf);
+    memmove(ibuf, start, ilen);
+    if (ilen == sizeof(ibuf) - 1) {
+        ctl_die(EXIT_INVALID_INPUT, "Error reading watch request line: line "
+                                    "too long");
+    }
+}
+
+static void stdin_cb(uv_poll_t *h, int status, int events)
+{
+    (void)h;
+    (void)status;
+    (void)events;
+    interactive_feed(read(0, ibuf + ilen, sizeof(ibuf) - 1 - ilen));
+}
+
+static void watch_interactive_run(const char *env_key, const char *env_range)
+{
+    ienv_key = env_key;
+    ienv_range = env_range;
+    struct keel_sync *s = ctl_client();
+    static uv_poll_t poll;
+    if (uv_poll_init(keel_sync_loop(s), &poll, 0) != 0) {
+        /* A regular file: epoll cannot wait for it; read it through. */
+        for (;;) {
+            interactive_feed(read(0, ibuf + ilen, sizeof(ibuf) - 1 - ilen));
+        }
+    }
+    uv_poll_start(&poll, UV_READABLE | UV_DISCONNECT, stdin_cb);
+    for (;;) {
+        uv_run(keel_sync_loop(s), UV_RUN_ONCE);
+    }
+}
+
 static void watch_run(int argc, char **argv)
 {
     const char *env_key = getenv("ETCDCTL_WATCH_KEY");
@@ -1102,8 +1348,8 @@ static void watch_run(int argc, char **argv)
                 env_range);
     }
     if (watch_interactive) {
-        ctl_die(EXIT_BAD_FEATURE, "interactive watch is not supported by "
-                                  "keelctl yet");
+        watch_interactive_run(env_key, env_range);
+        return;
     }
     /* etcd: parseWatchArgs (non-interactive) */
     int raw = 0;
@@ -1140,12 +1386,13 @@ static void watch_run(int argc, char **argv)
         }
     }
     int first_exec_pos = argc;
+    struct watch_ctx *x = ctl_alloc(sizeof(*x));
     if (exec_idx >= 0) {
-        watch_exec = ctl_argv + raw + exec_idx + 1;
-        watch_nexec = nraw - exec_idx - 1;
+        x->exec = ctl_argv + raw + exec_idx + 1;
+        x->nexec = nraw - exec_idx - 1;
         /* The positionals end where the exec command starts. */
         for (int i = argc - 1; i >= 0; i--) {
-            if (strcmp(argv[i], watch_exec[0]) == 0) {
+            if (strcmp(argv[i], x->exec[0]) == 0) {
                 first_exec_pos = i;
                 break;
             }
@@ -1159,39 +1406,11 @@ static void watch_run(int argc, char **argv)
     }
     const char *key = wargs[0];
     const char *range_end = nw == 2 ? wargs[1] : NULL;
-    if (range_end && watch_prefix) {
-        ctl_die(EXIT_BAD_ARGS,
-                "`range_end` and `--prefix` are mutually exclusive");
+    char err[128];
+    if (watch_start_one(x, key, range_end, err, sizeof(err)) != 0) {
+        ctl_die(EXIT_BAD_ARGS, "%s", err);
     }
-    Etcdserverpb__WatchCreateRequest req =
-        ETCDSERVERPB__WATCH_CREATE_REQUEST__INIT;
-    set_bytes(&req.key, key);
-    if (range_end) {
-        set_bytes(&req.range_end, range_end);
-    }
-    if (watch_prefix) {
-        if (key[0] == '\0') {
-            req.key.data = zero_byte;
-            req.key.len = 1;
-            req.range_end.data = zero_byte;
-            req.range_end.len = 1;
-        } else {
-            prefix_end(&req.range_end, key);
-        }
-    }
-    req.start_revision = watch_rev;
-    req.prev_kv = watch_prev_kv;
     struct keel_sync *s = ctl_client();
-    if (ctl_fmt == FMT_TABLE || ctl_fmt == FMT_PROTOBUF) {
-        /* etcdctl fails only at the first event; same effect. */
-    }
-    /* etcdctl watches WithRequireLeader. */
-    struct keel_watch w = {.flags = KEEL_CALL_REQUIRE_LEADER};
-    int rv = keel_watch_start(keel_sync_client(s), &w, &req, on_watch,
-                              on_watch_end);
-    if (rv != 0) {
-        ctl_die(EXIT_BAD_CONNECTION, "%s", keel_strerror(rv));
-    }
     while (!watch_ended) {
         uv_run(keel_sync_loop(s), UV_RUN_ONCE);
     }

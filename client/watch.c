@@ -187,3 +187,17 @@ void keel_watch_stop(struct keel_watch *w)
     }
     keel_stream_cancel(&w->stream);
 }
+
+int keel_watch_request_progress(struct keel_watch *w)
+{
+    if (w->ended || w->stopping || w->retry_timer) {
+        return KEEL_EINVAL;
+    }
+    Etcdserverpb__WatchProgressRequest pr =
+        ETCDSERVERPB__WATCH_PROGRESS_REQUEST__INIT;
+    Etcdserverpb__WatchRequest req = ETCDSERVERPB__WATCH_REQUEST__INIT;
+    req.request_union_case =
+        ETCDSERVERPB__WATCH_REQUEST__REQUEST_UNION_PROGRESS_REQUEST;
+    req.progress_request = &pr;
+    return keel_stream_send(&w->stream, &req.base);
+}

@@ -49,6 +49,19 @@ run_for() {
     cat "$TMP/stderr" >>"$OUT"
     printf -- '--- rc=%d\n' "$rc" >>"$OUT"
 }
+# stdin text, then stdin stays open for secs (watch -i reads until EOF).
+run_pipe() {
+    local input="$1" secs="$2"
+    shift 2
+    printf '### %s <<< %q\n' "$*" "$input" >>"$OUT"
+    { printf '%s' "$input"; sleep "$secs"; } |
+        "$CTL" --endpoints="$ENDPOINT" "$@" >"$TMP/stdout" 2>"$TMP/stderr"
+    local rc=$?
+    cat "$TMP/stdout" >>"$OUT"
+    printf -- '--- stderr\n' >>"$OUT"
+    cat "$TMP/stderr" >>"$OUT"
+    printf -- '--- rc=%d\n' "$rc" >>"$OUT"
+}
 grant() { # ttl -> sets LEASE (hex) and records it for normalisation
     LEASE=$("$CTL" --endpoints="$ENDPOINT" lease grant "$1" | awk '{print $2}')
     echo "$LEASE" >>"$TMP/leases"
@@ -181,6 +194,17 @@ ctl_cases() {
     run watch foo --
     run watch -- echo x
     run watch a b --prefix
+    # -- interactive watch
+    run_pipe $'watch --rev 2 foo2\n' 1 watch -i
+    run_pipe $'\nfrob\nwatch\nwatch a b --prefix\nwatch --rev 2 --prefix foo --prev-kv\n' 1 watch -i
+    run_pipe $'watch foo2\nprogress\n' 1 watch -i
+    run_pipe $'watch --rev 2 foo2 -- sh -c \'echo "$ETCD_WATCH_KEY"\'\n' 1 watch -i
+    run_pipe $'watch --rev 2 foo2 -- sh -c "echo $ETCD_WATCH_KEY $ETCD_WATCH_REVISION"\n' 1 watch -i
+    run_pipe $'watch --rev x a\n' 0.3 watch -i
+    run_pipe $'watch --bogus a\n' 0.3 watch -i
+    run_pipe $'watch a --\n' 0.3 watch -i
+    run_pipe $'watch -- echo hi\n' 0.3 watch -i
+    run_in $'watch --rev 2 foo2\n' watch -i
     # -- compaction
     run compaction
     run compaction x
