@@ -47,29 +47,6 @@
 enum { VOTE_NONE = 0, VOTE_GRANTED = 1, VOTE_REJECTED = 2 };
 enum { CAMPAIGN_PRE = 0, CAMPAIGN_ELECTION = 1, CAMPAIGN_TRANSFER_KIND = 2 };
 
-struct inflights
-{
-    uint64_t *buf;
-    int start, count, size;
-};
-
-struct progress
-{
-    uint64_t id;
-    uint64_t match, next;
-    int state;
-    uint64_t pending_snapshot;
-    bool recent_active;
-    bool probe_sent;
-    bool learner;
-    int vote; /* VOTE_*: this member's answer in the current election */
-    /* Lease: the newest heartbeat (by our send tick) this member answered
-     * in this term; it refuses other candidates for an election timeout
-     * after receiving it. */
-    uint64_t lease_tick;
-    struct inflights ins;
-};
-
 struct read_req
 {
     uint64_t index;
@@ -167,8 +144,7 @@ static int step_internal(struct raft *r, const struct raft_message *m);
 static void conf_sync(struct raft *r);
 static void leader_committed(struct raft *r);
 
-/* ---- randomness ------------------------------------------------------------
- */
+/* ---- randomness ---------------------------------------------------------- */
 
 static uint64_t next_rand(struct raft *r)
 {
@@ -190,125 +166,7 @@ static void reset_randomized_election_timeout(struct raft *r)
         (int)(next_rand(r) % (uint64_t)r->election_timeout);
 }
 
-/* ---- progress
- * ---------------------------------------------------------------- */
-
-static bool ins_full(const struct inflights *in)
-{
-    return in->count == in->size;
-}
-
-static void ins_add(struct inflights *in, uint64_t i)
-{
-    assert(!ins_full(in));
-    in->buf[(in->start + in->count) % in->size] = i;
-    in->count++;
-}
-
-static void ins_free_le(struct inflights *in, uint64_t to)
-{
-    while (in->count > 0 && in->buf[in->start] <= to) {
-        in->start = (in->start + 1) % in->size;
-        in->count--;
-    }
-    if (in->count == 0) {
-        in->start = 0;
-    }
-}
-
-static void ins_free_first(struct inflights *in)
-{
-    if (in->count > 0) {
-        ins_free_le(in, in->buf[in->start]);
-    }
-}
-
-static void ins_reset(struct inflights *in)
-{
-    in->start = 0;
-    in->count = 0;
-}
-
-static void pr_reset_state(struct progress *pr, int state)
-{
-    pr->probe_sent = false;
-    pr->pending_snapshot = 0;
-    pr->state = state;
-    ins_reset(&pr->ins);
-}
-
-static void pr_become_probe(struct progress *pr)
-{
-    if (pr->state == RAFT_PROGRESS_SNAPSHOT) {
-        uint64_t ps = pr->pending_snapshot;
-        pr_reset_state(pr, RAFT_PROGRESS_PROBE);
-        pr->next = (pr->match + 1 > ps + 1) ? pr->match + 1 : ps + 1;
-    } else {
-        pr_reset_state(pr, RAFT_PROGRESS_PROBE);
-        pr->next = pr->match + 1;
-    }
-}
-
-static void pr_become_replicate(struct progress *pr)
-{
-    pr_reset_state(pr, RAFT_PROGRESS_REPLICATE);
-    pr->next = pr->match + 1;
-}
-
-static void pr_become_snapshot(struct progress *pr, uint64_t i)
-{
-    pr_reset_state(pr, RAFT_PROGRESS_SNAPSHOT);
-    pr->pending_snapshot = i;
-}
-
-static bool pr_maybe_update(struct progress *pr, uint64_t n)
-{
-    bool updated = false;
-    if (pr->match < n) {
-        pr->match = n;
-        updated = true;
-        pr->probe_sent = false;
-    }
-    if (pr->next < n + 1) {
-        pr->next = n + 1;
-    }
-    return updated;
-}
-
-/* A rejection of index `rejected` with the follower's hint. False if the
- * rejection is stale (a duplicate or an answer to an old probe). */
-static bool pr_maybe_decr_to(struct progress *pr,
-                             uint64_t rejected,
-                             uint64_t match_hint)
-{
-    uint64_t n;
-    if (pr->state == RAFT_PROGRESS_REPLICATE) {
-        if (rejected <= pr->match) {
-            return false;
-        }
-        pr->next = pr->match + 1;
-        return true;
-    }
-    if (pr->next - 1 != rejected) {
-        return false;
-    }
-    n = rejected < match_hint + 1 ? rejected : match_hint + 1;
-    pr->next = n < 1 ? 1 : n;
-    pr->probe_sent = false;
-    return true;
-}
-
-static bool pr_is_paused(const struct progress *pr)
-{
-    switch (pr->state) {
-        case RAFT_PROGRESS_PROBE:
-            return pr->probe_sent;
-        case RAFT_PROGRESS_REPLICATE:
-            return ins_full(&pr->ins);
-        default:
-            return true;
-    }
-}
+/* ---- members ------------------------------------------------------------- */
 
 static struct progress *pr_get(struct raft *r, uint64_t id)
 {
@@ -420,8 +278,7 @@ static uint64_t quorum_match(const struct raft *r)
     return m[n / 2 + 1 - 1];
 }
 
-/* ---- messages --------------------------------------------------------------
- */
+/* ---- messages ------------------------------------------------------------ */
 
 static void msg_release(const struct raft_heap *h, struct raft_message *m)
 {
@@ -530,7 +387,7 @@ static bool maybe_send_append(struct raft *r, uint64_t to, bool send_if_empty)
     uint64_t term;
     int errt, erre;
 
-    if (pr == NULL || pr_is_paused(pr)) {
+    if (pr == NULL || raft__pr_is_paused(pr)) {
         return false;
     }
     memset(&m, 0, sizeof(m));
@@ -560,7 +417,7 @@ static bool maybe_send_append(struct raft *r, uint64_t to, bool send_if_empty)
             return false;
         }
         m.type = RAFT_MSG_SNAP;
-        pr_become_snapshot(pr, m.snapshot->meta.index);
+        raft__pr_become_snapshot(pr, m.snapshot->meta.index);
     } else {
         m.type = RAFT_MSG_APP;
         m.index = pr->next - 1;
@@ -572,7 +429,7 @@ static bool maybe_send_append(struct raft *r, uint64_t to, bool send_if_empty)
             uint64_t last = ents.e[ents.n - 1].index;
             if (pr->state == RAFT_PROGRESS_REPLICATE) {
                 pr->next = last + 1; /* pipelining: optimistic */
-                ins_add(&pr->ins, last);
+                raft__ins_add(&pr->ins, last);
             } else if (pr->state == RAFT_PROGRESS_PROBE) {
                 pr->probe_sent = true;
             }
@@ -621,8 +478,7 @@ static void bcast_heartbeat(struct raft *r, struct raft_buf *ctx)
     }
 }
 
-/* ---- read index
- * -------------------------------------------------------------- */
+/* ---- read index ---------------------------------------------------------- */
 
 static void add_read_state(struct raft *r, uint64_t index, struct raft_buf *ctx)
 {
@@ -813,8 +669,7 @@ static void leader_recv_read_ack(struct raft *r,
     r->n_reads -= i + 1;
 }
 
-/* ---- role changes -----------------------------------------------------------
- */
+/* ---- role changes -------------------------------------------------------- */
 
 static void abort_leader_transfer(struct raft *r)
 {
@@ -838,7 +693,7 @@ static void reset(struct raft *r, uint64_t term)
         struct progress *pr = &r->prs[i];
         pr->vote = VOTE_NONE;
         pr->lease_tick = 0;
-        pr_reset_state(pr, RAFT_PROGRESS_PROBE);
+        raft__pr_reset_state(pr, RAFT_PROGRESS_PROBE);
         pr->next = last + 1;
         pr->match = 0;
         pr->recent_active = false;
@@ -902,7 +757,7 @@ static bool append_entries(struct raft *r, struct raft_entry *es, size_t n)
     conf_sync(r);
     if (r->test_bug == RAFT_BUG_ACK_BEFORE_PERSIST && pr_get(r, r->id)) {
         /* etcd 3.4's behaviour, the root of etcd #14370 */
-        pr_maybe_update(pr_get(r, r->id), raft__log_last_index(&r->log));
+        raft__pr_maybe_update(pr_get(r, r->id), raft__log_last_index(&r->log));
     }
     return true;
 }
@@ -928,7 +783,7 @@ static void become_leader(struct raft *r)
     r->state = RAFT_LEADER;
     self = pr_get(r, r->id);
     if (self != NULL) {
-        pr_become_replicate(self);
+        raft__pr_become_replicate(self);
         self->match = raft__log_stable_index(&r->log);
     }
     append_entries(r, &empty, 1);
@@ -1077,8 +932,7 @@ static void hand_off(struct raft *r)
     start_transfer(r, best);
 }
 
-/* ---- configuration
- * ------------------------------------------------------------ */
+/* ---- configuration ------------------------------------------------------- */
 
 static int conf_find(const uint64_t *ids, uint32_t n, uint64_t id)
 {
@@ -1275,8 +1129,7 @@ static void leader_committed(struct raft *r)
     }
 }
 
-/* ---- follower-side handlers -------------------------------------------------
- */
+/* ---- follower-side handlers ---------------------------------------------- */
 
 static void handle_append_entries(struct raft *r, const struct raft_message *m)
 {
@@ -1355,8 +1208,7 @@ static void handle_snapshot(struct raft *r, const struct raft_message *m)
     send(r, &resp);
 }
 
-/* ---- step per role
- * ------------------------------------------------------------ */
+/* ---- step per role ------------------------------------------------------- */
 
 static int step_leader(struct raft *r, const struct raft_message *m)
 {
@@ -1474,27 +1326,27 @@ static int step_leader(struct raft *r, const struct raft_message *m)
                     next_probe = raft__log_find_conflict_by_term(
                         &r->log, m->reject_hint, m->log_term);
                 }
-                if (pr_maybe_decr_to(pr, m->index, next_probe)) {
+                if (raft__pr_maybe_decr_to(pr, m->index, next_probe)) {
                     if (pr->state == RAFT_PROGRESS_REPLICATE) {
-                        pr_become_probe(pr);
+                        raft__pr_become_probe(pr);
                     }
                     send_append(r, m->from);
                 }
             } else {
-                bool old_paused = pr_is_paused(pr);
+                bool old_paused = raft__pr_is_paused(pr);
                 /* a caught-up follower stuck in probe moves on too (etcd
                  * testdata heartbeat_resp_recovers_from_probing) */
-                if (pr_maybe_update(pr, m->index) ||
+                if (raft__pr_maybe_update(pr, m->index) ||
                     (pr->match == m->index &&
                      pr->state == RAFT_PROGRESS_PROBE)) {
                     if (pr->state == RAFT_PROGRESS_PROBE) {
-                        pr_become_replicate(pr);
+                        raft__pr_become_replicate(pr);
                     } else if (pr->state == RAFT_PROGRESS_SNAPSHOT &&
                                pr->match >= pr->pending_snapshot) {
-                        pr_become_probe(pr);
-                        pr_become_replicate(pr);
+                        raft__pr_become_probe(pr);
+                        raft__pr_become_replicate(pr);
                     } else if (pr->state == RAFT_PROGRESS_REPLICATE) {
-                        ins_free_le(&pr->ins, m->index);
+                        raft__ins_free_le(&pr->ins, m->index);
                     }
                     if (maybe_commit(r)) {
                         leader_committed(r);
@@ -1513,8 +1365,9 @@ static int step_leader(struct raft *r, const struct raft_message *m)
         case RAFT_MSG_HEARTBEAT_RESP:
             pr->recent_active = true;
             pr->probe_sent = false;
-            if (pr->state == RAFT_PROGRESS_REPLICATE && ins_full(&pr->ins)) {
-                ins_free_first(&pr->ins);
+            if (pr->state == RAFT_PROGRESS_REPLICATE &&
+                raft__ins_full(&pr->ins)) {
+                raft__ins_free_first(&pr->ins);
             }
             if (pr->match < raft__log_last_index(&r->log) ||
                 pr->state == RAFT_PROGRESS_PROBE) {
@@ -1534,13 +1387,13 @@ static int step_leader(struct raft *r, const struct raft_message *m)
             if (m->reject) {
                 pr->pending_snapshot = 0;
             }
-            pr_become_probe(pr);
+            raft__pr_become_probe(pr);
             /* wait for a heartbeat response before probing again */
             pr->probe_sent = true;
             return 0;
         case RAFT_MSG_UNREACHABLE:
             if (pr->state == RAFT_PROGRESS_REPLICATE) {
-                pr_become_probe(pr);
+                raft__pr_become_probe(pr);
             }
             return 0;
         case RAFT_MSG_TRANSFER_LEADER:
@@ -1647,8 +1500,7 @@ static int step_follower(struct raft *r, const struct raft_message *m)
     }
 }
 
-/* ---- step
- * --------------------------------------------------------------------- */
+/* ---- step ---------------------------------------------------------------- */
 
 static bool is_vote_request(int t)
 {
@@ -1762,8 +1614,7 @@ static int step_internal(struct raft *r, const struct raft_message *m)
     }
 }
 
-/* ---- public API
- * ----------------------------------------------------------------- */
+/* ---- public API ---------------------------------------------------------- */
 
 void raft_config_default(struct raft_config *c)
 {
@@ -2280,7 +2131,7 @@ void raft_advance(struct raft *r, struct raft_ready *rd)
      * durable (etcd #14370). */
     self = pr_get(r, r->id);
     if (r->state == RAFT_LEADER && self != NULL &&
-        pr_maybe_update(self, raft__log_stable_index(&r->log))) {
+        raft__pr_maybe_update(self, raft__log_stable_index(&r->log))) {
         if (maybe_commit(r)) {
             leader_committed(r);
         }

@@ -99,4 +99,52 @@ uint64_t raft__log_stable_index(const struct raft__log *l);
 /* Highest index that may be handed out for apply. */
 uint64_t raft__log_max_apply(const struct raft__log *l);
 
+/*
+ * Replication progress of one member, as the leader sees it (etcd's
+ * tracker.Progress; progress.c). probe: one MsgApp at a time until the
+ * follower's log position is known; replicate: pipelined MsgApps within an
+ * inflight window; snapshot: paused until the snapshot is reported.
+ */
+struct inflights
+{
+    uint64_t *buf;
+    int start, count, size;
+};
+
+struct progress
+{
+    uint64_t id;
+    uint64_t match, next;
+    int state;
+    uint64_t pending_snapshot;
+    bool recent_active;
+    bool probe_sent;
+    bool learner;
+    int vote; /* VOTE_*: this member's answer in the current election */
+    /* Lease: the newest heartbeat (by our send tick) this member answered
+     * in this term; it refuses other candidates for an election timeout
+     * after receiving it. */
+    uint64_t lease_tick;
+    struct inflights ins;
+};
+
+bool raft__ins_full(const struct inflights *in);
+void raft__ins_add(struct inflights *in, uint64_t i);
+/* Frees every inflight message up to and including index `to`. */
+void raft__ins_free_le(struct inflights *in, uint64_t to);
+void raft__ins_free_first(struct inflights *in);
+void raft__ins_reset(struct inflights *in);
+void raft__pr_reset_state(struct progress *pr, int state);
+void raft__pr_become_probe(struct progress *pr);
+void raft__pr_become_replicate(struct progress *pr);
+void raft__pr_become_snapshot(struct progress *pr, uint64_t i);
+/* The follower acknowledged index n; true if match moved. */
+bool raft__pr_maybe_update(struct progress *pr, uint64_t n);
+/* The follower rejected index `rejected`, hinting it matches up to
+ * match_hint; false if the rejection is stale. */
+bool raft__pr_maybe_decr_to(struct progress *pr,
+                            uint64_t rejected,
+                            uint64_t match_hint);
+bool raft__pr_is_paused(const struct progress *pr);
+
 #endif /* KEEL_RAFT_IMPL_H */

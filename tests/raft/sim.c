@@ -52,8 +52,7 @@
 #define MAX_NODES (7 + SPARES)
 #define LIVE_TICKS 400
 
-/* ---- helpers ----------------------------------------------------------------
- */
+/* ---- helpers ------------------------------------------------------------- */
 
 static uint64_t splitmix(uint64_t *s)
 {
@@ -112,8 +111,7 @@ static void u64v_set(struct u64v *a, uint64_t i, uint64_t x)
     a->v[i] = x;
 }
 
-/* ---- state
- * -------------------------------------------------------------------- */
+/* ---- state --------------------------------------------------------------- */
 
 struct smsg
 {
@@ -249,8 +247,7 @@ static const char *state_name(int st)
     return st >= 0 && st < 4 ? n[st] : "?";
 }
 
-/* ---- messages -------------------------------------------------------------
- */
+/* ---- messages ------------------------------------------------------------ */
 
 static void msg_copy(struct raft_message *d, const struct raft_message *m)
 {
@@ -405,8 +402,7 @@ static void net_send(struct sim *s, const struct raft_message *m)
     }
 }
 
-/* ---- invariants -------------------------------------------------------------
- */
+/* ---- invariants ---------------------------------------------------------- */
 
 static struct ereg *reg_find(struct sim *s, uint64_t index, uint64_t term)
 {
@@ -641,8 +637,7 @@ static void check_node(struct sim *s, struct node *n)
     }
 }
 
-/* ---- applying
- * ----------------------------------------------------------------- */
+/* ---- applying ------------------------------------------------------------ */
 
 static void apply_entry(struct sim *s,
                         struct node *n,
@@ -731,8 +726,7 @@ static void trace_msg(struct sim *s,
           m->type == RAFT_MSG_SNAP ? " (snapshot)" : "");
 }
 
-/* ---- ready processing
- * --------------------------------------------------------- */
+/* ---- ready processing ---------------------------------------------------- */
 
 static void persist(struct sim *s, struct node *n);
 
@@ -846,8 +840,7 @@ static void after_event(struct sim *s, struct node *n)
     take_ready(s, n);
 }
 
-/* ---- node lifecycle
- * ------------------------------------------------------------- */
+/* ---- node lifecycle ------------------------------------------------------ */
 
 static void node_start(struct sim *s, struct node *n)
 {
@@ -935,8 +928,7 @@ static struct node *live_random(struct sim *s)
     return NULL;
 }
 
-/* ---- random actions
- * --------------------------------------------------------------- */
+/* ---- random actions ------------------------------------------------------ */
 
 static void act_propose(struct sim *s)
 {
@@ -1116,8 +1108,7 @@ static void random_actions(struct sim *s)
     }
 }
 
-/* ---- main loop
- * --------------------------------------------------------------------- */
+/* ---- main loop ----------------------------------------------------------- */
 
 static void run_ms(struct sim *s)
 {

@@ -14,8 +14,7 @@
 
 #include "raft.h"
 
-/* ---- fixture --------------------------------------------------------------
- */
+/* ---- fixture ------------------------------------------------------------- */
 
 #define MAXN 5
 #define MAXQ 4096
@@ -663,8 +662,7 @@ static void test_raft_memstore_errors(void **state)
     assert_int_equal(live_allocs, 0);
 }
 
-/* ---- elections ------------------------------------------------------------
- */
+/* ---- elections ----------------------------------------------------------- */
 
 static void test_raft_single_node_commits_after_persist(void **state)
 {
@@ -882,8 +880,7 @@ static void test_raft_stale_leader_steps_down(void **state)
     cluster_free(&c);
 }
 
-/* ---- replication ------------------------------------------------------------
- */
+/* ---- replication --------------------------------------------------------- */
 
 static void test_raft_replicates_and_applies(void **state)
 {
@@ -1222,8 +1219,7 @@ static void test_raft_restart_from_storage(void **state)
     cluster_free(&c);
 }
 
-/* ---- snapshots
- * ------------------------------------------------------------------ */
+/* ---- snapshots ----------------------------------------------------------- */
 
 static void test_raft_snapshot_to_lagging_follower(void **state)
 {
@@ -1356,8 +1352,7 @@ static void test_raft_snapshot_failure_reprobes(void **state)
     cluster_free(&c);
 }
 
-/* ---- reads
- * ------------------------------------------------------------------------ */
+/* ---- reads --------------------------------------------------------------- */
 
 static void test_raft_read_index_needs_heartbeat_quorum(void **state)
 {
@@ -1478,8 +1473,7 @@ static void test_raft_lease_restarted_member_refuses_votes(void **state)
     cluster_free(&c);
 }
 
-/* ---- membership
- * ---------------------------------------------------------------- */
+/* ---- membership ---------------------------------------------------------- */
 
 static void test_raft_learner_receives_log_but_never_counts(void **state)
 {
@@ -1724,8 +1718,7 @@ static void test_raft_learner_votes_when_asked(void **state)
     cluster_free(&c);
 }
 
-/* ---- leadership transfer
- * ----------------------------------------------------- */
+/* ---- leadership transfer ------------------------------------------------- */
 
 static void test_raft_transfer_leader(void **state)
 {
