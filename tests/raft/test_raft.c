@@ -472,7 +472,8 @@ static void test_raft_config_rejected(void **state)
     assert_string_equal(raft_msg_type_name(99), "MsgUnknown");
 }
 
-static int fail_initial_state(void *ctx, struct raft_hard_state *hs,
+static int fail_initial_state(void *ctx,
+                              struct raft_hard_state *hs,
                               struct raft_conf_state *cs)
 {
     (void)ctx;
@@ -1294,8 +1295,8 @@ static void test_raft_restart_applied_defaults_to_snapshot(void **state)
     }
     drain(&c);
     applied = node(&c, 1)->applied;
-    assert_int_equal(raft_memstore_create_snapshot(
-                         node(&c, 1)->ms, applied, &node(&c, 1)->cs, NULL),
+    assert_int_equal(raft_memstore_create_snapshot(node(&c, 1)->ms, applied,
+                                                   &node(&c, 1)->cs, NULL),
                      0);
     assert_int_equal(raft_memstore_compact(node(&c, 1)->ms, applied - 3), 0);
     crash(node(&c, 1));
