@@ -169,7 +169,7 @@ ctl_cases() {
     (sleep 1 && "$ETCDCTL" --endpoints="$ENDPOINT" lease revoke "$LEASE" \
         >/dev/null) &
     local revoker=$!
-    run_for 4 lease keep-alive "$LEASE"
+    run_for 3 lease keep-alive "$LEASE"
     wait "$revoker"
     run lease grant
     run lease grant x
@@ -182,12 +182,12 @@ ctl_cases() {
     run_hex member list -w protobuf
     run_hex alarm list -w protobuf
     # -- watch: history, then a canceled (compacted) watch
-    run_for 1 watch --rev 2 foo2
-    run_for 1 watch --rev 2 --prefix foo --prev-kv -w json
-    run_for 1 watch --rev 2 --prefix d -w fields
-    run_for 1 watch --rev 2 foo2 -- sh -c 'echo "$ETCD_WATCH_EVENT_TYPE $ETCD_WATCH_KEY $ETCD_WATCH_VALUE $ETCD_WATCH_REVISION"'
-    run_for 1 watch --rev 2 foo2 -- sh -c 'exit 3'
-    ETCDCTL_WATCH_KEY=foo2 run_for 1 watch --rev 2
+    run_for 0.8 watch --rev 2 foo2
+    run_for 0.8 watch --rev 2 --prefix foo --prev-kv -w json
+    run_for 0.8 watch --rev 2 --prefix d -w fields
+    run_for 0.8 watch --rev 2 foo2 -- sh -c 'echo "$ETCD_WATCH_EVENT_TYPE $ETCD_WATCH_KEY $ETCD_WATCH_VALUE $ETCD_WATCH_REVISION"'
+    run_for 0.8 watch --rev 2 foo2 -- sh -c 'exit 3'
+    ETCDCTL_WATCH_KEY=foo2 run_for 0.8 watch --rev 2
     ETCDCTL_WATCH_KEY=foo2 run watch foo2
     ETCDCTL_WATCH_RANGE_END=z run watch
     run watch
@@ -195,11 +195,11 @@ ctl_cases() {
     run watch -- echo x
     run watch a b --prefix
     # -- interactive watch
-    run_pipe $'watch --rev 2 foo2\n' 1 watch -i
-    run_pipe $'\nfrob\nwatch\nwatch a b --prefix\nwatch --rev 2 --prefix foo --prev-kv\n' 1 watch -i
-    run_pipe $'watch foo2\nprogress\n' 1 watch -i
-    run_pipe $'watch --rev 2 foo2 -- sh -c \'echo "$ETCD_WATCH_KEY"\'\n' 1 watch -i
-    run_pipe $'watch --rev 2 foo2 -- sh -c "echo $ETCD_WATCH_KEY $ETCD_WATCH_REVISION"\n' 1 watch -i
+    run_pipe $'watch --rev 2 foo2\n' 0.8 watch -i
+    run_pipe $'\nfrob\nwatch\nwatch a b --prefix\nwatch --rev 2 --prefix foo --prev-kv\n' 0.8 watch -i
+    run_pipe $'watch foo2\nprogress\n' 0.8 watch -i
+    run_pipe $'watch --rev 2 foo2 -- sh -c \'echo "$ETCD_WATCH_KEY"\'\n' 0.8 watch -i
+    run_pipe $'watch --rev 2 foo2 -- sh -c "echo $ETCD_WATCH_KEY $ETCD_WATCH_REVISION"\n' 0.8 watch -i
     run_pipe $'watch --rev x a\n' 0.3 watch -i
     run_pipe $'watch --bogus a\n' 0.3 watch -i
     run_pipe $'watch a --\n' 0.3 watch -i
@@ -258,12 +258,12 @@ ctl_cases() {
     ETCDCTL_FOO=bar run version
     ETCDCTL_FOO=bar run get
     # -- a dead endpoint: the command timeout expires
-    ENDPOINT="$DEAD" run get a --command-timeout=1s
-    ENDPOINT="$DEAD" run put a b --command-timeout=1s
-    ENDPOINT="$DEAD" run endpoint status --command-timeout=1s
-    ENDPOINT="$DEAD" run endpoint health --command-timeout=1s
-    ENDPOINT="$DEAD" run defrag --command-timeout=1s
-    ENDPOINT="unix://$TMP/no.sock" run get a --command-timeout=1s
+    ENDPOINT="$DEAD" run get a --command-timeout=500ms
+    ENDPOINT="$DEAD" run put a b --command-timeout=500ms
+    ENDPOINT="$DEAD" run endpoint status --command-timeout=500ms
+    ENDPOINT="$DEAD" run endpoint health --command-timeout=500ms
+    ENDPOINT="$DEAD" run defrag --command-timeout=500ms
+    ENDPOINT="unix://$TMP/no.sock" run get a --command-timeout=500ms
     # -- auth (set up and torn down with the real etcdctl)
     "$ETCDCTL" --endpoints="$ENDPOINT" user add root:secret >/dev/null
     "$ETCDCTL" --endpoints="$ENDPOINT" user grant-role root root >/dev/null
