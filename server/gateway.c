@@ -635,9 +635,9 @@ static void gw_handle(struct router_req *req, void *data)
         .n_md = n_md,
         /* etcd's gRPC server limits, which its gateway (a gRPC client of
          * the same server) runs into. */
-        .max_request_bytes = CONN_DEFAULT_MAX_REQUEST_BYTES,
+        .max_request_bytes = server_max_request_bytes(s),
         .max_recv_bytes =
-            CONN_DEFAULT_MAX_REQUEST_BYTES + CONN_GRPC_OVERHEAD_BYTES,
+            server_max_request_bytes(s) + CONN_GRPC_OVERHEAD_BYTES,
         .on_message = on_message,
         .on_done = on_done,
         .buffered = local_buffered,

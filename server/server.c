@@ -325,6 +325,12 @@ uint64_t server_max_txn_ops(const struct keel_server *s)
     return s->cfg->max_txn_ops;
 }
 
+size_t server_max_request_bytes(const struct keel_server *s)
+{
+    return s->cfg->max_request_bytes > 0 ? (size_t)s->cfg->max_request_bytes
+                                         : CONN_DEFAULT_MAX_REQUEST_BYTES;
+}
+
 Etcdserverpb__ResponseHeader *server_header(struct keel_server *s,
                                             Etcdserverpb__ResponseHeader *hdr,
                                             struct keel_arena *a, int64_t rev)

@@ -60,6 +60,9 @@ struct grpc_server *server_grpc(struct keel_server *s);
 struct metrics_registry;
 struct metrics_registry *server_metrics(struct keel_server *s);
 uint64_t server_max_txn_ops(const struct keel_server *s);
+/* --max-request-bytes (the default when unset); the gRPC receive limit is
+ * this + 512 KiB (etcd's grpcOverheadBytes). */
+size_t server_max_request_bytes(const struct keel_server *s);
 
 /* Fill cluster_id, member_id and raft_term of *hdr, allocating it in a
  * when NULL; revision is left to the caller (the store sets it) unless
