@@ -18,7 +18,14 @@
  * message becomes one {"result":...}\n chunk, written as it arrives; the
  * response head goes out with the first message or the status (so a watch
  * that never answers sends nothing, as etcd). A status after messages is
- * one more chunk {"error":{...}} (streamChunk), no newline.
+ * one more chunk {"error":{...}} (streamChunk), no newline. Flow control:
+ * the handler sees the HTTP queue through grpc_call_buffered(); once it
+ * passes GATEWAY_DRAIN_WATCH_BYTES the queue is polled and the handler's
+ * drain callback runs when it is empty (the router has no drain event).
+ *
+ * Metadata, as grpc-gateway's AnnotateContext: Authorization passes as
+ * "authorization" (etcd's auth reads "token", then "authorization"),
+ * Grpc-Metadata-<k> as "<k>", Grpc-Timeout as the call's deadline.
  *
  * Failure modes:
  *   - not POST on a route: 405, unknown path: 404 (Go's http.Error texts);
