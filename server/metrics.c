@@ -580,22 +580,19 @@ static void collect_compact_rev(struct metrics_writer *w,
     one(w, f, (double)mvcc_compact_revision(node_store(server_node(c->s))));
 }
 
-/* The LMDB file's size, as etcd reports bolt's file size (and as keel's
- * Status does). LMDB reuses freed pages inside the file without keel
- * counting them yet, so "in use" is the same number, as in Status. */
+/* The LMDB file's size (etcd: bolt's file size) and the part in use, LMDB's
+ * free pages left out (etcd: size minus bolt's free pages). */
 static void collect_db_size(struct metrics_writer *w,
                             const struct metrics_family *f,
                             void *data)
 {
     struct metrics_server_ctx *c = data;
-    struct server_info info;
-    server_info(c->s, &info);
-    char path[4096];
-    snprintf(path, sizeof path, "%s/member/snap/db", info.data_dir);
-    struct stat st;
-    if (stat(path, &st) == 0) {
-        one(w, f, (double)st.st_size);
+    uint64_t total = 0, in_use = 0;
+    if (mvcc_db_size(node_store(server_node(c->s)), &total, &in_use) != 0) {
+        return;
     }
+    bool use = strcmp(f->name, "etcd_mvcc_db_total_size_in_use_in_bytes") == 0;
+    one(w, f, (double)(use ? in_use : total));
 }
 
 /* Live keys. etcd counts them while it rebuilds its index at start; keel's

@@ -135,6 +135,15 @@ for s in etcd_network_client_grpc_received_bytes_total \
     fi
 done
 echo "ok: byte counters and process metrics are positive"
+db_total=$(val "$KT_TMP/k.after" etcd_mvcc_db_total_size_in_bytes)
+db_in_use=$(val "$KT_TMP/k.after" etcd_mvcc_db_total_size_in_use_in_bytes)
+if [ "$db_in_use" -le 0 ] || [ "$db_in_use" -gt "$db_total" ]; then
+    echo "FAIL: db size in use $db_in_use, total $db_total" >&2
+    exit 1
+fi
+kt_check "the debugging db size is the total" "$db_total" \
+    "$(val "$KT_TMP/k.after" etcd_debugging_mvcc_db_total_size_in_bytes)"
+echo "ok: db size $db_total, in use $db_in_use"
 
 # ---- --listen-metrics-urls ------------------------------------------------------
 curl -fsS -m 5 "http://127.0.0.1:$k_mport/metrics" >"$KT_TMP/k.mport"
