@@ -956,6 +956,100 @@ static void ep_status_run(int argc, char **argv)
     }
 }
 
+static int64_t hashkv_rev;
+static struct flag hashkv_flags[] = {
+    {"cluster", 0, F_BOOL, &ep_cluster, 0},
+    {"rev", 0, F_INT64, &hashkv_rev, 0},
+    {NULL, 0, 0, NULL, 0},
+};
+
+/* etcd: epHashKVCommandFunc */
+static void ep_hashkv_run(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    ctl_client();
+    char **eps;
+    size_t n = endpoints(&eps);
+    struct keel_call *calls = ctl_alloc((n + 1) * sizeof(*calls));
+    const char **ok_eps = ctl_alloc((n + 1) * sizeof(char *));
+    size_t ok = 0;
+    char last_err[600] = "";
+    for (size_t i = 0; i < n; i++) {
+        const char *one[1] = {eps[i]};
+        struct keel_sync *s = ctl_client_for(one, 1);
+        Etcdserverpb__HashKVRequest req = ETCDSERVERPB__HASH_KVREQUEST__INIT;
+        req.revision = hashkv_rev;
+        ctl_passthrough = 1;
+        int rc = ctl_call(s, &calls[ok], KEEL_M_HASHKV, &req.base,
+                          &etcdserverpb__hash_kvresponse__descriptor,
+                          KEEL_CALL_IDEMPOTENT);
+        ctl_passthrough = 0;
+        if (rc != KEEL_GRPC_OK) {
+            snprintf(last_err, sizeof(last_err), "%s",
+                     ctl_err_text(&calls[ok]));
+            fflush(stdout);
+            fprintf(stderr, "Failed to get the hash of endpoint %s (%s)\n",
+                    eps[i], last_err);
+            keel_call_cleanup(&calls[ok]);
+        } else {
+            ok_eps[ok++] = eps[i];
+        }
+        keel_sync_close(s);
+    }
+    switch (ctl_fmt) {
+        case FMT_SIMPLE:
+        case FMT_TABLE: {
+            static const char *const hdr[] = {"endpoint", "hash"};
+            char ***rows = calloc(ok + 1, sizeof(char **));
+            for (size_t i = 0; i < ok; i++) {
+                Etcdserverpb__HashKVResponse *r = (void *)calls[i].resp;
+                rows[i] = calloc(2, sizeof(char *));
+                rows[i][0] = strdup(ok_eps[i]);
+                rows[i][1] = malloc(16);
+                snprintf(rows[i][1], 16, "%u", r->hash);
+                if (ctl_fmt == FMT_SIMPLE) {
+                    printf("%s, %s\n", rows[i][0], rows[i][1]);
+                }
+            }
+            if (ctl_fmt == FMT_TABLE) {
+                print_table(hdr, 2, rows, ok);
+            }
+            free_rows(rows, ok, 2);
+            break;
+        }
+        case FMT_JSON:
+            printf("[");
+            for (size_t i = 0; i < ok; i++) {
+                printf("%s{\"Endpoint\":", i ? "," : "");
+                json_string(stdout, ok_eps[i], strlen(ok_eps[i]));
+                printf(",\"HashKV\":");
+                json_msg(stdout, calls[i].resp);
+                printf("}");
+            }
+            printf("]\n");
+            break;
+        case FMT_FIELDS:
+            for (size_t i = 0; i < ok; i++) {
+                Etcdserverpb__HashKVResponse *r = (void *)calls[i].resp;
+                fields_hdr(r->header);
+                printf("\"Endpoint\" : ");
+                go_quote(stdout, (const uint8_t *)ok_eps[i],
+                         strlen(ok_eps[i]));
+                printf("\n\"Hash\" : %u\n\n", r->hash);
+            }
+            break;
+        case FMT_PROTOBUF:
+            ctl_unsupported_format();
+    }
+    for (size_t i = 0; i < ok; i++) {
+        keel_call_cleanup(&calls[i]);
+    }
+    if (last_err[0]) {
+        ctl_die(EXIT_ERROR, "%s", last_err);
+    }
+}
+
 /* ---- alarm, defrag ------------------------------------------------------------ */
 
 static void print_alarms(const Etcdserverpb__AlarmResponse *r)
@@ -1117,6 +1211,7 @@ const struct ctl_cmd ctl_maint_cmds[] = {
     {"member promote", no_flags, member_promote_run},
     {"endpoint health", ep_flags, ep_health_run},
     {"endpoint status", ep_flags, ep_status_run},
+    {"endpoint hashkv", hashkv_flags, ep_hashkv_run},
     {"alarm list", no_flags, alarm_list_run},
     {"alarm disarm", no_flags, alarm_disarm_run},
     {"defrag", defrag_flags, defrag_run},

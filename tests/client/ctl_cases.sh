@@ -237,6 +237,13 @@ ctl_cases() {
     run endpoint status -w json
     run endpoint status -w fields
     run endpoint status --cluster
+    run endpoint hashkv
+    run endpoint hashkv -w table
+    run endpoint hashkv -w json
+    run endpoint hashkv -w fields
+    run endpoint hashkv --rev 8
+    run endpoint hashkv --rev 3
+    run endpoint hashkv --cluster
     run endpoint health
     run endpoint health -w json
     run endpoint health -w table
@@ -263,6 +270,7 @@ ctl_cases() {
     ENDPOINT="$DEAD" run endpoint status --command-timeout=500ms
     ENDPOINT="$DEAD" run endpoint health --command-timeout=500ms
     ENDPOINT="$DEAD" run defrag --command-timeout=500ms
+    ENDPOINT="$DEAD" run endpoint hashkv --command-timeout=500ms
     ENDPOINT="unix://$TMP/no.sock" run get a --command-timeout=500ms
     # -- auth (set up and torn down with the real etcdctl)
     "$ETCDCTL" --endpoints="$ENDPOINT" user add root:secret >/dev/null

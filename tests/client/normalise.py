@@ -37,12 +37,21 @@ for lease in sorted(leases, key=len, reverse=True):
 text = re.sub(r"\| +LEASE \|", "| LEASE |", text)
 
 # A lease's remaining TTL depends on how long the commands since its grant
-# took.
+# took; the KV hash covers keys that carry (time-based) lease IDs, unless
+# taken at a revision before them.
 out = []
-ttl_section = False
+ttl_section = hash_section = False
 for line in text.split("\n"):
     if line.startswith("### "):
         ttl_section = "lease timetolive" in line
+        hash_section = "endpoint hashkv" in line and "--rev" not in line
+    elif hash_section:
+        line = re.sub(r"^(\S+, )[0-9]+$", r"\1HASH", line)
+        line = re.sub(r'"hash":[0-9]+', '"hash":HASH', line)
+        line = re.sub(r'^"Hash" : [0-9]+$', '"Hash" : HASH', line)
+        line = re.sub(r"^(\| \S+ \| +)[0-9]+( \|)$", r"\1HASH\2", line)
+        if line.startswith("|") or line.startswith("+"):
+            line = re.sub(r" +", " ", re.sub(r"-+", "-", line))
     elif ttl_section:
         line = re.sub(r"remaining\([0-9]+s\)", "remaining(Ns)", line)
         line = re.sub(r'"ttl":[0-9]+', '"ttl":N', line)
