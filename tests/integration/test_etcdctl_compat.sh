@@ -10,6 +10,9 @@
 # Lease ids differ too: each `lease grant` output names its id LEASE<n>
 # (and $LEASE, the latest) for the following lines, and outputs show those
 # names instead of the ids (LEASE<n>_DEC where JSON prints it in decimal).
+# A first line '#flags: <flags>' gives both servers extra flags. Lines are
+# eval'd: $KT_TMP (the test's temp dir, the same for both runs) may name
+# files, e.g. for `snapshot save`.
 #   usage: test_etcdctl_compat.sh KEEL_BIN [CASES]
 . "$(dirname "$0")/lib.sh"
 KEEL_BIN=${1:?keel binary}
@@ -17,6 +20,8 @@ CASES=${2:-$(dirname "$0")/etcdctl_cases.txt}
 ETCD_BIN=${ETCD_BIN:-/usr/bin/etcd}
 CPORT=$(kt_free_port)
 PPORT=$(kt_free_port)
+EXTRA_FLAGS=()
+eval "EXTRA_FLAGS=($(sed -n '1s/^#flags: //p' "$CASES"))"
 
 run_cases() { # $1 = server binary, $2 = output file
     local bin=$1 out=$2 dir="$KT_TMP/data.$(basename "$1")"
@@ -27,6 +32,7 @@ run_cases() { # $1 = server binary, $2 = output file
         --listen-peer-urls "http://127.0.0.1:$PPORT" \
         --initial-advertise-peer-urls "http://127.0.0.1:$PPORT" \
         --initial-cluster "default=http://127.0.0.1:$PPORT" \
+        "${EXTRA_FLAGS[@]}" \
         >"$KT_TMP/$(basename "$bin").log" 2>&1 &
     local pid=$!
     KT_PIDS+=("$pid")
@@ -48,8 +54,14 @@ run_cases() { # $1 = server binary, $2 = output file
             echo "### etcdctl watch $wargs (live)" >>"$out"
             local wa=()
             eval "wa=($wargs)"
+            # Pin the start revision so a watch that is slow to start under
+            # load still sees exactly the events written after this point.
+            local wrev
+            wrev=$(etcdctl --endpoints="127.0.0.1:$CPORT" get x -w json |
+                   python3 -c 'import json,sys; print(json.load(sys.stdin)["header"]["revision"] + 1)')
+            wa+=(--rev "$wrev")
             set +e
-            timeout 3 etcdctl --endpoints="127.0.0.1:$CPORT" watch "${wa[@]}" \
+            timeout 4 etcdctl --endpoints="127.0.0.1:$CPORT" watch "${wa[@]}" \
                 >"$KT_TMP/wo" 2>"$KT_TMP/we" </dev/null &
             local wpid=$!
             sleep 0.7
@@ -115,6 +127,7 @@ normalise() {
     sed -E \
         -e 's/took = [0-9.]+[a-zµ]+s/took = T/' \
         -e 's/"ts":"[^"]*"/"ts":T/; s/client-[0-9a-f-]+/client-ID/' \
+        -e 's/"ts":[0-9.e+]+/"ts":T/; s/"size":"[^"]*"/"size":S/; s/"took":"[^"]*"/"took":T/; s/"took":[0-9.e+-]+/"took":T/' \
         -e 's/"dbSize":[0-9]+/"dbSize":N/; s/"dbSizeInUse":[0-9]+/"dbSizeInUse":N/' \
         -e 's/"raftIndex":[0-9]+/"raftIndex":N/; s/"raftAppliedIndex":[0-9]+/"raftAppliedIndex":N/' \
         -e 's/\| *[0-9.]+ [kMG]?B *\|/| SIZE |/' \
