@@ -87,6 +87,19 @@ int mvcc_sync(struct mvcc_store *s);
  * like the original (same history, consistent_index and hashes). */
 int mvcc_copy_fd(struct mvcc_store *s, int fd, int compact);
 
+/* Defragmentation (storage/mvcc_defrag.c), in two steps:
+ * mvcc_defrag_copy() writes a compacting copy of the committed state to
+ * "<db path>.defrag" and fsyncs it; it reads only (a read txn), so it may
+ * run on a worker thread, but nothing may be committed until the swap (the
+ * copy would miss it). mvcc_defrag_swap() then, on the writer's thread with
+ * no batch open and no read txn open on any thread, replaces the file by
+ * the copy and reopens it in place (s keeps its address). An error from
+ * the swap other than KEEL_EBUSY leaves the store closed (fatal for the
+ * caller). mvcc_defrag_discard() removes a copy that will not be swapped. */
+int mvcc_defrag_copy(struct mvcc_store *s);
+int mvcc_defrag_swap(struct mvcc_store *s);
+void mvcc_defrag_discard(struct mvcc_store *s);
+
 /* Change the map size (e.g. after KEEL_ENOSPACE). No batch may be open. */
 int mvcc_set_map_size(struct mvcc_store *s, size_t bytes);
 

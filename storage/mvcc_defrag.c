@@ -1,0 +1,143 @@
+/*
+ * storage/mvcc_defrag.c: defragmentation of the LMDB store, etcd's
+ * `Defragment` (mvcc/backend/backend.go defrag) done the LMDB way.
+ *
+ * Happy path:
+ *   1. mvcc_defrag_copy(): a compacting copy (MDB_CP_COMPACT: free pages
+ *      left out, the B-trees rewritten densely) of the store as of its last
+ *      commit into <db>.defrag, fsynced. It runs from a read txn, so it may
+ *      run on a worker thread; the caller guarantees nothing is committed
+ *      meanwhile (or the copy would miss it: it is swapped in as is).
+ *   2. mvcc_defrag_swap(): on the writer's thread with no batch open and no
+ *      read txn open anywhere: close the environment, rename the copy over
+ *      the file (atomic), fsync the directory, reopen. The struct
+ *      mvcc_store keeps its address, so holders of it are unaffected.
+ *
+ * Failure modes: a failed copy leaves the store untouched (the partial copy
+ * is removed). A crash between rename and reopen is harmless: the file at
+ * db_path is either the old or the new image, both complete and with the
+ * same consistent_index. A reopen failure after the rename is reported;
+ * the store is then unusable (its env is closed) and the caller must stop.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "keel_err.h"
+#include "mvcc_int.h"
+
+static int copy_path(struct mvcc_store *s, char *buf, size_t len)
+{
+    const char *path = NULL;
+    int rc = mdb_env_get_path(s->env, &path);
+    if (rc != 0) {
+        return mvcc__mdb_err(s, rc, "defrag: mdb_env_get_path");
+    }
+    if ((size_t)snprintf(buf, len, "%s.defrag", path) >= len) {
+        return mvcc__err(s, KEEL_EINVAL, "mvcc: defrag: path too long");
+    }
+    return 0;
+}
+
+int mvcc_defrag_copy(struct mvcc_store *s)
+{
+    char tmp[4096];
+    int rv = copy_path(s, tmp, sizeof tmp);
+    if (rv != 0) {
+        return rv;
+    }
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        rv = -errno;
+        return mvcc__err(s, rv, "mvcc: defrag: open %s: %s", tmp,
+                         strerror(-rv));
+    }
+    rv = mvcc_copy_fd(s, fd, 1);
+    if (rv == 0 && fdatasync(fd) != 0) {
+        rv = -errno;
+        mvcc__err(s, rv, "mvcc: defrag: fdatasync %s: %s", tmp, strerror(-rv));
+    }
+    if (close(fd) != 0 && rv == 0) {
+        rv = -errno;
+        mvcc__err(s, rv, "mvcc: defrag: close %s: %s", tmp, strerror(-rv));
+    }
+    if (rv != 0) {
+        unlink(tmp);
+    }
+    return rv;
+}
+
+void mvcc_defrag_discard(struct mvcc_store *s)
+{
+    char tmp[4096];
+    if (copy_path(s, tmp, sizeof tmp) == 0) {
+        unlink(tmp);
+    }
+}
+
+static int sync_dir(const char *path)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    int fd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        return -errno;
+    }
+    int rv = fsync(fd) != 0 ? -errno : 0;
+    close(fd);
+    return rv;
+}
+
+int mvcc_defrag_swap(struct mvcc_store *s)
+{
+    char tmp[4096], path[4096];
+    const char *p = NULL;
+    MDB_envinfo info;
+    int rv;
+
+    if (s->writer != NULL) {
+        return mvcc__err(s, KEEL_EBUSY, "mvcc: defrag: batch open");
+    }
+    if ((rv = copy_path(s, tmp, sizeof tmp)) != 0) {
+        return rv;
+    }
+    rv = mdb_env_get_path(s->env, &p);
+    if (rv == 0) {
+        rv = mdb_env_info(s->env, &info);
+    }
+    if (rv != 0) {
+        return mvcc__mdb_err(s, rv, "defrag: env info");
+    }
+    snprintf(path, sizeof path, "%s", p);
+    /* The copy must be the image of exactly what is committed now. */
+    struct mvcc_store *n = NULL;
+    char errmsg[256];
+    struct mvcc_options o = {.map_size = info.me_mapsize};
+    mdb_env_close(s->env);
+    s->env = NULL;
+    if (rename(tmp, path) != 0) {
+        rv = -errno;
+        mvcc__err(s, rv, "mvcc: defrag: rename %s: %s", tmp, strerror(-rv));
+        /* The old file is still in place: reopen it. */
+    } else if ((rv = sync_dir(path)) != 0) {
+        mvcc__err(s, rv, "mvcc: defrag: fsync dir of %s: %s", path,
+                  strerror(-rv));
+    }
+    int orv = mvcc_open(path, &o, &n, errmsg, sizeof errmsg);
+    if (orv != 0) {
+        return mvcc__err(s, orv, "mvcc: defrag: reopen: %s", errmsg);
+    }
+    if (n->consistent_index != s->consistent_index || n->rev != s->rev) {
+        mvcc_close(n);
+        return mvcc__err(s, KEEL_ECORRUPT,
+                         "mvcc: defrag: the copy is not the committed state");
+    }
+    s->env = n->env;
+    memcpy(s->dbi, n->dbi, sizeof s->dbi);
+    free(n);
+    return rv;
+}
