@@ -78,6 +78,7 @@ struct lessor
     bool probing; /* a ReadIndex round before revoking is in flight */
     int64_t last_run_us;
     uint64_t next_id;
+    struct lessor_stats stats;
 };
 
 /* ---- table -------------------------------------------------------------- */
@@ -300,6 +301,9 @@ static void revoke_done(void *arg, int rv, ProtobufCMessage *resp)
 {
     (void)resp;
     struct lessor_job *j = arg;
+    if (rv == 0) {
+        j->l->stats.expired++;
+    }
     if (rv != 0 && rv != KEEL_ELEASENOTFOUND && rv != KEEL_ESTOPPED) {
         log_warn("etcdserver", "failed to revoke lease %016" PRIx64 " (%s)",
                  (uint64_t)j->id, keel_strerror(rv));
@@ -513,6 +517,18 @@ static void on_timer(uv_timer_t *t)
 
 /* ---- hooks -------------------------------------------------------------- */
 
+static void count_grant(struct lessor *l, int64_t ttl)
+{
+    l->stats.granted++;
+    l->stats.ttl_count++;
+    l->stats.ttl_sum += ttl;
+    for (int i = 0; i < LESSOR_TTL_BUCKETS; i++) {
+        if (ttl <= ((int64_t)1 << i)) {
+            l->stats.ttl_le[i]++;
+        }
+    }
+}
+
 void lessor_on_applied(void *arg,
                        const Keelpb__Request *req,
                        const ProtobufCMessage *resp)
@@ -533,6 +549,7 @@ void lessor_on_applied(void *arg,
                                                         : req->lease_grant->ttl;
             e->remaining = 0;
             e->revoke_us = 0;
+            count_grant(l, e->ttl);
             if (l->primary) {
                 e->expiry_us = now_us(l) + e->ttl * US_PER_S;
                 schedule_checkpoint(l, e);
@@ -544,6 +561,7 @@ void lessor_on_applied(void *arg,
         }
         case KEELPB__REQUEST__OP_LEASE_REVOKE:
             lease_remove(l, req->lease_revoke->id);
+            l->stats.revoked++;
             break;
         case KEELPB__REQUEST__OP_LEASE_CHECKPOINT: {
             const Etcdserverpb__LeaseCheckpointRequest *c =
@@ -717,6 +735,7 @@ int lessor_renew(struct lessor *l, int64_t id, int64_t *ttl)
     }
     e->expiry_us = now + e->ttl * US_PER_S;
     *ttl = e->ttl;
+    l->stats.renewed++;
     return 0;
 }
 
@@ -766,4 +785,9 @@ int lessor_list(struct lessor *l,
     *ids = out;
     *n = k;
     return 0;
+}
+
+void lessor_stats(const struct lessor *l, struct lessor_stats *out)
+{
+    *out = l->stats;
 }

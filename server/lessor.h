@@ -116,4 +116,24 @@ int lessor_list(struct lessor *l,
                 int64_t **ids,
                 size_t *n);
 
+/* Counters for /metrics, counted where etcd counts them (lease/metrics.go,
+ * etcdserver/metrics.go). */
+#define LESSOR_TTL_BUCKETS 24
+struct lessor_stats
+{
+    uint64_t granted; /* etcd_debugging_lease_granted_total: grants applied */
+    uint64_t revoked; /* etcd_debugging_lease_revoked_total: revokes applied */
+    uint64_t renewed; /* etcd_debugging_lease_renewed_total: renewals here
+                         as the leader */
+    uint64_t expired; /* etcd_debugging_server_lease_expired_total: expiry
+                         revokes this member proposed that applied */
+    /* etcd_debugging_lease_ttl_total, a histogram of granted TTLs with
+     * etcd's buckets 1, 2, 4, ... 2^23 s: ttl_le[i] counts the grants with
+     * TTL <= 2^i (cumulative, as Prometheus prints them). */
+    uint64_t ttl_le[LESSOR_TTL_BUCKETS];
+    uint64_t ttl_count;
+    int64_t ttl_sum;
+};
+void lessor_stats(const struct lessor *l, struct lessor_stats *out);
+
 #endif /* KEEL_LESSOR_H */

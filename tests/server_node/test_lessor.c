@@ -309,6 +309,17 @@ static void test_lessor_grant_renew_time_to_live(void **state)
     assert_int_equal(lessor_time_to_live(f->lessor, 99, &remaining, &granted),
                      KEEL_ELEASENOTFOUND);
     assert_int_equal(grant(f, 10, 5), KEEL_ELEASEEXIST);
+
+    struct lessor_stats st;
+    lessor_stats(f->lessor, &st);
+    assert_int_equal(st.granted, 1);
+    assert_int_equal(st.renewed, 1);
+    assert_int_equal(st.revoked, 0);
+    assert_int_equal(st.ttl_count, 1);
+    assert_int_equal(st.ttl_sum, 5);
+    assert_int_equal(st.ttl_le[2], 0); /* <= 4 s */
+    assert_int_equal(st.ttl_le[3], 1); /* <= 8 s */
+    assert_int_equal(st.ttl_le[LESSOR_TTL_BUCKETS - 1], 1);
 }
 
 static void test_lessor_next_id_positive_unique(void **state)
@@ -365,6 +376,12 @@ static void test_lessor_expiry_revokes_keys(void **state)
     assert_true(in_store(f, 8));
     assert_int_equal(keys_of(f, 8), 1);
     assert_int_equal(f->revokes, 1);
+    struct lessor_stats st;
+    lessor_stats(f->lessor, &st);
+    assert_int_equal(st.granted, 2);
+    assert_int_equal(st.revoked, 1);
+    assert_int_equal(st.expired, 1);
+    assert_int_equal(st.ttl_le[0], 1); /* the 1 s lease */
 }
 
 static void test_lessor_keepalive_defers_expiry(void **state)
