@@ -28,6 +28,7 @@
  */
 #include "node.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -43,6 +44,7 @@
 #include "wal.h"
 
 #define NODE_WAITER_BUCKETS 1024
+#define NODE_MAX_ALARMS 64
 
 struct waiter
 {
@@ -122,6 +124,15 @@ struct node
     struct keel_arena scratch; /* apply of entries nobody here waits for */
     uint64_t promoted_term;    /* on_leader(true) told for this term; 0 */
     uint64_t seen_lead;        /* leader last seen, for /metrics */
+    /* Alarms (node_alarms), as applied; mirrored in the alarm table. */
+    struct node_alarm alarms[NODE_MAX_ALARMS];
+    size_t n_alarms;
+    int64_t quota;          /* bytes; 0 = none */
+    bool nospace_proposed;  /* an activation is on its way through raft */
+    int holds;              /* node_hold: worker threads reading the store */
+    bool paused;            /* node_pause: no Ready cycles */
+    node_pause_cb pause_cb; /* to run once no Ready is in flight */
+    void *pause_arg;
 };
 
 static void fatal(const char *what, int rv, const char *detail)
@@ -283,6 +294,28 @@ static int load_log(struct node *n, char *errmsg, size_t errlen)
 static void on_tick(uv_timer_t *t);
 static void on_kick(uv_idle_t *h);
 
+/* Alarm table: key = the packed etcdserverpb.AlarmMember (etcd's alarm
+ * bucket layout, etcdserver/api/v3alarm/alarms.go), empty value. */
+static int load_alarm(void *arg, const void *key, size_t klen,
+                      const void *val, size_t vlen)
+{
+    (void)val;
+    (void)vlen;
+    struct node *n = arg;
+    Etcdserverpb__AlarmMember *m =
+        etcdserverpb__alarm_member__unpack(NULL, klen, key);
+    if (m == NULL) {
+        return KEEL_ECORRUPT;
+    }
+    if (n->n_alarms < NODE_MAX_ALARMS) {
+        n->alarms[n->n_alarms].member_id = m->memberid;
+        n->alarms[n->n_alarms].alarm = (int)m->alarm;
+        n->n_alarms++;
+    }
+    etcdserverpb__alarm_member__free_unpacked(m, NULL);
+    return 0;
+}
+
 int node_open(uv_loop_t *loop, const struct node_options *opts,
               struct node **out, char *errmsg, size_t errlen)
 {
@@ -348,6 +381,11 @@ int node_open(uv_loop_t *loop, const struct node_options *opts,
     }
     n->applied = 0;
     n->compact_pending = true; /* resume a compaction a crash interrupted */
+    rv = mvcc_table_foreach(n->mvcc, NULL, MVCC_TABLE_ALARM, load_alarm, n);
+    if (rv != 0) {
+        snprintf(errmsg, errlen, "load alarms: %s", mvcc_errmsg(n->mvcc));
+        goto err_mvcc;
+    }
 
     struct raft_config rc;
     raft_config_default(&rc);
@@ -459,7 +497,7 @@ static void on_tick(uv_timer_t *t)
     n->pending_tail = pp;
     /* Physical compaction runs in bounded steps between Ready cycles, off
      * the apply path (etcd: --experimental-compaction-batch-limit 1000). */
-    if (n->compact_pending && !n->busy) {
+    if (n->compact_pending && !n->busy && !n->paused) {
         int done = 0;
         int rv = mvcc_compact_step(n->mvcc, 1000, &done);
         if (rv != 0) {
@@ -505,8 +543,22 @@ static void apply_committed(struct node *n, struct raft_ready *rd);
 static void serve_reads(struct node *n);
 static void finish_close(struct node *n);
 
+/* node_pause: the barrier is reached once no Ready is in flight. */
+static void fire_pause(struct node *n)
+{
+    if (n->paused && !n->busy && n->pause_cb != NULL) {
+        node_pause_cb cb = n->pause_cb;
+        n->pause_cb = NULL;
+        cb(n->pause_arg);
+    }
+}
+
 static void process_ready(struct node *n)
 {
+    if (n->paused) {
+        fire_pause(n);
+        return;
+    }
     if (n->busy || n->raft == NULL || !raft_has_ready(n->raft)) {
         return;
     }
@@ -614,10 +666,243 @@ static void after_persist(struct node *n, struct raft_ready *rd)
     propose_pending(n);
     serve_reads(n);
     if (n->closing) {
-        finish_close(n);
+        fire_pause(n);
+        if (n->holds == 0) {
+            finish_close(n);
+        }
         return;
     }
     process_ready(n);
+}
+
+/* ---- alarms and quota ---------------------------------------------------- */
+
+static bool alarm_active(const struct node *n, int type)
+{
+    for (size_t i = 0; i < n->n_alarms; i++) {
+        if (n->alarms[i].alarm == type) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* etcd: backendQuota.Cost (etcdserver/quota.go): kvOverhead = 256,
+ * leaseOverhead = 64; a txn costs its larger branch's puts. */
+static size_t put_cost(const Etcdserverpb__PutRequest *p)
+{
+    return 256 + p->key.len + p->value.len;
+}
+
+static size_t txn_cost(const Etcdserverpb__TxnRequest *t)
+{
+    size_t ok = 0, fail = 0;
+    for (size_t i = 0; i < t->n_success; i++) {
+        if (t->success[i]->request_case ==
+            ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT) {
+            ok += put_cost(t->success[i]->request_put);
+        }
+    }
+    for (size_t i = 0; i < t->n_failure; i++) {
+        if (t->failure[i]->request_case ==
+            ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT) {
+            fail += put_cost(t->failure[i]->request_put);
+        }
+    }
+    return fail > ok ? fail : ok;
+}
+
+static size_t request_cost(const Keelpb__Request *req)
+{
+    switch (req->op_case) {
+        case KEELPB__REQUEST__OP_PUT:
+            return put_cost(req->put);
+        case KEELPB__REQUEST__OP_TXN:
+            return txn_cost(req->txn);
+        case KEELPB__REQUEST__OP_LEASE_GRANT:
+            return 64;
+        default:
+            return 0;
+    }
+}
+
+size_t node_alarms(struct node *n, struct node_alarm *out, size_t max)
+{
+    for (size_t i = 0; i < n->n_alarms && i < max; i++) {
+        out[i] = n->alarms[i];
+    }
+    return n->n_alarms;
+}
+
+void node_set_quota(struct node *n, int64_t bytes)
+{
+    n->quota = bytes > 0 ? bytes : 0;
+}
+
+static void nospace_proposed_cb(void *arg, int rv, ProtobufCMessage *resp)
+{
+    (void)resp;
+    struct keel_arena *a = arg;
+    if (rv != 0 && rv != KEEL_ESTOPPED) {
+        log_error("etcdserver", "raise NOSPACE alarm: %s", keel_strerror(rv));
+    }
+    keel_arena_free(a);
+    free(a);
+}
+
+/* Raise NOSPACE through raft (etcd: quotaAlarmer.check). The node flag
+ * keeps one activation in flight at a time. */
+static void propose_nospace(struct node *n)
+{
+    if (n->nospace_proposed || n->closing ||
+        alarm_active(n, ETCDSERVERPB__ALARM_TYPE__NOSPACE)) {
+        return;
+    }
+    struct keel_arena *a = calloc(1, sizeof *a);
+    if (a == NULL) {
+        return;
+    }
+    keel_arena_init(a, 0);
+    Etcdserverpb__AlarmRequest ar = ETCDSERVERPB__ALARM_REQUEST__INIT;
+    ar.action = ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__ACTIVATE;
+    ar.memberid = n->opts.member_id;
+    ar.alarm = ETCDSERVERPB__ALARM_TYPE__NOSPACE;
+    Keelpb__Request req = KEELPB__REQUEST__INIT;
+    req.op_case = KEELPB__REQUEST__OP_ALARM;
+    req.alarm = &ar;
+    log_warn("etcdserver", "alarm raised: alarm NOSPACE, from %" PRIx64,
+             n->opts.member_id);
+    n->nospace_proposed = true;
+    if (node_propose(n, &req, a, nospace_proposed_cb, a) != 0) {
+        n->nospace_proposed = false;
+        keel_arena_free(a);
+        free(a);
+    }
+}
+
+int node_quota_check(struct node *n, const Keelpb__Request *req)
+{
+    size_t cost = request_cost(req);
+    if (cost == 0 || n->quota == 0) {
+        return 0;
+    }
+    uint64_t total = 0, in_use = 0;
+    if (mvcc_db_size(n->mvcc, &total, &in_use) != 0) {
+        return 0;
+    }
+    if ((int64_t)(total + cost) < n->quota) {
+        return 0;
+    }
+    propose_nospace(n);
+    return KEEL_ENOSPACE;
+}
+
+/* etcd: applierV3backend.Alarm. The response lists the alarm changed
+ * (none when activating an active one or deactivating an absent one). */
+static ProtobufCMessage *apply_alarm(struct node *n, struct mvcc_write *w,
+                                     const Etcdserverpb__AlarmRequest *ar,
+                                     struct keel_arena *a, int *rv)
+{
+    Etcdserverpb__AlarmResponse *r = keel_arena_alloc(a, sizeof *r);
+    Etcdserverpb__AlarmMember *m = keel_arena_alloc(a, sizeof *m);
+    Etcdserverpb__AlarmMember **list = keel_arena_alloc(a, sizeof *list);
+    if (r == NULL || m == NULL || list == NULL) {
+        *rv = KEEL_ENOMEM;
+        return NULL;
+    }
+    etcdserverpb__alarm_response__init(r);
+    etcdserverpb__alarm_member__init(m);
+    m->memberid = ar->memberid;
+    m->alarm = ar->alarm;
+    uint8_t key[32];
+    size_t klen = etcdserverpb__alarm_member__pack(m, key);
+    size_t at = n->n_alarms;
+    for (size_t i = 0; i < n->n_alarms; i++) {
+        if (n->alarms[i].member_id == ar->memberid &&
+            n->alarms[i].alarm == (int)ar->alarm) {
+            at = i;
+        }
+    }
+    bool changed = false;
+    if (ar->action == ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__ACTIVATE) {
+        if (ar->alarm == ETCDSERVERPB__ALARM_TYPE__NOSPACE) {
+            n->nospace_proposed = false;
+        }
+        if (ar->alarm != ETCDSERVERPB__ALARM_TYPE__NONE &&
+            at == n->n_alarms && n->n_alarms < NODE_MAX_ALARMS) {
+            *rv = mvcc_table_put(w, MVCC_TABLE_ALARM, key, klen, "", 0);
+            if (*rv != 0) {
+                return NULL;
+            }
+            n->alarms[n->n_alarms].member_id = ar->memberid;
+            n->alarms[n->n_alarms].alarm = (int)ar->alarm;
+            n->n_alarms++;
+            changed = true;
+        }
+    } else if (ar->action ==
+                   ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__DEACTIVATE &&
+               at < n->n_alarms) {
+        *rv = mvcc_table_del(w, MVCC_TABLE_ALARM, key, klen);
+        if (*rv != 0 && *rv != KEEL_ENOTFOUND) {
+            return NULL;
+        }
+        *rv = 0;
+        n->alarms[at] = n->alarms[--n->n_alarms];
+        changed = true;
+    }
+    if (changed) {
+        list[0] = m;
+        r->alarms = list;
+        r->n_alarms = 1;
+    }
+    return &r->base;
+}
+
+/* etcd: applierV3Capped — under NOSPACE only requests that cannot grow the
+ * store are applied. */
+static bool capped(const struct node *n, const Keelpb__Request *req)
+{
+    return request_cost(req) > 0 &&
+           alarm_active(n, ETCDSERVERPB__ALARM_TYPE__NOSPACE);
+}
+
+/* ---- holding and pausing the store -------------------------------------- */
+
+void node_hold(struct node *n)
+{
+    n->holds++;
+}
+
+void node_release(struct node *n)
+{
+    assert(n->holds > 0);
+    if (--n->holds == 0 && n->closing && !n->busy) {
+        finish_close(n);
+    }
+}
+
+int node_pause(struct node *n, node_pause_cb cb, void *arg)
+{
+    if (n->paused || n->closing) {
+        return n->closing ? KEEL_ESTOPPED : KEEL_EBUSY;
+    }
+    n->paused = true;
+    n->pause_cb = cb;
+    n->pause_arg = arg;
+    kick(n);
+    return 0;
+}
+
+void node_resume(struct node *n)
+{
+    n->paused = false;
+    n->pause_cb = NULL;
+    kick(n);
+}
+
+bool node_closing(const struct node *n)
+{
+    return n->closing;
 }
 
 /* Apply one request in batch w. Returns the response or NULL with *rv. */
@@ -734,6 +1019,9 @@ static ProtobufCMessage *apply_request(struct node *n, struct mvcc_write *w,
                                  strlen(v));
             break;
         }
+        case KEELPB__REQUEST__OP_ALARM:
+            resp = apply_alarm(n, w, req->alarm, a, rv);
+            break;
         default:
             *rv = KEEL_EUNIMPLEMENTED;
             break;
@@ -849,6 +1137,12 @@ static void apply_committed(struct node *n, struct raft_ready *rd)
         }
         struct keel_arena *a =
             res[i].waiter != NULL ? res[i].waiter->arena : &n->scratch;
+        if (capped(n, req)) {
+            /* Refused, not a storage failure: the entry has no effect. */
+            res[i].rv = KEEL_ENOSPACE;
+            metrics_count_applied(req, NULL, res[i].rv, NULL, 0);
+            continue;
+        }
         res[i].resp = apply_request(n, w, req, a, &res[i].rv);
         if (res[i].rv != 0 && is_storage_error(res[i].rv)) {
             fatal("apply entry", res[i].rv, mvcc_errmsg(n->mvcc));
@@ -964,6 +1258,10 @@ int node_propose(struct node *n, Keelpb__Request *req, struct keel_arena *arena,
 {
     if (n->closing) {
         return KEEL_ESTOPPED;
+    }
+    int qrv = node_quota_check(n, req);
+    if (qrv != 0) {
+        return qrv;
     }
     Keelpb__RequestHeader hdr = KEELPB__REQUEST_HEADER__INIT;
     Keelpb__RequestHeader *saved = req->header;
@@ -1120,6 +1418,9 @@ static void fail_all(struct node *n)
 
 static void finish_close(struct node *n)
 {
+    if (n->raft == NULL) {
+        return; /* already done (a release from inside node_close) */
+    }
     fail_all(n);
     raft_free(n->raft);
     n->raft = NULL;
@@ -1145,6 +1446,9 @@ void node_close(struct node *n, void (*close_cb)(void *arg), void *arg)
     uv_timer_stop(&n->tick);
     uv_idle_stop(&n->kick);
     if (!n->busy) {
+        fire_pause(n); /* a paused user sees node_closing() and releases */
+    }
+    if (!n->busy && n->holds == 0) {
         finish_close(n);
     }
     /* else after_persist finishes the close once the WAL append is back */

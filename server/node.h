@@ -120,4 +120,51 @@ struct node_status
 };
 void node_status(struct node *n, struct node_status *st);
 
+/* ---- alarms and quota (etcd: etcdserver/quota.go, api/v3alarm) ---------
+ *
+ * Alarms are replicated: an AlarmRequest (ACTIVATE/DEACTIVATE) proposed as
+ * a keelpb.Request is applied by every member into the store's `alarm`
+ * table and the node's in-memory list. While a NOSPACE alarm is active,
+ * apply refuses Put, a Txn with puts and LeaseGrant with KEEL_ENOSPACE
+ * (etcd: applierV3Capped); reads, deletes, compaction, revokes pass. */
+struct node_alarm
+{
+    uint64_t member_id;
+    int alarm; /* ETCDSERVERPB__ALARM_TYPE__* */
+};
+
+/* The active alarms (at most max copied into out); returns their count. */
+size_t node_alarms(struct node *n, struct node_alarm *out, size_t max);
+
+/* Set the backend quota in bytes (config_quota_bytes; 0 = no quota). */
+void node_set_quota(struct node *n, int64_t bytes);
+
+/* etcd's quota check at propose time (v3rpc/quota.go): when the request
+ * writes (Put, a Txn with puts, LeaseGrant) and the db size plus its
+ * estimated cost reaches the quota, propose a NOSPACE alarm activation
+ * (once) and return KEEL_ENOSPACE; else 0. node_propose runs it for every
+ * request. */
+int node_quota_check(struct node *n, const Keelpb__Request *req);
+
+/* ---- holding and pausing the store (snapshot, defrag) -------------------
+ *
+ * node_hold(): a worker thread is about to read the store (a copy); the
+ * store stays open (node_close waits) until the matching node_release(),
+ * which must be called on the loop thread. n must not be used after the
+ * release that lets a pending close finish.
+ *
+ * node_pause(): stop taking Ready cycles (no apply, no WAL append, no
+ * physical compaction step) once the one in flight, if any, is done; cb
+ * runs then, on the loop thread, from its own loop turn. Writes acked
+ * before cb are all in the store, and nothing writes to it until
+ * node_resume(). Proposals and ticks keep being accepted meanwhile (they
+ * wait in raft). One pause at a time: KEEL_EBUSY otherwise. */
+void node_hold(struct node *n);
+void node_release(struct node *n);
+typedef void (*node_pause_cb)(void *arg);
+int node_pause(struct node *n, node_pause_cb cb, void *arg);
+void node_resume(struct node *n);
+/* Whether node_close was called (a held or paused user should stop). */
+bool node_closing(const struct node *n);
+
 #endif /* KEEL_NODE_H */
