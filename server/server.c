@@ -320,6 +320,11 @@ struct metrics_registry *server_metrics(struct keel_server *s)
     return s->metrics;
 }
 
+int64_t server_quota_bytes(const struct keel_server *s)
+{
+    return config_quota_bytes(s->cfg);
+}
+
 uint64_t server_max_txn_ops(const struct keel_server *s)
 {
     return s->cfg->max_txn_ops;

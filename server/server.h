@@ -63,6 +63,9 @@ uint64_t server_max_txn_ops(const struct keel_server *s);
 /* --max-request-bytes (the default when unset); the gRPC receive limit is
  * this + 512 KiB (etcd's grpcOverheadBytes). */
 size_t server_max_request_bytes(const struct keel_server *s);
+/* --quota-backend-bytes as etcd reads it (config_quota_bytes: 0 -> 2 GiB,
+ * negative -> 0 = no quota). */
+int64_t server_quota_bytes(const struct keel_server *s);
 
 /* Fill cluster_id, member_id and raft_term of *hdr, allocating it in a
  * when NULL; revision is left to the caller (the store sets it) unless
