@@ -737,6 +737,21 @@ size_t node_alarms(struct node *n, struct node_alarm *out, size_t max)
 void node_set_quota(struct node *n, int64_t bytes)
 {
     n->quota = bytes > 0 ? bytes : 0;
+    /* The quota must trip before LMDB's map is full: MDB_MAP_FULL in the
+     * middle of an apply batch is a storage error (fatal), while the quota
+     * refuses writes at propose time. Keep the map at 1.5x the quota plus
+     * room for a few batches. */
+    size_t map = n->opts.map_size ? n->opts.map_size : MVCC_DEFAULT_MAP_SIZE;
+    size_t want = (size_t)n->quota + (size_t)n->quota / 2 + ((size_t)64 << 20);
+    if (n->quota > 0 && want > map && !n->busy) {
+        int rv = mvcc_set_map_size(n->mvcc, want);
+        if (rv != 0) {
+            log_warn("etcdserver", "grow the LMDB map for the quota: %s",
+                     mvcc_errmsg(n->mvcc));
+        } else {
+            n->opts.map_size = want;
+        }
+    }
 }
 
 static void nospace_proposed_cb(void *arg, int rv, ProtobufCMessage *resp)

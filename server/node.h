@@ -136,7 +136,10 @@ struct node_alarm
 /* The active alarms (at most max copied into out); returns their count. */
 size_t node_alarms(struct node *n, struct node_alarm *out, size_t max);
 
-/* Set the backend quota in bytes (config_quota_bytes; 0 = no quota). */
+/* Set the backend quota in bytes (config_quota_bytes; 0 = no quota). Grows
+ * the LMDB map to 1.5x the quota + 64 MiB when smaller, so the quota (an
+ * alarm) trips before the map is full (MDB_MAP_FULL during apply is fatal).
+ * Call before the loop runs (no txn open). */
 void node_set_quota(struct node *n, int64_t bytes);
 
 /* etcd's quota check at propose time (v3rpc/quota.go): when the request
