@@ -7,7 +7,11 @@
                                     appended to OUT (one per line)
   check ENDPOINT FILE               every key listed in FILE exists with its
                                     own name as value; prints the count
+  abandon ENDPOINT                  start a Snapshot stream, read one message
+                                    and vanish (os._exit: the connection is
+                                    reset mid-stream)
 """
+import os
 import sys
 import time
 
@@ -46,6 +50,12 @@ def main():
                 print("missing or wrong: %s -> %r" % (k, v))
                 sys.exit(1)
         print(len(keys))
+    elif cmd == "abandon":
+        class OneChunk:
+            def write(self, data):
+                os._exit(0)
+        c.snapshot(OneChunk())
+        sys.exit("snapshot ended before its first message")
     else:
         sys.exit("unknown command " + cmd)
 

@@ -6,8 +6,9 @@
 #   - deletes + compaction + defrag shrink dbSize;
 #   - defrag while a client writes keeps every acknowledged write, also
 #     across a restart (the swapped file is what keel reopens);
-#   - snapshot clients killed mid-stream leave the server serving (and, under
+#   - snapshot clients gone mid-stream leave the server serving (and, under
 #     ASan, leak nothing);
+#   - alarms are persisted: one raised before a restart is active after it;
 #   - keel exits 0 after SIGTERM.
 #   usage: test_maint.sh KEEL_BIN
 . "$(dirname "$0")/lib.sh"
@@ -59,6 +60,9 @@ echo "ok: $n writes acknowledged during 5 defrags are all there"
 
 # ---- snapshot clients killed mid-stream -----------------------------------
 $PY "$CLI" fill "$k_CLIENT" big/ 200 8000
+for _ in 1 2 3; do
+    $PY "$CLI" abandon "$k_CLIENT"
+done
 for t in 0.05 0.1 0.15 0.2; do
     timeout -s KILL "$t" "${E[@]}" snapshot save "$KT_TMP/c.db" \
         >/dev/null 2>&1 || true
@@ -66,6 +70,10 @@ done
 "${E[@]}" snapshot save "$KT_TMP/s2.db" >/dev/null 2>&1
 kt_check "a snapshot after cancelled ones" 32 \
     $(($(stat -c %s "$KT_TMP/s2.db") % 512))
+
+# ---- an alarm raised through the API survives a restart -------------------
+curl -fsS -XPOST "http://$k_CLIENT/v3/maintenance/alarm" \
+    -d '{"action":"ACTIVATE","memberID":"7","alarm":"NOSPACE"}' >/dev/null
 
 # ---- restart: the defragmented file is the store --------------------------
 kill -TERM "$k_PID"
@@ -82,6 +90,13 @@ KT_PIDS+=("$k_PID")
 kt_wait_http "http://$k_CLIENT/health" 30
 n2=$($PY "$CLI" check "$k_CLIENT" "$KT_TMP/acked")
 kt_check "acknowledged writes survive the restart" "$n" "$n2"
+kt_check "the alarm survives the restart" "memberID:7 alarm:NOSPACE " \
+    "$("${E[@]}" alarm list)"
+kt_check "puts are refused under NOSPACE" \
+    "Error: etcdserver: mvcc: database space exceeded" \
+    "$("${E[@]}" put after restart 2>&1 | grep Error)"
+"${E[@]}" alarm disarm >/dev/null
+kt_check "a put after disarm" OK "$("${E[@]}" put after restart)"
 kill -TERM "$k_PID"
 rc=0
 wait "$k_PID" || rc=$?
