@@ -221,8 +221,13 @@ struct keel_sync *ctl_client_for(const char *const *eps, size_t n)
     cfg.keepalive_timeout_ms = g_keepalive_timeout;
     struct keel_sync *s;
     int rv = keel_sync_open(&cfg, &s);
+    if (rv == KEEL_EUNIMPLEMENTED) {
+        ctl_die(EXIT_BAD_ARGS, "TLS endpoints (https://, unixs://) are not "
+                               "supported by keelctl yet");
+    }
     if (rv != 0) {
-        ctl_die(EXIT_BAD_ARGS, "%s", keel_strerror(rv));
+        ctl_die(EXIT_BAD_ARGS, "bad endpoint in --endpoints (%s)",
+                keel_strerror(rv));
     }
     return s;
 }
