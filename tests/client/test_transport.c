@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <nghttp2/nghttp2.h>
@@ -51,7 +52,10 @@ struct srv_conn
 {
     struct srv_stream *streams[64]; /* freed with the session */
     int nstreams;
-    uv_tcp_t tcp;
+    union {
+        uv_tcp_t tcp;
+        uv_pipe_t pipe; /* for the unix socket listener */
+    };
     nghttp2_session *session;
     char rbuf[65536];
     int closing;
@@ -305,7 +309,11 @@ static void srv_on_conn(uv_stream_t *l, int status)
 {
     assert_int_equal(status, 0);
     struct srv_conn *c = calloc(1, sizeof(*c));
-    uv_tcp_init(&loop, &c->tcp);
+    if (l->type == UV_NAMED_PIPE) {
+        uv_pipe_init(&loop, &c->pipe, 0);
+    } else {
+        uv_tcp_init(&loop, &c->tcp);
+    }
     c->tcp.data = c;
     assert_int_equal(uv_accept(l, (uv_stream_t *)&c->tcp), 0);
     nghttp2_session_callbacks *cb;
@@ -569,6 +577,63 @@ static void test_transport_keepalive(void **state)
     keel_call_cleanup(&c);
 }
 
+/* unix:// endpoints: the same gRPC over a unix socket. */
+static int closed_flag;
+static void on_client_closed(struct keel_client *c, void *data)
+{
+    (void)c;
+    *(int *)data = 1;
+}
+
+static void pipe_closed(uv_handle_t *h)
+{
+    *(int *)h->data = 1;
+}
+
+static void test_transport_unix_socket_and_close_cb(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/keel-transport.XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    unlink(path);
+    uv_pipe_t pl;
+    uv_pipe_init(&loop, &pl, 0);
+    assert_int_equal(uv_pipe_bind(&pl, path), 0);
+    assert_int_equal(uv_listen((uv_stream_t *)&pl, 8, srv_on_conn), 0);
+
+    char ep[64];
+    snprintf(ep, sizeof(ep), "unix://%s", path);
+    const char *eps[1] = {ep};
+    struct keel_client_config cfg = {.endpoints = eps, .n_endpoints = 1};
+    struct keel_client *uc;
+    assert_int_equal(keel_client_new(&loop, &cfg, &uc), 0);
+    struct keel_client *tcp_client = client;
+    client = uc;
+    struct keel_call c;
+    call(&c, "/t/split", 0, 2000);
+    assert_int_equal(c.status, KEEL_GRPC_OK);
+    assert_int_equal(((Etcdserverpb__RangeResponse *)c.resp)->count, 42);
+    keel_call_cleanup(&c);
+    client = tcp_client;
+
+    /* keel_client_close runs its callback once everything is released. */
+    closed_flag = 0;
+    keel_client_close(uc, on_client_closed, &closed_flag);
+    while (!closed_flag) {
+        uv_run(&loop, UV_RUN_ONCE);
+    }
+    /* pl lives on this stack frame: wait until libuv is done with it. */
+    pl.data = &closed_flag;
+    closed_flag = 0;
+    uv_close((uv_handle_t *)&pl, pipe_closed);
+    while (!closed_flag) {
+        uv_run(&loop, UV_RUN_ONCE);
+    }
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -590,6 +655,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_transport_keepalive,
                                         setup_keepalive, teardown),
+        cmocka_unit_test_setup_teardown(test_transport_unix_socket_and_close_cb,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
