@@ -100,6 +100,11 @@ int mvcc_defrag_copy(struct mvcc_store *s);
 int mvcc_defrag_swap(struct mvcc_store *s);
 void mvcc_defrag_discard(struct mvcc_store *s);
 
+/* Size of the LMDB file (one fstat; what mvcc_db_size reports as total,
+ * without walking the free list): for per-request checks such as the
+ * quota. */
+int mvcc_file_size(struct mvcc_store *s, uint64_t *bytes);
+
 /* Change the map size (e.g. after KEEL_ENOSPACE). No batch may be open. */
 int mvcc_set_map_size(struct mvcc_store *s, size_t bytes);
 

@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "keel_err.h"
@@ -140,4 +141,20 @@ int mvcc_defrag_swap(struct mvcc_store *s)
     memcpy(s->dbi, n->dbi, sizeof s->dbi);
     free(n);
     return rv;
+}
+
+int mvcc_file_size(struct mvcc_store *s, uint64_t *bytes)
+{
+    int fd;
+    struct stat st;
+    int rc = mdb_env_get_fd(s->env, &fd);
+    if (rc != 0) {
+        return mvcc__mdb_err(s, rc, "file size: mdb_env_get_fd");
+    }
+    if (fstat(fd, &st) != 0) {
+        rc = -errno;
+        return mvcc__err(s, rc, "mvcc: file size: fstat: %s", strerror(-rc));
+    }
+    *bytes = (uint64_t)st.st_size;
+    return 0;
 }
