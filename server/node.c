@@ -801,8 +801,8 @@ int node_quota_check(struct node *n, const Keelpb__Request *req)
     if (cost == 0 || n->quota == 0) {
         return 0;
     }
-    uint64_t total = 0, in_use = 0;
-    if (mvcc_db_size(n->mvcc, &total, &in_use) != 0) {
+    uint64_t total = 0;
+    if (mvcc_file_size(n->mvcc, &total) != 0) {
         return 0;
     }
     if ((int64_t)(total + cost) < n->quota) {
