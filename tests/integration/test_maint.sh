@@ -6,6 +6,7 @@
 #   - deletes + compaction + defrag shrink dbSize;
 #   - defrag while a client writes keeps every acknowledged write, also
 #     across a restart (the swapped file is what keel reopens);
+#   - snapshots and defrags running at the same time all succeed;
 #   - snapshot clients gone mid-stream leave the server serving (and, under
 #     ASan, leak nothing);
 #   - alarms are persisted: one raised before a restart is active after it;
@@ -57,6 +58,24 @@ done
 wait "$wpid"
 n=$($PY "$CLI" check "$k_CLIENT" "$KT_TMP/acked")
 echo "ok: $n writes acknowledged during 5 defrags are all there"
+
+# ---- snapshots and defrags at the same time -------------------------------
+# (a defrag swaps the file only once no snapshot copy reads it)
+pids=()
+for i in 1 2 3; do
+    "${E[@]}" snapshot save "$KT_TMP/p$i.db" >/dev/null 2>&1 &
+    pids+=($!)
+    "${E[@]}" defrag >/dev/null &
+    pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p"; done
+for i in 1 2 3; do
+    f="$KT_TMP/p$i.db"
+    kt_check "concurrent snapshot $i: sha256 trailer" \
+        "$(head -c -32 "$f" | sha256sum | cut -d' ' -f1)" \
+        "$(tail -c 32 "$f" | od -An -tx1 -v | tr -d ' \n')"
+done
+n=$($PY "$CLI" check "$k_CLIENT" "$KT_TMP/acked")
 
 # ---- snapshot clients killed mid-stream -----------------------------------
 $PY "$CLI" fill "$k_CLIENT" big/ 200 8000
