@@ -15,6 +15,8 @@
  *   /t/hang       never answered (deadline)
  *   /t/stall      headers, then the server stops reading (so it never
  *                 acknowledges a keepalive PING)
+ *   /t/unavail    Unavailable "etcdserver: no leader" from the first
+ *                 listener, an answer from the second
  *
  * No real server is involved, so this runs as a unit test.
  */
@@ -52,6 +54,7 @@ struct srv_conn
 {
     struct srv_stream *streams[64]; /* freed with the session */
     int nstreams;
+    int second; /* accepted on the second listener */
     union {
         uv_tcp_t tcp;
         uv_pipe_t pipe; /* for the unix socket listener */
@@ -62,7 +65,8 @@ struct srv_conn
 };
 
 static uv_loop_t loop;
-static uv_tcp_t listener;
+static uv_tcp_t listener, listener2;
+static int answered_by_second;
 static char endpoint[64];
 static int drop_attempts;
 static char last_timeout[32];
@@ -191,6 +195,19 @@ static void respond(nghttp2_session *session, int32_t id,
         s->len = frame_msg(s->body, 99);
         nghttp2_submit_response(session, id, ok, 2, &prd);
     }
+    if (strcmp(s->path, "/t/unavail") == 0) {
+        if (!c->second) {
+            nghttp2_nv only[] = {NV(":status", "200"),
+                                 NV("content-type", "application/grpc"),
+                                 NV("grpc-status", "14"),
+                                 NV("grpc-message", "etcdserver: no leader")};
+            nghttp2_submit_response(session, id, only, 4, NULL);
+        } else {
+            answered_by_second = 1;
+            s->len = frame_msg(s->body, 2);
+            nghttp2_submit_response(session, id, ok, 2, &prd);
+        }
+    }
     if (strcmp(s->path, "/t/stall") == 0) {
         nghttp2_submit_headers(session, NGHTTP2_FLAG_NONE, id, NULL, ok, 2,
                                NULL);
@@ -315,6 +332,7 @@ static void srv_on_conn(uv_stream_t *l, int status)
         uv_tcp_init(&loop, &c->tcp);
     }
     c->tcp.data = c;
+    c->second = l == (uv_stream_t *)&listener2;
     assert_int_equal(uv_accept(l, (uv_stream_t *)&c->tcp), 0);
     nghttp2_session_callbacks *cb;
     nghttp2_session_callbacks_new(&cb);
@@ -634,6 +652,55 @@ static void test_transport_unix_socket_and_close_cb(void **state)
     unlink(path);
 }
 
+/* Unavailable from one endpoint: an idempotent call moves to the next one,
+ * another call reports it. */
+static void test_transport_unavailable_failover(void **state)
+{
+    (void)state;
+    uv_tcp_init(&loop, &listener2);
+    struct sockaddr_in a;
+    uv_ip4_addr("127.0.0.1", 0, &a);
+    uv_tcp_bind(&listener2, (struct sockaddr *)&a, 0);
+    int len = sizeof(a);
+    uv_tcp_getsockname(&listener2, (struct sockaddr *)&a, &len);
+    uv_listen((uv_stream_t *)&listener2, 8, srv_on_conn);
+    char ep2[64];
+    snprintf(ep2, sizeof(ep2), "127.0.0.1:%d", ntohs(a.sin_port));
+    const char *eps[2] = {endpoint, ep2};
+    struct keel_client_config cfg = {.endpoints = eps, .n_endpoints = 2};
+    struct keel_client *two;
+    assert_int_equal(keel_client_new(&loop, &cfg, &two), 0);
+    struct keel_client *saved = client;
+    client = two;
+
+    struct keel_call c;
+    answered_by_second = 0;
+    call(&c, "/t/unavail", 0, 2000);
+    assert_int_equal(c.status, KEEL_GRPC_UNAVAILABLE);
+    assert_string_equal(c.message, "etcdserver: no leader");
+    assert_int_equal(answered_by_second, 0);
+    keel_call_cleanup(&c);
+
+    call(&c, "/t/unavail", KEEL_CALL_IDEMPOTENT, 2000);
+    assert_int_equal(c.status, KEEL_GRPC_OK);
+    assert_int_equal(answered_by_second, 1);
+    assert_string_equal(keel_client_endpoint(two), ep2);
+    keel_call_cleanup(&c);
+
+    client = saved;
+    closed_flag = 0;
+    keel_client_close(two, on_client_closed, &closed_flag);
+    while (!closed_flag) {
+        uv_run(&loop, UV_RUN_ONCE);
+    }
+    listener2.data = &closed_flag;
+    closed_flag = 0;
+    uv_close((uv_handle_t *)&listener2, pipe_closed);
+    while (!closed_flag) {
+        uv_run(&loop, UV_RUN_ONCE);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -656,6 +723,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_transport_keepalive,
                                         setup_keepalive, teardown),
         cmocka_unit_test_setup_teardown(test_transport_unix_socket_and_close_cb,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_transport_unavailable_failover,
                                         setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
