@@ -95,9 +95,15 @@ static void status_start(struct grpc_call *call,
         r->raftterm = st.term;
         r->raftappliedindex = st.applied_index;
         r->dbsize = db_size(s);
-        /* LMDB reuses freed pages inside the file; keel does not count
-         * them separately yet, so in-use equals the file size. */
-        r->dbsizeinuse = r->dbsize;
+        /* etcd: SizeInUse = the file minus its free pages; LMDB's free
+         * list is what a defrag (compacting copy) would leave out. */
+        uint64_t total = 0, in_use = 0;
+        if (mvcc_db_size(node_store(server_node(s)), &total, &in_use) == 0 &&
+            in_use <= (uint64_t)r->dbsize) {
+            r->dbsizeinuse = (int64_t)in_use;
+        } else {
+            r->dbsizeinuse = r->dbsize;
+        }
         struct node_alarm al[16];
         size_t na = node_alarms(server_node(s), al, 16);
         if (na > 16) {
