@@ -1576,7 +1576,9 @@ int keel_call_start(struct keel_client *c, struct keel_call *call,
     if (rv != 0) {
         return rv;
     }
-    keel_arena_init(&call->arena, 0);
+    /* Small blocks: thousands of calls may be in flight at once; a big
+     * response gets a block of its own. */
+    keel_arena_init(&call->arena, 2048);
     call->status = -1;
     call->message = "";
     call->resp = NULL;
@@ -1613,7 +1615,7 @@ int keel_stream_start(struct keel_client *c, struct keel_stream *s,
     if (rv != 0) {
         return rv;
     }
-    keel_arena_init(&s->arena, 0);
+    keel_arena_init(&s->arena, 4096);
     s->msg_cb = msg_cb;
     s->end_cb = end_cb;
     rpc_activate(&s->rpc);
