@@ -323,6 +323,19 @@ static void snap_finish(struct snap *sn, int rv)
     snap_free(sn);
 }
 
+/* Send one message. Non-zero: stop pumping; the call is then either gone
+ * (KEEL_ECANCELED: the cancel callback finishes it and frees sn) or was
+ * finished here and sn freed (KEEL_ENOMEM). */
+static int snap_send(struct snap *sn, const Etcdserverpb__SnapshotResponse *r)
+{
+    int rv = grpc_call_send(sn->call, &r->base);
+    if (rv != 0 && rv != KEEL_ECANCELED) {
+        log_error("etcdserver", "snapshot: send: %s", keel_strerror(rv));
+        snap_finish(sn, rv);
+    }
+    return rv;
+}
+
 static void snap_pump(struct snap *sn)
 {
     while (sn->sent < sn->total && grpc_call_buffered(sn->call) < SNAP_BUDGET) {
@@ -342,8 +355,8 @@ static void snap_pump(struct snap *sn)
         r.remaining_bytes = sn->total - sn->sent;
         r.blob.data = sn->buf;
         r.blob.len = (size_t)got;
-        if (grpc_call_send(sn->call, &r.base) != 0) {
-            return; /* gone: the cancel callback finishes the call */
+        if (snap_send(sn, &r) != 0) {
+            return;
         }
     }
     if (sn->sent < sn->total) {
@@ -356,7 +369,7 @@ static void snap_pump(struct snap *sn)
     Etcdserverpb__SnapshotResponse r = ETCDSERVERPB__SNAPSHOT_RESPONSE__INIT;
     r.blob.data = md;
     r.blob.len = mdlen;
-    if (grpc_call_send(sn->call, &r.base) != 0) {
+    if (snap_send(sn, &r) != 0) {
         return;
     }
     log_info("etcdserver",
