@@ -7,6 +7,8 @@
                                     appended to OUT (one per line)
   check ENDPOINT FILE               every key listed in FILE exists with its
                                     own name as value; prints the count
+  stall ENDPOINT SECONDS            start a Snapshot stream, read one message,
+                                    stop reading for SECONDS, then vanish
   abandon ENDPOINT                  start a Snapshot stream, read one message
                                     and vanish (os._exit: the connection is
                                     reset mid-stream)
@@ -50,6 +52,15 @@ def main():
                 print("missing or wrong: %s -> %r" % (k, v))
                 sys.exit(1)
         print(len(keys))
+    elif cmd == "stall":
+        secs = float(sys.argv[3])
+
+        class Stall:
+            def write(self, data):
+                time.sleep(secs)
+                os._exit(0)
+        c.snapshot(Stall())
+        sys.exit("snapshot ended before its first message")
     elif cmd == "abandon":
         class OneChunk:
             def write(self, data):
