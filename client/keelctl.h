@@ -54,6 +54,7 @@ struct ctl_globals
     const char *user;
     const char *password;
     int debug;
+    int command_timeout_set; /* --command-timeout given (flag or env) */
 };
 extern struct ctl_globals g;
 /* The raw command line (watch parses "--" itself, as etcdctl does). */
@@ -122,5 +123,6 @@ int parse_int64(const char *s, int base, int64_t *out, char *err,
 /* Commands (keelctl_kv.c, keelctl_maint.c). */
 extern const struct ctl_cmd ctl_kv_cmds[];
 extern const struct ctl_cmd ctl_maint_cmds[];
+extern const struct ctl_cmd ctl_snapshot_cmds[];
 
 #endif /* KEELCTL_H */

@@ -248,6 +248,12 @@ ctl_cases() {
     run endpoint health -w json
     run endpoint health -w table
     run endpoint health -w fields
+    run snapshot save "$TMP/snap.db"
+    "$ETCDCTL" snapshot status "$TMP/snap.db" >/dev/null 2>&1
+    printf -- '--- etcdctl snapshot status rc=%d\n' $? >>"$OUT"
+    run snapshot save
+    run snapshot save /nonexistent/dir/x.db
+    ENDPOINT="$ENDPOINT,$ENDPOINT" run snapshot save "$TMP/snap2.db"
     run alarm list
     run alarm list -w json
     run alarm disarm

@@ -17,6 +17,9 @@ with open(sys.argv[1]) as f:
 
 text = sys.stdin.read()
 text = re.sub(r'"ts":"[^"]*"', '"ts":"TS"', text)
+text = re.sub(r'"ts":[0-9.]+', '"ts":TS', text)
+text = re.sub(r'"took":[0-9.e-]+', '"took":D', text)
+text = re.sub(r'"size":"[^"]*"', '"size":"S"', text)
 text = re.sub(r"(?m)^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9:]{8}\.[0-9]{6} ", "TS ", text)
 text = re.sub(r"client-[0-9a-f]{8}-[0-9a-f-]{27}", "client-UUID", text)
 dur = r"[0-9]+(?:\.[0-9]+)?(?:ns|µs|ms|s)"
