@@ -129,6 +129,7 @@ struct node
     size_t n_alarms;
     int64_t quota;          /* bytes; 0 = none */
     bool nospace_proposed;  /* an activation is on its way through raft */
+    bool raise_nospace;     /* apply found a write over the quota */
     int holds;              /* node_hold: worker threads reading the store */
     bool paused;            /* node_pause: no Ready cycles */
     node_pause_cb pause_cb; /* to run once no Ready is in flight */
@@ -615,6 +616,8 @@ static void maybe_campaign(struct node *n)
     }
 }
 
+static void propose_nospace(struct node *n);
+
 static void after_persist(struct node *n, struct raft_ready *rd)
 {
     if (rd->n_entries > 0) {
@@ -660,6 +663,10 @@ static void after_persist(struct node *n, struct raft_ready *rd)
         }
     }
     raft_advance(n->raft, rd);
+    if (n->raise_nospace) {
+        n->raise_nospace = false;
+        propose_nospace(n);
+    }
     n->busy = false;
     leader_check(n);
     maybe_campaign(n);
@@ -795,17 +802,19 @@ static void propose_nospace(struct node *n)
     }
 }
 
+/* etcd: backendQuota.Available is false once size + cost >= quota. */
+static bool quota_exceeded(struct node *n, size_t cost)
+{
+    uint64_t total = 0;
+    if (cost == 0 || n->quota == 0 || mvcc_file_size(n->mvcc, &total) != 0) {
+        return false;
+    }
+    return (int64_t)(total + cost) >= n->quota;
+}
+
 int node_quota_check(struct node *n, const Keelpb__Request *req)
 {
-    size_t cost = request_cost(req);
-    if (cost == 0 || n->quota == 0) {
-        return 0;
-    }
-    uint64_t total = 0;
-    if (mvcc_file_size(n->mvcc, &total) != 0) {
-        return 0;
-    }
-    if ((int64_t)(total + cost) < n->quota) {
+    if (!quota_exceeded(n, request_cost(req))) {
         return 0;
     }
     propose_nospace(n);
@@ -1055,6 +1064,7 @@ struct applied
     Mvccpb__Event **events;
     size_t n_events;
     int64_t revision;
+    bool over_quota; /* applied, answered KEEL_ENOSPACE (quotaApplierV3) */
 };
 
 static bool is_storage_error(int rv)
@@ -1162,6 +1172,13 @@ static void apply_committed(struct node *n, struct raft_ready *rd)
         if (res[i].rv != 0 && is_storage_error(res[i].rv)) {
             fatal("apply entry", res[i].rv, mvcc_errmsg(n->mvcc));
         }
+        if (res[i].rv == 0 && n->quota > 0 &&
+            quota_exceeded(n, request_cost(req))) {
+            /* etcd's quotaApplierV3: the write is applied, its proposer
+             * gets ErrNoSpace and NOSPACE is raised (after this batch). */
+            res[i].over_quota = true;
+            n->raise_nospace = true;
+        }
         if (res[i].rv == 0) {
             mvcc_write_events(w, &res[i].events, &res[i].n_events);
             if (n->opts.on_applied != NULL) {
@@ -1194,7 +1211,8 @@ static void apply_committed(struct node *n, struct raft_ready *rd)
         struct waiter *wt = res[i].waiter;
         if (wt != NULL) {
             metrics_core.proposals_pending--;
-            wt->cb(wt->arg, res[i].rv, res[i].rv == 0 ? res[i].resp : NULL);
+            int wrv = res[i].over_quota ? KEEL_ENOSPACE : res[i].rv;
+            wt->cb(wt->arg, wrv, wrv == 0 ? res[i].resp : NULL);
             free(wt);
         }
     }

@@ -146,7 +146,10 @@ void node_set_quota(struct node *n, int64_t bytes);
  * writes (Put, a Txn with puts, LeaseGrant) and the db size plus its
  * estimated cost reaches the quota, propose a NOSPACE alarm activation
  * (once) and return KEEL_ENOSPACE; else 0. node_propose runs it for every
- * request. */
+ * request. Apply checks again after each such write (etcd's
+ * quotaApplierV3): a write that got through propose but finds the quota
+ * reached is applied, its proposer gets KEEL_ENOSPACE and NOSPACE is
+ * raised. */
 int node_quota_check(struct node *n, const Keelpb__Request *req);
 
 /* ---- holding and pausing the store (snapshot, defrag) -------------------
