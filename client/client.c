@@ -1668,7 +1668,9 @@ void keel_stream_cancel(struct keel_stream *s)
 
 size_t keel_prefix_end(const char *prefix, size_t len, char *out)
 {
-    memcpy(out, prefix, len);
+    if (len > 0) {
+        memcpy(out, prefix, len);
+    }
     for (size_t i = len; i > 0; i--) {
         if ((unsigned char)out[i - 1] < 0xff) {
             out[i - 1]++;

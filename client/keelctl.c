@@ -748,13 +748,14 @@ static const struct ctl_cmd misc_cmds[] = {
 static int any_bool_flag(const char *name, size_t len, char shorthand)
 {
     const struct ctl_cmd *tables[] = {ctl_kv_cmds, ctl_maint_cmds,
-                                      ctl_snapshot_cmds, misc_cmds};
+                                      ctl_snapshot_cmds, ctl_auth_cmds,
+                                      misc_cmds};
     struct flag *sets[2] = {global_flags, NULL};
     struct flag *f = find_flag(sets, name, len, shorthand);
     if (f) {
         return f->type == F_BOOL;
     }
-    for (size_t t = 0; t < 4; t++) {
+    for (size_t t = 0; t < 5; t++) {
         for (const struct ctl_cmd *c = tables[t]; c->path; c++) {
             sets[0] = c->flags;
             f = find_flag(sets, name, len, shorthand);
@@ -792,10 +793,11 @@ int main(int argc, char **argv)
         words[nwords++] = a;
     }
     const struct ctl_cmd *tables[] = {ctl_kv_cmds, ctl_maint_cmds,
-                                      ctl_snapshot_cmds, misc_cmds};
+                                      ctl_snapshot_cmds, ctl_auth_cmds,
+                                      misc_cmds};
     const struct ctl_cmd *cmd = NULL;
     size_t best = 0;
-    for (size_t t = 0; t < 4; t++) {
+    for (size_t t = 0; t < 5; t++) {
         for (const struct ctl_cmd *c = tables[t]; c->path; c++) {
             /* Match the command's words against the first words. */
             char path[64];

@@ -124,5 +124,6 @@ int parse_int64(const char *s, int base, int64_t *out, char *err,
 extern const struct ctl_cmd ctl_kv_cmds[];
 extern const struct ctl_cmd ctl_maint_cmds[];
 extern const struct ctl_cmd ctl_snapshot_cmds[];
+extern const struct ctl_cmd ctl_auth_cmds[];
 
 #endif /* KEELCTL_H */

@@ -278,6 +278,54 @@ ctl_cases() {
     ENDPOINT="$DEAD" run defrag --command-timeout=500ms
     ENDPOINT="$DEAD" run endpoint hashkv --command-timeout=500ms
     ENDPOINT="unix://$TMP/no.sock" run get a --command-timeout=500ms
+    # -- users and roles
+    run role add r1
+    run role add r1
+    run role list
+    run role grant-permission r1 read k1
+    run role grant-permission r1 readwrite a b -w json
+    run role grant-permission r1 write p --prefix
+    run role grant-permission r1 read "" --from-key
+    run role grant-permission r1 frob k
+    run role grant-permission r1 read k --prefix --from-key
+    run role grant-permission r1 read k z --prefix
+    run role grant-permission r1
+    run role get r1
+    run role get r1 -w fields
+    run role get r1 -w json
+    run role get nope
+    run role revoke-permission r1 k1
+    run role revoke-permission r1 a b
+    run role revoke-permission r1 p --prefix
+    run role revoke-permission r1 "" --from-key
+    run role revoke-permission r1 zz
+    run user add u1:pw1
+    run_in "pw2" user add u2 --interactive=false
+    run user add u3 --new-user-password=x -w json
+    run user add u4 --no-password
+    run user add :pw
+    run user add
+    run user list
+    run user list -w fields
+    run user list -w json
+    run user grant-role u1 r1
+    run user grant-role u1 nope
+    run user get u1
+    run user get u1 --detail
+    run user get u1 -w json
+    run user get u1 -w fields
+    run user revoke-role u1 r1
+    run user revoke-role u1 r1
+    run user delete u2
+    run user delete u2
+    run role delete r1 -w fields
+    run auth enable
+    run user add root:rootpw
+    run auth enable
+    run auth enable extra
+    run get foo --user u1:pw1
+    run --user root:rootpw auth disable
+    run user delete root
     # -- auth (set up and torn down with the real etcdctl)
     "$ETCDCTL" --endpoints="$ENDPOINT" user add root:secret >/dev/null
     "$ETCDCTL" --endpoints="$ENDPOINT" user grant-role root root >/dev/null
