@@ -189,7 +189,7 @@ static const struct flag_def flags[] = {
     FT(S_MEMBER, "quota-backend-bytes", T_INT, quota_backend_bytes, "'0'",
        "Raise alarms when backend size exceeds the given quota (0 defaults "
        "to low space quota).",
-       FLAG_PENDING, "storage quota (0 = 2 GiB); NOSPACE alarm", "int64"),
+       FLAG_YES, "storage quota (0 = 2 GiB); NOSPACE alarm", "int64"),
     FT(S_MEMBER, "backend-batch-interval", T_DURATION,
        backend_batch_interval_ns, "''",
        "BackendBatchInterval is the maximum time before commit the backend "

@@ -2,9 +2,9 @@
  * server/http_endpoints.c: the plain HTTP endpoints of the client port,
  * shaped as etcd 3.4 serves them (etcdserver/api/etcdhttp):
  *   GET /version -> {"etcdserver":"3.4.23","etcdcluster":"3.4.0"}
- *   GET /health  -> {"health":"true"} (200) once there is a leader and a
- *                   linearizable read barrier completes within 1 s, else
- *                   {"health":"false"} (503).
+ *   GET /health  -> {"health":"true"} (200) once there is a leader, no
+ *                   alarm is active and a linearizable read barrier
+ *                   completes within 1 s, else {"health":"false"} (503).
  *   GET /metrics -> Prometheus text (server/metrics.c)
  * The --listen-metrics-urls listeners serve /metrics and /health only, as
  * etcd's (etcdhttp.HandleMetricsHealth).
@@ -98,8 +98,11 @@ static void health_handler(struct router_req *req, void *data)
     struct keel_server *s = data;
     struct node_status st;
     node_status(server_node(s), &st);
+    /* etcd 3.4 (etcdhttp checkHealth): any active alarm, or no leader,
+     * makes the member unhealthy. */
+    size_t alarms = node_alarms(server_node(s), NULL, 0);
     struct health_check *h = calloc(1, sizeof *h);
-    if (h == NULL || st.leader == 0) {
+    if (h == NULL || st.leader == 0 || alarms > 0) {
         free(h);
         metrics_core.health_failures++;
         static const char no[] = "{\"health\":\"false\"}";

@@ -129,8 +129,11 @@ kt_check "keel exits 0 after SIGTERM" 0 "$rc"
     >>"$k_LOG" 2>&1 &
 k_PID=$!
 KT_PIDS+=("$k_PID")
-kt_wait_http "http://$k_CLIENT/health" 30
+# /health is false under the alarm (as etcd 3.4): wait for /version
+kt_wait_http "http://$k_CLIENT/version" 30
 n2=$($PY "$CLI" check "$k_CLIENT" "$KT_TMP/acked")
+kt_check "/health is false under an alarm" '503 {"health":"false"}' \
+    "$(curl -s -o - -w ' %{http_code}' "http://$k_CLIENT/health" | awk '{print $2, $1}')"
 kt_check "acknowledged writes survive the restart" "$n" "$n2"
 kt_check "the alarm survives the restart" "memberID:7 alarm:NOSPACE " \
     "$("${E[@]}" alarm list)"
@@ -139,6 +142,8 @@ kt_check "puts are refused under NOSPACE" \
     "$("${E[@]}" put after restart 2>&1 | grep Error)"
 "${E[@]}" alarm disarm >/dev/null
 kt_check "a put after disarm" OK "$("${E[@]}" put after restart)"
+kt_check "/health is true again after disarm" '{"health":"true"}' \
+    "$(curl -s "http://$k_CLIENT/health")"
 kill -TERM "$k_PID"
 rc=0
 wait "$k_PID" || rc=$?
