@@ -1,13 +1,15 @@
 /*
  * keelctl auth, user and role commands (etcd: etcdctl/ctlv3/command/
  * {auth,user,role}_command.go and the printers): one Auth RPC each, with
- * etcdctl's argument checks, messages and output formats. Interactive
- * password prompts are not reproduced: "user add name" without a password
- * reads one word from stdin, as etcdctl does with --interactive=false.
+ * etcdctl's argument checks, messages and output formats. Passwords are
+ * prompted for twice (echo off on a terminal) or, with --interactive=false,
+ * read as one word from stdin.
  */
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
+#include <unistd.h>
 
 #include "keelctl.h"
 
@@ -135,6 +137,52 @@ static void auth_disable_run(int argc, char **argv)
 
 /* ---- user ------------------------------------------------------------------ */
 
+static char *ask(const char *prompt)
+{
+    printf("%s", prompt);
+    fflush(stdout);
+    struct termios old, quiet;
+    int tty = isatty(0) && tcgetattr(0, &old) == 0;
+    if (tty) {
+        quiet = old;
+        quiet.c_lflag &= ~(tcflag_t)ECHO;
+        tcsetattr(0, TCSAFLUSH, &quiet);
+    }
+    char line[256] = "";
+    if (fgets(line, sizeof(line), stdin) == NULL) {
+        line[0] = '\0';
+    }
+    if (tty) {
+        tcsetattr(0, TCSAFLUSH, &old);
+    }
+    printf("\n");
+    line[strcspn(line, "\r\n")] = '\0';
+    return ctl_strdup(line);
+}
+
+/* etcd: readPasswordInteractive in user_command.go */
+static char *read_password_interactive(const char *name)
+{
+    char *p1 = ask(fmt("Password of %s: ", name));
+    if (p1[0] == '\0') {
+        ctl_die(EXIT_BAD_ARGS, "empty password");
+    }
+    char *p2 = ask(fmt("Type password of %s again for confirmation: ", name));
+    if (strcmp(p1, p2) != 0) {
+        ctl_die(EXIT_BAD_ARGS, "given passwords are different");
+    }
+    return p1;
+}
+
+static char *read_password_word(void)
+{
+    char word[256] = "";
+    if (scanf("%255s", word) != 1) {
+        word[0] = '\0';
+    }
+    return ctl_strdup(word);
+}
+
 static int user_interactive = 1, user_no_password, user_detail;
 static const char *user_new_password = "";
 static struct flag user_add_flags[] = {
@@ -165,13 +213,8 @@ static void user_add_run(int argc, char **argv)
     } else {
         const char *colon = strchr(argv[0], ':');
         if (colon == NULL) {
-            /* etcdctl: fmt.Scanf("%s") without --interactive=false it
-             * prompts on the terminal; both read a word here. */
-            char word[256] = "";
-            if (scanf("%255s", word) != 1) {
-                word[0] = '\0';
-            }
-            password = ctl_strdup(word);
+            password = user_interactive ? read_password_interactive(argv[0])
+                                        : read_password_word();
         } else {
             user = ctl_strndup(argv[0], (size_t)(colon - argv[0]));
             password = colon + 1;
@@ -188,6 +231,30 @@ static void user_add_run(int argc, char **argv)
         auth_call(&call, KEEL_M_USER_ADD, &req.base,
                   &etcdserverpb__auth_user_add_response__descriptor);
     show(r, fmt("User %s created\n", user), 1);
+    keel_call_cleanup(&call);
+}
+
+static struct flag user_passwd_flags[] = {
+    {"interactive", 0, F_BOOL, &user_interactive, 0},
+    {NULL, 0, 0, NULL, 0},
+};
+
+static void user_passwd_run(int argc, char **argv)
+{
+    if (argc != 1) {
+        ctl_die(EXIT_BAD_ARGS,
+                "user passwd command requires user name as its argument");
+    }
+    Etcdserverpb__AuthUserChangePasswordRequest req =
+        ETCDSERVERPB__AUTH_USER_CHANGE_PASSWORD_REQUEST__INIT;
+    req.name = argv[0];
+    req.password = user_interactive ? read_password_interactive(argv[0])
+                                    : read_password_word();
+    struct keel_call call;
+    ProtobufCMessage *r = auth_call(
+        &call, KEEL_M_USER_CHANGE_PASSWORD, &req.base,
+        &etcdserverpb__auth_user_change_password_response__descriptor);
+    show(r, "Password updated\n", 1);
     keel_call_cleanup(&call);
 }
 
@@ -613,6 +680,7 @@ const struct ctl_cmd ctl_auth_cmds[] = {
     {"auth disable", no_flags, auth_disable_run},
     {"user add", user_add_flags, user_add_run},
     {"user delete", no_flags, user_delete_run},
+    {"user passwd", user_passwd_flags, user_passwd_run},
     {"user get", user_get_flags, user_get_run},
     {"user list", no_flags, user_list_run},
     {"user grant-role", no_flags, user_grant_run},

@@ -316,6 +316,9 @@ ctl_cases() {
     run user get u1 -w fields
     run user revoke-role u1 r1
     run user revoke-role u1 r1
+    run_in "newpw" user passwd u1 --interactive=false
+    run_in "newpw" user passwd nobody --interactive=false -w json
+    run user passwd
     run user delete u2
     run user delete u2
     run role delete r1 -w fields
@@ -323,7 +326,7 @@ ctl_cases() {
     run user add root:rootpw
     run auth enable
     run auth enable extra
-    run get foo --user u1:pw1
+    run get foo --user u1:newpw
     run --user root:rootpw auth disable
     run user delete root
     # -- auth (set up and torn down with the real etcdctl)
