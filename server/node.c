@@ -117,6 +117,7 @@ struct node
     struct read_batch *batches;       /* issued rounds, oldest first */
     struct read_waiter *reads_ready;  /* have an index; wait for apply */
     uint64_t next_read_ctx;
+    int64_t last_event_rev; /* revision of the last events handed out */
     struct pending *pending; /* FIFO: head */
     struct pending **pending_tail;
     bool single_voter;       /* campaign as soon as the config is known */
@@ -135,6 +136,15 @@ struct node
     node_pause_cb pause_cb; /* to run once no Ready is in flight */
     void *pause_arg;
 };
+
+/* An always-on invariant check (CONVENTIONS 9.3 KEEL_CHECK): log, abort. */
+#define KEEL_NODE_CHECK(cond, ...)                 \
+    do {                                           \
+        if (!(cond)) {                             \
+            log_error("etcdserver", __VA_ARGS__);  \
+            abort();                               \
+        }                                          \
+    } while (0)
 
 static void fatal(const char *what, int rv, const char *detail)
 {
@@ -1067,6 +1077,21 @@ struct applied
     bool over_quota; /* applied, answered KEEL_ENOSPACE (quotaApplierV3) */
 };
 
+/* Whether the op is an etcd write txn that can change keys (and so has
+ * watch events). */
+static bool op_writes_keys(const Keelpb__Request *req)
+{
+    switch (req->op_case) {
+        case KEELPB__REQUEST__OP_PUT:
+        case KEELPB__REQUEST__OP_DELETE_RANGE:
+        case KEELPB__REQUEST__OP_TXN:
+        case KEELPB__REQUEST__OP_LEASE_REVOKE:
+            return true;
+        default:
+            return false;
+    }
+}
+
 static bool is_storage_error(int rv)
 {
     return rv == KEEL_ENOSPACE || rv == KEEL_EIO || rv == KEEL_ECORRUPT ||
@@ -1179,8 +1204,13 @@ static void apply_committed(struct node *n, struct raft_ready *rd)
             res[i].over_quota = true;
             n->raise_nospace = true;
         }
-        if (res[i].rv == 0) {
+        if (res[i].rv == 0 && op_writes_keys(req)) {
+            /* mvcc_write_events() returns the last KV write call's events:
+             * only ask after an op that made one (a lease grant or a table
+             * put would see its predecessor's events again). */
             mvcc_write_events(w, &res[i].events, &res[i].n_events);
+        }
+        if (res[i].rv == 0) {
             if (n->opts.on_applied != NULL) {
                 n->opts.on_applied(n->opts.on_applied_arg, req, res[i].resp);
             }
@@ -1203,6 +1233,11 @@ static void apply_committed(struct node *n, struct raft_ready *rd)
             int64_t erev = res[i].events[0]->kv != NULL
                                ? res[i].events[0]->kv->mod_revision
                                : 0;
+            /* Watchers rely on strictly increasing revisions. */
+            KEEL_NODE_CHECK(erev > n->last_event_rev,
+                            "events out of order: revision %lld after %lld",
+                            (long long)erev, (long long)n->last_event_rev);
+            n->last_event_rev = erev;
             n->opts.on_events(n->opts.on_events_arg, erev, res[i].events,
                               res[i].n_events);
         }

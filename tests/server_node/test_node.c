@@ -492,6 +492,36 @@ static void test_node_kill9_loses_no_acknowledged_write(void **state)
     open_node(f);
 }
 
+/* A put and a lease grant applied in the same batch: the grant has no
+ * events of its own and must not hand the put's events out again (the
+ * watch hub requires strictly increasing revisions; the fixture's
+ * on_events asserts it). */
+static void test_node_events_once_per_write(void **state)
+{
+    struct fx *f = *state;
+    struct call put, grant;
+    propose_put(f, &put, "ev", "1", 0);
+    Etcdserverpb__LeaseGrantRequest lg = ETCDSERVERPB__LEASE_GRANT_REQUEST__INIT;
+    lg.id = 77;
+    lg.ttl = 60;
+    Keelpb__Request req = KEELPB__REQUEST__INIT;
+    req.op_case = KEELPB__REQUEST__OP_LEASE_GRANT;
+    req.lease_grant = &lg;
+    memset(&grant, 0, sizeof grant);
+    keel_arena_init(&grant.arena, 0);
+    assert_int_equal(node_propose(f->node, &req, &grant.arena, on_done, &grant),
+                     0);
+    wait_call(f, &put);
+    wait_call(f, &grant);
+    assert_int_equal(put.rv, 0);
+    assert_int_equal(grant.rv, 0);
+    assert_int_equal(f->events_seen, 1);
+    assert_int_equal(put_sync(f, "ev2", "2"), put.revision + 1);
+    assert_int_equal(f->events_seen, 2);
+    keel_arena_free(&put.arena);
+    keel_arena_free(&grant.arena);
+}
+
 /* The ids real etcd 3.4.23 printed for `etcd --name default
  * --initial-advertise-peer-urls http://127.0.0.1:32380 --initial-cluster
  * default=http://127.0.0.1:32380` (default token "etcd-cluster"). */
@@ -526,6 +556,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_node_close_answers_pending_exactly_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_node_bad_options_rejected, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_node_events_once_per_write, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(
             test_node_kill9_loses_no_acknowledged_write, setup, teardown),
