@@ -111,6 +111,12 @@ run_cases() { # $1 = server binary, $2 = output file
         sed "${lease_sed[@]}" "$KT_TMP/o" >>"$out"
         sed "${lease_sed[@]}" -e 's/^/stderr: /' "$KT_TMP/e" >>"$out"
         echo "exit: $rc" >>"$out"
+        # a server that died fails the test at once (instead of every later
+        # command timing out)
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "FAIL: $(basename "$bin") died during: etcdctl $line" >&2
+            exit 1
+        fi
     done <"$CASES"
     kill -TERM "$pid"
     local rc=0
