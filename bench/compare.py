@@ -123,6 +123,15 @@ class Server:
         self.sampler.start()
         return t0
 
+    def check_alive(self):
+        """Raise, quoting the end of its log, if the server has exited."""
+        if self.proc and self.proc.poll() is not None:
+            with open(self.logpath, errors="replace") as f:
+                tail = [l.strip() for l in f.readlines()[-3:]]
+            raise RuntimeError("%s exited with status %d during the run: %s"
+                               % (self.kind, self.proc.returncode,
+                                  " / ".join(tail)))
+
     def stop(self):
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -142,16 +151,22 @@ class Bench:
     def __init__(self, binary):
         self.binary = binary
 
-    def run(self, endpoint, workload, flags, timeout=600):
+    def run(self, endpoint, workload, flags, timeout=900):
         cmd = [self.binary, "--endpoints=%s" % endpoint, "-w", "json",
                "--no-progress"] + flags + [workload]
-        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           timeout=timeout, text=True)
+        try:
+            r = subprocess.run(cmd, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, timeout=timeout,
+                               text=True)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError("keel-bench %s did not finish within %d s"
+                               % (workload, timeout)) from None
         try:
             d = json.loads(r.stdout)
         except ValueError:
             raise RuntimeError("keel-bench %s failed (exit %d): %s"
-                               % (workload, r.returncode, r.stderr.strip()))
+                               % (workload, r.returncode,
+                                  r.stderr.strip())) from None
         d["_exit"] = r.returncode
         d["_cmd"] = "keel-bench " + " ".join(cmd[2:])
         return d
@@ -254,44 +269,58 @@ def run_server(kind, binary, bench, tmp, tag, mode):
     t0 = srv.start()
     try:
         res["first_start_s"] = wait_serving(bench, srv, t0)
-        for name, w, flags in wl:
-            d = bench.run(srv.endpoint, w, flags)
-            res[name] = d
-            extra = ""
-            if "events_per_s" in d:
-                extra = " events/s %.0f ev p99 %.2f ms missing %d" % (
-                    d["events_per_s"], d["event_latency_ms"]["p99"],
-                    d["events_missing"])
-            log("  %-5s %-22s %9.0f req/s  p50 %7.3f ms  p99 %8.3f ms%s%s"
-                % (kind, name, d["requests_per_s"], d["latency_ms"]["p50"],
-                   d["latency_ms"]["p99"], extra,
-                   "  ERRORS %d" % d["errors"] if d["errors"] else ""))
-        d = bench.run(srv.endpoint, "put", load, timeout=3600)
-        res["load"] = d
-        log("  %-5s load %d keys: %.0f put/s" % (kind, n_keys, d["requests_per_s"]))
-        time.sleep(0.5)
-        a, f = srv.sampler.sample()
-        res["anon_after_load_kib"] = a
-        res["file_after_load_kib"] = f
-        res["peak_anon_kib"] = srv.sampler.peak_anon
-        res["peak_file_kib"] = srv.sampler.peak_file
-        srv.stop()
-        res["datadir_kib"] = du_kib(srv.dir)
-        # restart on the same data dir with n_keys keys
-        t0 = srv.start()
-        res["restart_s"] = wait_serving(bench, srv, t0)
-        a, f = srv.sampler.sample()
-        res["anon_after_restart_kib"] = a
-        res["client_floor_s"] = client_floor(bench, srv)
-        log("  %-5s data dir %.1f MiB, restart %.1f ms (client floor %.1f ms), "
-            "peak anon %.1f MiB, file %.1f MiB"
-            % (kind, res["datadir_kib"] / 1024, res["restart_s"] * 1000,
-               res["client_floor_s"] * 1000, res["peak_anon_kib"] / 1024,
-               res["peak_file_kib"] / 1024))
+        res.update(run_workloads(bench, srv, wl, load, n_keys, kind))
+    except RuntimeError as e:
+        res["failed"] = str(e)
+        log("  %-5s FAILED: %s" % (kind, e))
     finally:
         srv.stop()
         shutil.rmtree(srv.dir, ignore_errors=True)
     res["n_keys"] = n_keys
+    return res
+
+
+def run_workloads(bench, srv, wl, load, n_keys, kind):
+    res = {}
+    for name, w, flags in wl:
+        d = bench.run(srv.endpoint, w, flags)
+        srv.check_alive()
+        res[name] = d
+        extra = ""
+        if "events_per_s" in d:
+            extra = " events/s %.0f ev p99 %.2f ms missing %d" % (
+                d["events_per_s"], d["event_latency_ms"]["p99"],
+                d["events_missing"])
+        log("  %-5s %-22s %9.0f req/s  p50 %7.3f ms  p99 %8.3f ms%s%s"
+            % (kind, name, d["requests_per_s"], d["latency_ms"]["p50"],
+               d["latency_ms"]["p99"], extra,
+               "  ERRORS %d" % d["errors"] if d["errors"] else ""))
+    d = bench.run(srv.endpoint, "put", load, timeout=3600)
+    srv.check_alive()
+    res["load"] = d
+    log("  %-5s load %d keys: %.0f put/s" % (kind, n_keys, d["requests_per_s"]))
+    time.sleep(0.5)
+    a, f = srv.sampler.sample()
+    res["anon_after_load_kib"] = a
+    res["file_after_load_kib"] = f
+    res["peak_anon_kib"] = srv.sampler.peak_anon
+    res["peak_file_kib"] = srv.sampler.peak_file
+    srv.stop()
+    res["datadir_kib"] = du_kib(srv.dir)
+    # restart on the same data dir with n_keys keys
+    t0 = srv.start()
+    res["restart_s"] = wait_serving(bench, srv, t0)
+    a, f = srv.sampler.sample()
+    res["anon_after_restart_kib"] = a
+    res["client_floor_s"] = client_floor(bench, srv)
+    log("  %-5s data dir %.1f MiB, restart %.1f ms (client floor %.1f ms), "
+        "peak anon %.1f MiB, file %.1f MiB; after the load anon %.1f "
+        "file %.1f MiB; after restart anon %.1f MiB"
+        % (kind, res["datadir_kib"] / 1024, res["restart_s"] * 1000,
+           res["client_floor_s"] * 1000, res["peak_anon_kib"] / 1024,
+           res["peak_file_kib"] / 1024, res["anon_after_load_kib"] / 1024,
+           res["file_after_load_kib"] / 1024,
+           res["anon_after_restart_kib"] / 1024))
     return res
 
 
@@ -542,18 +571,31 @@ def main():
 
     rows = []
     n_keys = results["keel"][0]["n_keys"]
+    failures = ["round %d %s: %s" % (i + 1, k, x["failed"])
+                for k in ("keel", "etcd")
+                for i, x in enumerate(results[k]) if "failed" in x]
+
+    def get_or_none(get, x):
+        try:
+            return get(x)
+        except KeyError:  # that server's round failed: no figure
+            return None
+
     for label, get, target, check in metrics():
         label = label.replace("N keys", "{:,} keys".format(n_keys))
-        kv = [get(x) for x in results["keel"]]
-        ev = [get(x) for x in results["etcd"]]
-        ratios = [k / e for k, e in zip(kv, ev) if e]
+        kv = [get_or_none(get, x) for x in results["keel"]]
+        ev = [get_or_none(get, x) for x in results["etcd"]]
+        ratios = [k / e for k, e in zip(kv, ev)
+                  if k is not None and e]
         rm = median(ratios)
         met = "" if check is None or rm is None else ("yes" if check(rm) else "no")
         rows.append((label, median(kv), median(ev), rm, target, met))
-    seq_p50 = median([x["put_seq_1c"]["latency_ms"]["p50"] for x in results["keel"]])
+    seq_p50 = median([x["put_seq_1c"]["latency_ms"]["p50"]
+                      for x in results["keel"] if "put_seq_1c" in x])
     floor = info["fdatasync_ms"] + info["loopback_rtt_ms"]
     errors = {k: sum(x[n]["errors"] + x[n].get("events_missing", 0)
-                     for x in v for n in x if isinstance(x[n], dict) and "errors" in x[n])
+                     for x in v for n in x
+                     if isinstance(x[n], dict) and "errors" in x[n])
               for k, v in results.items()}
 
     lines = []
@@ -564,11 +606,15 @@ def main():
         lines.append("| %s | %s | %s | %s | %s |" % (label, fmt(k), fmt(e),
                                                      "-" if rm is None else "%.2f" % rm, t))
     lines.append("")
-    lines.append("Machine floor: fdatasync %.3f ms + loopback round trip %.3f ms "
-                 "= %.3f ms; keel sequential put p50 %.3f ms = %.2fx the floor "
-                 "(target <= 1.5x: %s)."
-                 % (info["fdatasync_ms"], info["loopback_rtt_ms"], floor, seq_p50,
-                    seq_p50 / floor, "yes" if seq_p50 / floor <= 1.5 else "no"))
+    if seq_p50 is not None:
+        lines.append(
+            "Machine floor: fdatasync %.3f ms + loopback round trip %.3f ms "
+            "= %.3f ms; keel sequential put p50 %.3f ms = %.2fx the floor "
+            "(target <= 1.5x: %s)."
+            % (info["fdatasync_ms"], info["loopback_rtt_ms"], floor, seq_p50,
+               seq_p50 / floor, "yes" if seq_p50 / floor <= 1.5 else "no"))
+    for f in failures:
+        lines.append("FAILED (no figures from it): " + f + ".")
     lines.append("Failed requests / missing watch events over the run: keel %d, etcd %d."
                  % (errors["keel"], errors["etcd"]))
     lines.append("Three members: " + info["three_member"] + ".")
@@ -588,7 +634,7 @@ def main():
         with open(os.path.join(args.out, "table.md"), "w") as f:
             f.write(head + "\n" + table + "\n")
         log("compare: results in %s" % args.out)
-    return 0
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -205,6 +205,7 @@ struct bench
     double wait_s; /* watch: wait for missing events after the puts */
     int64_t lease_ttl;
     uint64_t dial_timeout_ms;
+    struct keel_call_opts opts; /* --timeout for every unary request */
     /* runtime */
     char *valbuf; /* --val-size bytes of 'v' (watch: send time first) */
     struct keel_client **cl;
@@ -395,7 +396,7 @@ static int start_request(struct worker *w)
             build_put(b, &p, next_key_num(b), key, val, w->t0);
             return keel_call_start(w->client, &w->call, KEEL_M_PUT, &p.base,
                                    &etcdserverpb__put_response__descriptor,
-                                   NULL, on_call_done);
+                                   &b->opts, on_call_done);
         }
         case W_RANGE: {
             Etcdserverpb__RangeRequest r;
@@ -414,7 +415,7 @@ static int start_request(struct worker *w)
             r.serializable = b->serializable;
             return keel_call_start(w->client, &w->call, KEEL_M_RANGE, &r.base,
                                    &etcdserverpb__range_response__descriptor,
-                                   NULL, on_call_done);
+                                   &b->opts, on_call_done);
         }
         case W_TXN_PUT:
         case W_TXN_MIXED: {
@@ -454,7 +455,7 @@ static int start_request(struct worker *w)
             t.n_success = (size_t)nops;
             return keel_call_start(w->client, &w->call, KEEL_M_TXN, &t.base,
                                    &etcdserverpb__txn_response__descriptor,
-                                   NULL, on_call_done);
+                                   &b->opts, on_call_done);
         }
         case W_LEASE_KEEPALIVE: {
             Etcdserverpb__LeaseKeepAliveRequest k;
@@ -464,6 +465,31 @@ static int start_request(struct worker *w)
         }
     }
     return KEEL_EINVAL;
+}
+
+/* Every connection is down (the server died or went away): the requests not
+ * yet sent are counted as failed at once, instead of each waiting out its
+ * --timeout against a dead endpoint; the ones in flight still finish. */
+static void give_up_if_disconnected(struct bench *b)
+{
+    for (int i = 0; i < b->conns; i++) {
+        if (keel_client_connected(b->cl[i])) {
+            return;
+        }
+    }
+    uint64_t left = b->total - b->issued;
+    if (left == 0) {
+        return;
+    }
+    char m[200];
+    const char *le = keel_client_last_error(b->cl[0]);
+    snprintf(m, sizeof(m), "not sent: every connection lost (%s)",
+             le && le[0] ? le : "no detail");
+    for (uint64_t i = 0; i < left; i++) {
+        record_error(b, KEEL_GRPC_UNAVAILABLE, m);
+    }
+    b->issued = b->total;
+    b->done += left;
 }
 
 /* A request finished (OK or not): record it. Returns 1 when the worker
@@ -478,6 +504,10 @@ static int request_record(struct worker *w, int status, const char *msg)
         hist_add(&b->lat, now_ns() - w->t0);
     } else {
         record_error(b, status, msg ? msg : "");
+        if (status == KEEL_GRPC_UNAVAILABLE ||
+            status == KEEL_GRPC_DEADLINE_EXCEEDED) {
+            give_up_if_disconnected(b);
+        }
     }
     if (b->done == b->total) {
         b->t_end = now_ns();
@@ -1056,6 +1086,9 @@ static void usage(FILE *f)
         "  --no-progress       no progress bar (none unless stderr is a "
         "terminal)\n"
         "  --dial-timeout MS   connection timeout (default 2000)\n"
+        "  --timeout MS        deadline of each request (default 30000; a\n"
+        "                      request past it counts as an error, so a dead\n"
+        "                      server ends the run instead of hanging it)\n"
         "range:     --consistency l|s (default l)\n"
         "txn-put:   --txn-ops N (puts per txn, default 1, max 16)\n"
         "txn-mixed: --rw-ratio R (reads per write, default 1)\n"
@@ -1201,6 +1234,8 @@ static void parse_args(struct bench *b, int argc, char **argv)
             b->wait_s = strtod(val, NULL);
         } else if (BOOLFLAG("lease-ttl")) {
             b->lease_ttl = (int64_t)parse_u64(name, val);
+        } else if (BOOLFLAG("timeout")) {
+            b->opts.timeout_ms = parse_u64(name, val);
         } else if (BOOLFLAG("dial-timeout")) {
             b->dial_timeout_ms = parse_u64(name, val);
         } else {
@@ -1266,6 +1301,7 @@ int main(int argc, char **argv)
     b.wait_s = 30;
     b.lease_ttl = 60;
     b.dial_timeout_ms = 2000;
+    b.opts.timeout_ms = 30000;
     b.progress = isatty(2);
     b.rng = (uint64_t)now_ns() | 1;
     split_endpoints(&b, "127.0.0.1:2379");

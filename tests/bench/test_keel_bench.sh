@@ -101,4 +101,26 @@ set -e
 [ "$rc1" -eq 1 ] && [ "$rc2" -eq 1 ] && grep -q "unknown workload frobnicate" "$KT_TMP/bad.err" &&
     grep -q "invalid value nope for total" "$KT_TMP/bad.err" ||
     { echo "FAIL: bad arguments: $rc1 $rc2" >&2; cat "$KT_TMP/bad.err" >&2; exit 1; }
+# a server that dies mid-run: the run ends (requests past --timeout count as
+# errors), exit status 2, and the report still adds up
+kt_start victim "$KEEL"
+timeout -k 5 60 "$BENCH" --endpoints="$victim_CLIENT" -w json --total 300 \
+    --clients 100 --rate 200 --timeout 500 put >"$KT_TMP/victim.json" \
+    2>"$KT_TMP/victim.err" &
+bpid=$!
+sleep 0.5
+kill -KILL "$victim_PID"
+set +e
+wait "$bpid"
+rc=$?
+set -e
+[ "$rc" -eq 2 ] || { echo "FAIL: server killed mid-run: exit $rc, want 2" >&2; cat "$KT_TMP/victim.err" >&2; exit 1; }
+/usr/bin/python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["ok"] + d["errors"] == d["total"] == 300, d
+assert d["ok"] > 0 and d["errors"] > 0, d
+assert sum(e["count"] for e in d["error_messages"]) == d["errors"], d
+print("ok killed server:", d["ok"], "ok,", d["errors"], "errors")
+' "$KT_TMP/victim.json"
 echo "keel-bench smoke test passed"
