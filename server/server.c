@@ -36,6 +36,8 @@
 #include "router.h"
 
 #define SERVER_MAX_MEMBERS 32
+/* How long in-flight requests and streams get to finish at SIGTERM. */
+#define SERVER_SHUTDOWN_GRACE_MS 1000
 
 struct keel_server
 {
@@ -881,6 +883,10 @@ void server_stop(struct keel_server *s, void (*cb)(void *arg), void *arg)
     s->listeners_open++; /* the publish timer counts as one more handle */
     uv_close((uv_handle_t *)&s->publish_timer, publish_timer_closed);
     for (size_t i = 0; i < s->n_listeners; i++) {
-        listener_close(&s->listeners[i], listener_closed);
+        /* Stop accepting, let in-flight requests finish (the node keeps
+         * running until every listener is done); streams still open after
+         * the grace period are cancelled. */
+        listener_shutdown(&s->listeners[i], SERVER_SHUTDOWN_GRACE_MS,
+                          listener_closed);
     }
 }
