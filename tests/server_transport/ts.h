@@ -19,6 +19,7 @@ struct ts_observed
     atomic_int status_calls;
     atomic_int range_cancel_code; /* last cancel code of a "sleep" Range */
     atomic_int range_cancels;
+    atomic_int range_starts; /* Range handler entered */
     atomic_int watch_starts;
     atomic_int watch_cancels;
     atomic_int watch_hasleader; /* a Watch call carried hasleader */

@@ -210,6 +210,7 @@ static void range_start(struct grpc_call *call,
                         const ProtobufCMessage *req,
                         void *data)
 {
+    ts_obs.range_starts++;
     const Etcdserverpb__RangeRequest *r = (const void *)req;
     struct range_ctx *ctx;
     (void)data;
