@@ -8,8 +8,9 @@ PKGS=(
   libuv1-dev libprotobuf-c-dev protobuf-c-compiler liblmdb-dev lmdb-utils
   libcmocka-dev libnghttp2-dev libssl-dev libjansson-dev node-llhttp
   libcrypt-dev libyaml-dev
-  clang libclang-rt-14-dev valgrind curl iproute2 procps
+  clang libclang-rt-14-dev valgrind curl iproute2 procps openssl
   etcd-client etcd-server golang-etcd-server-dev
+  python3 python3-etcd3 python3-etcd3gw
 )
 missing=()
 for p in "${PKGS[@]}"; do
