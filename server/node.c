@@ -87,6 +87,7 @@ struct persist_job
     struct node *n;
     struct raft_ready *rd;
     struct wal_entry *ents;
+    bool sync; /* false: commit-only hard state, written without fdatasync */
     int rv;
 };
 
@@ -529,8 +530,8 @@ static void persist_work(uv_work_t *w)
                                 .vote = rd->hard_state.vote,
                                 .commit = rd->hard_state.commit};
     double t0 = metrics_now();
-    j->rv = wal_append(j->n->wal, j->ents, rd->n_entries,
-                       rd->has_hard_state ? &hs : NULL);
+    j->rv = (j->sync ? wal_append : wal_write)(
+        j->n->wal, j->ents, rd->n_entries, rd->has_hard_state ? &hs : NULL);
     metrics_histogram_observe(&metrics_core.wal_fsync, metrics_now() - t0);
 }
 
@@ -601,6 +602,16 @@ static void process_ready(struct node *n)
     j->n = n;
     j->rd = rd;
     j->ents = ents;
+    /* etcd's MustSync: only new entries or a new term/vote need the
+     * fdatasync before raft may act on them. A commit index alone does not:
+     * a lost commit is re-learned from the leader (or, on a single member,
+     * re-committed after the restart's election), and entries above
+     * consistent_index are re-applied idempotently. Without this a
+     * sequential put paid two fdatasyncs (its entries, then its commit). */
+    struct wal_hard_state last = wal_hard_state(n->wal);
+    j->sync = rd->n_entries > 0 ||
+              (rd->has_hard_state && (rd->hard_state.term != last.term ||
+                                      rd->hard_state.vote != last.vote));
     j->work.data = j;
     int rv = uv_queue_work(n->loop, &j->work, persist_work, persist_done);
     if (rv != 0) {
