@@ -35,12 +35,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "keel_err.h"
 #include "log.h"
 #include "metrics.h"
 #include "mvcc.h"
 #include "raft.h"
+#include "raft_codec.h"
 #include "wal.h"
 
 #define NODE_WAITER_BUCKETS 1024
@@ -1438,13 +1440,24 @@ void node_status(struct node *n, struct node_status *st)
 {
     struct raft_status rs;
     raft_status(n->raft, &rs);
+    memset(st, 0, sizeof *st);
     st->member_id = n->opts.member_id;
     st->cluster_id = n->opts.cluster_id;
     st->leader = rs.lead;
     st->term = rs.hs.term;
     st->commit_index = rs.hs.commit;
     st->applied_index = n->applied;
+    st->raft_index = rs.last_index;
     st->is_leader = rs.state == RAFT_LEADER;
+    st->lead_transferee = rs.lead_transferee;
+    for (uint32_t i = 0; i < rs.conf.n_voters && i < NODE_MAX_MEMBERS; i++) {
+        st->voters[st->n_voters++] = rs.conf.voters[i];
+    }
+    for (uint32_t i = 0; i < rs.conf.n_learners && i < NODE_MAX_MEMBERS; i++) {
+        st->learners[st->n_learners++] = rs.conf.learners[i];
+        st->is_learner = st->is_learner || rs.conf.learners[i] == n->opts.member_id;
+    }
+    st->snapshot_index = raft_memstore_first_index(n->ms) - 1;
 }
 
 static void handle_closed(uv_handle_t *h)
@@ -1542,4 +1555,109 @@ void node_close(struct node *n, void (*close_cb)(void *arg), void *arg)
         finish_close(n);
     }
     /* else after_persist finishes the close once the WAL append is back */
+}
+
+/* ---- peers, membership, leadership -------------------------------------- */
+
+int node_step(struct node *n, const uint8_t *msg, size_t len)
+{
+    if (n->closing) {
+        return KEEL_ESTOPPED;
+    }
+    struct raft_message m;
+    int rv = raft_codec_unpack(msg, len, &m);
+    if (rv != 0) {
+        return rv;
+    }
+    if (m.cluster_id != n->opts.cluster_id || m.type == RAFT_MSG_SNAP) {
+        raft_codec_message_free(&m);
+        return KEEL_EINVAL;
+    }
+    rv = raft_step(n->raft, &m);
+    raft_codec_message_free(&m);
+    if (rv == RAFT_ESTEP_LOCAL_MSG) {
+        return KEEL_EINVAL;
+    }
+    kick(n);
+    return 0;
+}
+
+int node_step_snapshot(struct node *n, const uint8_t *msg, size_t len,
+                       const char *path)
+{
+    (void)n;
+    (void)msg;
+    (void)len;
+    unlink(path);
+    return KEEL_EUNIMPLEMENTED;
+}
+
+void node_report_unreachable(struct node *n, uint64_t id)
+{
+    if (n->raft != NULL && !n->closing) {
+        raft_report_unreachable(n->raft, id);
+        kick(n);
+    }
+}
+
+void node_report_snapshot(struct node *n, uint64_t id, bool ok)
+{
+    if (n->raft != NULL && !n->closing) {
+        raft_report_snapshot(n->raft, id, !ok);
+        kick(n);
+    }
+}
+
+int node_propose_conf_change(struct node *n, int type, uint64_t node_id,
+                             const uint8_t *ctx, size_t ctx_len,
+                             node_propose_cb cb, void *arg)
+{
+    (void)n;
+    (void)type;
+    (void)node_id;
+    (void)ctx;
+    (void)ctx_len;
+    (void)cb;
+    (void)arg;
+    return KEEL_EUNIMPLEMENTED;
+}
+
+int node_transfer_leader(struct node *n, uint64_t to)
+{
+    struct raft_status st;
+    raft_status(n->raft, &st);
+    if (st.state != RAFT_LEADER) {
+        return KEEL_ENOTLEADER;
+    }
+    bool voter = false;
+    for (uint32_t i = 0; i < st.conf.n_voters; i++) {
+        voter = voter || st.conf.voters[i] == to;
+    }
+    if (!voter) {
+        return KEEL_EBADLEADERTRANSFEREE;
+    }
+    int rv = raft_transfer_leader(n->raft, to);
+    kick(n);
+    return rv == 0 ? 0 : KEEL_EBADLEADERTRANSFEREE;
+}
+
+int node_progress(struct node *n, uint64_t id, uint64_t *match)
+{
+    struct raft_status st;
+    raft_status(n->raft, &st);
+    if (st.state != RAFT_LEADER) {
+        return KEEL_ENOTLEADER;
+    }
+    struct raft_progress_status p;
+    if (raft_progress(n->raft, id, &p) != 0) {
+        return KEEL_EINVAL;
+    }
+    *match = p.match;
+    return 0;
+}
+
+void node_log_bounds(struct node *n, uint64_t *first, uint64_t *count)
+{
+    *first = raft_memstore_first_index(n->ms);
+    *count = raft_memstore_last_index(n->ms) + 1 - *first;
 }
