@@ -187,6 +187,11 @@ static void init_format(void)
     ctl_die(EXIT_BAD_FEATURE, "unsupported output format");
 }
 
+void ctl_init_display(void)
+{
+    init_format();
+}
+
 static void make_uuid(void)
 {
     unsigned char b[16];
@@ -743,20 +748,22 @@ static const struct ctl_cmd misc_cmds[] = {
     {NULL, NULL, NULL},
 };
 
+/* Every command table, NULL-terminated. */
+static const struct ctl_cmd *const cmd_tables[] = {
+    ctl_kv_cmds,      ctl_maint_cmds, ctl_snapshot_cmds, ctl_restore_cmds,
+    ctl_auth_cmds,    misc_cmds,      NULL};
+
 /* Is `name` (without dashes) a bool flag anywhere? Used only to find the
  * command words before the command's own flags are known. */
 static int any_bool_flag(const char *name, size_t len, char shorthand)
 {
-    const struct ctl_cmd *tables[] = {ctl_kv_cmds, ctl_maint_cmds,
-                                      ctl_snapshot_cmds, ctl_auth_cmds,
-                                      misc_cmds};
     struct flag *sets[2] = {global_flags, NULL};
     struct flag *f = find_flag(sets, name, len, shorthand);
     if (f) {
         return f->type == F_BOOL;
     }
-    for (size_t t = 0; t < 5; t++) {
-        for (const struct ctl_cmd *c = tables[t]; c->path; c++) {
+    for (size_t t = 0; cmd_tables[t]; t++) {
+        for (const struct ctl_cmd *c = cmd_tables[t]; c->path; c++) {
             sets[0] = c->flags;
             f = find_flag(sets, name, len, shorthand);
             if (f) {
@@ -792,13 +799,10 @@ int main(int argc, char **argv)
         }
         words[nwords++] = a;
     }
-    const struct ctl_cmd *tables[] = {ctl_kv_cmds, ctl_maint_cmds,
-                                      ctl_snapshot_cmds, ctl_auth_cmds,
-                                      misc_cmds};
     const struct ctl_cmd *cmd = NULL;
     size_t best = 0;
-    for (size_t t = 0; t < 5; t++) {
-        for (const struct ctl_cmd *c = tables[t]; c->path; c++) {
+    for (size_t t = 0; cmd_tables[t]; t++) {
+        for (const struct ctl_cmd *c = cmd_tables[t]; c->path; c++) {
             /* Match the command's words against the first words. */
             char path[64];
             snprintf(path, sizeof(path), "%s", c->path);

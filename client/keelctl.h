@@ -115,6 +115,34 @@ void *ctl_alloc(size_t n);
 char *ctl_strndup(const char *s, size_t n);
 char *ctl_strdup(const char *s);
 
+/* zap's production JSON line on stderr: etcdctl's own logger writes "ts"
+ * as epoch seconds (iso_ts 0), clientv3's as ISO 8601 (1). `fields` is
+ * ",\"k\":v..." or "". */
+void ctl_zap(int iso_ts, const char *level, const char *caller,
+             const char *msg, const char *fields);
+/* ",\"name\":\"value\"" JSON-escaped, in the arena. */
+char *ctl_jfield(const char *name, const char *value);
+/* Go's text for an errno: strerror in lower case. Static storage. */
+const char *ctl_go_errno(int e);
+/* Validate -w (and --hex) as etcdctl's initDisplayFromCmd, for commands
+ * that print without a client. */
+void ctl_init_display(void);
+
+/* A progress line on stderr, only when stderr is a terminal: bytes done
+ * (of total when known, with a bar) and the rate, redrawn at most 10 times
+ * a second; ctl_progress_end clears it. */
+struct ctl_progress
+{
+    const char *what;
+    uint64_t total; /* 0 = unknown */
+    uint64_t t0_ns, last_ns;
+    int on;
+};
+void ctl_progress_start(struct ctl_progress *p, const char *what,
+                        uint64_t total);
+void ctl_progress_update(struct ctl_progress *p, uint64_t done);
+void ctl_progress_end(struct ctl_progress *p);
+
 /* Parsing helpers. */
 int parse_go_duration(const char *s, uint64_t *ms);
 int parse_int64(const char *s, int base, int64_t *out, char *err,
@@ -124,6 +152,7 @@ int parse_int64(const char *s, int base, int64_t *out, char *err,
 extern const struct ctl_cmd ctl_kv_cmds[];
 extern const struct ctl_cmd ctl_maint_cmds[];
 extern const struct ctl_cmd ctl_snapshot_cmds[];
+extern const struct ctl_cmd ctl_restore_cmds[]; /* keelctl_restore.c */
 extern const struct ctl_cmd ctl_auth_cmds[];
 
 #endif /* KEELCTL_H */

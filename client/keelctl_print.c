@@ -13,6 +13,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "keelctl.h"
 
@@ -617,4 +618,57 @@ void print_table(const char *const *hdr, size_t ncols, char ***rows,
         fputc('\n', stdout);
     }
     table_line(w, ncols);
+}
+
+/* ---- progress on a terminal ---------------------------------------------- */
+
+void ctl_progress_start(struct ctl_progress *p, const char *what,
+                        uint64_t total)
+{
+    memset(p, 0, sizeof *p);
+    p->what = what;
+    p->total = total;
+    p->on = isatty(STDERR_FILENO);
+    p->t0_ns = uv_hrtime();
+}
+
+void ctl_progress_update(struct ctl_progress *p, uint64_t done)
+{
+    if (!p->on) {
+        return;
+    }
+    uint64_t now = uv_hrtime();
+    if (now - p->last_ns < 100000000ull && done != p->total) {
+        return;
+    }
+    p->last_ns = now;
+    double secs = (double)(now - p->t0_ns) / 1e9;
+    char d[32], t[32], r[32];
+    humanize_bytes(done, d, sizeof d);
+    humanize_bytes(secs > 0 ? (uint64_t)((double)done / secs) : 0, r,
+                   sizeof r);
+    if (p->total > 0) {
+        enum { W = 30 };
+        char bar[W + 1];
+        size_t fill = (size_t)((double)W * (double)done / (double)p->total);
+        for (size_t i = 0; i < W; i++) {
+            bar[i] = i < fill ? '=' : (i == fill ? '>' : ' ');
+        }
+        bar[W] = 0;
+        humanize_bytes(p->total, t, sizeof t);
+        fprintf(stderr, "\r\033[K%s [%s] %s / %s  %s/s", p->what, bar, d, t,
+                r);
+    } else {
+        fprintf(stderr, "\r\033[K%s %s  %s/s", p->what, d, r);
+    }
+    fflush(stderr);
+}
+
+void ctl_progress_end(struct ctl_progress *p)
+{
+    if (p->on && p->last_ns != 0) {
+        fprintf(stderr, "\r\033[K");
+        fflush(stderr);
+    }
+    p->on = 0;
 }

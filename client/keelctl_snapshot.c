@@ -21,9 +21,7 @@
 #include "grpc_wire.h"
 #include "keelctl.h"
 
-/* zap's production JSON line: etcdctl's own logger writes "ts" as epoch
- * seconds, clientv3's as ISO 8601. `fields` is ",\"k\":v..." or "". */
-static void zap(int iso_ts, const char *level, const char *caller,
+void ctl_zap(int iso_ts, const char *level, const char *caller,
                 const char *msg, const char *fields)
 {
     struct timeval tv;
@@ -43,8 +41,7 @@ static void zap(int iso_ts, const char *level, const char *caller,
             fields);
 }
 
-/* Go's text for an errno: strerror in lower case. */
-static const char *go_errno(int e)
+const char *ctl_go_errno(int e)
 {
     static char buf[128];
     snprintf(buf, sizeof(buf), "%s", strerror(e));
@@ -54,7 +51,7 @@ static const char *go_errno(int e)
     return buf;
 }
 
-static char *jfield(const char *name, const char *value)
+char *ctl_jfield(const char *name, const char *value)
 {
     char *buf = NULL;
     size_t len = 0;
@@ -69,6 +66,7 @@ static char *jfield(const char *name, const char *value)
 
 static int snap_fd = -1;
 static uint64_t snap_size;
+static struct ctl_progress snap_progress;
 static int snap_done, snap_status, snap_write_errno;
 static char snap_msg[512];
 
@@ -89,6 +87,7 @@ static void snap_msg_cb(struct keel_stream *s, ProtobufCMessage *m)
         off += (size_t)n;
     }
     snap_size += r->blob.len;
+    ctl_progress_update(&snap_progress, snap_size);
 }
 
 static void snap_end_cb(struct keel_stream *s, int status, const char *msg)
@@ -147,10 +146,10 @@ static void snapshot_save_run(int argc, char **argv)
         int e = errno;
         part_path = NULL; /* nothing of ours to remove */
         fail("could not open %s.part (open %s.part: %s)", path, path,
-             go_errno(e));
+             ctl_go_errno(e));
     }
-    zap(0, "info", "snapshot/v3_snapshot.go:119", "created temporary db file",
-        jfield("path", part_path));
+    ctl_zap(0, "info", "snapshot/v3_snapshot.go:119", "created temporary db file",
+        ctl_jfield("path", part_path));
 
     uint64_t t0 = uv_hrtime();
     struct keel_stream st = {0};
@@ -171,16 +170,18 @@ static void snapshot_save_run(int argc, char **argv)
         uv_run(keel_sync_loop(s), UV_RUN_ONCE);
     }
     if (keel_client_connected(keel_sync_client(s))) {
-        zap(1, "info", "clientv3/maintenance.go:200",
+        ctl_zap(1, "info", "clientv3/maintenance.go:200",
             "opened snapshot stream; downloading", "");
-        zap(0, "info", "snapshot/v3_snapshot.go:127", "fetching snapshot",
-            jfield("endpoint", g.endpoints[0]));
+        ctl_zap(0, "info", "snapshot/v3_snapshot.go:127", "fetching snapshot",
+            ctl_jfield("endpoint", g.endpoints[0]));
     }
+    ctl_progress_start(&snap_progress, "downloading", 0);
     while (!snap_done) {
         uv_run(keel_sync_loop(s), UV_RUN_ONCE);
     }
+    ctl_progress_end(&snap_progress);
     if (snap_write_errno) {
-        fail("write %s: %s", part_path, go_errno(snap_write_errno));
+        fail("write %s: %s", part_path, ctl_go_errno(snap_write_errno));
     }
     if (snap_status != KEEL_GRPC_OK) {
         char err[700];
@@ -190,14 +191,14 @@ static void snapshot_save_run(int argc, char **argv)
             snprintf(err, sizeof(err), "rpc error: code = %s desc = %s",
                      grpc_code_name(snap_status), snap_msg);
         }
-        zap(1, "warn", "clientv3/maintenance.go:211",
+        ctl_zap(1, "warn", "clientv3/maintenance.go:211",
             "failed to receive from snapshot stream; closing",
-            jfield("error", err));
+            ctl_jfield("error", err));
         fail("%s", snap_status == KEEL_GRPC_DEADLINE_EXCEEDED
                        ? KEEL_DEADLINE_MESSAGE
                        : snap_msg);
     }
-    zap(1, "info", "clientv3/maintenance.go:208",
+    ctl_zap(1, "info", "clientv3/maintenance.go:208",
         "completed snapshot read; closing", "");
     if (snap_size % 512 != 32) {
         fail("sha256 checksum not found [bytes: %llu]",
@@ -206,22 +207,22 @@ static void snapshot_save_run(int argc, char **argv)
     if (fsync(snap_fd) != 0 || close(snap_fd) != 0) {
         int e = errno;
         snap_fd = -1;
-        fail("sync %s: %s", part_path, go_errno(e));
+        fail("sync %s: %s", part_path, ctl_go_errno(e));
     }
     snap_fd = -1;
     char size[32], fields[600];
     humanize_bytes(snap_size, size, sizeof(size));
-    char *ep = jfield("endpoint", g.endpoints[0]);
+    char *ep = ctl_jfield("endpoint", g.endpoints[0]);
     snprintf(fields, sizeof(fields), "%s,\"size\":\"%s\",\"took\":%.9g", ep,
              size, (double)(uv_hrtime() - t0) / 1e9);
-    zap(0, "info", "snapshot/v3_snapshot.go:142", "fetched snapshot", fields);
+    ctl_zap(0, "info", "snapshot/v3_snapshot.go:142", "fetched snapshot", fields);
     if (rename(part_path, path) != 0) {
         int e = errno;
         fail("could not rename %s to %s (rename %s %s: %s)", part_path, path,
-             part_path, path, go_errno(e));
+             part_path, path, ctl_go_errno(e));
     }
-    zap(0, "info", "snapshot/v3_snapshot.go:152", "saved",
-        jfield("path", path));
+    ctl_zap(0, "info", "snapshot/v3_snapshot.go:152", "saved",
+        ctl_jfield("path", path));
     printf("Snapshot saved at %s\n", path);
 }
 

@@ -7,8 +7,7 @@
  * Stop: close the listeners (no new requests), then the node (pending
  * proposals are answered, the store is synced), then free.
  *
- * Identity. etcd keeps the member and cluster ids in the WAL metadata; keel
- * keeps them in <data-dir>/member/keel-identity, written (fsync + rename)
+ * Identity (storage/identity.h): <data-dir>/member/keel-identity, written
  * before the first WAL record, so a data dir that has a WAL always has its
  * identity. As in etcd, a restart ignores the --initial-cluster* flags.
  */
@@ -23,10 +22,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <openssl/sha.h>
-
 #include "config.h"
 #include "grpc.h"
+#include "identity.h"
 #include "keel_err.h"
 #include "lessor.h"
 #include "listener.h"
@@ -35,7 +33,7 @@
 #include "node.h"
 #include "router.h"
 
-#define SERVER_MAX_MEMBERS 32
+#define SERVER_MAX_MEMBERS IDENTITY_MAX_VOTERS
 /* How long in-flight requests and streams get to finish at SIGTERM. */
 #define SERVER_SHUTDOWN_GRACE_MS 1000
 
@@ -73,81 +71,6 @@ struct keel_server
     void *stop_arg;
     bool stopping;
 };
-
-/* ---- ids ---------------------------------------------------------------- */
-
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static uint64_t be64(const unsigned char *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) {
-        v = (v << 8) | p[i];
-    }
-    return v;
-}
-
-uint64_t server_member_id(const char *const *peer_urls, size_t n,
-                          const char *cluster_token)
-{
-    const char **sorted = malloc((n ? n : 1) * sizeof *sorted);
-    if (sorted == NULL) {
-        return 0;
-    }
-    memcpy(sorted, peer_urls, n * sizeof *sorted);
-    qsort(sorted, n, sizeof *sorted, cmp_str);
-    /* SHA1 over the concatenation: build it in one buffer (one-shot SHA1()
-     * is not deprecated in OpenSSL 3). */
-    size_t total = strlen(cluster_token);
-    for (size_t i = 0; i < n; i++) {
-        total += strlen(sorted[i]);
-    }
-    char *cat = malloc(total + 1);
-    if (cat == NULL) {
-        free(sorted);
-        return 0;
-    }
-    size_t off = 0;
-    for (size_t i = 0; i < n; i++) {
-        size_t l = strlen(sorted[i]);
-        memcpy(cat + off, sorted[i], l);
-        off += l;
-    }
-    memcpy(cat + off, cluster_token, strlen(cluster_token));
-    unsigned char md[SHA_DIGEST_LENGTH];
-    SHA1((const unsigned char *)cat, total, md);
-    free(cat);
-    free(sorted);
-    return be64(md);
-}
-
-uint64_t server_cluster_id(const uint64_t *member_ids, size_t n)
-{
-    uint64_t sorted[SERVER_MAX_MEMBERS];
-    if (n > SERVER_MAX_MEMBERS) {
-        n = SERVER_MAX_MEMBERS;
-    }
-    memcpy(sorted, member_ids, n * sizeof *sorted);
-    qsort(sorted, n, sizeof *sorted, cmp_u64);
-    unsigned char buf[8 * SERVER_MAX_MEMBERS];
-    for (size_t i = 0; i < n; i++) {
-        for (int b = 0; b < 8; b++) {
-            buf[8 * i + (size_t)b] = (unsigned char)(sorted[i] >> (56 - 8 * b));
-        }
-    }
-    unsigned char md[SHA_DIGEST_LENGTH];
-    SHA1(buf, 8 * n, md);
-    return be64(md);
-}
 
 /* ---- --initial-cluster -------------------------------------------------- */
 
@@ -201,7 +124,7 @@ static int parse_initial_cluster(char *buf, struct init_member *m,
     return 0;
 }
 
-/* ---- identity file ------------------------------------------------------ */
+/* ---- data dir ------------------------------------------------------------ */
 
 static int mkdir_p(const char *path, mode_t mode)
 {
@@ -220,71 +143,6 @@ static int mkdir_p(const char *path, mode_t mode)
         return -errno;
     }
     return 0;
-}
-
-static int identity_load(const char *dir, uint64_t *member, uint64_t *cluster,
-                         uint64_t *voters, size_t *n_voters)
-{
-    char path[4096];
-    snprintf(path, sizeof path, "%s/member/keel-identity", dir);
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        return -errno;
-    }
-    int rv = 0;
-    if (fscanf(f, "member %" SCNx64 " cluster %" SCNx64, member, cluster) !=
-        2) {
-        rv = KEEL_ECORRUPT;
-    }
-    size_t n = 0;
-    uint64_t v;
-    while (rv == 0 && n < SERVER_MAX_MEMBERS &&
-           fscanf(f, " voter %" SCNx64, &v) == 1) {
-        voters[n++] = v;
-    }
-    *n_voters = n;
-    fclose(f);
-    return rv;
-}
-
-static int identity_save(const char *dir, uint64_t member, uint64_t cluster,
-                         const uint64_t *voters, size_t n_voters)
-{
-    char path[4096], tmp[4200];
-    snprintf(path, sizeof path, "%s/member/keel-identity", dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (fd < 0) {
-        return -errno;
-    }
-    char buf[2048];
-    int len = snprintf(buf, sizeof buf, "member %016" PRIx64
-                                        " cluster %016" PRIx64 "\n",
-                       member, cluster);
-    for (size_t i = 0; i < n_voters && len < (int)sizeof buf - 40; i++) {
-        len += snprintf(buf + len, sizeof buf - (size_t)len,
-                        "voter %016" PRIx64 "\n", voters[i]);
-    }
-    int rv = 0;
-    if (write(fd, buf, (size_t)len) != len || fsync(fd) != 0) {
-        rv = -errno;
-    }
-    close(fd);
-    if (rv == 0 && rename(tmp, path) != 0) {
-        rv = -errno;
-    }
-    if (rv == 0) {
-        char mdir[4096];
-        snprintf(mdir, sizeof mdir, "%s/member", dir);
-        int dfd = open(mdir, O_RDONLY | O_DIRECTORY);
-        if (dfd >= 0) {
-            if (fsync(dfd) != 0) {
-                rv = -errno;
-            }
-            close(dfd);
-        }
-    }
-    return rv;
 }
 
 static bool wal_exists(const char *dir)
@@ -453,7 +311,7 @@ static int resolve_identity(struct keel_server *s, uint64_t *voters,
     int rv = parse_initial_cluster(buf, m, &nm, err, errlen);
     size_t self = nm;
     for (size_t i = 0; rv == 0 && i < nm; i++) {
-        m[i].id = server_member_id(m[i].urls, m[i].n_urls,
+        m[i].id = identity_member_id(m[i].urls, m[i].n_urls,
                                    cfg->initial_cluster_token);
         if (strcmp(m[i].name, cfg->name) == 0) {
             self = i;
@@ -504,7 +362,7 @@ static int resolve_identity(struct keel_server *s, uint64_t *voters,
         voters[i] = m[i].id;
     }
     *n_voters = nm;
-    s->cluster_id = server_cluster_id(voters, nm);
+    s->cluster_id = identity_cluster_id(voters, nm);
     rv = mkdir_p(cfg->data_dir, 0700);
     if (rv == 0) {
         char mdir[4096];

@@ -25,14 +25,6 @@ struct node;
 struct grpc_server;
 struct router;
 
-/* Member and cluster ids as etcd derives them for a new cluster
- * (etcdserver/api/membership: NewMember, RaftCluster.genID): a member's id
- * is the first 8 bytes (big endian) of sha1(sorted peer URLs concatenated +
- * cluster token); the cluster id the same over the sorted member ids. */
-uint64_t server_member_id(const char *const *peer_urls, size_t n,
-                          const char *cluster_token);
-uint64_t server_cluster_id(const uint64_t *member_ids, size_t n);
-
 /* Open the data dir, start raft and the listeners. On success *out is the
  * running server; stop it with server_stop(). On failure a message is in
  * errmsg and nothing is left running. cfg is borrowed for the server's

@@ -613,6 +613,12 @@ err:
     return rc;
 }
 
+int mvcc_write_commit_reset(struct mvcc_write *w, uint64_t ci, uint64_t term)
+{
+    w->ci_at_begin = 0; /* the one check that restore must pass */
+    return mvcc_write_commit(w, ci, term);
+}
+
 void mvcc_write_events(const struct mvcc_write *w,
                        Mvccpb__Event ***events,
                        size_t *n)

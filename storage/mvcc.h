@@ -141,6 +141,14 @@ int mvcc_write_commit(struct mvcc_write *w,
                       uint64_t consistent_index,
                       uint64_t term);
 
+/* mvcc_write_commit for `snapshot restore` only: the restored store joins
+ * a new raft log that starts again at index 1, so consistent_index may go
+ * backwards (etcd: clientv3/snapshot/v3_snapshot.go saveDB sets it to the
+ * number of members). Never use it on a live member. */
+int mvcc_write_commit_reset(struct mvcc_write *w,
+                            uint64_t consistent_index,
+                            uint64_t term);
+
 /* Abort the batch: nothing of it is written. Frees w. */
 void mvcc_write_abort(struct mvcc_write *w);
 

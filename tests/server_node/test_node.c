@@ -20,6 +20,7 @@
 #include <cmocka.h>
 #include <uv.h>
 
+#include "identity.h"
 #include "keel_err.h"
 #include "mvcc.h"
 #include "node.h"
@@ -529,14 +530,14 @@ static void test_server_ids_match_etcd(void **state)
 {
     (void)state;
     const char *urls[] = {"http://127.0.0.1:32380"};
-    uint64_t m = server_member_id(urls, 1, "etcd-cluster");
+    uint64_t m = identity_member_id(urls, 1, "etcd-cluster");
     assert_int_equal(m, 443629905751424238ULL);
-    assert_int_equal(server_cluster_id(&m, 1), 13455796455940752355ULL);
+    assert_int_equal(identity_cluster_id(&m, 1), 13455796455940752355ULL);
     /* peer URLs are sorted before hashing: order does not matter */
     const char *a[] = {"http://b:2380", "http://a:2380"};
     const char *b[] = {"http://a:2380", "http://b:2380"};
-    assert_int_equal(server_member_id(a, 2, "t"), server_member_id(b, 2, "t"));
-    assert_true(server_member_id(b, 2, "t") != server_member_id(b, 2, "u"));
+    assert_int_equal(identity_member_id(a, 2, "t"), identity_member_id(b, 2, "t"));
+    assert_true(identity_member_id(b, 2, "t") != identity_member_id(b, 2, "u"));
 }
 
 int main(void)
