@@ -34,7 +34,10 @@
 #include "peer.h"
 
 #include <assert.h>
+#include <dirent.h>
+#include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -770,6 +773,29 @@ static void on_listener_closed(uv_handle_t *h)
     peer__release(pl->t);
 }
 
+/* Partial images left by a crash mid-transfer (peer_snap.c names them
+ * snap-from-*.tmp): nobody will finish them. */
+static void remove_stale_temps(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char path[PATH_MAX];
+
+    if (d == NULL) {
+        return;
+    }
+    while ((e = readdir(d)) != NULL) {
+        size_t n = strlen(e->d_name);
+        if (strncmp(e->d_name, "snap-from-", 10) == 0 && n > 4 &&
+            strcmp(e->d_name + n - 4, ".tmp") == 0 &&
+            (size_t)snprintf(path, sizeof path, "%s/%s", dir, e->d_name) <
+                sizeof path) {
+            (void)unlink(path);
+        }
+    }
+    closedir(d);
+}
+
 int peer_open(const struct peer_options *opts,
               struct peer **out,
               char *errmsg,
@@ -822,6 +848,7 @@ int peer_open(const struct peer_options *opts,
             free(t);
             return KEEL_ENOMEM;
         }
+        remove_stale_temps(t->snap_dir);
     }
     uv_timer_init(opts->loop, &t->notify);
     t->notify.data = t;

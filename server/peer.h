@@ -80,8 +80,10 @@ struct peer_options
      * empty (a transport that only dials). Read during peer_open. */
     const char *const *listen_urls;
     size_t n_listen_urls;
-    /* Where received images are written (temp files, then final names).
-     * Must exist; NULL refuses every incoming snapshot. Copied. */
+    /* Where received images are written: snap-from-<id>-<n>.db.tmp, then
+     * renamed to snap-from-<id>-<n>.db. Must exist; NULL refuses every
+     * incoming snapshot. peer_open deletes leftover snap-from-*.tmp files
+     * (a crash mid-transfer). Copied. */
     const char *snap_dir;
     peer_message_cb on_message;
     peer_snapshot_cb on_snapshot;
@@ -116,7 +118,9 @@ struct peer_options
 
 /* Start listening on every listen URL. Returns 0 and *out, or a negative
  * code with a message in errmsg (a bad or https URL, a failed bind); on
- * error nothing is left open. Sets SIGPIPE to ignored for the process. */
+ * error whatever was opened is closed by the loop's next turn (the caller
+ * only has to keep running the loop). Sets SIGPIPE to ignored for the
+ * process. */
 int peer_open(const struct peer_options *opts,
               struct peer **out,
               char *errmsg,
@@ -201,8 +205,8 @@ int peer_register_metrics(struct metrics_registry *r, struct peer *t);
 /* ---- cluster info for a joining member ---------------------------------- */
 
 /* status 0 and the bytes the answering member's on_cluster_info produced
- * (borrowed for the call), or a negative code (KEEL_ETIMEOUT... see below)
- * and an error text. */
+ * (borrowed for the call), or UV_ETIMEDOUT and an error text naming the
+ * last failure (refused, no one listening, the member's refusal). */
 typedef void (*peer_fetch_cb)(void *arg,
                               int status,
                               const uint8_t *buf,

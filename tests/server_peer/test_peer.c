@@ -739,7 +739,16 @@ static void test_peer_snapshot_intact(void **state)
 
     snprintf(img, sizeof img, "%s/image.db", f->tmp);
     write_file(img, size, 7);
+    /* Left by a crash mid-transfer: removed at open; others are kept. */
+    char stale[600], other[600];
+    snprintf(stale, sizeof stale, "%s/snap-from-1-99-1.db.tmp", b->dir);
+    snprintf(other, sizeof other, "%s/other.tmp", b->dir);
+    write_file(stale, 10, 1);
+    write_file(other, 10, 1);
     open_pair(f);
+    assert_int_equal(access(stale, F_OK), -1);
+    assert_int_equal(access(other, F_OK), 0);
+    unlink(other);
     peer_send(a->t, 2, (const uint8_t *)"snapmsg", 7, img);
     send_msgs(a, 2, 0, 20);
     RUN_UNTIL(f, a->sent_ok[2] == 1);
