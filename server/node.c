@@ -30,6 +30,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +49,11 @@
 #define NODE_WAITER_BUCKETS 1024
 #define NODE_MAX_ALARMS 64
 
+/* A proposer waiting for its entry to be applied here, keyed by the
+ * request id in the entry (or the conf change id). Also on a timeline in
+ * deadline order (one request timeout for all, so insertion order): a
+ * proposal forwarded to a leader that lost it is never applied, and its
+ * waiter fails with KEEL_ETIMEOUT as etcd's requests do. */
 struct waiter
 {
     uint64_t id;
@@ -55,13 +61,17 @@ struct waiter
     void *arg;
     struct keel_arena *arena;
     struct waiter *next;
+    uint64_t deadline_ms;
+    struct waiter *tprev, *tnext;
+    bool conf; /* a node_propose_conf_change (clears conf_inflight) */
 };
 
 /* A proposal waiting for a leader (etcd blocks proposals until there is
  * one, up to the request timeout). */
 struct pending
 {
-    struct raft_buf *buf;
+    struct raft_buf *buf; /* NULL for a conf change */
+    struct raft_conf_change cc; /* when buf is NULL (context referenced) */
     struct waiter *w;
     uint64_t deadline_ms;
     struct pending *next;
@@ -72,6 +82,7 @@ struct read_waiter
     node_read_cb cb;
     void *arg;
     uint64_t index; /* valid once the batch got its read state */
+    uint64_t deadline_ms;
     struct read_waiter *next;
 };
 
@@ -79,6 +90,7 @@ struct read_waiter
 struct read_batch
 {
     uint64_t ctx;
+    uint64_t issued_ms;
     struct read_waiter *head;
     struct read_batch *next;
 };
@@ -90,7 +102,39 @@ struct persist_job
     struct raft_ready *rd;
     struct wal_entry *ents;
     bool sync; /* false: commit-only hard state, written without fdatasync */
+    /* A received snapshot's marker (rd->has_snapshot): its image is
+     * installed already, so the marker may now say the log starts there. */
+    bool save_received;
+    struct wal_snapshot received;
+    /* Log compaction: sync the store (its consistent_index must be durable
+     * past the marker), write the marker, release the segments before. */
+    bool compact;
+    struct wal_snapshot snap;
     int rv;
+    const char *what; /* what failed, for the fatal message */
+};
+
+/* A snapshot image being made for, then streamed to, a follower. */
+struct snap_out
+{
+    uv_work_t work;
+    struct node *n;
+    uint64_t to;
+    char path[4200];
+    uint8_t *msg; /* the packed MsgSnap */
+    size_t len;
+    int rv;
+    bool sending; /* handed to send(); waits for node_report_snapshot */
+    struct snap_out *next;
+};
+
+/* A received snapshot image, waiting for raft to decide about it. */
+struct snap_in
+{
+    uint64_t index;
+    uint64_t term;
+    char *path;
+    struct snap_in *next;
 };
 
 struct node
@@ -138,6 +182,20 @@ struct node
     bool paused;            /* node_pause: no Ready cycles */
     node_pause_cb pause_cb; /* to run once no Ready is in flight */
     void *pause_arg;
+    /* Multi-member state (issue 5). */
+    struct waiter *thead, *ttail; /* waiters by deadline */
+    struct raft_conf_state applied_conf; /* configuration as of applied */
+    uint64_t applied_term;
+    bool conf_inflight;      /* a node_propose_conf_change is waiting */
+    uint64_t snap_index;     /* the memstore's raft snapshot */
+    bool wal_snap_due;       /* a compaction the WAL has not recorded yet */
+    struct wal_snapshot wal_snap;
+    struct snap_out *snaps_out;
+    struct snap_in *snaps_in;
+    struct raft_ready *parked; /* a Ready with a snapshot, waiting for
+                                  node_release (no reader of the store) */
+    struct snap_in *parked_img;
+    bool installed;            /* after_persist: tell on_snapshot */
 };
 
 /* An always-on invariant check (CONVENTIONS 9.3 KEEL_CHECK): log, abort. */
@@ -167,12 +225,41 @@ static struct waiter **waiter_slot(struct node *n, uint64_t id)
     return pp;
 }
 
+static void waiter_add(struct node *n, struct waiter *w)
+{
+    struct waiter **slot = &n->waiters[w->id % NODE_WAITER_BUCKETS];
+    w->next = *slot;
+    *slot = w;
+    w->tnext = NULL;
+    w->tprev = n->ttail;
+    if (n->ttail != NULL) {
+        n->ttail->tnext = w;
+    } else {
+        n->thead = w;
+    }
+    n->ttail = w;
+}
+
 static struct waiter *waiter_take(struct node *n, uint64_t id)
 {
     struct waiter **pp = waiter_slot(n, id);
     struct waiter *w = *pp;
-    if (w != NULL) {
-        *pp = w->next;
+    if (w == NULL) {
+        return NULL;
+    }
+    *pp = w->next;
+    if (w->tprev != NULL) {
+        w->tprev->tnext = w->tnext;
+    } else {
+        n->thead = w->tnext;
+    }
+    if (w->tnext != NULL) {
+        w->tnext->tprev = w->tprev;
+    } else {
+        n->ttail = w->tprev;
+    }
+    if (w->conf) {
+        n->conf_inflight = false;
     }
     return w;
 }
@@ -198,30 +285,74 @@ static int entry_from_wal(const struct wal_entry *we, struct raft_entry *re)
 
 /* ---- open --------------------------------------------------------------- */
 
-/* A new cluster's log: one AddNode conf change per initial voter at indexes
- * 1..n, term 1, committed (every member writes the same entries, so the
- * logs agree; etcd bootstraps the same way). */
-static int bootstrap_log(struct node *n, char *errmsg, size_t errlen)
+/* The packed etcdserverpb.Member of m (a new raft buf, or NULL on OOM).
+ * clientURLs stay empty: they are published later through raft
+ * (OP_MEMBER_ATTRIBUTES), as etcd does. */
+static struct raft_buf *member_ctx(const struct node_member *m)
 {
-    size_t nv = n->opts.n_voters;
-    const uint64_t self = n->opts.member_id;
-    const uint64_t *voters = nv > 0 ? n->opts.voters : &self;
-    if (nv == 0) {
-        nv = 1;
+    Etcdserverpb__Member pb = ETCDSERVERPB__MEMBER__INIT;
+    pb.id = m->id;
+    pb.name = (char *)(m->name != NULL ? m->name : "");
+    pb.peerurls = (char **)m->peer_urls;
+    pb.n_peerurls = m->n_peer_urls;
+    pb.islearner = m->learner;
+    size_t len = etcdserverpb__member__get_packed_size(&pb);
+    struct raft_buf *b = raft_buf_new(raft_heap_default(), NULL, len);
+    if (b != NULL) {
+        etcdserverpb__member__pack(&pb, b->data);
     }
-    struct wal_entry *ents = calloc(nv, sizeof *ents);
-    struct raft_buf **bufs = calloc(nv, sizeof *bufs);
+    return b;
+}
+
+/* A new cluster's log: one AddNode (AddLearnerNode) conf change per
+ * initial member at indexes 1..n, term 1, committed, context = the
+ * member's packed etcdserverpb.Member. Every member writes the same
+ * entries, so the logs agree, and applying them fills the members table
+ * everywhere (etcd bootstraps the same way: etcdserver/raft.go
+ * startNode). */
+static int bootstrap_log(struct node *n, const struct node_options *opts,
+                         char *errmsg, size_t errlen)
+{
+    size_t nm = opts->n_initial_members;
+    struct node_member self = {.id = opts->member_id};
+    struct node_member *legacy = NULL;
+    const struct node_member *ms = opts->initial_members;
+    if (ms == NULL || nm == 0) {
+        nm = opts->n_voters;
+        if (nm == 0) {
+            ms = &self;
+            nm = 1;
+        } else {
+            legacy = calloc(nm, sizeof *legacy);
+            if (legacy == NULL) {
+                return KEEL_ENOMEM;
+            }
+            for (size_t i = 0; i < nm; i++) {
+                legacy[i].id = opts->voters[i];
+            }
+            ms = legacy;
+        }
+    }
+    struct wal_entry *ents = calloc(nm, sizeof *ents);
+    struct raft_buf **bufs = calloc(nm, sizeof *bufs);
     int rv = 0;
     if (ents == NULL || bufs == NULL) {
         rv = KEEL_ENOMEM;
         goto out;
     }
-    for (size_t i = 0; i < nv; i++) {
-        struct raft_conf_change cc = {.id = 0,
-                                      .type = RAFT_CONF_ADD_NODE,
-                                      .node_id = voters[i],
-                                      .context = NULL};
+    for (size_t i = 0; i < nm; i++) {
+        struct raft_conf_change cc = {
+            .id = 0,
+            .type = ms[i].learner ? RAFT_CONF_ADD_LEARNER_NODE
+                                  : RAFT_CONF_ADD_NODE,
+            .node_id = ms[i].id,
+            .context = member_ctx(&ms[i])};
+        if (cc.context == NULL) {
+            rv = KEEL_ENOMEM;
+            goto out;
+        }
         bufs[i] = raft_conf_change_encode(raft_heap_default(), &cc);
+        raft_buf_unref(cc.context);
         if (bufs[i] == NULL) {
             rv = KEEL_ENOMEM;
             goto out;
@@ -232,21 +363,42 @@ static int bootstrap_log(struct node *n, char *errmsg, size_t errlen)
         ents[i].data = bufs[i]->data;
         ents[i].len = bufs[i]->len;
     }
-    struct wal_hard_state hs = {.term = 1, .vote = 0, .commit = nv};
-    rv = wal_append(n->wal, ents, nv, &hs);
+    struct wal_hard_state hs = {.term = 1, .vote = 0, .commit = nm};
+    rv = wal_append(n->wal, ents, nm, &hs);
     if (rv != 0) {
         snprintf(errmsg, errlen, "bootstrap: write initial log: %s",
                  wal_errmsg(n->wal));
     }
 out:
     if (bufs != NULL) {
-        for (size_t i = 0; i < nv; i++) {
+        for (size_t i = 0; i < nm; i++) {
             raft_buf_unref(bufs[i]);
         }
     }
     free(bufs);
     free(ents);
+    free(legacy);
     return rv;
+}
+
+static void conf_from_wal(const struct wal_conf_state *w,
+                          struct raft_conf_state *r)
+{
+    memset(r, 0, sizeof *r);
+    memcpy(r->voters, w->voters, w->n_voters * sizeof(uint64_t));
+    r->n_voters = w->n_voters;
+    memcpy(r->learners, w->learners, w->n_learners * sizeof(uint64_t));
+    r->n_learners = w->n_learners;
+}
+
+static void conf_to_wal(const struct raft_conf_state *r,
+                        struct wal_conf_state *w)
+{
+    memset(w, 0, sizeof *w);
+    memcpy(w->voters, r->voters, r->n_voters * sizeof(uint64_t));
+    w->n_voters = r->n_voters;
+    memcpy(w->learners, r->learners, r->n_learners * sizeof(uint64_t));
+    w->n_learners = r->n_learners;
 }
 
 /* Replay the WAL into the memstore. */
@@ -254,11 +406,23 @@ static int load_log(struct node *n, char *errmsg, size_t errlen)
 {
     struct wal_snapshot snap = wal_snapshot(n->wal);
     if (snap.index != 0) {
-        snprintf(errmsg, errlen,
-                 "WAL starts at snapshot index %" PRIu64
-                 ": restoring from a raft snapshot is not supported yet",
-                 snap.index);
-        return KEEL_EUNIMPLEMENTED;
+        /* A compacted log (or one that started from a leader's snapshot):
+         * raft starts from the snapshot's index, term and configuration;
+         * the store holds at least that much (its consistent_index was
+         * made durable before the marker was written). */
+        struct raft_snapshot rs = {.data = NULL};
+        rs.meta.index = snap.index;
+        rs.meta.term = snap.term;
+        conf_from_wal(&snap.conf, &rs.meta.conf_state);
+        int rv = raft_memstore_apply_snapshot(n->ms, &rs);
+        if (rv != 0) {
+            snprintf(errmsg, errlen, "load snapshot marker: %s",
+                     raft_strerror(rv));
+            return KEEL_ECORRUPT;
+        }
+        n->snap_index = snap.index;
+        n->applied_conf = rs.meta.conf_state;
+        n->applied_term = snap.term;
     }
     uint64_t lo = wal_first_index(n->wal);
     uint64_t last = wal_last_index(n->wal);
@@ -294,6 +458,12 @@ static int load_log(struct node *n, char *errmsg, size_t errlen)
         }
     }
     struct wal_hard_state whs = wal_hard_state(n->wal);
+    /* A commit-only hard state is written without fdatasync, so the last
+     * durable one may lag the snapshot marker (which is synced): the
+     * snapshot's entries were applied, hence committed. */
+    if (whs.commit < snap.index) {
+        whs.commit = snap.index;
+    }
     struct raft_hard_state hs = {
         .term = whs.term, .vote = whs.vote, .commit = whs.commit};
     int rv = raft_memstore_set_hard_state(n->ms, &hs);
@@ -352,6 +522,13 @@ int node_open(uv_loop_t *loop, const struct node_options *opts,
     }
     n->opts.data_dir = n->data_dir;
     n->opts.voters = NULL; /* only used during open */
+    n->opts.initial_members = NULL;
+    if (n->opts.snapshot_count == 0) {
+        n->opts.snapshot_count = 100000; /* etcd: DefaultSnapshotCount */
+    }
+    if (n->opts.snapshot_catchup_entries == 0) {
+        n->opts.snapshot_catchup_entries = 5000; /* SnapshotCatchUpEntries */
+    }
     n->reads_queued_tail = &n->reads_queued;
     n->pending_tail = &n->pending;
     keel_arena_init(&n->scratch, 0);
@@ -367,11 +544,11 @@ int node_open(uv_loop_t *loop, const struct node_options *opts,
     if (rv != 0) {
         goto err_node;
     }
-    if (wal_last_index(n->wal) == 0 && wal_hard_state(n->wal).term == 0) {
-        struct node_options o = *opts;
-        n->opts.voters = o.voters;
-        rv = bootstrap_log(n, errmsg, errlen);
-        n->opts.voters = NULL;
+    bool fresh = wal_last_index(n->wal) == 0 &&
+                 wal_hard_state(n->wal).term == 0 &&
+                 wal_snapshot(n->wal).index == 0;
+    if (fresh && !opts->join_existing) {
+        rv = bootstrap_log(n, opts, errmsg, errlen);
         if (rv != 0) {
             goto err_wal;
         }
@@ -393,7 +570,17 @@ int node_open(uv_loop_t *loop, const struct node_options *opts,
     if (rv != 0) {
         goto err_ms;
     }
-    n->applied = 0;
+    n->applied = n->snap_index;
+    n->last_event_rev = mvcc_revision(n->mvcc);
+    if (mvcc_consistent_index(n->mvcc) < n->snap_index) {
+        snprintf(errmsg, errlen,
+                 "the store (consistent index %" PRIu64
+                 ") is older than the raft snapshot at %" PRIu64
+                 " the WAL starts from: member/snap/db was replaced or lost",
+                 mvcc_consistent_index(n->mvcc), n->snap_index);
+        rv = KEEL_ECORRUPT;
+        goto err_mvcc;
+    }
     n->compact_pending = true; /* resume a compaction a crash interrupted */
     rv = mvcc_table_foreach(n->mvcc, NULL, MVCC_TABLE_ALARM, load_alarm, n);
     if (rv != 0) {
@@ -424,7 +611,9 @@ int node_open(uv_loop_t *loop, const struct node_options *opts,
     uint64_t ms_now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
     n->next_id = ((opts->member_id & 0xffff) << 48) |
                  ((ms_now & 0xffffffffffULL) << 8);
-    n->next_read_ctx = 1;
+    /* Read contexts are unique across restarts too: a late answer to a
+     * round of an earlier run must not match a new one. */
+    n->next_read_ctx = n->next_id;
 
     uv_timer_init(loop, &n->tick);
     n->tick.data = n;
@@ -437,8 +626,14 @@ int node_open(uv_loop_t *loop, const struct node_options *opts,
     /* A single voter need not wait an election timeout to lead: it
      * campaigns once it has applied its configuration (maybe_campaign). */
     size_t nv = opts->n_voters;
-    n->single_voter =
-        nv == 0 || (nv == 1 && opts->voters[0] == opts->member_id);
+    if (opts->initial_members != NULL && opts->n_initial_members > 0) {
+        n->single_voter = opts->n_initial_members == 1 &&
+                          opts->initial_members[0].id == opts->member_id;
+    } else {
+        n->single_voter =
+            nv == 0 || (nv == 1 && opts->voters[0] == opts->member_id);
+    }
+    n->single_voter = n->single_voter && !opts->join_existing;
     kick(n);
     *out = n;
     return 0;
@@ -485,6 +680,75 @@ static uint64_t request_timeout_ms(const struct node *n)
 static void propose_pending(struct node *n);
 static void leader_check(struct node *n);
 
+/* Fail a proposal that never reached raft (p is freed). */
+static void pending_fail(struct node *n, struct pending *p, int rv)
+{
+    raft_buf_unref(p->buf);
+    raft_buf_unref(p->cc.context);
+    if (p->w->conf) {
+        n->conf_inflight = false;
+    }
+    metrics_core.proposals_pending--;
+    if (rv != KEEL_ESTOPPED) {
+        metrics_core.proposals_failed++;
+    }
+    p->w->cb(p->w->arg, rv, NULL);
+    free(p->w);
+    free(p);
+}
+
+/* Requests past their deadline fail with KEEL_ETIMEOUT, as etcd's do: a
+ * proposal forwarded to a leader that lost it, or a read whose round
+ * never came back. A read round unanswered for an election timeout (the
+ * leader changed: raft drops such rounds) is issued again with a new
+ * context. */
+static void expire_requests(struct node *n, uint64_t now)
+{
+    while (n->thead != NULL && n->thead->deadline_ms <= now) {
+        struct waiter *w = waiter_take(n, n->thead->id);
+        metrics_core.proposals_pending--;
+        metrics_core.proposals_failed++;
+        w->cb(w->arg, KEEL_ETIMEOUT, NULL);
+        free(w);
+    }
+    if (n->batches != NULL &&
+        now - n->batches->issued_ms >= n->opts.election_ms) {
+        while (n->batches != NULL) {
+            struct read_batch *b = n->batches;
+            n->batches = b->next;
+            struct read_waiter *tail = b->head;
+            while (tail != NULL && tail->next != NULL) {
+                tail = tail->next;
+            }
+            if (tail != NULL) {
+                tail->next = n->reads_queued;
+                if (n->reads_queued == NULL) {
+                    n->reads_queued_tail = &tail->next;
+                }
+                n->reads_queued = b->head;
+            }
+            free(b);
+        }
+    }
+    struct read_waiter **lists[2] = {&n->reads_queued, &n->reads_ready};
+    for (int l = 0; l < 2; l++) {
+        struct read_waiter **pp = lists[l];
+        while (*pp != NULL) {
+            struct read_waiter *r = *pp;
+            if (r->deadline_ms > now) {
+                pp = &r->next;
+                continue;
+            }
+            *pp = r->next;
+            r->cb(r->arg, KEEL_ETIMEOUT);
+            free(r);
+        }
+        if (l == 0) {
+            n->reads_queued_tail = pp;
+        }
+    }
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct node *n = t->data;
@@ -501,14 +765,10 @@ static void on_tick(uv_timer_t *t)
             continue;
         }
         *pp = p->next;
-        raft_buf_unref(p->buf);
-        metrics_core.proposals_pending--;
-        metrics_core.proposals_failed++;
-        p->w->cb(p->w->arg, KEEL_ETIMEOUT, NULL);
-        free(p->w);
-        free(p);
+        pending_fail(n, p, KEEL_ETIMEOUT);
     }
     n->pending_tail = pp;
+    expire_requests(n, now);
     /* Physical compaction runs in bounded steps between Ready cycles, off
      * the apply path (etcd: --experimental-compaction-batch-limit 1000). */
     if (n->compact_pending && !n->busy && !n->paused) {
@@ -527,13 +787,42 @@ static void on_tick(uv_timer_t *t)
 static void persist_work(uv_work_t *w)
 {
     struct persist_job *j = w->data;
+    struct node *n = j->n;
     struct raft_ready *rd = j->rd;
-    struct wal_hard_state hs = {.term = rd->hard_state.term,
-                                .vote = rd->hard_state.vote,
-                                .commit = rd->hard_state.commit};
     double t0 = metrics_now();
-    j->rv = (j->sync ? wal_append : wal_write)(
-        j->n->wal, j->ents, rd->n_entries, rd->has_hard_state ? &hs : NULL);
+    if (j->save_received) {
+        /* The image is installed (process_ready): the log may now start
+         * after it. */
+        j->what = "failed to save the received snapshot's WAL marker";
+        if ((j->rv = wal_save_snapshot(n->wal, &j->received)) != 0) {
+            return;
+        }
+    }
+    if (j->compact) {
+        /* The marker says "entries <= index are in the store": make the
+         * store's consistent_index durable first (it runs with
+         * MDB_NOSYNC), then the marker, then let the old segments go. */
+        j->what = "failed to sync the store before a raft snapshot";
+        if ((j->rv = mvcc_sync(n->mvcc)) != 0) {
+            return;
+        }
+        j->what = "failed to save the raft snapshot's WAL marker";
+        if ((j->rv = wal_save_snapshot(n->wal, &j->snap)) != 0) {
+            return;
+        }
+        /* An unlink failure leaves a usable log with more segments; a
+         * failed directory sync breaks the WAL and the next append
+         * aborts. */
+        (void)wal_release(n->wal, j->snap.index);
+    }
+    if (rd != NULL && (rd->n_entries > 0 || rd->has_hard_state)) {
+        struct wal_hard_state hs = {.term = rd->hard_state.term,
+                                    .vote = rd->hard_state.vote,
+                                    .commit = rd->hard_state.commit};
+        j->what = "failed to save Raft hard state and entries";
+        j->rv = (j->sync ? wal_append : wal_write)(
+            n->wal, j->ents, rd->n_entries, rd->has_hard_state ? &hs : NULL);
+    }
     if (j->sync) {
         metrics_histogram_observe(&metrics_core.wal_fsync,
                                   metrics_now() - t0);
@@ -541,6 +830,8 @@ static void persist_work(uv_work_t *w)
 }
 
 static void after_persist(struct node *n, struct raft_ready *rd);
+static void finish_close(struct node *n);
+static void fire_pause(struct node *n);
 
 static void persist_done(uv_work_t *w, int status)
 {
@@ -548,17 +839,29 @@ static void persist_done(uv_work_t *w, int status)
     struct node *n = j->n;
     struct raft_ready *rd = j->rd;
     if (status != 0 || j->rv != 0) {
-        fatal("failed to save Raft hard state and entries",
+        fatal(j->what != NULL ? j->what : "persist",
               status != 0 ? status : j->rv, wal_errmsg(n->wal));
     }
     free(j->ents);
     free(j);
-    after_persist(n, rd);
+    if (rd != NULL) {
+        after_persist(n, rd);
+        return;
+    }
+    /* A compaction-only job. */
+    n->busy = false;
+    if (n->closing) {
+        fire_pause(n);
+        if (n->holds == 0) {
+            finish_close(n);
+        }
+        return;
+    }
+    process_ready(n);
 }
 
 static void apply_committed(struct node *n, struct raft_ready *rd);
 static void serve_reads(struct node *n);
-static void finish_close(struct node *n);
 
 /* node_pause: the barrier is reached once no Ready is in flight. */
 static void fire_pause(struct node *n)
@@ -570,33 +873,201 @@ static void fire_pause(struct node *n)
     }
 }
 
-static void process_ready(struct node *n)
+/* ---- outbound messages and snapshots ------------------------------------ */
+
+static void snap_out_free(struct node *n, struct snap_out *so)
 {
-    if (n->paused) {
-        fire_pause(n);
+    struct snap_out **pp = &n->snaps_out;
+    while (*pp != NULL && *pp != so) {
+        pp = &(*pp)->next;
+    }
+    if (*pp == so) {
+        *pp = so->next;
+    }
+    unlink(so->path);
+    free(so->msg);
+    free(so);
+}
+
+static void snap_copy_work(uv_work_t *w)
+{
+    struct snap_out *so = w->data;
+    int fd = open(so->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        so->rv = -errno;
         return;
     }
-    if (n->busy || n->raft == NULL || !raft_has_ready(n->raft)) {
+    /* A compacting copy: free pages stay behind, the image is minimal. */
+    so->rv = mvcc_copy_fd(so->n->mvcc, fd, 1);
+    if (close(fd) != 0 && so->rv == 0) {
+        so->rv = -errno;
+    }
+}
+
+static void snap_copy_done(uv_work_t *w, int status)
+{
+    struct snap_out *so = w->data;
+    struct node *n = so->n;
+    if (status != 0 && so->rv == 0) {
+        so->rv = status;
+    }
+    if (n->closing || so->rv != 0) {
+        if (!n->closing) {
+            log_warn("etcdserver",
+                     "failed to make the snapshot image for %016" PRIx64
+                     ": %s",
+                     so->to, keel_strerror(so->rv));
+            raft_report_snapshot(n->raft, so->to, true);
+            kick(n);
+        }
+        snap_out_free(n, so);
+    } else {
+        so->sending = true;
+        log_info("etcdserver",
+                 "sending database snapshot to %016" PRIx64 " (%s)", so->to,
+                 so->path);
+        n->opts.send(n->opts.send_arg, so->to, so->msg, so->len, so->path);
+    }
+    node_release(n); /* last: may finish a close and free n */
+}
+
+/* raft wants to send a snapshot to m->to: copy the store off the loop
+ * thread (node_hold keeps it open), then hand the image to the
+ * transport. The image's consistent_index is >= the snapshot index in
+ * m (the store has applied at least that much). */
+static void start_snap_out(struct node *n, const struct raft_message *m)
+{
+    static uint64_t seq;
+    struct snap_out *so = calloc(1, sizeof *so);
+    if (so == NULL || n->opts.send == NULL ||
+        raft_codec_pack(m, n->opts.cluster_id, &so->msg, &so->len) != 0) {
+        free(so);
+        raft_report_snapshot(n->raft, m->to, true);
         return;
     }
-    struct raft_ready *rd = raft_ready(n->raft);
-    if (rd == NULL) {
-        fatal("raft ready", KEEL_ENOMEM, NULL);
+    so->n = n;
+    so->to = m->to;
+    snprintf(so->path, sizeof so->path,
+             "%s/member/snap/%016" PRIx64 "-%016" PRIx64 "-%" PRIu64
+             ".snap.out",
+             n->data_dir, m->snapshot->meta.index, m->to, ++seq);
+    so->work.data = so;
+    so->next = n->snaps_out;
+    n->snaps_out = so;
+    node_hold(n);
+    int rv = uv_queue_work(n->loop, &so->work, snap_copy_work, snap_copy_done);
+    if (rv != 0) {
+        n->holds--;
+        snap_out_free(n, so);
+        raft_report_snapshot(n->raft, m->to, true);
     }
-    n->busy = true;
-    /* rd->msgs: leader traffic may leave before our own fsync. A single
-     * member has no peers; the peer transport (issue 5) sends them. */
-    if (rd->n_entries == 0 && !rd->has_hard_state) {
+}
+
+static void send_msgs(struct node *n, const struct raft_message *msgs,
+                      size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        const struct raft_message *m = &msgs[i];
+        if (m->type == RAFT_MSG_SNAP) {
+            start_snap_out(n, m);
+            continue;
+        }
+        if (n->opts.send == NULL) {
+            continue; /* no transport: a single member */
+        }
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        if (raft_codec_pack(m, n->opts.cluster_id, &buf, &len) != 0) {
+            continue; /* dropped: raft retries */
+        }
+        n->opts.send(n->opts.send_arg, m->to, buf, len, NULL);
+        free(buf);
+    }
+}
+
+/* ---- received snapshots ------------------------------------------------- */
+
+/* Every image stepped before raft_ready() was decided by that Ready: the
+ * one its snapshot names is returned (unlinked from the list), the others
+ * are deleted. */
+static struct snap_in *take_snap_in(struct node *n, const struct raft_ready *rd)
+{
+    struct snap_in *found = NULL;
+    while (n->snaps_in != NULL) {
+        struct snap_in *si = n->snaps_in;
+        n->snaps_in = si->next;
+        if (found == NULL && rd->has_snapshot &&
+            si->index == rd->snapshot.meta.index &&
+            si->term == rd->snapshot.meta.term) {
+            found = si;
+            continue;
+        }
+        unlink(si->path);
+        free(si->path);
+        free(si);
+    }
+    return found;
+}
+
+/* Replace the store with the leader's image, before the WAL marker that
+ * says the log starts after it (a crash in between restarts with the new
+ * store and the old log: entries <= its consistent_index are skipped).
+ * No reader may have the store open (holds == 0). */
+static void install_snapshot(struct node *n, const struct raft_ready *rd,
+                             struct snap_in *img)
+{
+    const struct raft_snapshot_meta *meta = &rd->snapshot.meta;
+    int rv = mvcc_replace(n->mvcc, img->path);
+    if (rv != 0) {
+        fatal("failed to install the received snapshot", rv,
+              mvcc_errmsg(n->mvcc));
+    }
+    free(img->path);
+    free(img);
+    KEEL_NODE_CHECK(mvcc_consistent_index(n->mvcc) >= meta->index,
+                    "snapshot image at consistent index %" PRIu64
+                    " is older than its raft snapshot at %" PRIu64,
+                    mvcc_consistent_index(n->mvcc), meta->index);
+    n->n_alarms = 0;
+    if (mvcc_table_foreach(n->mvcc, NULL, MVCC_TABLE_ALARM, load_alarm, n) !=
+        0) {
+        log_error("etcdserver", "load alarms from the snapshot: %s",
+                  mvcc_errmsg(n->mvcc));
+    }
+    n->applied = meta->index;
+    n->applied_term = meta->term;
+    n->applied_conf = meta->conf_state;
+    n->last_event_rev = mvcc_revision(n->mvcc);
+    n->compact_pending = true;
+    n->wal_snap_due = false; /* older than this snapshot */
+    n->installed = true;
+    log_info("etcdserver",
+             "applied snapshot at index %" PRIu64 " term %" PRIu64
+             " (store at consistent index %" PRIu64 ", revision %" PRId64 ")",
+             meta->index, meta->term, mvcc_consistent_index(n->mvcc),
+             mvcc_revision(n->mvcc));
+}
+
+/* ---- the Ready cycle, continued ----------------------------------------- */
+
+/* Persist rd (NULL: only a due compaction) on the thread pool, or inline
+ * when nothing needs an fdatasync; then after_persist. */
+static void start_persist(struct node *n, struct raft_ready *rd)
+{
+    bool compact = n->wal_snap_due;
+    bool has_snap = rd != NULL && rd->has_snapshot;
+    size_t n_entries = rd != NULL ? rd->n_entries : 0;
+    if (rd != NULL && n_entries == 0 && !rd->has_hard_state && !has_snap &&
+        !compact) {
         after_persist(n, rd);
         return;
     }
     struct persist_job *j = calloc(1, sizeof *j);
-    struct wal_entry *ents =
-        rd->n_entries ? calloc(rd->n_entries, sizeof *ents) : NULL;
-    if (j == NULL || (rd->n_entries && ents == NULL)) {
+    struct wal_entry *ents = n_entries ? calloc(n_entries, sizeof *ents) : NULL;
+    if (j == NULL || (n_entries && ents == NULL)) {
         fatal("persist", KEEL_ENOMEM, NULL);
     }
-    for (size_t i = 0; i < rd->n_entries; i++) {
+    for (size_t i = 0; i < n_entries; i++) {
         const struct raft_entry *e = &rd->entries[i];
         ents[i].index = e->index;
         ents[i].term = e->term;
@@ -607,14 +1078,26 @@ static void process_ready(struct node *n)
     j->n = n;
     j->rd = rd;
     j->ents = ents;
+    if (has_snap) {
+        j->save_received = true;
+        j->received.index = rd->snapshot.meta.index;
+        j->received.term = rd->snapshot.meta.term;
+        conf_to_wal(&rd->snapshot.meta.conf_state, &j->received.conf);
+    }
+    if (compact) {
+        j->compact = true;
+        j->snap = n->wal_snap;
+        n->wal_snap_due = false;
+    }
     /* etcd's MustSync: only new entries or a new term/vote need the
      * fdatasync before raft may act on them. A commit index alone does not:
      * a lost commit is re-learned from the leader (or, on a single member,
      * re-committed after the restart's election), and entries above
      * consistent_index are re-applied idempotently. Without this a
-     * sequential put paid two fdatasyncs (its entries, then its commit). */
+     * sequential put paid two fdatasyncs (its entries, then its commit).
+     * Snapshot markers always sync. */
     struct wal_hard_state last = wal_hard_state(n->wal);
-    j->sync = rd->n_entries > 0 ||
+    j->sync = n_entries > 0 || has_snap || compact ||
               (rd->has_hard_state && (rd->hard_state.term != last.term ||
                                       rd->hard_state.vote != last.vote));
     j->work.data = j;
@@ -630,6 +1113,56 @@ static void process_ready(struct node *n)
     if (rv != 0) {
         fatal("queue WAL append", rv, NULL);
     }
+}
+
+/* Continue a Ready once no worker reads the store (a snapshot install
+ * needs that): install, send the leader traffic, persist. */
+static void continue_ready(struct node *n, struct raft_ready *rd,
+                           struct snap_in *img)
+{
+    if (img != NULL) {
+        install_snapshot(n, rd, img);
+    }
+    /* rd->msgs: leader traffic may leave before our own fsync. */
+    send_msgs(n, rd->msgs, rd->n_msgs);
+    start_persist(n, rd);
+}
+
+static void process_ready(struct node *n)
+{
+    if (n->paused) {
+        fire_pause(n);
+        return;
+    }
+    if (n->busy || n->raft == NULL || n->closing) {
+        return;
+    }
+    if (!raft_has_ready(n->raft)) {
+        if (n->wal_snap_due) {
+            n->busy = true;
+            start_persist(n, NULL);
+        }
+        return;
+    }
+    struct raft_ready *rd = raft_ready(n->raft);
+    if (rd == NULL) {
+        fatal("raft ready", KEEL_ENOMEM, NULL);
+    }
+    n->busy = true;
+    struct snap_in *img = take_snap_in(n, rd);
+    if (rd->has_snapshot && img == NULL) {
+        /* raft restores only from a MsgSnap, and node_step refuses those
+         * without an image. */
+        fatal("raft snapshot without an image", KEEL_ECORRUPT, NULL);
+    }
+    if (img != NULL && n->holds > 0) {
+        /* A snapshot copy or a Snapshot RPC reads the store: the install
+         * waits for its node_release. */
+        n->parked = rd;
+        n->parked_img = img;
+        return;
+    }
+    continue_ready(n, rd, img);
 }
 
 static void maybe_campaign(struct node *n)
@@ -651,9 +1184,17 @@ static void maybe_campaign(struct node *n)
 }
 
 static void propose_nospace(struct node *n);
+static void maybe_compact(struct node *n);
 
 static void after_persist(struct node *n, struct raft_ready *rd)
 {
+    if (rd->has_snapshot) {
+        int rv = raft_memstore_apply_snapshot(n->ms, &rd->snapshot);
+        if (rv != 0) {
+            fatal("apply snapshot to raft log", KEEL_EIO, raft_strerror(rv));
+        }
+        n->snap_index = rd->snapshot.meta.index;
+    }
     if (rd->n_entries > 0) {
         int rv = raft_memstore_append(n->ms, rd->entries, rd->n_entries);
         if (rv != 0) {
@@ -664,7 +1205,16 @@ static void after_persist(struct node *n, struct raft_ready *rd)
         raft_memstore_set_hard_state(n->ms, &rd->hard_state);
         n->commit = rd->hard_state.commit;
     }
-    /* rd->msgs_after_persist would go to peers here (issue 5). */
+    /* Votes, append responses...: each may promise what was just made
+     * durable. */
+    send_msgs(n, rd->msgs_after_persist, rd->n_msgs_after_persist);
+    if (n->installed) {
+        n->installed = false;
+        if (n->opts.on_snapshot != NULL) {
+            n->opts.on_snapshot(n->opts.on_snapshot_arg, n->applied,
+                                mvcc_revision(n->mvcc));
+        }
+    }
     if (rd->n_committed > 0) {
         apply_committed(n, rd);
     }
@@ -697,6 +1247,7 @@ static void after_persist(struct node *n, struct raft_ready *rd)
         }
     }
     raft_advance(n->raft, rd);
+    maybe_compact(n);
     if (n->raise_nospace) {
         n->raise_nospace = false;
         propose_nospace(n);
@@ -714,6 +1265,41 @@ static void after_persist(struct node *n, struct raft_ready *rd)
         return;
     }
     process_ready(n);
+}
+
+/* etcd's snapshot trigger (etcdserver/server.go triggerSnapshot): once
+ * more than snapshot_count entries were applied since the last raft
+ * snapshot, record one at the applied index, with the configuration as of
+ * that index, and compact the in-memory log keeping
+ * snapshot_catchup_entries for followers slightly behind. The WAL marker
+ * and segment release follow in the next persist job (the memstore may run
+ * ahead of the WAL: a crash before it just keeps more log). */
+static void maybe_compact(struct node *n)
+{
+    uint64_t a = n->applied;
+    if (a <= n->snap_index || a - n->snap_index <= n->opts.snapshot_count ||
+        a > raft_memstore_last_index(n->ms)) {
+        return;
+    }
+    int rv = raft_memstore_create_snapshot(n->ms, a, &n->applied_conf, NULL);
+    if (rv != 0) {
+        log_warn("etcdserver", "raft snapshot at %" PRIu64 ": %s", a,
+                 raft_strerror(rv));
+        return;
+    }
+    n->snap_index = a;
+    uint64_t keep = n->opts.snapshot_catchup_entries;
+    if (a > keep && a - keep >= raft_memstore_first_index(n->ms)) {
+        raft_memstore_compact(n->ms, a - keep);
+    }
+    n->wal_snap.index = a;
+    n->wal_snap.term = n->applied_term;
+    conf_to_wal(&n->applied_conf, &n->wal_snap.conf);
+    n->wal_snap_due = true;
+    log_info("etcdserver",
+             "saved snapshot at index %" PRIu64
+             "; compacted raft logs at %" PRIu64,
+             a, a > keep ? a - keep : 0);
 }
 
 /* ---- alarms and quota ---------------------------------------------------- */
@@ -934,7 +1520,26 @@ void node_hold(struct node *n)
 void node_release(struct node *n)
 {
     assert(n->holds > 0);
-    if (--n->holds == 0 && n->closing && !n->busy) {
+    if (--n->holds > 0) {
+        return;
+    }
+    if (n->parked != NULL) {
+        /* A Ready with a snapshot to install waited for the readers. */
+        struct raft_ready *rd = n->parked;
+        struct snap_in *img = n->parked_img;
+        n->parked = NULL;
+        n->parked_img = NULL;
+        if (n->closing) {
+            unlink(img->path);
+            free(img->path);
+            free(img);
+            n->busy = false; /* never persisted: raft_free drops it */
+        } else {
+            continue_ready(n, rd, img);
+            return;
+        }
+    }
+    if (n->closing && !n->busy) {
         finish_close(n);
     }
 }
@@ -1090,9 +1695,19 @@ static ProtobufCMessage *apply_request(struct node *n, struct mvcc_write *w,
     return resp;
 }
 
+/* A conf change applied in a batch, told to on_conf_change after the
+ * commit. */
+struct applied_conf
+{
+    struct raft_conf_change cc; /* context referenced */
+    struct raft_conf_state cs;
+    bool replayed;
+};
+
 struct applied
 {
     struct waiter *waiter; /* NULL: nobody waits here */
+    struct applied_conf *conf;
     ProtobufCMessage *resp;
     int rv;
     Mvccpb__Event **events;
@@ -1163,6 +1778,95 @@ static void leader_check(struct node *n)
     }
 }
 
+static bool conf_has(const uint64_t *ids, uint32_t n, uint64_t id)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        if (ids[i] == id) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Whether cs (the configuration after cc) shows cc's effect. */
+static bool conf_took_effect(const struct raft_conf_change *cc,
+                             const struct raft_conf_state *cs)
+{
+    switch (cc->type) {
+        case RAFT_CONF_ADD_NODE:
+            return conf_has(cs->voters, cs->n_voters, cc->node_id);
+        case RAFT_CONF_ADD_LEARNER_NODE:
+            return conf_has(cs->learners, cs->n_learners, cc->node_id) ||
+                   conf_has(cs->voters, cs->n_voters, cc->node_id);
+        default:
+            return true;
+    }
+}
+
+/* The members table (etcd's members bucket, keel's encoding):
+ *   "<id %016x>/raftAttributes" -> packed etcdserverpb.Member (id, name,
+ *                                  peerURLs, isLearner) of the last
+ *                                  add/update/promote
+ *   "<id %016x>/attributes"     -> keelpb.MemberAttributes (published)
+ * and members_removed "<id %016x>" -> "removed". isLearner follows the
+ * change (AddLearnerNode: true, AddNode: false; UpdateNode keeps it). */
+static int apply_conf_to_table(struct node *n, struct mvcc_write *w,
+                               const struct raft_conf_change *cc)
+{
+    char key[64];
+    int kl;
+    int rv;
+    if (cc->type == RAFT_CONF_REMOVE_NODE) {
+        static const char *const suffix[] = {"raftAttributes", "attributes"};
+        for (size_t i = 0; i < 2; i++) {
+            kl = snprintf(key, sizeof key, "%016" PRIx64 "/%s", cc->node_id,
+                          suffix[i]);
+            rv = mvcc_table_del(w, MVCC_TABLE_MEMBERS, key, (size_t)kl);
+            if (rv != 0 && rv != KEEL_ENOTFOUND) {
+                return rv;
+            }
+        }
+        kl = snprintf(key, sizeof key, "%016" PRIx64, cc->node_id);
+        return mvcc_table_put(w, MVCC_TABLE_MEMBERS_REMOVED, key, (size_t)kl,
+                              "removed", 7);
+    }
+    kl = snprintf(key, sizeof key, "%016" PRIx64 "/raftAttributes",
+                  cc->node_id);
+    Etcdserverpb__Member *m = NULL;
+    if (cc->context != NULL) {
+        m = etcdserverpb__member__unpack(&n->scratch.pb, cc->context->len,
+                                         cc->context->data);
+    }
+    Etcdserverpb__Member empty = ETCDSERVERPB__MEMBER__INIT;
+    if (m == NULL) {
+        m = &empty;
+    }
+    m->id = cc->node_id;
+    if (cc->type == RAFT_CONF_ADD_NODE) {
+        m->islearner = false;
+    } else if (cc->type == RAFT_CONF_ADD_LEARNER_NODE) {
+        m->islearner = true;
+    } else {
+        void *old = NULL;
+        size_t olen = 0;
+        if (mvcc_table_get(n->mvcc, w, MVCC_TABLE_MEMBERS, key, (size_t)kl,
+                           &n->scratch, &old, &olen) == 0) {
+            Etcdserverpb__Member *om =
+                etcdserverpb__member__unpack(&n->scratch.pb, olen, old);
+            if (om != NULL) {
+                m->islearner = om->islearner;
+            }
+        }
+    }
+    size_t len = etcdserverpb__member__get_packed_size(m);
+    uint8_t *buf = keel_arena_alloc(&n->scratch, len ? len : 1);
+    if (buf == NULL) {
+        return KEEL_ENOMEM;
+    }
+    etcdserverpb__member__pack(m, buf);
+    return mvcc_table_put(w, MVCC_TABLE_MEMBERS, key, (size_t)kl, buf, len);
+}
+
 static void apply_committed(struct node *n, struct raft_ready *rd)
 {
     struct applied *res = calloc(rd->n_committed, sizeof *res);
@@ -1185,8 +1889,25 @@ static void apply_committed(struct node *n, struct raft_ready *rd)
             if (rv != 0) {
                 fatal("decode conf change", KEEL_ECORRUPT, raft_strerror(rv));
             }
-            raft_apply_conf_change(n->raft, &cc, NULL);
-            raft_buf_unref(cc.context);
+            raft_apply_conf_change(n->raft, &cc, &n->applied_conf);
+            struct applied_conf *ac = calloc(1, sizeof *ac);
+            if (ac == NULL) {
+                fatal("apply conf change", KEEL_ENOMEM, NULL);
+            }
+            ac->cc = cc; /* takes the context reference */
+            ac->cs = n->applied_conf;
+            ac->replayed = !mvcc_write_should_apply(w, e->index);
+            res[i].conf = ac;
+            res[i].waiter = cc.id != 0 ? waiter_take(n, cc.id) : NULL;
+            if (!conf_took_effect(&cc, &ac->cs)) {
+                /* raft skipped it (too many members): so does the table */
+                res[i].rv = KEEL_EINVAL;
+            } else if (!ac->replayed) {
+                rv = apply_conf_to_table(n, w, &cc);
+                if (rv != 0) {
+                    fatal("apply conf change", rv, mvcc_errmsg(n->mvcc));
+                }
+            }
             continue;
         }
         if (e->data == NULL || e->data->len == 0) {
@@ -1250,6 +1971,7 @@ static void apply_committed(struct node *n, struct raft_ready *rd)
         fatal("commit apply batch", rv, mvcc_errmsg(n->mvcc));
     }
     n->applied = last_index;
+    n->applied_term = last_term;
     /* Watchers first: a waiter's callback may free its arena, which holds
      * the events of its own request. */
     for (size_t i = 0; i < rd->n_committed; i++) {
@@ -1265,6 +1987,27 @@ static void apply_committed(struct node *n, struct raft_ready *rd)
             n->opts.on_events(n->opts.on_events_arg, erev, res[i].events,
                               res[i].n_events);
         }
+    }
+    for (size_t i = 0; i < rd->n_committed; i++) {
+        struct applied_conf *ac = res[i].conf;
+        if (ac == NULL) {
+            continue;
+        }
+        if (n->opts.on_conf_change != NULL && res[i].rv == 0) {
+            struct node_conf_change c = {
+                .type = ac->cc.type,
+                .node_id = ac->cc.node_id,
+                .ctx = ac->cc.context ? ac->cc.context->data : NULL,
+                .ctx_len = ac->cc.context ? ac->cc.context->len : 0,
+                .voters = ac->cs.voters,
+                .n_voters = ac->cs.n_voters,
+                .learners = ac->cs.learners,
+                .n_learners = ac->cs.n_learners,
+                .replayed = ac->replayed};
+            n->opts.on_conf_change(n->opts.on_conf_change_arg, &c);
+        }
+        raft_buf_unref(ac->cc.context);
+        free(ac);
     }
     for (size_t i = 0; i < rd->n_committed; i++) {
         struct waiter *wt = res[i].waiter;
@@ -1291,6 +2034,7 @@ static void issue_read_round(struct node *n)
         return; /* retried on the next tick */
     }
     b->ctx = n->next_read_ctx++;
+    b->issued_ms = uv_now(n->loop);
     struct raft_buf *ctx =
         raft_buf_new(raft_heap_default(), &b->ctx, sizeof b->ctx);
     if (ctx == NULL) {
@@ -1337,6 +2081,7 @@ int node_read_index(struct node *n, node_read_cb cb, void *arg)
     }
     r->cb = cb;
     r->arg = arg;
+    r->deadline_ms = uv_now(n->loop) + request_timeout_ms(n);
     *n->reads_queued_tail = r;
     n->reads_queued_tail = &r->next;
     issue_read_round(n);
@@ -1404,7 +2149,8 @@ static void propose_pending(struct node *n)
 {
     while (n->pending != NULL && !n->closing) {
         struct pending *p = n->pending;
-        int rv = raft_propose(n->raft, p->buf);
+        int rv = p->buf != NULL ? raft_propose(n->raft, p->buf)
+                                : raft_propose_conf_change(n->raft, &p->cc);
         if (rv == RAFT_EPROPOSAL_DROPPED) {
             return;
         }
@@ -1412,19 +2158,16 @@ static void propose_pending(struct node *n)
         if (n->pending == NULL) {
             n->pending_tail = &n->pending;
         }
-        raft_buf_unref(p->buf);
-        struct waiter *w = p->w;
-        free(p);
         if (rv != 0) {
-            metrics_core.proposals_pending--;
-            metrics_core.proposals_failed++;
-            w->cb(w->arg, rv == RAFT_ENOMEM ? KEEL_ENOMEM : KEEL_EINVAL, NULL);
-            free(w);
+            pending_fail(n, p, rv == RAFT_ENOMEM ? KEEL_ENOMEM : KEEL_EINVAL);
             continue;
         }
-        struct waiter **slot = &n->waiters[w->id % NODE_WAITER_BUCKETS];
-        w->next = *slot;
-        *slot = w;
+        raft_buf_unref(p->buf);
+        raft_buf_unref(p->cc.context);
+        struct waiter *w = p->w;
+        w->deadline_ms = p->deadline_ms;
+        free(p);
+        waiter_add(n, w);
         kick(n);
     }
 }
@@ -1479,13 +2222,10 @@ static void fail_all(struct node *n)
     while (n->pending != NULL) {
         struct pending *p = n->pending;
         n->pending = p->next;
-        raft_buf_unref(p->buf);
-        metrics_core.proposals_pending--;
-        p->w->cb(p->w->arg, KEEL_ESTOPPED, NULL);
-        free(p->w);
-        free(p);
+        pending_fail(n, p, KEEL_ESTOPPED);
     }
     n->pending_tail = &n->pending;
+    n->thead = n->ttail = NULL;
     for (size_t b = 0; b < NODE_WAITER_BUCKETS; b++) {
         while (n->waiters[b] != NULL) {
             struct waiter *w = n->waiters[b];
@@ -1525,6 +2265,16 @@ static void finish_close(struct node *n)
         return; /* already done (a release from inside node_close) */
     }
     fail_all(n);
+    while (n->snaps_out != NULL) {
+        snap_out_free(n, n->snaps_out); /* no copy runs: holds == 0 */
+    }
+    while (n->snaps_in != NULL) {
+        struct snap_in *si = n->snaps_in;
+        n->snaps_in = si->next;
+        unlink(si->path);
+        free(si->path);
+        free(si);
+    }
     raft_free(n->raft);
     n->raft = NULL;
     raft_memstore_free(n->ms);
@@ -1585,11 +2335,38 @@ int node_step(struct node *n, const uint8_t *msg, size_t len)
 int node_step_snapshot(struct node *n, const uint8_t *msg, size_t len,
                        const char *path)
 {
-    (void)n;
-    (void)msg;
-    (void)len;
+    struct raft_message m;
+    struct snap_in *si = NULL;
+    int rv = n->closing ? KEEL_ESTOPPED : raft_codec_unpack(msg, len, &m);
+    if (rv != 0) {
+        unlink(path);
+        return rv;
+    }
+    if (m.cluster_id != n->opts.cluster_id || m.type != RAFT_MSG_SNAP ||
+        m.snapshot == NULL || m.snapshot->meta.index == 0) {
+        rv = KEEL_EINVAL;
+        goto err;
+    }
+    si = calloc(1, sizeof *si);
+    if (si == NULL || (si->path = strdup(path)) == NULL) {
+        rv = KEEL_ENOMEM;
+        goto err;
+    }
+    si->index = m.snapshot->meta.index;
+    si->term = m.snapshot->meta.term;
+    /* Listed before raft_step: the next Ready decides about it (installs
+     * it if raft restored from it, else deletes it). */
+    si->next = n->snaps_in;
+    n->snaps_in = si;
+    rv = raft_step(n->raft, &m);
+    raft_codec_message_free(&m);
+    kick(n);
+    return rv == RAFT_ESTEP_LOCAL_MSG ? KEEL_EINVAL : 0;
+err:
+    free(si);
+    raft_codec_message_free(&m);
     unlink(path);
-    return KEEL_EUNIMPLEMENTED;
+    return rv;
 }
 
 void node_report_unreachable(struct node *n, uint64_t id)
@@ -1602,6 +2379,16 @@ void node_report_unreachable(struct node *n, uint64_t id)
 
 void node_report_snapshot(struct node *n, uint64_t id, bool ok)
 {
+    /* The oldest image handed to send() for id is done with. */
+    struct snap_out *found = NULL;
+    for (struct snap_out *so = n->snaps_out; so != NULL; so = so->next) {
+        if (so->to == id && so->sending) {
+            found = so;
+        }
+    }
+    if (found != NULL) {
+        snap_out_free(n, found);
+    }
     if (n->raft != NULL && !n->closing) {
         raft_report_snapshot(n->raft, id, !ok);
         kick(n);
@@ -1612,14 +2399,49 @@ int node_propose_conf_change(struct node *n, int type, uint64_t node_id,
                              const uint8_t *ctx, size_t ctx_len,
                              node_propose_cb cb, void *arg)
 {
-    (void)n;
-    (void)type;
-    (void)node_id;
-    (void)ctx;
-    (void)ctx_len;
-    (void)cb;
-    (void)arg;
-    return KEEL_EUNIMPLEMENTED;
+    if (n->closing) {
+        return KEEL_ESTOPPED;
+    }
+    if (node_id == 0 || (type != RAFT_CONF_ADD_NODE &&
+                         type != RAFT_CONF_REMOVE_NODE &&
+                         type != RAFT_CONF_UPDATE_NODE &&
+                         type != RAFT_CONF_ADD_LEARNER_NODE)) {
+        return KEEL_EINVAL;
+    }
+    if (n->conf_inflight) {
+        return KEEL_EBUSY;
+    }
+    struct raft_buf *cbuf = NULL;
+    if (ctx_len > 0) {
+        cbuf = raft_buf_new(raft_heap_default(), ctx, ctx_len);
+        if (cbuf == NULL) {
+            return KEEL_ENOMEM;
+        }
+    }
+    struct waiter *w = calloc(1, sizeof *w);
+    struct pending *p = calloc(1, sizeof *p);
+    if (w == NULL || p == NULL) {
+        free(w);
+        free(p);
+        raft_buf_unref(cbuf);
+        return KEEL_ENOMEM;
+    }
+    w->id = ++n->next_id;
+    w->cb = cb;
+    w->arg = arg;
+    w->conf = true;
+    p->cc.id = w->id; /* the waiter's key when the entry is applied */
+    p->cc.type = type;
+    p->cc.node_id = node_id;
+    p->cc.context = cbuf;
+    p->w = w;
+    p->deadline_ms = uv_now(n->loop) + request_timeout_ms(n);
+    *n->pending_tail = p;
+    n->pending_tail = &p->next;
+    n->conf_inflight = true;
+    metrics_core.proposals_pending++;
+    propose_pending(n);
+    return 0;
 }
 
 int node_transfer_leader(struct node *n, uint64_t to)

@@ -100,6 +100,17 @@ int mvcc_defrag_copy(struct mvcc_store *s);
 int mvcc_defrag_swap(struct mvcc_store *s);
 void mvcc_defrag_discard(struct mvcc_store *s);
 
+/* Install another store image (a raft snapshot from the leader, made with
+ * mvcc_copy_fd): the file `image` (on the same filesystem) is checked to
+ * open as a store, then renamed over this store's file and the store is
+ * reopened in place (s keeps its address; its revision, compact revision,
+ * consistent_index and term become the image's). Same preconditions as
+ * mvcc_defrag_swap (writer's thread, no batch and no read txn open
+ * anywhere). An image that does not open leaves the store untouched and
+ * returns its error; an error after the rename leaves the store closed
+ * (fatal for the caller). */
+int mvcc_replace(struct mvcc_store *s, const char *image);
+
 /* Size of the LMDB file (one fstat; what mvcc_db_size reports as total,
  * without walking the free list): for per-request checks such as the
  * quota. */

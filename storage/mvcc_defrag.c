@@ -93,54 +93,92 @@ static int sync_dir(const char *path)
     return rv;
 }
 
-int mvcc_defrag_swap(struct mvcc_store *s)
+/* Close the environment, rename src over the store's file, fsync the
+ * directory and reopen in place (s keeps its address). same_state: the
+ * image must hold exactly the committed state (defrag); else it may be
+ * another history (a raft snapshot image) and s's cached state follows
+ * it. */
+static int swap_in(struct mvcc_store *s, const char *src, int same_state,
+                   const char *what)
 {
-    char tmp[4096], path[4096];
+    char path[4096];
     const char *p = NULL;
     MDB_envinfo info;
     int rv;
 
     if (s->writer != NULL) {
-        return mvcc__err(s, KEEL_EBUSY, "mvcc: defrag: batch open");
-    }
-    if ((rv = copy_path(s, tmp, sizeof tmp)) != 0) {
-        return rv;
+        return mvcc__err(s, KEEL_EBUSY, "mvcc: %s: batch open", what);
     }
     rv = mdb_env_get_path(s->env, &p);
     if (rv == 0) {
         rv = mdb_env_info(s->env, &info);
     }
     if (rv != 0) {
-        return mvcc__mdb_err(s, rv, "defrag: env info");
+        return mvcc__mdb_err(s, rv, "swap: env info");
     }
     snprintf(path, sizeof path, "%s", p);
-    /* The copy must be the image of exactly what is committed now. */
     struct mvcc_store *n = NULL;
     char errmsg[256];
     struct mvcc_options o = {.map_size = info.me_mapsize};
     mdb_env_close(s->env);
     s->env = NULL;
-    if (rename(tmp, path) != 0) {
+    if (rename(src, path) != 0) {
         rv = -errno;
-        mvcc__err(s, rv, "mvcc: defrag: rename %s: %s", tmp, strerror(-rv));
+        mvcc__err(s, rv, "mvcc: %s: rename %s: %s", what, src, strerror(-rv));
         /* The old file is still in place: reopen it. */
     } else if ((rv = sync_dir(path)) != 0) {
-        mvcc__err(s, rv, "mvcc: defrag: fsync dir of %s: %s", path,
+        mvcc__err(s, rv, "mvcc: %s: fsync dir of %s: %s", what, path,
                   strerror(-rv));
     }
     int orv = mvcc_open(path, &o, &n, errmsg, sizeof errmsg);
     if (orv != 0) {
-        return mvcc__err(s, orv, "mvcc: defrag: reopen: %s", errmsg);
+        return mvcc__err(s, orv, "mvcc: %s: reopen: %s", what, errmsg);
     }
-    if (n->consistent_index != s->consistent_index || n->rev != s->rev) {
+    if (same_state &&
+        (n->consistent_index != s->consistent_index || n->rev != s->rev)) {
         mvcc_close(n);
         return mvcc__err(s, KEEL_ECORRUPT,
-                         "mvcc: defrag: the copy is not the committed state");
+                         "mvcc: %s: the copy is not the committed state",
+                         what);
     }
     s->env = n->env;
     memcpy(s->dbi, n->dbi, sizeof s->dbi);
+    s->rev = n->rev;
+    s->compact_rev = n->compact_rev;
+    s->consistent_index = n->consistent_index;
+    s->term = n->term;
+    s->finished_compact = n->finished_compact;
     free(n);
     return rv;
+}
+
+int mvcc_defrag_swap(struct mvcc_store *s)
+{
+    char tmp[4096];
+    int rv = copy_path(s, tmp, sizeof tmp);
+    if (rv != 0) {
+        return rv;
+    }
+    return swap_in(s, tmp, 1, "defrag");
+}
+
+int mvcc_replace(struct mvcc_store *s, const char *image)
+{
+    /* Check the image before closing anything: a bad file must leave the
+     * store as it was. */
+    struct mvcc_store *t = NULL;
+    char errmsg[256];
+    int rv = mvcc_open(image, NULL, &t, errmsg, sizeof errmsg);
+    if (rv != 0) {
+        return mvcc__err(s, rv, "mvcc: replace: open image %s: %s", image,
+                         errmsg);
+    }
+    mvcc_close(t);
+    /* mvcc_open of a MDB_NOSUBDIR env leaves a "-lock" file next to it. */
+    char lock[4200];
+    snprintf(lock, sizeof lock, "%s-lock", image);
+    unlink(lock);
+    return swap_in(s, image, 0, "replace");
 }
 
 int mvcc_file_size(struct mvcc_store *s, uint64_t *bytes)

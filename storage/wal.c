@@ -56,7 +56,7 @@
 #define WAL_SEGMENT_SIZE_MAX (1024u * 1024 * 1024)
 #define WAL_SEGMENT_SIZE_MIN 4096u
 /* Header record + snapshot marker + hard state, padded: an upper bound. */
-#define WAL_SEG_HDR_BYTES 256
+#define WAL_SEG_HDR_BYTES 1024
 /* A batch is encoded and written in chunks of about this size, so a huge
  * batch does not need a buffer as big as itself (one fdatasync still
  * covers the whole batch). */
@@ -597,7 +597,9 @@ int wal_save_snapshot(struct wal *w, const struct wal_snapshot *snap)
         return w->broken;
     }
     if (snap->index < w->log.snap.index || snap->index >= WAL_INDEX_LIMIT ||
-        snap->term >= WAL_INDEX_LIMIT) {
+        snap->term >= WAL_INDEX_LIMIT ||
+        snap->conf.n_voters > WAL_MAX_MEMBERS ||
+        snap->conf.n_learners > WAL_MAX_MEMBERS) {
         return errf(w->errmsg, sizeof(w->errmsg), KEEL_EINVAL,
                     "wal snapshot: index %" PRIu64 " is older than %" PRIu64
                     " or out of range",

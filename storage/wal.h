@@ -56,11 +56,29 @@ struct wal_hard_state
     uint64_t commit;
 };
 
-/* The latest snapshot: the log starts after index. {0, 0} when none. */
+/* Most members a recorded configuration holds (raft's RAFT_MAX_MEMBERS). */
+#define WAL_MAX_MEMBERS 32
+
+/* Raft's configuration (raftpb.ConfState). */
+struct wal_conf_state
+{
+    uint64_t voters[WAL_MAX_MEMBERS];
+    uint32_t n_voters;
+    uint64_t learners[WAL_MAX_MEMBERS];
+    uint32_t n_learners;
+};
+
+/* The latest snapshot: the log starts after index. {0, 0} when none.
+ * conf is the raft configuration as of index (what a restart from this
+ * snapshot starts with; the conf changes after it are in the log); it is
+ * recorded in the marker (raftpb.SnapshotMetadata.conf_state) and repeated
+ * at the start of every later segment, so it survives the release of the
+ * segments that held the conf change entries. Empty when not recorded. */
 struct wal_snapshot
 {
     uint64_t index;
     uint64_t term;
+    struct wal_conf_state conf;
 };
 
 /* Test-only I/O hooks, for fault injection. NULL members (or a NULL
@@ -156,7 +174,8 @@ int wal_sync(struct wal *w);
  * file itself lives elsewhere) and fdatasync. Entries <= snap->index are
  * dropped from the index; later ones stay (raft truncates them with
  * wal_append if they conflict). KEEL_EINVAL if snap->index is older than the
- * current snapshot. Call it before wal_release (etcd: "Must save the
+ * current snapshot or the configuration has more than WAL_MAX_MEMBERS
+ * voters or learners. Call it before wal_release (etcd: "Must save the
  * snapshot file and WAL snapshot entry before saving any other entries or
  * hardstate", etcdserver/raft.go). I/O errors are fatal. */
 int wal_save_snapshot(struct wal *w, const struct wal_snapshot *snap);

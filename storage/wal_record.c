@@ -164,19 +164,38 @@ size_t wal__state_encode(const struct wal_hard_state *hs, uint8_t *dst)
     return raftpb__hard_state__pack(&m, dst);
 }
 
+/* The SnapshotMetadata of s, with its ConfState when one is recorded
+ * (markers without one stay byte-identical to version 1's). */
+static void snapshot_pb(const struct wal_snapshot *s,
+                        Raftpb__SnapshotMetadata *m,
+                        Raftpb__ConfState *cs)
+{
+    raftpb__snapshot_metadata__init(m);
+    raftpb__conf_state__init(cs);
+    m->index = s->index;
+    m->term = s->term;
+    if (s->conf.n_voters + s->conf.n_learners > 0) {
+        cs->voters = (uint64_t *)s->conf.voters;
+        cs->n_voters = s->conf.n_voters;
+        cs->learners = (uint64_t *)s->conf.learners;
+        cs->n_learners = s->conf.n_learners;
+        m->conf_state = cs;
+    }
+}
+
 size_t wal__snapshot_size(const struct wal_snapshot *s)
 {
-    Raftpb__SnapshotMetadata m = RAFTPB__SNAPSHOT_METADATA__INIT;
-    m.index = s->index;
-    m.term = s->term;
+    Raftpb__SnapshotMetadata m;
+    Raftpb__ConfState cs;
+    snapshot_pb(s, &m, &cs);
     return raftpb__snapshot_metadata__get_packed_size(&m);
 }
 
 size_t wal__snapshot_encode(const struct wal_snapshot *s, uint8_t *dst)
 {
-    Raftpb__SnapshotMetadata m = RAFTPB__SNAPSHOT_METADATA__INIT;
-    m.index = s->index;
-    m.term = s->term;
+    Raftpb__SnapshotMetadata m;
+    Raftpb__ConfState cs;
+    snapshot_pb(s, &m, &cs);
     return raftpb__snapshot_metadata__pack(&m, dst);
 }
 
@@ -319,11 +338,63 @@ int wal__state_decode(const uint8_t *p, size_t len, struct wal_hard_state *hs)
     return 0;
 }
 
+/* One repeated uint64 field of a ConfState: packed (wire type 2, what
+ * protobuf-c writes for proto3) or one varint per element (wire type 0). */
+static int conf_add(uint64_t *ids, uint32_t *n, uint64_t v)
+{
+    if (*n >= WAL_MAX_MEMBERS) {
+        return KEEL_ECORRUPT;
+    }
+    ids[(*n)++] = v;
+    return 0;
+}
+
+static int conf_state_decode(const uint8_t *p, size_t len,
+                             struct wal_conf_state *cs)
+{
+    const uint8_t *end = p + len;
+    memset(cs, 0, sizeof *cs);
+    while (p < end) {
+        uint64_t key, v;
+        if (read_varint(&p, end, &key, 5) != 0) {
+            return KEEL_ECORRUPT;
+        }
+        uint64_t field = key >> 3;
+        unsigned wire = key & 7;
+        uint64_t *ids = field == 1 ? cs->voters : cs->learners;
+        uint32_t *n = field == 1 ? &cs->n_voters : &cs->n_learners;
+        if ((field != 1 && field != 2) || (wire != 0 && wire != 2)) {
+            return KEEL_ECORRUPT; /* ConfState has nothing else */
+        }
+        if (read_varint(&p, end, &v, wire == 0 ? 10 : 5) != 0) {
+            return KEEL_ECORRUPT;
+        }
+        if (wire == 0) {
+            if (conf_add(ids, n, v) != 0) {
+                return KEEL_ECORRUPT;
+            }
+            continue;
+        }
+        if (v > (uint64_t)(end - p)) {
+            return KEEL_ECORRUPT;
+        }
+        const uint8_t *pend = p + v;
+        while (p < pend) {
+            uint64_t id;
+            if (read_varint(&p, pend, &id, 10) != 0 ||
+                conf_add(ids, n, id) != 0) {
+                return KEEL_ECORRUPT;
+            }
+        }
+    }
+    return 0;
+}
+
 int wal__snapshot_decode(const uint8_t *p, size_t len, struct wal_snapshot *s)
 {
     uint64_t v[4] = {0, 0, 0, 0};
-    /* SnapshotMetadata: conf_state = 1 (message, skipped), index = 2,
-     * term = 3. Field 1 is read as bytes so a varint there is an error. */
+    /* SnapshotMetadata: conf_state = 1 (message), index = 2, term = 3.
+     * Field 1 is read as bytes so a varint there is an error. */
     const uint8_t *cs = NULL;
     size_t cslen = 0;
     if (pb_decode(p, len, v, 1, &cs, &cslen) != 0) {
@@ -331,6 +402,10 @@ int wal__snapshot_decode(const uint8_t *p, size_t len, struct wal_snapshot *s)
     }
     s->index = v[2];
     s->term = v[3];
+    memset(&s->conf, 0, sizeof s->conf);
+    if (cs != NULL && conf_state_decode(cs, cslen, &s->conf) != 0) {
+        return KEEL_ECORRUPT;
+    }
     return 0;
 }
 

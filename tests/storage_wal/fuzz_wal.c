@@ -503,12 +503,12 @@ static int generate(const char *dir)
                 break;
             case 3: /* snapshot marker and suffix truncation */
                 append_n(w, 1, 30, 1, 1);
-                CHECK(wal_save_snapshot(w, &(struct wal_snapshot){10, 1}) == 0);
+                CHECK(wal_save_snapshot(w, &(struct wal_snapshot){.index = 10, .term = 1}) == 0);
                 append_n(w, 20, 40, 2, 1);
                 break;
             case 4: /* released prefix */
                 append_n(w, 1, 100, 1, 0);
-                CHECK(wal_save_snapshot(w, &(struct wal_snapshot){90, 1}) == 0);
+                CHECK(wal_save_snapshot(w, &(struct wal_snapshot){.index = 90, .term = 1}) == 0);
                 CHECK(wal_release(w, 90) == 0);
                 break;
             case 5: /* hard state only */

@@ -318,7 +318,7 @@ static void test_wal_codec_matches_protobuf_c(void **state)
     }
     {
         struct wal_hard_state hs = {5, 3, 1000}, hd;
-        struct wal_snapshot s = {99, 4}, sd;
+        struct wal_snapshot s = {.index = 99, .term = 4}, sd;
         Raftpb__HardState *ph;
         size_t len = wal__state_encode(&hs, enc);
         ph = raftpb__hard_state__unpack(NULL, len, enc);
@@ -471,9 +471,9 @@ static void test_wal_append_rejects_bad_batches(void **state)
     e[0] = (struct wal_entry){11, 1, 0, b, (size_t)WAL_RECORD_MAX + 1};
     assert_int_equal(wal_append(w, e, 1, NULL), KEEL_ETOOBIG);
     /* Not after the snapshot. */
-    assert_int_equal(wal_save_snapshot(w, &(struct wal_snapshot){5, 1}), 0);
+    assert_int_equal(wal_save_snapshot(w, &(struct wal_snapshot){.index = 5, .term = 1}), 0);
     assert_int_equal(append_range(w, NULL, 5, 6, 2, 0, NULL), KEEL_EINVAL);
-    assert_int_equal(wal_save_snapshot(w, &(struct wal_snapshot){4, 1}),
+    assert_int_equal(wal_save_snapshot(w, &(struct wal_snapshot){.index = 4, .term = 1}),
                      KEEL_EINVAL);
     /* Nothing of that was written. */
     check_log(w, m, 6, 11);
@@ -1143,7 +1143,7 @@ static void test_wal_snapshot_marker(void **state)
     uint64_t t;
 
     assert_int_equal(append_range(w, m, 1, 101, 1, 0, NULL), 0);
-    assert_int_equal(wal_save_snapshot(w, &(struct wal_snapshot){50, 1}), 0);
+    assert_int_equal(wal_save_snapshot(w, &(struct wal_snapshot){.index = 50, .term = 1}), 0);
     check_log(w, m, 51, 101);
     assert_int_equal(wal_term(w, 50, &t), 0);
     assert_int_equal(t, 1);
@@ -1154,7 +1154,7 @@ static void test_wal_snapshot_marker(void **state)
     assert_int_equal(wal_snapshot(w).index, 50);
     assert_int_equal(wal_snapshot(w).term, 1);
     /* A snapshot from a leader, past our log: the log restarts after it. */
-    assert_int_equal(wal_save_snapshot(w, &(struct wal_snapshot){200, 3}), 0);
+    assert_int_equal(wal_save_snapshot(w, &(struct wal_snapshot){.index = 200, .term = 3}), 0);
     assert_int_equal(wal_first_index(w), 201);
     assert_int_equal(wal_last_index(w), 200);
     assert_int_equal(wal_term(w, 200, &t), 0);
@@ -1173,6 +1173,50 @@ static void test_wal_snapshot_marker(void **state)
     free(m);
 }
 
+/* The configuration recorded in a snapshot marker survives reopening and
+ * the release of every segment before the marker (each new segment repeats
+ * it), so a restart from a compacted log knows its members. */
+static void test_wal_snapshot_keeps_conf_state(void **state)
+{
+    struct fx *f = *state;
+    struct model *m = calloc(1, sizeof(*m));
+    struct wal *w = open_ok(f, 4096);
+    struct wal_snapshot s = {.index = 100, .term = 2};
+    s.conf.n_voters = 3;
+    s.conf.voters[0] = 0x8e9e05c52164694dULL;
+    s.conf.voters[1] = 2;
+    s.conf.voters[2] = UINT64_MAX;
+    s.conf.n_learners = 1;
+    s.conf.learners[0] = 7;
+
+    append_each(w, m, 1, 201, 2, 100);
+    assert_int_equal(wal_save_snapshot(w, &s), 0);
+    assert_int_equal(wal_release(w, 100), 0);
+    append_each(w, m, 201, 301, 2, 100); /* new segments repeat the marker */
+    wal_close(w);
+    w = open_ok(f, 4096);
+    struct wal_snapshot got = wal_snapshot(w);
+    assert_int_equal(got.index, 100);
+    assert_int_equal(got.term, 2);
+    assert_memory_equal(&got.conf, &s.conf, sizeof s.conf);
+    check_log(w, m, 101, 301);
+    /* A marker without a configuration reads back empty. */
+    assert_int_equal(
+        wal_save_snapshot(w, &(struct wal_snapshot){.index = 150, .term = 2}),
+        0);
+    wal_close(w);
+    w = open_ok(f, 4096);
+    got = wal_snapshot(w);
+    assert_int_equal(got.index, 150);
+    assert_int_equal(got.conf.n_voters + got.conf.n_learners, 0);
+    /* Too many members: refused, nothing written. */
+    s.index = 160;
+    s.conf.n_voters = WAL_MAX_MEMBERS + 1;
+    assert_int_equal(wal_save_snapshot(w, &s), KEEL_EINVAL);
+    wal_close(w);
+    free(m);
+}
+
 static void test_wal_release(void **state)
 {
     struct fx *f = *state;
@@ -1186,7 +1230,7 @@ static void test_wal_release(void **state)
     assert_true(before > 5);
     /* Not past the snapshot. */
     assert_int_equal(wal_release(w, 10), KEEL_EINVAL);
-    assert_int_equal(wal_save_snapshot(w, &(struct wal_snapshot){100, 1}), 0);
+    assert_int_equal(wal_save_snapshot(w, &(struct wal_snapshot){.index = 100, .term = 1}), 0);
     assert_int_equal(wt_list_wal(f->waldir, names, 128), before);
 
     /* A crash half way through the release (only the oldest file gone)
@@ -1237,7 +1281,7 @@ static void test_wal_release(void **state)
     }
 
     /* Everything covered: only the segment being written stays. */
-    assert_int_equal(wal_save_snapshot(w, &(struct wal_snapshot){200, 1}), 0);
+    assert_int_equal(wal_save_snapshot(w, &(struct wal_snapshot){.index = 200, .term = 1}), 0);
     assert_int_equal(wal_release(w, 200), 0);
     assert_int_equal(wal_segment_count(w), 1);
     assert_int_equal(wt_list_wal(f->waldir, names, 128), 1);
@@ -1263,7 +1307,7 @@ static void test_wal_release_after_truncation(void **state)
     append_each(w, m, 1, 101, 1, 100);
     /* Entries 31..100 die; the log goes on from 31 in newer segments. */
     append_each(w, m, 31, 121, 2, 100);
-    assert_int_equal(wal_save_snapshot(w, &(struct wal_snapshot){60, 2}), 0);
+    assert_int_equal(wal_save_snapshot(w, &(struct wal_snapshot){.index = 60, .term = 2}), 0);
     assert_int_equal(wal_release(w, 60), 0);
     check_log(w, m, 61, 121);
     wal_close(w);
@@ -1353,7 +1397,7 @@ static int fault_round(struct fx *f, int kind, int fail_at, int partial)
             assert_int_equal(
                 append_range(w, NULL, acked + 1, acked + 2, 1, 10, NULL), rv);
             assert_int_equal(
-                wal_save_snapshot(w, &(struct wal_snapshot){acked, 1}), rv);
+                wal_save_snapshot(w, &(struct wal_snapshot){.index = acked, .term = 1}), rv);
             assert_int_equal(wal_read(w, 1, 2, 0, &es), rv);
             wal_entries_free(&es);
             assert_string_not_equal(wal_errmsg(w), "");
@@ -1597,7 +1641,7 @@ static void test_wal_release_sync_failure(void **state)
     fault.kind = 1;
     assert_int_equal(wal_open(f->data, &o, &w, f->err, sizeof(f->err)), 0);
     append_each(w, m, 1, 101, 1, 100);
-    assert_int_equal(wal_save_snapshot(w, &(struct wal_snapshot){80, 1}), 0);
+    assert_int_equal(wal_save_snapshot(w, &(struct wal_snapshot){.index = 80, .term = 1}), 0);
     assert_true(wal_segment_count(w) > 3);
     fault.fail_at = fault.calls[1] + 2; /* the second delete's fsync */
     assert_int_equal(wal_release(w, 80), -EIO);
@@ -2003,6 +2047,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_wal_failed_io_keeps_acked, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_wal_snapshot_keeps_conf_state,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_wal_open_cut_fails, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_wal_write_then_sync, setup,
