@@ -169,10 +169,13 @@ int raft_codec_unpack(const uint8_t *buf, size_t len, struct raft_message *m)
         }
         if (cs != NULL) {
             struct raft_conf_state *c = &m->snapshot->meta.conf_state;
-            memcpy(c->voters, cs->voters, cs->n_voters * sizeof(uint64_t));
+            for (size_t i = 0; i < cs->n_voters; i++) {
+                c->voters[i] = cs->voters[i];
+            }
             c->n_voters = (uint32_t)cs->n_voters;
-            memcpy(c->learners, cs->learners,
-                   cs->n_learners * sizeof(uint64_t));
+            for (size_t i = 0; i < cs->n_learners; i++) {
+                c->learners[i] = cs->learners[i];
+            }
             c->n_learners = (uint32_t)cs->n_learners;
         }
     }

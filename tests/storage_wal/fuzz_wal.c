@@ -256,8 +256,19 @@ static void structured_segments(const uint8_t *data,
             }
             case 3: {
                 struct wal_snapshot sn;
+                memset(&sn, 0, sizeof sn);
                 sn.index = take_num(&c);
                 sn.term = take_num(&c);
+                /* A few members in the marker's ConfState (the payload
+                 * buffer holds 8 ids of 10 bytes easily). */
+                sn.conf.n_voters = take8(&c) % 5;
+                for (i = 0; i < sn.conf.n_voters; i++) {
+                    sn.conf.voters[i] = take_num(&c);
+                }
+                sn.conf.n_learners = take8(&c) % 4;
+                for (i = 0; i < sn.conf.n_learners; i++) {
+                    sn.conf.learners[i] = take_num(&c);
+                }
                 len = wal__snapshot_encode(&sn, payload);
                 put_record(ss, WAL_REC_SNAPSHOT, flags, batch, payload, len);
                 break;
