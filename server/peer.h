@@ -32,6 +32,19 @@
  * on_unreachable per member per turn), so a caller may call peer_send while
  * it holds state that those callbacks touch. After peer_close no callback
  * runs except peer_close's own.
+ *
+ * Wiring to server/node (node.h), all on the same loop:
+ *   peer_options.snap_dir   = <data-dir>/member/snap (node installs by rename)
+ *   node_options.send       = peer_send, send_arg = the struct peer
+ *   on_message              -> node_step(n, msg, len)
+ *   on_snapshot             -> node_step_snapshot(n, msg, len, path)
+ *   on_snapshot_sent        -> node_report_snapshot(n, to, ok)
+ *   on_unreachable          -> node_report_unreachable(n, to)
+ *   conf changes applied    -> peer_add / peer_update / peer_remove
+ *   max_frame_bytes         >= the largest raft message node may send
+ *                              (--max-request-bytes plus overhead)
+ * Open the transport, then the node, before running the loop: nothing is
+ * delivered before the loop runs.
  */
 #ifndef KEEL_PEER_H
 #define KEEL_PEER_H

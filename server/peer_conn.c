@@ -143,8 +143,8 @@ static void on_timer(uv_timer_t *timer)
 
 void peer__conn_deadline(struct pconn *pc, uint64_t ms)
 {
-    if (pc->closing) {
-        return;
+    if (pc->closing || pc->dial_rv != 0) {
+        return; /* a failed dial reports from its own 0 ms timer */
     }
     if (ms == 0) {
         uv_timer_stop(&pc->timer);
