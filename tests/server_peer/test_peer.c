@@ -554,6 +554,48 @@ static size_t raw_read_to_eof(struct fx *f, int fd, uint8_t *buf, size_t cap)
     return got;
 }
 
+/* Read exactly n bytes from a raw socket, running the loop meanwhile. */
+static void raw_read_n(struct fx *f, int fd, uint8_t *buf, size_t n)
+{
+    size_t got = 0;
+    for (int i = 0; i < 4000 && got < n; i++) {
+        ssize_t r = recv(fd, buf + got, n - got, MSG_DONTWAIT);
+        if (r > 0) {
+            got += (size_t)r;
+            continue;
+        }
+        assert_false(r == 0);
+        run_for(f, 5);
+    }
+    assert_int_equal(got, n);
+}
+
+/* One frame from a raw socket: its type; payload into buf (cap bytes). */
+static uint8_t raw_read_frame(struct fx *f, int fd, uint8_t *buf, size_t cap,
+                              size_t *len)
+{
+    uint8_t h[PEER_WIRE_HEADER];
+    raw_read_n(f, fd, h, sizeof h);
+    *len = peer_wire_get_u32(h);
+    assert_true(*len <= cap);
+    raw_read_n(f, fd, buf, *len);
+    return h[4];
+}
+
+/* Accept one connection on a raw listener, running the loop meanwhile. */
+static int raw_accept(struct fx *f, int lfd)
+{
+    for (int i = 0; i < 4000; i++) {
+        struct pollfd p = {.fd = lfd, .events = POLLIN};
+        if (poll(&p, 1, 0) == 1) {
+            return accept(lfd, NULL, NULL);
+        }
+        run_for(f, 5);
+    }
+    fail_msg("no connection to accept");
+    return -1;
+}
+
 /* ---- tests ---------------------------------------------------------------- */
 
 /* Many messages, small and large (3 MiB), arrive complete and in order on
@@ -806,6 +848,62 @@ static void test_peer_snapshot_receiver_closed(void **state)
     assert_int_equal(count_files(b->dir, ""), 0);
 }
 
+/* A snapshot the receiver does not take does not hold up messages: they
+ * go on the member's stream, a connection of their own. The "member" is
+ * the test itself on raw sockets, so nothing here depends on timing. */
+static void test_peer_snapshot_does_not_block_messages(void **state)
+{
+    struct fx *f = *state;
+    struct member *a = &f->m[0];
+    char url[64], img[300];
+    const char *u = url;
+    uint8_t buf[256];
+    size_t len;
+    struct peer_wire_hello h;
+
+    snprintf(img, sizeof img, "%s/img.db", f->tmp);
+    write_file(img, 8u * 1024u * 1024u, 9);
+    assert_int_equal(open_member(f, a), 0);
+    int lfd = raw_listen(url, sizeof url);
+    assert_int_equal(peer_add(a->t, 4, &u, 1), 0);
+
+    int stream = raw_accept(f, lfd);
+    assert_int_equal(raw_read_frame(f, stream, buf, sizeof buf, &len),
+                     PEER_WIRE_HELLO);
+    assert_int_equal(peer_wire_hello_decode(buf, len, &h), 0);
+    assert_int_equal(h.kind, PEER_WIRE_KIND_STREAM);
+    assert_int_equal(h.from_id, 1);
+    assert_int_equal(h.to_id, 4);
+    assert_int_equal(h.cluster_id, CLUSTER);
+    uint8_t ok[PEER_WIRE_HELLO_OK_LEN];
+    peer_wire_hello_ok_encode(ok, CLUSTER, 4);
+    raw_frame(stream, PEER_WIRE_HELLO_OK, ok, sizeof ok);
+    RUN_UNTIL(f, peer_connected(a->t, 4));
+
+    peer_send(a->t, 4, (const uint8_t *)"snap", 4, img);
+    int snap = raw_accept(f, lfd);
+    assert_int_equal(raw_read_frame(f, snap, buf, sizeof buf, &len),
+                     PEER_WIRE_HELLO);
+    assert_int_equal(peer_wire_hello_decode(buf, len, &h), 0);
+    assert_int_equal(h.kind, PEER_WIRE_KIND_SNAPSHOT);
+    raw_frame(snap, PEER_WIRE_HELLO_OK, ok, sizeof ok);
+    /* The image is never read from here on. */
+    for (int i = 0; i < 50; i++) {
+        char m[16];
+        snprintf(m, sizeof m, "heartbeat-%d", i);
+        peer_send(a->t, 4, (const uint8_t *)m, strlen(m), NULL);
+        assert_int_equal(raw_read_frame(f, stream, buf, sizeof buf, &len),
+                         PEER_WIRE_MSG);
+        assert_int_equal(len, strlen(m));
+        assert_memory_equal(buf, m, len);
+    }
+    assert_int_equal(a->sent_ok[4] + a->sent_fail[4], 0);
+    close(snap);
+    RUN_UNTIL(f, a->sent_fail[4] == 1);
+    close(stream);
+    close(lfd);
+}
+
 /* Timeouts: a receiver that never answers fails the sender; a sender that
  * stalls mid-image fails the receiver, which deletes its temp file. */
 static void test_peer_snapshot_timeouts(void **state)
@@ -928,14 +1026,7 @@ static void test_peer_slow_reader_bounded(void **state)
     assert_int_equal(peer_add(a->t, 4, &u, 1), 0);
 
     /* Accept, answer the handshake by hand, then never read again. */
-    int fd = -1;
-    for (int i = 0; i < 400 && fd < 0; i++) {
-        run_for(f, 5);
-        struct pollfd p = {.fd = lfd, .events = POLLIN};
-        if (poll(&p, 1, 0) == 1) {
-            fd = accept(lfd, NULL, NULL);
-        }
-    }
+    int fd = raw_accept(f, lfd);
     assert_true(fd >= 0);
     uint8_t ok[PEER_WIRE_HELLO_OK_LEN];
     peer_wire_hello_ok_encode(ok, CLUSTER, 4);
@@ -973,6 +1064,7 @@ static void test_peer_garbage_closes_connection(void **state)
     struct member *a = &f->m[0], *b = &f->m[1];
     struct capture cap;
 
+    b->extra.handshake_timeout_ms = 300;
     open_pair(f);
 
     const char *http = "GET /raft/stream/message/1 HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -1007,6 +1099,11 @@ static void test_peer_garbage_closes_connection(void **state)
         send_msgs(a, 2, i, 1);
         RUN_UNTIL(f, count_from(b, 1) == i + 1);
     }
+    /* A connection that never says HELLO is closed at the deadline. */
+    int silent = raw_connect(b->port);
+    uint8_t sbuf[16];
+    assert_int_equal(raw_read_to_eof(f, silent, sbuf, sizeof sbuf), 0);
+    close(silent);
     /* A valid stream with a bad frame after the handshake. */
     int fd = raw_connect(b->port);
     raw_hello(fd, PEER_WIRE_KIND_STREAM, CLUSTER, 1, 2);
@@ -1223,6 +1320,7 @@ int main(void)
         T(test_peer_unknown_and_removed_member),
         T(test_peer_snapshot_intact),
         T(test_peer_snapshot_receiver_closed),
+        T(test_peer_snapshot_does_not_block_messages),
         T(test_peer_snapshot_timeouts),
         T(test_peer_snapshot_corrupt_refused),
         T(test_peer_slow_reader_bounded),
