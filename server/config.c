@@ -361,14 +361,13 @@ static const struct flag_def flags[] = {
     F(S_AUTH, "auth-token", T_STRING, auth_token, "'simple'",
       "Specify a v3 authentication token type and its options ('simple' or "
       "'jwt').",
-      FLAG_PENDING, "auth service"),
+      FLAG_YES, "simple only: jwt is refused at start (not yet)"),
     F(S_AUTH, "bcrypt-cost", T_UINT, bcrypt_cost, "10",
       "Specify the cost / strength of the bcrypt algorithm for hashing auth "
       "passwords. Valid values are between 4 and 31.",
-      FLAG_PENDING, "auth service"),
+      FLAG_YES, NULL),
     F(S_AUTH, "auth-token-ttl", T_UINT, auth_token_ttl, "300",
-      "Time (in seconds) of the auth-token-ttl.", FLAG_PENDING,
-      "auth service"),
+      "Time (in seconds) of the auth-token-ttl.", FLAG_YES, NULL),
 
     /* Profiling and Monitoring */
     F(S_PROFILING, "enable-pprof", T_BOOL, enable_pprof, "'false'",

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "grpc.h"
 #include "keel_err.h"
 #include "keelpb/request.pb-c.h"
@@ -210,6 +211,10 @@ static void range_start(struct grpc_call *call, const ProtobufCMessage *msg,
     const Etcdserverpb__RangeRequest *req =
         (const Etcdserverpb__RangeRequest *)msg;
     int rv = check_range(req);
+    if (rv == 0) {
+        rv = auth_check_range(server_auth(data), call, &req->key,
+                              &req->range_end);
+    }
     if (rv != 0) {
         grpc_call_fail(call, rv);
         return;
@@ -264,8 +269,12 @@ static void propose(struct keel_server *s, struct grpc_call *call,
         grpc_call_fail(call, KEEL_ENOMEM);
         return;
     }
-    int rv = node_propose(server_node(s), kreq, grpc_call_arena(call),
+    Keelpb__RequestHeader hdr; /* the user, for apply's auth checks */
+    int rv = auth_propose_header(server_auth(s), call, kreq, &hdr);
+    if (rv == 0) {
+        rv = node_propose(server_node(s), kreq, grpc_call_arena(call),
                           write_done, k);
+    }
     if (rv != 0) {
         grpc_call_fail(call, rv);
     }
@@ -317,8 +326,9 @@ static void txn_start(struct grpc_call *call, const ProtobufCMessage *msg,
     }
     if (txn_is_read_only(req)) {
         struct kv_call *k = kv_call_new(s, call, msg);
-        if (k == NULL) {
-            grpc_call_fail(call, KEEL_ENOMEM);
+        rv = k == NULL ? KEEL_ENOMEM : auth_check_txn(server_auth(s), call, req);
+        if (rv != 0) {
+            grpc_call_fail(call, rv);
             return;
         }
         rv = node_read_index(server_node(s), txn_after_read_index, k);

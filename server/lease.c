@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "grpc.h"
 #include "keel_err.h"
 #include "keelpb/request.pb-c.h"
@@ -107,8 +108,12 @@ static void propose(struct keel_server *s,
         grpc_call_fail(call, KEEL_ENOMEM);
         return;
     }
-    int rv = node_propose(server_node(s), kreq, grpc_call_arena(call),
+    Keelpb__RequestHeader hdr; /* the user, for apply's auth checks */
+    int rv = auth_propose_header(server_auth(s), call, kreq, &hdr);
+    if (rv == 0) {
+        rv = node_propose(server_node(s), kreq, grpc_call_arena(call),
                           write_done, k);
+    }
     if (rv != 0) {
         grpc_call_fail(call, rv);
     }

@@ -40,6 +40,7 @@
 #include <openssl/evp.h>
 
 #include "config.h"
+#include "auth.h"
 #include "grpc.h"
 #include "keel_err.h"
 #include "log.h"
@@ -131,6 +132,13 @@ static void status_start(struct grpc_call *call,
     server_reply(s, call, (ProtobufCMessage *)r, current_rev(s));
 }
 
+/* etcd authMaintenanceServer: Hash, HashKV, Snapshot and Defragment are
+ * for root only once auth is enabled. Fails the call when not. */
+static bool admin_denied(struct keel_server *s, struct grpc_call *call)
+{
+    return auth_check_admin_raw(server_auth(s), call) != 0;
+}
+
 static void hash_start(struct grpc_call *call,
                        const ProtobufCMessage *msg,
                        void *data)
@@ -139,6 +147,9 @@ static void hash_start(struct grpc_call *call,
     struct keel_server *s = data;
     uint32_t h = 0;
     int64_t rev = 0;
+    if (admin_denied(s, call)) {
+        return;
+    }
     int rv = mvcc_hash(node_store(server_node(s)), &h, &rev);
     if (rv != 0) {
         grpc_call_fail(call, rv);
@@ -162,6 +173,9 @@ static void hashkv_start(struct grpc_call *call,
     struct keel_server *s = data;
     uint32_t h = 0;
     int64_t compact = 0, cur = 0;
+    if (admin_denied(s, call)) {
+        return;
+    }
     int rv = mvcc_hash_kv(node_store(server_node(s)), req->revision, &h,
                           &compact, &cur);
     if (rv != 0) {
@@ -448,6 +462,9 @@ static void snapshot_start(struct grpc_call *call,
 {
     (void)msg;
     struct keel_server *s = data;
+    if (admin_denied(s, call)) {
+        return;
+    }
     struct node *n = server_node(s);
     struct server_info info;
     server_info(s, &info);
@@ -669,6 +686,9 @@ static void defragment_start(struct grpc_call *call,
 {
     (void)msg;
     struct keel_server *s = data;
+    if (admin_denied(s, call)) {
+        return;
+    }
     struct defrag *d = calloc(1, sizeof *d);
     if (d == NULL) {
         grpc_call_fail(call, KEEL_ENOMEM);

@@ -38,6 +38,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth_store.h"
 #include "keel_err.h"
 #include "log.h"
 #include "metrics.h"
@@ -1573,8 +1574,11 @@ static ProtobufCMessage *apply_request(struct node *n, struct mvcc_write *w,
                                        const Keelpb__Request *req,
                                        struct keel_arena *a, int *rv)
 {
-    ProtobufCMessage *resp = NULL;
-    *rv = 0;
+    /* Auth first: permission checks and the auth ops (auth_store.c). */
+    ProtobufCMessage *resp = auth_store_apply(n->mvcc, w, req, a, rv);
+    if (*rv != 0 || resp != NULL) {
+        return resp;
+    }
     switch (req->op_case) {
         case KEELPB__REQUEST__OP_PUT: {
             Etcdserverpb__PutResponse *r = NULL;

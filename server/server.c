@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "config.h"
 #include "grpc.h"
 #include "identity.h"
@@ -45,6 +46,7 @@ struct keel_server
     uint64_t cluster_id;
     struct node *node;
     struct lessor *lessor;
+    struct auth *auth;
     struct watch_service *watch;
     uv_timer_t drain_timer; /* at stop: waits for the last calls to end */
     int drain_ticks;
@@ -163,6 +165,11 @@ struct node *server_node(struct keel_server *s)
 struct lessor *server_lessor(struct keel_server *s)
 {
     return s->lessor;
+}
+
+struct auth *server_auth(struct keel_server *s)
+{
+    return s->auth;
 }
 
 uv_loop_t *server_loop(struct keel_server *s)
@@ -293,6 +300,7 @@ static void server_free(struct keel_server *s)
     free(s->peer_urls);
     free(s->initial_cluster);
     free(s->client_urls);
+    auth_free(s->auth);
     free(s);
 }
 
@@ -398,6 +406,7 @@ static void server_on_applied(void *arg, const Keelpb__Request *req,
 {
     struct keel_server *s = arg;
     lessor_on_applied(s->lessor, req, resp);
+    auth_on_applied(s->auth, req, resp);
     if (req->op_case == KEELPB__REQUEST__OP_COMPACTION && s->watch != NULL) {
         watch_service_compacted(s->watch, req->compaction->revision);
     }
@@ -548,6 +557,10 @@ int server_start(uv_loop_t *loop, const struct keel_config *cfg,
     if (rv != 0) {
         goto err;
     }
+    rv = auth_new(s, cfg, &s->auth, errmsg, errlen);
+    if (rv != 0) {
+        goto err;
+    }
     no.on_applied = server_on_applied;
     no.on_applied_arg = s;
     no.on_events = server_on_events;
@@ -580,6 +593,7 @@ int server_start(uv_loop_t *loop, const struct keel_config *cfg,
         (rv = maintenance_register(s, s->grpc)) != 0 ||
         (rv = cluster_register(s, s->grpc)) != 0 ||
         (rv = lease_register(s, s->grpc)) != 0 ||
+        (rv = auth_register(s, s->grpc)) != 0 ||
         (rv = watch_service_start(s, s->grpc, cfg, &s->watch)) != 0 ||
         (rv = http_endpoints_register(s, s->router)) != 0 ||
         (cfg->enable_grpc_gateway &&

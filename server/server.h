@@ -45,6 +45,8 @@ void server_stop(struct keel_server *s, void (*cb)(void *arg), void *arg);
 struct node *server_node(struct keel_server *s);
 struct lessor;
 struct lessor *server_lessor(struct keel_server *s);
+struct auth;
+struct auth *server_auth(struct keel_server *s); /* server/auth.h */
 uv_loop_t *server_loop(struct keel_server *s);
 /* The gRPC registry (the JSON gateway calls the services through it). */
 struct grpc_server *server_grpc(struct keel_server *s);

@@ -39,6 +39,7 @@
 #include "watch_hub.h"
 
 #include <assert.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -1036,7 +1037,17 @@ static int create_watcher(struct watch_stream *s,
                                     kind == WKIND_KEY ? NULL : end,
                                     kind == WKIND_KEY ? 0 : end_len);
         if (rv != 0) {
-            send_error(s, keel_strerror(rv));
+            /* etcd sends the gRPC error's text as the cancel reason:
+             * "rpc error: code = PermissionDenied desc = etcdserver: ..." */
+            enum keel_grpc_code code = keel_err_grpc_code(rv);
+            char reason[160];
+            snprintf(reason, sizeof reason, "rpc error: code = %s desc = %s",
+                     code == KEEL_GRPC_PERMISSION_DENIED ? "PermissionDenied"
+                     : code == KEEL_GRPC_UNAUTHENTICATED ? "Unauthenticated"
+                     : code == KEEL_GRPC_INVALID_ARGUMENT ? "InvalidArgument"
+                                                          : "Unknown",
+                     keel_strerror(rv));
+            send_error(s, reason);
             return 0;
         }
     }

@@ -144,8 +144,9 @@ typedef void (*watch_fill_header_cb)(void *ctx, Etcdserverpb__ResponseHeader *h)
 
 /* Authorise a watch on [key, range_end) (read_history's conventions; key
  * already "\0" if the request had none) for the stream's user. Return 0, or a
- * KEEL_E* code whose message becomes the cancel_reason (etcd:
- * isWatchPermitted, e.g. KEEL_EPERMISSIONDENIED). */
+ * KEEL_E* code whose gRPC error text becomes the cancel_reason (etcd:
+ * isWatchPermitted: "rpc error: code = PermissionDenied desc = etcdserver:
+ * permission denied" for KEEL_EPERMISSIONDENIED). */
 typedef int (*watch_check_range_cb)(void *ctx, void *stream_data,
                                     const uint8_t *key, size_t key_len,
                                     const uint8_t *range_end,

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "auth.h"
 #include "grpc.h"
 #include "keel_err.h"
 #include "log.h"
@@ -126,6 +127,17 @@ static void fill_header(void *ctx, Etcdserverpb__ResponseHeader *h)
     int64_t rev = h->revision;
     server_header(w->s, h, NULL, 0);
     h->revision = rev;
+}
+
+/* etcd isWatchPermitted: read permission on the watched range. */
+static int check_range(void *ctx, void *stream_data, const uint8_t *key,
+                       size_t key_len, const uint8_t *range_end,
+                       size_t range_end_len)
+{
+    struct watch_service *w = ctx;
+    struct wstream *ws = stream_data;
+    return auth_check_key(server_auth(w->s), ws->call, key, key_len,
+                          range_end, range_end_len);
 }
 
 /* ---- ticking ------------------------------------------------------------ */
@@ -238,6 +250,7 @@ int watch_service_start(struct keel_server *s, struct grpc_server *g,
     hc.read_history = read_history;
     hc.current_revision = current_revision;
     hc.fill_header = fill_header;
+    hc.check_range = check_range;
     hc.max_request_bytes = cfg->max_request_bytes;
     if (cfg->experimental_watch_progress_notify_interval_ns > 0) {
         hc.progress_interval_ms =

@@ -1134,7 +1134,8 @@ static void test_watch_create_errors(void **state)
     r = fs_last(fs);
     assert_true(r->created && r->canceled);
     assert_int_equal(r->watch_id, -1);
-    assert_string_equal(r->cancel_reason, "etcdserver: permission denied");
+    assert_string_equal(r->cancel_reason, "rpc error: code = PermissionDenied "
+                                          "desc = etcdserver: permission denied");
     msg_free(r);
     assert_int_equal(watch_stream_watchers(fs->s), 0);
     /* failed creates do not consume ids */
