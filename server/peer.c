@@ -609,6 +609,7 @@ static int accept_hello(struct pconn *pc, const uint8_t *p, size_t len)
         return 0;
     }
     pc->from = h.from_id;
+    pc->max_frame = t->o.max_frame_bytes;
     if (h.kind == PEER_WIRE_KIND_STREAM) {
         /* One inbound stream per member: a newer one means the old is a
          * leftover of a restart or a network change. */
@@ -702,7 +703,9 @@ static void on_connection(uv_stream_t *server, int status)
     if (status < 0 || t->closing) {
         return;
     }
-    pc = peer__conn_accept(t, server, &inbound_ops, t->o.max_frame_bytes);
+    /* Until its HELLO is accepted a connection is nobody: it may not make
+     * us buffer more than a handshake's worth. */
+    pc = peer__conn_accept(t, server, &inbound_ops, PEER_HANDSHAKE_MAX_FRAME);
     if (pc != NULL) {
         peer__conn_deadline(pc, t->o.handshake_timeout_ms);
     }

@@ -266,6 +266,7 @@ enum {
 };
 
 #define PEER_REFUSAL_LOG_MS 30000
+#define PEER_HANDSHAKE_MAX_FRAME 4096 /* an accepted connection before HELLO */
 #define PEER_LINGER_MS 2000
 #define PEER_RBUF_STEP (64u * 1024u)
 

@@ -1064,11 +1064,16 @@ static void test_peer_garbage_closes_connection(void **state)
     struct member *a = &f->m[0], *b = &f->m[1];
     struct capture cap;
 
-    b->extra.handshake_timeout_ms = 300;
+    struct member *c = &f->m[2];
+    c->extra.handshake_timeout_ms = 300;
     open_pair(f);
+    assert_int_equal(open_member(f, c), 0);
 
     const char *http = "GET /raft/stream/message/1 HTTP/1.1\r\nHost: x\r\n\r\n";
     uint8_t oversized[] = {0x7f, 0xff, 0xff, 0xff, PEER_WIRE_MSG};
+    /* Within max_frame_bytes, but no HELLO is that big: refused before
+     * anything is buffered. */
+    uint8_t big_hello[] = {0x00, 0x10, 0x00, 0x00, PEER_WIRE_HELLO, 0};
     uint8_t unknown_type[] = {0, 0, 0, 1, 0x42, 0};
     uint8_t msg_first[] = {0, 0, 0, 1, PEER_WIRE_MSG, 9};
     uint8_t bad_magic[5 + PEER_WIRE_HELLO_LEN] = {0, 0, 0, PEER_WIRE_HELLO_LEN,
@@ -1080,6 +1085,7 @@ static void test_peer_garbage_closes_connection(void **state)
     } cases[] = {
         {http, strlen(http), false},
         {oversized, sizeof oversized, false},
+        {big_hello, sizeof big_hello, false},
         {unknown_type, sizeof unknown_type, false},
         {msg_first, sizeof msg_first, false},
         {bad_magic, sizeof bad_magic, false},
@@ -1093,14 +1099,17 @@ static void test_peer_garbage_closes_connection(void **state)
             shutdown(fd, SHUT_WR);
         }
         uint8_t buf[64];
+        uint64_t t0 = uv_hrtime();
         raw_read_to_eof(f, fd, buf, sizeof buf);
         close(fd);
+        /* Closed on sight, not at b's 5 s handshake deadline. */
+        assert_true(uv_hrtime() - t0 < 2500000000u);
         /* The real stream is unaffected. */
         send_msgs(a, 2, i, 1);
         RUN_UNTIL(f, count_from(b, 1) == i + 1);
     }
     /* A connection that never says HELLO is closed at the deadline. */
-    int silent = raw_connect(b->port);
+    int silent = raw_connect(c->port);
     uint8_t sbuf[16];
     assert_int_equal(raw_read_to_eof(f, silent, sbuf, sizeof sbuf), 0);
     close(silent);
