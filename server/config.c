@@ -124,12 +124,13 @@ struct flag_def
 
 #define OFF(field) offsetof(struct keel_config, field)
 
-/* Flags that keel must not ignore but does not implement yet: it refuses to
- * start rather than, say, serve plaintext when TLS was asked for. Whoever
- * implements one flips its row to FLAG_PENDING or FLAG_YES. */
-#define TLS_NOTE                                                             \
-    "TLS is not implemented yet; keel refuses to start rather than serve " \
-    "without it"
+/* Peer TLS flags: parsed into cfg->peer_tls, but the peer transport does
+ * not speak TLS yet, so keel refuses to start rather than talk to peers in
+ * plaintext when TLS was asked for. Whoever wires peer TLS flips these rows
+ * to FLAG_YES. */
+#define PEER_TLS_NOTE                                                      \
+    "peer TLS is not supported yet; keel refuses to start rather than "   \
+    "talk to peers without it"
 #define NOOFF ((size_t)-1)
 
 #define F(sec, nm, ty, field, df, hl, st, nt) \
@@ -292,59 +293,73 @@ static const struct flag_def flags[] = {
 
     /* Security */
     FY(S_SECURITY, "cert-file", T_STRING, client_tls.cert_file, "''",
-       "Path to the client server TLS cert file.", FLAG_NO, TLS_NOTE,
+       "Path to the client server TLS cert file.", FLAG_YES,
+       "client port TLS (https:// and unixs:// URLs)",
        Y_CLIENT, "cert-file"),
     FY(S_SECURITY, "key-file", T_STRING, client_tls.key_file, "''",
-       "Path to the client server TLS key file.", FLAG_NO, TLS_NOTE,
+       "Path to the client server TLS key file.", FLAG_YES,
+       "client port TLS",
        Y_CLIENT, "key-file"),
     FY(S_SECURITY, "client-cert-auth", T_BOOL, client_tls.client_cert_auth,
-       "'false'", "Enable client cert authentication.", FLAG_NO, TLS_NOTE,
+       "'false'", "Enable client cert authentication.", FLAG_YES,
+       "client port; a client without a valid certificate fails the TLS "
+       "handshake, as etcd",
        Y_CLIENT, "client-cert-auth"),
     FN(S_SECURITY, "client-crl-file", T_STRING, client_tls.crl_file, "''",
-       "Path to the client certificate revocation list file.", FLAG_NO,
-       TLS_NOTE),
+       "Path to the client certificate revocation list file.", FLAG_YES,
+       "client port; serials only, read once at start (etcd re-reads it "
+       "per connection)"),
     FN(S_SECURITY, "client-cert-allowed-hostname", T_STRING,
        client_tls.allowed_hostname, "''",
-       "Allowed TLS hostname for client cert authentication.", FLAG_NO,
-       TLS_NOTE),
+       "Allowed TLS hostname for client cert authentication.", FLAG_YES,
+       "client port; the client certificate must be valid for that name "
+       "or IP"),
     FY(S_SECURITY, "trusted-ca-file", T_STRING, client_tls.trusted_ca_file,
        "''", "Path to the client server TLS trusted CA cert file.",
-       FLAG_NO, TLS_NOTE, Y_CLIENT, "trusted-ca-file"),
+       FLAG_YES,
+       "client port; as etcd 3.4, a CA file alone already requires client "
+       "certificates",
+       Y_CLIENT, "trusted-ca-file"),
     FY(S_SECURITY, "auto-tls", T_BOOL, client_tls.auto_tls, "'false'",
-       "Client TLS using generated certificates.", FLAG_NO, TLS_NOTE,
+       "Client TLS using generated certificates.", FLAG_YES,
+       "self-signed ECDSA P-521 certificate in <data-dir>/fixtures/client, "
+       "as etcd",
        Y_CLIENT, "auto-tls"),
     FY(S_SECURITY, "peer-cert-file", T_STRING, peer_tls.cert_file, "''",
-       "Path to the peer server TLS cert file.", FLAG_NO, TLS_NOTE,
+       "Path to the peer server TLS cert file.", FLAG_NO, PEER_TLS_NOTE,
        Y_PEER, "cert-file"),
     FY(S_SECURITY, "peer-key-file", T_STRING, peer_tls.key_file, "''",
-       "Path to the peer server TLS key file.", FLAG_NO, TLS_NOTE,
+       "Path to the peer server TLS key file.", FLAG_NO, PEER_TLS_NOTE,
        Y_PEER, "key-file"),
     FY(S_SECURITY, "peer-client-cert-auth", T_BOOL,
        peer_tls.client_cert_auth, "'false'",
-       "Enable peer client cert authentication.", FLAG_NO, TLS_NOTE,
+       "Enable peer client cert authentication.", FLAG_NO, PEER_TLS_NOTE,
        Y_PEER, "client-cert-auth"),
     FY(S_SECURITY, "peer-trusted-ca-file", T_STRING,
        peer_tls.trusted_ca_file, "''",
        "Path to the peer server TLS trusted CA file.", FLAG_NO,
-       TLS_NOTE, Y_PEER, "trusted-ca-file"),
+       PEER_TLS_NOTE, Y_PEER, "trusted-ca-file"),
     FN(S_SECURITY, "peer-cert-allowed-cn", T_STRING, peer_tls.allowed_cn,
        "''", "Required CN for client certs connecting to the peer endpoint.",
-       FLAG_NO, TLS_NOTE),
+       FLAG_NO, PEER_TLS_NOTE),
     FN(S_SECURITY, "peer-cert-allowed-hostname", T_STRING,
        peer_tls.allowed_hostname, "''",
        "Allowed TLS hostname for inter peer authentication.", FLAG_NO,
-       TLS_NOTE),
+       PEER_TLS_NOTE),
     FY(S_SECURITY, "peer-auto-tls", T_BOOL, peer_tls.auto_tls, "'false'",
        "Peer TLS using self-generated certificates if --peer-key-file and "
        "--peer-cert-file are not provided.",
-       FLAG_NO, TLS_NOTE, Y_PEER, "auto-tls"),
+       FLAG_NO, PEER_TLS_NOTE, Y_PEER, "auto-tls"),
     FN(S_SECURITY, "peer-crl-file", T_STRING, peer_tls.crl_file, "''",
        "Path to the peer certificate revocation list file.", FLAG_NO,
-       TLS_NOTE),
+       PEER_TLS_NOTE),
     FT(S_SECURITY, "cipher-suites", T_STRS, cipher_suites, "''",
        "Comma-separated list of supported TLS cipher suites between "
        "client/server and peers (empty will be auto-populated by Go).",
-       FLAG_IGNORED, "only used with TLS (not implemented yet)", "[]string"),
+       FLAG_YES,
+       "client port (Go's names, mapped to OpenSSL's; TLS 1.3 suites are "
+       "not restricted, as in Go)",
+       "[]string"),
     FT(S_SECURITY, "cors", T_CORS, cors, "'*'",
        "Comma-separated whitelist of origins for CORS, or cross-origin "
        "resource sharing, (empty or * means allow all).",

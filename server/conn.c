@@ -49,6 +49,7 @@
 #include "http2.h"
 #include "keel_err.h"
 #include "listener.h"
+#include "log.h"
 #include "tls.h"
 
 /* RFC 9113 §3.4 */
@@ -427,6 +428,42 @@ static void feed(struct conn *c, const uint8_t *p, size_t n)
     }
 }
 
+/* etcd (embed/config.go, TLSInfo.HandshakeFailure):
+ * "rejected connection from "127.0.0.1:38188" (error "tls: client didn't
+ * provide a certificate", ServerName "")". */
+static void log_rejected(struct conn *c)
+{
+    char addr[INET6_ADDRSTRLEN + 8] = "";
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    if (!c->l->is_unix &&
+        uv_tcp_getpeername(&c->u.tcp, (struct sockaddr *)&ss, &len) == 0) {
+        char ip[INET6_ADDRSTRLEN] = "";
+        int port;
+        if (ss.ss_family == AF_INET6) {
+            const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
+            uv_ip6_name(a, ip, sizeof ip);
+            port = ntohs(a->sin6_port);
+            snprintf(addr, sizeof addr, "[%s]:%d", ip, port);
+        } else {
+            const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+            uv_ip4_name(a, ip, sizeof ip);
+            port = ntohs(a->sin_port);
+            snprintf(addr, sizeof addr, "%s:%d", ip, port);
+        }
+    }
+    if (log_is_zap()) {
+        log_warnw("embed", "rejected connection", LOG_STR("remote-addr", addr),
+                  LOG_STR("server-name", ""),
+                  LOG_ERR(tls__error(c->tls)));
+    } else {
+        log_info("embed",
+                 "rejected connection from \"%s\" (error \"%s\", ServerName "
+                 "\"\")",
+                 addr, tls__error(c->tls));
+    }
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct conn *c = s->data;
@@ -440,6 +477,16 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0 || c->state == CONN_CLOSING) {
         return;
+    }
+    if (c->tls == NULL && c->l->tls != NULL && c->state == CONN_SNIFF &&
+        c->sniff_len == 0 && tls_is_handshake_byte((uint8_t)buf->base[0])) {
+        /* A listener serving https:// and http:// on one address (etcd
+         * merges them into one cmux): a TLS record selects TLS. */
+        c->tls = tls__conn_new(c->l->tls);
+        if (c->tls == NULL) {
+            conn_close(c, 0);
+            return;
+        }
     }
     if (c->tls != NULL) {
         ssize_t n = 0;
@@ -458,6 +505,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         }
         (void)tls_flush(c); /* handshake records, alerts */
         if (n < 0) {
+            if (!tls__established(c->tls) && tls__error(c->tls)[0] != '\0') {
+                log_rejected(c);
+            }
             conn_close(c, 1);
         }
         return;
@@ -502,7 +552,7 @@ int conn__accept(struct listener *l)
         return rv;
     }
     l->n_accepted++;
-    if (l->tls != NULL) {
+    if (l->tls != NULL && !l->tls_optional) {
         c->tls = tls__conn_new(l->tls);
         if (c->tls == NULL) {
             conn_close(c, 0);

@@ -51,6 +51,11 @@ struct listener
     void *data;          /* for the caller */
     char *rbuf;          /* read buffer lent to the connection being read */
     struct tls_ctx *tls; /* https:// and unixs:// listeners */
+    /* With tls: also serve plaintext, chosen per connection by its first
+     * byte (a TLS handshake record or not). etcd serves an address listed
+     * as both http:// and https:// this way. Set after listener_init_tls(),
+     * before the loop runs. */
+    int tls_optional;
     char errmsg[256];
 };
 

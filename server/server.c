@@ -33,6 +33,7 @@
 #include "metrics.h"
 #include "node.h"
 #include "router.h"
+#include "tls.h"
 
 #define SERVER_MAX_MEMBERS IDENTITY_MAX_VOTERS
 /* How long in-flight requests and streams get to finish at SIGTERM. */
@@ -516,6 +517,170 @@ void server_on_ready(struct keel_server *s, void (*cb)(void *arg), void *arg)
     s->ready_arg = arg;
 }
 
+/* The client port's TLS settings as etcd derives them from the flags
+ * (embed/etcd.go configureClientListeners, embed/config.go ClientSelfCert,
+ * pkg/transport TLSInfo.ServerConfig). Strings borrow from cfg or from the
+ * buffers here. */
+struct client_tls
+{
+    struct tls_config tc;
+    bool empty; /* etcd: TLSInfo.Empty(): neither cert nor key */
+    char ciphers[1024];
+    char self_cert[4200], self_key[4200];
+};
+
+static bool str_set(const char *s)
+{
+    return s != NULL && s[0] != '\0';
+}
+
+/* etcd: TLSInfo.String() */
+static const char *tls_info_str(const struct tls_config *tc, bool cert_auth,
+                                char *buf, size_t len)
+{
+    snprintf(buf, len,
+             "cert = %s, key = %s, trusted-ca = %s, client-cert-auth = %s, "
+             "crl-file = %s",
+             tc->cert_file, tc->key_file,
+             tc->trusted_ca_file != NULL ? tc->trusted_ca_file : "",
+             cert_auth ? "true" : "false",
+             tc->crl_file != NULL ? tc->crl_file : "");
+    return buf;
+}
+
+static int client_tls_prepare(const struct keel_config *cfg,
+                              struct client_tls *ct, char *errmsg,
+                              size_t errlen)
+{
+    const struct config_tls *t = &cfg->client_tls;
+    bool cert_auth = t->client_cert_auth;
+    char buf[1024];
+
+    memset(ct, 0, sizeof *ct);
+    ct->tc.cert_file = t->cert_file;
+    ct->tc.key_file = t->key_file;
+    ct->tc.trusted_ca_file = t->trusted_ca_file;
+    ct->tc.crl_file = t->crl_file;
+    ct->tc.allowed_hostname = t->allowed_hostname;
+    if (cfg->cipher_suites.n > 0) {
+        if (tls_cipher_list(cfg->cipher_suites.v, cfg->cipher_suites.n,
+                            ct->ciphers, sizeof ct->ciphers, errmsg,
+                            errlen) != 0) {
+            return KEEL_EINVAL;
+        }
+        ct->tc.cipher_list = ct->ciphers;
+    }
+    if (t->auto_tls) {
+        if (str_set(t->cert_file) || str_set(t->key_file)) {
+            if (log_is_zap()) {
+                log_warnw("embed", "ignoring client auto TLS since certs given");
+            } else {
+                log_warn("embed", "ignoring client auto TLS since certs given");
+            }
+        } else {
+            const char *hosts[64];
+            size_t n = 0;
+            char dir[4096], hostbuf[64][300];
+            int created = 0;
+            for (size_t i = 0; i < cfg->listen_client_urls.n && n < 64; i++) {
+                const struct config_url *u = &cfg->listen_client_urls.v[i];
+                bool v6 = strchr(u->host, ':') != NULL;
+                snprintf(hostbuf[n], sizeof hostbuf[n], "%s%s%s:%s",
+                         v6 ? "[" : "", u->host, v6 ? "]" : "", u->port);
+                hosts[n] = hostbuf[n];
+                n++;
+            }
+            snprintf(dir, sizeof dir, "%s/fixtures/client", cfg->data_dir);
+            if (tls_self_cert(dir, hosts, n, &created, buf, sizeof buf) != 0) {
+                /* etcd: plog.Fatalf("could not get certs (%v)") */
+                snprintf(errmsg, errlen, "could not get certs (%s)", buf);
+                return KEEL_EINVAL;
+            }
+            snprintf(ct->self_cert, sizeof ct->self_cert, "%s/cert.pem", dir);
+            snprintf(ct->self_key, sizeof ct->self_key, "%s/key.pem", dir);
+            if (created && log_is_zap()) {
+                log_infow("transport", "created cert file",
+                          LOG_STR("path", ct->self_cert));
+                log_infow("transport", "created key file",
+                          LOG_STR("path", ct->self_key));
+            }
+            /* etcd replaces the whole TLSInfo with the self-signed one:
+             * --trusted-ca-file, --client-cert-auth, --client-crl-file and
+             * --client-cert-allowed-hostname no longer apply. */
+            ct->tc = (struct tls_config){.cert_file = ct->self_cert,
+                                         .key_file = ct->self_key,
+                                         .cipher_list = ct->tc.cipher_list};
+            cert_auth = false;
+        }
+    }
+    /* etcd (TLSInfo.ServerConfig): a trusted CA file alone already makes
+     * the server require and verify client certificates. */
+    ct->tc.client_cert_auth = cert_auth || str_set(ct->tc.trusted_ca_file);
+    ct->empty = !str_set(ct->tc.cert_file) && !str_set(ct->tc.key_file);
+    for (size_t i = 0; i < cfg->listen_client_urls.n; i++) {
+        const struct config_url *u = &cfg->listen_client_urls.v[i];
+        bool secure = strcmp(u->scheme, "https") == 0 ||
+                      strcmp(u->scheme, "unixs") == 0;
+        if (secure && ct->empty) {
+            snprintf(errmsg, errlen,
+                     "TLS key/cert (--cert-file, --key-file) must be provided "
+                     "for client url %s with HTTPS scheme",
+                     u->str);
+            return KEEL_EINVAL;
+        }
+        if (secure) {
+            continue;
+        }
+        if (!ct->empty) {
+            if (log_is_zap()) {
+                log_warnw("embed",
+                          "scheme is HTTP while key and cert files are "
+                          "present; ignoring key and cert files",
+                          LOG_STR("client-url", u->str));
+            } else {
+                log_warn("embed",
+                         "The scheme of client url %s is HTTP while peer "
+                         "key/cert files are presented. Ignored key/cert "
+                         "files.",
+                         u->str);
+            }
+        }
+        if (cert_auth) {
+            if (log_is_zap()) {
+                log_warnw("embed",
+                          "scheme is HTTP while --client-cert-auth is "
+                          "enabled; ignoring client cert auth for this URL",
+                          LOG_STR("client-url", u->str));
+            } else {
+                log_warn("embed",
+                         "The scheme of client url %s is HTTP while client "
+                         "cert auth (--client-cert-auth) is enabled. Ignored "
+                         "client cert auth for this url.",
+                         u->str);
+            }
+        }
+    }
+    if (!ct->empty) {
+        tls_info_str(&ct->tc, cert_auth, buf, sizeof buf);
+        if (log_is_zap()) {
+            log_infow("embed", "starting with client TLS",
+                      LOG_STR("tls-info", buf),
+                      LOG_STRS("cipher-suites", cfg->cipher_suites.v,
+                               cfg->cipher_suites.n));
+        } else {
+            log_info("embed", "ClientTLS: %s", buf);
+        }
+    }
+    return 0;
+}
+
+/* The address part of a client URL ("127.0.0.1:2379", a socket path):
+ * etcd serves http:// and https:// URLs of one address on one listener. */
+static const char *url_addr(const struct config_url *u)
+{
+    return u->str + strlen(u->scheme) + strlen("://");
+}
+
 int server_start(uv_loop_t *loop, const struct keel_config *cfg,
                  struct keel_server **out, char *errmsg, size_t errlen)
 {
@@ -527,7 +692,14 @@ int server_start(uv_loop_t *loop, const struct keel_config *cfg,
     s->cfg = cfg;
     uint64_t voters[SERVER_MAX_MEMBERS];
     size_t n_voters = 0;
-    int rv = resolve_identity(s, voters, &n_voters, errmsg, errlen);
+    /* etcd checks the client TLS flags (and makes --auto-tls certificates)
+     * before it opens the member. */
+    struct client_tls ct;
+    int rv = client_tls_prepare(cfg, &ct, errmsg, errlen);
+    if (rv != 0) {
+        goto err;
+    }
+    rv = resolve_identity(s, voters, &n_voters, errmsg, errlen);
     if (rv != 0) {
         goto err;
     }
@@ -617,21 +789,75 @@ int server_start(uv_loop_t *loop, const struct keel_config *cfg,
         rv = KEEL_ENOMEM;
         goto err_node;
     }
+    bool any_secure = false;
     for (size_t i = 0; i < cfg->listen_client_urls.n; i++) {
-        const char *url = cfg->listen_client_urls.v[i].str;
-        rv = listener_init(&s->listeners[i], loop, url, s->grpc, s->router,
-                           &limits);
+        const char *sc = cfg->listen_client_urls.v[i].scheme;
+        any_secure |= strcmp(sc, "https") == 0 || strcmp(sc, "unixs") == 0;
+    }
+    for (size_t i = 0; i < cfg->listen_metrics_urls.n; i++) {
+        any_secure |= strcmp(cfg->listen_metrics_urls.v[i].scheme, "http") != 0;
+    }
+    if (any_secure) {
+        /* Load the certificates once up front so that a bad file fails
+         * with etcd's bare message ("open x.pem: no such file or
+         * directory"), not wrapped in a listener error. */
+        struct tls_ctx *probe = NULL;
+        rv = tls_ctx_new(&ct.tc, &probe, errmsg, errlen);
         if (rv != 0) {
-            snprintf(errmsg, errlen, "listen tcp %s: %s", url,
-                     s->listeners[i].errmsg);
-            goto err_listeners;
+            goto err_node;
         }
-        s->listeners[i].data = s;
-        s->n_listeners++;
+        tls_ctx_free(probe);
+    }
+    for (size_t i = 0; i < cfg->listen_client_urls.n; i++) {
         const struct config_url *cu = &cfg->listen_client_urls.v[i];
+        bool secure = strcmp(cu->scheme, "https") == 0 ||
+                      strcmp(cu->scheme, "unixs") == 0;
+        /* etcd serves the http:// and https:// URLs of one address on one
+         * listener (its cmux picks TLS or plaintext per connection). */
+        bool seen = false, plain = !secure, tls = secure;
+        for (size_t j = 0; j < cfg->listen_client_urls.n; j++) {
+            const struct config_url *o = &cfg->listen_client_urls.v[j];
+            if (j == i || strcmp(url_addr(o), url_addr(cu)) != 0) {
+                continue;
+            }
+            seen |= j < i;
+            if (strcmp(o->scheme, "https") == 0 ||
+                strcmp(o->scheme, "unixs") == 0) {
+                tls = true;
+            } else {
+                plain = true;
+            }
+        }
+        if (!seen) {
+            struct listener *l = &s->listeners[s->n_listeners];
+            char url[1024];
+            /* the https:// form when TLS is wanted at all */
+            snprintf(url, sizeof url, "%s%s://%s", cu->scheme,
+                     tls && !secure ? "s" : "", url_addr(cu));
+            rv = listener_init_tls(l, loop, url, s->grpc, s->router, &limits,
+                                   &ct.tc);
+            if (rv != 0) {
+                snprintf(errmsg, errlen, "listen tcp %s: %s", cu->str,
+                         l->errmsg);
+                goto err_listeners;
+            }
+            l->tls_optional = tls && plain;
+            l->data = s;
+            s->n_listeners++;
+        }
         if (strcmp(cu->scheme, "unix") == 0) {
             log_notice("embed", "serving unix socket requests on %s",
-                       url + strlen("unix://"));
+                       url_addr(cu));
+        } else if (secure) {
+            /* etcd: "serving client requests on %s" /
+             * "serving client traffic securely" */
+            if (log_is_zap()) {
+                log_infow("embed", "serving client traffic securely",
+                          LOG_STR("address", url_addr(cu)));
+            } else {
+                log_info("embed", "serving client requests on %s",
+                         url_addr(cu));
+            }
         } else {
             log_notice("embed",
                        "serving insecure client requests on %s:%s, this is "
@@ -643,7 +869,8 @@ int server_start(uv_loop_t *loop, const struct keel_config *cfg,
     for (size_t i = 0; i < cfg->listen_metrics_urls.n; i++) {
         const char *url = cfg->listen_metrics_urls.v[i].str;
         struct listener *l = &s->listeners[s->n_listeners];
-        rv = listener_init(l, loop, url, NULL, s->metrics_router, &limits);
+        rv = listener_init_tls(l, loop, url, NULL, s->metrics_router,
+                               &limits, &ct.tc);
         if (rv != 0) {
             snprintf(errmsg, errlen, "listen tcp %s: %s", url, l->errmsg);
             goto err_listeners;

@@ -18,19 +18,31 @@
  */
 #include "tls.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <openssl/bn.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
+#include "config.h"
 #include "keel_err.h"
 
 struct tls_ctx
 {
     SSL_CTX *ctx;
+    X509_CRL *crl;           /* --client-crl-file, NULL without */
+    char *allowed_hostname;  /* --client-cert-allowed-hostname, NULL without */
 };
 
 struct tls_conn
@@ -40,7 +52,16 @@ struct tls_conn
     BIO *wbio; /* ciphertext out; owned by ssl */
     char cn[256];
     int cn_done;
+    char err[160]; /* why the handshake failed (tls__error) */
+    /* Set by verify_cb: the certificate passed OpenSSL's chain checks but
+     * failed etcd's own (CRL serial, allowed hostname). */
+    const char *reject;
 };
+
+static int is_set(const char *s)
+{
+    return s != NULL && s[0] != '\0';
+}
 
 static void ssl_err(char *errmsg,
                     size_t errlen,
@@ -75,6 +96,360 @@ static int select_alpn(SSL *ssl,
     return SSL_TLSEXT_ERR_OK;
 }
 
+/* Go's crypto/tls names (etcd --cipher-suites, pkg/tlsutil) and OpenSSL's
+ * names for the same TLS 1.2 suites. The TLS 1.3 names are accepted as Go
+ * does; Go never applies them (1.3 suites are not configurable), so they
+ * add nothing to the OpenSSL list. */
+static const struct
+{
+    const char *go, *ossl;
+} cipher_map[] = {
+    {"TLS_RSA_WITH_RC4_128_SHA", "RC4-SHA"},
+    {"TLS_RSA_WITH_3DES_EDE_CBC_SHA", "DES-CBC3-SHA"},
+    {"TLS_RSA_WITH_AES_128_CBC_SHA", "AES128-SHA"},
+    {"TLS_RSA_WITH_AES_256_CBC_SHA", "AES256-SHA"},
+    {"TLS_RSA_WITH_AES_128_CBC_SHA256", "AES128-SHA256"},
+    {"TLS_RSA_WITH_AES_128_GCM_SHA256", "AES128-GCM-SHA256"},
+    {"TLS_RSA_WITH_AES_256_GCM_SHA384", "AES256-GCM-SHA384"},
+    {"TLS_ECDHE_ECDSA_WITH_RC4_128_SHA", "ECDHE-ECDSA-RC4-SHA"},
+    {"TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA", "ECDHE-ECDSA-AES128-SHA"},
+    {"TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA", "ECDHE-ECDSA-AES256-SHA"},
+    {"TLS_ECDHE_RSA_WITH_RC4_128_SHA", "ECDHE-RSA-RC4-SHA"},
+    {"TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA", "ECDHE-RSA-DES-CBC3-SHA"},
+    {"TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA", "ECDHE-RSA-AES128-SHA"},
+    {"TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA", "ECDHE-RSA-AES256-SHA"},
+    {"TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256", "ECDHE-ECDSA-AES128-SHA256"},
+    {"TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256", "ECDHE-RSA-AES128-SHA256"},
+    {"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "ECDHE-RSA-AES128-GCM-SHA256"},
+    {"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+     "ECDHE-ECDSA-AES128-GCM-SHA256"},
+    {"TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384", "ECDHE-RSA-AES256-GCM-SHA384"},
+    {"TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+     "ECDHE-ECDSA-AES256-GCM-SHA384"},
+    {"TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+     "ECDHE-RSA-CHACHA20-POLY1305"},
+    {"TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+     "ECDHE-ECDSA-CHACHA20-POLY1305"},
+    /* pkg/tlsutil's aliases */
+    {"TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305", "ECDHE-RSA-CHACHA20-POLY1305"},
+    {"TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305",
+     "ECDHE-ECDSA-CHACHA20-POLY1305"},
+    {"TLS_AES_128_GCM_SHA256", NULL},
+    {"TLS_AES_256_GCM_SHA384", NULL},
+    {"TLS_CHACHA20_POLY1305_SHA256", NULL},
+};
+
+int tls_cipher_list(const char *const *names,
+                    size_t n,
+                    char *out,
+                    size_t outlen,
+                    char *errmsg,
+                    size_t errlen)
+{
+    size_t o = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        size_t j;
+        for (j = 0; j < sizeof cipher_map / sizeof cipher_map[0]; j++) {
+            if (strcmp(names[i], cipher_map[j].go) == 0) {
+                break;
+            }
+        }
+        if (j == sizeof cipher_map / sizeof cipher_map[0]) {
+            snprintf(errmsg, errlen, "unexpected TLS cipher suite \"%s\"",
+                     names[i]);
+            return -1;
+        }
+        if (cipher_map[j].ossl != NULL) {
+            int w = snprintf(out + o, outlen - o, "%s%s", o > 0 ? ":" : "",
+                             cipher_map[j].ossl);
+            if (w < 0 || (size_t)w >= outlen - o) {
+                snprintf(errmsg, errlen, "too many TLS cipher suites");
+                return -1;
+            }
+            o += (size_t)w;
+        }
+    }
+    return 0;
+}
+
+/* Read a whole file, as Go's ioutil.ReadFile; on failure errmsg gets Go's
+ * "open <path>: <reason>". */
+static BIO *read_file(const char *path, char *errmsg, size_t errlen)
+{
+    char eb[128];
+    FILE *f = fopen(path, "rb");
+    BIO *b;
+    char buf[4096];
+    size_t n;
+    if (f == NULL) {
+        snprintf(errmsg, errlen, "open %s: %s", path,
+                 config_go_strerror(errno, eb, sizeof eb));
+        return NULL;
+    }
+    b = BIO_new(BIO_s_mem());
+    if (b != NULL) {
+        /* BIO_reset() rewinds instead of discarding (re-parsing on error) */
+        BIO_set_flags(b, BIO_FLAGS_NONCLEAR_RST);
+    }
+    while (b != NULL && (n = fread(buf, 1, sizeof buf, f)) > 0) {
+        if (BIO_write(b, buf, (int)n) != (int)n) {
+            BIO_free(b);
+            b = NULL;
+        }
+    }
+    if (b != NULL && ferror(f)) {
+        snprintf(errmsg, errlen, "read %s: %s", path,
+                 config_go_strerror(errno != 0 ? errno : EIO, eb, sizeof eb));
+        BIO_free(b);
+        b = NULL;
+    } else if (b == NULL) {
+        snprintf(errmsg, errlen, "read %s: out of memory", path);
+    }
+    fclose(f);
+    return b;
+}
+
+/* The PEM block types in b other than want (a type, or a suffix when want
+ * starts with a space), as Go's skippedBlockTypes: "[A B]". Returns how
+ * many; *only_one_suffix tells whether the single skipped type ends with
+ * suffix. */
+static int skipped_types(BIO *b, const char *want, const char *suffix,
+                         char *out, size_t outlen, int *only_match)
+{
+    char *data;
+    long len = BIO_get_mem_data(b, &data);
+    const char *p = data, *end = data + (len > 0 ? len : 0);
+    size_t o = 0;
+    int n = 0;
+    *only_match = 0;
+    snprintf(out, outlen, "[");
+    o = 1;
+    while (p < end) {
+        const char *beg = memmem(p, (size_t)(end - p), "-----BEGIN ", 11);
+        const char *stop;
+        size_t tl;
+        if (beg == NULL) {
+            break;
+        }
+        beg += 11;
+        stop = memmem(beg, (size_t)(end - beg), "-----", 5);
+        if (stop == NULL) {
+            break;
+        }
+        tl = (size_t)(stop - beg);
+        p = stop + 5;
+        if ((want[0] == ' ' && tl >= strlen(want) &&
+             memcmp(stop - strlen(want), want, strlen(want)) == 0) ||
+            (tl == strlen(want) && memcmp(beg, want, tl) == 0)) {
+            continue;
+        }
+        n++;
+        *only_match = n == 1 && tl >= strlen(suffix) &&
+                      memcmp(stop - strlen(suffix), suffix, strlen(suffix)) ==
+                          0;
+        if (o < outlen) {
+            o += (size_t)snprintf(out + o, outlen - o, "%s%.*s",
+                                  n > 1 ? " " : "", (int)tl, beg);
+        }
+    }
+    if (o < outlen) {
+        snprintf(out + o, outlen - o, "]");
+    }
+    if (n > 1) {
+        *only_match = 0;
+    }
+    return n;
+}
+
+/* Certificate chain and key, with Go's tls.X509KeyPair error texts (etcd
+ * reads both files before parsing either, so a missing key file is
+ * reported even when the certificate is bad). */
+static int load_pair(SSL_CTX *ctx,
+                     const char *cert_file,
+                     const char *key_file,
+                     char *errmsg,
+                     size_t errlen)
+{
+    BIO *cb = read_file(cert_file, errmsg, errlen), *kb = NULL;
+    X509 *leaf = NULL, *extra;
+    EVP_PKEY *key = NULL;
+    int rv = -1;
+
+    if (cb == NULL || (kb = read_file(key_file, errmsg, errlen)) == NULL) {
+        goto out;
+    }
+    leaf = PEM_read_bio_X509(cb, NULL, NULL, NULL);
+    if (leaf == NULL) {
+        char types[256];
+        int one, n;
+        (void)BIO_reset(cb);
+        n = skipped_types(cb, "CERTIFICATE", "PRIVATE KEY", types,
+                          sizeof types, &one);
+        if (n == 0) {
+            snprintf(errmsg, errlen,
+                     "tls: failed to find any PEM data in certificate input");
+        } else if (one) {
+            snprintf(errmsg, errlen,
+                     "tls: failed to find certificate PEM data in "
+                     "certificate input, but did find a private key; PEM "
+                     "inputs may have been switched");
+        } else {
+            snprintf(errmsg, errlen,
+                     "tls: failed to find \"CERTIFICATE\" PEM block in "
+                     "certificate input after skipping PEM blocks of the "
+                     "following types: %s",
+                     types);
+        }
+        goto out;
+    }
+    key = PEM_read_bio_PrivateKey(kb, NULL, NULL, NULL);
+    if (key == NULL) {
+        char types[256];
+        int one, n;
+        (void)BIO_reset(kb);
+        n = skipped_types(kb, " PRIVATE KEY", "CERTIFICATE", types,
+                          sizeof types, &one);
+        if (n == 0) {
+            snprintf(errmsg, errlen,
+                     "tls: failed to find any PEM data in key input");
+        } else if (one) {
+            snprintf(errmsg, errlen,
+                     "tls: found a certificate rather than a key in the PEM "
+                     "for the private key");
+        } else {
+            snprintf(errmsg, errlen,
+                     "tls: failed to find PEM block with type ending in "
+                     "\"PRIVATE KEY\" in key input after skipping PEM "
+                     "blocks of the following types: %s",
+                     types);
+        }
+        goto out;
+    }
+    if (SSL_CTX_use_certificate(ctx, leaf) != 1 ||
+        SSL_CTX_use_PrivateKey(ctx, key) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+        snprintf(errmsg, errlen, "tls: private key does not match public key");
+        goto out;
+    }
+    while ((extra = PEM_read_bio_X509(cb, NULL, NULL, NULL)) != NULL) {
+        if (SSL_CTX_add0_chain_cert(ctx, extra) != 1) {
+            X509_free(extra);
+            snprintf(errmsg, errlen, "tls: failed to parse certificate chain");
+            goto out;
+        }
+    }
+    rv = 0;
+out:
+    ERR_clear_error();
+    X509_free(leaf);
+    EVP_PKEY_free(key);
+    BIO_free(cb);
+    BIO_free(kb);
+    return rv;
+}
+
+/* Trusted CAs (Go: tlsutil.NewCertPool): every PEM block must parse. Their
+ * names are also sent in the CertificateRequest, as Go does. */
+static int load_cas(SSL_CTX *ctx, const char *path, char *errmsg,
+                    size_t errlen)
+{
+    BIO *b = read_file(path, errmsg, errlen);
+    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+    STACK_OF(X509_NAME) *names = sk_X509_NAME_new_null();
+    X509 *x;
+    int rv = -1;
+    if (b == NULL || names == NULL) {
+        goto out;
+    }
+    while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+        X509_NAME *nm = X509_NAME_dup(X509_get_subject_name(x));
+        if (X509_STORE_add_cert(store, x) != 1 || nm == NULL ||
+            sk_X509_NAME_push(names, nm) <= 0) {
+            X509_NAME_free(nm);
+            X509_free(x);
+            snprintf(errmsg, errlen, "x509: failed to add CA from %s", path);
+            goto out;
+        }
+        X509_free(x);
+    }
+    /* The loop ends at EOF (no more PEM) or at a block that is not a
+     * certificate: only the first is fine. */
+    if (ERR_GET_REASON(ERR_peek_last_error()) != PEM_R_NO_START_LINE) {
+        snprintf(errmsg, errlen, "x509: malformed certificate");
+        goto out;
+    }
+    SSL_CTX_set_client_CA_list(ctx, names);
+    names = NULL;
+    rv = 0;
+out:
+    ERR_clear_error();
+    sk_X509_NAME_pop_free(names, X509_NAME_free);
+    BIO_free(b);
+    return rv;
+}
+
+/* etcd's checks beyond chain verification, on the leaf (depth 0):
+ * --client-crl-file (checkCRL in pkg/transport/listener_tls.go) and
+ * --client-cert-allowed-hostname (TLSInfo.baseConfig). */
+static int verify_cb(int ok, X509_STORE_CTX *xs)
+{
+    SSL *ssl;
+    struct tls_ctx *t;
+    struct tls_conn *c;
+    X509 *cert;
+    if (!ok || X509_STORE_CTX_get_error_depth(xs) != 0) {
+        return ok;
+    }
+    ssl = X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
+    t = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+    c = SSL_get_app_data(ssl);
+    cert = X509_STORE_CTX_get_current_cert(xs);
+    if (t == NULL || c == NULL || cert == NULL) {
+        return ok;
+    }
+    if (t->crl != NULL) {
+        X509_REVOKED *r = NULL;
+        if (X509_CRL_get0_by_serial(t->crl, &r,
+                                    X509_get0_serialNumber(cert)) == 1) {
+            c->reject = "transport: certificate serial revoked";
+            return 0;
+        }
+    }
+    if (t->allowed_hostname != NULL) {
+        int match = X509_check_ip_asc(cert, t->allowed_hostname, 0);
+        if (match < 0) { /* not an IP literal: a DNS name */
+            match = X509_check_host(cert, t->allowed_hostname, 0, 0, NULL);
+        }
+        if (match != 1) {
+            c->reject = "client certificate authentication failed";
+            return 0;
+        }
+    }
+    return ok;
+}
+
+static int load_crl(struct tls_ctx *t, const char *path, char *errmsg,
+                    size_t errlen)
+{
+    BIO *b = read_file(path, errmsg, errlen);
+    if (b == NULL) {
+        return -1;
+    }
+    t->crl = PEM_read_bio_X509_CRL(b, NULL, NULL, NULL);
+    if (t->crl == NULL) { /* Go's x509.ParseCRL also takes DER */
+        (void)BIO_reset(b);
+        t->crl = d2i_X509_CRL_bio(b, NULL);
+    }
+    BIO_free(b);
+    ERR_clear_error();
+    if (t->crl == NULL) {
+        snprintf(errmsg, errlen, "x509: malformed crl");
+        return -1;
+    }
+    return 0;
+}
+
 int tls_ctx_new(const struct tls_config *cfg,
                 struct tls_ctx **out,
                 char *errmsg,
@@ -83,13 +458,13 @@ int tls_ctx_new(const struct tls_config *cfg,
     struct tls_ctx *t;
     int rv = KEEL_EINVAL;
 
-    if (cfg->cert_file == NULL || cfg->key_file == NULL) {
-        snprintf(errmsg, errlen, "TLS needs a certificate and a key file");
-        return KEEL_EINVAL;
-    }
-    if (cfg->client_cert_auth && cfg->trusted_ca_file == NULL) {
+    if (!is_set(cfg->cert_file) || !is_set(cfg->key_file)) {
+        /* etcd: TLSInfo.baseConfig */
         snprintf(errmsg, errlen,
-                 "client certificate authentication needs a trusted CA file");
+                 "KeyFile and CertFile must both be present[key: %s, cert: "
+                 "%s]",
+                 cfg->key_file != NULL ? cfg->key_file : "",
+                 cfg->cert_file != NULL ? cfg->cert_file : "");
         return KEEL_EINVAL;
     }
     t = calloc(1, sizeof *t);
@@ -103,50 +478,52 @@ int tls_ctx_new(const struct tls_config *cfg,
         rv = KEEL_ENOMEM;
         goto err;
     }
-    /* etcd 3.4 (Go crypto/tls defaults of its time): TLS 1.2 minimum. */
+    SSL_CTX_set_app_data(t->ctx, t);
+    /* etcd 3.4: MinVersion tls.VersionTLS12 (TLSInfo.baseConfig). */
     SSL_CTX_set_min_proto_version(t->ctx, TLS1_2_VERSION);
     SSL_CTX_set_mode(t->ctx, SSL_MODE_RELEASE_BUFFERS);
     /* Client-initiated renegotiation only costs us CPU (Go refuses it
      * on servers too). */
     SSL_CTX_set_options(t->ctx, SSL_OP_NO_RENEGOTIATION);
-    if (SSL_CTX_use_certificate_chain_file(t->ctx, cfg->cert_file) != 1) {
-        ssl_err(errmsg, errlen, "load certificate", cfg->cert_file);
+    if (load_pair(t->ctx, cfg->cert_file, cfg->key_file, errmsg, errlen) !=
+        0) {
         goto err;
     }
-    if (SSL_CTX_use_PrivateKey_file(t->ctx, cfg->key_file, SSL_FILETYPE_PEM) !=
-        1) {
-        ssl_err(errmsg, errlen, "load key", cfg->key_file);
+    if (is_set(cfg->cipher_list) &&
+        SSL_CTX_set_cipher_list(t->ctx, cfg->cipher_list) != 1) {
+        ssl_err(errmsg, errlen, "cipher suites", cfg->cipher_list);
         goto err;
     }
-    if (SSL_CTX_check_private_key(t->ctx) != 1) {
-        ssl_err(errmsg, errlen, "key does not match certificate",
-                cfg->cert_file);
-        goto err;
-    }
-    if (cfg->trusted_ca_file != NULL) {
-        STACK_OF(X509_NAME) * names;
-        if (SSL_CTX_load_verify_locations(t->ctx, cfg->trusted_ca_file, NULL) !=
-            1) {
-            ssl_err(errmsg, errlen, "load trusted CA", cfg->trusted_ca_file);
+    if (is_set(cfg->trusted_ca_file)) {
+        if (load_cas(t->ctx, cfg->trusted_ca_file, errmsg, errlen) != 0) {
             goto err;
         }
-        names = SSL_load_client_CA_file(cfg->trusted_ca_file);
-        if (names != NULL) {
-            SSL_CTX_set_client_CA_list(t->ctx, names);
-        }
-        SSL_CTX_set_verify(
-            t->ctx,
-            cfg->client_cert_auth
-                ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
-                : SSL_VERIFY_PEER,
-            NULL);
+    } else if (cfg->client_cert_auth) {
+        /* Go verifies against the system pool when ClientCAs is nil. */
+        SSL_CTX_set_default_verify_paths(t->ctx);
+    }
+    if (is_set(cfg->crl_file) &&
+        load_crl(t, cfg->crl_file, errmsg, errlen) != 0) {
+        goto err;
+    }
+    if (is_set(cfg->allowed_hostname) &&
+        (t->allowed_hostname = strdup(cfg->allowed_hostname)) == NULL) {
+        rv = KEEL_ENOMEM;
+        goto err;
+    }
+    if (cfg->client_cert_auth) {
+        SSL_CTX_set_verify(t->ctx,
+                           SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
+                           verify_cb);
+    } else if (is_set(cfg->trusted_ca_file)) {
+        /* Ask for a certificate, verify one if given. */
+        SSL_CTX_set_verify(t->ctx, SSL_VERIFY_PEER, verify_cb);
     }
     SSL_CTX_set_alpn_select_cb(t->ctx, select_alpn, NULL);
     *out = t;
     return 0;
 err:
-    SSL_CTX_free(t->ctx);
-    free(t);
+    tls_ctx_free(t);
     return rv;
 }
 
@@ -154,6 +531,8 @@ void tls_ctx_free(struct tls_ctx *ctx)
 {
     if (ctx != NULL) {
         SSL_CTX_free(ctx->ctx);
+        X509_CRL_free(ctx->crl);
+        free(ctx->allowed_hostname);
         free(ctx);
     }
 }
@@ -175,6 +554,7 @@ struct tls_conn *tls__conn_new(struct tls_ctx *ctx)
         return NULL;
     }
     SSL_set_bio(t->ssl, t->rbio, t->wbio);
+    SSL_set_app_data(t->ssl, t);
     SSL_set_accept_state(t->ssl);
     return t;
 }
@@ -195,6 +575,47 @@ int tls__feed(struct tls_conn *t, const void *buf, size_t len)
     return 0;
 }
 
+/* Describe a failed read as Go's crypto/tls would (etcd logs it in
+ * "rejected connection from ..."); OpenSSL's reason otherwise. */
+static void set_error(struct tls_conn *t)
+{
+    unsigned long e = ERR_peek_error();
+    int reason = ERR_GET_REASON(e);
+    long vr = SSL_get_verify_result(t->ssl);
+    if (reason >= SSL_AD_REASON_OFFSET && t->reject == NULL) {
+        /* An alert from the client (it refused our certificate): Go's
+         * listener does not report these, so neither does keel. */
+        t->err[0] = '\0';
+    } else if (t->reject != NULL) {
+        snprintf(t->err, sizeof t->err, "%s", t->reject);
+    } else if (reason == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
+        snprintf(t->err, sizeof t->err,
+                 "tls: client didn't provide a certificate");
+    } else if (reason == SSL_R_HTTP_REQUEST ||
+               reason == SSL_R_HTTPS_PROXY_REQUEST ||
+               reason == SSL_R_WRONG_VERSION_NUMBER ||
+               reason == SSL_R_UNKNOWN_PROTOCOL ||
+               reason == SSL_R_PACKET_LENGTH_TOO_LONG) {
+        snprintf(t->err, sizeof t->err,
+                 "tls: first record does not look like a TLS handshake");
+    } else if (reason == SSL_R_CERTIFICATE_VERIFY_FAILED && vr != X509_V_OK) {
+        snprintf(t->err, sizeof t->err,
+                 "tls: failed to verify client certificate: x509: %s",
+                 X509_verify_cert_error_string(vr));
+    } else if (e != 0) {
+        ERR_error_string_n(e, t->err, sizeof t->err);
+    } else if (SSL_get_error(t->ssl, -1) == SSL_ERROR_ZERO_RETURN) {
+        snprintf(t->err, sizeof t->err, "EOF");
+    } else {
+        snprintf(t->err, sizeof t->err, "tls: handshake failure");
+    }
+}
+
+const char *tls__error(const struct tls_conn *t)
+{
+    return t->err;
+}
+
 ssize_t tls__read(struct tls_conn *t, void *buf, size_t size)
 {
     int n;
@@ -208,6 +629,7 @@ ssize_t tls__read(struct tls_conn *t, void *buf, size_t size)
         case SSL_ERROR_WANT_WRITE:
             return 0;
         default: /* handshake failure, bad record, close_notify */
+            set_error(t);
             ERR_clear_error();
             return KEEL_EIO;
     }
@@ -269,4 +691,178 @@ const char *tls__peer_cn(const struct tls_conn *t)
         X509_free(cert);
     }
     return m->cn;
+}
+
+/* mkdir -p with mode for every created level (Go: fileutil.TouchDirAll). */
+static int mkdir_all(const char *dir, char *errmsg, size_t errlen)
+{
+    char p[4096], eb[128];
+    size_t len = strlen(dir);
+    if (len == 0 || len >= sizeof p) {
+        snprintf(errmsg, errlen, "mkdir %s: invalid path", dir);
+        return -1;
+    }
+    memcpy(p, dir, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (p[i] != '/' && p[i] != '\0') {
+            continue;
+        }
+        char c = p[i];
+        p[i] = '\0';
+        if (mkdir(p, 0700) != 0 && errno != EEXIST) {
+            snprintf(errmsg, errlen, "mkdir %s: %s", p,
+                     config_go_strerror(errno, eb, sizeof eb));
+            return -1;
+        }
+        p[i] = c;
+    }
+    return 0;
+}
+
+/* "IP:1.2.3.4,DNS:name,..." for the SAN extension, from "host:port"
+ * strings as Go's net.SplitHostPort splits them ("[::1]:2379" → ::1). */
+static void san_list(const char *const *hosts, size_t n, char *out,
+                     size_t outlen)
+{
+    size_t o = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        char h[256];
+        const char *s = hosts[i], *colon = strrchr(s, ':');
+        size_t hl = colon != NULL ? (size_t)(colon - s) : strlen(s);
+        unsigned char bin[16];
+        int w;
+        if (hl >= 2 && s[0] == '[' && s[hl - 1] == ']') {
+            s++;
+            hl -= 2;
+        }
+        if (hl == 0 || hl >= sizeof h) {
+            continue;
+        }
+        memcpy(h, s, hl);
+        h[hl] = '\0';
+        w = snprintf(out + o, outlen - o, "%s%s:%s", o > 0 ? "," : "",
+                     inet_pton(AF_INET, h, bin) == 1 ||
+                             inet_pton(AF_INET6, h, bin) == 1
+                         ? "IP"
+                         : "DNS",
+                     h);
+        if (w < 0 || (size_t)w >= outlen - o) {
+            out[o] = '\0';
+            return;
+        }
+        o += (size_t)w;
+    }
+}
+
+static int add_ext(X509 *x, int nid, const char *value)
+{
+    X509V3_CTX v3;
+    X509_EXTENSION *ext;
+    int ok;
+    X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
+    ext = X509V3_EXT_conf_nid(NULL, &v3, nid, value);
+    if (ext == NULL) {
+        return 0;
+    }
+    ok = X509_add_ext(x, ext, -1);
+    X509_EXTENSION_free(ext);
+    return ok;
+}
+
+static int write_key(FILE *f, EVP_PKEY *key)
+{
+    BIO *b = BIO_new_fp(f, BIO_NOCLOSE);
+    int ok = b != NULL && PEM_write_bio_PrivateKey_traditional(
+                              b, key, NULL, NULL, 0, NULL, NULL);
+    BIO_free(b);
+    return ok;
+}
+
+int tls_self_cert(const char *dir,
+                  const char *const *hosts,
+                  size_t n,
+                  int *created,
+                  char *errmsg,
+                  size_t errlen)
+{
+    char cert_path[4200], key_path[4200], san[2048], eb[128];
+    struct stat st;
+    EVP_PKEY *key = NULL;
+    X509 *x = NULL;
+    BIGNUM *serial = NULL;
+    FILE *f = NULL;
+    int fd, rv = -1;
+
+    *created = 0;
+    if (mkdir_all(dir, errmsg, errlen) != 0) {
+        return -1;
+    }
+    snprintf(cert_path, sizeof cert_path, "%s/cert.pem", dir);
+    snprintf(key_path, sizeof key_path, "%s/key.pem", dir);
+    if (stat(cert_path, &st) == 0 && stat(key_path, &st) == 0) {
+        return 0; /* etcd reuses what an earlier start generated */
+    }
+    ERR_clear_error();
+    key = EVP_EC_gen("P-521");
+    x = X509_new();
+    serial = BN_new();
+    if (key == NULL || x == NULL || serial == NULL ||
+        !BN_rand(serial, 128, BN_RAND_TOP_ANY, BN_RAND_BOTTOM_ANY) ||
+        BN_to_ASN1_INTEGER(serial, X509_get_serialNumber(x)) == NULL ||
+        !X509_set_version(x, X509_VERSION_3) ||
+        X509_gmtime_adj(X509_getm_notBefore(x), 0) == NULL ||
+        X509_gmtime_adj(X509_getm_notAfter(x), 365L * 24 * 3600) == NULL ||
+        !X509_set_pubkey(x, key) ||
+        !X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "O",
+                                    MBSTRING_ASC,
+                                    (const unsigned char *)"etcd", -1, -1,
+                                    0) ||
+        !X509_set_issuer_name(x, X509_get_subject_name(x)) ||
+        !add_ext(x, NID_key_usage,
+                 "critical,digitalSignature,keyEncipherment") ||
+        !add_ext(x, NID_ext_key_usage, "serverAuth") ||
+        !add_ext(x, NID_basic_constraints, "critical,CA:FALSE")) {
+        ssl_err(errmsg, errlen, "cannot generate x509 certificate", NULL);
+        goto out;
+    }
+    san_list(hosts, n, san, sizeof san);
+    if ((san[0] != '\0' && !add_ext(x, NID_subject_alt_name, san)) ||
+        !X509_sign(x, key, EVP_sha512())) {
+        ssl_err(errmsg, errlen, "cannot generate x509 certificate", NULL);
+        goto out;
+    }
+    f = fopen(cert_path, "w");
+    if (f == NULL || !PEM_write_X509(f, x) || fclose(f) != 0) {
+        snprintf(errmsg, errlen, "open %s: %s", cert_path,
+                 config_go_strerror(errno != 0 ? errno : EIO, eb, sizeof eb));
+        if (f != NULL) {
+            fclose(f);
+        }
+        f = NULL;
+        goto out;
+    }
+    f = NULL;
+    fd = open(key_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    /* "EC PRIVATE KEY" (SEC1), as Go's x509.MarshalECPrivateKey */
+    if (f == NULL || !write_key(f, key) || fclose(f) != 0) {
+        snprintf(errmsg, errlen, "open %s: %s", key_path,
+                 config_go_strerror(errno != 0 ? errno : EIO, eb, sizeof eb));
+        if (f != NULL) {
+            fclose(f);
+        } else if (fd >= 0) {
+            close(fd);
+        }
+        f = NULL;
+        goto out;
+    }
+    *created = 1;
+    rv = 0;
+out:
+    ERR_clear_error();
+    BN_free(serial);
+    X509_free(x);
+    EVP_PKEY_free(key);
+    return rv;
 }

@@ -17,24 +17,72 @@
 #include <sys/types.h>
 
 /* etcd's client TLS flags: --cert-file, --key-file, --trusted-ca-file,
- * --client-cert-auth. */
+ * --client-cert-auth, --client-crl-file, --client-cert-allowed-hostname,
+ * --cipher-suites. NULL and "" both mean unset. */
 struct tls_config
 {
     const char *cert_file;       /* PEM chain, required */
     const char *key_file;        /* PEM key, required */
     const char *trusted_ca_file; /* PEM CAs for client certs, may be NULL */
-    int client_cert_auth;        /* require a client cert signed by them */
+    /* Require a client certificate that verifies against trusted_ca_file
+     * (the system's CAs without one). etcd also requires one whenever a
+     * trusted CA file is given (transport.TLSInfo.ServerConfig); that rule
+     * is the caller's (server.c), this flag is taken literally. */
+    int client_cert_auth;
+    /* Refuse client certificates whose serial this CRL lists (etcd's
+     * checkCRL: serials only, the CRL's signature is not checked). */
+    const char *crl_file;
+    /* Refuse client certificates not valid for this host name or IP
+     * (etcd: "client certificate authentication failed"). */
+    const char *allowed_hostname;
+    /* OpenSSL cipher list for TLS 1.2 (tls_cipher_list()); NULL: OpenSSL's
+     * defaults. TLS 1.3 suites are never restricted, as in Go. */
+    const char *cipher_list;
 };
 
 struct tls_ctx;
 struct tls_conn;
 
-/* Load certificates. Returns 0 or a negative code with errmsg filled. */
+/* Load certificates. Returns 0 or a negative code with errmsg filled with
+ * the text etcd (Go) prints for the same failure: "open <path>: no such
+ * file or directory", "tls: failed to find any PEM data in certificate
+ * input", "tls: private key does not match public key", ... */
 int tls_ctx_new(const struct tls_config *cfg,
                 struct tls_ctx **out,
                 char *errmsg,
                 size_t errlen);
 void tls_ctx_free(struct tls_ctx *ctx);
+
+/* Map etcd's --cipher-suites names (Go's crypto/tls names, e.g.
+ * TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256) to an OpenSSL cipher list in out.
+ * Returns 0, or -1 with etcd's message in errmsg ("unexpected TLS cipher
+ * suite \"X\""). */
+int tls_cipher_list(const char *const *names,
+                    size_t n,
+                    char *out,
+                    size_t outlen,
+                    char *errmsg,
+                    size_t errlen);
+
+/* etcd's --auto-tls (transport.SelfCert): make sure dir/cert.pem and
+ * dir/key.pem exist; when either is missing, create dir (0700) and write a
+ * new self-signed ECDSA P-521 certificate valid for one year (subject
+ * O=etcd, server auth, SANs from hosts: "host:port" strings, IP literals
+ * become IP SANs, names DNS SANs) and its key (0600). *created is set to 1
+ * when files were written. Returns 0 or -1 with errmsg filled. */
+int tls_self_cert(const char *dir,
+                  const char *const *hosts,
+                  size_t n,
+                  int *created,
+                  char *errmsg,
+                  size_t errlen);
+
+/* Whether the first byte a client sent starts a TLS record (a handshake:
+ * 0x16); listeners serving TLS and plaintext on one port decide on it. */
+static inline int tls_is_handshake_byte(unsigned char b)
+{
+    return b == 0x16;
+}
 
 /* Per-connection state (server side). NULL on OOM. */
 struct tls_conn *tls__conn_new(struct tls_ctx *ctx);
@@ -52,6 +100,11 @@ int tls__write(struct tls_conn *t, const void *buf, size_t len);
 /* Ciphertext waiting for the socket: a malloc'd buffer for
  * conn_write_take(), or NULL when there is none. */
 void *tls__take_out(struct tls_conn *t, size_t *len);
+/* Why the last tls__read() failed, in Go's words where etcd logs them
+ * ("tls: client didn't provide a certificate", "tls: first record does not
+ * look like a TLS handshake", ...); "" when it did not fail or when the
+ * client ended the handshake with an alert (etcd logs nothing then). */
+const char *tls__error(const struct tls_conn *t);
 /* Whether the handshake finished. */
 int tls__established(const struct tls_conn *t);
 /* The client certificate's common name ("" without one); etcd uses it as

@@ -679,7 +679,8 @@ static void test_config_file_tls_sections(void **state)
                                   "  trusted-ca-file: /ca.pem\n"
                                   "peer-transport-security:\n"
                                   "  auto-tls: true\n");
-    /* parsed into the right fields, then refused: TLS is not implemented */
+    /* parsed into the right fields; the client part is served, the peer
+     * part refused until the peer transport speaks TLS */
     assert_int_equal(PARSE(f, "--config-file", (char *)path), CONFIG_EVERIFY);
     struct keel_config *c = &f->cfg;
     assert_string_equal(c->client_tls.cert_file, "/c.pem");
@@ -691,9 +692,81 @@ static void test_config_file_tls_sections(void **state)
     assert_int_equal(config_flag_source(c, "cert-file"), CONFIG_SRC_FILE);
     assert_int_equal(config_flag_source(c, "peer-auto-tls"), CONFIG_SRC_FILE);
     assert_string_equal(c->errmsg,
-                        "--cert-file is not supported by keel: TLS is not "
-                        "implemented yet; keel refuses to start rather than "
-                        "serve without it");
+                        "--peer-auto-tls is not supported by keel: peer TLS "
+                        "is not supported yet; keel refuses to start rather "
+                        "than talk to peers without it");
+    /* the client section alone is accepted, with every key in place */
+    path = write_file(f, "ctls.yaml",
+                      "client-transport-security:\n"
+                      "  cert-file: /c.pem\n"
+                      "  key-file: /k.pem\n"
+                      "  auto-tls: true\n"
+                      "cipher-suites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]\n"
+                      "peer-transport-security:\n"
+                      "  key-file: /pk.pem\n");
+    config_close(&f->cfg);
+    config_init(&f->cfg);
+    assert_int_equal(PARSE(f, "--config-file", (char *)path), CONFIG_EVERIFY);
+    assert_string_equal(c->peer_tls.key_file, "/pk.pem");
+    assert_true(strncmp(c->errmsg, "--peer-key-file is not supported", 32) ==
+                0);
+    path = write_file(f, "ctls2.yaml",
+                      "client-transport-security:\n"
+                      "  cert-file: /c.pem\n"
+                      "  key-file: /k.pem\n"
+                      "  auto-tls: true\n"
+                      "cipher-suites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]\n");
+    config_close(&f->cfg);
+    config_init(&f->cfg);
+    assert_int_equal(PARSE(f, "--config-file", (char *)path), CONFIG_RUN);
+    assert_string_equal(c->client_tls.cert_file, "/c.pem");
+    assert_true(c->client_tls.auto_tls);
+    assert_int_equal(c->cipher_suites.n, 1);
+    assert_string_equal(c->cipher_suites.v[0],
+                        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256");
+}
+
+/* The client TLS flags from the command line and ETCD_* variables. */
+static void test_config_client_tls_flags(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(PARSE(f, "--cert-file=/c.pem", "--key-file", "/k.pem",
+                           "--trusted-ca-file=/ca.pem", "--client-cert-auth",
+                           "--client-crl-file=/crl.pem",
+                           "--client-cert-allowed-hostname=db.example",
+                           "--cipher-suites",
+                           "TLS_AES_128_GCM_SHA256,"
+                           "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"),
+                     CONFIG_RUN);
+    struct keel_config *c = &f->cfg;
+    assert_string_equal(c->client_tls.cert_file, "/c.pem");
+    assert_string_equal(c->client_tls.key_file, "/k.pem");
+    assert_string_equal(c->client_tls.trusted_ca_file, "/ca.pem");
+    assert_true(c->client_tls.client_cert_auth);
+    assert_string_equal(c->client_tls.crl_file, "/crl.pem");
+    assert_string_equal(c->client_tls.allowed_hostname, "db.example");
+    assert_int_equal(c->cipher_suites.n, 2);
+    config_close(&f->cfg);
+    config_init(&f->cfg);
+    char *env[] = {"ETCD_CERT_FILE=/e.pem", "ETCD_KEY_FILE=/ek.pem",
+                   "ETCD_AUTO_TLS=true", NULL};
+    assert_int_equal(parse_env(f, env, (char *)NULL), CONFIG_RUN);
+    assert_string_equal(c->client_tls.cert_file, "/e.pem");
+    assert_string_equal(c->client_tls.key_file, "/ek.pem");
+    assert_true(c->client_tls.auto_tls);
+    assert_int_equal(config_flag_source(c, "cert-file"), CONFIG_SRC_ENV);
+    /* the peer flags parse into peer_tls, then are refused */
+    config_close(&f->cfg);
+    config_init(&f->cfg);
+    assert_int_equal(PARSE(f, "--peer-cert-file=/p.pem",
+                           "--peer-trusted-ca-file=/pca.pem"),
+                     CONFIG_EVERIFY);
+    assert_string_equal(c->peer_tls.cert_file, "/p.pem");
+    assert_string_equal(c->peer_tls.trusted_ca_file, "/pca.pem");
+    assert_string_equal(c->errmsg,
+                        "--peer-cert-file is not supported by keel: peer TLS "
+                        "is not supported yet; keel refuses to start rather "
+                        "than talk to peers without it");
 }
 
 static void test_config_unimplemented_unsafe_flags_refused(void **state)
@@ -704,9 +777,9 @@ static void test_config_unimplemented_unsafe_flags_refused(void **state)
         const char *arg;
         const char *flag;
     } cases[] = {
-        {"--cert-file=/c.pem", "cert-file"},
+        {"--peer-cert-file=/c.pem", "peer-cert-file"},
         {"--peer-client-cert-auth", "peer-client-cert-auth"},
-        {"--auto-tls=true", "auto-tls"},
+        {"--peer-auto-tls=true", "peer-auto-tls"},
         {"--wal-dir=/wal", "wal-dir"},
         {"--force-new-cluster", "force-new-cluster"},
         {"--host-whitelist=a.example", "host-whitelist"},
@@ -723,7 +796,7 @@ static void test_config_unimplemented_unsafe_flags_refused(void **state)
     /* set to their defaults they are harmless and accepted */
     config_close(&f->cfg);
     config_init(&f->cfg);
-    assert_int_equal(PARSE(f, "--cert-file=", "--auto-tls=false",
+    assert_int_equal(PARSE(f, "--peer-cert-file=", "--peer-auto-tls=false",
                            "--host-whitelist=*", "--force-new-cluster=0",
                            "--proxy=off"),
                      CONFIG_RUN);
@@ -1350,6 +1423,7 @@ int main(int argc, char **argv)
         T(test_config_env_listen_without_advertise),
         T(test_config_file),
         T(test_config_file_tls_sections),
+        T(test_config_client_tls_flags),
         T(test_config_unimplemented_unsafe_flags_refused),
         T(test_config_file_from_env),
         T(test_config_file_errors),

@@ -825,7 +825,8 @@ int ts_server_start(void)
     }
     {
         char cert[160], key[160], ca[160];
-        struct tls_config tc = {cert, key, ca, 0};
+        struct tls_config tc = {.cert_file = cert, .key_file = key,
+                                .trusted_ca_file = ca};
         snprintf(cert, sizeof cert, "%s/server.pem", S.dir);
         snprintf(key, sizeof key, "%s/server.key", S.dir);
         snprintf(ca, sizeof ca, "%s/ca.pem", S.dir);
