@@ -699,6 +699,26 @@ int server_start(uv_loop_t *loop, const struct keel_config *cfg,
     if (rv != 0) {
         goto err;
     }
+    bool any_secure = false;
+    for (size_t i = 0; i < cfg->listen_client_urls.n; i++) {
+        const char *sc = cfg->listen_client_urls.v[i].scheme;
+        any_secure |= strcmp(sc, "https") == 0 || strcmp(sc, "unixs") == 0;
+    }
+    for (size_t i = 0; i < cfg->listen_metrics_urls.n; i++) {
+        any_secure |= strcmp(cfg->listen_metrics_urls.v[i].scheme, "http") != 0;
+    }
+    if (any_secure) {
+        /* Load the certificates once up front, before the member opens,
+         * so that a bad file fails with etcd's bare message ("open x.pem:
+         * no such file or directory"), not wrapped in a listener error.
+         * (etcd finds it later, once serving, and exits the same way.) */
+        struct tls_ctx *probe = NULL;
+        rv = tls_ctx_new(&ct.tc, &probe, errmsg, errlen);
+        if (rv != 0) {
+            goto err;
+        }
+        tls_ctx_free(probe);
+    }
     rv = resolve_identity(s, voters, &n_voters, errmsg, errlen);
     if (rv != 0) {
         goto err;
@@ -788,25 +808,6 @@ int server_start(uv_loop_t *loop, const struct keel_config *cfg,
     if (s->listeners == NULL && n_urls > 0) {
         rv = KEEL_ENOMEM;
         goto err_node;
-    }
-    bool any_secure = false;
-    for (size_t i = 0; i < cfg->listen_client_urls.n; i++) {
-        const char *sc = cfg->listen_client_urls.v[i].scheme;
-        any_secure |= strcmp(sc, "https") == 0 || strcmp(sc, "unixs") == 0;
-    }
-    for (size_t i = 0; i < cfg->listen_metrics_urls.n; i++) {
-        any_secure |= strcmp(cfg->listen_metrics_urls.v[i].scheme, "http") != 0;
-    }
-    if (any_secure) {
-        /* Load the certificates once up front so that a bad file fails
-         * with etcd's bare message ("open x.pem: no such file or
-         * directory"), not wrapped in a listener error. */
-        struct tls_ctx *probe = NULL;
-        rv = tls_ctx_new(&ct.tc, &probe, errmsg, errlen);
-        if (rv != 0) {
-            goto err_node;
-        }
-        tls_ctx_free(probe);
     }
     for (size_t i = 0; i < cfg->listen_client_urls.n; i++) {
         const struct config_url *cu = &cfg->listen_client_urls.v[i];

@@ -234,6 +234,41 @@ none: fails=yes" "$(hscenario "$hkeel_PORT")"
 stop "$hkeel_PID"
 stop "$hetcd_PID"
 
+# ---- 3b. --client-crl-file: a revoked client certificate is refused ----------
+printf '[ ca ]\ndefault_ca = d\n[ d ]\ndatabase = %s/index.txt\ncrlnumber = %s/crlnumber\ndefault_md = sha256\ndefault_crl_days = 2\n' \
+    "$C" "$C" >"$C/ca.cnf"
+: >"$C/index.txt"
+echo 01 >"$C/crlnumber"
+ssl ca -config "$C/ca.cnf" -keyfile "$C/ca.key" -cert "$C/ca.crt" \
+    -revoke "$C/other.crt"
+ssl ca -config "$C/ca.cnf" -keyfile "$C/ca.key" -cert "$C/ca.crt" -gencrl \
+    -out "$C/crl.pem"
+[ -s "$C/crl.pem" ] || { echo "openssl failed to make the CRL" >&2; exit 1; }
+for who in keel etcd; do
+    bin=$KEEL
+    [ "$who" = etcd ] && bin=$ETCD
+    tls_start "r$who" "$bin" "https://127.0.0.1:%P" "${TLSFLAGS[@]}" \
+        --trusted-ca-file "$C/ca.crt" --client-cert-auth \
+        --client-crl-file "$C/crl.pem"
+done
+rscenario() {
+    local p=$1 rc
+    wait_ok curl -fsS "${MTLS[@]}" "https://127.0.0.1:$p/health"
+    for c in client other; do
+        rc=0
+        curl -sS -m 5 --cacert "$C/ca.crt" --cert "$C/$c.crt" \
+            --key "$C/$c.key" "https://127.0.0.1:$p/health" \
+            >/dev/null 2>&1 || rc=$?
+        echo "$c: fails=$([ $rc -ne 0 ] && echo yes || echo no)"
+    done
+}
+kt_check "CRL: keel as etcd" "$(rscenario "$retcd_PORT")" \
+    "$(rscenario "$rkeel_PORT")"
+kt_check "CRL: the revoked certificate is refused" "client: fails=no
+other: fails=yes" "$(rscenario "$rkeel_PORT")"
+stop "$rkeel_PID"
+stop "$retcd_PID"
+
 # ---- 4. --auto-tls ------------------------------------------------------------
 tls_start auto "$KEEL" "https://127.0.0.1:%P" --auto-tls
 wait_ok curl -fsSk "https://127.0.0.1:$auto_PORT/health"
