@@ -144,8 +144,8 @@ static int copy_urls(const char *const *urls,
         return KEEL_EINVAL;
     }
     for (size_t i = 0; i < n; i++) {
-        int rv = peer__parse_url(urls[i], host, sizeof host, port,
-                                 sizeof port, err, errlen);
+        int rv = peer__parse_url(urls[i], host, sizeof host, port, sizeof port,
+                                 err, errlen);
         if (rv != 0) {
             return rv;
         }
@@ -332,16 +332,15 @@ static void log_refusal(struct remote *r,
     }
     memcpy(r->last_refusal, text, sizeof text);
     r->last_refusal_ms = now;
-    log_warnw(PKG, what, LOG_STR("local-member-id", peer__idstr(t->o.self_id, a)),
+    log_warnw(PKG, what,
+              LOG_STR("local-member-id", peer__idstr(t->o.self_id, a)),
               LOG_STR("remote-peer-id", peer__idstr(r->id, b)),
               LOG_STR("reason", text));
 }
 
 /* ERROR from the acceptor of one of our dialed connections (stream or
  * snapshot). Returns the code. */
-static uint16_t handle_refusal(struct remote *r,
-                               const uint8_t *p,
-                               size_t len)
+static uint16_t handle_refusal(struct remote *r, const uint8_t *p, size_t len)
 {
     struct peer *t = r->t;
     uint16_t code = 0;
@@ -527,13 +526,12 @@ static void refuse(struct pconn *pc,
         peer__conn_refuse(pc, code, reason);
         return;
     }
-    log_warnw(PKG, "rejected peer connection", LOG_STR("reason", why),
-              LOG_STR("local-member-id", a),
-              LOG_STR("local-member-cluster-id", b),
-              LOG_STR("remote-peer-id", c),
-              LOG_STR("remote-peer-cluster-id", d),
-              LOG_STR("remote-peer-requested-id", e),
-              LOG_STR("remote-addr", pc->addr));
+    log_warnw(
+        PKG, "rejected peer connection", LOG_STR("reason", why),
+        LOG_STR("local-member-id", a), LOG_STR("local-member-cluster-id", b),
+        LOG_STR("remote-peer-id", c), LOG_STR("remote-peer-cluster-id", d),
+        LOG_STR("remote-peer-requested-id", e),
+        LOG_STR("remote-addr", pc->addr));
     peer__conn_refuse(pc, code, reason);
 }
 
@@ -614,8 +612,8 @@ static int accept_hello(struct pconn *pc, const uint8_t *p, size_t len)
         /* One inbound stream per member: a newer one means the old is a
          * leftover of a restart or a network change. */
         for (struct pconn *o = t->conns; o != NULL; o = o->next) {
-            if (o != pc && o->role == PEER_ROLE_STREAM && o->from == h.from_id &&
-                !o->closing) {
+            if (o != pc && o->role == PEER_ROLE_STREAM &&
+                o->from == h.from_id && !o->closing) {
                 peer__conn_close(o);
             }
         }
@@ -638,31 +636,31 @@ static int inbound_on_frame(struct pconn *pc,
     struct remote *r;
 
     switch (pc->role) {
-    case PEER_ROLE_HANDSHAKE:
-        if (type != PEER_WIRE_HELLO) {
+        case PEER_ROLE_HANDSHAKE:
+            if (type != PEER_WIRE_HELLO) {
+                return KEEL_ECORRUPT;
+            }
+            return accept_hello(pc, p, len);
+        case PEER_ROLE_STREAM:
+            if (type != PEER_WIRE_MSG) {
+                return KEEL_ECORRUPT;
+            }
+            r = peer__remote(t, pc->from);
+            if (r != NULL) {
+                r->st.received_bytes += PEER_WIRE_HEADER + len;
+            }
+            if (t->o.on_message != NULL) {
+                t->o.on_message(t->o.arg, pc->from, p, len);
+            }
+            return 0;
+        case PEER_ROLE_SNAPSHOT:
+            r = peer__remote(t, pc->from);
+            if (r != NULL) {
+                r->st.received_bytes += PEER_WIRE_HEADER + len;
+            }
+            return peer__snap_recv_frame(pc, type, p, len);
+        default:
             return KEEL_ECORRUPT;
-        }
-        return accept_hello(pc, p, len);
-    case PEER_ROLE_STREAM:
-        if (type != PEER_WIRE_MSG) {
-            return KEEL_ECORRUPT;
-        }
-        r = peer__remote(t, pc->from);
-        if (r != NULL) {
-            r->st.received_bytes += PEER_WIRE_HEADER + len;
-        }
-        if (t->o.on_message != NULL) {
-            t->o.on_message(t->o.arg, pc->from, p, len);
-        }
-        return 0;
-    case PEER_ROLE_SNAPSHOT:
-        r = peer__remote(t, pc->from);
-        if (r != NULL) {
-            r->st.received_bytes += PEER_WIRE_HEADER + len;
-        }
-        return peer__snap_recv_frame(pc, type, p, len);
-    default:
-        return KEEL_ECORRUPT;
     }
 }
 
@@ -725,8 +723,8 @@ static int listen_url(struct peer *t,
     int len = sizeof ss;
     int one = 1, fd, rv;
 
-    rv = peer__parse_url(url, host, sizeof host, port, sizeof port, err,
-                         errlen);
+    rv =
+        peer__parse_url(url, host, sizeof host, port, sizeof port, err, errlen);
     if (rv != 0) {
         return rv;
     }
@@ -829,9 +827,9 @@ int peer_open(const struct peer_options *opts,
     t->o.listen_urls = NULL;
     t->o.n_listen_urls = 0;
     t->o.snap_dir = NULL;
-#define DEFAULT(f, v)     \
-    if (t->o.f == 0) {    \
-        t->o.f = (v);     \
+#define DEFAULT(f, v)  \
+    if (t->o.f == 0) { \
+        t->o.f = (v);  \
     }
     DEFAULT(max_queue_msgs, PEER_DEFAULT_MAX_QUEUE_MSGS);
     DEFAULT(max_queue_bytes, PEER_DEFAULT_MAX_QUEUE_BYTES);
@@ -1005,7 +1003,8 @@ int peer_remove(struct peer *t, uint64_t id)
     return 0;
 }
 
-/* ---- sending -------------------------------------------------------------- */
+/* ---- sending --------------------------------------------------------------
+ */
 
 void peer_send(void *arg,
                uint64_t to,
@@ -1100,7 +1099,8 @@ int peer_stats(const struct peer *t, uint64_t id, struct peer_stats *out)
     return 0;
 }
 
-/* ---- metrics -------------------------------------------------------------- */
+/* ---- metrics --------------------------------------------------------------
+ */
 
 enum { M_SENT, M_RECV, M_FAIL, M_ACTIVE };
 
@@ -1116,29 +1116,31 @@ static void collect(struct metrics_writer *w,
     for (struct remote *r = t->remotes; r != NULL; r = r->next) {
         peer__idstr(r->id, id);
         switch (which) {
-        case M_SENT: {
-            struct metrics_label l = {"To", id};
-            metrics_write_sample(w, f->name, &l, 1, (double)r->st.sent_bytes);
-            break;
-        }
-        case M_RECV: {
-            struct metrics_label l = {"From", id};
-            metrics_write_sample(w, f->name, &l, 1,
-                                 (double)r->st.received_bytes);
-            break;
-        }
-        case M_FAIL: {
-            struct metrics_label l = {"To", id};
-            metrics_write_sample(w, f->name, &l, 1,
-                                 (double)r->st.sent_failures);
-            break;
-        }
-        default:
-            if (r->state == R_UP) {
-                struct metrics_label l[2] = {{"Local", self}, {"Remote", id}};
-                metrics_write_sample(w, f->name, l, 2, 1);
+            case M_SENT: {
+                struct metrics_label l = {"To", id};
+                metrics_write_sample(w, f->name, &l, 1,
+                                     (double)r->st.sent_bytes);
+                break;
             }
-            break;
+            case M_RECV: {
+                struct metrics_label l = {"From", id};
+                metrics_write_sample(w, f->name, &l, 1,
+                                     (double)r->st.received_bytes);
+                break;
+            }
+            case M_FAIL: {
+                struct metrics_label l = {"To", id};
+                metrics_write_sample(w, f->name, &l, 1,
+                                     (double)r->st.sent_failures);
+                break;
+            }
+            default:
+                if (r->state == R_UP) {
+                    struct metrics_label l[2] = {{"Local", self},
+                                                 {"Remote", id}};
+                    metrics_write_sample(w, f->name, l, 2, 1);
+                }
+                break;
         }
     }
 }

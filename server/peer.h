@@ -106,12 +106,12 @@ struct peer_options
     peer_removed_cb on_removed;           /* may be NULL */
     void *arg;
     /* Limits; 0 means the default in brackets. */
-    size_t max_queue_msgs;     /* per remote, not yet written [4096] */
-    size_t max_queue_bytes;    /* per remote, not yet written [32 MiB] */
-    size_t max_frame_bytes;    /* largest frame accepted [64 MiB] */
-    uint64_t snap_timeout_ms;  /* no progress -> fail [30000] */
-    uint64_t backoff_min_ms;   /* first reconnect delay [50] */
-    uint64_t backoff_max_ms;   /* longest reconnect delay [1000] */
+    size_t max_queue_msgs;         /* per remote, not yet written [4096] */
+    size_t max_queue_bytes;        /* per remote, not yet written [32 MiB] */
+    size_t max_frame_bytes;        /* largest frame accepted [64 MiB] */
+    uint64_t snap_timeout_ms;      /* no progress -> fail [30000] */
+    uint64_t backoff_min_ms;       /* first reconnect delay [50] */
+    uint64_t backoff_max_ms;       /* longest reconnect delay [1000] */
     uint64_t handshake_timeout_ms; /* dial + handshake deadline [5000] */
     /* A message stream with output pending and no write completing for
      * this long is closed and redialed (a member that stopped reading, a
@@ -203,7 +203,7 @@ struct peer_stats
     uint64_t dropped;        /* messages dropped (queue full / down) */
     size_t queued_msgs;      /* messages not yet written to the socket */
     size_t queued_bytes;
-    uint64_t connects;       /* times the message stream came up */
+    uint64_t connects; /* times the message stream came up */
 };
 
 /* 0 or KEEL_ENOTFOUND. */

@@ -30,7 +30,7 @@ struct pframe
     struct pframe *next;
     uv_write_t req;
     struct pconn *pc;
-    size_t len; /* header + payload */
+    size_t len;  /* header + payload */
     int counted; /* a raft message counted in its remote's queue */
     uint8_t data[];
 };
@@ -50,7 +50,9 @@ struct pconn_ops
     /* A complete frame (payload borrowed). Return 0, or a negative code to
      * close the connection (on_close follows, unless the owner closed it
      * already with peer__conn_close / _refuse / _close_flush). */
-    int (*on_frame)(struct pconn *pc, uint8_t type, const uint8_t *p,
+    int (*on_frame)(struct pconn *pc,
+                    uint8_t type,
+                    const uint8_t *p,
                     size_t len);
     /* Dialed connections: connected (0) — the owner sends HELLO now. A
      * failed dial goes to on_close instead. */
@@ -65,7 +67,7 @@ struct pconn_ops
 
 struct pconn
 {
-    struct peer *t; /* NULL for cluster-info fetches */
+    struct peer *t;            /* NULL for cluster-info fetches */
     struct pconn *prev, *next; /* in t->conns */
     uv_loop_t *loop;
     const struct pconn_ops *ops;
@@ -94,7 +96,7 @@ struct pconn
     char addr[280]; /* remote address, for logs */
     /* Owner's per-connection state (inbound role, snapshot, fetch). */
     int role;
-    uint64_t from;     /* inbound: the sender named in HELLO */
+    uint64_t from;          /* inbound: the sender named in HELLO */
     struct snap_recv *recv; /* inbound snapshot */
 };
 
@@ -266,7 +268,8 @@ enum {
 };
 
 #define PEER_REFUSAL_LOG_MS 30000
-#define PEER_HANDSHAKE_MAX_FRAME 4096 /* an accepted connection before HELLO */
+#define PEER_HANDSHAKE_MAX_FRAME 4096 /* an accepted connection before HELLO \
+                                       */
 #define PEER_LINGER_MS 2000
 #define PEER_RBUF_STEP (64u * 1024u)
 

@@ -50,7 +50,7 @@
 struct snap_send
 {
     struct peer *t;
-    struct remote *r; /* NULL once detached: no callback then */
+    struct remote *r;       /* NULL once detached: no callback then */
     struct snap_send *next; /* in r->snaps */
     uint64_t to;
     uint8_t *msg;
@@ -84,7 +84,8 @@ struct snap_recv
     char final[PATH_MAX];
 };
 
-/* ---- sender ---------------------------------------------------------------- */
+/* ---- sender ----------------------------------------------------------------
+ */
 
 static void send_free(struct snap_send *ss)
 {
@@ -123,18 +124,17 @@ static void send_finish(struct snap_send *ss, bool ok, const char *why)
     ss->finished = true;
     if (ss->r != NULL) {
         if (ok) {
-            log_infow(PKG, "sent database snapshot to peer",
-                      LOG_STR("local-member-id",
-                              peer__idstr(ss->t->o.self_id, a)),
-                      LOG_STR("remote-peer-id", peer__idstr(ss->to, b)),
-                      LOG_UINT("bytes", ss->size),
-                      LOG_STR("path", ss->path));
+            log_infow(
+                PKG, "sent database snapshot to peer",
+                LOG_STR("local-member-id", peer__idstr(ss->t->o.self_id, a)),
+                LOG_STR("remote-peer-id", peer__idstr(ss->to, b)),
+                LOG_UINT("bytes", ss->size), LOG_STR("path", ss->path));
         } else {
-            log_warnw(PKG, "failed to send database snapshot to peer",
-                      LOG_STR("local-member-id",
-                              peer__idstr(ss->t->o.self_id, a)),
-                      LOG_STR("remote-peer-id", peer__idstr(ss->to, b)),
-                      LOG_STR("path", ss->path), LOG_ERR(why));
+            log_warnw(
+                PKG, "failed to send database snapshot to peer",
+                LOG_STR("local-member-id", peer__idstr(ss->t->o.self_id, a)),
+                LOG_STR("remote-peer-id", peer__idstr(ss->to, b)),
+                LOG_STR("path", ss->path), LOG_ERR(why));
         }
         send_unlink(ss);
         peer__event_snap(ss->t, ss->to, ok);
@@ -211,8 +211,8 @@ static void send_read_next(struct snap_send *ss)
     b = uv_buf_init((char *)ss->chunk->data + PEER_WIRE_HEADER,
                     (unsigned int)n);
     ss->req.data = ss;
-    rv = uv_fs_read(ss->t->o.loop, &ss->req, ss->fd, &b, 1,
-                    (int64_t)ss->sent, on_chunk_read);
+    rv = uv_fs_read(ss->t->o.loop, &ss->req, ss->fd, &b, 1, (int64_t)ss->sent,
+                    on_chunk_read);
     if (rv != 0) {
         send_finish(ss, false, uv_strerror(rv));
         return;
@@ -347,7 +347,8 @@ void peer__snap_detach_all(struct remote *r)
     }
 }
 
-/* ---- receiver -------------------------------------------------------------- */
+/* ---- receiver --------------------------------------------------------------
+ */
 
 static void recv_free(struct snap_recv *sr, bool keep_file)
 {
@@ -508,9 +509,9 @@ static int recv_header(struct pconn *pc, const uint8_t *p, size_t len)
     sr->msg_len = msg_len;
     /* The name is unique per transport and time, so a file the node still
      * owns from an earlier transfer is never replaced. */
-    snprintf(sr->final, sizeof sr->final, "%s/snap-from-%" PRIx64 "-%" PRIx64
-             "-%" PRIu64 ".db", t->snap_dir, sr->from, uv_hrtime(),
-             ++t->snap_seq);
+    snprintf(sr->final, sizeof sr->final,
+             "%s/snap-from-%" PRIx64 "-%" PRIx64 "-%" PRIu64 ".db", t->snap_dir,
+             sr->from, uv_hrtime(), ++t->snap_seq);
     snprintf(sr->tmp, sizeof sr->tmp, "%s.tmp", sr->final);
     sr->fd = open(sr->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (sr->fd < 0) {

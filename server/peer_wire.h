@@ -64,15 +64,15 @@ enum peer_wire_kind {
 
 /* ERROR codes. */
 enum peer_wire_err {
-    PEER_WIRE_ERR_VERSION = 1,         /* unsupported protocol version */
+    PEER_WIRE_ERR_VERSION = 1, /* unsupported protocol version */
     PEER_WIRE_ERR_CLUSTER_MISMATCH = 2,
-    PEER_WIRE_ERR_WRONG_MEMBER = 3,    /* to_id is not the acceptor */
-    PEER_WIRE_ERR_UNKNOWN_MEMBER = 4,  /* from_id is not a known member */
-    PEER_WIRE_ERR_REMOVED = 5,         /* from_id was removed */
-    PEER_WIRE_ERR_NOT_READY = 6,       /* acceptor has no cluster id yet */
-    PEER_WIRE_ERR_PROTOCOL = 7,        /* bad frame */
-    PEER_WIRE_ERR_SNAPSHOT = 8,        /* snapshot rejected */
-    PEER_WIRE_ERR_UNAVAILABLE = 9,     /* no cluster info here */
+    PEER_WIRE_ERR_WRONG_MEMBER = 3,   /* to_id is not the acceptor */
+    PEER_WIRE_ERR_UNKNOWN_MEMBER = 4, /* from_id is not a known member */
+    PEER_WIRE_ERR_REMOVED = 5,        /* from_id was removed */
+    PEER_WIRE_ERR_NOT_READY = 6,      /* acceptor has no cluster id yet */
+    PEER_WIRE_ERR_PROTOCOL = 7,       /* bad frame */
+    PEER_WIRE_ERR_SNAPSHOT = 8,       /* snapshot rejected */
+    PEER_WIRE_ERR_UNAVAILABLE = 9,    /* no cluster info here */
 };
 
 struct peer_wire_hello

@@ -36,7 +36,10 @@ static void on_message(void *arg, uint64_t from, const uint8_t *m, size_t n)
     s->bytes += n;
 }
 
-static void on_snapshot(void *arg, uint64_t from, const uint8_t *m, size_t n,
+static void on_snapshot(void *arg,
+                        uint64_t from,
+                        const uint8_t *m,
+                        size_t n,
                         const char *path)
 {
     (void)arg, (void)from, (void)m, (void)n;
@@ -56,8 +59,11 @@ static void on_unreachable(void *arg, uint64_t to)
     (void)arg, (void)to;
 }
 
-static struct peer *open_side(uv_loop_t *loop, struct side *s, uint64_t id,
-                              const char *url, const char *dir)
+static struct peer *open_side(uv_loop_t *loop,
+                              struct side *s,
+                              uint64_t id,
+                              const char *url,
+                              const char *dir)
 {
     struct peer_options o = {
         .loop = loop,
@@ -122,8 +128,8 @@ int main(int argc, char **argv)
         uv_run(&loop, UV_RUN_ONCE);
     }
     double secs = (double)(uv_hrtime() - t0) / 1e9;
-    printf("messages: %zu x %zu B in %.3f s: %.0f msg/s, %.1f MB/s\n", n,
-           size, secs, (double)n / secs, (double)b.bytes / secs / 1e6);
+    printf("messages: %zu x %zu B in %.3f s: %.0f msg/s, %.1f MB/s\n", n, size,
+           secs, (double)n / secs, (double)b.bytes / secs / 1e6);
 
     snprintf(img, sizeof img, "%s/image.db", dir);
     FILE *fp = fopen(img, "w");

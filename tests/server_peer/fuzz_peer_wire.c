@@ -137,8 +137,8 @@ static void put_frame(FILE *fp, uint8_t type, const void *p, size_t n)
 static int generate(const char *dir)
 {
     char path[512];
-    struct peer_wire_hello h = {PEER_WIRE_VERSION, PEER_WIRE_KIND_STREAM,
-                                0xc1, 1, 2};
+    struct peer_wire_hello h = {PEER_WIRE_VERSION, PEER_WIRE_KIND_STREAM, 0xc1,
+                                1, 2};
     uint8_t hello[PEER_WIRE_HELLO_LEN], ok[PEER_WIRE_HELLO_OK_LEN];
     uint8_t err[40] = {0, PEER_WIRE_ERR_CLUSTER_MISMATCH};
     uint8_t snaphdr[12], trailer[PEER_WIRE_TRAILER_LEN] = {0};
@@ -158,28 +158,28 @@ static int generate(const char *dir)
         }
         fputc(3, fp); /* max_payload 1 MiB */
         switch (i) {
-        case 0: /* a message stream */
-            put_frame(fp, PEER_WIRE_HELLO, hello, sizeof hello);
-            put_frame(fp, PEER_WIRE_MSG, "raft-msg", 8);
-            put_frame(fp, PEER_WIRE_MSG, "", 0);
-            break;
-        case 1: /* the acceptor's answers */
-            put_frame(fp, PEER_WIRE_HELLO_OK, ok, sizeof ok);
-            put_frame(fp, PEER_WIRE_ERROR, err, 21);
-            break;
-        case 2: /* a snapshot */
-            h.kind = PEER_WIRE_KIND_SNAPSHOT;
-            peer_wire_hello_encode(hello, &h);
-            put_frame(fp, PEER_WIRE_HELLO, hello, sizeof hello);
-            put_frame(fp, PEER_WIRE_SNAP_HEADER, snaphdr, sizeof snaphdr);
-            put_frame(fp, PEER_WIRE_SNAP_CHUNK, "abcd", 4);
-            put_frame(fp, PEER_WIRE_SNAP_TRAILER, trailer, sizeof trailer);
-            put_frame(fp, PEER_WIRE_SNAP_ACK, "", 0);
-            break;
-        default: /* cluster info, then garbage */
-            put_frame(fp, PEER_WIRE_CLUSTER_INFO, "info", 4);
-            fputs("GET / HTTP/1.1\r\n", fp);
-            break;
+            case 0: /* a message stream */
+                put_frame(fp, PEER_WIRE_HELLO, hello, sizeof hello);
+                put_frame(fp, PEER_WIRE_MSG, "raft-msg", 8);
+                put_frame(fp, PEER_WIRE_MSG, "", 0);
+                break;
+            case 1: /* the acceptor's answers */
+                put_frame(fp, PEER_WIRE_HELLO_OK, ok, sizeof ok);
+                put_frame(fp, PEER_WIRE_ERROR, err, 21);
+                break;
+            case 2: /* a snapshot */
+                h.kind = PEER_WIRE_KIND_SNAPSHOT;
+                peer_wire_hello_encode(hello, &h);
+                put_frame(fp, PEER_WIRE_HELLO, hello, sizeof hello);
+                put_frame(fp, PEER_WIRE_SNAP_HEADER, snaphdr, sizeof snaphdr);
+                put_frame(fp, PEER_WIRE_SNAP_CHUNK, "abcd", 4);
+                put_frame(fp, PEER_WIRE_SNAP_TRAILER, trailer, sizeof trailer);
+                put_frame(fp, PEER_WIRE_SNAP_ACK, "", 0);
+                break;
+            default: /* cluster info, then garbage */
+                put_frame(fp, PEER_WIRE_CLUSTER_INFO, "info", 4);
+                fputs("GET / HTTP/1.1\r\n", fp);
+                break;
         }
         fclose(fp);
     }

@@ -7,9 +7,12 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wformat-truncation"
 #endif
+#include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,9 +22,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <dirent.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -31,11 +31,13 @@
 #include "keel_err.h"
 #include "metrics.h"
 #include "peer.h"
+#include "peer_test_util.h"
 #include "peer_wire.h"
 
 #define CLUSTER 0xc1u
 
-/* ---- fixture -------------------------------------------------------------- */
+/* ---- fixture --------------------------------------------------------------
+ */
 
 struct rec
 {
@@ -144,18 +146,6 @@ static void on_removed(void *arg, uint64_t by)
     m->removed_by++;
 }
 
-static int free_port(void)
-{
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    socklen_t len = sizeof sa;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
 static int open_member(struct fx *f, struct member *m)
 {
     char err[256];
@@ -219,7 +209,7 @@ static int setup(void **state)
         struct member *m = &f->m[i];
         m->id = (uint64_t)i + 1;
         m->cluster = CLUSTER;
-        m->port = free_port();
+        m->port = peer_test_free_port();
         m->closed = true;
         snprintf(m->url, sizeof m->url, "http://127.0.0.1:%d", m->port);
         snprintf(m->dir, sizeof m->dir, "%s/m%d", f->tmp, i + 1);
@@ -269,7 +259,8 @@ static int teardown(void **state)
     return 0;
 }
 
-/* ---- helpers -------------------------------------------------------------- */
+/* ---- helpers --------------------------------------------------------------
+ */
 
 static void on_tick(uv_timer_t *t)
 {
@@ -293,15 +284,15 @@ static void run_for(struct fx *f, uint64_t ms)
 }
 
 /* Run the loop until pred holds (checked every few ms) or 20 s pass. */
-#define RUN_UNTIL(f, cond)                                          \
-    do {                                                            \
-        int i_;                                                     \
-        for (i_ = 0; i_ < 4000 && !(cond); i_++) {                  \
-            run_for((f), 5);                                        \
-        }                                                           \
-        if (!(cond)) {                                              \
-            fail_msg("timed out waiting for %s", #cond);            \
-        }                                                           \
+#define RUN_UNTIL(f, cond)                               \
+    do {                                                 \
+        int i_;                                          \
+        for (i_ = 0; i_ < 4000 && !(cond); i_++) {       \
+            run_for((f), 5);                             \
+        }                                                \
+        if (!(cond)) {                                   \
+            fail_msg("timed out waiting for %s", #cond); \
+        }                                                \
     } while (0)
 
 static void add(struct member *a, const struct member *b)
@@ -504,7 +495,10 @@ static void raw_frame(int fd, uint8_t type, const void *p, size_t n)
     }
 }
 
-static void raw_hello(int fd, uint8_t kind, uint64_t cluster, uint64_t from,
+static void raw_hello(int fd,
+                      uint8_t kind,
+                      uint64_t cluster,
+                      uint64_t from,
                       uint64_t to)
 {
     struct peer_wire_hello h = {.version = PEER_WIRE_VERSION,
@@ -571,7 +565,10 @@ static void raw_read_n(struct fx *f, int fd, uint8_t *buf, size_t n)
 }
 
 /* One frame from a raw socket: its type; payload into buf (cap bytes). */
-static uint8_t raw_read_frame(struct fx *f, int fd, uint8_t *buf, size_t cap,
+static uint8_t raw_read_frame(struct fx *f,
+                              int fd,
+                              uint8_t *buf,
+                              size_t cap,
                               size_t *len)
 {
     uint8_t h[PEER_WIRE_HEADER];
@@ -596,7 +593,8 @@ static int raw_accept(struct fx *f, int lfd)
     return -1;
 }
 
-/* ---- tests ---------------------------------------------------------------- */
+/* ---- tests ----------------------------------------------------------------
+ */
 
 /* Many messages, small and large (3 MiB), arrive complete and in order on
  * every stream of three members, both ways. */
@@ -758,8 +756,8 @@ static void test_peer_unknown_and_removed_member(void **state)
     RUN_UNTIL(f, a->removed_by > 0);
     log = capture_stop(&cap);
     assert_false(peer_connected(a->t, 2));
-    assert_non_null(
-        strstr(log, "the member has been permanently removed from the cluster"));
+    assert_non_null(strstr(
+        log, "the member has been permanently removed from the cluster"));
     free(log);
     send_msgs(a, 2, 2, 2);
     run_for(f, 100);
@@ -975,14 +973,12 @@ static void test_peer_snapshot_corrupt_refused(void **state)
             raw_frame(fd, PEER_WIRE_SNAP_CHUNK, data, sizeof data - 1);
             uint8_t tr[PEER_WIRE_TRAILER_LEN];
             unsigned int dl;
-            EVP_Digest(data, sizeof data - 1, tr + 8, &dl, EVP_sha256(),
-                       NULL);
+            EVP_Digest(data, sizeof data - 1, tr + 8, &dl, EVP_sha256(), NULL);
             if (variant == 0) {
                 /* Right digest of what was sent, but short of the size. */
                 peer_wire_put_u64(tr, sizeof data);
             } else {
-                raw_frame(fd, PEER_WIRE_SNAP_CHUNK, data + sizeof data - 1,
-                          1);
+                raw_frame(fd, PEER_WIRE_SNAP_CHUNK, data + sizeof data - 1, 1);
                 peer_wire_put_u64(tr, sizeof data);
                 tr[8] ^= 1; /* wrong digest */
             }
@@ -1000,8 +996,8 @@ static void test_peer_snapshot_corrupt_refused(void **state)
         buf[n < sizeof buf ? n : sizeof buf - 1] = '\0';
         const char *want[] = {"image size mismatch", "image sha256 mismatch",
                               "more image bytes than announced"};
-        assert_non_null(strstr((char *)buf + off + PEER_WIRE_HEADER + 2,
-                               want[variant]));
+        assert_non_null(
+            strstr((char *)buf + off + PEER_WIRE_HEADER + 2, want[variant]));
     }
     assert_int_equal(b->n_snaps, 0);
     assert_int_equal(count_files(b->dir, ""), 0);
@@ -1076,9 +1072,10 @@ static void test_peer_garbage_closes_connection(void **state)
     uint8_t big_hello[] = {0x00, 0x10, 0x00, 0x00, PEER_WIRE_HELLO, 0};
     uint8_t unknown_type[] = {0, 0, 0, 1, 0x42, 0};
     uint8_t msg_first[] = {0, 0, 0, 1, PEER_WIRE_MSG, 9};
-    uint8_t bad_magic[5 + PEER_WIRE_HELLO_LEN] = {0, 0, 0, PEER_WIRE_HELLO_LEN,
-                                                  PEER_WIRE_HELLO, 'X'};
-    struct {
+    uint8_t bad_magic[5 + PEER_WIRE_HELLO_LEN] = {
+        0, 0, 0, PEER_WIRE_HELLO_LEN, PEER_WIRE_HELLO, 'X'};
+    struct
+    {
         const void *p;
         size_t n;
         bool then_close; /* truncated: the client gives up mid-frame */
@@ -1122,8 +1119,9 @@ static void test_peer_garbage_closes_connection(void **state)
     close(fd);
     char *log = capture_stop(&cap);
     /* Logged once (rate-limited), the HTTP client named as such. */
-    assert_int_equal(count_str(log, "closed an HTTP connection on the peer "
-                                    "port"),
+    assert_int_equal(count_str(log,
+                               "closed an HTTP connection on the peer "
+                               "port"),
                      1);
     free(log);
     check_seq(b, 1, 0);
@@ -1171,7 +1169,7 @@ static void test_peer_fetch_cluster_info(void **state)
     struct member *b = &f->m[1], *c = &f->m[2];
     struct fetch_res r = {0};
     char dead[64];
-    snprintf(dead, sizeof dead, "http://127.0.0.1:%d", free_port());
+    snprintf(dead, sizeof dead, "http://127.0.0.1:%d", peer_test_free_port());
 
     b->info = "members-of-c1";
     assert_int_equal(open_member(f, b), 0);
@@ -1209,12 +1207,13 @@ static void test_peer_fetch_cluster_info(void **state)
     assert_int_equal(
         peer_fetch_cluster_info(&f->loop, bad, 1, 400, on_fetch, &r),
         KEEL_EINVAL);
-    assert_int_equal(peer_fetch_cluster_info(&f->loop, bad, 0, 400, on_fetch,
-                                             &r),
-                     KEEL_EINVAL);
+    assert_int_equal(
+        peer_fetch_cluster_info(&f->loop, bad, 0, 400, on_fetch, &r),
+        KEEL_EINVAL);
 }
 
-/* ---- API errors and metrics ------------------------------------------------ */
+/* ---- API errors and metrics ------------------------------------------------
+ */
 
 static void test_peer_api_errors(void **state)
 {
@@ -1275,7 +1274,7 @@ static void test_peer_update_urls(void **state)
     struct member *a = &f->m[0], *b = &f->m[1];
     char dead[64];
     const char *u = dead;
-    snprintf(dead, sizeof dead, "http://127.0.0.1:%d", free_port());
+    snprintf(dead, sizeof dead, "http://127.0.0.1:%d", peer_test_free_port());
 
     assert_int_equal(open_member(f, a), 0);
     assert_int_equal(open_member(f, b), 0);
@@ -1305,10 +1304,12 @@ static void test_peer_metrics(void **state)
     metrics_registry_write(reg, &w);
     assert_false(w.oom);
     char *text = strndup(w.buf, w.len);
-    assert_non_null(strstr(text, "# TYPE etcd_network_active_peers gauge\n"
-                                 "etcd_network_active_peers{Local=\"1\","
-                                 "Remote=\"2\"} 1\n"));
-    assert_non_null(strstr(text, "etcd_network_peer_sent_bytes_total{To=\"2\"}"));
+    assert_non_null(strstr(text,
+                           "# TYPE etcd_network_active_peers gauge\n"
+                           "etcd_network_active_peers{Local=\"1\","
+                           "Remote=\"2\"} 1\n"));
+    assert_non_null(
+        strstr(text, "etcd_network_peer_sent_bytes_total{To=\"2\"}"));
     assert_non_null(
         strstr(text, "etcd_network_peer_sent_failures_total{To=\"2\"} 0\n"));
     assert_non_null(

@@ -30,6 +30,7 @@
 #include "mvcc.h"
 #include "node.h"
 #include "peer.h"
+#include "peer_test_util.h"
 
 #define N 3
 #define CLUSTER 0xc1u
@@ -65,7 +66,10 @@ static uint64_t member_id(int i)
 
 /* ---- wiring (what server.c will do) ------------------------------------- */
 
-static void on_send(void *arg, uint64_t to, const uint8_t *msg, size_t len,
+static void on_send(void *arg,
+                    uint64_t to,
+                    const uint8_t *msg,
+                    size_t len,
                     const char *snap)
 {
     struct member *mb = arg;
@@ -74,8 +78,7 @@ static void on_send(void *arg, uint64_t to, const uint8_t *msg, size_t len,
     }
 }
 
-static void on_message(void *arg, uint64_t from, const uint8_t *msg,
-                       size_t len)
+static void on_message(void *arg, uint64_t from, const uint8_t *msg, size_t len)
 {
     struct member *mb = arg;
     (void)from;
@@ -84,8 +87,11 @@ static void on_message(void *arg, uint64_t from, const uint8_t *msg,
     }
 }
 
-static void on_peer_snapshot(void *arg, uint64_t from, const uint8_t *msg,
-                             size_t len, const char *path)
+static void on_peer_snapshot(void *arg,
+                             uint64_t from,
+                             const uint8_t *msg,
+                             size_t len,
+                             const char *path)
 {
     struct member *mb = arg;
     (void)from;
@@ -118,18 +124,6 @@ static void on_installed(void *arg, uint64_t index, int64_t rev)
     (void)index;
     (void)rev;
     mb->snapshots_installed++;
-}
-
-static int free_port(void)
-{
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    socklen_t len = sizeof sa;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-    close(fd);
-    return ntohs(sa.sin_port);
 }
 
 static void open_member(struct cluster *c, int i)
@@ -226,9 +220,10 @@ static struct cluster *cluster_new(uint64_t snapshot_count, uint64_t catchup)
         mb->idx = i;
         mb->id = member_id(i);
         snprintf(mb->dir, sizeof mb->dir, "%s/m%d", c->base, i);
-        snprintf(mb->snapdir, sizeof mb->snapdir, "%s/m%d/member/snap",
-                 c->base, i);
-        snprintf(mb->url, sizeof mb->url, "http://127.0.0.1:%d", free_port());
+        snprintf(mb->snapdir, sizeof mb->snapdir, "%s/m%d/member/snap", c->base,
+                 i);
+        snprintf(mb->url, sizeof mb->url, "http://127.0.0.1:%d",
+                 peer_test_free_port());
     }
     for (int i = 0; i < N; i++) {
         open_member(c, i);
@@ -256,20 +251,20 @@ static void on_tick(uv_timer_t *t)
     (void)t;
 }
 
-#define RUN_UNTIL(c, cond)                                          \
-    do {                                                            \
-        uv_timer_t tick_;                                           \
-        uv_timer_init(&(c)->loop, &tick_);                          \
-        uv_timer_start(&tick_, on_tick, 5, 5);                      \
-        uint64_t start_ = uv_now(&(c)->loop);                       \
-        while (!(cond)) {                                           \
-            uv_run(&(c)->loop, UV_RUN_ONCE);                        \
-            if (uv_now(&(c)->loop) - start_ > WAIT_MS) {            \
-                fail_msg("timed out waiting for %s", #cond);        \
-            }                                                       \
-        }                                                           \
-        uv_close((uv_handle_t *)&tick_, NULL);                      \
-        uv_run(&(c)->loop, UV_RUN_NOWAIT);                          \
+#define RUN_UNTIL(c, cond)                                   \
+    do {                                                     \
+        uv_timer_t tick_;                                    \
+        uv_timer_init(&(c)->loop, &tick_);                   \
+        uv_timer_start(&tick_, on_tick, 5, 5);               \
+        uint64_t start_ = uv_now(&(c)->loop);                \
+        while (!(cond)) {                                    \
+            uv_run(&(c)->loop, UV_RUN_ONCE);                 \
+            if (uv_now(&(c)->loop) - start_ > WAIT_MS) {     \
+                fail_msg("timed out waiting for %s", #cond); \
+            }                                                \
+        }                                                    \
+        uv_close((uv_handle_t *)&tick_, NULL);               \
+        uv_run(&(c)->loop, UV_RUN_NOWAIT);                   \
     } while (0)
 
 /* The leader every running member agrees on, or -1. */
@@ -385,7 +380,8 @@ static int64_t check_same(struct cluster *c)
     return r0;
 }
 
-/* ---- tests ----------------------------------------------------------------- */
+/* ---- tests -----------------------------------------------------------------
+ */
 
 static void test_peer_node_replicates(void **state)
 {
