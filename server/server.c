@@ -786,6 +786,8 @@ int server_start(uv_loop_t *loop, const struct keel_config *cfg,
         (rv = cluster_register(s, s->grpc)) != 0 ||
         (rv = lease_register(s, s->grpc)) != 0 ||
         (rv = auth_register(s, s->grpc)) != 0 ||
+        (rv = v3lock_register(s, s->grpc)) != 0 ||
+        (rv = v3election_register(s, s->grpc)) != 0 ||
         (rv = watch_service_start(s, s->grpc, cfg, &s->watch)) != 0 ||
         (rv = http_endpoints_register(s, s->router)) != 0 ||
         (cfg->enable_grpc_gateway &&

@@ -91,6 +91,10 @@ int kv_register(struct keel_server *s, struct grpc_server *g);
 int maintenance_register(struct keel_server *s, struct grpc_server *g);
 int cluster_register(struct keel_server *s, struct grpc_server *g);
 int lease_register(struct keel_server *s, struct grpc_server *g);
+/* v3lockpb.Lock and v3electionpb.Election (server/v3lock.c, v3election.c)
+ * call the other services in-process: register after them. */
+int v3lock_register(struct keel_server *s, struct grpc_server *g);
+int v3election_register(struct keel_server *s, struct grpc_server *g);
 int http_endpoints_register(struct keel_server *s, struct router *r);
 /* /metrics and /health, for the --listen-metrics-urls listeners. */
 int http_endpoints_register_metrics(struct keel_server *s, struct router *r);
