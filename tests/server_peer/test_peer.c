@@ -73,6 +73,8 @@ struct member
     struct peer_options extra; /* limits to override */
     const char *info;          /* on_cluster_info answer */
     bool closed;
+    size_t close_after; /* close the transport from the n-th on_message */
+    bool close_done;
 };
 
 struct fx
@@ -81,6 +83,8 @@ struct fx
     struct member m[3];
     char tmp[256];
 };
+
+static void on_closed(void *data);
 
 static void on_message(void *arg, uint64_t from, const uint8_t *msg, size_t len)
 {
@@ -94,6 +98,12 @@ static void on_message(void *arg, uint64_t from, const uint8_t *msg, size_t len)
     r->len = len;
     r->msg = malloc(len ? len : 1);
     memcpy(r->msg, msg, len);
+    if (m->close_after != 0 && m->n_msgs == m->close_after) {
+        /* From inside the transport's own callback. */
+        peer_close(m->t, on_closed, &m->close_done);
+        m->t = NULL;
+        m->closed = true;
+    }
 }
 
 static void on_snapshot(void *arg,
@@ -902,6 +912,43 @@ static void test_peer_snapshot_does_not_block_messages(void **state)
     close(lfd);
 }
 
+/* The sender goes away mid-image: the receiver drops its partial file and
+ * reports nothing; the closed sender reports nothing either. */
+static void test_peer_snapshot_sender_closed(void **state)
+{
+    struct fx *f = *state;
+    struct member *a = &f->m[0], *b = &f->m[1];
+    char img[300];
+
+    snprintf(img, sizeof img, "%s/big.db", f->tmp);
+    write_file(img, 24u * 1024u * 1024u, 4);
+    open_pair(f);
+    peer_send(a->t, 2, (const uint8_t *)"s", 1, img);
+    send_msgs(a, 2, 0, 100);
+    RUN_UNTIL(f, has_tmp(b->dir));
+    close_member(f, a);
+    RUN_UNTIL(f, count_files(b->dir, "") == 0);
+    run_for(f, 50);
+    assert_int_equal(b->n_snaps, 0);
+    assert_int_equal(a->sent_ok[2] + a->sent_fail[2], 0);
+}
+
+/* A callback may close its own transport: nothing is delivered after. */
+static void test_peer_close_from_callback(void **state)
+{
+    struct fx *f = *state;
+    struct member *a = &f->m[0], *b = &f->m[1];
+
+    open_pair(f);
+    b->close_after = 3;
+    send_msgs(a, 2, 0, 20); /* most of them in one read at b */
+    RUN_UNTIL(f, b->close_done);
+    run_for(f, 50);
+    assert_int_equal(count_from(b, 1), 3);
+    check_seq(b, 1, 0);
+    RUN_UNTIL(f, !peer_connected(a->t, 2));
+}
+
 /* Timeouts: a receiver that never answers fails the sender; a sender that
  * stalls mid-image fails the receiver, which deletes its temp file. */
 static void test_peer_snapshot_timeouts(void **state)
@@ -1331,6 +1378,8 @@ int main(void)
         T(test_peer_snapshot_intact),
         T(test_peer_snapshot_receiver_closed),
         T(test_peer_snapshot_does_not_block_messages),
+        T(test_peer_snapshot_sender_closed),
+        T(test_peer_close_from_callback),
         T(test_peer_snapshot_timeouts),
         T(test_peer_snapshot_corrupt_refused),
         T(test_peer_slow_reader_bounded),
