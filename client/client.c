@@ -12,6 +12,8 @@
  * Connection states:
  *
  *   RESOLVING ─▶ CONNECTING ─▶ HANDSHAKE ─(server SETTINGS)─▶ READY
+ *                                 (TLS endpoints: the TLS handshake first,
+ *                                  then the HTTP/2 session starts)
  *        │            │            │                            │
  *        └────────────┴──── FAILED (dial timeout, error, EOF) ◀─┘
  *                                  │ idle: teardown
@@ -32,6 +34,7 @@
  * an idempotent call moves the client to the next endpoint and retries.
  * "etcdserver: invalid auth token" triggers one re-authentication.
  */
+#include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
 #include <stdio.h>
@@ -39,6 +42,9 @@
 #include <string.h>
 
 #include <nghttp2/nghttp2.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "etcdserverpb/rpc.pb-c.h"
 #include "grpc_wire.h"
@@ -90,6 +96,12 @@ struct keel_conn
     int ping_outstanding;
     int refs; /* open handles + gai in flight; freed at 0 after CLOSING */
     nghttp2_session *session;
+    /* TLS (endpoint->tls): OpenSSL over two memory BIOs; the socket
+     * carries what wbio produces and feeds rbio. The HTTP/2 session
+     * starts once the handshake is done. */
+    SSL *ssl;
+    BIO *rbio, *wbio; /* owned by ssl */
+    int tls_done;
     struct keel_rpc_slot *slots;
     int nstreams;
     int dirty;
@@ -104,11 +116,14 @@ struct endpoint
     char *host; /* or path */
     int port;
     char *authority;
+    int tls; /* https://, unixs:// or, without a scheme, cfg->tls set */
 };
 
 struct keel_client
 {
     uv_loop_t *loop;
+    SSL_CTX *ssl_ctx; /* when some endpoint uses TLS */
+    int tls_skip_verify;
     struct endpoint *eps;
     size_t n_eps;
     size_t cur;
@@ -152,19 +167,28 @@ static void endpoint_free(struct endpoint *e)
     free(e->authority);
 }
 
-static int endpoint_parse(const char *s, struct endpoint *e)
+/* clientv3's rule (clientv3/client.go processCreds): http:// and unix://
+ * are cleartext, https:// and unixs:// TLS, and an endpoint without a scheme
+ * uses TLS when the client has a TLS configuration. */
+static int endpoint_parse(const char *s, struct endpoint *e, int default_tls)
 {
     memset(e, 0, sizeof(*e));
     e->raw = strdup(s);
     if (e->raw == NULL) {
         return -ENOMEM;
     }
+    e->tls = default_tls && strstr(s, "://") == NULL;
     if (strncmp(s, "unix://", 7) == 0 || strncmp(s, "unix:", 5) == 0 ||
         strncmp(s, "unixs:", 6) == 0) {
+        size_t scheme = 5; /* "unix:" */
         if (strncmp(s, "unixs:", 6) == 0) {
-            return KEEL_EUNIMPLEMENTED;
+            e->tls = 1;
+            scheme = 6;
         }
-        const char *p = s[5] == '/' && s[6] == '/' ? s + 7 : s + 5;
+        const char *p = s + scheme;
+        if (p[0] == '/' && p[1] == '/') {
+            p += 2;
+        }
         if (*p == '\0') {
             return KEEL_EINVAL;
         }
@@ -174,9 +198,9 @@ static int endpoint_parse(const char *s, struct endpoint *e)
         return e->host && e->authority ? 0 : -ENOMEM;
     }
     if (strncmp(s, "https://", 8) == 0) {
-        return KEEL_EUNIMPLEMENTED;
-    }
-    if (strncmp(s, "http://", 7) == 0) {
+        e->tls = 1;
+        s += 8;
+    } else if (strncmp(s, "http://", 7) == 0) {
         s += 7;
     }
     size_t len = strcspn(s, "/");
@@ -772,6 +796,7 @@ static void conn_unref(struct keel_conn *conn)
     if (*pp) {
         *pp = conn->next;
     }
+    SSL_free(conn->ssl);
     free(conn);
     schedule(c);
 }
@@ -903,6 +928,129 @@ static void write_cb(uv_write_t *req, int status)
     }
 }
 
+/* Send what OpenSSL wrote into wbio. 0, or -1 after conn_fail. */
+static int tls_send(struct keel_conn *conn)
+{
+    size_t pending = BIO_ctrl_pending(conn->wbio);
+    if (pending == 0) {
+        return 0;
+    }
+    struct write_req *wr = malloc(sizeof(*wr) + pending);
+    if (wr == NULL) {
+        conn_fail(conn, "out of memory");
+        return -1;
+    }
+    int n = BIO_read(conn->wbio, wr->data, (int)pending);
+    if (n <= 0) {
+        free(wr);
+        conn_fail(conn, "tls: BIO_read failed");
+        return -1;
+    }
+    wr->conn = conn;
+    wr->len = (size_t)n;
+    uv_buf_t b = uv_buf_init((char *)wr->data, (unsigned)n);
+    int rv = uv_write(&wr->req, &conn->h.stream, &b, 1, write_cb);
+    if (rv < 0) {
+        free(wr);
+        conn_fail(conn, uv_strerror(rv));
+        return -1;
+    }
+    return 0;
+}
+
+/* Why the handshake or a TLS read failed, in Go's words where they exist
+ * (grpc-go logs "x509: certificate signed by unknown authority"). */
+static void tls_fail(struct keel_conn *conn, int ret)
+{
+    char why[200];
+    long vr = SSL_get_verify_result(conn->ssl);
+    if (!conn->tls_done && vr != X509_V_OK) {
+        if (vr == X509_V_ERR_HOSTNAME_MISMATCH ||
+            vr == X509_V_ERR_IP_ADDRESS_MISMATCH) {
+            snprintf(why, sizeof(why),
+                     "x509: certificate is valid for other names, not %s",
+                     conn->client->eps[conn->endpoint].host);
+        } else if (vr == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY ||
+                   vr == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT ||
+                   vr == X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN) {
+            snprintf(why, sizeof(why),
+                     "x509: certificate signed by unknown authority");
+        } else {
+            snprintf(why, sizeof(why), "x509: %s",
+                     X509_verify_cert_error_string(vr));
+        }
+    } else {
+        unsigned long e = ERR_peek_last_error();
+        snprintf(why, sizeof(why), "tls: %s",
+                 e ? ERR_reason_error_string(e)
+                   : SSL_get_error(conn->ssl, ret) == SSL_ERROR_ZERO_RETURN
+                         ? "connection closed"
+                         : "handshake failed");
+    }
+    ERR_clear_error();
+    conn_fail(conn, why);
+}
+
+static int conn_start_session(struct keel_conn *conn);
+
+/* Advance the handshake; once done, start the HTTP/2 session. 0, or -1
+ * after conn_fail. */
+static int tls_handshake(struct keel_conn *conn)
+{
+    int r = SSL_do_handshake(conn->ssl);
+    if (r != 1) {
+        int e = SSL_get_error(conn->ssl, r);
+        if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+            tls_send(conn); /* the alert, if any */
+            tls_fail(conn, r);
+            return -1;
+        }
+        return tls_send(conn);
+    }
+    conn->tls_done = 1;
+    if (tls_send(conn) != 0) {
+        return -1;
+    }
+    if (conn_start_session(conn) != 0) {
+        conn_fail(conn, "out of memory");
+        return -1;
+    }
+    conn_dirty(conn);
+    return 0;
+}
+
+static int tls_start(struct keel_conn *conn)
+{
+    const struct endpoint *ep = &conn->client->eps[conn->endpoint];
+    conn->ssl = SSL_new(conn->client->ssl_ctx);
+    conn->rbio = BIO_new(BIO_s_mem());
+    conn->wbio = BIO_new(BIO_s_mem());
+    if (conn->ssl == NULL || conn->rbio == NULL || conn->wbio == NULL) {
+        BIO_free(conn->rbio);
+        BIO_free(conn->wbio);
+        conn->rbio = conn->wbio = NULL;
+        return -ENOMEM;
+    }
+    SSL_set_bio(conn->ssl, conn->rbio, conn->wbio);
+    SSL_set_connect_state(conn->ssl);
+    static const unsigned char alpn[] = {2, 'h', '2'};
+    SSL_set_alpn_protos(conn->ssl, alpn, sizeof(alpn));
+    if (!ep->is_unix) {
+        /* Verify the name the endpoint was given by, as grpc-go does
+         * (clientv3 overrides the server name with the host). */
+        unsigned char ip[16];
+        int is_ip = inet_pton(AF_INET, ep->host, ip) == 1 ||
+                    inet_pton(AF_INET6, ep->host, ip) == 1;
+        if (is_ip) {
+            X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(conn->ssl), ep->host);
+        } else {
+            SSL_set_tlsext_host_name(conn->ssl, ep->host);
+            SSL_set1_host(conn->ssl, ep->host);
+        }
+    }
+    return 0;
+}
+
 static void conn_flush(struct keel_conn *conn)
 {
     conn->dirty = 0;
@@ -940,7 +1088,18 @@ static void conn_flush(struct keel_conn *conn)
         memcpy(wr->data + len, data, (size_t)n);
         len += (size_t)n;
     }
-    if (len > 0) {
+    if (len > 0 && conn->ssl != NULL) {
+        /* Memory BIOs grow as needed: SSL_write takes it all at once. */
+        int w = SSL_write(conn->ssl, wr->data, (int)len);
+        free(wr);
+        if (w <= 0 || (size_t)w != len) {
+            conn_fail(conn, "tls: write failed");
+            return;
+        }
+        if (tls_send(conn) != 0) {
+            return;
+        }
+    } else if (len > 0) {
         wr->conn = conn;
         wr->len = len;
         uv_buf_t b = uv_buf_init((char *)wr->data, (unsigned)len);
@@ -950,6 +1109,8 @@ static void conn_flush(struct keel_conn *conn)
             conn_fail(conn, uv_strerror(rv));
             return;
         }
+    } else {
+        free(wr);
     }
     if (!nghttp2_session_want_read(conn->session) &&
         !nghttp2_session_want_write(conn->session)) {
@@ -965,6 +1126,45 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     buf->len = sizeof(conn->rbuf);
 }
 
+/* Ciphertext from the socket: handshake, then plaintext to nghttp2. The
+ * plaintext is read in place over the ciphertext buffer (rbio has copied
+ * it). */
+static void tls_recv(struct keel_conn *conn, char *data, size_t len)
+{
+    if (BIO_write(conn->rbio, data, (int)len) != (int)len) {
+        conn_fail(conn, "tls: out of memory");
+        return;
+    }
+    if (!conn->tls_done && tls_handshake(conn) != 0) {
+        return;
+    }
+    while (conn->tls_done && conn->session != NULL) {
+        int n = SSL_read(conn->ssl, data, (int)sizeof(conn->rbuf));
+        if (n <= 0) {
+            int e = SSL_get_error(conn->ssl, n);
+            if (e == SSL_ERROR_WANT_READ) {
+                break;
+            }
+            if (e == SSL_ERROR_ZERO_RETURN) {
+                conn_fail(conn, "EOF");
+            } else {
+                tls_fail(conn, n);
+            }
+            return;
+        }
+        ssize_t rv = nghttp2_session_mem_recv(conn->session,
+                                              (const uint8_t *)data,
+                                              (size_t)n);
+        if (rv < 0) {
+            conn_fail(conn, nghttp2_strerror((int)rv));
+            return;
+        }
+    }
+    if (tls_send(conn) == 0) { /* post-handshake messages, alerts */
+        conn_dirty(conn);
+    }
+}
+
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct keel_conn *conn = s->data;
@@ -972,8 +1172,15 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         conn_fail(conn, nread == UV_EOF ? "EOF" : uv_strerror((int)nread));
         return;
     }
-    if (nread == 0 || conn->session == NULL ||
-        conn->state == CONN_FAILED || conn->state == CONN_CLOSING) {
+    if (nread == 0 || conn->state == CONN_FAILED ||
+        conn->state == CONN_CLOSING) {
+        return;
+    }
+    if (conn->ssl != NULL) {
+        tls_recv(conn, buf->base, (size_t)nread);
+        return;
+    }
+    if (conn->session == NULL) {
         return;
     }
     ssize_t rv = nghttp2_session_mem_recv(conn->session,
@@ -1044,16 +1251,24 @@ static void connect_cb(uv_connect_t *req, int status)
     if (!conn->client->eps[conn->endpoint].is_unix) {
         uv_tcp_nodelay(&conn->h.tcp, 1);
     }
-    if (conn_start_session(conn) != 0) {
-        conn_fail(conn, "out of memory");
-        return;
-    }
     int rv = uv_read_start(&conn->h.stream, alloc_cb, read_cb);
     if (rv < 0) {
         conn_fail(conn, uv_strerror(rv));
         return;
     }
     conn->state = CONN_HANDSHAKE;
+    if (conn->client->eps[conn->endpoint].tls) {
+        if (tls_start(conn) != 0) {
+            conn_fail(conn, "out of memory");
+            return;
+        }
+        tls_handshake(conn);
+        return;
+    }
+    if (conn_start_session(conn) != 0) {
+        conn_fail(conn, "out of memory");
+        return;
+    }
     conn_dirty(conn);
 }
 
@@ -1182,7 +1397,7 @@ static int rpc_submit(struct keel_conn *conn, struct keel_rpc *rpc)
         n++;                                                                   \
     } while (0)
     NV(":method", "POST");
-    NV(":scheme", "http");
+    NV(":scheme", conn->ssl != NULL ? "https" : "http");
     NV(":path", rpc->path);
     NV(":authority", c->eps[conn->endpoint].authority);
     NV("content-type", "application/grpc");
@@ -1322,6 +1537,7 @@ static void client_handle_closed(uv_handle_t *h)
     free(c->username);
     free(c->password);
     free(c->token);
+    SSL_CTX_free(c->ssl_ctx);
     free(c);
 }
 
@@ -1452,15 +1668,45 @@ static void rpc_deliver(struct keel_rpc *rpc)
 
 /* ---- public: client ------------------------------------------------------ */
 
+/* The TLS context: TLS 1.2+ (etcd's minimum), the CA file or the system
+ * roots, the client certificate. tls NULL: an https:// endpoint without a
+ * TLS configuration verifies against the system roots (clientv3 does). */
+static int tls_ctx_new(struct keel_client *c, const struct keel_tls_config *tls)
+{
+    c->ssl_ctx = SSL_CTX_new(TLS_client_method());
+    if (c->ssl_ctx == NULL) {
+        return -ENOMEM;
+    }
+    SSL_CTX_set_min_proto_version(c->ssl_ctx, TLS1_2_VERSION);
+    int ok = 1;
+    if (tls != NULL && tls->cacert != NULL && tls->cacert[0] != '\0') {
+        /* As Go's cert pool: what parses is trusted; a file with no
+         * certificate leaves the pool empty and every handshake fails. */
+        (void)SSL_CTX_load_verify_locations(c->ssl_ctx, tls->cacert, NULL);
+    } else {
+        ok = SSL_CTX_set_default_verify_paths(c->ssl_ctx);
+    }
+    if (ok && tls != NULL && tls->cert != NULL && tls->cert[0] != '\0') {
+        ok = SSL_CTX_use_certificate_chain_file(c->ssl_ctx, tls->cert) == 1 &&
+             SSL_CTX_use_PrivateKey_file(c->ssl_ctx,
+                                         tls->key ? tls->key : tls->cert,
+                                         SSL_FILETYPE_PEM) == 1 &&
+             SSL_CTX_check_private_key(c->ssl_ctx) == 1;
+    }
+    c->tls_skip_verify = tls != NULL && tls->insecure_skip_verify;
+    SSL_CTX_set_verify(c->ssl_ctx,
+                       c->tls_skip_verify ? SSL_VERIFY_NONE : SSL_VERIFY_PEER,
+                       NULL);
+    ERR_clear_error();
+    return ok ? 0 : KEEL_EINVAL;
+}
+
 int keel_client_new(uv_loop_t *loop, const struct keel_client_config *cfg,
                     struct keel_client **out)
 {
     int rv;
     if (cfg == NULL || cfg->n_endpoints == 0 || cfg->endpoints == NULL) {
         return KEEL_EINVAL;
-    }
-    if (cfg->tls != NULL) {
-        return KEEL_EUNIMPLEMENTED;
     }
     struct keel_client *c = calloc(1, sizeof(*c));
     if (c == NULL) {
@@ -1479,9 +1725,15 @@ int keel_client_new(uv_loop_t *loop, const struct keel_client_config *cfg,
     }
     c->n_eps = cfg->n_endpoints;
     for (size_t i = 0; i < cfg->n_endpoints; i++) {
-        rv = endpoint_parse(cfg->endpoints[i], &c->eps[i]);
+        rv = endpoint_parse(cfg->endpoints[i], &c->eps[i], cfg->tls != NULL);
         if (rv != 0) {
             goto err;
+        }
+        if (c->eps[i].tls && c->ssl_ctx == NULL) {
+            rv = tls_ctx_new(c, cfg->tls);
+            if (rv != 0) {
+                goto err;
+            }
         }
     }
     if (cfg->username && cfg->username[0]) {
@@ -1501,6 +1753,7 @@ int keel_client_new(uv_loop_t *loop, const struct keel_client_config *cfg,
     return 0;
 
 err:
+    SSL_CTX_free(c->ssl_ctx);
     if (c->eps) {
         for (size_t i = 0; i < c->n_eps; i++) {
             endpoint_free(&c->eps[i]);

@@ -35,8 +35,11 @@
  *
  * Threads: none. Everything on a client must happen on its loop's thread.
  *
- * TLS: not yet. keel_client_config.tls is the seam: a non-NULL value makes
- * keel_client_new() fail with KEEL_EUNIMPLEMENTED, as do https:// endpoints.
+ * TLS (OpenSSL, TLS 1.2+, ALPN "h2"): https:// and unixs:// endpoints
+ * always use TLS; http:// and unix:// never; an endpoint without a scheme
+ * uses TLS when keel_client_config.tls is set (clientv3's rule). The server
+ * certificate is verified against tls->cacert (or the system roots) and
+ * the endpoint's host name or IP address, unless insecure_skip_verify.
  */
 #ifndef KEEL_H
 #define KEEL_H
@@ -105,13 +108,14 @@ struct keel_client;
 struct keel_conn;
 struct keel_rpc_slot;
 
-/* TLS settings (seam for a later change; must be NULL today). */
+/* TLS settings; read by keel_client_new() only (the files are loaded
+ * then). */
 struct keel_tls_config
 {
-    const char *cacert;
-    const char *cert;
-    const char *key;
-    int insecure_skip_verify;
+    const char *cacert; /* PEM CA bundle; NULL or "": the system roots */
+    const char *cert;   /* PEM client certificate (chain), or NULL */
+    const char *key;    /* its PEM private key (NULL: in cert's file) */
+    int insecure_skip_verify; /* accept any server certificate */
 };
 
 struct keel_client_config
@@ -128,7 +132,7 @@ struct keel_client_config
      * call fails with "etcdserver: invalid auth token". Copied. */
     const char *username;
     const char *password;
-    const struct keel_tls_config *tls; /* must be NULL (not implemented) */
+    const struct keel_tls_config *tls; /* NULL: TLS only for https:// */
     /* HTTP/2 PING keepalive (grpc keepalive): after keepalive_time_ms
      * without a ping, send one; no answer within keepalive_timeout_ms
      * closes the connection, and the client moves to the next endpoint
@@ -365,7 +369,11 @@ void keel_lease_keepalive_stop(struct keel_lease_keepalive *k);
 
 /* Create a client on `loop`. Connects lazily (on the first call) or at once
  * with keel_client_connect(). Returns 0 and *out, or KEEL_EINVAL (no or
- * malformed endpoint), KEEL_EUNIMPLEMENTED (TLS), -ENOMEM. */
+ * malformed endpoint, or a TLS certificate/key that cannot be loaded or do
+ * not match), -ENOMEM. A handshake that fails (untrusted or misnamed
+ * server certificate, a client certificate the server refuses) is a
+ * connection failure: the next endpoint is tried, calls see UNAVAILABLE
+ * or their deadline. */
 int keel_client_new(uv_loop_t *loop, const struct keel_client_config *cfg,
                     struct keel_client **out);
 

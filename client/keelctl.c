@@ -211,9 +211,73 @@ static void make_uuid(void)
              b[10], b[11], b[12], b[13], b[14], b[15]);
 }
 
+/* A file etcdctl reads with ioutil.ReadFile: its error text on failure. */
+static void check_readable(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        ctl_die(EXIT_BAD_ARGS, "open %s: %s", path, ctl_go_errno(errno));
+    }
+    char buf[64];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    if (strstr(buf, "-----BEGIN") == NULL) {
+        /* Go's crypto/tls X509KeyPair and NewCertPool wording. */
+        ctl_die(EXIT_BAD_ARGS, "tls: failed to find any PEM data in %s input",
+                path == g_key ? "key" : "certificate");
+        /* (NewCert reads the certificate first, then the key.) */
+    }
+}
+
+/* etcdctl's TLS settings (etcdctl/ctlv3/command/global.go newClientCfg):
+ * any of --cert/--key/--cacert makes a TLS configuration, cert and key
+ * only together; --insecure-transport=false alone makes an empty one
+ * (system roots). NULL when the client is cleartext (endpoints with
+ * https:// still get TLS, with the system roots). */
+static const struct keel_tls_config *client_tls(void)
+{
+    static struct keel_tls_config tls;
+    static int done, have;
+    if (done) {
+        return have ? &tls : NULL;
+    }
+    done = 1;
+    if (g_cert[0] || g_key[0]) {
+        if (!g_cert[0] || !g_key[0]) {
+            ctl_die(EXIT_BAD_ARGS,
+                    "KeyFile and CertFile must both be present[key: %s, "
+                    "cert: %s]",
+                    g_key, g_cert);
+        }
+        check_readable(g_cert);
+        check_readable(g_key);
+        tls.cert = g_cert;
+        tls.key = g_key;
+        have = 1;
+    }
+    if (g_cacert[0]) {
+        /* A CA file without PEM blocks is an empty pool for etcdctl (no
+         * error; the handshake fails later): readable is all it checks. */
+        FILE *f = fopen(g_cacert, "r");
+        if (f == NULL) {
+            ctl_die(EXIT_BAD_ARGS, "open %s: %s", g_cacert, ctl_go_errno(errno));
+        }
+        fclose(f);
+        tls.cacert = g_cacert;
+        have = 1;
+    }
+    if (!g_insecure_transport) {
+        have = 1;
+    }
+    tls.insecure_skip_verify = g_insecure_skip_verify;
+    return have ? &tls : NULL;
+}
+
 struct keel_sync *ctl_client_for(const char *const *eps, size_t n)
 {
     struct keel_client_config cfg = {0};
+    cfg.tls = client_tls();
     cfg.endpoints = eps;
     cfg.n_endpoints = n;
     cfg.dial_timeout_ms = g.dial_timeout_ms;
@@ -226,9 +290,10 @@ struct keel_sync *ctl_client_for(const char *const *eps, size_t n)
     cfg.keepalive_timeout_ms = g_keepalive_timeout;
     struct keel_sync *s;
     int rv = keel_sync_open(&cfg, &s);
-    if (rv == KEEL_EUNIMPLEMENTED) {
-        ctl_die(EXIT_BAD_ARGS, "TLS endpoints (https://, unixs://) are not "
-                               "supported by keelctl yet");
+    if (rv == KEEL_EINVAL && cfg.tls != NULL) {
+        ctl_die(EXIT_BAD_ARGS, "tls: cannot use --cacert/--cert/--key (%s, "
+                               "%s, %s)",
+                g_cacert, g_cert, g_key);
     }
     if (rv != 0) {
         ctl_die(EXIT_BAD_ARGS, "bad endpoint in --endpoints (%s)",
@@ -266,6 +331,9 @@ static void log_retry_warning(struct keel_sync *s, const struct keel_call *c)
     const char *ep = keel_client_endpoint(keel_sync_client(s));
     if (strncmp(ep, "http://", 7) == 0) {
         ep += 7;
+    } else if (strncmp(ep, "https://", 8) == 0 ||
+               strncmp(ep, "unixs://", 8) == 0) {
+        ep += 8;
     } else if (strncmp(ep, "unix://", 7) == 0) {
         ep += 7;
     } else if (strncmp(ep, "unix:", 5) == 0) {
