@@ -245,21 +245,28 @@ static void resign_done(struct v3conc_op *op, ProtobufCMessage *m)
     v3conc_reply(op, r != NULL ? &r->base : NULL);
 }
 
+/* Proclaim (value) or Resign (value NULL) on behalf of leader. */
+static void leader_op(struct grpc_call *call, void *data,
+                      const V3electionpb__LeaderKey *leader,
+                      const ProtobufCBinaryData *value, v3conc_step next)
+{
+    struct v3conc_op *op = op_new(data, call);
+    if (op == NULL) {
+        return;
+    }
+    if (leader == NULL) {
+        v3conc_fail(op, ERR_MISSING_LEADER);
+        return;
+    }
+    guarded(op, leader->key, leader->rev, value, leader->lease, next);
+}
+
 static void proclaim_start(struct grpc_call *call, const ProtobufCMessage *msg,
                            void *data)
 {
     const V3electionpb__ProclaimRequest *req =
         (const V3electionpb__ProclaimRequest *)msg;
-    struct v3conc_op *op = op_new(data, call);
-    if (op == NULL) {
-        return;
-    }
-    if (req->leader == NULL) {
-        v3conc_fail(op, ERR_MISSING_LEADER);
-        return;
-    }
-    guarded(op, req->leader->key, req->leader->rev, &req->value,
-            req->leader->lease, proclaim_done);
+    leader_op(call, data, req->leader, &req->value, proclaim_done);
 }
 
 static void resign_start(struct grpc_call *call, const ProtobufCMessage *msg,
@@ -267,15 +274,7 @@ static void resign_start(struct grpc_call *call, const ProtobufCMessage *msg,
 {
     const V3electionpb__ResignRequest *req =
         (const V3electionpb__ResignRequest *)msg;
-    struct v3conc_op *op = op_new(data, call);
-    if (op == NULL) {
-        return;
-    }
-    if (req->leader == NULL) {
-        v3conc_fail(op, ERR_MISSING_LEADER);
-        return;
-    }
-    guarded(op, req->leader->key, req->leader->rev, NULL, 0, resign_done);
+    leader_op(call, data, req->leader, NULL, resign_done);
 }
 
 /* ---- Leader ------------------------------------------------------------- */
