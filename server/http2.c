@@ -1106,6 +1106,11 @@ int http2__attach(struct conn *c, const struct conn_proto **ops, void **state)
     /* Inbound flow control follows what the receivers hold (see
      * http2__stream_consume). */
     nghttp2_option_set_no_auto_window_update(opt, 1);
+    /* nghttp2 otherwise keeps every closed stream of a connection for the
+     * RFC 7540 priority tree: ~280 bytes per request on a long-lived gRPC
+     * connection, never freed until it closes (measured: 300 MiB of RSS
+     * after 1M puts over 100 connections). gRPC does not use priorities. */
+    nghttp2_option_set_no_closed_streams(opt, 1);
     if (nghttp2_session_server_new2(&h2->s, cbs, h2, opt) != 0) {
         goto err;
     }
