@@ -1920,6 +1920,12 @@ static void apply_committed(struct node *n, struct raft_ready *rd)
             leader_applied_own_entry(n, e->term);
             continue;
         }
+        if (n->thead == NULL && !mvcc_write_should_apply(w, e->index)) {
+            /* Replay of an entry the store has (restart: up to
+             * snapshot_count of them in one batch), and nobody waits for
+             * anything: no need to decode it. */
+            continue;
+        }
         Keelpb__Request *req =
             keelpb__request__unpack(&n->scratch.pb, e->data->len, e->data->data);
         if (req == NULL) {

@@ -521,35 +521,30 @@ static void check_same(struct cluster *c, unsigned set)
     }
 }
 
-static size_t wal_files(const char *dir)
+/* Files in <dir>/member/<sub> whose name contains `part`. */
+static size_t count_files(const char *dir, const char *sub, const char *part)
 {
     char p[400];
-    snprintf(p, sizeof p, "%s/member/wal", dir);
+    snprintf(p, sizeof p, "%s/member/%s", dir, sub);
     DIR *d = opendir(p);
     assert_non_null(d);
     size_t n = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
-        size_t l = strlen(e->d_name);
-        n += l > 4 && strcmp(e->d_name + l - 4, ".wal") == 0;
+        n += strstr(e->d_name, part) != NULL;
     }
     closedir(d);
     return n;
 }
 
+static size_t wal_files(const char *dir)
+{
+    return count_files(dir, "wal", ".wal");
+}
+
 static size_t snap_files(const char *dir)
 {
-    char p[400];
-    snprintf(p, sizeof p, "%s/member/snap", dir);
-    DIR *d = opendir(p);
-    assert_non_null(d);
-    size_t n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        n += strstr(e->d_name, ".snap") != NULL;
-    }
-    closedir(d);
-    return n;
+    return count_files(dir, "snap", ".snap");
 }
 
 /* The members table entry "<id>/raftAttributes" of member i's store:
