@@ -7,7 +7,10 @@
 #     session lease expires) -> the waiter runs its command;
 #   - a holder released by SIGINT -> the next waiter gets it at once;
 #   - elect: a leader, a listener (elect -l), a second candidate that waits;
-#     the leader resigns (SIGINT) -> the listener sees the second one.
+#     the leader resigns (SIGINT) -> the listener sees the second one;
+#   - the Election service's Observe stream (curl, gateway) while the
+#     leader proclaims, resigns and another candidate takes over;
+#   - keel only: a Lock waiter whose lease is revoked stops waiting.
 #   usage: test_lock_elect_compat.sh KEEL_BIN
 . "$(dirname "$0")/lib.sh"
 KEEL_BIN=${1:?keel binary}
@@ -102,6 +105,33 @@ scenario() { # $1 = name (etcd|keel), $2 = binary, $3 = transcript
     echo "## listener:" >>"$out"
     cat "$d/l" >>"$out"
     echo "## candidates left: $("${E[@]}" get --prefix E --keys-only)" >>"$out"
+
+    # -- the Election service's Observe stream (gateway) while the leader
+    # proclaims, resigns and another candidate takes over
+    local U="http://${!ep_var}"
+    # base64: Tw==O Ty8xMDAw=O/1000 djE=v1 djI=v2 djM=v3
+    curl -sS -X POST "$U/v3/lease/grant" -d '{"TTL":"60","ID":"4096"}' >/dev/null
+    curl -sS -X POST "$U/v3/lease/grant" -d '{"TTL":"60","ID":"8192"}' >/dev/null
+    local camp rev
+    camp=$(curl -sS -X POST "$U/v3/election/campaign" \
+        -d '{"name":"Tw==","lease":"4096","value":"djE="}')
+    rev=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["leader"]["rev"])' "$camp")
+    curl -sS -N -m 5 -X POST "$U/v3/election/observe" -d '{"name":"Tw=="}' \
+        >"$d/obs" 2>/dev/null &
+    local obs=$!
+    KT_PIDS+=("$obs")
+    wait_for "$d/obs" djE= 5
+    local lk='{"name":"Tw==","key":"Ty8xMDAw","rev":"'$rev'","lease":"4096"}'
+    curl -sS -X POST "$U/v3/election/proclaim" \
+        -d '{"leader":'"$lk"',"value":"djI="}' >/dev/null
+    curl -sS -X POST "$U/v3/election/resign" -d '{"leader":'"$lk"'}' >/dev/null
+    curl -sS -X POST "$U/v3/election/campaign" \
+        -d '{"name":"Tw==","lease":"8192","value":"djM="}' >/dev/null
+    wait_for "$d/obs" djM= 5
+    kill "$obs" 2>/dev/null || true
+    wait "$obs" 2>/dev/null || true
+    echo "## observe:" >>"$out"
+    sed -E 's/"(cluster_id|member_id)":"[0-9]+"/"\1":"ID"/g' "$d/obs" >>"$out"
     local pid_var="${n}_PID"
     kill -TERM "${!pid_var}"
     wait "${!pid_var}" 2>/dev/null || true
@@ -123,6 +153,26 @@ EOF
 
 scenario etcd "$ETCD_BIN" "$KT_TMP/etcd.out"
 scenario keel "$KEEL_BIN" "$KT_TMP/keel.out"
+
+# keel only (etcd 3.4 keeps waiting): a Lock waiter whose lease is revoked
+# stops waiting with "requested lease not found", and its key is gone.
+kt_start solo "$KEEL_BIN"
+U="http://$solo_CLIENT"
+curl -sS -X POST "$U/v3/lease/grant" -d '{"TTL":"60","ID":"4096"}' >/dev/null
+curl -sS -X POST "$U/v3/lease/grant" -d '{"TTL":"60","ID":"8192"}' >/dev/null
+curl -sS -X POST "$U/v3/lock/lock" -d '{"name":"bXk=","lease":"4096"}' >/dev/null
+curl -sS -m 10 -X POST "$U/v3/lock/lock" -d '{"name":"bXk=","lease":"8192"}' \
+    -w ' %{http_code}' >"$KT_TMP/waiter" 2>&1 &
+waiter=$!
+sleep 0.5
+kt_check "the waiter still waits" "" "$(cat "$KT_TMP/waiter")"
+curl -sS -X POST "$U/v3/lease/revoke" -d '{"ID":"8192"}' >/dev/null
+wait "$waiter" || true
+kt_check "a revoked waiter ends" \
+    '{"error":"etcdserver: requested lease not found","message":"etcdserver: requested lease not found","code":2} 500' \
+    "$(cat "$KT_TMP/waiter")"
+kt_check "only the holder is queued" "my/1000" \
+    "$(etcdctl --endpoints="$solo_CLIENT" get --prefix my --keys-only | sed '/^$/d')"
 if ! diff -u <(normalise "$KT_TMP/etcd.out") <(normalise "$KT_TMP/keel.out") \
         >"$KT_TMP/diff"; then
     echo "FAIL: etcdctl lock/elect differ between etcd 3.4 (-) and keel (+):"
