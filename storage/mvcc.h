@@ -220,8 +220,8 @@ int mvcc_compact(struct mvcc_write *w, int64_t rev);
  * in the range at that revision before filters and limit; more is set when
  * the (filtered) result had more than limit kvs. With a sort target other
  * than KEY and sort order NONE, etcd sorts ascending the first limit+1 keys
- * only; keel does the same. Ties in a sort are broken by key (etcd's order
- * there is unspecified). */
+ * only; keel does the same. Ties in a sort come out in etcd's order: keel
+ * sorts with Go 1.19's sort.Sort algorithm (go_sort.c). */
 int mvcc_range(struct mvcc_store *s,
                const Etcdserverpb__RangeRequest *req,
                struct keel_arena *a,

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "go_sort.h"
 #include "keel_err.h"
 #include "mvcc_int.h"
 
@@ -499,34 +500,30 @@ static int cmp_i64(int64_t a, int64_t b)
     return a < b ? -1 : (a > b ? 1 : 0);
 }
 
-static int kv_sort_cmp(const void *pa, const void *pb, void *arg)
+/* etcd's sorters (etcdserver/apply.go kvSortByKey/Version/Create/Mod/
+ * Value): each compares its target only, so ties keep whatever order Go's
+ * sort.Sort leaves them in (go_sort reproduces it). DESCEND is
+ * sort.Reverse: Less(i, j) = Less(j, i). */
+static bool kv_sort_less(const void *pa, const void *pb, void *arg)
 {
-    const Mvccpb__KeyValue *a = *(Mvccpb__KeyValue *const *)pa;
-    const Mvccpb__KeyValue *b = *(Mvccpb__KeyValue *const *)pb;
     const int *how = arg; /* {target, descending} */
-    int d = 0;
+    const Mvccpb__KeyValue *a = how[1] ? pb : pa;
+    const Mvccpb__KeyValue *b = how[1] ? pa : pb;
 
     switch (how[0]) {
         case ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__VERSION:
-            d = cmp_i64(a->version, b->version);
-            break;
+            return a->version < b->version;
         case ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__CREATE:
-            d = cmp_i64(a->create_revision, b->create_revision);
-            break;
+            return a->create_revision < b->create_revision;
         case ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__MOD:
-            d = cmp_i64(a->mod_revision, b->mod_revision);
-            break;
+            return a->mod_revision < b->mod_revision;
         case ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__VALUE:
-            d = mvcc__key_cmp(a->value.data, a->value.len, b->value.data,
-                              b->value.len);
-            break;
+            return mvcc__key_cmp(a->value.data, a->value.len, b->value.data,
+                                 b->value.len) < 0;
         default:
-            break;
+            return mvcc__key_cmp(a->key.data, a->key.len, b->key.data,
+                                 b->key.len) < 0;
     }
-    if (d == 0) {
-        d = mvcc__key_cmp(a->key.data, a->key.len, b->key.data, b->key.len);
-    }
-    return how[1] ? -d : d;
 }
 
 static int range_check_rev(struct mvcc_ctx *c, int64_t rev)
@@ -587,7 +584,7 @@ static int range_op(struct mvcc_ctx *c,
         int how[2] = {q->sort_target,
                       sort_order ==
                           ETCDSERVERPB__RANGE_REQUEST__SORT_ORDER__DESCEND};
-        qsort_r(st.kvs, st.n, sizeof(*st.kvs), kv_sort_cmp, how);
+        go_sort((void **)st.kvs, st.n, kv_sort_less, how);
     }
     resp = NEW(c->a, Etcdserverpb__RangeResponse,
                etcdserverpb__range_response__descriptor);

@@ -11,6 +11,7 @@
  * group sharing a 400-byte prefix (399..600 bytes), so ranges cross the
  * long-key encoding boundaries of keycodec.c.
  */
+#include "go_sort.h"
 #include "mvcc_test_util.h"
 
 /* ---- PRNG ------------------------------------------------------------------ */
@@ -287,29 +288,26 @@ static int i64c(int64_t a, int64_t b)
     return a < b ? -1 : (a > b ? 1 : 0);
 }
 
-static int ritem_cmp(const void *pa, const void *pb)
+/* etcd's sorters compare the target only; ties are left in the order
+ * Go's sort.Sort leaves them (go_sort, checked against etcd by
+ * storage.mvcc_vs_etcd). */
+static bool ritem_less(const void *pa, const void *pb, void *arg)
 {
-    const struct ritem *a = pa, *b = pb;
-    int d = 0;
+    const struct ritem *a = g_desc ? pb : pa, *b = g_desc ? pa : pb;
+    (void)arg;
     switch (g_target) {
         case 1:
-            d = i64c(a->v->version, b->v->version);
-            break;
+            return a->v->version < b->v->version;
         case 2:
-            d = i64c(a->v->create, b->v->create);
-            break;
+            return a->v->create < b->v->create;
         case 3:
-            d = i64c(a->v->main, b->v->main);
-            break;
+            return a->v->main < b->v->main;
         case 4:
-            d = bcmp2(a->v->val, a->v->vlen, b->v->val, b->v->vlen);
-            break;
+            return bcmp2(a->v->val, a->v->vlen, b->v->val, b->v->vlen) < 0;
+        default:
+            return bcmp2(g_m->keys[a->i].k, g_m->keys[a->i].klen,
+                         g_m->keys[b->i].k, g_m->keys[b->i].klen) < 0;
     }
-    if (d == 0) {
-        d = bcmp2(g_m->keys[a->i].k, g_m->keys[a->i].klen, g_m->keys[b->i].k,
-                  g_m->keys[b->i].klen);
-    }
-    return g_desc ? -d : d;
 }
 
 /* etcd's Range on the model (apply.go Range + kvstore_txn.go rangeKeys). */
@@ -373,7 +371,20 @@ static void check_range(const struct model *m,
         g_target = q->sort_target;
         g_desc = order == 2;
         g_m = m;
-        qsort(items, n, sizeof(*items), ritem_cmp);
+        struct ritem **ptrs = calloc(n + 1, sizeof(*ptrs));
+        struct ritem *sorted = calloc(n + 1, sizeof(*sorted));
+        assert_non_null(ptrs);
+        assert_non_null(sorted);
+        for (size_t j = 0; j < n; j++) {
+            ptrs[j] = &items[j];
+        }
+        go_sort((void **)ptrs, n, ritem_less, NULL);
+        for (size_t j = 0; j < n; j++) {
+            sorted[j] = *ptrs[j];
+        }
+        memcpy(items, sorted, n * sizeof(*items));
+        free(sorted);
+        free(ptrs);
     }
     if (q->limit > 0 && n > (size_t)q->limit) {
         n = (size_t)q->limit;
