@@ -160,7 +160,11 @@ static const struct flag_def flags[] = {
       "the WAL where a later keel would not look"),
     FT(S_MEMBER, "snapshot-count", T_UINT, snapshot_count, "'100000'",
        "Number of committed transactions to trigger a snapshot to disk.",
-       FLAG_PENDING, "raft log compaction", "uint64"),
+       FLAG_PENDING,
+       "the node compacts its raft log at etcd's default (100000 entries, "
+       "5000 kept) whatever the flag says until the server passes the flag "
+       "on (issue 5 wiring)",
+       "uint64"),
     F(S_MEMBER, "heartbeat-interval", T_UINT, heartbeat_ms, "'100'",
       "Time (in milliseconds) of a heartbeat interval.", FLAG_YES,
       "raft ticks; validated as etcd"),
