@@ -819,7 +819,7 @@ static const struct ctl_cmd misc_cmds[] = {
 /* Every command table, NULL-terminated. */
 static const struct ctl_cmd *const cmd_tables[] = {
     ctl_kv_cmds,      ctl_maint_cmds, ctl_snapshot_cmds, ctl_restore_cmds,
-    ctl_auth_cmds,    misc_cmds,      NULL};
+    ctl_auth_cmds,    ctl_conc_cmds,  misc_cmds,         NULL};
 
 /* Is `name` (without dashes) a bool flag anywhere? Used only to find the
  * command words before the command's own flags are known. */

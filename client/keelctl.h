@@ -143,6 +143,9 @@ void ctl_progress_start(struct ctl_progress *p, const char *what,
 void ctl_progress_update(struct ctl_progress *p, uint64_t done);
 void ctl_progress_end(struct ctl_progress *p);
 
+/* etcdctl's display.Get for the current -w (keelctl_kv.c). */
+void ctl_print_get(const Etcdserverpb__RangeResponse *r, int value_only);
+
 /* Parsing helpers. */
 int parse_go_duration(const char *s, uint64_t *ms);
 int parse_int64(const char *s, int base, int64_t *out, char *err,
@@ -154,5 +157,6 @@ extern const struct ctl_cmd ctl_maint_cmds[];
 extern const struct ctl_cmd ctl_snapshot_cmds[];
 extern const struct ctl_cmd ctl_restore_cmds[]; /* keelctl_restore.c */
 extern const struct ctl_cmd ctl_auth_cmds[];
+extern const struct ctl_cmd ctl_conc_cmds[]; /* keelctl_conc.c */
 
 #endif /* KEELCTL_H */

@@ -144,7 +144,7 @@ static void get_op(int argc, char **argv, Etcdserverpb__RangeRequest *r)
     }
 }
 
-static void print_get(const Etcdserverpb__RangeResponse *r, int value_only)
+void ctl_print_get(const Etcdserverpb__RangeResponse *r, int value_only)
 {
     switch (ctl_fmt) {
         case FMT_SIMPLE:
@@ -186,7 +186,7 @@ static void get_run(int argc, char **argv)
         ctl_die(EXIT_BAD_ARGS,
                 "print-value-only is only for `--write-out=simple`");
     }
-    print_get((Etcdserverpb__RangeResponse *)call.resp, get_value_only);
+    ctl_print_get((Etcdserverpb__RangeResponse *)call.resp, get_value_only);
     keel_call_cleanup(&call);
 }
 
@@ -803,7 +803,7 @@ static void print_txn(const Etcdserverpb__TxnResponse *r)
                         print_put(o->response_put);
                         break;
                     case ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_RANGE:
-                        print_get(o->response_range, 0);
+                        ctl_print_get(o->response_range, 0);
                         break;
                     default:
                         printf("unexpected response\n");
@@ -829,7 +829,7 @@ static void print_txn(const Etcdserverpb__TxnResponse *r)
                         print_put(o->response_put);
                         break;
                     case ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_RANGE:
-                        print_get(o->response_range, 0);
+                        ctl_print_get(o->response_range, 0);
                         break;
                     default:
                         break;
