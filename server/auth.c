@@ -57,6 +57,7 @@ struct auth
     uv_loop_t *loop;
     uint64_t ttl_ms;
     unsigned cost;
+    bool cert_auth; /* --client-cert-auth: a certificate's CN is a user */
     uint64_t next_index; /* the ".<n>" of the tokens this member makes */
     /* Cached from the store; stale once an auth op was applied (refreshed
      * at the next check: apply commits before the loop runs anything). */
@@ -281,6 +282,7 @@ int auth_new(struct keel_server *s, const struct keel_config *cfg,
     au->loop = server_loop(s);
     au->ttl_ms = (cfg->auth_token_ttl > 0 ? cfg->auth_token_ttl : 300) * 1000;
     au->cost = (unsigned)cfg->bcrypt_cost;
+    au->cert_auth = cfg->client_tls.client_cert_auth;
     *out = au;
     return 0;
 }
@@ -323,8 +325,10 @@ void auth_on_applied(struct auth *au, const Keelpb__Request *req,
 
 /* ---- who calls ---------------------------------------------------------- */
 
-/* The caller's user (NULL: none) and the auth revision now (etcd
- * AuthInfoFromCtx: 0 without a user). */
+/* The caller's user (NULL: none) and the auth revision now (0 without a
+ * user): the token's user (etcd AuthInfoFromCtx), else with
+ * --client-cert-auth the common name of the client's verified certificate
+ * (etcd AuthInfoFromTLS; gateway calls have none). */
 static int call_user(struct auth *au, struct grpc_call *call,
                      const char **user, uint64_t *rev)
 {
@@ -335,6 +339,12 @@ static int call_user(struct auth *au, struct grpc_call *call,
         t = grpc_call_header(call, "authorization");
     }
     if (t == NULL) {
+        const char *cn = au->cert_auth ? grpc_call_peer_cn(call) : NULL;
+        if (cn != NULL && cn[0] != '\0') {
+            refresh(au);
+            *user = cn;
+            *rev = au->revision;
+        }
         return 0;
     }
     struct auth_token *tok =

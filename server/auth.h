@@ -5,7 +5,9 @@
  * v3rpc/maintenance.go, v3rpc/watch.go).
  *
  * Who makes a call: the gRPC metadata "token" (then "authorization", what
- * the JSON gateway passes) names a simple token; no token means no user.
+ * the JSON gateway passes) names a simple token; without one, under
+ * --client-cert-auth, the common name of the client's certificate is the
+ * user (etcd AuthInfoFromTLS); else there is no user.
  * A token that is not in the table (unknown, expired, or auth disabled
  * since) fails the call with "etcdserver: invalid auth token", whether or
  * not auth is enabled, as etcd does.
