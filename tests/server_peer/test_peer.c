@@ -1336,6 +1336,31 @@ static void test_peer_update_urls(void **state)
     RUN_UNTIL(f, count_from(b, 1) == 3);
 }
 
+/* Peer URLs with an IPv6 literal and with a host name. */
+static void test_peer_ipv6_and_hostname_urls(void **state)
+{
+    struct fx *f = *state;
+    struct member *a = &f->m[0], *b = &f->m[1], *c = &f->m[2];
+    char host_url[64];
+    const char *u = host_url;
+
+    snprintf(c->url, sizeof c->url, "http://[::1]:%d", c->port);
+    assert_int_equal(open_member(f, a), 0);
+    assert_int_equal(open_member(f, b), 0);
+    assert_int_equal(open_member(f, c), 0);
+    add(c, a);
+    add(b, a);
+    add(a, c);
+    snprintf(host_url, sizeof host_url, "http://localhost:%d", b->port);
+    assert_int_equal(peer_add(a->t, 2, &u, 1), 0);
+    RUN_UNTIL(f, peer_connected(a->t, 2) && peer_connected(a->t, 3));
+    send_msgs(a, 2, 0, 5);
+    send_msgs(a, 3, 0, 5);
+    RUN_UNTIL(f, count_from(b, 1) == 5 && count_from(c, 1) == 5);
+    check_seq(b, 1, 0);
+    check_seq(c, 1, 0);
+}
+
 static void test_peer_metrics(void **state)
 {
     struct fx *f = *state;
@@ -1387,6 +1412,7 @@ int main(void)
         T(test_peer_fetch_cluster_info),
         T(test_peer_api_errors),
         T(test_peer_update_urls),
+        T(test_peer_ipv6_and_hostname_urls),
         T(test_peer_metrics),
 #undef T
     };
