@@ -278,6 +278,7 @@ static void stream_down(struct remote *r, int rv, const char *why)
 
     r->stream = NULL;
     r->active_since = 0;
+    peer__calls_fail(r, UV_ENOTCONN); /* answers came on that connection */
     if (r->q_head != NULL || was_up) {
         peer__event_unreachable(t, r->id);
     }
@@ -407,6 +408,10 @@ static int stream_on_frame(struct pconn *pc,
         stream_up(r, pc);
         return 0;
     }
+    if (r->state == R_UP && type == PEER_WIRE_RESPONSE) {
+        r->st.received_bytes += PEER_WIRE_HEADER + len;
+        return peer__call_response(r, p, len);
+    }
     if (r->state == R_HANDSHAKE && type == PEER_WIRE_ERROR) {
         handle_refusal(r, p, len);
         peer__conn_close(pc);
@@ -470,6 +475,7 @@ static void remote_destroy(struct remote *r)
     }
     *pp = r->next;
     r->removed = true;
+    peer__calls_fail(r, KEEL_ECANCELED);
     if (r->stream != NULL) {
         peer__conn_close(r->stream);
         r->stream = NULL;
@@ -642,12 +648,15 @@ static int inbound_on_frame(struct pconn *pc,
             }
             return accept_hello(pc, p, len);
         case PEER_ROLE_STREAM:
-            if (type != PEER_WIRE_MSG) {
+            if (type != PEER_WIRE_MSG && type != PEER_WIRE_REQUEST) {
                 return KEEL_ECORRUPT;
             }
             r = peer__remote(t, pc->from);
             if (r != NULL) {
                 r->st.received_bytes += PEER_WIRE_HEADER + len;
+            }
+            if (type == PEER_WIRE_REQUEST) {
+                return peer__request(pc, p, len);
             }
             if (t->o.on_message != NULL) {
                 t->o.on_message(t->o.arg, pc->from, p, len);
@@ -1006,6 +1015,43 @@ int peer_remove(struct peer *t, uint64_t id)
 /* ---- sending --------------------------------------------------------------
  */
 
+int peer__stream_push(struct remote *r, struct pframe *f)
+{
+    struct peer *t = r->t;
+    size_t msgs = r->q_msgs, bytes = r->q_bytes;
+
+    if (r->state == R_BACKOFF) {
+        free(f);
+        return UV_ENOTCONN;
+    }
+    /* The bound covers what waits for the connection and what the socket
+     * has not taken; one frame always fits in an empty queue. */
+    if (r->stream != NULL) {
+        msgs += r->stream->out_msgs;
+        bytes += r->stream->out_bytes;
+    }
+    if (msgs > 0 && (msgs >= t->o.max_queue_msgs ||
+                     bytes + f->len > t->o.max_queue_bytes)) {
+        free(f);
+        return KEEL_EBUSY;
+    }
+    f->counted = 1;
+    if (r->state == R_UP) {
+        r->st.sent_bytes += f->len;
+        (void)peer__conn_send(r->stream, f); /* failure: stream_down */
+        return 0;
+    }
+    if (r->q_tail != NULL) {
+        r->q_tail->next = f;
+    } else {
+        r->q_head = f;
+    }
+    r->q_tail = f;
+    r->q_msgs++;
+    r->q_bytes += f->len;
+    return 0;
+}
+
 void peer_send(void *arg,
                uint64_t to,
                const uint8_t *msg,
@@ -1032,38 +1078,13 @@ void peer_send(void *arg,
         peer__snap_send(r, msg, len, snap_path);
         return;
     }
-    if (len > t->o.max_frame_bytes || r->state == R_BACKOFF) {
-        goto drop;
-    }
-    /* The bound covers what waits for the connection and what the socket
-     * has not taken; one message always fits in an empty queue. */
-    size_t msgs = r->q_msgs, bytes = r->q_bytes;
-    if (r->stream != NULL) {
-        msgs += r->stream->out_msgs;
-        bytes += r->stream->out_bytes;
-    }
-    if (msgs > 0 && (msgs >= t->o.max_queue_msgs ||
-                     bytes + PEER_WIRE_HEADER + len > t->o.max_queue_bytes)) {
+    if (len > t->o.max_frame_bytes) {
         goto drop;
     }
     f = peer__frame_new(PEER_WIRE_MSG, msg, len, NULL, 0);
-    if (f == NULL) {
+    if (f == NULL || peer__stream_push(r, f) != 0) {
         goto drop;
     }
-    f->counted = 1;
-    if (r->state == R_UP) {
-        r->st.sent_bytes += f->len;
-        (void)peer__conn_send(r->stream, f);
-        return;
-    }
-    if (r->q_tail != NULL) {
-        r->q_tail->next = f;
-    } else {
-        r->q_head = f;
-    }
-    r->q_tail = f;
-    r->q_msgs++;
-    r->q_bytes += f->len;
     return;
 drop:
     r->st.dropped++;

@@ -31,7 +31,8 @@
  * on_snapshot_sent are delivered from a later loop turn (coalesced: one
  * on_unreachable per member per turn), so a caller may call peer_send while
  * it holds state that those callbacks touch. After peer_close no callback
- * runs except peer_close's own.
+ * runs except peer_close's own and those of pending peer_calls (with
+ * KEEL_ECANCELED, before peer_close's).
  *
  * Wiring to server/node (node.h), all on the same loop:
  *   peer_options.snap_dir   = <data-dir>/member/snap (node installs by rename)
@@ -56,6 +57,7 @@
 #include <uv.h>
 
 struct peer;
+struct peer_responder;
 struct metrics_registry;
 
 /* A message from member `from` (raft bytes, borrowed for the call). */
@@ -78,6 +80,15 @@ typedef void (*peer_unreachable_cb)(void *arg, uint64_t to);
 /* A joining member asks for the cluster: fill *buf (malloc'd; the transport
  * frees it) and *len, return 0; or return a negative code to refuse. */
 typedef int (*peer_cluster_info_cb)(void *arg, uint8_t **buf, size_t *len);
+/* A request from member `from` (peer_call there): method and body as the
+ * caller gave them (body borrowed for the call). Answer exactly once with
+ * peer_respond(r, ...), now or later. */
+typedef void (*peer_request_cb)(void *arg,
+                                uint64_t from,
+                                uint32_t method,
+                                const uint8_t *body,
+                                size_t len,
+                                struct peer_responder *r);
 /* Member `by` refused our stream because this member was removed from the
  * cluster (etcd: "the member has been permanently removed from the
  * cluster"). */
@@ -104,6 +115,7 @@ struct peer_options
     peer_unreachable_cb on_unreachable;
     peer_cluster_info_cb on_cluster_info; /* NULL: requests are refused */
     peer_removed_cb on_removed;           /* may be NULL */
+    peer_request_cb on_request; /* NULL: requests get KEEL_EUNIMPLEMENTED */
     void *arg;
     /* Limits; 0 means the default in brackets. */
     size_t max_queue_msgs;         /* per remote, not yet written [4096] */
@@ -214,6 +226,69 @@ int peer_stats(const struct peer *t, uint64_t id, struct peer_stats *out);
  * etcd_network_active_peers{Local,Remote}), read from t at scrape time.
  * t must outlive r's use. */
 int peer_register_metrics(struct metrics_registry *r, struct peer *t);
+
+/* ---- requests between members ------------------------------------------
+ *
+ * What etcd sends over its peer port besides raft (a follower forwards
+ * LeaseKeepAlive / LeaseTimeToLive to the leader, the corruption checker
+ * asks members for their hash): a request with a caller-chosen method
+ * number travels on the message stream to `to`, the answer comes back on
+ * the same connection. */
+
+struct peer_call;
+/* The outcome: status 0 and the body peer_respond gave (borrowed for the
+ * call); the responder's negative status (and its body); UV_ETIMEDOUT;
+ * UV_ENOTCONN (no stream to the member, or it went down before the answer:
+ * the request may or may not have been executed); KEEL_EBUSY (the
+ * member's queue is full); KEEL_ECANCELED (peer_call_cancel, peer_close,
+ * peer_remove). */
+typedef void (*peer_call_cb)(struct peer_call *req,
+                             int status,
+                             const uint8_t *body,
+                             size_t len);
+
+/* Caller-owned; valid from peer_call until its callback. Fields other than
+ * data are private. */
+struct peer_call
+{
+    void *data; /* for the caller */
+    struct peer *t;
+    struct peer_call *next; /* in the remote's pending list */
+    uint64_t to;
+    uint64_t id;
+    uv_timer_t timer;
+    peer_call_cb cb;
+    int status;
+    uint8_t *body;
+    size_t len;
+    bool finished;
+};
+
+/* Send request (method, body copied) to member `to`; the answer, or the
+ * failure, arrives through cb exactly once from a later loop turn, at the
+ * latest after timeout_ms. Returns 0, or KEEL_ENOTFOUND (unknown member),
+ * KEEL_ESHUTDOWN (closing), KEEL_ENOMEM: then cb never runs. */
+int peer_call(struct peer *t,
+              struct peer_call *req,
+              uint64_t to,
+              uint32_t method,
+              const uint8_t *body,
+              size_t len,
+              uint64_t timeout_ms,
+              peer_call_cb cb);
+
+/* Give up waiting: cb runs (later) with KEEL_ECANCELED unless it already
+ * ran or is about to with another outcome. */
+void peer_call_cancel(struct peer_call *req);
+
+/* Answer a request (see peer_request_cb): status 0 or a negative code,
+ * body copied. Frees r. If the asking member's connection is gone the
+ * answer is dropped (it already got UV_ENOTCONN). May be called after
+ * peer_close. */
+void peer_respond(struct peer_responder *r,
+                  int status,
+                  const uint8_t *body,
+                  size_t len);
 
 /* ---- cluster info for a joining member ---------------------------------- */
 

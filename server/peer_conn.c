@@ -73,6 +73,7 @@ static void conn_unref(struct pconn *pc)
         return;
     }
     struct peer *t = pc->t;
+    peer__responders_detach(pc);
     free(pc->rbuf);
     if (t != NULL) {
         if (pc->prev != NULL) {

@@ -98,6 +98,8 @@ struct pconn
     int role;
     uint64_t from;          /* inbound: the sender named in HELLO */
     struct snap_recv *recv; /* inbound snapshot */
+    /* Inbound stream: requests not answered yet (they outlive pc). */
+    struct peer_responder *responders;
 };
 
 /* Dial host:port (from a peer URL) and call ops->on_connect or on_close.
@@ -183,6 +185,7 @@ struct remote
     char last_refusal[200];
     uint64_t last_refusal_ms;
     struct snap_send *snaps;
+    struct peer_call *calls; /* waiting for a RESPONSE on this stream */
 };
 
 /* A deferred callback (see peer.h: callbacks never run inside peer_*). */
@@ -223,6 +226,7 @@ struct peer
     bool notify_armed;
     struct peer_event *ev_head, *ev_tail;
     uint64_t snap_seq;
+    uint64_t next_call_id;
     struct peer_refusal refusals[PEER_REFUSAL_SLOTS];
     size_t live; /* listeners, notify timer, remotes, conns, transfers */
     bool closing;
@@ -260,6 +264,20 @@ int peer__snap_recv_frame(struct pconn *pc,
 /* The inbound snapshot connection is gone: drop the partial image. */
 void peer__snap_recv_abort(struct pconn *pc);
 
+/* peer_call.c */
+/* Queue a frame on r's message stream within the queue bounds (as
+ * peer_send does); 0, or KEEL_EBUSY (full) / UV_ENOTCONN (backing off):
+ * then f is freed. */
+int peer__stream_push(struct remote *r, struct pframe *f);
+/* Every call waiting on r's stream ends with status. */
+void peer__calls_fail(struct remote *r, int status);
+/* A RESPONSE on r's stream. */
+int peer__call_response(struct remote *r, const uint8_t *p, size_t len);
+/* A REQUEST on an accepted stream. */
+int peer__request(struct pconn *pc, const uint8_t *p, size_t len);
+/* pc is being freed: its unanswered requests lose their connection. */
+void peer__responders_detach(struct pconn *pc);
+
 /* Role of an accepted connection. */
 enum {
     PEER_ROLE_HANDSHAKE = 0,
@@ -268,8 +286,9 @@ enum {
 };
 
 #define PEER_REFUSAL_LOG_MS 30000
-#define PEER_HANDSHAKE_MAX_FRAME 4096 /* an accepted connection before HELLO \
-                                       */
+#define PEER_HANDSHAKE_MAX_FRAME                \
+    4096 /* an accepted connection before HELLO \
+          */
 #define PEER_LINGER_MS 2000
 #define PEER_RBUF_STEP (64u * 1024u)
 

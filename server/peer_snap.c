@@ -318,7 +318,9 @@ void peer__snap_send(struct remote *r,
         send_finish(ss, false, "out of memory");
         return;
     }
-    memcpy(ss->msg, msg, len);
+    if (len > 0) {
+        memcpy(ss->msg, msg, len);
+    }
     ss->msg_len = len;
     ss->fd = open(snap_path, O_RDONLY | O_CLOEXEC);
     if (ss->fd < 0 || fstat(ss->fd, &st) != 0) {

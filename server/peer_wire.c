@@ -71,7 +71,7 @@ long peer_wire_decode(const uint8_t *buf,
     if (len < PEER_WIRE_HEADER) {
         return 0;
     }
-    if (buf[4] < PEER_WIRE_HELLO || buf[4] > PEER_WIRE_CLUSTER_INFO) {
+    if (buf[4] < PEER_WIRE_HELLO || buf[4] > PEER_WIRE_TYPE_MAX) {
         return -1;
     }
     if (need != NULL) {
@@ -183,5 +183,22 @@ int peer_wire_snap_trailer_decode(const uint8_t *p,
     }
     *size = peer_wire_get_u64(p);
     *sha256 = p + 8;
+    return 0;
+}
+
+int peer_wire_call_decode(const uint8_t *p,
+                          size_t len,
+                          uint64_t *id,
+                          uint32_t *word,
+                          const uint8_t **body,
+                          size_t *body_len)
+{
+    if (len < PEER_WIRE_CALL_HEADER) {
+        return -1;
+    }
+    *id = peer_wire_get_u64(p);
+    *word = peer_wire_get_u32(p + 8);
+    *body = p + PEER_WIRE_CALL_HEADER;
+    *body_len = len - PEER_WIRE_CALL_HEADER;
     return 0;
 }

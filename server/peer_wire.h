@@ -9,7 +9,8 @@
  * The dialer's first frame is HELLO; the acceptor answers HELLO_OK or
  * ERROR (then closes). What follows depends on HELLO's kind:
  *
- *   STREAM        dialer → acceptor: MSG*            (raft message bytes)
+ *   STREAM        dialer → acceptor: MSG* and REQUEST*, interleaved
+ *                 acceptor → dialer: RESPONSE* (to the REQUESTs, any order)
  *   SNAPSHOT      dialer → acceptor: SNAP_HEADER SNAP_CHUNK* SNAP_TRAILER
  *                 acceptor → dialer: SNAP_ACK, or ERROR
  *   CLUSTER_INFO  acceptor → dialer: CLUSTER_INFO (bytes), or ERROR
@@ -27,6 +28,9 @@
  *   SNAP_TRAILER u64 image size, 32 bytes sha256 of the image
  *   SNAP_ACK     empty
  *   CLUSTER_INFO the answering member's bytes
+ *   REQUEST      u64 call id, u32 method, then the request body
+ *   RESPONSE     u64 call id, i32 status (0 or a negative keel code), then
+ *                the response body
  *
  * Checklist: a change to any payload layout bumps PEER_WIRE_VERSION.
  */
@@ -54,7 +58,11 @@ enum peer_wire_type {
     PEER_WIRE_SNAP_TRAILER = 7,
     PEER_WIRE_SNAP_ACK = 8,
     PEER_WIRE_CLUSTER_INFO = 9,
+    PEER_WIRE_REQUEST = 10,
+    PEER_WIRE_RESPONSE = 11,
 };
+#define PEER_WIRE_TYPE_MAX PEER_WIRE_RESPONSE
+#define PEER_WIRE_CALL_HEADER 12 /* u64 id + u32 method / i32 status */
 
 enum peer_wire_kind {
     PEER_WIRE_KIND_STREAM = 1,
@@ -136,6 +144,15 @@ int peer_wire_snap_trailer_decode(const uint8_t *p,
                                   size_t len,
                                   uint64_t *size,
                                   const uint8_t **sha256);
+
+/* REQUEST / RESPONSE decode: 0 and id, method or status (as u32; the
+ * status is its two's complement), body pointer into p; or -1 if short. */
+int peer_wire_call_decode(const uint8_t *p,
+                          size_t len,
+                          uint64_t *id,
+                          uint32_t *word,
+                          const uint8_t **body,
+                          size_t *body_len);
 
 void peer_wire_put_u16(uint8_t *p, uint16_t v);
 void peer_wire_put_u32(uint8_t *p, uint32_t v);

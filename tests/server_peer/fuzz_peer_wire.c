@@ -63,6 +63,10 @@ static void check_payload(uint8_t type, const uint8_t *p, size_t len)
     if (peer_wire_snap_header_decode(p, len, &a, &q, &n) == 0) {
         CHECK(q + n == p + len);
     }
+    uint32_t w;
+    if (peer_wire_call_decode(p, len, &a, &w, &q, &n) == 0) {
+        CHECK(q + n == p + len && len >= PEER_WIRE_CALL_HEADER);
+    }
     if (peer_wire_snap_trailer_decode(p, len, &a, &q) == 0) {
         CHECK(len == PEER_WIRE_TRAILER_LEN && q == p + 8);
     }
@@ -162,10 +166,14 @@ static int generate(const char *dir)
                 put_frame(fp, PEER_WIRE_HELLO, hello, sizeof hello);
                 put_frame(fp, PEER_WIRE_MSG, "raft-msg", 8);
                 put_frame(fp, PEER_WIRE_MSG, "", 0);
+                put_frame(fp, PEER_WIRE_REQUEST, "\0\0\0\0\0\0\0\1\0\0\0\2req",
+                          15);
                 break;
             case 1: /* the acceptor's answers */
                 put_frame(fp, PEER_WIRE_HELLO_OK, ok, sizeof ok);
                 put_frame(fp, PEER_WIRE_ERROR, err, 21);
+                put_frame(fp, PEER_WIRE_RESPONSE,
+                          "\0\0\0\0\0\0\0\1\xff\xff\x8a\xcbresp", 16);
                 break;
             case 2: /* a snapshot */
                 h.kind = PEER_WIRE_KIND_SNAPSHOT;

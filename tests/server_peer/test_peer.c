@@ -75,6 +75,9 @@ struct member
     bool closed;
     size_t close_after; /* close the transport from the n-th on_message */
     bool close_done;
+    bool no_requests;                 /* no on_request handler */
+    struct peer_responder *held[256]; /* requests answered by the test */
+    size_t n_held;
 };
 
 struct fx
@@ -156,6 +159,32 @@ static void on_removed(void *arg, uint64_t by)
     m->removed_by++;
 }
 
+/* Methods of the test's requests. */
+enum { M_ECHO = 1, M_FAIL, M_HOLD };
+
+static void on_request(void *arg,
+                       uint64_t from,
+                       uint32_t method,
+                       const uint8_t *body,
+                       size_t len,
+                       struct peer_responder *r)
+{
+    struct member *m = arg;
+    assert_int_equal(from, 1);
+    switch (method) {
+        case M_ECHO:
+            peer_respond(r, 0, body, len);
+            break;
+        case M_FAIL:
+            peer_respond(r, KEEL_ENOTFOUND, (const uint8_t *)"why", 3);
+            break;
+        default:
+            assert_true(m->n_held < 256);
+            m->held[m->n_held++] = r;
+            break;
+    }
+}
+
 static int open_member(struct fx *f, struct member *m)
 {
     char err[256];
@@ -174,6 +203,7 @@ static int open_member(struct fx *f, struct member *m)
     o.on_unreachable = on_unreachable;
     o.on_cluster_info = on_cluster_info;
     o.on_removed = on_removed;
+    o.on_request = m->no_requests ? NULL : on_request;
     o.arg = m;
     if (o.backoff_max_ms == 0) {
         o.backoff_max_ms = 200;
@@ -1336,6 +1366,180 @@ static void test_peer_update_urls(void **state)
     RUN_UNTIL(f, count_from(b, 1) == 3);
 }
 
+/* ---- requests ----------------------------------------------------------- */
+
+struct call_rec
+{
+    struct peer_call req;
+    int done;
+    int status;
+    uint8_t *body;
+    size_t len;
+};
+
+static void on_call(struct peer_call *req,
+                    int status,
+                    const uint8_t *body,
+                    size_t len)
+{
+    struct call_rec *c = req->data;
+    c->done++;
+    c->status = status;
+    c->body = malloc(len ? len : 1);
+    if (len > 0) {
+        memcpy(c->body, body, len);
+    }
+    c->len = len;
+}
+
+static void call(struct member *m,
+                 struct call_rec *c,
+                 uint64_t to,
+                 uint32_t method,
+                 const void *body,
+                 size_t len,
+                 uint64_t timeout_ms)
+{
+    memset(c, 0, sizeof *c);
+    c->req.data = c;
+    assert_int_equal(
+        peer_call(m->t, &c->req, to, method, body, len, timeout_ms, on_call),
+        0);
+}
+
+/* Requests and answers: large bodies, errors with bodies, many at once,
+ * answers out of order, a member without a handler. */
+static void test_peer_call_roundtrip(void **state)
+{
+    struct fx *f = *state;
+    struct member *a = &f->m[0], *b = &f->m[1], *c = &f->m[2];
+    struct call_rec r1, r2, r3;
+    struct call_rec *many = calloc(200, sizeof *many);
+
+    c->no_requests = true;
+    open_pair(f);
+    assert_int_equal(open_member(f, c), 0);
+    add(a, c);
+    add(c, a);
+
+    size_t big = 300 * 1024;
+    uint8_t *body = malloc(big);
+    for (size_t i = 0; i < big; i++) {
+        body[i] = (uint8_t)(i * 7);
+    }
+    call(a, &r1, 2, M_ECHO, body, big, 10000);
+    call(a, &r2, 2, M_FAIL, "x", 1, 10000);
+    call(a, &r3, 3, M_ECHO, "x", 1, 10000);
+    assert_int_equal(r1.done + r2.done + r3.done, 0); /* never inside */
+    RUN_UNTIL(f, r1.done && r2.done && r3.done);
+    assert_int_equal(r1.status, 0);
+    assert_int_equal(r1.len, big);
+    assert_memory_equal(r1.body, body, big);
+    assert_int_equal(r2.status, KEEL_ENOTFOUND);
+    assert_int_equal(r2.len, 3);
+    assert_memory_equal(r2.body, "why", 3);
+    assert_int_equal(r3.status, KEEL_EUNIMPLEMENTED);
+    free(r1.body), free(r2.body), free(r3.body), free(body);
+
+    /* 200 held requests answered in reverse order: each gets its own. */
+    for (int i = 0; i < 200; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "q%d", i);
+        call(a, &many[i], 2, M_HOLD, k, strlen(k), 10000);
+    }
+    RUN_UNTIL(f, b->n_held == 200);
+    for (int i = 199; i >= 0; i--) {
+        char v[16];
+        snprintf(v, sizeof v, "a%d", i);
+        peer_respond(b->held[i], -i, (const uint8_t *)v, strlen(v));
+    }
+    b->n_held = 0;
+    for (int i = 0; i < 200; i++) {
+        char v[16];
+        RUN_UNTIL(f, many[i].done);
+        snprintf(v, sizeof v, "a%d", i);
+        assert_int_equal(many[i].done, 1);
+        assert_int_equal(many[i].status, -i);
+        assert_int_equal(many[i].len, strlen(v));
+        assert_memory_equal(many[i].body, v, strlen(v));
+        free(many[i].body);
+    }
+    free(many);
+
+    /* Unknown member: refused at once, no callback. */
+    struct peer_call req = {0};
+    assert_int_equal(peer_call(a->t, &req, 9, M_ECHO, NULL, 0, 100, on_call),
+                     KEEL_ENOTFOUND);
+}
+
+/* Calls that get no answer: timeout, cancel, the stream going down, the
+ * member removed, the transport closed; late answers are dropped. */
+static void test_peer_call_failures(void **state)
+{
+    struct fx *f = *state;
+    struct member *a = &f->m[0], *b = &f->m[1];
+    struct call_rec t1, c1, d1, x1, e1;
+
+    open_pair(f);
+    call(a, &t1, 2, M_HOLD, "t", 1, 200);
+    RUN_UNTIL(f, t1.done);
+    assert_int_equal(t1.status, UV_ETIMEDOUT);
+    /* Answered after the caller gave up: ignored by the caller. */
+    peer_respond(b->held[--b->n_held], 0, (const uint8_t *)"late", 4);
+    free(t1.body);
+
+    call(a, &c1, 2, M_HOLD, "c", 1, 10000);
+    RUN_UNTIL(f, b->n_held == 1);
+    peer_call_cancel(&c1.req);
+    peer_call_cancel(&c1.req); /* twice: still one callback */
+    assert_int_equal(c1.done, 0);
+    RUN_UNTIL(f, c1.done);
+    assert_int_equal(c1.status, KEEL_ECANCELED);
+    peer_respond(b->held[--b->n_held], 0, NULL, 0);
+    run_for(f, 50);
+    assert_int_equal(c1.done, 1);
+    free(c1.body);
+
+    /* The member goes away: the answer can never come. */
+    call(a, &d1, 2, M_HOLD, "d", 1, 10000);
+    RUN_UNTIL(f, b->n_held == 1);
+    struct peer_responder *orphan = b->held[--b->n_held];
+    close_member(f, b);
+    RUN_UNTIL(f, d1.done);
+    assert_int_equal(d1.status, UV_ENOTCONN);
+    free(d1.body);
+    /* Answering after the responder's transport is gone is harmless. */
+    peer_respond(orphan, 0, (const uint8_t *)"gone", 4);
+    /* While backing off: fails fast. */
+    RUN_UNTIL(f, !peer_connected(a->t, 2));
+    call(a, &x1, 2, M_ECHO, "x", 1, 10000);
+    RUN_UNTIL(f, x1.done);
+    assert_int_equal(x1.status, UV_ENOTCONN);
+    free(x1.body);
+
+    /* Removed, and closed, with calls pending: cancelled. */
+    assert_int_equal(open_member(f, b), 0);
+    add(b, a);
+    RUN_UNTIL(f, peer_connected(a->t, 2));
+    call(a, &e1, 2, M_HOLD, "e", 1, 10000);
+    RUN_UNTIL(f, b->n_held == 1);
+    assert_int_equal(peer_remove(a->t, 2), 0);
+    RUN_UNTIL(f, e1.done);
+    assert_int_equal(e1.status, KEEL_ECANCELED);
+    free(e1.body);
+    peer_respond(b->held[--b->n_held], 0, NULL, 0);
+
+    add(a, b);
+    RUN_UNTIL(f, peer_connected(a->t, 2));
+    call(a, &e1, 2, M_HOLD, "e", 1, 10000);
+    RUN_UNTIL(f, b->n_held == 1);
+    close_member(f, a); /* the call's callback runs before the close's */
+    assert_int_equal(e1.done, 1);
+    assert_int_equal(e1.status, KEEL_ECANCELED);
+    free(e1.body);
+    peer_respond(b->held[--b->n_held], 0, NULL, 0);
+}
+
 /* Peer URLs with an IPv6 literal and with a host name. */
 static void test_peer_ipv6_and_hostname_urls(void **state)
 {
@@ -1413,8 +1617,13 @@ int main(void)
         T(test_peer_api_errors),
         T(test_peer_update_urls),
         T(test_peer_ipv6_and_hostname_urls),
+        T(test_peer_call_roundtrip),
+        T(test_peer_call_failures),
         T(test_peer_metrics),
 #undef T
     };
+    if (getenv("KEEL_TEST_FILTER") != NULL) {
+        cmocka_set_test_filter(getenv("KEEL_TEST_FILTER"));
+    }
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
