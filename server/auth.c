@@ -36,6 +36,7 @@
 #include "grpc.h"
 #include "keel_err.h"
 #include "log.h"
+#include "metrics.h"
 #include "mvcc.h"
 #include "node.h"
 #include "server.h"
@@ -810,8 +811,27 @@ static void read_start(struct grpc_call *call, const ProtobufCMessage *msg,
     }
 }
 
+/* etcd_debugging_auth_revision (etcd: auth/metrics.go) */
+static void collect_revision(struct metrics_writer *w,
+                             const struct metrics_family *f, void *data)
+{
+    struct auth *au = data;
+    refresh(au);
+    metrics_write_sample(w, f->name, NULL, 0, (double)au->revision);
+}
+
 int auth_register(struct keel_server *s, struct grpc_server *g)
 {
+    struct metrics_family f = {0};
+    f.name = "etcd_debugging_auth_revision";
+    f.help = "The current revision of auth store.";
+    f.type = METRICS_GAUGE;
+    f.collect = collect_revision;
+    f.data = server_auth(s);
+    int rv = metrics_register(server_metrics(s), &f);
+    if (rv != 0) {
+        return rv;
+    }
 #define M(name, req, fn)                                                      \
     {"/etcdserverpb.Auth/" name, GRPC_UNARY,                                  \
      &etcdserverpb__##req##__descriptor, fn, NULL, NULL, NULL, s}

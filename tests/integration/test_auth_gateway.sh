@@ -57,6 +57,16 @@ scenario() { # $1 = name, $2 = binary, $3 = transcript
     c /v3/auth/user/get '{"name":"u1"}' -H "Authorization: $tok"
     c /v3/maintenance/hash '{}' -H "Authorization: $tok"
     c /v3/maintenance/defragment '{}' -H "Authorization: $tok"
+    # Lock and Election pass the caller's token to their inner calls
+    # (base64: Zm9vL2xr=foo/lk YmFyL2xr=bar/lk)
+    c /v3/lease/grant '{"TTL":"60","ID":"4096"}' -H "Authorization: $tok"
+    c /v3/lock/lock '{"name":"Zm9vL2xr","lease":"4096"}' -H "Authorization: $tok"
+    c /v3/lock/lock '{"name":"YmFyL2xr","lease":"4096"}' -H "Authorization: $tok"
+    c /v3/lock/lock '{"name":"Zm9vL2xr","lease":"4096"}'
+    c /v3/lock/unlock '{"key":"Zm9vL2xrLzEwMDA="}' -H "Authorization: $tok"
+    c /v3/election/campaign '{"name":"Zm9vL2xr","lease":"4096","value":"eA=="}' -H "Authorization: $tok"
+    c /v3/election/leader '{"name":"Zm9vL2xr"}' -H "Authorization: $tok"
+    c /v3/election/leader '{"name":"YmFyL2xr"}' -H "Authorization: $tok"
     # a changed password drops the user's tokens
     "${E[@]}" --user=root:rootpw user passwd u1 --interactive=false \
         <<<"p2" >/dev/null
@@ -87,3 +97,36 @@ if ! diff -u <(normalise "$KT_TMP/etcd.out") <(normalise "$KT_TMP/keel.out") \
     exit 1
 fi
 echo "ok: $(grep -c '^### ' "$KT_TMP/keel.out") gateway auth requests answered as etcd 3.4"
+
+# keel only: auth state survives a restart (tokens do not, as in etcd)
+CP=$(kt_free_port)
+PP=$(kt_free_port)
+start_keel() {
+    "$KEEL_BIN" --name r --data-dir "$KT_TMP/restart.data" \
+        --listen-client-urls "http://127.0.0.1:$CP" \
+        --advertise-client-urls "http://127.0.0.1:$CP" \
+        --listen-peer-urls "http://127.0.0.1:$PP" \
+        --initial-advertise-peer-urls "http://127.0.0.1:$PP" \
+        --initial-cluster "r=http://127.0.0.1:$PP" >>"$KT_TMP/restart.log" 2>&1 &
+    RPID=$!
+    KT_PIDS+=("$RPID")
+    kt_wait_http "http://127.0.0.1:$CP/health" 30
+}
+start_keel
+E=(etcdctl --endpoints="127.0.0.1:$CP")
+"${E[@]}" user add root:rootpw --interactive=false >/dev/null
+"${E[@]}" auth enable >/dev/null
+"${E[@]}" --user=root:rootpw put k v >/dev/null
+tok=$(curl -sS -X POST "http://127.0.0.1:$CP/v3/auth/authenticate" \
+    -d '{"name":"root","password":"rootpw"}' |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+kill -TERM "$RPID"
+wait "$RPID" || true
+start_keel
+kt_check "root still authenticates after a restart" "v" \
+    "$("${E[@]}" --user=root:rootpw get k --print-value-only)"
+kt_check "auth is still enabled after a restart" \
+    "Error: etcdserver: user name is empty" "$("${E[@]}" get k 2>&1 | grep -v '"level"')"
+kt_check "tokens do not survive a restart" \
+    '{"error":"etcdserver: invalid auth token","message":"etcdserver: invalid auth token","code":16}' \
+    "$(curl -sS -X POST "http://127.0.0.1:$CP/v3/kv/range" -d '{"key":"aw=="}' -H "Authorization: $tok")"
