@@ -3,28 +3,43 @@
  *
  * The Ready cycle, one at a time (n->busy guards it):
  *
- *   process_ready ──▶ send rd->msgs (leader traffic, before our fsync)
- *        │
- *        ├─ something to persist? ──▶ uv_queue_work: wal_append + fdatasync
+ *   process_ready ──▶ a received snapshot in rd? install the image now
+ *        │            (mvcc_replace; waits for node_release if a worker
+ *        │            reads the store: "parked")
+ *        ├──▶ send rd->msgs (leader traffic, before our fsync; MsgSnap:
+ *        │    copy the store on the thread pool first, then send)
+ *        ├─ something to persist? ──▶ uv_queue_work: [snapshot marker of
+ *        │                            the received image] [store sync +
+ *        │                            marker + segment release of a due
+ *        │                            compaction] wal_append + fdatasync
  *        │                                     │
  *        └─────────────────────────────────────┴──▶ after_persist:
- *              memstore += entries, hard state
+ *              memstore: snapshot, entries, hard state
  *              send rd->msgs_after_persist
  *              apply rd->committed in one MVCC batch (consistent_index in
- *              the same LMDB txn), then events to watchers, then answers
- *              to the waiting proposers
+ *              the same LMDB txn; conf changes into the members table),
+ *              then events to watchers, then answers to the waiting
+ *              proposers, then on_conf_change
  *              read states -> reads wait for applied >= index
- *              raft_advance; process_ready again
+ *              raft_advance; compaction due?; process_ready again
  *
- * Suspended in: the thread-pool work (busy, persist job pending). Nothing
- * else waits.
+ * Suspended in: the thread-pool work (busy, persist job pending), a parked
+ * Ready (busy, waiting for holds == 0), snapshot copies for followers
+ * (holds > 0, in snaps_out until the transport reports).
  *
  * The raft storage is a raft_memstore holding the entries since the last
- * snapshot (as etcd's MemoryStorage); the WAL is its durable copy. At open
- * the WAL is replayed into the memstore, and raft re-delivers every committed
- * entry: the MVCC store skips those at or below its consistent_index, while
- * conf changes are always re-applied to raft (it learns its configuration
- * that way, as etcd does at restart).
+ * compaction (as etcd's MemoryStorage); the WAL is its durable copy. At
+ * open the WAL is replayed into the memstore from its snapshot marker
+ * (index, term, configuration), and raft re-delivers every committed entry
+ * after it: the MVCC store skips those at or below its consistent_index,
+ * while conf changes are always re-applied to raft (it learns its
+ * configuration that way, as etcd does at restart).
+ *
+ * Durability order of a snapshot: the store must be durable at or past the
+ * index a WAL marker names before the marker is written (entries up to it
+ * are gone from the WAL after): a compaction syncs the store first; a
+ * received image is renamed over member/snap/db (and the directory
+ * synced) before its marker.
  */
 #include "node.h"
 

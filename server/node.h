@@ -13,9 +13,22 @@
  * Every write goes through raft, even on a single member: there is no
  * raft-less write path.
  *
- * Threads: everything here runs on the loop thread except the WAL append,
- * which runs on libuv's thread pool with exclusive use of the struct wal
- * (at most one append in flight: the Ready protocol serialises them).
+ * Several members (issue 5): the node packs raft's outbound messages
+ * (raftpb.Message) and hands them to a transport through opts.send; the
+ * transport feeds inbound ones to node_step / node_step_snapshot. A
+ * proposal on a follower is forwarded to the leader by raft and answered
+ * when the entry is applied here (request ids carry the member id, so they
+ * are unique across members); requests not applied within etcd's request
+ * timeout (5 s + 2 election timeouts) fail with KEEL_ETIMEOUT. Membership
+ * changes go through node_propose_conf_change; the log is compacted every
+ * snapshot_count entries; a follower behind the compacted log gets a copy
+ * of the leader's store.
+ *
+ * Threads: everything here runs on the loop thread except the WAL append
+ * (and the store sync of a compaction), which run on libuv's thread pool
+ * with exclusive use of the struct wal (at most one append in flight: the
+ * Ready protocol serialises them), and the store copies for followers
+ * (read txns on the thread pool, under node_hold).
  *
  * Durability: a failed WAL write or fsync, or an MVCC commit error, aborts
  * the process (CONVENTIONS 9.3): restart recovers from the WAL.
