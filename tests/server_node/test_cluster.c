@@ -887,6 +887,11 @@ static void conf_change(struct cluster *c, int via, int type, int who,
                                               member_id(who), ctx, len,
                                               on_conf_done, &cc),
                      0);
+    /* One conf change in flight per node. */
+    assert_int_equal(node_propose_conf_change(c->m[via].node, type,
+                                              member_id(who), ctx, len,
+                                              on_conf_done, NULL),
+                     KEEL_EBUSY);
     run_until(c, conf_done, &cc, "a conf change");
     assert_int_equal(cc.rv, 0);
 }

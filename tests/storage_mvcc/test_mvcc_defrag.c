@@ -3,8 +3,11 @@
  * keeps the committed state (revision, consistent_index, every key, HashKV,
  * plain tables), shrinks the file after deletes + compaction, leaves the
  * store writable and reopenable; a discarded copy leaves no file; a swap
- * with a batch open is refused (KEEL_EBUSY) and harmless.
+ * with a batch open is refused (KEEL_EBUSY) and harmless. mvcc_replace
+ * installs another store's image (a raft snapshot from a leader) in place,
+ * and refuses a file that is not a store without touching the current one.
  */
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -167,6 +170,81 @@ static void test_mvcc_defrag_empty_store(void **state)
     assert_int_equal(after.hash, before.hash);
 }
 
+/* A follower installs the leader's image: another history (more keys,
+ * a later consistent_index) replaces its own in place; the image file is
+ * consumed; the store stays writable and reopens as the image. A file that
+ * is not a store is refused and the store is untouched. */
+static void test_mvcc_replace_installs_image(void **state)
+{
+    struct fx *f = *state;
+    fill(f, "mine/", 5, 10);
+    struct state before;
+    snapshot_state(f, &before);
+
+    char other[400], img[400], bad[400];
+    snprintf(other, sizeof other, "%s.leader", f->t.db);
+    snprintf(img, sizeof img, "%s.image", f->t.db);
+    snprintf(bad, sizeof bad, "%s.bad", f->t.db);
+    struct mvcc_store *o = open_store(other, 0);
+    for (int i = 0; i < 40; i++) {
+        char k[32];
+        snprintf(k, sizeof k, "leader/%03d", i);
+        assert_int_equal(put1(o, &f->a, str(k), str("x"), 0, NULL), 0);
+        keel_arena_reset(&f->a);
+    }
+    struct mvcc_write *w;
+    assert_int_equal(mvcc_write_begin(o, &w), 0);
+    assert_int_equal(mvcc_table_put(w, MVCC_TABLE_MEMBERS, "m", 1, "1", 1), 0);
+    assert_int_equal(mvcc_write_commit(w, 1000, 7), 0);
+    int64_t orev = mvcc_revision(o);
+    uint32_t ohash;
+    int64_t ocrev, ocur;
+    assert_int_equal(mvcc_hash_kv(o, 0, &ohash, &ocrev, &ocur), 0);
+    int fd = open(img, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(mvcc_copy_fd(o, fd, 1), 0);
+    close(fd);
+    mvcc_close(o);
+
+    /* Not a store: refused, nothing changed. */
+    FILE *fp = fopen(bad, "w");
+    fputs("this is not an LMDB file", fp);
+    fclose(fp);
+    assert_true(mvcc_replace(f->s, bad) != 0);
+    struct state same;
+    snapshot_state(f, &same);
+    assert_int_equal(same.rev, before.rev);
+    assert_int_equal(same.hash, before.hash);
+
+    assert_int_equal(mvcc_replace(f->s, img), 0);
+    assert_int_equal(access(img, F_OK), -1); /* renamed over the store */
+    struct state after;
+    snapshot_state(f, &after);
+    assert_int_equal(after.rev, orev);
+    assert_int_equal(after.hash, ohash);
+    assert_int_equal(after.ci, 1000);
+    assert_int_equal(mvcc_term(f->s), 7);
+    assert_int_equal(after.count, 40);
+    void *val;
+    size_t vlen;
+    assert_int_equal(mvcc_table_get(f->s, NULL, MVCC_TABLE_MEMBERS, "m", 1,
+                                    &f->a, &val, &vlen),
+                     0);
+    /* Writable, and entries at or below the image's index are skipped. */
+    assert_int_equal(mvcc_write_begin(f->s, &w), 0);
+    assert_int_equal(mvcc_write_should_apply(w, 1000), 0);
+    assert_int_equal(mvcc_write_should_apply(w, 1001), 1);
+    mvcc_write_abort(w);
+    test_ci = 1000; /* put1's next index follows the image's */
+    assert_int_equal(put1(f->s, &f->a, str("after"), str("1"), 0, NULL), 0);
+    assert_int_equal(mvcc_revision(f->s), orev + 1);
+    mvcc_close(f->s);
+    f->s = open_store(f->t.db, 0);
+    assert_int_equal(mvcc_revision(f->s), orev + 1);
+    unlink(bad);
+    unlink(other);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -176,6 +254,8 @@ int main(void)
             test_mvcc_defrag_swap_refused_with_batch_open, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mvcc_defrag_empty_store, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_mvcc_replace_installs_image,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
