@@ -548,6 +548,18 @@ static const char *tls_info_str(const struct tls_config *tc, bool cert_auth,
     return buf;
 }
 
+/* etcd's warnings for an http:// client URL next to TLS settings: zap
+ * message with the URL as a field, or the capnslog text (one %s: url). */
+static void warn_http_url(const char *url, const char *zap_msg,
+                          const char *capnslog_fmt)
+{
+    if (log_is_zap()) {
+        log_warnw("embed", zap_msg, LOG_STR("client-url", url));
+    } else {
+        log_warn("embed", capnslog_fmt, url);
+    }
+}
+
 static int client_tls_prepare(const struct keel_config *cfg,
                               struct client_tls *ct, char *errmsg,
                               size_t errlen)
@@ -632,32 +644,20 @@ static int client_tls_prepare(const struct keel_config *cfg,
             continue;
         }
         if (!ct->empty) {
-            if (log_is_zap()) {
-                log_warnw("embed",
+            warn_http_url(u->str,
                           "scheme is HTTP while key and cert files are "
                           "present; ignoring key and cert files",
-                          LOG_STR("client-url", u->str));
-            } else {
-                log_warn("embed",
-                         "The scheme of client url %s is HTTP while peer "
-                         "key/cert files are presented. Ignored key/cert "
-                         "files.",
-                         u->str);
-            }
+                          "The scheme of client url %s is HTTP while peer "
+                          "key/cert files are presented. Ignored key/cert "
+                          "files.");
         }
         if (cert_auth) {
-            if (log_is_zap()) {
-                log_warnw("embed",
+            warn_http_url(u->str,
                           "scheme is HTTP while --client-cert-auth is "
                           "enabled; ignoring client cert auth for this URL",
-                          LOG_STR("client-url", u->str));
-            } else {
-                log_warn("embed",
-                         "The scheme of client url %s is HTTP while client "
-                         "cert auth (--client-cert-auth) is enabled. Ignored "
-                         "client cert auth for this url.",
-                         u->str);
-            }
+                          "The scheme of client url %s is HTTP while client "
+                          "cert auth (--client-cert-auth) is enabled. Ignored "
+                          "client cert auth for this url.");
         }
     }
     if (!ct->empty) {

@@ -47,20 +47,23 @@ kt_wait_http() {
     return 1
 }
 
-# kt_start NAME BINARY [extra flags...]: start a single-member server
-# (keel or etcd: same flags) on fresh ports; sets <NAME>_CLIENT (host:port),
-# <NAME>_PID, <NAME>_DIR and <NAME>_LOG.
-kt_start() {
-    local name=$1 bin=$2
-    shift 2
+# kt_spawn NAME BINARY URLS [extra flags...]: start a single-member server
+# (keel or etcd: same flags) on fresh ports without waiting for it; its
+# client URLs (listen and advertise) are URLS with %P replaced by the client
+# port (e.g. "https://127.0.0.1:%P,http://127.0.0.1:%P"). Sets
+# <NAME>_CLIENT (host:port), <NAME>_PORT, <NAME>_PID, <NAME>_DIR and
+# <NAME>_LOG.
+kt_spawn() {
+    local name=$1 bin=$2 urls=$3
+    shift 3
     local cport pport dir log
     cport=$(kt_free_port)
     pport=$(kt_free_port)
     dir="$KT_TMP/$name.data"
     log="$KT_TMP/$name.log"
+    urls=${urls//%P/$cport}
     "$bin" --name "$name" --data-dir "$dir" \
-        --listen-client-urls "http://127.0.0.1:$cport" \
-        --advertise-client-urls "http://127.0.0.1:$cport" \
+        --listen-client-urls "$urls" --advertise-client-urls "$urls" \
         --listen-peer-urls "http://127.0.0.1:$pport" \
         --initial-advertise-peer-urls "http://127.0.0.1:$pport" \
         --initial-cluster "$name=http://127.0.0.1:$pport" "$@" \
@@ -68,10 +71,20 @@ kt_start() {
     local pid=$!
     KT_PIDS+=("$pid")
     printf -v "${name}_CLIENT" '%s' "127.0.0.1:$cport"
+    printf -v "${name}_PORT" '%s' "$cport"
     printf -v "${name}_PID" '%s' "$pid"
     printf -v "${name}_DIR" '%s' "$dir"
     printf -v "${name}_LOG" '%s' "$log"
-    kt_wait_http "http://127.0.0.1:$cport/health" 30
+}
+
+# kt_start NAME BINARY [extra flags...]: kt_spawn on http://127.0.0.1:<port>,
+# then wait until it serves /health.
+kt_start() {
+    local name=$1 bin=$2
+    shift 2
+    kt_spawn "$name" "$bin" "http://127.0.0.1:%P" "$@"
+    local client_var="${name}_CLIENT"
+    kt_wait_http "http://${!client_var}/health" 30
 }
 
 # kt_check DESCRIPTION EXPECTED ACTUAL: fail the test with a diff.

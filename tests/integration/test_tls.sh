@@ -39,29 +39,6 @@ TLSFLAGS=(--cert-file "$C/server.crt" --key-file "$C/server.key")
 MTLS=(--cacert "$C/ca.crt" --cert "$C/client.crt" --key "$C/client.key")
 
 # ---- helpers ----------------------------------------------------------------
-# tls_start NAME BIN CLIENT_URLS_FMT [flags...]: start a member whose client
-# URLs are CLIENT_URLS_FMT with %P replaced by a free port; sets NAME_PORT,
-# NAME_PID, NAME_LOG, NAME_DIR. Does not wait.
-tls_start() {
-    local name=$1 bin=$2 urls=$3
-    shift 3
-    local cport pport
-    cport=$(kt_free_port)
-    pport=$(kt_free_port)
-    urls=${urls//%P/$cport}
-    "$bin" --name "$name" --data-dir "$KT_TMP/$name.data" \
-        --listen-client-urls "$urls" --advertise-client-urls "$urls" \
-        --listen-peer-urls "http://127.0.0.1:$pport" \
-        --initial-advertise-peer-urls "http://127.0.0.1:$pport" \
-        --initial-cluster "$name=http://127.0.0.1:$pport" "$@" \
-        >"$KT_TMP/$name.log" 2>&1 &
-    local pid=$!
-    KT_PIDS+=("$pid")
-    printf -v "${name}_PORT" '%s' "$cport"
-    printf -v "${name}_PID" '%s' "$pid"
-    printf -v "${name}_LOG" '%s' "$KT_TMP/$name.log"
-    printf -v "${name}_DIR" '%s' "$KT_TMP/$name.data"
-}
 # wait_ok CMD...: retry CMD until it succeeds (20 s)
 wait_ok() {
     local i
@@ -71,6 +48,21 @@ wait_ok() {
     done
     echo "timeout waiting for: $*" >&2
     return 1
+}
+# cert_outcomes PORT NAME...: whether curl's /health fails with each client
+# certificate NAME ("none": without one), after the server is up
+cert_outcomes() {
+    local p=$1 c rc
+    shift
+    wait_ok curl -fsS "${MTLS[@]}" "https://127.0.0.1:$p/health"
+    for c in "$@"; do
+        local cert=()
+        [ "$c" != none ] && cert=(--cert "$C/$c.crt" --key "$C/$c.key")
+        rc=0
+        curl -sS -m 5 --cacert "$C/ca.crt" "${cert[@]}" \
+            "https://127.0.0.1:$p/health" >/dev/null 2>&1 || rc=$?
+        echo "$c: fails=$([ $rc -ne 0 ] && echo yes || echo no)"
+    done
 }
 stop() {
     local pid=$1
@@ -97,7 +89,7 @@ norm() {
 for who in keel etcd; do
     bin=$KEEL
     [ "$who" = etcd ] && bin=$ETCD
-    tls_start "m$who" "$bin" "https://127.0.0.1:%P,http://127.0.0.1:%P" \
+    kt_spawn "m$who" "$bin" "https://127.0.0.1:%P,http://127.0.0.1:%P" \
         "${TLSFLAGS[@]}" --trusted-ca-file "$C/ca.crt" --client-cert-auth
 done
 for who in keel etcd; do
@@ -178,7 +170,7 @@ stop "$mkeel_PID"
 stop "$metcd_PID"
 
 # ---- 2. TLS only (no client certs): plaintext and garbage on the port -------
-tls_start plain "$KEEL" "https://127.0.0.1:%P" "${TLSFLAGS[@]}"
+kt_spawn plain "$KEEL" "https://127.0.0.1:%P" "${TLSFLAGS[@]}"
 wait_ok curl -fsS --cacert "$C/ca.crt" "https://127.0.0.1:$plain_PORT/health"
 rc=0
 curl -sS -m 5 "http://127.0.0.1:$plain_PORT/health" >/dev/null 2>&1 || rc=$?
@@ -207,30 +199,16 @@ stop "$plain_PID"
 for who in keel etcd; do
     bin=$KEEL
     [ "$who" = etcd ] && bin=$ETCD
-    tls_start "h$who" "$bin" "https://127.0.0.1:%P" "${TLSFLAGS[@]}" \
+    kt_spawn "h$who" "$bin" "https://127.0.0.1:%P" "${TLSFLAGS[@]}" \
         --trusted-ca-file "$C/ca.crt" \
         --client-cert-allowed-hostname client.example
 done
-hscenario() {
-    local p=$1 rc
-    wait_ok curl -fsS "${MTLS[@]}" "https://127.0.0.1:$p/health"
-    for c in client other; do
-        rc=0
-        curl -sS -m 5 --cacert "$C/ca.crt" --cert "$C/$c.crt" \
-            --key "$C/$c.key" "https://127.0.0.1:$p/health" \
-            >/dev/null 2>&1 || rc=$?
-        echo "$c: fails=$([ $rc -ne 0 ] && echo yes || echo no)"
-    done
-    rc=0
-    curl -sS -m 5 --cacert "$C/ca.crt" "https://127.0.0.1:$p/health" \
-        >/dev/null 2>&1 || rc=$?
-    echo "none: fails=$([ $rc -ne 0 ] && echo yes || echo no)"
-}
 kt_check "trusted CA + allowed hostname: keel as etcd" \
-    "$(hscenario "$hetcd_PORT")" "$(hscenario "$hkeel_PORT")"
+    "$(cert_outcomes "$hetcd_PORT" client other none)" \
+    "$(cert_outcomes "$hkeel_PORT" client other none)"
 kt_check "allowed hostname: expected outcome" "client: fails=no
 other: fails=yes
-none: fails=yes" "$(hscenario "$hkeel_PORT")"
+none: fails=yes" "$(cert_outcomes "$hkeel_PORT" client other none)"
 stop "$hkeel_PID"
 stop "$hetcd_PID"
 
@@ -247,30 +225,19 @@ ssl ca -config "$C/ca.cnf" -keyfile "$C/ca.key" -cert "$C/ca.crt" -gencrl \
 for who in keel etcd; do
     bin=$KEEL
     [ "$who" = etcd ] && bin=$ETCD
-    tls_start "r$who" "$bin" "https://127.0.0.1:%P" "${TLSFLAGS[@]}" \
+    kt_spawn "r$who" "$bin" "https://127.0.0.1:%P" "${TLSFLAGS[@]}" \
         --trusted-ca-file "$C/ca.crt" --client-cert-auth \
         --client-crl-file "$C/crl.pem"
 done
-rscenario() {
-    local p=$1 rc
-    wait_ok curl -fsS "${MTLS[@]}" "https://127.0.0.1:$p/health"
-    for c in client other; do
-        rc=0
-        curl -sS -m 5 --cacert "$C/ca.crt" --cert "$C/$c.crt" \
-            --key "$C/$c.key" "https://127.0.0.1:$p/health" \
-            >/dev/null 2>&1 || rc=$?
-        echo "$c: fails=$([ $rc -ne 0 ] && echo yes || echo no)"
-    done
-}
-kt_check "CRL: keel as etcd" "$(rscenario "$retcd_PORT")" \
-    "$(rscenario "$rkeel_PORT")"
+kt_check "CRL: keel as etcd" "$(cert_outcomes "$retcd_PORT" client other)" \
+    "$(cert_outcomes "$rkeel_PORT" client other)"
 kt_check "CRL: the revoked certificate is refused" "client: fails=no
-other: fails=yes" "$(rscenario "$rkeel_PORT")"
+other: fails=yes" "$(cert_outcomes "$rkeel_PORT" client other)"
 stop "$rkeel_PID"
 stop "$retcd_PID"
 
 # ---- 4. --auto-tls ------------------------------------------------------------
-tls_start auto "$KEEL" "https://127.0.0.1:%P" --auto-tls
+kt_spawn auto "$KEEL" "https://127.0.0.1:%P" --auto-tls
 wait_ok curl -fsSk "https://127.0.0.1:$auto_PORT/health"
 kt_check "auto-tls: etcdctl with --insecure-skip-tls-verify" "OK" \
     "$(etcdctl --endpoints "https://127.0.0.1:$auto_PORT" \
@@ -301,7 +268,7 @@ kt_check "auto-tls: restart keeps the certificate" "$sum1" \
 stop "$auto_PID"
 
 # ---- 5. cipher suites -----------------------------------------------------------
-tls_start ciph "$KEEL" "https://127.0.0.1:%P" "${TLSFLAGS[@]}" \
+kt_spawn ciph "$KEEL" "https://127.0.0.1:%P" "${TLSFLAGS[@]}" \
     --cipher-suites TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
 wait_ok curl -fsS --cacert "$C/ca.crt" "https://127.0.0.1:$ciph_PORT/health"
 kt_check "cipher-suites: the listed TLS 1.2 suite is used" \
