@@ -49,8 +49,9 @@ struct keel_config;
 struct keel_server;
 
 /* Token table and settings from cfg (--auth-token, --auth-token-ttl,
- * --bcrypt-cost). KEEL_EINVAL with a message for a token type keel does not
- * implement or a bad cost. */
+ * --bcrypt-cost; a cost outside 4..31 is replaced by 10 with a warning, as
+ * etcd does). KEEL_EINVAL with a message for a token type keel does not
+ * implement. */
 int auth_new(struct keel_server *s, const struct keel_config *cfg,
              struct auth **out, char *errmsg, size_t errlen);
 void auth_free(struct auth *au);

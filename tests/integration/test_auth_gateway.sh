@@ -130,3 +130,32 @@ kt_check "auth is still enabled after a restart" \
 kt_check "tokens do not survive a restart" \
     '{"error":"etcdserver: invalid auth token","message":"etcdserver: invalid auth token","code":16}' \
     "$(curl -sS -X POST "http://127.0.0.1:$CP/v3/kv/range" -d '{"key":"aw=="}' -H "Authorization: $tok")"
+
+# keel only: --auth-token jwt is refused at start (not implemented yet), an
+# unknown token type too; a bad --bcrypt-cost falls back to 10 as in etcd
+for spec in "jwt,pub-key=k.pub,priv-key=k,sign-method=RS256" "bogus"; do
+    rc=0
+    timeout 20 "$KEEL_BIN" --data-dir "$KT_TMP/jwt.data" --auth-token "$spec" \
+        --listen-client-urls "http://127.0.0.1:$(kt_free_port)" \
+        --advertise-client-urls "http://127.0.0.1:2379" \
+        >"$KT_TMP/jwt.log" 2>&1 || rc=$?
+    kt_check "--auth-token $spec: refused" 1 "$([ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && echo 1)"
+    case $spec in
+        jwt*) want="jwt tokens are not implemented by keel yet" ;;
+        *) want="invalid auth options" ;;
+    esac
+    kt_check "--auth-token $spec: says why" 1 "$(grep -c "$want" "$KT_TMP/jwt.log")"
+done
+kill -TERM "$RPID"
+wait "$RPID" || true
+"$KEEL_BIN" --name r --data-dir "$KT_TMP/restart.data" --bcrypt-cost 99 \
+    --listen-client-urls "http://127.0.0.1:$CP" \
+    --advertise-client-urls "http://127.0.0.1:$CP" \
+    --listen-peer-urls "http://127.0.0.1:$PP" >"$KT_TMP/cost.log" 2>&1 &
+RPID=$!
+KT_PIDS+=("$RPID")
+kt_wait_http "http://127.0.0.1:$CP/health" 30
+kt_check "--bcrypt-cost 99 warns" 1 \
+    "$(grep -c 'Use default bcrypt-cost 10 instead of the invalid value 99' "$KT_TMP/cost.log")"
+kt_check "--bcrypt-cost 99: passwords still work" "v" \
+    "$(etcdctl --endpoints="127.0.0.1:$CP" --user=root:rootpw get k --print-value-only)"
