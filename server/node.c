@@ -44,6 +44,7 @@
 #include "node.h"
 
 #include <assert.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -516,6 +517,33 @@ static int load_alarm(void *arg, const void *key, size_t klen,
     return 0;
 }
 
+/* Images a crash left in member/snap/: our copies for followers
+ * (*.snap.out) and received images handed to us but not installed
+ * (snap-from-*.db, server/peer's names). Nobody will use them: a follower
+ * asks again. Only at open, before the loop runs, so no transfer is in
+ * flight. */
+static void remove_stale_images(const char *data_dir)
+{
+    char dir[4200], path[4500];
+    snprintf(dir, sizeof dir, "%s/member/snap", data_dir);
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        return;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        size_t l = strlen(e->d_name);
+        bool out = l > 9 && strcmp(e->d_name + l - 9, ".snap.out") == 0;
+        bool in = l > 13 && strncmp(e->d_name, "snap-from-", 10) == 0 &&
+                  strcmp(e->d_name + l - 3, ".db") == 0;
+        if (out || in) {
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            (void)unlink(path);
+        }
+    }
+    closedir(d);
+}
+
 int node_open(uv_loop_t *loop, const struct node_options *opts,
               struct node **out, char *errmsg, size_t errlen)
 {
@@ -555,6 +583,7 @@ int node_open(uv_loop_t *loop, const struct node_options *opts,
         n->opts.election_ms = 10 * n->opts.heartbeat_ms;
     }
 
+    remove_stale_images(n->data_dir);
     struct wal_options wo = {.segment_size = opts->wal_segment_size};
     rv = wal_open(n->data_dir, &wo, &n->wal, errmsg, errlen);
     if (rv != 0) {

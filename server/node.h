@@ -300,7 +300,9 @@ int node_step(struct node *n, const uint8_t *msg, size_t len);
  * owns the file from this call on, whatever it returns: it installs it at
  * the right point of the Ready order (store first, then the WAL snapshot
  * marker) or deletes it (stale snapshot, error). Same errors as
- * node_step. */
+ * node_step. Images still in member/snap/ at the next node_open (a crash
+ * before the install) are deleted then: *.snap.out (ours, for followers)
+ * and snap-from-*.db (server/peer's received images). */
 int node_step_snapshot(struct node *n, const uint8_t *msg, size_t len,
                        const char *path);
 

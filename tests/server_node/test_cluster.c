@@ -842,9 +842,24 @@ static void test_cluster_lagging_follower_gets_snapshot(void **state)
     /* The sender deleted its image after the report. */
     run_for(c, 100);
     assert_int_equal(snap_files(c->m[l].dir), 0);
-    /* The follower restarts from the snapshot it installed. */
+    /* The follower restarts from the snapshot it installed. Images a
+     * crash would have left behind are deleted at open. */
     close_member(c, f);
+    static const char *const stale[] = {
+        "0000000000000100-0000000000000002-1.snap.out", "snap-from-1-2-3.db"};
+    char path[400];
+    for (int k = 0; k < 2; k++) {
+        snprintf(path, sizeof path, "%s/member/snap/%s", c->m[f].dir,
+                 stale[k]);
+        FILE *fp = fopen(path, "w");
+        assert_non_null(fp);
+        fclose(fp);
+    }
+    assert_int_equal(count_files(c->m[f].dir, "snap", ".snap.out"), 1);
+    assert_int_equal(count_files(c->m[f].dir, "snap", "snap-from-"), 1);
     open_member(c, f, 3);
+    assert_int_equal(snap_files(c->m[f].dir), 0);
+    assert_int_equal(count_files(c->m[f].dir, "snap", "snap-from-"), 0);
     put_via(c, l, "after", "x");
     check_same(c, 0);
     cluster_free(c);
