@@ -359,6 +359,31 @@ static uint16_t handle_refusal(struct remote *r, const uint8_t *p, size_t len)
     return code;
 }
 
+/* Every keepalive_ms while the stream is up (the backoff timer's other
+ * use): a PING when the output is drained, and the stream is given up when
+ * a PING stays unanswered for idle_timeout_ms. With output pending the
+ * write timeout watches the stream instead: a PONG may be queued behind
+ * megabytes the remote has not read yet. */
+static void on_keepalive(uv_timer_t *timer)
+{
+    struct remote *r = timer->data;
+    struct peer *t = r->t;
+    struct pconn *pc = r->stream;
+    uint64_t now = uv_now(t->o.loop);
+
+    if (r->state != R_UP || pc == NULL || pc->out_bytes > 0) {
+        return;
+    }
+    if (r->ping_sent == 0) {
+        r->ping_sent = now + 1; /* 0 means none */
+        r->st.sent_bytes += PEER_WIRE_HEADER;
+        (void)peer__conn_sendv(pc, PEER_WIRE_PING, NULL, 0, NULL, 0);
+    } else if (now + 1 - r->ping_sent > t->o.idle_timeout_ms) {
+        peer__conn_close(pc);
+        stream_down(r, UV_ETIMEDOUT, "no answer from the peer in time");
+    }
+}
+
 static void stream_up(struct remote *r, struct pconn *pc)
 {
     struct peer *t = r->t;
@@ -381,6 +406,9 @@ static void stream_up(struct remote *r, struct pconn *pc)
     }
     peer__conn_deadline(pc, 0);
     pc->write_timeout_ms = t->o.write_timeout_ms;
+    r->ping_sent = 0;
+    uv_timer_start(&r->timer, on_keepalive, t->o.keepalive_ms,
+                   t->o.keepalive_ms);
     while (r->q_head != NULL && !pc->closing) {
         struct pframe *f = r->q_head;
         r->q_head = f->next;
@@ -406,6 +434,12 @@ static int stream_on_frame(struct pconn *pc,
     if (r->state == R_HANDSHAKE && type == PEER_WIRE_HELLO_OK &&
         peer_wire_hello_ok_decode(p, len, &version, &cid, &mid) == 0) {
         stream_up(r, pc);
+        return 0;
+    }
+    if (r->state == R_UP) {
+        r->ping_sent = 0; /* anything from the acceptor proves it alive */
+    }
+    if (r->state == R_UP && type == PEER_WIRE_PONG) {
         return 0;
     }
     if (r->state == R_UP && type == PEER_WIRE_RESPONSE) {
@@ -648,6 +682,9 @@ static int inbound_on_frame(struct pconn *pc,
             }
             return accept_hello(pc, p, len);
         case PEER_ROLE_STREAM:
+            if (type == PEER_WIRE_PING) {
+                return peer__conn_sendv(pc, PEER_WIRE_PONG, NULL, 0, NULL, 0);
+            }
             if (type != PEER_WIRE_MSG && type != PEER_WIRE_REQUEST) {
                 return KEEL_ECORRUPT;
             }
@@ -715,6 +752,21 @@ static void on_connection(uv_stream_t *server, int status)
     pc = peer__conn_accept(t, server, &inbound_ops, PEER_HANDSHAKE_MAX_FRAME);
     if (pc != NULL) {
         peer__conn_deadline(pc, t->o.handshake_timeout_ms);
+    }
+}
+
+/* Close inbound streams that sent nothing (not even a PING) for
+ * idle_timeout_ms: their sender is gone without a FIN. */
+static void on_sweep(uv_timer_t *timer)
+{
+    struct peer *t = timer->data;
+    uint64_t now = uv_now(t->o.loop);
+
+    for (struct pconn *pc = t->conns; pc != NULL; pc = pc->next) {
+        if (pc->role == PEER_ROLE_STREAM && !pc->closing && !pc->linger &&
+            now - pc->last_rx > t->o.idle_timeout_ms) {
+            peer__conn_close(pc);
+        }
     }
 }
 
@@ -848,6 +900,8 @@ int peer_open(const struct peer_options *opts,
     DEFAULT(backoff_max_ms, PEER_DEFAULT_BACKOFF_MAX_MS);
     DEFAULT(handshake_timeout_ms, PEER_DEFAULT_HANDSHAKE_TIMEOUT_MS);
     DEFAULT(write_timeout_ms, PEER_DEFAULT_WRITE_TIMEOUT_MS);
+    DEFAULT(keepalive_ms, PEER_DEFAULT_KEEPALIVE_MS);
+    DEFAULT(idle_timeout_ms, PEER_DEFAULT_IDLE_TIMEOUT_MS);
 #undef DEFAULT
     if (t->o.max_frame_bytes < PEER_SNAP_CHUNK + 64) {
         t->o.max_frame_bytes = PEER_SNAP_CHUNK + 64;
@@ -863,6 +917,10 @@ int peer_open(const struct peer_options *opts,
     uv_timer_init(opts->loop, &t->notify);
     t->notify.data = t;
     peer__hold(t);
+    uv_timer_init(opts->loop, &t->sweep);
+    t->sweep.data = t;
+    peer__hold(t);
+    uv_timer_start(&t->sweep, on_sweep, t->o.keepalive_ms, t->o.keepalive_ms);
     if (opts->n_listen_urls > 0) {
         t->lis = calloc(opts->n_listen_urls, sizeof *t->lis);
         if (t->lis == NULL) {
@@ -905,6 +963,7 @@ void peer_close(struct peer *t, peer_close_cb cb, void *data)
         peer__conn_close(pc);
     }
     uv_close((uv_handle_t *)&t->notify, on_handle_released);
+    uv_close((uv_handle_t *)&t->sweep, on_handle_released);
 }
 
 int peer_port(const struct peer *t, size_t i)

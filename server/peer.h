@@ -129,6 +129,13 @@ struct peer_options
      * this long is closed and redialed (a member that stopped reading, a
      * dead host) [5000; etcd: ConnWriteTimeout] */
     uint64_t write_timeout_ms;
+    /* Liveness of idle streams (etcd: heartbeats on its streams, and
+     * ConnReadTimeout): the dialer sends a PING every keepalive_ms while
+     * its output is drained and gives the stream up when no answer came
+     * for idle_timeout_ms; the acceptor closes a stream that sent nothing
+     * for idle_timeout_ms. [1000, 5000] */
+    uint64_t keepalive_ms;
+    uint64_t idle_timeout_ms;
 };
 
 #define PEER_DEFAULT_MAX_QUEUE_MSGS 4096
@@ -139,6 +146,8 @@ struct peer_options
 #define PEER_DEFAULT_BACKOFF_MAX_MS 1000
 #define PEER_DEFAULT_HANDSHAKE_TIMEOUT_MS 5000
 #define PEER_DEFAULT_WRITE_TIMEOUT_MS 5000
+#define PEER_DEFAULT_KEEPALIVE_MS 1000
+#define PEER_DEFAULT_IDLE_TIMEOUT_MS 5000
 #define PEER_SNAP_CHUNK (1024u * 1024u)
 
 /* Start listening on every listen URL. Returns 0 and *out, or a negative

@@ -361,11 +361,13 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     pc->rlen += (size_t)nread;
     pc->in_bytes += (uint64_t)nread;
+    pc->last_rx = uv_now(pc->loop);
     parse(pc);
 }
 
 static int start_reading(struct pconn *pc)
 {
+    pc->last_rx = uv_now(pc->loop);
     int rv = uv_read_start((uv_stream_t *)&pc->tcp, on_alloc, on_read);
     if (rv == 0) {
         pc->reading = true;

@@ -93,7 +93,8 @@ struct pconn
     size_t out_bytes; /* handed to uv_write, not yet written */
     size_t out_msgs;  /* of which raft messages */
     uint64_t in_bytes;
-    char addr[280]; /* remote address, for logs */
+    uint64_t last_rx; /* uv_now of the last bytes read */
+    char addr[280];   /* remote address, for logs */
     /* Owner's per-connection state (inbound role, snapshot, fetch). */
     int role;
     uint64_t from;          /* inbound: the sender named in HELLO */
@@ -177,6 +178,7 @@ struct remote
     uv_timer_t timer; /* backoff; the remote is freed from its close cb */
     uint64_t backoff_ms;
     uint64_t active_since;
+    uint64_t ping_sent; /* uv_now of the unanswered PING, 0: none */
     /* Messages not yet handed to the socket (while dialing). */
     struct pframe *q_head, *q_tail;
     size_t q_msgs, q_bytes;
@@ -224,6 +226,7 @@ struct peer
     size_t n_removed;
     uv_timer_t notify;
     bool notify_armed;
+    uv_timer_t sweep; /* idle inbound streams, every keepalive_ms */
     struct peer_event *ev_head, *ev_tail;
     uint64_t snap_seq;
     uint64_t next_call_id;

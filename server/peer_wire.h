@@ -9,8 +9,9 @@
  * The dialer's first frame is HELLO; the acceptor answers HELLO_OK or
  * ERROR (then closes). What follows depends on HELLO's kind:
  *
- *   STREAM        dialer → acceptor: MSG* and REQUEST*, interleaved
- *                 acceptor → dialer: RESPONSE* (to the REQUESTs, any order)
+ *   STREAM        dialer → acceptor: MSG*, REQUEST*, PING*, interleaved
+ *                 acceptor → dialer: RESPONSE* (to the REQUESTs, any order),
+ *                                    a PONG for each PING
  *   SNAPSHOT      dialer → acceptor: SNAP_HEADER SNAP_CHUNK* SNAP_TRAILER
  *                 acceptor → dialer: SNAP_ACK, or ERROR
  *   CLUSTER_INFO  acceptor → dialer: CLUSTER_INFO (bytes), or ERROR
@@ -27,6 +28,7 @@
  *   SNAP_CHUNK   image bytes
  *   SNAP_TRAILER u64 image size, 32 bytes sha256 of the image
  *   SNAP_ACK     empty
+ *   PING, PONG   empty (liveness of an otherwise idle stream)
  *   CLUSTER_INFO the answering member's bytes
  *   REQUEST      u64 call id, u32 method, then the request body
  *   RESPONSE     u64 call id, i32 status (0 or a negative keel code), then
@@ -60,8 +62,10 @@ enum peer_wire_type {
     PEER_WIRE_CLUSTER_INFO = 9,
     PEER_WIRE_REQUEST = 10,
     PEER_WIRE_RESPONSE = 11,
+    PEER_WIRE_PING = 12,
+    PEER_WIRE_PONG = 13,
 };
-#define PEER_WIRE_TYPE_MAX PEER_WIRE_RESPONSE
+#define PEER_WIRE_TYPE_MAX PEER_WIRE_PONG
 #define PEER_WIRE_CALL_HEADER 12 /* u64 id + u32 method / i32 status */
 
 enum peer_wire_kind {

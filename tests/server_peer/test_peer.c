@@ -604,7 +604,8 @@ static void raw_read_n(struct fx *f, int fd, uint8_t *buf, size_t n)
     assert_int_equal(got, n);
 }
 
-/* One frame from a raw socket: its type; payload into buf (cap bytes). */
+/* One frame from a raw socket, PINGs skipped: its type; payload into buf
+ * (cap bytes). */
 static uint8_t raw_read_frame(struct fx *f,
                               int fd,
                               uint8_t *buf,
@@ -612,10 +613,12 @@ static uint8_t raw_read_frame(struct fx *f,
                               size_t *len)
 {
     uint8_t h[PEER_WIRE_HEADER];
-    raw_read_n(f, fd, h, sizeof h);
-    *len = peer_wire_get_u32(h);
-    assert_true(*len <= cap);
-    raw_read_n(f, fd, buf, *len);
+    do {
+        raw_read_n(f, fd, h, sizeof h);
+        *len = peer_wire_get_u32(h);
+        assert_true(*len <= cap);
+        raw_read_n(f, fd, buf, *len);
+    } while (h[4] == PEER_WIRE_PING);
     return h[4];
 }
 
@@ -1540,6 +1543,65 @@ static void test_peer_call_failures(void **state)
     peer_respond(b->held[--b->n_held], 0, NULL, 0);
 }
 
+/* Idle streams stay up on PING/PONG; a member that stops answering (no
+ * FIN: the test's raw socket just goes quiet) is noticed by the dialer,
+ * and a dialer that goes quiet by the acceptor. */
+static void test_peer_keepalive(void **state)
+{
+    struct fx *f = *state;
+    struct member *a = &f->m[0], *b = &f->m[1];
+    char url[64];
+    const char *u = url;
+    uint8_t buf[256];
+    size_t len;
+
+    for (int i = 0; i < 2; i++) {
+        f->m[i].extra.keepalive_ms = 50;
+        f->m[i].extra.idle_timeout_ms = 400;
+    }
+    open_pair(f);
+    run_for(f, 1200); /* three idle timeouts without a message */
+    assert_true(peer_connected(a->t, 2) && peer_connected(b->t, 1));
+    struct peer_stats st;
+    assert_int_equal(peer_stats(a->t, 2, &st), 0);
+    assert_int_equal(st.connects, 1);
+    assert_int_equal(a->unreachable[2], 0);
+    send_msgs(a, 2, 0, 3);
+    RUN_UNTIL(f, count_from(b, 1) == 3);
+
+    /* A member that completes the handshake, then never answers. */
+    int lfd = raw_listen(url, sizeof url);
+    assert_int_equal(peer_add(a->t, 4, &u, 1), 0);
+    int fd = raw_accept(f, lfd);
+    assert_int_equal(raw_read_frame(f, fd, buf, sizeof buf, &len),
+                     PEER_WIRE_HELLO);
+    uint8_t ok[PEER_WIRE_HELLO_OK_LEN];
+    peer_wire_hello_ok_encode(ok, CLUSTER, 4);
+    raw_frame(fd, PEER_WIRE_HELLO_OK, ok, sizeof ok);
+    RUN_UNTIL(f, peer_connected(a->t, 4));
+    RUN_UNTIL(f, !peer_connected(a->t, 4));
+    assert_true(a->unreachable[4] > 0);
+    close(fd);
+    close(lfd);
+
+    /* A dialer (member 5, known to b) that goes quiet after its
+     * handshake is closed by b. */
+    char dead[64];
+    const char *d = dead;
+    snprintf(dead, sizeof dead, "http://127.0.0.1:%d", peer_test_free_port());
+    assert_int_equal(peer_add(b->t, 5, &d, 1), 0);
+    int q = raw_connect(b->port);
+    raw_hello(q, PEER_WIRE_KIND_STREAM, CLUSTER, 5, 2);
+    assert_int_equal(raw_read_frame(f, q, buf, sizeof buf, &len),
+                     PEER_WIRE_HELLO_OK);
+    raw_read_to_eof(f, q, buf, sizeof buf);
+    close(q);
+    /* ... while a's stream, busy or idle, was never touched. */
+    assert_true(peer_connected(a->t, 2));
+    assert_int_equal(peer_stats(a->t, 2, &st), 0);
+    assert_int_equal(st.connects, 1);
+}
+
 /* Peer URLs with an IPv6 literal and with a host name. */
 static void test_peer_ipv6_and_hostname_urls(void **state)
 {
@@ -1617,6 +1679,7 @@ int main(void)
         T(test_peer_api_errors),
         T(test_peer_update_urls),
         T(test_peer_ipv6_and_hostname_urls),
+        T(test_peer_keepalive),
         T(test_peer_call_roundtrip),
         T(test_peer_call_failures),
         T(test_peer_metrics),
