@@ -168,6 +168,7 @@ static void conn_close(struct conn *c)
         if (c->sock_init[i]) {
             uv_close((uv_handle_t *)&c->sock[i], on_handle_closed);
         }
+        c->flow[i].timer.data = c; /* on_handle_closed wants the conn */
         uv_close((uv_handle_t *)&c->flow[i].timer, on_handle_closed);
     }
 }
