@@ -15,6 +15,8 @@
 #   --duration  seconds of workload and faults per round (default 25)
 #   --rounds    rounds on the same cluster, each checked (default 1)
 #   --keep DIR  copy each round's history and the logs to DIR
+# MEMBER_FLAGS (env): more flags for every member (the soak passes
+# auto-compaction so hours of writes stay bounded).
 #
 # Exit 0: every round linearizable and converged; 1: a failure; 77 (ctest
 # SKIP): the binary does not run multi-member clusters yet (its member list
@@ -82,7 +84,7 @@ start_member() {
         --initial-cluster "$IC" --initial-cluster-token "lin-$$" \
         --initial-cluster-state new \
         --heartbeat-interval 100 --election-timeout 1000 \
-        >>"$KT_TMP/m$i.log" 2>&1 &
+        ${MEMBER_FLAGS:-} >>"$KT_TMP/m$i.log" 2>&1 &
     PID[$i]=$!
     KT_PIDS+=("${PID[$i]}")
 }
@@ -240,7 +242,7 @@ for round in $(seq 1 "$ROUNDS"); do
     if [ -n "$KEEP" ]; then
         mkdir -p "$KEEP"
         cp "$H" "$KEEP/"
-        cp "$KT_TMP"/*.log "$KEEP/" 2>/dev/null || true
+        for f in "$KT_TMP"/*.log; do cp "$f" "$KEEP/$(basename "$f" .log).$round.log"; done
     fi
     rc=0
     "$LINCHECK" "$H" || rc=$?

@@ -412,30 +412,80 @@ static int32_t intern_id(struct intern *in, const char *s)
     return in->ids[i];
 }
 
-/* ---- memoization cache ----------------------------------------------------
+/* ---- the set of linearized operations ---------------------------------------
  *
- * Records (hash, state, bitset) in one growing array of words; an open
- * addressing table of record numbers + 1 (0 = empty) finds them. */
+ * A bitset over the key's operations (indexed in invoke order) kept with
+ * `lead`, the number of leading all-ones words, and `top`, one past the
+ * last non-zero word. The search linearizes roughly in invoke order, so
+ * nearly every set is "everything before lead, a few bits up to top": the
+ * cache stores only words [lead, top), which keeps a state at a few dozen
+ * bytes however long the history. (lead, top, those words) is canonical:
+ * equal sets give equal records. */
+
+struct bitset
+{
+    uint64_t *w;
+    size_t lead, top;
+};
+
+static void bitset_set(struct bitset *b, int i)
+{
+    size_t k = (size_t)i / 64;
+    b->w[k] |= 1ull << (i % 64);
+    if (k >= b->top) {
+        b->top = k + 1;
+    }
+    while (b->lead < b->top && b->w[b->lead] == ~0ull) {
+        b->lead++;
+    }
+}
+
+static void bitset_clear(struct bitset *b, int i)
+{
+    size_t k = (size_t)i / 64;
+    b->w[k] &= ~(1ull << (i % 64));
+    if (k < b->lead) {
+        b->lead = k;
+    }
+    while (b->top > b->lead && b->w[b->top - 1] == 0) {
+        b->top--;
+    }
+}
+
+/* ---- memoization cache ------------------------------------------------------
+ *
+ * Records (hash, state, lead, the words [lead, top)) in an array of
+ * records plus one growing array of words; an open addressing table of
+ * record numbers + 1 (0 = empty) finds them. */
+
+struct crec
+{
+    uint64_t hash;
+    int32_t state;
+    uint32_t len;  /* words stored */
+    uint64_t lead; /* leading all-ones words */
+    uint64_t off;  /* into words */
+};
 
 struct cache
 {
-    size_t words;  /* bitset words per record */
-    uint64_t *rec; /* nrec records of (2 + words) words */
+    struct crec *rec;
     size_t nrec, reccap;
+    uint64_t *words;
+    size_t nwords, wordcap;
     uint32_t *table;
     size_t tcap;
     size_t max_bytes;
 };
 
-static size_t cache_bytes(const struct cache *c, size_t reccap, size_t tcap)
+static size_t cache_bytes(const struct cache *c)
 {
-    return reccap * (2 + c->words) * 8 + tcap * 4;
+    return c->reccap * sizeof(struct crec) + c->wordcap * 8 + c->tcap * 4;
 }
 
-static int cache_init(struct cache *c, size_t nops, size_t max_bytes)
+static int cache_init(struct cache *c, size_t max_bytes)
 {
     memset(c, 0, sizeof(*c));
-    c->words = (nops + 63) / 64;
     c->max_bytes = max_bytes;
     c->tcap = 1024;
     c->table = calloc(c->tcap, sizeof(*c->table));
@@ -445,48 +495,75 @@ static int cache_init(struct cache *c, size_t nops, size_t max_bytes)
 static void cache_free(struct cache *c)
 {
     free(c->rec);
+    free(c->words);
     free(c->table);
 }
 
-static uint64_t *cache_rec(const struct cache *c, size_t i)
+/* Grow *p (of *cap elements of size sz) to hold `need`; -1 past the memory
+ * budget, -ENOMEM. */
+static int cache_grow(struct cache *c, void **p, size_t *cap, size_t sz,
+                      size_t need)
 {
-    return c->rec + i * (2 + c->words);
+    if (need <= *cap) {
+        return 0;
+    }
+    size_t ncap = *cap ? *cap : 1024;
+    while (ncap < need) {
+        ncap *= 2;
+    }
+    if (cache_bytes(c) + (ncap - *cap) * sz > c->max_bytes) {
+        return -1;
+    }
+    void *np = realloc(*p, ncap * sz);
+    if (np == NULL) {
+        return -ENOMEM;
+    }
+    *p = np;
+    *cap = ncap;
+    return 0;
 }
 
-/* 1 when (h, s, bits) was new and is now cached, 0 when it was there,
- * -1 when the memory budget is spent, -ENOMEM. */
-static int cache_add(struct cache *c, uint64_t h, int32_t s,
-                     const uint64_t *bits)
+static size_t slot_of(uint64_t h, size_t tcap)
 {
-    size_t mask = c->tcap - 1;
-    size_t i = (size_t)(h ^ (h >> 29)) & mask;
-    for (; c->table[i] != 0; i = (i + 1) & mask) {
-        uint64_t *r = cache_rec(c, c->table[i] - 1);
-        if (r[0] == h && (int32_t)r[1] == s &&
-            memcmp(r + 2, bits, c->words * 8) == 0) {
+    return (size_t)(h ^ (h >> 29)) & (tcap - 1);
+}
+
+/* 1 when (h, s, b) was new and is now cached, 0 when it was there, -1 when
+ * the memory budget is spent, -ENOMEM. */
+static int cache_add(struct cache *c, uint64_t h, int32_t s,
+                     const struct bitset *b)
+{
+    size_t len = b->top - b->lead;
+    size_t i = slot_of(h, c->tcap);
+    for (; c->table[i] != 0; i = (i + 1) & (c->tcap - 1)) {
+        const struct crec *r = &c->rec[c->table[i] - 1];
+        if (r->hash == h && r->state == s && r->lead == b->lead &&
+            r->len == len &&
+            memcmp(c->words + r->off, b->w + b->lead, len * 8) == 0) {
             return 0;
         }
     }
-    if (c->nrec == c->reccap) {
-        size_t cap = c->reccap ? c->reccap * 2 : 1024;
-        if (cache_bytes(c, cap, c->tcap) > c->max_bytes || cap > UINT32_MAX) {
-            return -1;
-        }
-        uint64_t *rec = realloc(c->rec, cap * (2 + c->words) * 8);
-        if (rec == NULL) {
-            return -ENOMEM;
-        }
-        c->rec = rec;
-        c->reccap = cap;
+    int rc = cache_grow(c, (void **)&c->rec, &c->reccap, sizeof(struct crec),
+                        c->nrec + 1);
+    if (rc == 0) {
+        rc = cache_grow(c, (void **)&c->words, &c->wordcap, 8,
+                        c->nwords + len);
     }
-    uint64_t *r = cache_rec(c, c->nrec);
-    r[0] = h;
-    r[1] = (uint64_t)(uint32_t)s;
-    memcpy(r + 2, bits, c->words * 8);
+    if (rc != 0 || c->nrec + 1 >= UINT32_MAX) {
+        return rc ? rc : -1;
+    }
+    struct crec *r = &c->rec[c->nrec];
+    r->hash = h;
+    r->state = s;
+    r->len = (uint32_t)len;
+    r->lead = b->lead;
+    r->off = c->nwords;
+    memcpy(c->words + c->nwords, b->w + b->lead, len * 8);
+    c->nwords += len;
     c->table[i] = (uint32_t)++c->nrec;
     if (c->nrec * 2 > c->tcap) {
         size_t tcap = c->tcap * 2;
-        if (cache_bytes(c, c->reccap, tcap) > c->max_bytes) {
+        if (cache_bytes(c) + tcap * 4 > c->max_bytes) {
             return -1;
         }
         uint32_t *t = calloc(tcap, sizeof(*t));
@@ -494,8 +571,7 @@ static int cache_add(struct cache *c, uint64_t h, int32_t s,
             return -ENOMEM;
         }
         for (size_t k = 0; k < c->nrec; k++) {
-            uint64_t hh = cache_rec(c, k)[0];
-            size_t j = (size_t)(hh ^ (hh >> 29)) & (tcap - 1);
+            size_t j = slot_of(c->rec[k].hash, tcap);
             while (t[j] != 0) {
                 j = (j + 1) & (tcap - 1);
             }
@@ -561,11 +637,18 @@ static uint64_t splitmix(uint64_t x)
     return x ^ (x >> 31);
 }
 
+/* Operations that leave the register as it is: get, failed cas. */
+static int is_read(const struct kop *k)
+{
+    return k->m == M_READ || k->m == M_NOTEQ;
+}
+
 struct frame
 {
     struct entry *e;
     int32_t state;
     uint64_t hash;
+    int forced; /* a read taken without alternatives (see search) */
 };
 
 struct key_result
@@ -578,21 +661,10 @@ struct key_result
     int32_t best_state;
 };
 
-static enum lincheck_verdict search(const struct kop *kops, size_t n,
-                                    const struct lincheck_opts *o,
-                                    struct key_result *kr)
+/* Pair each call entry with its return after sorting; link the list after
+ * the sentinel `head`. 0 or -ENOMEM. */
+static int build_list(const struct kop *kops, size_t n, struct entry *ents)
 {
-    enum lincheck_verdict v = LINCHECK_BAD_INPUT;
-    struct entry *ents = calloc(2 * n + 1, sizeof(*ents));
-    struct frame *stack = calloc(n + 1, sizeof(*stack));
-    uint64_t *zob = calloc(n + 1, sizeof(*zob));
-    struct cache cache;
-    int cache_ok = cache_init(&cache, n, o->max_cache_bytes) == 0;
-    uint64_t *bits = calloc(cache.words + 1, 8);
-    if (!ents || !stack || !zob || !bits || !cache_ok) {
-        goto out;
-    }
-    size_t remaining = 0;
     for (size_t i = 0; i < n; i++) {
         struct entry *c = &ents[2 * i], *r = &ents[2 * i + 1];
         c->t = kops[i].op->invoke;
@@ -600,14 +672,11 @@ static enum lincheck_verdict search(const struct kop *kops, size_t n,
         r->t = kops[i].optional ? LINCHECK_INFINITY : kops[i].op->complete;
         r->idx = (int)i;
         r->is_ret = 1;
-        zob[i] = splitmix(i * 2654435761u + 12345);
-        remaining += !kops[i].optional;
     }
     qsort(ents, 2 * n, sizeof(*ents), entry_cmp);
-    /* sorting moved the entries: pair them up again by index */
     int *callpos = malloc((n + 1) * sizeof(int));
     if (callpos == NULL) {
-        goto out;
+        return -ENOMEM;
     }
     for (size_t i = 0; i < 2 * n; i++) {
         if (!ents[i].is_ret) {
@@ -616,23 +685,56 @@ static enum lincheck_verdict search(const struct kop *kops, size_t n,
     }
     for (size_t i = 0; i < 2 * n; i++) {
         if (ents[i].is_ret) {
-            struct entry *c = &ents[callpos[ents[i].idx]];
-            c->match = &ents[i];
+            ents[callpos[ents[i].idx]].match = &ents[i];
         }
     }
     free(callpos);
-    struct entry *head = &ents[2 * n]; /* sentinel */
+    struct entry *head = &ents[2 * n];
     head->prev = NULL;
     head->next = n ? &ents[0] : NULL;
     for (size_t i = 0; i < 2 * n; i++) {
         ents[i].prev = i ? &ents[i - 1] : head;
         ents[i].next = i + 1 < 2 * n ? &ents[i + 1] : NULL;
     }
+    return 0;
+}
 
+/*
+ * The depth-first search. One refinement over Lowe's: a read (get, failed
+ * cas) that may go next and agrees with the current value is taken at once
+ * and without alternatives ("forced"): any linearization from this state
+ * that places it later stays valid with it moved here (it changes nothing,
+ * and every operation that real time orders before it is already
+ * linearized), so if the state after it fails, the state before it fails
+ * too and backtracking goes straight past it. This removes the branching
+ * over reads, which is most of the search on read-heavy histories.
+ */
+static enum lincheck_verdict search(const struct kop *kops, size_t n,
+                                    const struct lincheck_opts *o,
+                                    struct key_result *kr)
+{
+    enum lincheck_verdict v = LINCHECK_BAD_INPUT;
+    struct entry *ents = calloc(2 * n + 1, sizeof(*ents));
+    struct frame *stack = calloc(n + 1, sizeof(*stack));
+    uint64_t *zob = calloc(n + 1, sizeof(*zob));
+    struct bitset bits = {calloc((n + 63) / 64 + 1, 8), 0, 0};
+    struct cache cache;
+    int cache_ok = cache_init(&cache, o->max_cache_bytes) == 0;
+    if (!ents || !stack || !zob || !bits.w || !cache_ok ||
+        build_list(kops, n, ents) != 0) {
+        goto out;
+    }
+    size_t remaining = 0;
+    for (size_t i = 0; i < n; i++) {
+        zob[i] = splitmix(i * 2654435761u + 12345);
+        remaining += !kops[i].optional;
+    }
+    struct entry *head = &ents[2 * n];
     int32_t state = 0;
     uint64_t hash = 0;
     size_t sp = 0;
     struct entry *e = head->next;
+    int fresh = 1; /* just arrived at a new state: look for a forced read */
     kr->best_depth = -1;
     for (;;) {
         if (remaining == 0) {
@@ -643,54 +745,89 @@ static enum lincheck_verdict search(const struct kop *kops, size_t n,
             v = LINCHECK_BUDGET;
             break;
         }
+        int forced = 0;
+        if (fresh) {
+            fresh = 0;
+            /* the calls before the first return are the ones that may go
+             * next; a read among them that agrees is forced */
+            for (struct entry *x = head->next; x && !x->is_ret; x = x->next) {
+                int32_t ns;
+                if (is_read(&kops[x->idx]) &&
+                    model_step(&kops[x->idx], state, &ns)) {
+                    e = x;
+                    forced = 1;
+                    break;
+                }
+            }
+        }
         /* While a definite operation is pending, its return (finite time)
          * lies before the +infinity returns and the end of the list. */
+        int lifted = 0;
         if (!e->is_ret) {
             const struct kop *k = &kops[e->idx];
             int32_t ns;
             if (model_step(k, state, &ns)) {
                 uint64_t nh = hash ^ zob[e->idx];
-                bits[e->idx / 64] |= 1ull << (e->idx % 64);
+                bitset_set(&bits, e->idx);
                 int rc = cache_add(&cache, nh ^ splitmix((uint64_t)ns), ns,
-                                   bits);
+                                   &bits);
                 if (rc == 1) {
                     stack[sp].e = e;
                     stack[sp].state = state;
                     stack[sp].hash = hash;
+                    stack[sp].forced = forced;
                     sp++;
                     state = ns;
                     hash = nh;
                     remaining -= !k->optional;
                     lift(e);
                     e = head->next;
-                    continue;
-                }
-                bits[e->idx / 64] &= ~(1ull << (e->idx % 64));
-                if (rc < 0) {
-                    v = rc == -1 ? LINCHECK_BUDGET : LINCHECK_BAD_INPUT;
-                    break;
+                    fresh = 1;
+                    lifted = 1;
+                } else {
+                    bitset_clear(&bits, e->idx);
+                    if (rc < 0) {
+                        v = rc == -1 ? LINCHECK_BUDGET : LINCHECK_BAD_INPUT;
+                        break;
+                    }
                 }
             }
-            e = e->next;
-        } else {
-            if ((int)sp > kr->best_depth) {
-                kr->best_depth = (int)sp;
-                kr->best_idx = e->idx;
-                kr->best_state = state;
+            if (!lifted && !forced) {
+                e = e->next;
+                continue;
             }
+            if (lifted) {
+                continue;
+            }
+            /* a forced read leading to a state already explored: this
+             * state fails as well; fall through to backtrack */
+        } else if ((int)sp > kr->best_depth) {
+            kr->best_depth = (int)sp;
+            kr->best_idx = e->idx;
+            kr->best_state = state;
+        }
+        /* backtrack: undo the last choice, and past forced reads */
+        struct entry *c = NULL;
+        int more;
+        do {
             if (sp == 0) {
-                v = LINCHECK_VIOLATION;
+                c = NULL;
                 break;
             }
             sp--;
-            struct entry *c = stack[sp].e;
+            c = stack[sp].e;
+            more = stack[sp].forced;
             state = stack[sp].state;
             hash = stack[sp].hash;
-            bits[c->idx / 64] &= ~(1ull << (c->idx % 64));
+            bitset_clear(&bits, c->idx);
             remaining += !kops[c->idx].optional;
             unlift(c);
-            e = c->next;
+        } while (more);
+        if (c == NULL) {
+            v = LINCHECK_VIOLATION;
+            break;
         }
+        e = c->next;
     }
     kr->cache_n = cache.nrec;
 out:
@@ -700,7 +837,7 @@ out:
     free(ents);
     free(stack);
     free(zob);
-    free(bits);
+    free(bits.w);
     return v;
 }
 
