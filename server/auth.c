@@ -484,6 +484,8 @@ struct auth_call
     char *stored; /* verify: the user's hash */
     char hash[128];
     int rv;
+    uint64_t checked_rev; /* Authenticate: auth revision of the check */
+    int attempts;
 };
 
 static struct auth_call *auth_call_new(struct keel_server *s,
@@ -506,9 +508,21 @@ static void reply(struct auth_call *c, ProtobufCMessage *resp)
     server_reply(c->au->s, c->call, resp, mvcc_revision(store(c->au)));
 }
 
+static void authenticate_check(struct auth_call *c);
+
+/* etcd's Authenticate retries when the auth store changed between the
+ * password check and the apply of the token. */
+#define AUTH_AUTHENTICATE_ATTEMPTS 5
+
 static void op_done(void *arg, int rv, ProtobufCMessage *resp)
 {
     struct auth_call *c = arg;
+    if (rv == KEEL_EAUTHOLDREVISION &&
+        c->kreq.op_case == KEELPB__REQUEST__OP_AUTHENTICATE &&
+        ++c->attempts < AUTH_AUTHENTICATE_ATTEMPTS) {
+        authenticate_check(c);
+        return;
+    }
     if (rv != 0) {
         grpc_call_fail(c->call, rv);
         return;
@@ -647,18 +661,25 @@ static void change_password_start(struct grpc_call *call,
 static void authenticate_start(struct grpc_call *call,
                                const ProtobufCMessage *msg, void *data)
 {
-    const Etcdserverpb__AuthenticateRequest *req =
-        (const Etcdserverpb__AuthenticateRequest *)msg;
     struct auth_call *c = auth_call_new(data, call, msg);
     if (c == NULL) {
         grpc_call_fail(call, KEEL_ENOMEM);
         return;
     }
+    authenticate_check(c);
+}
+
+static void authenticate_check(struct auth_call *c)
+{
+    struct grpc_call *call = c->call;
+    const Etcdserverpb__AuthenticateRequest *req =
+        (const Etcdserverpb__AuthenticateRequest *)c->req;
     refresh(c->au);
     if (!c->au->enabled) {
         grpc_call_fail(call, KEEL_EAUTHNOTENABLED);
         return;
     }
+    c->checked_rev = c->au->revision;
     struct keel_arena *a = grpc_call_arena(call);
     Authpb__User *u = NULL;
     int rv = auth_store_user(store(c->au), NULL, req->name, a, &u);
@@ -694,6 +715,7 @@ static void authenticate_verified(struct auth_call *c)
     }
     keelpb__authenticate__init(op);
     op->name = req->name;
+    op->auth_revision = c->checked_rev;
     int rv = make_token(c->au, a, &op->simple_token);
     if (rv != 0) {
         grpc_call_fail(c->call, rv);

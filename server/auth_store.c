@@ -443,6 +443,9 @@ static int authenticate(struct mvcc_store *s, struct mvcc_write *w,
     if (u->options != NULL && u->options->no_password) {
         return KEEL_EAUTHFAILED;
     }
+    if (r->auth_revision != 0 && r->auth_revision != auth_store_revision(s, w)) {
+        return KEEL_EAUTHOLDREVISION; /* the password may have changed */
+    }
     return 0;
 }
 

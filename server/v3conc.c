@@ -409,7 +409,7 @@ static bool bin_eq(const ProtobufCBinaryData *a, const ProtobufCBinaryData *b)
 static void watch_message(void *data, const uint8_t *buf, size_t len)
 {
     struct v3conc_op *op = data;
-    if (op->finished || op->local == NULL) {
+    if (op->finished || op->local == NULL || op->on_watch == NULL) {
         return;
     }
     struct keel_arena tmp;
@@ -422,6 +422,24 @@ static void watch_message(void *data, const uint8_t *buf, size_t len)
         op->on_watch(op, wr);
     }
     keel_arena_free(&tmp);
+}
+
+/* Back-pressure: the local watch sees the parent's queue (an Observe
+ * stream to a slow client) and falls behind, to be replayed from storage
+ * once the parent drained, instead of queueing without bound. */
+static size_t watch_buffered(void *data)
+{
+    struct v3conc_op *op = data;
+    return grpc_call_buffered(op->call); /* the Watch service's budget */
+}
+
+static void parent_drained(struct grpc_call *call, void *data)
+{
+    (void)call;
+    struct v3conc_op *op = data;
+    if (op->local != NULL && op->on_watch != NULL) {
+        grpc_local_drained(op->local);
+    }
 }
 
 static void watch_done(void *data, int code, const char *message)
@@ -457,8 +475,10 @@ void v3conc_watch(struct v3conc_op *op, ProtobufCBinaryData key,
     o.n_md = auth_md(op->call, md);
     o.on_message = watch_message;
     o.on_done = watch_done;
+    o.buffered = watch_buffered;
     o.data = op;
     op->on_watch = on_watch;
+    grpc_call_on_drain(op->call, parent_drained, op);
     int rv = buf == NULL ? KEEL_ENOMEM
                          : grpc_server_call_local(server_grpc(op->s),
                                                   "/etcdserverpb.Watch/Watch",
@@ -478,6 +498,7 @@ void v3conc_watch(struct v3conc_op *op, ProtobufCBinaryData key,
 
 void v3conc_watch_stop(struct v3conc_op *op)
 {
+    op->on_watch = NULL;
     if (op->local != NULL) {
         grpc_local_cancel(op->local);
         op->local = NULL;

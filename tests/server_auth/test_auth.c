@@ -463,6 +463,45 @@ static void test_auth_store_grant_revoke_permission(void **state)
     assert_int_equal(apply_as(f, NULL, &q), KEEL_EROLENOTFOUND);
 }
 
+static int authenticate(struct fx *f, const char *name, uint64_t rev)
+{
+    Keelpb__Authenticate r = KEELPB__AUTHENTICATE__INIT;
+    r.name = (char *)name;
+    r.simple_token = (char *)"abcdefghijklmnop.1";
+    r.auth_revision = rev;
+    Keelpb__Request q = KEELPB__REQUEST__INIT;
+    q.op_case = KEELPB__REQUEST__OP_AUTHENTICATE;
+    q.authenticate = &r;
+    return apply_as(f, NULL, &q);
+}
+
+/* A token is only issued if nothing changed since the password check. */
+static void test_auth_store_authenticate(void **state)
+{
+    struct fx *f = *state;
+    assert_int_equal(authenticate(f, "root", 0), KEEL_EAUTHNOTENABLED);
+    enable_with_root(f);
+    uint64_t rev = auth_store_revision(f->s, NULL);
+    assert_int_equal(authenticate(f, "root", rev), 0);
+    assert_int_equal(authenticate(f, "nobody", rev), KEEL_EAUTHFAILED);
+    assert_int_equal(role_add(f, "root", "r2"), 0);
+    assert_int_equal(authenticate(f, "root", rev), KEEL_EAUTHOLDREVISION);
+    assert_int_equal(authenticate(f, "root", rev + 1), 0);
+    /* a user without a password never authenticates */
+    Etcdserverpb__AuthUserAddRequest r =
+        ETCDSERVERPB__AUTH_USER_ADD_REQUEST__INIT;
+    Authpb__UserAddOptions o = AUTHPB__USER_ADD_OPTIONS__INIT;
+    o.no_password = 1;
+    r.name = (char *)"np";
+    r.password = (char *)"";
+    r.options = &o;
+    Keelpb__Request q = KEELPB__REQUEST__INIT;
+    q.op_case = KEELPB__REQUEST__OP_AUTH_USER_ADD;
+    q.auth_user_add = &r;
+    assert_int_equal(apply_as(f, "root", &q), 0);
+    assert_int_equal(authenticate(f, "np", 0), KEEL_EAUTHFAILED);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -481,6 +520,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(
             test_auth_store_grant_revoke_permission, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_auth_store_authenticate, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
