@@ -166,6 +166,32 @@ grep -q 'is healthy' "$KT_TMP/keel.out"
 grep -q 'ClientTLS: cert = .*server.crt, key = .*server.key, trusted-ca = .*ca.crt, client-cert-auth = true, crl-file = $' "$mkeel_LOG"
 grep -q "rejected connection from \"127.0.0.1:[0-9]*\" (error \"tls: client didn't provide a certificate\"" "$mkeel_LOG"
 echo "ok: startup line and rejection log as etcd"
+# With auth enabled, the verified client certificate's CN is the user when
+# no token is given (etcd AuthInfoFromTLS): client.crt is CN=root,
+# other.crt CN=other (no such user).
+auth_scenario() {
+    local p=$1
+    ctl "$p" user add root:rootpw --interactive=false
+    ctl "$p" role add r
+    ctl "$p" user add other:pw --interactive=false
+    ctl "$p" auth enable
+    ctl "$p" put /auth/k v 2>&1
+    echo "rc=$?"
+    ctl "$p" get /auth/k --print-value-only 2>&1
+    etcdctl --endpoints "https://127.0.0.1:$p" --cacert "$C/ca.crt" \
+        --cert "$C/other.crt" --key "$C/other.key" --command-timeout 5s \
+        put /auth/k w 2>&1
+    echo "rc=$?"
+    ctl "$p" --user other:pw get /auth/k 2>&1
+    echo "rc=$?"
+}
+# clientv3's retry warnings carry a time and a client id: keep the error
+unwarn() { sed -E 's/^\{"level":"warn".*"error":"([^"]*)"\}$/warn: \1/'; }
+kt_check "auth: the client certificate's CN is the user, as etcd" \
+    "$(auth_scenario "$metcd_PORT" | unwarn)" \
+    "$(auth_scenario "$mkeel_PORT" | unwarn | tee "$KT_TMP/auth.out")"
+grep -qx 'OK' "$KT_TMP/auth.out"
+grep -qx 'v' "$KT_TMP/auth.out"
 stop "$mkeel_PID"
 stop "$metcd_PID"
 
