@@ -44,8 +44,9 @@
  *   conf changes applied    -> peer_add / peer_update / peer_remove
  *   max_frame_bytes         >= the largest raft message node may send
  *                              (--max-request-bytes plus overhead)
- * Open the transport, then the node, before running the loop: nothing is
- * delivered before the loop runs.
+ * Open both before running the loop, in either order (nothing is
+ * delivered before the loop runs); node_open creates member/snap, so on a
+ * new data dir open the node first.
  */
 #ifndef KEEL_PEER_H
 #define KEEL_PEER_H
@@ -164,8 +165,8 @@ typedef void (*peer_close_cb)(void *data);
 
 /* Stop listening, close every connection (snapshots in flight fail without
  * callbacks; partial received images are deleted), then free t and call cb
- * (may be NULL) from a later loop turn. No other callback runs after this
- * call. */
+ * (may be NULL) from a later loop turn. After this call only pending
+ * peer_calls' callbacks run (KEEL_ECANCELED), then cb. */
 void peer_close(struct peer *t, peer_close_cb cb, void *data);
 
 /* The TCP port of the i-th listen URL (useful after port 0), 0 if none. */
@@ -208,8 +209,10 @@ void peer_send(void *arg,
                size_t len,
                const char *snap_path);
 
-/* Whether the message stream to id is established (handshake accepted).
- * etcd's "not enough started members" check counts these. */
+/* Whether the message stream to id is established (handshake accepted)
+ * and alive (it takes our bytes within write_timeout_ms and answers PINGs
+ * within idle_timeout_ms). etcd's "not enough started members" check
+ * counts these. */
 bool peer_connected(const struct peer *t, uint64_t id);
 
 /* When (uv_now, ms) the message stream to id came up, 0 if it is down. */
@@ -286,8 +289,9 @@ int peer_call(struct peer *t,
               uint64_t timeout_ms,
               peer_call_cb cb);
 
-/* Give up waiting: cb runs (later) with KEEL_ECANCELED unless it already
- * ran or is about to with another outcome. */
+/* Give up waiting (between peer_call and its callback only): cb runs
+ * later with KEEL_ECANCELED, unless another outcome was already decided,
+ * which it then gets. */
 void peer_call_cancel(struct peer_call *req);
 
 /* Answer a request (see peer_request_cb): status 0 or a negative code,
