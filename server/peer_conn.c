@@ -5,6 +5,8 @@
  * whole frames through struct pconn_ops.
  *
  *   dial: RESOLVING ──▶ CONNECTING ──▶ OPEN (on_connect; owner sends HELLO)
+ *                        │  ▲ refused: the next resolved address, on a new
+ *                        └──┘ socket (the failed one is closed first)
  *   accept: ─────────────────────────▶ OPEN
  *   OPEN ──(EOF, I/O error, bad frame, deadline)──▶ on_close(rv) ─▶ CLOSING
  *   OPEN ──(peer__conn_close / _refuse / _close_flush)──────────────▶ CLOSING
@@ -110,7 +112,9 @@ static void conn_shut(struct pconn *pc)
     if (pc->resolving) {
         uv_cancel((uv_req_t *)&pc->gai); /* may be running: then it ends */
     }
-    uv_close((uv_handle_t *)&pc->tcp, on_handle_closed);
+    if (!pc->recycling) { /* else on_recycled drops the handle's count */
+        uv_close((uv_handle_t *)&pc->tcp, on_handle_closed);
+    }
     uv_close((uv_handle_t *)&pc->timer, on_handle_closed);
 }
 
@@ -456,6 +460,24 @@ static void tune(struct pconn *pc)
     uv_tcp_keepalive(&pc->tcp, 1, 10);
 }
 
+const struct sockaddr *peer__dial_first;
+
+static void try_connect(struct pconn *pc);
+
+/* The old socket is closed: a fresh handle for the next address. */
+static void on_recycled(uv_handle_t *h)
+{
+    struct pconn *pc = h->data;
+    pc->recycling = false;
+    if (pc->closing) {
+        conn_unref(pc); /* conn_shut left this handle to us */
+        return;
+    }
+    uv_tcp_init(pc->loop, &pc->tcp);
+    pc->tcp.data = pc;
+    try_connect(pc);
+}
+
 static void on_connect(uv_connect_t *req, int status)
 {
     struct pconn *pc = req->data;
@@ -464,6 +486,14 @@ static void on_connect(uv_connect_t *req, int status)
         return;
     }
     conn_unref(pc);
+    if (status < 0 && pc->cur_addr + 1 < pc->n_addrs) {
+        /* A failed connect leaves the socket unusable: dial the next
+         * address on a new one. */
+        pc->cur_addr++;
+        pc->recycling = true;
+        uv_close((uv_handle_t *)&pc->tcp, on_recycled);
+        return;
+    }
     if (status < 0) {
         conn_fail(pc, status);
         return;
@@ -489,17 +519,42 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *ai)
         conn_unref(pc);
         return;
     }
-    if (rv == 0) {
-        set_addr(pc, ai->ai_addr);
-        pc->connect.data = pc;
-        rv = uv_tcp_connect(&pc->connect, &pc->tcp, ai->ai_addr, on_connect);
-        if (rv == 0) {
-            pc->pending++;
+    if (rv == 0 && peer__dial_first != NULL) {
+        memcpy(&pc->addrs[pc->n_addrs++], peer__dial_first,
+               peer__dial_first->sa_family == AF_INET6
+                   ? sizeof(struct sockaddr_in6)
+                   : sizeof(struct sockaddr_in));
+    }
+    for (struct addrinfo *a = rv == 0 ? ai : NULL;
+         a != NULL && pc->n_addrs < PEER_DIAL_MAX_ADDRS; a = a->ai_next) {
+        if (a->ai_addrlen <= sizeof pc->addrs[0]) {
+            memcpy(&pc->addrs[pc->n_addrs++], a->ai_addr, a->ai_addrlen);
         }
     }
     uv_freeaddrinfo(ai);
     conn_unref(pc); /* the resolve request; pending stays > 0: handles */
+    if (rv == 0 && pc->n_addrs == 0) {
+        rv = UV_EAI_NONAME;
+    }
     if (rv != 0) {
+        conn_fail(pc, rv);
+        return;
+    }
+    try_connect(pc);
+}
+
+static void try_connect(struct pconn *pc)
+{
+    const struct sockaddr *sa =
+        (const struct sockaddr *)&pc->addrs[pc->cur_addr];
+    int rv;
+
+    set_addr(pc, sa);
+    pc->connect.data = pc;
+    rv = uv_tcp_connect(&pc->connect, &pc->tcp, sa, on_connect);
+    if (rv == 0) {
+        pc->pending++;
+    } else {
         conn_fail(pc, rv);
     }
 }

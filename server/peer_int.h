@@ -20,6 +20,10 @@
 #include "peer.h"
 #include "peer_wire.h"
 
+#include <sys/socket.h>
+
+#define PEER_DIAL_MAX_ADDRS 8
+
 struct pconn;
 struct snap_send;
 struct snap_recv;
@@ -83,7 +87,12 @@ struct pconn
     bool reading;
     bool connected;
     bool resolving; /* gai in flight */
-    int dial_rv;    /* a dial that failed before starting */
+    bool recycling; /* tcp handle closing to dial the next address */
+    /* A dial tries each resolved address in turn (a host name may resolve
+     * to an IPv6 address nobody listens on before the IPv4 one). */
+    struct sockaddr_storage addrs[PEER_DIAL_MAX_ADDRS];
+    size_t n_addrs, cur_addr;
+    int dial_rv; /* a dial that failed before starting */
     uint8_t *rbuf;
     size_t rlen, rcap;
     size_t max_frame;
@@ -150,6 +159,10 @@ void peer__conn_resume(struct pconn *pc);
 /* Text for a connection's failure code: libuv codes (UV_EOF, UV_EAI_*)
  * and keel's. */
 const char *peer__strerror(int rv);
+
+/* Tests only: when set, an address every dial tries before the resolved
+ * ones (to exercise the fallback to the next address). */
+extern const struct sockaddr *peer__dial_first;
 
 /* Split an http://host:port URL into host and port. 0, or KEEL_EINVAL with
  * a message in err. https:// gets its own message (peer TLS). */

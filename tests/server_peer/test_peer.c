@@ -31,6 +31,7 @@
 #include "keel_err.h"
 #include "metrics.h"
 #include "peer.h"
+#include "peer_int.h"
 #include "peer_test_util.h"
 #include "peer_wire.h"
 
@@ -1602,6 +1603,25 @@ static void test_peer_keepalive(void **state)
     assert_int_equal(st.connects, 1);
 }
 
+/* A name may resolve to an address nobody listens on before the right
+ * one (localhost as ::1 first, a member listening on IPv4 only): the dial
+ * goes on to the next address. The test hook puts a refusing address
+ * first; without the fallback the stream would never come up. */
+static void test_peer_dial_tries_next_address(void **state)
+{
+    struct fx *f = *state;
+    struct member *a = &f->m[0];
+    struct sockaddr_in dead = {.sin_family = AF_INET};
+
+    dead.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    dead.sin_port = htons((uint16_t)peer_test_free_port());
+    peer__dial_first = (const struct sockaddr *)&dead;
+    open_pair(f);
+    send_msgs(a, 2, 0, 3);
+    RUN_UNTIL(f, count_from(&f->m[1], 1) == 3);
+    peer__dial_first = NULL;
+}
+
 /* Peer URLs with an IPv6 literal and with a host name. */
 static void test_peer_ipv6_and_hostname_urls(void **state)
 {
@@ -1679,6 +1699,7 @@ int main(void)
         T(test_peer_api_errors),
         T(test_peer_update_urls),
         T(test_peer_ipv6_and_hostname_urls),
+        T(test_peer_dial_tries_next_address),
         T(test_peer_keepalive),
         T(test_peer_call_roundtrip),
         T(test_peer_call_failures),
