@@ -770,6 +770,13 @@ static int role_revoke_permission(
 
 /* ---- apply -------------------------------------------------------------- */
 
+void auth_store_as_root(Keelpb__RequestHeader *h)
+{
+    keelpb__request_header__init(h);
+    h->username = (char *)AUTH_ROOT;
+    h->auth_revision = UINT64_MAX; /* never older than the store's */
+}
+
 bool auth_store_is_op(const Keelpb__Request *req)
 {
     switch (req->op_case) {

@@ -77,6 +77,12 @@ int auth_store_check_txn(struct mvcc_store *s, struct mvcc_write *w,
 int auth_store_check_admin(struct mvcc_store *s, struct mvcc_write *w,
                            const char *user, struct keel_arena *a);
 
+/* Fill h for a request the server makes itself (the lessor revoking an
+ * expired lease): user root at any auth revision, so apply's checks let it
+ * through whatever the auth state (etcd: authStore.WithRoot). Clients
+ * cannot forge it: the server writes every header. */
+void auth_store_as_root(Keelpb__RequestHeader *h);
+
 /* Whether req is an auth op (auth_* or authenticate). */
 bool auth_store_is_op(const Keelpb__Request *req);
 

@@ -34,6 +34,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "auth_store.h"
 #include "keel_err.h"
 #include "log.h"
 #include "mvcc.h"
@@ -327,6 +328,9 @@ static void propose_revoke(struct lessor *l, struct lease *e)
     Keelpb__Request req = KEELPB__REQUEST__INIT;
     req.op_case = KEELPB__REQUEST__OP_LEASE_REVOKE;
     req.lease_revoke = r;
+    Keelpb__RequestHeader hdr;
+    auth_store_as_root(&hdr); /* etcd: authStore.WithRoot */
+    req.header = &hdr;
     if (node_propose(l->node, &req, &j->a, revoke_done, j) != 0) {
         job_free(j);
         return;

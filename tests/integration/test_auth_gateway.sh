@@ -176,6 +176,10 @@ for bin in "$ETCD_BIN" "$KEEL_BIN"; do
         curl -sS -o /dev/null -w '%{http_code}' -X POST "http://$ep/v3/kv/range" \
             -d '{"key":"aw=="}' -H "Authorization: $tok"
     }
+    # an expired lease is revoked with auth enabled too (etcd: WithRoot)
+    lid=$(etcdctl --endpoints="$ep" --user=root:rootpw lease grant 2 |
+        sed -n 's/^lease \([0-9a-f]*\) granted.*/\1/p')
+    etcdctl --endpoints="$ep" --user=root:rootpw put --lease="$lid" leased v >/dev/null
     kt_check "$b: a fresh token works" 200 "$(code)"
     sleep 1.2
     kt_check "$b: used within its TTL" 200 "$(code)"
@@ -183,4 +187,6 @@ for bin in "$ETCD_BIN" "$KEEL_BIN"; do
     kt_check "$b: each use extends it" 200 "$(code)"
     sleep 4
     kt_check "$b: an idle token expires" 401 "$(code)"
+    kt_check "$b: the expired lease's key is gone" "" \
+        "$(etcdctl --endpoints="$ep" --user=root:rootpw get leased)"
 done
