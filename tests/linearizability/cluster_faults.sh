@@ -25,9 +25,10 @@
 # Topology (per member i): clients -> C_i (client port); peers dial the
 # advertised peer URL P_i (a proxy route) which forwards to R_i (the real
 # --listen-peer-urls). Cutting route P_i cuts every connection dialed *to*
-# member i; the member's own dials to the others pass through their routes
-# (one proxy cannot tell dialers apart on loopback), so "partition" here
-# isolates a member's inbound side, and SIGSTOP isolates it fully.
+# member i ("partition": its inbound side); the proxy also reads which
+# member dialed each connection, so "isolate" cuts route P_i and every
+# other route's connections from member i, and "link" the connections
+# between two members only.
 . "$(dirname "$0")/../integration/lib.sh"
 BIN=${1:?keel binary}
 LINWORK=${2:?keel-linwork}
@@ -148,6 +149,24 @@ fi
 wait_all_healthy 30
 log "cluster of $N up ($BIN), endpoints $ENDPOINTS"
 
+# member ids (hex, as the proxy takes them) by index
+declare -a ID
+while IFS=', ' read -r id _ name _; do
+    ID[${name#m}]=$id
+done < <(etcdctl --endpoints="$ENDPOINTS" member list)
+for i in $(seq 1 $N); do
+    [ -n "${ID[$i]:-}" ] || { echo "FAIL: no id for m$i in the member list" >&2; exit 1; }
+done
+# the proxy must tell the members' connections apart (it reads the
+# sender's id from the peer protocol), or per-member cuts do nothing
+for ((t = 0; t < 50; t++)); do
+    unknown=$("$PROXY" ctl "$CTL" status | grep -c ' identified 0 ' || true)
+    [ "$unknown" = 0 ] && break
+    sleep 0.2
+done
+[ "$unknown" = 0 ] || { "$PROXY" ctl "$CTL" status >&2
+    echo "FAIL: keel-faultproxy cannot tell which member dialed" >&2; exit 1; }
+
 # The leader's index (1..N): the member whose own status says it leads;
 # otherwise a random member.
 pick_leader_or_any() {
@@ -163,8 +182,18 @@ pick_leader_or_any() {
     echo $((1 + RANDOM % N))
 }
 
-FAULTS=(kill stop partition delay blackhole partition_up)
+FAULTS=(kill isolate stop partition link delay blackhole partition_up)
 fault_n=0
+# isolate I / rejoin I: every peer connection to or from member i
+isolate() {
+    local i=$1 j
+    ctl partition "${P[$i]}"
+    for j in $(seq 1 $N); do
+        [ "$j" = "$i" ] || ctl partition "${P[$j]}" from "${ID[$i]}"
+    done
+}
+heal_all() { ctl heal all; ctl reset all; }
+
 # one fault: apply, hold, undo; each ends with every member running
 one_fault() {
     local kind=${FAULTS[$((fault_n % ${#FAULTS[@]}))]} i
@@ -181,6 +210,26 @@ one_fault() {
         stop)
             log "fault: SIGSTOP m$i for 2s (election timeout 1s)"
             kill -STOP "${PID[$i]}"; sleep 2; kill -CONT "${PID[$i]}"
+            ;;
+        isolate)
+            log "fault: isolate m$i from its peers for 3s"
+            isolate "$i"
+            sleep 0.5
+            # the minority side refuses linearizable reads
+            if etcdctl --endpoints="127.0.0.1:${C[$i]}" --command-timeout=1s \
+                   get lin/probe >/dev/null 2>&1; then
+                echo "FAIL: isolated m$i served a linearizable read" >&2
+                exit 1
+            fi
+            sleep 1.5
+            heal_all
+            ;;
+        link)
+            local j=$((i % N + 1))
+            log "fault: cut the link m$i <-> m$j for 2s"
+            ctl partition "${P[$i]}" from "${ID[$j]}"
+            ctl partition "${P[$j]}" from "${ID[$i]}"
+            sleep 2; heal_all
             ;;
         partition)
             log "fault: partition m$i's peer route for 2s"

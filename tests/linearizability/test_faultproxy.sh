@@ -102,6 +102,106 @@ assert data == b"", data
 print("ok: reset closed the open connection in %.3f s" % (time.time() - t0))
 PY
 
+# per-member partitions: a second proxy in front of an echo server; fake
+# peer connections name their sender as keel (HELLO frame) and etcd
+# (X-Server-From) do
+EPORT=$(kt_free_port)
+python3 - "$EPORT" >"$KT_TMP/echo.log" 2>&1 <<'PY' &
+import socket, sys, threading
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", int(sys.argv[1])))
+srv.listen(16)
+def echo(c):
+    while True:
+        d = c.recv(65536)
+        if not d:
+            break
+        c.sendall(d)
+    c.close()
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=echo, args=(c,), daemon=True).start()
+PY
+KT_PIDS+=($!)
+for _ in $(seq 50); do python3 -c "import socket; socket.create_connection(('127.0.0.1', $EPORT))" 2>/dev/null && break; sleep 0.1; done
+PP2=$(kt_free_port)
+CTL2="$KT_TMP/ctl2"
+"$PROXY" --control "$CTL2" --route "127.0.0.1:$PP2=127.0.0.1:$EPORT" \
+    >"$KT_TMP/proxy2.log" 2>&1 &
+KT_PIDS+=($!)
+for _ in $(seq 50); do "$PROXY" ctl "$CTL2" status >/dev/null 2>&1 && break; sleep 0.1; done
+python3 - "$PP2" "$PROXY" "$CTL2" <<'PY'
+import socket, struct, subprocess, sys, time
+port, proxy, ctl = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+def ctl_(*a):
+    r = subprocess.run([proxy, "ctl", ctl] + list(a), capture_output=True, text=True)
+    assert r.returncode == 0, (a, r.stdout)
+    return r.stdout
+def keel_peer(from_id):
+    s = socket.create_connection(("127.0.0.1", port))
+    hello = struct.pack(">IHBBQQQ", 0x4B45454C, 1, 1, 0, 7, from_id, 9)
+    s.sendall(struct.pack(">IB", len(hello), 1) + hello)
+    return s
+def etcd_peer(from_id):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"GET /raftstream/message/1 HTTP/1.1\r\nHost: x\r\n"
+              b"X-Server-From: %x\r\nX-Raft-To: 2\r\n\r\n" % from_id)
+    return s
+def alive(s, tag):
+    # the echo answers (the hello/headers came back first: drain them)
+    s.settimeout(2)
+    s.sendall(tag)
+    got = b""
+    while not got.endswith(tag):
+        d = s.recv(65536)
+        if not d:
+            return False
+        got += d
+    return True
+def closed(s):
+    s.settimeout(2)
+    try:
+        s.sendall(b"x")
+        while True:
+            d = s.recv(65536)
+            if not d:
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+def silent(s, tag):
+    s.settimeout(0.5)
+    s.sendall(tag)
+    try:
+        d = s.recv(65536)
+        # only what was echoed before the cut may come back
+        return tag not in d
+    except socket.timeout:
+        return True
+a, b, c = keel_peer(0xabc), etcd_peer(0xdef), keel_peer(0x123)
+for s, t in ((a, b"A1"), (b, b"B1"), (c, b"C1")):
+    assert alive(s, t)
+st = ctl_("status")
+assert " identified 3 " in st, st
+ctl_("partition", str(port), "from", "abc")
+ctl_("partition", str(port), "from", "DEF", "up")
+st = ctl_("status")
+assert " from abc both" in st and " from def up" in st, st
+assert closed(a), "abc's connection survived its partition"
+assert silent(b, b"B2"), "def's bytes crossed an up cut"
+assert alive(c, b"C2"), "123 was cut with the others"
+a2 = keel_peer(0xabc)
+assert closed(a2), "a new connection from abc was forwarded"
+e2 = etcd_peer(0xabc)
+assert closed(e2), "a new etcd-style connection from abc was forwarded"
+ctl_("heal", str(port))
+a3 = keel_peer(0xabc)
+assert alive(a3, b"A3") and alive(c, b"C3")
+print("ok: per-member partitions: keel HELLO and etcd X-Server-From senders told apart")
+PY
+
 # bad commands: an error line and exit 1; no proxy: exit 2
 bad() {
     local want=$1 rc=0 out
@@ -112,7 +212,9 @@ bad() {
 }
 bad 'error: unknown command "frobnicate" (partition, blackhole, delay, drop, reset, heal, status)' frobnicate
 bad 'error: unknown route "1"' partition 1
-bad 'error: usage: partition ROUTE [up|down|both]' partition
+bad 'error: usage: partition ROUTE [from MEMBER-ID] [up|down|both]' partition
+bad 'error: from needs a member id in hex (etcdctl member list)' partition "$PP" from xyz
+bad 'error: direction must be up, down or both' partition "$PP" from ab sideways
 bad 'error: direction must be up, down or both' partition "$PP" sideways
 bad 'error: bad duration "soon" (e.g. 200ms, 1s)' delay "$PP" soon
 bad 'error: bad probability "1.5" (0..1)' drop "$PP" 1.5

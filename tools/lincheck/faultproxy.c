@@ -21,6 +21,9 @@
  *                       (a link that refuses); up or down: the bytes in
  *                       that direction are discarded (TCP cannot lose bytes
  *                       in one direction otherwise), the other flows
+ *   partition R from ID [up|down|both]   the same, only for connections
+ *                       dialed by member ID (hex, as etcdctl member list
+ *                       prints it; see "who dialed" below)
  *   blackhole R         connections are accepted but never forwarded:
  *                       bytes both ways vanish, nothing is closed (a link
  *                       where packets disappear: peers notice only by
@@ -33,6 +36,11 @@
  *   reset R             close every connection of R now (faults unchanged)
  *   heal R              remove every fault of R
  *   status              one line per route: connections, faults, bytes
+ * Who dialed: on loopback every member dials from 127.0.0.1, so the proxy
+ * reads the sender's member id from the first bytes of each connection
+ * (keel's HELLO frame, etcd's X-Server-From header). That lets a test cut
+ * the link between two members only (partition R_y from X and R_x from Y)
+ * or isolate one member fully (its route, plus every route from it).
  * The ctl form sends one command and prints the answer; its exit status is
  * 0 on "ok", 1 on "error", 2 when the proxy cannot be reached.
  *
@@ -69,6 +77,14 @@ struct route
     int blackhole;    /* accept, never forward */
     uint64_t delay[2]; /* ms */
     double drop;
+    /* partitions of the connections dialed by one member (see sniff) */
+    struct from_cut
+    {
+        uint64_t id;
+        int cut[2];
+        int refuse;
+    } from[16];
+    int nfrom;
     /* counters */
     uint64_t bytes[2], accepted, dropped_conns;
     struct conn *conns;
@@ -106,7 +122,14 @@ struct conn
     struct flow flow[2];   /* [UP]: accepted -> target; [DOWN]: back */
     int closing;
     int handles;           /* open handles; freed at 0 */
+    /* the dialing member, learnt from its first bytes (see sniff) */
+    int from_state;        /* FROM_SNIFFING, FROM_KNOWN, FROM_NONE */
+    uint64_t from_id;
+    char sniff[2048];
+    size_t sniffed;
 };
+
+enum { FROM_SNIFFING, FROM_KNOWN, FROM_NONE };
 
 static uv_loop_t *loop;
 static struct route routes[64];
@@ -281,11 +304,106 @@ static void flush_due(struct flow *f)
     }
 }
 
+/* The partition of route r that applies to connections from member id,
+ * or NULL. */
+static struct from_cut *from_cut_of(struct route *r, uint64_t id)
+{
+    for (int i = 0; i < r->nfrom; i++) {
+        if (r->from[i].id == id) {
+            return &r->from[i];
+        }
+    }
+    return NULL;
+}
+
+static int flow_cut(struct flow *f)
+{
+    struct conn *c = f->c;
+    struct route *r = c->r;
+    if (!c->forwarding || r->cut[f->dir] || r->blackhole) {
+        return 1;
+    }
+    if (c->from_state == FROM_KNOWN) {
+        struct from_cut *fc = from_cut_of(r, c->from_id);
+        return fc && fc->cut[f->dir];
+    }
+    return 0;
+}
+
+static uint64_t be64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) {
+        v = v << 8 | p[i];
+    }
+    return v;
+}
+
+/*
+ * Who dialed? Peer transports name the sender in their first bytes:
+ *   keel: the HELLO frame, [u32 len][u8 1]["KEEL" u16 ver u8 kind u8 0
+ *         u64 cluster u64 from u64 to] (server/peer_wire.h);
+ *   etcd: every peer HTTP request has "X-Server-From: <hex id>".
+ * Bytes toward the target are copied here until one of them is found
+ * (FROM_KNOWN), or it cannot be (FROM_NONE: no per-member fault applies).
+ */
+static void sniff(struct conn *c, const char *data, size_t len)
+{
+    size_t room = sizeof(c->sniff) - 1 - c->sniffed;
+    size_t n = len < room ? len : room;
+    memcpy(c->sniff + c->sniffed, data, n);
+    c->sniffed += n;
+    c->sniff[c->sniffed] = 0;
+    const unsigned char *u = (const unsigned char *)c->sniff;
+    if (c->sniffed >= 5 && u[4] == 1 && c->sniffed >= 9 &&
+        memcmp(u + 5, "KEEL", 4) == 0) {
+        if (c->sniffed >= 5 + 24) {
+            c->from_id = be64(u + 5 + 16);
+            c->from_state = FROM_KNOWN;
+        }
+        return;
+    }
+    const char *h = strcasestr(c->sniff, "\r\nX-Server-From:");
+    if (h) {
+        h += strlen("\r\nX-Server-From:");
+        while (*h == ' ') {
+            h++;
+        }
+        char *end;
+        uint64_t id = strtoull(h, &end, 16);
+        if (end != h && (*end == '\r' || *end == '\n')) {
+            c->from_id = id;
+            c->from_state = FROM_KNOWN;
+            return;
+        }
+        if (*end == 0) {
+            return; /* the value is cut: wait for more */
+        }
+    }
+    if (strstr(c->sniff, "\r\n\r\n") || c->sniffed == sizeof(c->sniff) - 1 ||
+        (c->sniffed >= 9 && memcmp(u + 5, "KEEL", 4) != 0 &&
+         memcmp(c->sniff, "GET ", 4) != 0 && memcmp(c->sniff, "POST", 4) != 0 &&
+         memcmp(c->sniff, "PUT ", 4) != 0)) {
+        c->from_state = FROM_NONE;
+    }
+}
+
 /* A chunk read from the flow's source (k->len 0: EOF). */
 static void flow_push(struct flow *f, struct chunk *k)
 {
     struct route *r = f->c->r;
-    if (!f->c->forwarding || r->cut[f->dir] || r->blackhole) {
+    if (f->dir == UP && k->len && f->c->from_state == FROM_SNIFFING) {
+        sniff(f->c, k->data, k->len);
+        struct from_cut *fc = f->c->from_state == FROM_KNOWN
+                                  ? from_cut_of(r, f->c->from_id)
+                                  : NULL;
+        if (fc && fc->refuse) {
+            free(k);
+            conn_close(f->c);
+            return;
+        }
+    }
+    if (flow_cut(f)) {
         /* discarded: bytes vanish, an EOF too (that direction is then
          * over: once both are, the connection closes) */
         if (k->len == 0) {
@@ -556,14 +674,27 @@ static void run_command(char *line, char *out, size_t outlen)
         }
         for (int i = 0; i < nroutes; i++) {
             struct route *r = &routes[i];
-            OUT("route %s -> %s conns %d accepted %" PRIu64
+            int known = 0;
+            for (const struct conn *c = r->conns; c; c = c->next) {
+                known += c->from_state == FROM_KNOWN;
+            }
+            OUT("route %s -> %s conns %d identified %d accepted %" PRIu64
                 " up %s down %s refuse %d blackhole %d delay_up_ms %" PRIu64
                 " delay_down_ms %" PRIu64 " drop %.3f reset_by_drop %" PRIu64
                 " bytes_up %" PRIu64 " bytes_down %" PRIu64 "\n",
-                r->listen, r->target, count_conns(r), r->accepted,
+                r->listen, r->target, count_conns(r), known, r->accepted,
                 r->cut[UP] ? "cut" : "pass", r->cut[DOWN] ? "cut" : "pass",
                 r->refuse, r->blackhole, r->delay[UP], r->delay[DOWN],
                 r->drop, r->dropped_conns, r->bytes[UP], r->bytes[DOWN]);
+            /* the status line ends with "\n": add the per-member cuts
+             * before it */
+            for (int k = 0; k < r->nfrom; k++) {
+                off--;
+                OUT(" from %" PRIx64 " %s\n", r->from[k].id,
+                    r->from[k].refuse ? "both"
+                    : r->from[k].cut[UP] && r->from[k].cut[DOWN] ? "up,down"
+                    : r->from[k].cut[UP] ? "up" : "down");
+            }
         }
         OUT("ok\n");
         return;
@@ -573,7 +704,7 @@ static void run_command(char *line, char *out, size_t outlen)
         int min, max; /* arguments after the route */
         const char *usage;
     } cmds[] = {
-        {"partition", 0, 1, "partition ROUTE [up|down|both]"},
+        {"partition", 0, 3, "partition ROUTE [from MEMBER-ID] [up|down|both]"},
         {"blackhole", 0, 0, "blackhole ROUTE"},
         {"delay", 1, 2, "delay ROUTE DURATION [up|down|both]"},
         {"drop", 1, 1, "drop ROUTE PROBABILITY"},
@@ -612,10 +743,26 @@ static void run_command(char *line, char *out, size_t outlen)
     int up = 1, down = 1;
     int64_t ms = 0;
     double p = 0;
-    if (strcmp(cmd, "partition") == 0 &&
-        parse_dirs(argc > 2 ? argv[2] : NULL, &up, &down) != 0) {
-        OUT("error: direction must be up, down or both\n");
-        return;
+    int has_from = 0;
+    uint64_t from = 0;
+    if (strcmp(cmd, "partition") == 0) {
+        int a = 2;
+        if (argc > a && strcmp(argv[a], "from") == 0) {
+            char *end;
+            from = argc > a + 1 ? strtoull(argv[a + 1], &end, 16) : 0;
+            if (argc <= a + 1 || *end || end == argv[a + 1]) {
+                OUT("error: from needs a member id in hex (etcdctl member "
+                    "list)\n");
+                return;
+            }
+            has_from = 1;
+            a += 2;
+        }
+        if (argc > a + 1 ||
+            parse_dirs(argc > a ? argv[a] : NULL, &up, &down) != 0) {
+            OUT("error: direction must be up, down or both\n");
+            return;
+        }
     }
     if (strcmp(cmd, "delay") == 0) {
         ms = parse_duration(argv[2]);
@@ -638,7 +785,31 @@ static void run_command(char *line, char *out, size_t outlen)
     }
     for (int i = 0; i < nsel; i++) {
         struct route *r = &routes[sel[i]];
-        if (strcmp(cmd, "partition") == 0) {
+        if (strcmp(cmd, "partition") == 0 && has_from) {
+            struct from_cut *fc = from_cut_of(r, from);
+            if (fc == NULL) {
+                if (r->nfrom == (int)(sizeof(r->from) / sizeof(r->from[0]))) {
+                    OUT("error: too many members partitioned on %s\n",
+                        r->listen);
+                    return;
+                }
+                fc = &r->from[r->nfrom++];
+                memset(fc, 0, sizeof(*fc));
+                fc->id = from;
+            }
+            if (up && down) {
+                fc->refuse = 1;
+                for (struct conn *c = r->conns, *n; c; c = n) {
+                    n = c->next;
+                    if (c->from_state == FROM_KNOWN && c->from_id == from) {
+                        conn_close(c);
+                    }
+                }
+            } else {
+                fc->cut[UP] |= up;
+                fc->cut[DOWN] |= down;
+            }
+        } else if (strcmp(cmd, "partition") == 0) {
             if (up && down) {
                 r->refuse = 1;
                 route_reset(r);
@@ -662,6 +833,7 @@ static void run_command(char *line, char *out, size_t outlen)
         } else if (strcmp(cmd, "heal") == 0) {
             r->cut[UP] = r->cut[DOWN] = 0;
             r->refuse = r->blackhole = 0;
+            r->nfrom = 0;
             r->delay[UP] = r->delay[DOWN] = 0;
             r->drop = 0;
             /* chunks held by a delay go out now */
