@@ -39,6 +39,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -230,6 +231,9 @@ void peer__event_snap(struct peer *t, uint64_t to, bool ok)
     struct remote *r = peer__remote(t, to);
     if (r != NULL && !ok) {
         r->st.sent_failures++;
+        r->st.snap_send_failures++;
+    } else if (r != NULL) {
+        r->st.snap_send_ok++;
     }
     push_event(t, to, true, ok);
 }
@@ -285,6 +289,7 @@ static void stream_down(struct remote *r, int rv, const char *why)
     drop_queue(r);
     if (was_up) {
         r->was_up = false;
+        r->st.disconnects++;
         log_warnw(PKG, "peer became inactive (message send to peer failed)",
                   LOG_STR("local-member-id", peer__idstr(t->o.self_id, a)),
                   LOG_STR("remote-peer-id", peer__idstr(r->id, b)),
@@ -713,6 +718,11 @@ static int inbound_on_frame(struct pconn *pc,
 static void inbound_on_close(struct pconn *pc, int rv)
 {
     struct peer *t = pc->t;
+    struct remote *r = peer__remote(t, pc->from);
+
+    if (r != NULL && pc->role != PEER_ROLE_HANDSHAKE && rv == KEEL_ECORRUPT) {
+        r->st.received_failures++; /* a member sent us a bad frame */
+    }
 
     if (pc->role == PEER_ROLE_SNAPSHOT) {
         peer__snap_recv_abort(pc);
@@ -1182,104 +1192,96 @@ int peer_stats(const struct peer *t, uint64_t id, struct peer_stats *out)
 /* ---- metrics --------------------------------------------------------------
  */
 
-enum { M_SENT, M_RECV, M_FAIL, M_ACTIVE };
+/* etcd's rafthttp metrics (etcdserver/api/rafthttp/metrics.go), one
+ * sample per remote member, read from its counters at scrape time. */
+struct peer_metric
+{
+    const char *name;
+    const char *help;
+    enum metrics_type type;
+    const char *label; /* "To", "From", or NULL: {Local, Remote} */
+    size_t field;      /* offset of a uint64_t in struct peer_stats */
+    bool active_only;  /* etcd_network_active_peers: 1 while up */
+};
+
+#define PEER_STAT(f) offsetof(struct peer_stats, f)
+static const struct peer_metric peer_metrics[PEER_N_METRICS] = {
+    {"etcd_network_active_peers",
+     "The current number of active peer connections.", METRICS_GAUGE, NULL, 0,
+     true},
+    {"etcd_network_disconnected_peers_total",
+     "The total number of disconnected peers.", METRICS_COUNTER, NULL,
+     PEER_STAT(disconnects), false},
+    {"etcd_network_peer_received_bytes_total",
+     "The total number of bytes received from peers.", METRICS_COUNTER, "From",
+     PEER_STAT(received_bytes), false},
+    {"etcd_network_peer_received_failures_total",
+     "The total number of receive failures from peers.", METRICS_COUNTER,
+     "From", PEER_STAT(received_failures), false},
+    {"etcd_network_peer_sent_bytes_total",
+     "The total number of bytes sent to peers.", METRICS_COUNTER, "To",
+     PEER_STAT(sent_bytes), false},
+    {"etcd_network_peer_sent_failures_total",
+     "The total number of send failures from peers.", METRICS_COUNTER, "To",
+     PEER_STAT(sent_failures), false},
+    {"etcd_network_snapshot_receive_failures",
+     "Total number of snapshot receive failures", METRICS_COUNTER, "From",
+     PEER_STAT(snap_recv_failures), false},
+    {"etcd_network_snapshot_receive_success",
+     "Total number of successful snapshot receives", METRICS_COUNTER, "From",
+     PEER_STAT(snap_recv_ok), false},
+    {"etcd_network_snapshot_send_failures",
+     "Total number of snapshot send failures", METRICS_COUNTER, "To",
+     PEER_STAT(snap_send_failures), false},
+    {"etcd_network_snapshot_send_success",
+     "Total number of successful snapshot sends", METRICS_COUNTER, "To",
+     PEER_STAT(snap_send_ok), false},
+};
 
 static void collect(struct metrics_writer *w,
                     const struct metrics_family *f,
-                    void *data,
-                    int which)
+                    void *data)
 {
-    struct peer *t = data;
+    const struct peer_metric_ctx *ctx = data;
+    const struct peer_metric *m = &peer_metrics[ctx->which];
+    struct peer *t = ctx->t;
     char self[17], id[17];
 
     peer__idstr(t->o.self_id, self);
     for (struct remote *r = t->remotes; r != NULL; r = r->next) {
+        double v;
         peer__idstr(r->id, id);
-        switch (which) {
-            case M_SENT: {
-                struct metrics_label l = {"To", id};
-                metrics_write_sample(w, f->name, &l, 1,
-                                     (double)r->st.sent_bytes);
-                break;
+        if (m->active_only) {
+            if (r->state != R_UP) {
+                continue;
             }
-            case M_RECV: {
-                struct metrics_label l = {"From", id};
-                metrics_write_sample(w, f->name, &l, 1,
-                                     (double)r->st.received_bytes);
-                break;
-            }
-            case M_FAIL: {
-                struct metrics_label l = {"To", id};
-                metrics_write_sample(w, f->name, &l, 1,
-                                     (double)r->st.sent_failures);
-                break;
-            }
-            default:
-                if (r->state == R_UP) {
-                    struct metrics_label l[2] = {{"Local", self},
-                                                 {"Remote", id}};
-                    metrics_write_sample(w, f->name, l, 2, 1);
-                }
-                break;
+            v = 1;
+        } else {
+            v = (double)*(const uint64_t *)((const char *)&r->st + m->field);
+        }
+        if (m->label != NULL) {
+            struct metrics_label l = {m->label, id};
+            metrics_write_sample(w, f->name, &l, 1, v);
+        } else {
+            struct metrics_label l[2] = {{"Local", self}, {"Remote", id}};
+            metrics_write_sample(w, f->name, l, 2, v);
         }
     }
 }
 
-static void collect_sent(struct metrics_writer *w,
-                         const struct metrics_family *f,
-                         void *data)
-{
-    collect(w, f, data, M_SENT);
-}
-
-static void collect_recv(struct metrics_writer *w,
-                         const struct metrics_family *f,
-                         void *data)
-{
-    collect(w, f, data, M_RECV);
-}
-
-static void collect_fail(struct metrics_writer *w,
-                         const struct metrics_family *f,
-                         void *data)
-{
-    collect(w, f, data, M_FAIL);
-}
-
-static void collect_active(struct metrics_writer *w,
-                           const struct metrics_family *f,
-                           void *data)
-{
-    collect(w, f, data, M_ACTIVE);
-}
-
 int peer_register_metrics(struct metrics_registry *reg, struct peer *t)
 {
-    /* etcd: etcdserver/api/rafthttp/metrics.go */
-    const struct metrics_family fams[] = {
-        {.name = "etcd_network_peer_sent_bytes_total",
-         .help = "The total number of bytes sent to peers.",
-         .type = METRICS_COUNTER,
-         .collect = collect_sent,
-         .data = t},
-        {.name = "etcd_network_peer_received_bytes_total",
-         .help = "The total number of bytes received from peers.",
-         .type = METRICS_COUNTER,
-         .collect = collect_recv,
-         .data = t},
-        {.name = "etcd_network_peer_sent_failures_total",
-         .help = "The total number of send failures from peers.",
-         .type = METRICS_COUNTER,
-         .collect = collect_fail,
-         .data = t},
-        {.name = "etcd_network_active_peers",
-         .help = "The current number of active peer connections.",
-         .type = METRICS_GAUGE,
-         .collect = collect_active,
-         .data = t},
-    };
-    for (size_t i = 0; i < sizeof fams / sizeof fams[0]; i++) {
-        int rv = metrics_register(reg, &fams[i]);
+    for (size_t i = 0; i < PEER_N_METRICS; i++) {
+        struct metrics_family fam = {
+            .name = peer_metrics[i].name,
+            .help = peer_metrics[i].help,
+            .type = peer_metrics[i].type,
+            .collect = collect,
+            .data = &t->metric_ctx[i],
+        };
+        t->metric_ctx[i].t = t;
+        t->metric_ctx[i].which = i;
+        int rv = metrics_register(reg, &fam);
         if (rv != 0) {
             return rv;
         }

@@ -227,15 +227,24 @@ struct peer_stats
     uint64_t dropped;        /* messages dropped (queue full / down) */
     size_t queued_msgs;      /* messages not yet written to the socket */
     size_t queued_bytes;
-    uint64_t connects; /* times the message stream came up */
+    uint64_t connects;           /* times the message stream came up */
+    uint64_t disconnects;        /* times it went down after being up */
+    uint64_t received_failures;  /* its connections closed for bad frames */
+    uint64_t snap_send_ok;       /* snapshots it accepted */
+    uint64_t snap_send_failures; /* snapshots to it that failed */
+    uint64_t snap_recv_ok;       /* snapshots from it handed over */
+    uint64_t snap_recv_failures; /* snapshots from it that failed */
 };
 
 /* 0 or KEEL_ENOTFOUND. */
 int peer_stats(const struct peer *t, uint64_t id, struct peer_stats *out);
 
-/* Register etcd's network metrics (etcd_network_peer_sent_bytes_total{To},
- * ..._received_bytes_total{From}, ..._sent_failures_total{To},
- * etcd_network_active_peers{Local,Remote}), read from t at scrape time.
+/* Register etcd's network metrics, read from t at scrape time, one sample
+ * per remote member (ids in hex as etcd prints them):
+ * etcd_network_peer_{sent,received}_bytes_total{To|From},
+ * etcd_network_peer_{sent,received}_failures_total{To|From},
+ * etcd_network_snapshot_{send,receive}_{success,failures}{To|From},
+ * etcd_network_{active_peers,disconnected_peers_total}{Local,Remote}.
  * t must outlive r's use. */
 int peer_register_metrics(struct metrics_registry *r, struct peer *t);
 

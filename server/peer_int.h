@@ -219,6 +219,13 @@ struct plistener
     int port;
 };
 
+#define PEER_N_METRICS 10
+struct peer_metric_ctx
+{
+    struct peer *t;
+    size_t which; /* index into peer.c's metric table */
+};
+
 #define PEER_REFUSAL_SLOTS 8
 struct peer_refusal
 {
@@ -244,6 +251,7 @@ struct peer
     uint64_t snap_seq;
     uint64_t next_call_id;
     struct peer_refusal refusals[PEER_REFUSAL_SLOTS];
+    struct peer_metric_ctx metric_ctx[PEER_N_METRICS];
     size_t live; /* listeners, notify timer, remotes, conns, transfers */
     bool closing;
     peer_close_cb close_cb;

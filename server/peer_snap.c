@@ -352,9 +352,22 @@ void peer__snap_detach_all(struct remote *r)
 /* ---- receiver --------------------------------------------------------------
  */
 
+/* etcd_network_snapshot_receive_{success,failures}{From} */
+static void count_recv(struct peer *t, uint64_t from, bool ok)
+{
+    struct remote *r = peer__remote(t, from);
+    if (r != NULL && ok) {
+        r->st.snap_recv_ok++;
+    } else if (r != NULL) {
+        r->st.snap_recv_failures++;
+    }
+}
+
+/* keep_file: the transfer succeeded (the image is the callee's now). */
 static void recv_free(struct snap_recv *sr, bool keep_file)
 {
     struct peer *t = sr->t;
+    count_recv(t, sr->from, keep_file);
     if (sr->fd >= 0) {
         close(sr->fd);
     }
@@ -379,7 +392,9 @@ static int recv_fail(struct pconn *pc, const char *why)
               LOG_ERR(why));
     pc->recv = NULL;
     peer__conn_refuse(pc, PEER_WIRE_ERR_SNAPSHOT, why);
-    if (sr != NULL) {
+    if (sr == NULL) {
+        count_recv(pc->t, pc->from, false); /* refused at its header */
+    } else {
         sr->pc = NULL;
         if (sr->busy) {
             sr->aborted = true;

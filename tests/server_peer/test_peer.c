@@ -1198,6 +1198,12 @@ static void test_peer_garbage_closes_connection(void **state)
     uint8_t buf[64];
     raw_read_to_eof(f, fd, buf, sizeof buf);
     close(fd);
+    /* Counted against the member it claimed to be (etcd's
+     * peer_received_failures_total{From}); garbage before a handshake is
+     * nobody's. */
+    struct peer_stats st;
+    assert_int_equal(peer_stats(b->t, 1, &st), 0);
+    assert_int_equal(st.received_failures, 1);
     char *log = capture_stop(&cap);
     /* Logged once (rate-limited), the HTTP client named as such. */
     assert_int_equal(count_str(log,
@@ -1647,34 +1653,74 @@ static void test_peer_ipv6_and_hostname_urls(void **state)
     check_seq(c, 1, 0);
 }
 
-static void test_peer_metrics(void **state)
+/* The registry's text, malloc'd. */
+static char *scrape(struct metrics_registry *reg)
 {
-    struct fx *f = *state;
-    struct member *a = &f->m[0], *b = &f->m[1];
-    struct metrics_registry *reg = metrics_registry_new();
     struct metrics_writer w;
-
-    open_pair(f);
-    send_msgs(a, 2, 0, 10);
-    RUN_UNTIL(f, count_from(b, 1) == 10);
-    assert_int_equal(peer_register_metrics(reg, a->t), 0);
     metrics_writer_init(&w);
     metrics_registry_write(reg, &w);
     assert_false(w.oom);
     char *text = strndup(w.buf, w.len);
+    metrics_writer_free(&w);
+    return text;
+}
+
+static void test_peer_metrics(void **state)
+{
+    struct fx *f = *state;
+    struct member *a = &f->m[0], *b = &f->m[1];
+    struct metrics_registry *ra = metrics_registry_new();
+    struct metrics_registry *rb = metrics_registry_new();
+    char img[300];
+
+    snprintf(img, sizeof img, "%s/img.db", f->tmp);
+    write_file(img, 3000, 2);
+    open_pair(f);
+    send_msgs(a, 2, 0, 10);
+    RUN_UNTIL(f, count_from(b, 1) == 10);
+    peer_send(a->t, 2, (const uint8_t *)"s", 1, img);
+    peer_send(a->t, 2, (const uint8_t *)"s", 1, "/nonexistent");
+    RUN_UNTIL(f, a->sent_ok[2] == 1 && a->sent_fail[2] == 1);
+    assert_int_equal(peer_register_metrics(ra, a->t), 0);
+    assert_int_equal(peer_register_metrics(rb, b->t), 0);
+    char *text = scrape(ra);
     assert_non_null(strstr(text,
                            "# TYPE etcd_network_active_peers gauge\n"
                            "etcd_network_active_peers{Local=\"1\","
                            "Remote=\"2\"} 1\n"));
     assert_non_null(
         strstr(text, "etcd_network_peer_sent_bytes_total{To=\"2\"}"));
+    /* The missing image: one failure, counted as etcd does. */
     assert_non_null(
-        strstr(text, "etcd_network_peer_sent_failures_total{To=\"2\"} 0\n"));
+        strstr(text, "etcd_network_peer_sent_failures_total{To=\"2\"} 1\n"));
     assert_non_null(
         strstr(text, "etcd_network_peer_received_bytes_total{From=\"2\"}"));
+    assert_non_null(
+        strstr(text, "etcd_network_snapshot_send_success{To=\"2\"} 1\n"));
+    assert_non_null(
+        strstr(text, "etcd_network_snapshot_send_failures{To=\"2\"} 1\n"));
+    assert_non_null(strstr(text,
+                           "# TYPE etcd_network_disconnected_peers_total "
+                           "counter\n"));
     free(text);
-    metrics_writer_free(&w);
-    metrics_registry_free(reg);
+    text = scrape(rb);
+    assert_non_null(
+        strstr(text, "etcd_network_snapshot_receive_success{From=\"1\"} 1\n"));
+    assert_non_null(
+        strstr(text, "etcd_network_snapshot_receive_failures{From=\"1\"} 0\n"));
+    free(text);
+
+    /* b goes away: a counts the disconnection, no longer an active peer. */
+    metrics_registry_free(rb);
+    close_member(f, b);
+    RUN_UNTIL(f, !peer_connected(a->t, 2));
+    text = scrape(ra);
+    assert_non_null(strstr(text,
+                           "etcd_network_disconnected_peers_total{Local="
+                           "\"1\",Remote=\"2\"} 1\n"));
+    assert_null(strstr(text, "etcd_network_active_peers{"));
+    free(text);
+    metrics_registry_free(ra);
 }
 
 int main(void)
