@@ -313,8 +313,7 @@ static const struct flag_def flags[] = {
        Y_CLIENT, "client-cert-auth"),
     FN(S_SECURITY, "client-crl-file", T_STRING, client_tls.crl_file, "''",
        "Path to the client certificate revocation list file.", FLAG_YES,
-       "client port; serials only, read once at start (etcd re-reads it "
-       "per connection)"),
+       "client port; serials only; reloaded when the file changes"),
     FN(S_SECURITY, "client-cert-allowed-hostname", T_STRING,
        client_tls.allowed_hostname, "''",
        "Allowed TLS hostname for client cert authentication.", FLAG_YES,

@@ -13,6 +13,11 @@
  * --client-cert-auth, wrong protocol, garbage) makes tls__read() return an
  * error after queueing the alert, and the connection is closed.
  *
+ * Rotation: like etcd (which reads the files at every handshake), a new
+ * connection first reloads the certificate, key and CRL if their files
+ * changed (stat: inode, size, mtime); a pair that does not load (half
+ * written, key not yet matching) leaves the previous one in service.
+ *
  * Memory: SSL_MODE_RELEASE_BUFFERS drops the record buffers of idle
  * connections, which matters with thousands of watchers.
  */
@@ -21,6 +26,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,12 +43,28 @@
 
 #include "config.h"
 #include "keel_err.h"
+#include "log.h"
+
+/* What a file looked like when it was loaded: a change of any field means
+ * it was replaced or rewritten. */
+struct file_stamp
+{
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime;
+};
 
 struct tls_ctx
 {
     SSL_CTX *ctx;
     X509_CRL *crl;           /* --client-crl-file, NULL without */
     char *allowed_hostname;  /* --client-cert-allowed-hostname, NULL without */
+    /* Reloading (tls__conn_new): etcd reads the certificate, key and CRL
+     * again for every handshake, so operators rotate them in place; keel
+     * reloads them when their files change. */
+    char *cert_file, *key_file, *crl_file;
+    struct file_stamp cert_st, key_st, crl_st;
 };
 
 struct tls_conn
@@ -173,6 +195,28 @@ int tls_cipher_list(const char *const *names,
     return 0;
 }
 
+/* Fill *st from path; false when it cannot be stat'ed (then nothing is
+ * reloaded: a file being replaced is briefly absent). */
+static bool stamp(const char *path, struct file_stamp *st)
+{
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        return false;
+    }
+    st->dev = sb.st_dev;
+    st->ino = sb.st_ino;
+    st->size = sb.st_size;
+    st->mtime = sb.st_mtim;
+    return true;
+}
+
+static bool stamp_equal(const struct file_stamp *a, const struct file_stamp *b)
+{
+    return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+           a->mtime.tv_sec == b->mtime.tv_sec &&
+           a->mtime.tv_nsec == b->mtime.tv_nsec;
+}
+
 /* Read a whole file, as Go's ioutil.ReadFile; on failure errmsg gets Go's
  * "open <path>: <reason>". */
 static BIO *read_file(const char *path, char *errmsg, size_t errlen)
@@ -273,6 +317,7 @@ static int load_pair(SSL_CTX *ctx,
 {
     BIO *cb = read_file(cert_file, errmsg, errlen), *kb = NULL;
     X509 *leaf = NULL, *extra;
+    STACK_OF(X509) *chain = NULL;
     EVP_PKEY *key = NULL;
     int rv = -1;
 
@@ -326,22 +371,33 @@ static int load_pair(SSL_CTX *ctx,
         }
         goto out;
     }
-    if (SSL_CTX_use_certificate(ctx, leaf) != 1 ||
-        SSL_CTX_use_PrivateKey(ctx, key) != 1 ||
-        SSL_CTX_check_private_key(ctx) != 1) {
+    if (X509_check_private_key(leaf, key) != 1) {
         snprintf(errmsg, errlen, "tls: private key does not match public key");
         goto out;
     }
+    if ((chain = sk_X509_new_null()) == NULL) {
+        snprintf(errmsg, errlen, "tls: out of memory");
+        goto out;
+    }
     while ((extra = PEM_read_bio_X509(cb, NULL, NULL, NULL)) != NULL) {
-        if (SSL_CTX_add0_chain_cert(ctx, extra) != 1) {
+        if (sk_X509_push(chain, extra) <= 0) {
             X509_free(extra);
-            snprintf(errmsg, errlen, "tls: failed to parse certificate chain");
+            snprintf(errmsg, errlen, "tls: out of memory");
             goto out;
         }
+    }
+    /* Everything parsed and matches: only now replace what ctx serves, so
+     * a failed reload leaves the previous pair in place. */
+    if (SSL_CTX_use_certificate(ctx, leaf) != 1 ||
+        SSL_CTX_use_PrivateKey(ctx, key) != 1 ||
+        SSL_CTX_set1_chain(ctx, chain) != 1) {
+        snprintf(errmsg, errlen, "tls: private key does not match public key");
+        goto out;
     }
     rv = 0;
 out:
     ERR_clear_error();
+    sk_X509_pop_free(chain, X509_free);
     X509_free(leaf);
     EVP_PKEY_free(key);
     BIO_free(cb);
@@ -436,17 +492,19 @@ static int load_crl(struct tls_ctx *t, const char *path, char *errmsg,
     if (b == NULL) {
         return -1;
     }
-    t->crl = PEM_read_bio_X509_CRL(b, NULL, NULL, NULL);
-    if (t->crl == NULL) { /* Go's x509.ParseCRL also takes DER */
+    X509_CRL *crl = PEM_read_bio_X509_CRL(b, NULL, NULL, NULL);
+    if (crl == NULL) { /* Go's x509.ParseCRL also takes DER */
         (void)BIO_reset(b);
-        t->crl = d2i_X509_CRL_bio(b, NULL);
+        crl = d2i_X509_CRL_bio(b, NULL);
     }
     BIO_free(b);
     ERR_clear_error();
-    if (t->crl == NULL) {
+    if (crl == NULL) {
         snprintf(errmsg, errlen, "x509: malformed crl");
         return -1;
     }
+    X509_CRL_free(t->crl);
+    t->crl = crl;
     return 0;
 }
 
@@ -485,6 +543,14 @@ int tls_ctx_new(const struct tls_config *cfg,
     /* Client-initiated renegotiation only costs us CPU (Go refuses it
      * on servers too). */
     SSL_CTX_set_options(t->ctx, SSL_OP_NO_RENEGOTIATION);
+    t->cert_file = strdup(cfg->cert_file);
+    t->key_file = strdup(cfg->key_file);
+    if (t->cert_file == NULL || t->key_file == NULL) {
+        rv = KEEL_ENOMEM;
+        goto err;
+    }
+    stamp(t->cert_file, &t->cert_st);
+    stamp(t->key_file, &t->key_st);
     if (load_pair(t->ctx, cfg->cert_file, cfg->key_file, errmsg, errlen) !=
         0) {
         goto err;
@@ -502,9 +568,15 @@ int tls_ctx_new(const struct tls_config *cfg,
         /* Go verifies against the system pool when ClientCAs is nil. */
         SSL_CTX_set_default_verify_paths(t->ctx);
     }
-    if (is_set(cfg->crl_file) &&
-        load_crl(t, cfg->crl_file, errmsg, errlen) != 0) {
-        goto err;
+    if (is_set(cfg->crl_file)) {
+        if ((t->crl_file = strdup(cfg->crl_file)) == NULL) {
+            rv = KEEL_ENOMEM;
+            goto err;
+        }
+        stamp(t->crl_file, &t->crl_st);
+        if (load_crl(t, cfg->crl_file, errmsg, errlen) != 0) {
+            goto err;
+        }
     }
     if (is_set(cfg->allowed_hostname) &&
         (t->allowed_hostname = strdup(cfg->allowed_hostname)) == NULL) {
@@ -533,13 +605,56 @@ void tls_ctx_free(struct tls_ctx *ctx)
         SSL_CTX_free(ctx->ctx);
         X509_CRL_free(ctx->crl);
         free(ctx->allowed_hostname);
+        free(ctx->cert_file);
+        free(ctx->key_file);
+        free(ctx->crl_file);
         free(ctx);
+    }
+}
+
+/* Load again whatever changed on disk since it was loaded. A file caught
+ * half-written (or a key not yet matching its new certificate) fails to
+ * load: the previous one keeps being served and the next connection tries
+ * again (etcd fails the handshake instead). */
+static void reload_changed(struct tls_ctx *ctx)
+{
+    struct file_stamp c = ctx->cert_st, k = ctx->key_st, r;
+    char err[256];
+    bool pair = stamp(ctx->cert_file, &c) &&
+                !stamp_equal(&c, &ctx->cert_st);
+    pair |= stamp(ctx->key_file, &k) && !stamp_equal(&k, &ctx->key_st);
+    if (pair) {
+        if (load_pair(ctx->ctx, ctx->cert_file, ctx->key_file, err,
+                      sizeof err) == 0) {
+            ctx->cert_st = c;
+            ctx->key_st = k;
+            log_info("embed", "reloaded client TLS certificate %s, key %s",
+                     ctx->cert_file, ctx->key_file);
+        } else {
+            log_warn("embed",
+                     "failed to reload client TLS certificate %s, key %s "
+                     "(%s); still serving the previous one",
+                     ctx->cert_file, ctx->key_file, err);
+        }
+    }
+    if (ctx->crl_file != NULL && stamp(ctx->crl_file, &r) &&
+        !stamp_equal(&r, &ctx->crl_st)) {
+        if (load_crl(ctx, ctx->crl_file, err, sizeof err) == 0) {
+            ctx->crl_st = r;
+        } else {
+            log_warn("embed",
+                     "failed to reload client CRL %s (%s); still using the "
+                     "previous one",
+                     ctx->crl_file, err);
+        }
     }
 }
 
 struct tls_conn *tls__conn_new(struct tls_ctx *ctx)
 {
-    struct tls_conn *t = calloc(1, sizeof *t);
+    struct tls_conn *t;
+    reload_changed(ctx);
+    t = calloc(1, sizeof *t);
     if (t == NULL) {
         return NULL;
     }

@@ -84,7 +84,9 @@ static inline int tls_is_handshake_byte(unsigned char b)
     return b == 0x16;
 }
 
-/* Per-connection state (server side). NULL on OOM. */
+/* Per-connection state (server side). NULL on OOM. Reloads the
+ * certificate, key and CRL first when their files changed since they were
+ * loaded (a failed reload is logged and the previous ones stay). */
 struct tls_conn *tls__conn_new(struct tls_ctx *ctx);
 void tls__conn_free(struct tls_conn *t);
 

@@ -29,6 +29,7 @@ leaf() {
 leaf server server 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n'
 leaf client root 'subjectAltName=DNS:client.example\nextendedKeyUsage=clientAuth\n'
 leaf other other 'subjectAltName=DNS:other.example\nextendedKeyUsage=clientAuth\n'
+leaf server2 server2 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n'
 # a client certificate from another CA
 ssl req -x509 -newkey rsa:2048 -nodes -keyout "$C/rogue.key" \
     -out "$C/rogue.crt" -days 2 -subj /CN=root
@@ -259,6 +260,22 @@ kt_check "CRL: keel as etcd" "$(cert_outcomes "$retcd_PORT" client other)" \
     "$(cert_outcomes "$rkeel_PORT" client other)"
 kt_check "CRL: the revoked certificate is refused" "client: fails=no
 other: fails=yes" "$(cert_outcomes "$rkeel_PORT" client other)"
+# a new CRL (client.crt revoked too) applies to new connections at once
+ssl ca -config "$C/ca.cnf" -keyfile "$C/ca.key" -cert "$C/ca.crt" \
+    -revoke "$C/client.crt"
+ssl ca -config "$C/ca.cnf" -keyfile "$C/ca.key" -cert "$C/ca.crt" -gencrl \
+    -out "$C/crl2.pem"
+mv "$C/crl2.pem" "$C/crl.pem"
+crl_after() {
+    local p=$1 rc=0
+    curl -sS -m 5 "${MTLS[@]}" "https://127.0.0.1:$p/health" \
+        >/dev/null 2>&1 || rc=$?
+    echo "client after the new CRL: fails=$([ $rc -ne 0 ] && echo yes || echo no)"
+}
+kt_check "CRL: a replaced CRL applies to new connections, as etcd" \
+    "$(crl_after "$retcd_PORT")" "$(crl_after "$rkeel_PORT")"
+kt_check "CRL: the newly revoked certificate is refused" \
+    "client after the new CRL: fails=yes" "$(crl_after "$rkeel_PORT")"
 stop "$rkeel_PID"
 stop "$retcd_PID"
 
@@ -306,6 +323,52 @@ openssl s_client -connect "127.0.0.1:$ciph_PORT" -tls1_2 \
     -cipher ECDHE-RSA-AES256-GCM-SHA384 </dev/null >/dev/null 2>&1 || rc=$?
 kt_check "cipher-suites: another TLS 1.2 suite is refused" 1 "$rc"
 stop "$ciph_PID"
+
+# ---- 5b. certificate rotation without restart (etcd reads the files at
+# every handshake; keel reloads them when they change) -----------------------
+# served_cn PORT: the CN of the certificate a new connection gets
+served_cn() {
+    openssl s_client -connect "127.0.0.1:$1" </dev/null 2>/dev/null |
+        sed -n 's/^subject=.*CN *= *//p' | head -1
+}
+for who in keel etcd; do
+    bin=$KEEL
+    [ "$who" = etcd ] && bin=$ETCD
+    mkdir -p "$KT_TMP/rot$who"
+    cp "$C/server.crt" "$C/server.key" "$KT_TMP/rot$who/"
+    kt_spawn "rot$who" "$bin" "https://127.0.0.1:%P" \
+        --cert-file "$KT_TMP/rot$who/server.crt" \
+        --key-file "$KT_TMP/rot$who/server.key"
+done
+rotate() {
+    local d=$1 p=$2 before after
+    wait_ok curl -fsS --cacert "$C/ca.crt" "https://127.0.0.1:$p/health"
+    before=$(served_cn "$p")
+    # replaced the way cert-manager and friends do: new files renamed in
+    cp "$C/server2.crt" "$d/new.crt"
+    cp "$C/server2.key" "$d/new.key"
+    mv "$d/new.key" "$d/server.key"
+    mv "$d/new.crt" "$d/server.crt"
+    after=$(served_cn "$p")
+    echo "$before -> $after"
+    curl -sS --cacert "$C/ca.crt" "https://127.0.0.1:$p/health"
+    echo
+}
+rot_etcd=$(rotate "$KT_TMP/rotetcd" "$rotetcd_PORT")
+rot_keel=$(rotate "$KT_TMP/rotkeel" "$rotkeel_PORT")
+kt_check "rotation: a new connection gets the new certificate, as etcd" \
+    "$rot_etcd" "$rot_keel"
+kt_check "rotation: the certificates served" 'server -> server2
+{"health":"true"}' "$rot_keel"
+# a half-written certificate (etcd fails handshakes meanwhile): keel keeps
+# serving the last good pair and says why
+printf 'garbage' >"$KT_TMP/rotkeel/server.crt"
+kt_check "rotation: a broken file keeps the previous certificate" "server2" \
+    "$(served_cn "$rotkeel_PORT")"
+grep -q "failed to reload client TLS certificate .*still serving the previous one" "$rotkeel_LOG"
+echo "ok: the failed reload is logged"
+stop "$rotkeel_PID"
+stop "$rotetcd_PID"
 
 # ---- 6. startup errors: keel exits as etcd, with etcd's message ------------------
 # fail_case NAME [flags...]: last log line (timestamp cut) and exit code
