@@ -344,11 +344,10 @@ static void log_refusal(struct remote *r,
               LOG_STR("reason", text));
 }
 
-/* ERROR from the acceptor of one of our dialed connections (stream or
- * snapshot). Returns the code. */
+/* ERROR from the acceptor of our message stream: logged; returns the
+ * code. */
 static uint16_t handle_refusal(struct remote *r, const uint8_t *p, size_t len)
 {
-    struct peer *t = r->t;
     uint16_t code = 0;
     const char *reason = "";
     size_t rlen = 0;
@@ -358,9 +357,6 @@ static uint16_t handle_refusal(struct remote *r, const uint8_t *p, size_t len)
         rlen = strlen(reason);
     }
     log_refusal(r, "peer refused the connection", reason, rlen);
-    if (code == PEER_WIRE_ERR_REMOVED && t->o.on_removed != NULL) {
-        t->o.on_removed(t->o.arg, r->id);
-    }
     return code;
 }
 
@@ -452,9 +448,14 @@ static int stream_on_frame(struct pconn *pc,
         return peer__call_response(r, p, len);
     }
     if (r->state == R_HANDSHAKE && type == PEER_WIRE_ERROR) {
-        handle_refusal(r, p, len);
+        struct peer *t = r->t;
+        uint16_t code = handle_refusal(r, p, len);
         peer__conn_close(pc);
         stream_down(r, KEEL_EINVAL, "refused");
+        /* Last: the callee may close the transport. */
+        if (code == PEER_WIRE_ERR_REMOVED && t->o.on_removed != NULL) {
+            t->o.on_removed(t->o.arg, r->id);
+        }
         return 0;
     }
     return KEEL_ECORRUPT; /* the acceptor sends nothing else */
@@ -466,16 +467,10 @@ static void stream_on_close(struct pconn *pc, int rv)
     stream_down(r, rv, NULL);
 }
 
-static void stream_on_drain(struct pconn *pc)
-{
-    (void)pc;
-}
-
 static const struct pconn_ops stream_ops = {
     .on_frame = stream_on_frame,
     .on_connect = stream_on_connect,
     .on_close = stream_on_close,
-    .on_drain = stream_on_drain,
 };
 
 static void dial(struct remote *r)
