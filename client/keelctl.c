@@ -212,7 +212,7 @@ static void make_uuid(void)
 }
 
 /* A file etcdctl reads with ioutil.ReadFile: its error text on failure. */
-static void check_readable(const char *path)
+static void check_readable(const char *path, int is_key)
 {
     FILE *f = fopen(path, "r");
     if (f == NULL) {
@@ -225,7 +225,7 @@ static void check_readable(const char *path)
     if (strstr(buf, "-----BEGIN") == NULL) {
         /* Go's crypto/tls X509KeyPair and NewCertPool wording. */
         ctl_die(EXIT_BAD_ARGS, "tls: failed to find any PEM data in %s input",
-                path == g_key ? "key" : "certificate");
+                is_key ? "key" : "certificate");
         /* (NewCert reads the certificate first, then the key.) */
     }
 }
@@ -235,54 +235,71 @@ static void check_readable(const char *path)
  * only together; --insecure-transport=false alone makes an empty one
  * (system roots). NULL when the client is cleartext (endpoints with
  * https:// still get TLS, with the system roots). */
+int ctl_tls_config(const char *cert, const char *key, const char *cacert,
+                   int insecure_transport, int skip_verify,
+                   struct keel_tls_config *tls)
+{
+    int have = 0;
+    memset(tls, 0, sizeof(*tls));
+    if (cert[0] || key[0]) {
+        if (!cert[0] || !key[0]) {
+            ctl_die(EXIT_BAD_ARGS,
+                    "KeyFile and CertFile must both be present[key: %s, "
+                    "cert: %s]",
+                    key, cert);
+        }
+        check_readable(cert, 0);
+        check_readable(key, 1);
+        tls->cert = cert;
+        tls->key = key;
+        have = 1;
+    }
+    if (cacert[0]) {
+        /* A CA file without PEM blocks is an empty pool for etcdctl (no
+         * error; the handshake fails later): readable is all it checks. */
+        FILE *f = fopen(cacert, "r");
+        if (f == NULL) {
+            ctl_die(EXIT_BAD_ARGS, "open %s: %s", cacert, ctl_go_errno(errno));
+        }
+        fclose(f);
+        tls->cacert = cacert;
+        have = 1;
+    }
+    if (!insecure_transport) {
+        have = 1;
+    }
+    tls->insecure_skip_verify = skip_verify;
+    return have;
+}
+
 static const struct keel_tls_config *client_tls(void)
 {
     static struct keel_tls_config tls;
     static int done, have;
-    if (done) {
-        return have ? &tls : NULL;
+    if (!done) {
+        done = 1;
+        have = ctl_tls_config(g_cert, g_key, g_cacert, g_insecure_transport,
+                              g_insecure_skip_verify, &tls);
     }
-    done = 1;
-    if (g_cert[0] || g_key[0]) {
-        if (!g_cert[0] || !g_key[0]) {
-            ctl_die(EXIT_BAD_ARGS,
-                    "KeyFile and CertFile must both be present[key: %s, "
-                    "cert: %s]",
-                    g_key, g_cert);
-        }
-        check_readable(g_cert);
-        check_readable(g_key);
-        tls.cert = g_cert;
-        tls.key = g_key;
-        have = 1;
-    }
-    if (g_cacert[0]) {
-        /* A CA file without PEM blocks is an empty pool for etcdctl (no
-         * error; the handshake fails later): readable is all it checks. */
-        FILE *f = fopen(g_cacert, "r");
-        if (f == NULL) {
-            ctl_die(EXIT_BAD_ARGS, "open %s: %s", g_cacert, ctl_go_errno(errno));
-        }
-        fclose(f);
-        tls.cacert = g_cacert;
-        have = 1;
-    }
-    if (!g_insecure_transport) {
-        have = 1;
-    }
-    tls.insecure_skip_verify = g_insecure_skip_verify;
     return have ? &tls : NULL;
 }
 
 struct keel_sync *ctl_client_for(const char *const *eps, size_t n)
 {
+    return ctl_client_with(eps, n, client_tls(), 1);
+}
+
+struct keel_sync *ctl_client_with(const char *const *eps, size_t n,
+                                  const struct keel_tls_config *tls,
+                                  int with_auth)
+{
     struct keel_client_config cfg = {0};
-    cfg.tls = client_tls();
+    cfg.tls = tls;
     cfg.endpoints = eps;
     cfg.n_endpoints = n;
     cfg.dial_timeout_ms = g.dial_timeout_ms;
-    cfg.username = g.user;
-    cfg.password = g.password;
+    cfg.username = with_auth ? g.user : NULL;
+    cfg.password = with_auth ? g.password : NULL;
     /* grpc-go raises the keepalive time to its 10 s minimum
      * ("Adjusting keepalive ping interval to minimum period of 10s"). */
     cfg.keepalive_time_ms = g_keepalive_time < 10000 ? 10000
@@ -290,10 +307,11 @@ struct keel_sync *ctl_client_for(const char *const *eps, size_t n)
     cfg.keepalive_timeout_ms = g_keepalive_timeout;
     struct keel_sync *s;
     int rv = keel_sync_open(&cfg, &s);
-    if (rv == KEEL_EINVAL && cfg.tls != NULL) {
-        ctl_die(EXIT_BAD_ARGS, "tls: cannot use --cacert/--cert/--key (%s, "
+    if (rv == KEEL_EINVAL && tls != NULL) {
+        ctl_die(EXIT_BAD_ARGS, "tls: cannot use the certificate files (%s, "
                                "%s, %s)",
-                g_cacert, g_cert, g_key);
+                tls->cacert ? tls->cacert : "", tls->cert ? tls->cert : "",
+                tls->key ? tls->key : "");
     }
     if (rv != 0) {
         ctl_die(EXIT_BAD_ARGS, "bad endpoint in --endpoints (%s)",
@@ -819,7 +837,8 @@ static const struct ctl_cmd misc_cmds[] = {
 /* Every command table, NULL-terminated. */
 static const struct ctl_cmd *const cmd_tables[] = {
     ctl_kv_cmds,      ctl_maint_cmds, ctl_snapshot_cmds, ctl_restore_cmds,
-    ctl_auth_cmds,    ctl_conc_cmds,  misc_cmds,         NULL};
+    ctl_auth_cmds,    ctl_conc_cmds,  ctl_cluster_cmds,  misc_cmds,
+    NULL};
 
 /* Is `name` (without dashes) a bool flag anywhere? Used only to find the
  * command words before the command's own flags are known. */

@@ -76,6 +76,17 @@ _Noreturn void ctl_die(int code, const char *fmt, ...)
 struct keel_sync *ctl_client(void);
 /* A client on other endpoints (endpoint health/status use one each). */
 struct keel_sync *ctl_client_for(const char *const *eps, size_t n);
+/* The same with its own TLS settings (NULL: cleartext) and, when
+ * with_auth, the --user credentials (make-mirror's destination has
+ * neither of the global ones). */
+struct keel_sync *ctl_client_with(const char *const *eps, size_t n,
+                                  const struct keel_tls_config *tls,
+                                  int with_auth);
+/* etcdctl's newClientCfg TLS rules into *tls; 1 when TLS is configured.
+ * Exits with etcdctl's errors for unusable files. */
+int ctl_tls_config(const char *cert, const char *key, const char *cacert,
+                   int insecure_transport, int skip_verify,
+                   struct keel_tls_config *tls);
 
 /* Run a unary call with the command timeout. On failure logs clientv3's
  * retry-interceptor warning to stderr and returns the call's status; the
@@ -158,5 +169,6 @@ extern const struct ctl_cmd ctl_snapshot_cmds[];
 extern const struct ctl_cmd ctl_restore_cmds[]; /* keelctl_restore.c */
 extern const struct ctl_cmd ctl_auth_cmds[];
 extern const struct ctl_cmd ctl_conc_cmds[]; /* keelctl_conc.c */
+extern const struct ctl_cmd ctl_cluster_cmds[]; /* keelctl_cluster.c */
 
 #endif /* KEELCTL_H */
