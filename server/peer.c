@@ -901,6 +901,7 @@ int peer_open(const struct peer_options *opts,
     DEFAULT(max_queue_bytes, PEER_DEFAULT_MAX_QUEUE_BYTES);
     DEFAULT(max_frame_bytes, PEER_DEFAULT_MAX_FRAME_BYTES);
     DEFAULT(snap_timeout_ms, PEER_DEFAULT_SNAP_TIMEOUT_MS);
+    DEFAULT(snap_sync_bytes, PEER_DEFAULT_SNAP_SYNC_BYTES);
     DEFAULT(backoff_min_ms, PEER_DEFAULT_BACKOFF_MIN_MS);
     DEFAULT(backoff_max_ms, PEER_DEFAULT_BACKOFF_MAX_MS);
     DEFAULT(handshake_timeout_ms, PEER_DEFAULT_HANDSHAKE_TIMEOUT_MS);

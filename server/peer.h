@@ -123,6 +123,7 @@ struct peer_options
     size_t max_queue_bytes;        /* per remote, not yet written [32 MiB] */
     size_t max_frame_bytes;        /* largest frame accepted [64 MiB] */
     uint64_t snap_timeout_ms;      /* no progress -> fail [30000] */
+    uint64_t snap_sync_bytes;      /* receiver fdatasyncs every [64 MiB] */
     uint64_t backoff_min_ms;       /* first reconnect delay [50] */
     uint64_t backoff_max_ms;       /* longest reconnect delay [1000] */
     uint64_t handshake_timeout_ms; /* dial + handshake deadline [5000] */
@@ -143,6 +144,7 @@ struct peer_options
 #define PEER_DEFAULT_MAX_QUEUE_BYTES (32u * 1024u * 1024u)
 #define PEER_DEFAULT_MAX_FRAME_BYTES (64u * 1024u * 1024u)
 #define PEER_DEFAULT_SNAP_TIMEOUT_MS 30000
+#define PEER_DEFAULT_SNAP_SYNC_BYTES (64u * 1024u * 1024u)
 #define PEER_DEFAULT_BACKOFF_MIN_MS 50
 #define PEER_DEFAULT_BACKOFF_MAX_MS 1000
 #define PEER_DEFAULT_HANDSHAKE_TIMEOUT_MS 5000

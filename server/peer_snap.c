@@ -73,13 +73,15 @@ struct snap_recv
     uint8_t *msg;
     size_t msg_len;
     uint64_t size, got;
+    uint64_t synced; /* bytes known on disk (fdatasync'd) */
     EVP_MD_CTX *sha;
     int fd;
     uv_fs_t req;
     uint8_t *buf; /* chunk being written */
     size_t buf_len;
-    bool busy;    /* a file operation is in flight */
-    bool aborted; /* finish from the file operation's callback */
+    bool busy;      /* a file operation is in flight */
+    unsigned syncs; /* intermediate fdatasyncs, for the log */
+    bool aborted;   /* finish from the file operation's callback */
     char tmp[PATH_MAX + 8];
     char final[PATH_MAX];
 };
@@ -432,7 +434,8 @@ static void recv_done(struct snap_recv *sr)
     sr->pc = NULL;
     log_infow(PKG, "received database snapshot",
               LOG_STR("remote-peer-id", peer__idstr(sr->from, a)),
-              LOG_UINT("bytes", sr->size), LOG_STR("path", sr->final));
+              LOG_UINT("bytes", sr->size), LOG_UINT("syncs", sr->syncs + 1u),
+              LOG_STR("path", sr->final));
     if (t->o.on_snapshot != NULL) {
         t->o.on_snapshot(t->o.arg, sr->from, sr->msg, sr->msg_len, sr->final);
     } else {
@@ -469,6 +472,8 @@ static void on_fsynced(uv_fs_t *req)
     recv_done(sr);
 }
 
+static void on_synced(uv_fs_t *req);
+
 static void on_chunk_written(uv_fs_t *req)
 {
     struct snap_recv *sr = req->data;
@@ -487,6 +492,37 @@ static void on_chunk_written(uv_fs_t *req)
         return;
     }
     sr->got += (uint64_t)n;
+    peer__conn_deadline(sr->pc, sr->t->o.snap_timeout_ms);
+    if (sr->got - sr->synced >= sr->t->o.snap_sync_bytes &&
+        sr->got < sr->size) {
+        /* Flush as we go, so the final fsync (which the sender waits for
+         * within its timeout) has at most snap_sync_bytes to write. */
+        sr->req.data = sr;
+        if (uv_fs_fdatasync(sr->t->o.loop, &sr->req, sr->fd, on_synced) == 0) {
+            sr->busy = true;
+            return; /* still paused */
+        }
+    }
+    peer__conn_resume(sr->pc);
+}
+
+static void on_synced(uv_fs_t *req)
+{
+    struct snap_recv *sr = req->data;
+    int rv = (int)req->result;
+
+    uv_fs_req_cleanup(req);
+    sr->busy = false;
+    if (sr->aborted) {
+        recv_free(sr, false);
+        return;
+    }
+    if (rv < 0) {
+        recv_fail(sr->pc, uv_strerror(rv));
+        return;
+    }
+    sr->synced = sr->got;
+    sr->syncs++;
     peer__conn_deadline(sr->pc, sr->t->o.snap_timeout_ms);
     peer__conn_resume(sr->pc);
 }

@@ -829,6 +829,9 @@ static void test_peer_snapshot_intact(void **state)
     snprintf(other, sizeof other, "%s/other.tmp", b->dir);
     write_file(stale, 10, 1);
     write_file(other, 10, 1);
+    b->extra.snap_sync_bytes = 1024 * 1024; /* flushes on the way */
+    struct capture cap;
+    capture_start(f, &cap);
     open_pair(f);
     assert_int_equal(access(stale, F_OK), -1);
     assert_int_equal(access(other, F_OK), 0);
@@ -836,6 +839,10 @@ static void test_peer_snapshot_intact(void **state)
     peer_send(a->t, 2, (const uint8_t *)"snapmsg", 7, img);
     send_msgs(a, 2, 0, 20);
     RUN_UNTIL(f, a->sent_ok[2] == 1);
+    char *log = capture_stop(&cap);
+    /* 5 MiB in 1 MiB chunks: a flush after each MiB, then the last. */
+    assert_non_null(strstr(log, "syncs=6,"));
+    free(log);
     assert_int_equal(a->sent_fail[2], 0);
     assert_int_equal(b->n_snaps, 1);
     assert_int_equal(b->snaps[0].from, 1);
