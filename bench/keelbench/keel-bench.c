@@ -189,6 +189,8 @@ struct bench
     /* flags */
     char **endpoints;
     size_t n_endpoints;
+    struct keel_tls_config tls; /* --cacert, --cert, --key, --insecure-... */
+    int use_tls;
     int conns, clients;
     uint64_t total;
     int key_size, val_size;
@@ -1086,6 +1088,9 @@ static void usage(FILE *f)
         "  --no-progress       no progress bar (none unless stderr is a "
         "terminal)\n"
         "  --dial-timeout MS   connection timeout (default 2000)\n"
+        "  --cacert F --cert F --key F, --insecure-skip-tls-verify\n"
+        "                      TLS (etcdctl's names; https:// endpoints\n"
+        "                      use TLS with the system roots by default)\n"
         "  --timeout MS        deadline of each request (default 30000; a\n"
         "                      request past it counts as an error, so a dead\n"
         "                      server ends the run instead of hanging it)\n"
@@ -1183,6 +1188,11 @@ static void parse_args(struct bench *b, int argc, char **argv)
             b->progress = 0;
             continue;
         }
+        if (BOOLFLAG("insecure-skip-tls-verify")) {
+            b->tls.insecure_skip_verify = !val || strcmp(val, "false") != 0;
+            b->use_tls = 1;
+            continue;
+        }
         if (!val) {
             if (i + 1 >= argc) {
                 die("flag %s needs a value", a);
@@ -1238,6 +1248,16 @@ static void parse_args(struct bench *b, int argc, char **argv)
             b->opts.timeout_ms = parse_u64(name, val);
         } else if (BOOLFLAG("dial-timeout")) {
             b->dial_timeout_ms = parse_u64(name, val);
+        } else if (BOOLFLAG("cacert")) {
+            b->tls.cacert = val;
+            b->use_tls = 1;
+        } else if (BOOLFLAG("cert")) {
+            b->tls.cert = val;
+            b->use_tls = 1;
+        } else if (BOOLFLAG("key")) {
+            b->tls.key = val;
+            b->use_tls = 1;
+
         } else {
             usage(stderr);
             die("unknown flag %s", a);
@@ -1321,6 +1341,7 @@ int main(int argc, char **argv)
     cfg.endpoints = (const char *const *)b.endpoints;
     cfg.n_endpoints = b.n_endpoints;
     cfg.dial_timeout_ms = b.dial_timeout_ms;
+    cfg.tls = b.use_tls ? &b.tls : NULL; /* https:// endpoints: TLS anyway */
     for (int i = 0; i < b.conns; i++) {
         /* rotate the endpoint list so connections spread over members */
         const char **eps = calloc(b.n_endpoints, sizeof(char *));
