@@ -167,6 +167,21 @@ grep -q 'is healthy' "$KT_TMP/keel.out"
 grep -q 'ClientTLS: cert = .*server.crt, key = .*server.key, trusted-ca = .*ca.crt, client-cert-auth = true, crl-file = $' "$mkeel_LOG"
 grep -q "rejected connection from \"127.0.0.1:[0-9]*\" (error \"tls: client didn't provide a certificate\"" "$mkeel_LOG"
 echo "ok: startup line and rejection log as etcd"
+# keel-bench (libkeel) over TLS with a client certificate, when built
+KB=$(dirname "$KEEL")/keel-bench
+if [ -x "$KB" ]; then
+    "$KB" put --endpoints "https://127.0.0.1:$mkeel_PORT" \
+        --cacert "$C/ca.crt" --cert "$C/client.crt" --key "$C/client.key" \
+        --clients 4 --total 200 --no-progress >"$KT_TMP/bench.out" 2>&1
+    grep -q "Requests/sec" "$KT_TMP/bench.out"
+    rc=0
+    "$KB" put --endpoints "https://127.0.0.1:$mkeel_PORT" \
+        --cacert "$C/ca.crt" --total 10 --dial-timeout 1000 --timeout 2000 \
+        --no-progress >"$KT_TMP/bench2.out" 2>&1 || rc=$?
+    kt_check "keel-bench without a client certificate fails" yes \
+        "$([ $rc -ne 0 ] && echo yes || echo no)"
+fi
+
 # With auth enabled, the verified client certificate's CN is the user when
 # no token is given (etcd AuthInfoFromTLS): client.crt is CN=root,
 # other.crt CN=other (no such user).
