@@ -289,22 +289,50 @@ struct keel_sync *ctl_client_for(const char *const *eps, size_t n)
     return ctl_client_with(eps, n, client_tls(), 1);
 }
 
+static void fill_config(struct keel_client_config *cfg,
+                        const char *const *eps, size_t n,
+                        const struct keel_tls_config *tls, int with_auth)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->tls = tls;
+    cfg->endpoints = eps;
+    cfg->n_endpoints = n;
+    cfg->dial_timeout_ms = g.dial_timeout_ms;
+    cfg->username = with_auth ? g.user : NULL;
+    cfg->password = with_auth ? g.password : NULL;
+    /* grpc-go raises the keepalive time to its 10 s minimum
+     * ("Adjusting keepalive ping interval to minimum period of 10s"). */
+    cfg->keepalive_time_ms = g_keepalive_time < 10000 ? 10000
+                                                      : g_keepalive_time;
+    cfg->keepalive_timeout_ms = g_keepalive_timeout;
+}
+
+const struct keel_tls_config *ctl_tls(void)
+{
+    return client_tls();
+}
+
+struct keel_client *ctl_async_client(uv_loop_t *loop)
+{
+    ctl_client();
+    struct keel_client_config cfg;
+    fill_config(&cfg, (const char *const *)g.endpoints, g.n_endpoints,
+                client_tls(), 1);
+    struct keel_client *c;
+    int rv = keel_client_new(loop, &cfg, &c);
+    if (rv != 0) {
+        ctl_die(EXIT_BAD_ARGS, "bad endpoint in --endpoints (%s)",
+                keel_strerror(rv));
+    }
+    return c;
+}
+
 struct keel_sync *ctl_client_with(const char *const *eps, size_t n,
                                   const struct keel_tls_config *tls,
                                   int with_auth)
 {
-    struct keel_client_config cfg = {0};
-    cfg.tls = tls;
-    cfg.endpoints = eps;
-    cfg.n_endpoints = n;
-    cfg.dial_timeout_ms = g.dial_timeout_ms;
-    cfg.username = with_auth ? g.user : NULL;
-    cfg.password = with_auth ? g.password : NULL;
-    /* grpc-go raises the keepalive time to its 10 s minimum
-     * ("Adjusting keepalive ping interval to minimum period of 10s"). */
-    cfg.keepalive_time_ms = g_keepalive_time < 10000 ? 10000
-                                                     : g_keepalive_time;
-    cfg.keepalive_timeout_ms = g_keepalive_timeout;
+    struct keel_client_config cfg;
+    fill_config(&cfg, eps, n, tls, with_auth);
     struct keel_sync *s;
     int rv = keel_sync_open(&cfg, &s);
     if (rv == KEEL_EINVAL && tls != NULL) {
@@ -837,8 +865,8 @@ static const struct ctl_cmd misc_cmds[] = {
 /* Every command table, NULL-terminated. */
 static const struct ctl_cmd *const cmd_tables[] = {
     ctl_kv_cmds,      ctl_maint_cmds, ctl_snapshot_cmds, ctl_restore_cmds,
-    ctl_auth_cmds,    ctl_conc_cmds,  ctl_cluster_cmds,  misc_cmds,
-    NULL};
+    ctl_auth_cmds,    ctl_conc_cmds,  ctl_cluster_cmds,  ctl_check_cmds,
+    misc_cmds,        NULL};
 
 /* Is `name` (without dashes) a bool flag anywhere? Used only to find the
  * command words before the command's own flags are known. */

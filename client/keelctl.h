@@ -82,6 +82,11 @@ struct keel_sync *ctl_client_for(const char *const *eps, size_t n);
 struct keel_sync *ctl_client_with(const char *const *eps, size_t n,
                                   const struct keel_tls_config *tls,
                                   int with_auth);
+/* An asynchronous client on `loop` with the global endpoints, TLS and
+ * credentials (check perf/datascale run many at once). */
+struct keel_client *ctl_async_client(uv_loop_t *loop);
+/* The global TLS settings (--cacert/--cert/--key...), NULL when none. */
+const struct keel_tls_config *ctl_tls(void);
 /* etcdctl's newClientCfg TLS rules into *tls; 1 when TLS is configured.
  * Exits with etcdctl's errors for unusable files. */
 int ctl_tls_config(const char *cert, const char *key, const char *cacert,
@@ -170,5 +175,6 @@ extern const struct ctl_cmd ctl_restore_cmds[]; /* keelctl_restore.c */
 extern const struct ctl_cmd ctl_auth_cmds[];
 extern const struct ctl_cmd ctl_conc_cmds[]; /* keelctl_conc.c */
 extern const struct ctl_cmd ctl_cluster_cmds[]; /* keelctl_cluster.c */
+extern const struct ctl_cmd ctl_check_cmds[]; /* keelctl_check.c */
 
 #endif /* KEELCTL_H */
