@@ -39,6 +39,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -550,6 +551,8 @@ int main(int argc, char **argv)
     w.max_ops = ops;
     memcpy(w.mix, mix, sizeof(mix));
     w.rng = seed ? seed : (uv_hrtime() | 1);
+    /* a server killed mid-write must cost an error, not the process */
+    signal(SIGPIPE, SIG_IGN);
     uv_loop_init(&w.loop);
     w.workers = calloc(clients, sizeof(*w.workers));
     for (int i = 0; i < w.nclients; i++) {
