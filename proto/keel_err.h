@@ -145,7 +145,9 @@ enum keel_grpc_code {
     X(NOTFORLEARNER, 171, UNAVAILABLE,                                         \
       "etcdserver: rpc not supported for learner")                             \
     X(BADLEADERTRANSFEREE, 172, FAILED_PRECONDITION,                           \
-      "etcdserver: bad leader transferee")
+      "etcdserver: bad leader transferee")                                     \
+    X(TIMEOUTLEADERTRANSFER, 173, UNKNOWN,                                     \
+      "etcdserver: request timed out, leader transfer took too long")
 
 enum keel_err {
 #define KEEL_ERR_ENUM(name, off, grpc, msg) KEEL_E##name = KEEL_ERR_BASE - (off),

@@ -69,6 +69,8 @@ struct grpc_server
     size_t calls_live;
     uint64_t bytes_received;
     uint64_t bytes_sent;
+    grpc_guard_cb guard; /* may refuse a call before its handler starts */
+    void *guard_data;
 };
 
 struct grpc_call
@@ -694,8 +696,23 @@ static void start_handler(struct grpc_call *call, const ProtobufCMessage *req)
         call->cancel_data = call->m->data;
     }
     api_enter(call);
-    call->m->start(call, req, call->m->data);
+    int rv = call->srv->guard == NULL
+                 ? 0
+                 : call->srv->guard(call->srv->guard_data, call->m->path,
+                                    call->m->kind, req);
+    if (rv != 0) {
+        grpc_call_fail(call, rv);
+    } else {
+        call->m->start(call, req, call->m->data);
+    }
     api_leave(call);
+}
+
+void grpc_server_set_guard(struct grpc_server *srv, grpc_guard_cb cb,
+                           void *data)
+{
+    srv->guard = cb;
+    srv->guard_data = data;
 }
 
 /* A whole message arrived in call->msg. */

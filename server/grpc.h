@@ -124,6 +124,14 @@ void grpc_server_free(struct grpc_server *srv);
  * or a missing callback, KEEL_ENOMEM. */
 int grpc_server_register(struct grpc_server *srv, const struct grpc_method *m);
 
+/* Called before every handler starts (an interceptor): a non-zero KEEL_E*
+ * return fails the call with it instead. req is the unpacked request of a
+ * unary call, NULL for streams. */
+typedef int (*grpc_guard_cb)(void *data, const char *path, enum grpc_kind kind,
+                             const ProtobufCMessage *req);
+void grpc_server_set_guard(struct grpc_server *srv, grpc_guard_cb cb,
+                           void *data);
+
 /* Per-method counters, for /metrics: etcd exports go-grpc-prometheus'
  * grpc_server_started_total, grpc_server_handled_total{grpc_code},
  * grpc_server_msg_received_total and grpc_server_msg_sent_total with

@@ -646,7 +646,20 @@ int lessor_new(uv_loop_t *loop,
     return 0;
 }
 
-int lessor_start(struct lessor *l, struct node *n)
+static void table_clear(struct lessor *l)
+{
+    for (size_t b = 0; b < l->n_buckets; b++) {
+        while (l->buckets[b] != NULL) {
+            struct lease *e = l->buckets[b];
+            l->buckets[b] = e->next;
+            free(e);
+        }
+    }
+    l->n_leases = 0;
+}
+
+/* The table as n's store has it (no expiry: not primary). */
+static int table_load(struct lessor *l, struct node *n)
 {
     struct keel_arena a;
     keel_arena_init(&a, 0);
@@ -663,6 +676,22 @@ int lessor_start(struct lessor *l, struct node *n)
         e->remaining = v[i].remaining_ttl;
     }
     keel_arena_free(&a);
+    return rv;
+}
+
+int lessor_reload(struct lessor *l)
+{
+    if (l->node == NULL) {
+        return 0;
+    }
+    table_clear(l);
+    l->primary = false;
+    return table_load(l, l->node);
+}
+
+int lessor_start(struct lessor *l, struct node *n)
+{
+    int rv = table_load(l, n);
     if (rv != 0) {
         return rv;
     }
@@ -682,13 +711,7 @@ void lessor_stop(struct lessor *l)
 static void timer_closed(uv_handle_t *h)
 {
     struct lessor *l = h->data;
-    for (size_t b = 0; b < l->n_buckets; b++) {
-        while (l->buckets[b] != NULL) {
-            struct lease *e = l->buckets[b];
-            l->buckets[b] = e->next;
-            free(e);
-        }
-    }
+    table_clear(l);
     free(l->buckets);
     free(l);
 }

@@ -69,6 +69,11 @@ int lessor_new(uv_loop_t *loop,
  * a storage error or KEEL_ENOMEM (then the lessor stays stopped). */
 int lessor_start(struct lessor *l, struct node *n);
 
+/* The store was replaced by a snapshot image (node on_snapshot): drop the
+ * table and load it again from the store. A snapshot reaches a follower
+ * only, so nothing expires until the next promotion. 0 or a storage error. */
+int lessor_reload(struct lessor *l);
+
 /* Stop expiring and checkpointing: nothing more is proposed. Proposals and
  * reads already issued still call back into l, so l must stay alive until
  * the node is closed. */

@@ -449,6 +449,8 @@ static int run_loop(struct main_loop *m, const struct keel_config *cfg)
         return 1;
     }
     server_on_ready(m->srv, server_ready, m);
+    /* etcd: a removed member stops and exits 0 */
+    server_on_removed(m->srv, (void (*)(void *))main_stop, m);
     uv_run(&m->loop, UV_RUN_DEFAULT);
     if (m->srv != NULL) {
         /* the loop stopped without a signal (should not happen): stop the

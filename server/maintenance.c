@@ -95,6 +95,7 @@ static void status_start(struct grpc_call *call,
         r->raftindex = st.commit_index;
         r->raftterm = st.term;
         r->raftappliedindex = st.applied_index;
+        r->islearner = st.is_learner;
         r->dbsize = db_size(s);
         /* etcd: SizeInUse = the file minus its free pages; LMDB's free
          * list is what a defrag (compacting copy) would leave out. */
@@ -281,6 +282,26 @@ static void alarm_start(struct grpc_call *call,
     alarm_reply(call, r);
 }
 
+struct move_leader
+{
+    struct keel_server *s;
+    struct grpc_call *call;
+};
+
+static void move_leader_done(void *arg, int rv)
+{
+    struct move_leader *ml = arg;
+    if (rv != 0) {
+        grpc_call_fail(ml->call, rv);
+        return;
+    }
+    server_reply(
+        ml->s, ml->call,
+        server_new_message(grpc_call_arena(ml->call),
+                           &etcdserverpb__move_leader_response__descriptor),
+        current_rev(ml->s));
+}
+
 static void move_leader_start(struct grpc_call *call,
                               const ProtobufCMessage *msg,
                               void *data)
@@ -288,22 +309,23 @@ static void move_leader_start(struct grpc_call *call,
     const Etcdserverpb__MoveLeaderRequest *req =
         (const Etcdserverpb__MoveLeaderRequest *)msg;
     struct keel_server *s = data;
-    struct node_status st;
-    node_status(server_node(s), &st);
-    if (!st.is_leader) {
-        grpc_call_fail(call, KEEL_ENOTLEADER);
+    struct move_leader *ml =
+        keel_arena_alloc(grpc_call_arena(call), sizeof *ml);
+    if (ml == NULL) {
+        grpc_call_fail(call, KEEL_ENOMEM);
         return;
     }
-    if (req->targetid != st.member_id) {
-        /* A single member has no other voter to hand leadership to. */
-        grpc_call_fail(call, KEEL_EBADLEADERTRANSFEREE);
-        return;
+    ml->s = s;
+    ml->call = call;
+    /* etcd waits until the transferee leads or the client's deadline;
+     * without one, its request timeout. */
+    int64_t dl = grpc_call_deadline_ms(call);
+    uint64_t timeout = dl >= 0 ? (uint64_t)dl : server_request_timeout_ms(s);
+    int rv = server_move_leader(s, req->targetid, timeout, move_leader_done,
+                                ml);
+    if (rv != 0) {
+        grpc_call_fail(call, rv);
     }
-    server_reply(
-        s, call,
-        server_new_message(grpc_call_arena(call),
-                           &etcdserverpb__move_leader_response__descriptor),
-        current_rev(s));
 }
 
 /* ---- Snapshot ----------------------------------------------------------- */

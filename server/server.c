@@ -32,6 +32,8 @@
 #include "log.h"
 #include "metrics.h"
 #include "node.h"
+#include "peer.h"
+#include "raftpb/raft.pb-c.h"
 #include "router.h"
 #include "tls.h"
 
@@ -73,6 +75,16 @@ struct keel_server
     void (*stop_cb)(void *);
     void *stop_arg;
     bool stopping;
+    /* cluster (issue 5) */
+    struct peer *peer;
+    bool node_gone;        /* node_close called: no more node_* calls */
+    uint64_t peers[SERVER_MAX_MEMBERS]; /* ids given to peer_add */
+    size_t n_peers;
+    void (*removed_cb)(void *);
+    void *removed_arg;
+    bool removed;
+    bool removed_timer_open;
+    uv_timer_t removed_timer; /* etcd: stopWithDelay(1 s) */
 };
 
 /* ---- --initial-cluster -------------------------------------------------- */
@@ -282,6 +294,403 @@ void server_info(const struct keel_server *s, struct server_info *info)
     info->data_dir = s->cfg->data_dir;
 }
 
+/* ---- cluster wiring (node <-> peer) ------------------------------------- */
+
+struct peer *server_peer(struct keel_server *s)
+{
+    return s->peer;
+}
+
+bool server_strict_reconfig(const struct keel_server *s)
+{
+    return s->cfg->strict_reconfig_check;
+}
+
+void server_on_removed(struct keel_server *s, void (*cb)(void *arg),
+                       void *arg)
+{
+    s->removed_cb = cb;
+    s->removed_arg = arg;
+}
+
+static void removed_timer_fired(uv_timer_t *t)
+{
+    struct keel_server *s = t->data;
+    uv_close((uv_handle_t *)t, NULL);
+    s->removed_timer_open = false;
+    /* etcd: plog.Errorf("%s", err); plog.Infof("the data-dir used by this
+     * member must be removed.") */
+    log_error("etcdserver",
+              "the member has been permanently removed from the cluster");
+    log_info("etcdserver", "the data-dir used by this member must be "
+                           "removed.");
+    if (s->removed_cb != NULL && !s->stopping) {
+        s->removed_cb(s->removed_arg);
+    }
+}
+
+/* This member was removed: stop as etcd does (stopWithDelay 1 s when the
+ * removal is applied here; at once when a peer refuses us as removed). */
+static void server_removed(struct keel_server *s, uint64_t delay_ms)
+{
+    if (s->removed || s->stopping) {
+        return;
+    }
+    s->removed = true;
+    s->removed_timer_open = true;
+    uv_timer_init(s->loop, &s->removed_timer);
+    s->removed_timer.data = s;
+    uv_timer_start(&s->removed_timer, removed_timer_fired, delay_ms, 0);
+}
+
+static bool peer_known(const struct keel_server *s, uint64_t id, size_t *at)
+{
+    for (size_t i = 0; i < s->n_peers; i++) {
+        if (s->peers[i] == id) {
+            if (at != NULL) {
+                *at = i;
+            }
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Make id's peer URLs these (add it or update it). */
+static void peer_set(struct keel_server *s, uint64_t id, char *const *urls,
+                     size_t n)
+{
+    if (s->peer == NULL || id == s->member_id || n == 0) {
+        return;
+    }
+    const char *const *u = (const char *const *)urls;
+    int rv;
+    if (peer_known(s, id, NULL)) {
+        rv = peer_update(s->peer, id, u, n);
+    } else {
+        rv = peer_add(s->peer, id, u, n);
+        if (rv == 0 && s->n_peers < SERVER_MAX_MEMBERS) {
+            s->peers[s->n_peers++] = id;
+        }
+    }
+    if (rv != 0) {
+        log_warn("rafthttp", "cannot add peer %" PRIx64 " (%s): %s", id,
+                 urls[0], keel_strerror(rv));
+    } else {
+        log_info("rafthttp", "added peer %" PRIx64, id);
+    }
+}
+
+static void peer_drop(struct keel_server *s, uint64_t id)
+{
+    size_t at;
+    if (s->peer == NULL || !peer_known(s, id, &at)) {
+        return;
+    }
+    peer_remove(s->peer, id);
+    s->peers[at] = s->peers[--s->n_peers];
+    log_info("rafthttp", "removed peer %" PRIx64, id);
+}
+
+/* Give the transport the members table's peers (at start), and with drop
+ * forget those no longer in it (after a snapshot install). Never drop at
+ * start: a joining member's table is still empty, and a peer_remove'd
+ * member is refused as removed (it would stop). */
+static void peers_from_table(struct keel_server *s, bool drop)
+{
+    struct keel_arena a;
+    keel_arena_init(&a, 0);
+    Etcdserverpb__Member **v = NULL;
+    size_t n = 0;
+    if (cluster_members(s, &a, &v, &n) == 0) {
+        for (size_t i = 0; drop && n > 0 && i < s->n_peers;) {
+            bool keep = false;
+            for (size_t j = 0; j < n && !keep; j++) {
+                keep = v[j]->id == s->peers[i];
+            }
+            if (keep) {
+                i++;
+            } else {
+                peer_drop(s, s->peers[i]); /* moves the last one here */
+            }
+        }
+        for (size_t j = 0; j < n; j++) {
+            peer_set(s, v[j]->id, v[j]->peerurls, v[j]->n_peerurls);
+        }
+    }
+    keel_arena_free(&a);
+}
+
+static void srv_send(void *arg, uint64_t to, const uint8_t *msg, size_t len,
+                     const char *snap_path)
+{
+    struct keel_server *s = arg;
+    if (s->peer != NULL) {
+        peer_send(s->peer, to, msg, len, snap_path);
+    } else if (snap_path != NULL && !s->node_gone) {
+        node_report_snapshot(s->node, to, false);
+    }
+}
+
+static void srv_peer_message(void *arg, uint64_t from, const uint8_t *msg,
+                             size_t len)
+{
+    (void)from;
+    struct keel_server *s = arg;
+    if (s->node != NULL && !s->node_gone) {
+        node_step(s->node, msg, len);
+    }
+}
+
+static void srv_peer_snapshot(void *arg, uint64_t from, const uint8_t *msg,
+                              size_t len, const char *path)
+{
+    (void)from;
+    struct keel_server *s = arg;
+    if (s->node != NULL && !s->node_gone) {
+        node_step_snapshot(s->node, msg, len, path); /* owns the file */
+    } else {
+        unlink(path);
+    }
+}
+
+static void srv_snapshot_sent(void *arg, uint64_t to, bool ok)
+{
+    struct keel_server *s = arg;
+    if (s->node != NULL && !s->node_gone) {
+        node_report_snapshot(s->node, to, ok);
+    }
+}
+
+static void srv_unreachable(void *arg, uint64_t to)
+{
+    struct keel_server *s = arg;
+    if (s->node != NULL && !s->node_gone) {
+        node_report_unreachable(s->node, to);
+    }
+}
+
+static int srv_cluster_info(void *arg, uint8_t **buf, size_t *len)
+{
+    struct keel_server *s = arg;
+    if (s->node == NULL || s->node_gone) {
+        return KEEL_ESTOPPED;
+    }
+    return cluster_pack_member_list(s, buf, len);
+}
+
+static void srv_peer_removed(void *arg, uint64_t by)
+{
+    struct keel_server *s = arg;
+    log_warn("rafthttp", "peer %" PRIx64 " refused this member: it was "
+                         "removed from the cluster",
+             by);
+    server_removed(s, 0);
+}
+
+static void srv_conf_change(void *arg, const struct node_conf_change *cc)
+{
+    struct keel_server *s = arg;
+    if (cc->type == RAFTPB__CONF_CHANGE_TYPE__CONF_REMOVE_NODE) {
+        if (cc->node_id == s->member_id) {
+            server_removed(s, 1000);
+        } else {
+            peer_drop(s, cc->node_id);
+        }
+        return;
+    }
+    if (cc->ctx == NULL || cc->ctx_len == 0) {
+        return;
+    }
+    Etcdserverpb__Member *m =
+        etcdserverpb__member__unpack(NULL, cc->ctx_len, cc->ctx);
+    if (m != NULL) {
+        peer_set(s, cc->node_id, m->peerurls, m->n_peerurls);
+        etcdserverpb__member__free_unpacked(m, NULL);
+    }
+}
+
+static void srv_snapshot_installed(void *arg, uint64_t index, int64_t rev)
+{
+    struct keel_server *s = arg;
+    log_info("etcdserver", "applied incoming snapshot at index %" PRIu64
+                           " (revision %" PRId64 ")",
+             index, rev);
+    if (s->watch != NULL) {
+        watch_service_restore(s->watch, rev);
+    }
+    int rv = lessor_reload(s->lessor);
+    if (rv != 0) {
+        log_error("etcdserver", "cannot reload leases after a snapshot: %s",
+                  keel_strerror(rv));
+    }
+    peers_from_table(s, true);
+}
+
+static int open_peer(struct keel_server *s, char *errmsg, size_t errlen)
+{
+    const struct keel_config *cfg = s->cfg;
+    const char *urls[64];
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->listen_peer_urls.n && n < 64; i++) {
+        urls[n++] = cfg->listen_peer_urls.v[i].str;
+    }
+    char snap[4096];
+    snprintf(snap, sizeof snap, "%s/member/snap", cfg->data_dir);
+    int rv = mkdir_p(snap, 0700);
+    if (rv != 0) {
+        snprintf(errmsg, errlen, "cannot create %s: %s", snap,
+                 keel_strerror(rv));
+        return rv;
+    }
+    struct peer_options po = {
+        .loop = s->loop,
+        .cluster_id = s->cluster_id,
+        .self_id = s->member_id,
+        .listen_urls = urls,
+        .n_listen_urls = n,
+        .snap_dir = snap,
+        .on_message = srv_peer_message,
+        .on_snapshot = srv_peer_snapshot,
+        .on_snapshot_sent = srv_snapshot_sent,
+        .on_unreachable = srv_unreachable,
+        .on_cluster_info = srv_cluster_info,
+        .on_removed = srv_peer_removed,
+        .arg = s,
+        .max_frame_bytes = server_max_request_bytes(s) + 1024 * 1024 >
+                                   PEER_DEFAULT_MAX_FRAME_BYTES
+                               ? server_max_request_bytes(s) + 1024 * 1024
+                               : 0,
+    };
+    rv = peer_open(&po, &s->peer, errmsg, errlen);
+    if (rv != 0) {
+        s->peer = NULL;
+        return rv;
+    }
+    for (size_t i = 0; i < n; i++) {
+        log_info("embed", "listening for peers on %s", urls[i]);
+    }
+    return 0;
+}
+
+/* etcd 3.4's v3rpc interceptors (isRPCSupportedForLearner): a learner
+ * serves Status and serializable Range only, and no stream. */
+static int learner_guard(void *data, const char *path, enum grpc_kind kind,
+                         const ProtobufCMessage *req)
+{
+    struct keel_server *s = data;
+    if (s->node == NULL || s->node_gone) {
+        return 0;
+    }
+    struct node_status st;
+    node_status(s->node, &st);
+    if (!st.is_learner) {
+        return 0;
+    }
+    if (kind == GRPC_UNARY &&
+        strcmp(path, "/etcdserverpb.Maintenance/Status") == 0) {
+        return 0;
+    }
+    if (kind == GRPC_UNARY && req != NULL &&
+        strcmp(path, "/etcdserverpb.KV/Range") == 0 &&
+        ((const Etcdserverpb__RangeRequest *)req)->serializable) {
+        return 0;
+    }
+    return KEEL_ENOTFORLEARNER;
+}
+
+/* ---- leadership transfer (etcd: MoveLeader, TransferLeadership) --------- */
+
+struct transfer
+{
+    struct keel_server *s;
+    uint64_t lead, to;
+    uint64_t started, deadline;
+    uv_timer_t timer;
+    server_transfer_cb cb;
+    void *arg;
+    int rv;
+};
+
+static void transfer_closed(uv_handle_t *h)
+{
+    struct transfer *t = h->data;
+    t->cb(t->arg, t->rv);
+    free(t);
+}
+
+static void transfer_poll(uv_timer_t *h)
+{
+    struct transfer *t = h->data;
+    struct keel_server *s = t->s;
+    struct node_status st = {0};
+    if (!s->node_gone) {
+        node_status(s->node, &st);
+    }
+    uint64_t now = uv_now(s->loop);
+    if (!s->node_gone && st.leader == t->to) {
+        log_info("etcdserver",
+                 "%" PRIx64 " finished leadership transfer from %" PRIx64
+                 " to %" PRIx64 " (took %.3fs)",
+                 s->member_id, t->lead, t->to,
+                 (double)(now - t->started) / 1000.0);
+        t->rv = 0;
+    } else if (now >= t->deadline || s->node_gone) {
+        t->rv = KEEL_ETIMEOUTLEADERTRANSFER;
+    } else {
+        return;
+    }
+    uv_timer_stop(h);
+    uv_close((uv_handle_t *)h, transfer_closed);
+}
+
+int server_move_leader(struct keel_server *s, uint64_t to, uint64_t timeout_ms,
+                       server_transfer_cb cb, void *arg)
+{
+    struct node_status st;
+    node_status(s->node, &st);
+    if (!st.is_leader) {
+        return KEEL_ENOTLEADER;
+    }
+    bool voter = false;
+    for (size_t i = 0; i < st.n_voters; i++) {
+        voter = voter || st.voters[i] == to;
+    }
+    if (!voter) {
+        return KEEL_EBADLEADERTRANSFEREE;
+    }
+    struct transfer *t = calloc(1, sizeof *t);
+    if (t == NULL) {
+        return KEEL_ENOMEM;
+    }
+    log_info("etcdserver", "%" PRIx64 " starts leadership transfer from %" PRIx64
+                           " to %" PRIx64,
+             s->member_id, st.leader, to);
+    int rv = to == s->member_id ? 0 : node_transfer_leader(s->node, to);
+    if (rv != 0) {
+        free(t);
+        return rv;
+    }
+    t->s = s;
+    t->lead = st.leader;
+    t->to = to;
+    t->cb = cb;
+    t->arg = arg;
+    t->started = uv_now(s->loop);
+    t->deadline = t->started + timeout_ms;
+    uv_timer_init(s->loop, &t->timer);
+    t->timer.data = t;
+    uint64_t tick = s->cfg->heartbeat_ms ? s->cfg->heartbeat_ms : 100;
+    uv_timer_start(&t->timer, transfer_poll, 0, tick);
+    return 0;
+}
+
+uint64_t server_request_timeout_ms(const struct keel_server *s)
+{
+    /* etcd: ReqTimeout = 5s + 2 * election timeout */
+    return 5000 + 2 * (s->cfg->election_ms ? s->cfg->election_ms : 1000);
+}
+
 /* ---- start / stop ------------------------------------------------------- */
 
 static void server_free(struct keel_server *s)
@@ -305,43 +714,161 @@ static void server_free(struct keel_server *s)
     free(s);
 }
 
-/* Resolve identity and initial voters: from the data dir when it has a WAL,
- * else from the flags. */
-static int resolve_identity(struct keel_server *s, uint64_t *voters,
-                            size_t *n_voters, char *err, size_t errlen)
+/* Whether two URL lists name the same URLs (etcd: URLStringsEqual, without
+ * resolving host names). */
+static bool urls_equal(char *const *a, size_t na, const char *const *b,
+                       size_t nb)
+{
+    if (na != nb) {
+        return false;
+    }
+    for (size_t i = 0; i < na; i++) {
+        bool found = false;
+        for (size_t j = 0; j < nb && !found; j++) {
+            found = strcmp(a[i], b[j]) == 0;
+        }
+        if (!found) {
+            return false;
+        }
+    }
+    return true;
+}
+
+struct fetch
+{
+    bool done;
+    int status;
+    uint8_t *buf;
+    size_t len;
+    char err[256];
+};
+
+static void fetch_cb(void *arg, int status, const uint8_t *buf, size_t len,
+                     const char *errmsg)
+{
+    struct fetch *f = arg;
+    f->done = true;
+    f->status = status;
+    if (status == 0) {
+        f->buf = malloc(len ? len : 1);
+        if (f->buf == NULL) {
+            f->status = KEEL_ENOMEM;
+        } else {
+            memcpy(f->buf, buf, len);
+            f->len = len;
+        }
+    } else {
+        snprintf(f->err, sizeof f->err, "%s", errmsg ? errmsg : "");
+    }
+}
+
+/* --initial-cluster-state existing (etcd: GetClusterFromRemotePeers +
+ * ValidateClusterAndAssignIDs): ask the other members for the member list,
+ * match every existing member to one of --initial-cluster by its peer URLs
+ * and take the ids (ours included) and the cluster id from the answer. The
+ * loop runs here until the answer comes: nothing else is open yet. */
+static int join_existing(struct keel_server *s, struct init_member *m,
+                         size_t nm, size_t self, char *err, size_t errlen)
+{
+    const char *urls[SERVER_MAX_MEMBERS * 16];
+    size_t nu = 0;
+    for (size_t i = 0; i < nm; i++) {
+        for (size_t j = 0; i != self && j < m[i].n_urls; j++) {
+            urls[nu++] = m[i].urls[j];
+        }
+    }
+    struct fetch f = {0};
+    /* etcd: getClusterFromRemotePeers(..., 10*time.Second, ...) */
+    int rv = nu == 0 ? KEEL_EINVAL
+                     : peer_fetch_cluster_info(s->loop, urls, nu, 10000,
+                                               fetch_cb, &f);
+    while (rv == 0 && !f.done) {
+        uv_run(s->loop, UV_RUN_ONCE);
+    }
+    if (rv != 0 || f.status != 0) {
+        if (f.err[0] != 0) {
+            log_warn("etcdserver", "could not get cluster response: %s",
+                     f.err);
+        }
+        snprintf(err, errlen,
+                 "cannot fetch cluster info from peer urls: could not "
+                 "retrieve cluster information from the given URLs");
+        free(f.buf);
+        return KEEL_EINVAL;
+    }
+    Etcdserverpb__MemberListResponse *r =
+        etcdserverpb__member_list_response__unpack(NULL, f.len, f.buf);
+    free(f.buf);
+    if (r == NULL || r->header == NULL) {
+        snprintf(err, errlen, "cannot fetch cluster info from peer urls: "
+                              "could not retrieve cluster information from "
+                              "the given URLs");
+        if (r != NULL) {
+            etcdserverpb__member_list_response__free_unpacked(r, NULL);
+        }
+        return KEEL_EINVAL;
+    }
+    rv = 0;
+    if (r->n_members != nm) {
+        snprintf(err, errlen,
+                 "error validating peerURLs {ClusterID:%" PRIx64
+                 "}: member count is unequal",
+                 r->header->cluster_id);
+        rv = KEEL_EINVAL;
+    }
+    for (size_t i = 0; rv == 0 && i < r->n_members; i++) {
+        const Etcdserverpb__Member *em = r->members[i];
+        size_t j = 0;
+        while (j < nm && !urls_equal(em->peerurls, em->n_peerurls,
+                                     m[j].urls, m[j].n_urls)) {
+            j++;
+        }
+        if (j == nm) {
+            char u[512] = "";
+            size_t off = 0;
+            for (size_t k = 0; k < em->n_peerurls && off < sizeof u; k++) {
+                off += (size_t)snprintf(u + off, sizeof u - off, "%s%s",
+                                        k ? " " : "", em->peerurls[k]);
+            }
+            snprintf(err, errlen,
+                     "error validating peerURLs {ClusterID:%" PRIx64
+                     "}: PeerURLs: no match found for existing member "
+                     "(%" PRIx64 ", [%s]), last resolver error (<nil>)",
+                     r->header->cluster_id, em->id, u);
+            rv = KEEL_EINVAL;
+            break;
+        }
+        m[j].id = em->id;
+    }
+    if (rv == 0) {
+        s->member_id = m[self].id;
+        s->cluster_id = r->header->cluster_id;
+    }
+    etcdserverpb__member_list_response__free_unpacked(r, NULL);
+    return rv;
+}
+
+/* Resolve identity and initial members: from the data dir when it has a
+ * WAL (the --initial-cluster* flags are ignored then, as in etcd), else
+ * from the flags (new cluster) or from the running cluster (existing). */
+static int resolve_identity(struct keel_server *s, struct init_member *m,
+                            size_t *n_members, bool *join, char *err,
+                            size_t errlen)
 {
     const struct keel_config *cfg = s->cfg;
-    struct init_member m[SERVER_MAX_MEMBERS];
     size_t nm = 0;
+    uint64_t voters[SERVER_MAX_MEMBERS];
+    size_t n_voters = 0;
+    *n_members = 0;
+    *join = false;
     char *buf = strdup(cfg->initial_cluster ? cfg->initial_cluster : "");
     if (buf == NULL) {
         return KEEL_ENOMEM;
     }
-    int rv = parse_initial_cluster(buf, m, &nm, err, errlen);
-    size_t self = nm;
-    for (size_t i = 0; rv == 0 && i < nm; i++) {
-        m[i].id = identity_member_id(m[i].urls, m[i].n_urls,
-                                   cfg->initial_cluster_token);
-        if (strcmp(m[i].name, cfg->name) == 0) {
-            self = i;
-        }
-    }
-    /* This member's peer URLs, for MemberList (copied out of buf). */
-    if (rv == 0 && self < nm) {
-        s->peer_urls = calloc(m[self].n_urls, sizeof *s->peer_urls);
-        if (s->peer_urls == NULL) {
-            rv = KEEL_ENOMEM;
-        } else {
-            for (size_t i = 0; i < m[self].n_urls; i++) {
-                s->peer_urls[i] = m[self].urls[i];
-            }
-            s->n_peer_urls = m[self].n_urls;
-        }
-    }
-
-    if (rv == 0 && wal_exists(cfg->data_dir)) {
-        rv = identity_load(cfg->data_dir, &s->member_id, &s->cluster_id,
-                           voters, n_voters);
+    s->initial_cluster = buf; /* m[].urls point into it */
+    if (wal_exists(cfg->data_dir)) {
+        int rv = identity_load(cfg->data_dir, &s->member_id, &s->cluster_id,
+                               voters, &n_voters);
         if (rv != 0) {
             snprintf(err, errlen,
                      "cannot read %s/member/keel-identity: %s (a data dir "
@@ -353,25 +880,42 @@ static int resolve_identity(struct keel_server *s, uint64_t *voters,
                      " at commit index",
                      s->member_id, s->cluster_id);
         }
-        goto out;
+        return rv;
     }
+    int rv = parse_initial_cluster(buf, m, &nm, err, errlen);
     if (rv != 0) {
-        goto out;
+        return rv;
+    }
+    size_t self = nm;
+    for (size_t i = 0; i < nm; i++) {
+        m[i].id = identity_member_id(m[i].urls, m[i].n_urls,
+                                     cfg->initial_cluster_token);
+        if (strcmp(m[i].name, cfg->name) == 0) {
+            self = i;
+        }
     }
     if (self == nm) {
         snprintf(err, errlen,
                  "couldn't find local name \"%s\" in the initial cluster "
                  "configuration",
                  cfg->name);
-        rv = KEEL_EINVAL;
-        goto out;
+        return KEEL_EINVAL;
     }
-    s->member_id = m[self].id;
-    for (size_t i = 0; i < nm; i++) {
-        voters[i] = m[i].id;
+    if (strcmp(cfg->initial_cluster_state, "existing") == 0) {
+        *join = true;
+        rv = join_existing(s, m, nm, self, err, errlen);
+        if (rv != 0) {
+            return rv;
+        }
+    } else {
+        s->member_id = m[self].id;
+        for (size_t i = 0; i < nm; i++) {
+            voters[i] = m[i].id;
+        }
+        n_voters = nm;
+        s->cluster_id = identity_cluster_id(voters, nm);
     }
-    *n_voters = nm;
-    s->cluster_id = identity_cluster_id(voters, nm);
+    *n_members = nm;
     rv = mkdir_p(cfg->data_dir, 0700);
     if (rv == 0) {
         char mdir[4096];
@@ -380,14 +924,12 @@ static int resolve_identity(struct keel_server *s, uint64_t *voters,
     }
     if (rv == 0) {
         rv = identity_save(cfg->data_dir, s->member_id, s->cluster_id, voters,
-                           nm);
+                           n_voters);
     }
     if (rv != 0) {
         snprintf(err, errlen, "cannot create data dir %s: %s", cfg->data_dir,
                  keel_strerror(rv));
     }
-out:
-    s->initial_cluster = buf; /* peer_urls point into it */
     return rv;
 }
 
@@ -690,8 +1232,9 @@ int server_start(uv_loop_t *loop, const struct keel_config *cfg,
     }
     s->loop = loop;
     s->cfg = cfg;
-    uint64_t voters[SERVER_MAX_MEMBERS];
-    size_t n_voters = 0;
+    struct init_member im[SERVER_MAX_MEMBERS];
+    size_t n_im = 0;
+    bool join = false;
     /* etcd checks the client TLS flags (and makes --auto-tls certificates)
      * before it opens the member. */
     struct client_tls ct;
@@ -719,9 +1262,27 @@ int server_start(uv_loop_t *loop, const struct keel_config *cfg,
         }
         tls_ctx_free(probe);
     }
-    rv = resolve_identity(s, voters, &n_voters, errmsg, errlen);
+    rv = resolve_identity(s, im, &n_im, &join, errmsg, errlen);
     if (rv != 0) {
         goto err;
+    }
+    s->n_peer_urls = cfg->initial_advertise_peer_urls.n;
+    s->peer_urls = calloc(s->n_peer_urls + 1, sizeof *s->peer_urls);
+    if (s->peer_urls == NULL) {
+        rv = KEEL_ENOMEM;
+        goto err;
+    }
+    for (size_t i = 0; i < s->n_peer_urls; i++) {
+        s->peer_urls[i] = cfg->initial_advertise_peer_urls.v[i].str;
+    }
+    rv = open_peer(s, errmsg, errlen);
+    if (rv != 0) {
+        goto err;
+    }
+    /* etcd: a joining member's remotes are the members it fetched; the
+     * rest comes with the log (or a snapshot). */
+    for (size_t i = 0; join && i < n_im; i++) {
+        peer_set(s, im[i].id, (char *const *)im[i].urls, im[i].n_urls);
     }
 
     s->n_client_urls = cfg->advertise_client_urls.n;
@@ -738,10 +1299,25 @@ int server_start(uv_loop_t *loop, const struct keel_config *cfg,
     no.data_dir = cfg->data_dir;
     no.member_id = s->member_id;
     no.cluster_id = s->cluster_id;
-    no.voters = voters;
-    no.n_voters = n_voters;
+    struct node_member nm[SERVER_MAX_MEMBERS];
+    for (size_t i = 0; i < n_im; i++) {
+        nm[i] = (struct node_member){.id = im[i].id,
+                                     .name = im[i].name,
+                                     .peer_urls = im[i].urls,
+                                     .n_peer_urls = im[i].n_urls};
+    }
+    no.initial_members = n_im > 0 && !join ? nm : NULL;
+    no.n_initial_members = join ? 0 : n_im;
+    no.join_existing = join;
     no.heartbeat_ms = (unsigned)cfg->heartbeat_ms;
     no.election_ms = (unsigned)cfg->election_ms;
+    no.snapshot_count = cfg->snapshot_count;
+    no.send = srv_send;
+    no.send_arg = s;
+    no.on_conf_change = srv_conf_change;
+    no.on_conf_change_arg = s;
+    no.on_snapshot = srv_snapshot_installed;
+    no.on_snapshot_arg = s;
     struct lessor_options lo = {.member_id = s->member_id,
                                 .heartbeat_ms = no.heartbeat_ms,
                                 .election_ms = no.election_ms};
@@ -768,6 +1344,7 @@ int server_start(uv_loop_t *loop, const struct keel_config *cfg,
         snprintf(errmsg, errlen, "load leases: %s", keel_strerror(rv));
         goto err_node;
     }
+    peers_from_table(s, false);
 
     s->grpc = grpc_server_new();
     s->router = router_new();
@@ -778,9 +1355,11 @@ int server_start(uv_loop_t *loop, const struct keel_config *cfg,
         rv = KEEL_ENOMEM;
         goto err_node;
     }
+    grpc_server_set_guard(s->grpc, learner_guard, s);
     if ((rv = metrics_register_server(s->metrics, s, s->grpc,
                                       cfg->quota_backend_bytes)) != 0 ||
         (rv = http_endpoints_register_metrics(s, s->metrics_router)) != 0 ||
+        (rv = peer_register_metrics(s->metrics, s->peer)) != 0 ||
         (rv = kv_register(s, s->grpc)) != 0 ||
         (rv = maintenance_register(s, s->grpc)) != 0 ||
         (rv = cluster_register(s, s->grpc)) != 0 ||
@@ -900,13 +1479,20 @@ err_listeners:
 err_node:
     node_close(s->node, NULL, NULL);
     s->node = NULL;
+    s->node_gone = true;
     lessor_close(s->lessor);
+    peer_close(s->peer, NULL, NULL);
+    s->peer = NULL;
     /* node_close and listener_close finish on the loop; the caller exits. */
     *out = NULL;
     return rv;
 err:
     if (s->lessor != NULL) {
         lessor_close(s->lessor);
+    }
+    if (s->peer != NULL) {
+        /* no callback into s after this; it closes on later loop turns */
+        peer_close(s->peer, NULL, NULL);
     }
     server_free(s);
     return rv;
@@ -947,18 +1533,27 @@ static void drain_check(uv_timer_t *t)
     uv_close((uv_handle_t *)t, drain_timer_closed);
 }
 
-static void node_closed(void *arg)
+static void peer_closed(void *arg)
 {
     struct keel_server *s = arg;
-    lessor_close(s->lessor); /* the node answered all its proposals */
     uv_timer_init(s->loop, &s->drain_timer);
     s->drain_timer.data = s;
     uv_timer_start(&s->drain_timer, drain_check, 0, 5);
 }
 
+static void node_closed(void *arg)
+{
+    struct keel_server *s = arg;
+    lessor_close(s->lessor); /* the node answered all its proposals */
+    struct peer *p = s->peer;
+    s->peer = NULL;
+    peer_close(p, peer_closed, s);
+}
+
 static void handle_gone(struct keel_server *s)
 {
     if (--s->listeners_open == 0) {
+        s->node_gone = true; /* peer callbacks stop reaching the node */
         node_close(s->node, node_closed, s);
     }
 }
@@ -973,15 +1568,13 @@ static void publish_timer_closed(uv_handle_t *h)
     handle_gone(h->data);
 }
 
-void server_stop(struct keel_server *s, void (*cb)(void *arg), void *arg)
+static void stop_now(struct keel_server *s)
 {
-    if (s->stopping) {
-        return;
-    }
-    s->stopping = true;
     lessor_stop(s->lessor);
-    s->stop_cb = cb;
-    s->stop_arg = arg;
+    if (s->removed_timer_open) {
+        s->removed_timer_open = false;
+        uv_close((uv_handle_t *)&s->removed_timer, NULL);
+    }
     s->listeners_open++; /* the publish timer counts as one more handle */
     uv_close((uv_handle_t *)&s->publish_timer, publish_timer_closed);
     for (size_t i = 0; i < s->n_listeners; i++) {
@@ -990,5 +1583,67 @@ void server_stop(struct keel_server *s, void (*cb)(void *arg), void *arg)
          * the grace period are cancelled. */
         listener_shutdown(&s->listeners[i], SERVER_SHUTDOWN_GRACE_MS,
                           listener_closed);
+    }
+}
+
+static void stop_transferred(void *arg, int rv)
+{
+    struct keel_server *s = arg;
+    if (rv != 0) {
+        log_warn("etcdserver", "leadership transfer failed: %s",
+                 keel_strerror(rv));
+    }
+    stop_now(s);
+}
+
+/* etcd: EtcdServer.TransferLeadership at Stop — a leader of several voters
+ * hands leadership to the one connected longest first. */
+static bool transfer_before_stop(struct keel_server *s)
+{
+    struct node_status st;
+    node_status(s->node, &st);
+    if (!st.is_leader) {
+        log_info("etcdserver",
+                 "skipped leadership transfer for stopping non-leader member");
+        return false;
+    }
+    if (st.n_voters < 2) {
+        log_info("etcdserver",
+                 "skipped leadership transfer for single voting member "
+                 "cluster");
+        return false;
+    }
+    uint64_t best = 0, oldest = 0;
+    for (size_t i = 0; i < st.n_voters; i++) {
+        uint64_t t = st.voters[i] == s->member_id || s->peer == NULL
+                         ? 0
+                         : peer_active_since(s->peer, st.voters[i]);
+        if (t != 0 && (best == 0 || t < oldest)) {
+            best = st.voters[i];
+            oldest = t;
+        }
+    }
+    int rv = best == 0 ? KEEL_EUNHEALTHY
+                       : server_move_leader(s, best,
+                                            server_request_timeout_ms(s),
+                                            stop_transferred, s);
+    if (rv != 0) {
+        log_warn("etcdserver", "leadership transfer failed: %s",
+                 keel_strerror(rv));
+        return false;
+    }
+    return true;
+}
+
+void server_stop(struct keel_server *s, void (*cb)(void *arg), void *arg)
+{
+    if (s->stopping) {
+        return;
+    }
+    s->stopping = true;
+    s->stop_cb = cb;
+    s->stop_arg = arg;
+    if (!transfer_before_stop(s)) {
+        stop_now(s);
     }
 }

@@ -111,6 +111,8 @@ int watch_service_start(struct keel_server *s, struct grpc_server *g,
 void watch_service_notify(struct watch_service *w, int64_t rev,
                           Mvccpb__Event **events, size_t n);
 void watch_service_compacted(struct watch_service *w, int64_t rev);
+/* After a snapshot install: every watcher resyncs from the store. */
+void watch_service_restore(struct watch_service *w, int64_t rev);
 void watch_service_close(struct watch_service *w, void (*cb)(void *),
                          void *arg);
 
@@ -127,5 +129,41 @@ struct server_info
     const char *data_dir;
 };
 void server_info(const struct keel_server *s, struct server_info *info);
+
+/* ---- cluster (issue 5) ----------------------------------------------------- */
+
+/* The peer transport (NULL for a member without --listen-peer-urls peers,
+ * before it is open, and after stop). */
+struct peer;
+struct peer *server_peer(struct keel_server *s);
+/* --strict-reconfig-check */
+bool server_strict_reconfig(const struct keel_server *s);
+/* cb(arg) runs when this member must stop on its own (it was removed from
+ * the cluster): the caller stops it as for SIGTERM (main.c exits 0, as etcd
+ * does). */
+void server_on_removed(struct keel_server *s, void (*cb)(void *arg),
+                       void *arg);
+
+/* etcd MoveLeader: transfer leadership to `to` (a voter; this member must
+ * lead) and wait until it leads, polling each heartbeat; cb(arg, 0) then, or
+ * cb(arg, KEEL_ETIMEOUTLEADERTRANSFER) after timeout_ms. Returns
+ * KEEL_ENOTLEADER / KEEL_EBADLEADERTRANSFEREE at once (cb not called). */
+typedef void (*server_transfer_cb)(void *arg, int rv);
+int server_move_leader(struct keel_server *s, uint64_t to, uint64_t timeout_ms,
+                       server_transfer_cb cb, void *arg);
+/* etcd's ReqTimeout: 5 s + 2 election timeouts. */
+uint64_t server_request_timeout_ms(const struct keel_server *s);
+
+/* The members table (server/cluster.c): every member ordered by id, as
+ * etcd's MemberList shows them (name and client URLs once published),
+ * allocated in a. */
+int cluster_members(struct keel_server *s, struct keel_arena *a,
+                    Etcdserverpb__Member ***out, size_t *n);
+/* Whether id was removed from the cluster (members_removed). */
+bool cluster_member_removed(struct keel_server *s, uint64_t id);
+/* A packed MemberListResponse (header with the cluster id) in *buf
+ * (malloc'd): what a joining member gets from peer_fetch_cluster_info. */
+int cluster_pack_member_list(struct keel_server *s, uint8_t **buf,
+                             size_t *len);
 
 #endif /* KEEL_SERVER_H */

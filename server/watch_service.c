@@ -301,6 +301,12 @@ void watch_service_compacted(struct watch_service *w, int64_t rev)
     kick(w);
 }
 
+void watch_service_restore(struct watch_service *w, int64_t rev)
+{
+    watch_hub_restore(w->hub, rev);
+    kick(w);
+}
+
 static void handle_closed(uv_handle_t *h)
 {
     struct watch_service *w = h->data;
