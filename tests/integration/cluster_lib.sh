@@ -69,6 +69,7 @@ kc_start() {
     local pid=$!
     KT_PIDS+=("$pid")
     kc_set "$m" PID "$pid"
+    kc_set "$m" BIN "$bin"
 }
 
 kc_start_all() {
@@ -132,13 +133,22 @@ kc_wait_leader() {
     return 1
 }
 
-# kc_stop PREFIX I [SIGNAL]: signal member I and wait for it to exit.
+# kc_stop PREFIX I [SIGNAL]: signal member I and wait for it to exit. A
+# keel member stopped with TERM must exit 0 (etcd re-raises the signal);
+# under ASan this also catches leaks and errors at exit.
 kc_stop() {
-    local prefix=$1 i=$2 sig=${3:-TERM} pid
+    local prefix=$1 i=$2 sig=${3:-TERM} pid rc=0
     pid=$(kc_var "$prefix$i" PID)
+    [ -n "$pid" ] || return 0
     kill -"$sig" "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || rc=$?
     kc_set "$prefix$i" PID ""
+    if [ "$sig" = TERM ] && [ "$(basename "$(kc_var "$prefix$i" BIN)")" = keel ] &&
+        [ "$rc" -ne 0 ]; then
+        echo "FAIL: $prefix$i exited $rc after SIGTERM" >&2
+        tail -30 "$(kc_var "$prefix$i" LOG)" >&2
+        return 1
+    fi
 }
 
 # Normalise etcdctl output across two clusters: member ids and ports become
