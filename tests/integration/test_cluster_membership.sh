@@ -102,7 +102,7 @@ kt_check "a learner refuses linearizable reads" "Error: etcdserver: rpc not supp
 
 # -- promote it ---------------------------------------------------------------
 ID4=$(member_id "$LEP" "k4,")
-kt_check "member promote" "Member $ID4 promoted in cluster $(ctl --endpoints="$LEP" endpoint status -w json | python3 -c 'import json,sys; print("%x" % json.load(sys.stdin)[0]["Status"]["header"]["cluster_id"])')" \
+kt_check "member promote" "Member $ID4 promoted in cluster $(ctl --endpoints="$LEP" endpoint status -w json | python3 -c 'import json,sys; print("%16x" % json.load(sys.stdin)[0]["Status"]["header"]["cluster_id"])')" \
     "$(ctl --endpoints="$LEP" member promote "$ID4")"
 kt_check "k4 is a voter" "false" \
     "$(ctl --endpoints="$LEP" member list | grep k4 | awk -F', ' '{print $6}')"
@@ -128,7 +128,7 @@ done
 kt_check "k4 replicates on its new peer URL" 1 "$got"
 
 # -- remove it: it stops with etcd's log line and exits 0 -------------------
-kt_check "member remove" "Member $ID4 removed from cluster $(ctl --endpoints="$LEP" endpoint status -w json | python3 -c 'import json,sys; print("%x" % json.load(sys.stdin)[0]["Status"]["header"]["cluster_id"])')" \
+kt_check "member remove" "Member $ID4 removed from cluster $(ctl --endpoints="$LEP" endpoint status -w json | python3 -c 'import json,sys; print("%16x" % json.load(sys.stdin)[0]["Status"]["header"]["cluster_id"])')" \
     "$(ctl --endpoints="$LEP" member remove "$ID4")"
 rc=0
 for ((t = 0; t < 100; t++)); do
