@@ -26,11 +26,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
 #include "auth.h"
+#include "auth_jwt.h"
 #include "auth_store.h"
 #include "config.h"
 #include "grpc.h"
@@ -59,6 +61,7 @@ struct auth
     uint64_t ttl_ms;
     unsigned cost;
     bool cert_auth; /* --client-cert-auth: a certificate's CN is a user */
+    struct auth_jwt *jwt; /* --auth-token jwt: no token table */
     uint64_t next_index; /* the ".<n>" of the tokens this member makes */
     /* Cached from the store; stale once an auth op was applied (refreshed
      * at the next check: apply commits before the loop runs anything). */
@@ -149,10 +152,10 @@ int auth_token_type_check(const char *spec)
 {
     size_t n = strcspn(spec, ",");
     if (n == 6 && strncmp(spec, "simple", 6) == 0) {
-        return 0;
+        return AUTH_TOKEN_SIMPLE;
     }
     if (n == 3 && strncmp(spec, "jwt", 3) == 0) {
-        return KEEL_EUNIMPLEMENTED;
+        return AUTH_TOKEN_JWT;
     }
     return KEEL_EINVAL;
 }
@@ -256,22 +259,26 @@ int auth_new(struct keel_server *s, const struct keel_config *cfg,
 {
     *out = NULL;
     const char *spec = cfg->auth_token != NULL ? cfg->auth_token : "simple";
-    int rv = auth_token_type_check(spec);
-    if (rv == KEEL_EUNIMPLEMENTED) {
-        snprintf(errmsg, errlen,
-                 "--auth-token %s: jwt tokens are not implemented by keel "
-                 "yet (use 'simple')",
-                 spec);
-        return KEEL_EINVAL;
-    }
-    if (rv != 0) {
-        snprintf(errmsg, errlen, "--auth-token %s: invalid auth options",
+    int type = auth_token_type_check(spec);
+    if (type < 0) {
+        snprintf(errmsg, errlen, "--auth-token %s: auth: invalid auth options",
                  spec);
         return KEEL_EINVAL;
     }
     struct auth *au = calloc(1, sizeof *au);
     if (au == NULL) {
         return KEEL_ENOMEM;
+    }
+    if (type == AUTH_TOKEN_JWT) {
+        const char *opts = spec + 3;
+        char jerr[256] = "";
+        int rv = auth_jwt_new(*opts == ',' ? opts + 1 : opts, &au->jwt, jerr,
+                              sizeof jerr);
+        if (rv != 0) {
+            snprintf(errmsg, errlen, "--auth-token: %s", jerr);
+            free(au);
+            return rv;
+        }
     }
     au->s = s;
     au->loop = server_loop(s);
@@ -283,7 +290,9 @@ int auth_new(struct keel_server *s, const struct keel_config *cfg,
                  "value %llu", 10, (unsigned long long)cfg->bcrypt_cost);
         au->cost = 10;
     }
-    log_warn("auth", "simple token is not cryptographically signed");
+    if (au->jwt == NULL) {
+        log_warn("auth", "simple token is not cryptographically signed");
+    }
     au->cert_auth = cfg->client_tls.client_cert_auth;
     *out = au;
     return 0;
@@ -293,6 +302,7 @@ void auth_free(struct auth *au)
 {
     if (au != NULL) {
         tokens_drop(au, NULL);
+        auth_jwt_free(au->jwt);
         free(au);
     }
 }
@@ -306,7 +316,8 @@ void auth_on_applied(struct auth *au, const Keelpb__Request *req,
     au->cache_valid = false;
     switch (req->op_case) {
         case KEELPB__REQUEST__OP_AUTHENTICATE:
-            if (resp != NULL) {
+            /* a JWT carries its own proof: nothing to remember */
+            if (resp != NULL && au->jwt == NULL) {
                 token_add(au, req->authenticate->simple_token,
                           req->authenticate->name);
             }
@@ -339,6 +350,23 @@ static int call_user(struct auth *au, struct grpc_call *call,
     const char *t = grpc_call_header(call, "token");
     if (t == NULL) {
         t = grpc_call_header(call, "authorization");
+    }
+    if (t != NULL && au->jwt != NULL) {
+        /* etcd: the user and the revision are the token's claims */
+        char *u = NULL;
+        int rv = auth_jwt_verify(au->jwt, t, (int64_t)time(NULL), &u, rev);
+        if (rv != 0) {
+            *rev = 0;
+            return rv;
+        }
+        char *copy = keel_arena_dup(grpc_call_arena(call), u, strlen(u) + 1);
+        free(u);
+        if (copy == NULL) {
+            *rev = 0;
+            return KEEL_ENOMEM;
+        }
+        *user = copy;
+        return 0;
     }
     if (t == NULL) {
         const char *cn = au->cert_auth ? grpc_call_peer_cn(call) : NULL;
@@ -716,7 +744,28 @@ static void authenticate_verified(struct auth_call *c)
     keelpb__authenticate__init(op);
     op->name = req->name;
     op->auth_revision = c->checked_rev;
-    int rv = make_token(c->au, a, &op->simple_token);
+    int rv;
+    if (c->au->jwt != NULL) {
+        /* signed by the member that checked the password, for the revision
+         * apply confirms (etcd signs at apply, with the same claims) */
+        char *t = NULL;
+        rv = auth_jwt_sign(c->au->jwt, req->name, c->checked_rev,
+                           (int64_t)time(NULL), &t);
+        if (rv == 0) {
+            op->simple_token = keel_arena_dup(a, t, strlen(t) + 1);
+            rv = op->simple_token != NULL ? 0 : KEEL_ENOMEM;
+        }
+        free(t);
+        if (rv == KEEL_EINVAL) {
+            /* etcd: ErrVerifyOnly, returned as it is (code Unknown) */
+            grpc_call_fail_status(
+                c->call, KEEL_GRPC_UNKNOWN,
+                "auth: token signing attempted with verify-only key");
+            return;
+        }
+    } else {
+        rv = make_token(c->au, a, &op->simple_token);
+    }
     if (rv != 0) {
         grpc_call_fail(c->call, rv);
         return;

@@ -24,8 +24,10 @@
  * member that checked the password and replicated through raft (keelpb
  * Authenticate), so every member accepts it. A token lives --auth-token-ttl
  * seconds (300) after its last use. Deleting a user or changing its
- * password drops its tokens; disabling auth drops them all. jwt tokens are
- * not implemented: keel refuses to start with --auth-token jwt.
+ * password drops its tokens; disabling auth drops them all.
+ *
+ * Tokens (--auth-token jwt,...): server/auth_jwt.h; stateless, the user and
+ * auth revision come from the token's claims, as in etcd.
  *
  * Passwords: bcrypt ("$2b$", --bcrypt-cost, 10) computed on libuv's thread
  * pool, never on the loop; the proposer hashes, so apply only stores.
@@ -100,8 +102,10 @@ int auth_bcrypt_verify(const char *password, const char *hash);
  * (etcd isValidSimpleToken): 0 or KEEL_EINVALIDAUTHTOKEN. */
 int auth_token_check_format(const char *token);
 
-/* --auth-token value: 0 for "simple" (options after ',' ignored as etcd
- * does), KEEL_EUNIMPLEMENTED for "jwt...", KEEL_EINVAL otherwise. */
+/* --auth-token value: AUTH_TOKEN_SIMPLE for "simple" (options after ','
+ * ignored as etcd does), AUTH_TOKEN_JWT for "jwt[,options]", KEEL_EINVAL
+ * otherwise. */
+enum { AUTH_TOKEN_SIMPLE = 0, AUTH_TOKEN_JWT = 1 };
 int auth_token_type_check(const char *spec);
 
 #endif /* KEEL_AUTH_H */

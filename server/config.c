@@ -377,7 +377,7 @@ static const struct flag_def flags[] = {
     F(S_AUTH, "auth-token", T_STRING, auth_token, "'simple'",
       "Specify a v3 authentication token type and its options ('simple' or "
       "'jwt').",
-      FLAG_YES, "simple only: jwt is refused at start (not yet)"),
+      FLAG_YES, "simple and jwt (RS, PS, ES, HS)"),
     F(S_AUTH, "bcrypt-cost", T_UINT, bcrypt_cost, "10",
       "Specify the cost / strength of the bcrypt algorithm for hashing auth "
       "passwords. Valid values are between 4 and 31.",

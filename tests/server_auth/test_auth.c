@@ -15,7 +15,11 @@
 
 #include <cmocka.h>
 
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+
 #include "auth.h"
+#include "auth_jwt.h"
 #include "auth_store.h"
 #include "keel_err.h"
 #include "mvcc.h"
@@ -238,12 +242,12 @@ static void test_auth_token_format(void **state)
 static void test_auth_token_type(void **state)
 {
     (void)state;
-    assert_int_equal(auth_token_type_check("simple"), 0);
-    assert_int_equal(auth_token_type_check("simple,ttl=5m"), 0);
-    assert_int_equal(auth_token_type_check("jwt"), KEEL_EUNIMPLEMENTED);
+    assert_int_equal(auth_token_type_check("simple"), AUTH_TOKEN_SIMPLE);
+    assert_int_equal(auth_token_type_check("simple,ttl=5m"), AUTH_TOKEN_SIMPLE);
+    assert_int_equal(auth_token_type_check("jwt"), AUTH_TOKEN_JWT);
     assert_int_equal(
         auth_token_type_check("jwt,pub-key=a.pub,priv-key=a,sign-method=RS256"),
-        KEEL_EUNIMPLEMENTED);
+        AUTH_TOKEN_JWT);
     assert_int_equal(auth_token_type_check("simplex"), KEEL_EINVAL);
     assert_int_equal(auth_token_type_check(""), KEEL_EINVAL);
     assert_int_equal(auth_token_type_check("JWT"), KEEL_EINVAL);
@@ -502,6 +506,221 @@ static void test_auth_store_authenticate(void **state)
     assert_int_equal(authenticate(f, "np", 0), KEEL_EAUTHFAILED);
 }
 
+/* ---- JWT ---------------------------------------------------------------- */
+
+struct keys
+{
+    char dir[64];
+    char rsa_key[96], rsa_pub[96], ec_key[96], ec_pub[96], rsa2_pub[96],
+        hs[96];
+};
+
+static void write_key(EVP_PKEY *k, const char *priv, const char *pub)
+{
+    FILE *f = fopen(priv, "w");
+    assert_non_null(f);
+    assert_int_equal(PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL), 1);
+    fclose(f);
+    f = fopen(pub, "w");
+    assert_non_null(f);
+    assert_int_equal(PEM_write_PUBKEY(f, k), 1);
+    fclose(f);
+}
+
+static int keys_setup(void **state)
+{
+    struct keys *k = calloc(1, sizeof *k);
+    snprintf(k->dir, sizeof k->dir, "/tmp/keel_jwt_XXXXXX");
+    assert_non_null(mkdtemp(k->dir));
+#define P(f, n) snprintf(k->f, sizeof k->f, "%s/%s", k->dir, n)
+    P(rsa_key, "rsa.key");
+    P(rsa_pub, "rsa.pub");
+    P(ec_key, "ec.key");
+    P(ec_pub, "ec.pub");
+    P(rsa2_pub, "rsa2.pub");
+    P(hs, "hs.key");
+#undef P
+    EVP_PKEY *r = EVP_RSA_gen(2048), *e = EVP_EC_gen("P-256"),
+             *r2 = EVP_RSA_gen(2048);
+    assert_non_null(r);
+    assert_non_null(e);
+    assert_non_null(r2);
+    write_key(r, k->rsa_key, k->rsa_pub);
+    write_key(e, k->ec_key, k->ec_pub);
+    char unused[112];
+    snprintf(unused, sizeof unused, "%s/rsa2.key", k->dir);
+    write_key(r2, unused, k->rsa2_pub);
+    EVP_PKEY_free(r);
+    EVP_PKEY_free(e);
+    EVP_PKEY_free(r2);
+    FILE *f = fopen(k->hs, "w");
+    fputs("a shared secret", f);
+    fclose(f);
+    *state = k;
+    return 0;
+}
+
+static int keys_teardown(void **state)
+{
+    struct keys *k = *state;
+    const char *files[] = {"rsa.key", "rsa.pub", "ec.key",  "ec.pub",
+                           "rsa2.pub", "rsa2.key", "hs.key"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char p[128];
+        snprintf(p, sizeof p, "%s/%s", k->dir, files[i]);
+        unlink(p);
+    }
+    rmdir(k->dir);
+    free(k);
+    return 0;
+}
+
+static struct auth_jwt *jwt(const char *fmt, const char *a, const char *b,
+                            const char *method)
+{
+    char opts[512], err[256] = "";
+    snprintf(opts, sizeof opts, fmt, a, b, method);
+    struct auth_jwt *j = NULL;
+    int rv = auth_jwt_new(opts, &j, err, sizeof err);
+    if (rv != 0) {
+        print_message("auth_jwt_new(%s): %s\n", opts, err);
+    }
+    return j;
+}
+
+static void test_auth_jwt_roundtrip(void **state)
+{
+    struct keys *k = *state;
+    const char *rsa[] = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"};
+    for (size_t i = 0; i < 10; i++) {
+        struct auth_jwt *j;
+        if (i < 6) {
+            j = jwt("pub-key=%s,priv-key=%s,sign-method=%s", k->rsa_pub,
+                    k->rsa_key, rsa[i]);
+        } else if (i == 6) {
+            j = jwt("pub-key=%s,priv-key=%s,sign-method=%s", k->ec_pub,
+                    k->ec_key, "ES256");
+        } else {
+            const char *m[] = {"HS256", "HS384", "HS512"};
+            j = jwt("priv-key=%s%s,sign-method=%s", k->hs, "", m[i - 7]);
+        }
+        assert_non_null(j);
+        char *t = NULL, *u = NULL;
+        uint64_t rev = 0;
+        assert_int_equal(auth_jwt_sign(j, "alice", 7, 1000, &t), 0);
+        assert_int_equal(auth_jwt_verify(j, t, 1000, &u, &rev), 0);
+        assert_string_equal(u, "alice");
+        assert_int_equal(rev, 7);
+        free(u);
+        /* expired after its 5 min default ttl */
+        assert_int_equal(auth_jwt_verify(j, t, 1000 + 300, &u, &rev), 0);
+        free(u);
+        assert_int_equal(auth_jwt_verify(j, t, 1000 + 301, &u, &rev),
+                         KEEL_EINVALIDAUTHTOKEN);
+        /* a flipped signature byte, a truncated or malformed token */
+        size_t n = strlen(t);
+        t[n - 2] = t[n - 2] == 'A' ? 'B' : 'A';
+        assert_int_equal(auth_jwt_verify(j, t, 1000, &u, &rev),
+                         KEEL_EINVALIDAUTHTOKEN);
+        t[n - 20] = '\0';
+        assert_int_equal(auth_jwt_verify(j, t, 1000, &u, &rev),
+                         KEEL_EINVALIDAUTHTOKEN);
+        assert_int_equal(auth_jwt_verify(j, "a.b", 1000, &u, &rev),
+                         KEEL_EINVALIDAUTHTOKEN);
+        assert_int_equal(auth_jwt_verify(j, "abcdefghijklmnop.1", 1000, &u,
+                                         &rev),
+                         KEEL_EINVALIDAUTHTOKEN);
+        assert_int_equal(auth_jwt_verify(j, "a.b.c.d", 1000, &u, &rev),
+                         KEEL_EINVALIDAUTHTOKEN);
+        free(t);
+        auth_jwt_free(j);
+    }
+}
+
+static void test_auth_jwt_cross_checks(void **state)
+{
+    struct keys *k = *state;
+    struct auth_jwt *rs = jwt("pub-key=%s,priv-key=%s,sign-method=%s",
+                              k->rsa_pub, k->rsa_key, "RS256");
+    struct auth_jwt *ps = jwt("pub-key=%s,priv-key=%s,sign-method=%s",
+                              k->rsa_pub, k->rsa_key, "PS256");
+    struct auth_jwt *vo = jwt("pub-key=%s%s,sign-method=%s", k->rsa_pub, "",
+                              "RS256");
+    struct auth_jwt *ttl = jwt("priv-key=%s,ttl=%s,sign-method=HS256", k->hs,
+                               "1m30s", NULL);
+    assert_non_null(rs);
+    assert_non_null(ps);
+    assert_non_null(vo);
+    assert_non_null(ttl);
+    char *t = NULL, *u = NULL;
+    uint64_t rev = 0;
+    assert_int_equal(auth_jwt_sign(rs, "bob", 3, 50, &t), 0);
+    /* another method with the same key: refused (etcd checks alg) */
+    assert_int_equal(auth_jwt_verify(ps, t, 50, &u, &rev),
+                     KEEL_EINVALIDAUTHTOKEN);
+    /* a verify-only member accepts, cannot issue */
+    assert_int_equal(auth_jwt_verify(vo, t, 50, &u, &rev), 0);
+    free(u);
+    free(t);
+    assert_int_equal(auth_jwt_sign(vo, "bob", 3, 50, &t), KEEL_EINVAL);
+    assert_null(t);
+    /* ttl=1m30s */
+    assert_int_equal(auth_jwt_sign(ttl, "c", 1, 0, &t), 0);
+    assert_int_equal(auth_jwt_verify(ttl, t, 90, &u, &rev), 0);
+    free(u);
+    assert_int_equal(auth_jwt_verify(ttl, t, 91, &u, &rev),
+                     KEEL_EINVALIDAUTHTOKEN);
+    free(t);
+    auth_jwt_free(rs);
+    auth_jwt_free(ps);
+    auth_jwt_free(vo);
+    auth_jwt_free(ttl);
+}
+
+static void test_auth_jwt_bad_options(void **state)
+{
+    struct keys *k = *state;
+    char opts[512], err[256];
+    struct auth_jwt *j = NULL;
+    const char *bad[][2] = {
+        {"", "sign-method missing"},
+        {"sign-method=XX256,priv-key=%s", "unknown method"},
+        {"sign-method=RS999,priv-key=%s", "unknown size"},
+        {"sign-method=RS256,priv-key=/nonexistent/key", "unreadable key"},
+        {"sign-method=RS256", "no key at all"},
+        {"sign-method=HS256", "no secret"},
+        {"sign-method=ES256,priv-key=%s", "RSA key for ES"},
+        {"sign-method=RS256,ttl=5x,priv-key=%s", "bad ttl"},
+        {"sign-method=RS256,sign-method=RS256,priv-key=%s", "redundant"},
+        {"sign-method=RS256,priv-key", "no '='"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(opts, sizeof opts, bad[i][0], k->rsa_key);
+        err[0] = '\0';
+        assert_int_equal(auth_jwt_new(opts, &j, err, sizeof err), KEEL_EINVAL);
+        assert_null(j);
+        assert_true(strlen(err) > 0);
+    }
+    /* an EC key for RS, a P-256 key for ES384 (jwt-go wants P-384) */
+    const char *ec_bad[] = {"sign-method=RS256,priv-key=%s",
+                            "sign-method=ES384,priv-key=%s"};
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(opts, sizeof opts, ec_bad[i], k->ec_key);
+        assert_int_equal(auth_jwt_new(opts, &j, err, sizeof err), KEEL_EINVAL);
+        assert_null(j);
+    }
+    /* mismatched public and private keys */
+    snprintf(opts, sizeof opts, "sign-method=RS256,priv-key=%s,pub-key=%s",
+             k->rsa_key, k->rsa2_pub);
+    assert_int_equal(auth_jwt_new(opts, &j, err, sizeof err), KEEL_EINVAL);
+    assert_string_equal(err, "auth: public and private keys don't match");
+    /* unknown options are only warned about */
+    snprintf(opts, sizeof opts, "sign-method=HS256,priv-key=%s,colour=blue",
+             k->hs);
+    assert_int_equal(auth_jwt_new(opts, &j, err, sizeof err), 0);
+    auth_jwt_free(j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -522,6 +741,12 @@ int main(void)
             test_auth_store_grant_revoke_permission, setup, teardown),
         cmocka_unit_test_setup_teardown(test_auth_store_authenticate, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_auth_jwt_roundtrip, keys_setup,
+                                        keys_teardown),
+        cmocka_unit_test_setup_teardown(test_auth_jwt_cross_checks,
+                                        keys_setup, keys_teardown),
+        cmocka_unit_test_setup_teardown(test_auth_jwt_bad_options, keys_setup,
+                                        keys_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
