@@ -25,22 +25,13 @@ leaf u1 u1 'extendedKeyUsage=clientAuth\n'
 for f in ca.crt server.crt root.crt u1.crt; do
     [ -s "$C/$f" ] || { echo "openssl failed to make $f" >&2; exit 1; }
 done
-CPORT=$(kt_free_port)
-PPORT=$(kt_free_port)
-
-scenario() { # $1 = binary, $2 = transcript
-    local bin=$1 out=$2 dir="$KT_TMP/data.$(basename "$1")"
-    "$bin" --name default --data-dir "$dir" \
-        --listen-client-urls "https://127.0.0.1:$CPORT" \
-        --advertise-client-urls "https://127.0.0.1:$CPORT" \
-        --listen-peer-urls "http://127.0.0.1:$PPORT" \
-        --initial-advertise-peer-urls "http://127.0.0.1:$PPORT" \
-        --initial-cluster "default=http://127.0.0.1:$PPORT" \
+scenario() { # $1 = name, $2 = binary, $3 = transcript
+    local out=$3
+    kt_spawn "$1" "$2" "https://127.0.0.1:%P" \
         --cert-file "$C/server.crt" --key-file "$C/server.key" \
-        --trusted-ca-file "$C/ca.crt" --client-cert-auth \
-        >"$KT_TMP/$(basename "$bin").log" 2>&1 &
-    local pid=$!
-    KT_PIDS+=("$pid")
+        --trusted-ca-file "$C/ca.crt" --client-cert-auth
+    local port_var="${1}_PORT" pid_var="${1}_PID"
+    local CPORT=${!port_var} pid=${!pid_var}
     local i
     for ((i = 0; i < 300; i++)); do
         etcdctl --endpoints="127.0.0.1:$CPORT" --cacert "$C/ca.crt" \
@@ -85,11 +76,12 @@ scenario() { # $1 = binary, $2 = transcript
 }
 
 normalise() {
-    sed -E -e 's/"ts":"[^"]*"/"ts":T/; s/client-[0-9a-f-]+/client-ID/' "$1"
+    sed -E -e 's/"ts":"[^"]*"/"ts":T/; s/client-[0-9a-f-]+/client-ID/' \
+        -e 's/127\.0\.0\.1:[0-9]+/127.0.0.1:PORT/g' "$1"
 }
 
-scenario "$ETCD_BIN" "$KT_TMP/etcd.out"
-scenario "$KEEL_BIN" "$KT_TMP/keel.out"
+scenario etcd "$ETCD_BIN" "$KT_TMP/etcd.out"
+scenario keel "$KEEL_BIN" "$KT_TMP/keel.out"
 if ! diff -u <(normalise "$KT_TMP/etcd.out") <(normalise "$KT_TMP/keel.out") \
         >"$KT_TMP/diff"; then
     echo "FAIL: certificate auth differs between etcd 3.4 (-) and keel (+):"

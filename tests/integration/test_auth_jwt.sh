@@ -19,9 +19,7 @@ head -c 32 /dev/urandom >"$K/hs.key"
 for f in rsa.key rsa.pub ec.key ec.pub; do
     [ -s "$K/$f" ] || { echo "openssl failed to make $f" >&2; exit 1; }
 done
-CPORT=$(kt_free_port)
-PPORT=$(kt_free_port)
-U="http://127.0.0.1:$CPORT"
+U= # the server under test
 
 token() { # token USER PASSWORD
     curl -sS -X POST "$U/v3/auth/authenticate" \
@@ -38,19 +36,18 @@ for p in parts[:2]:
 EOF
 }
 
-scenario() { # $1 = binary, $2 = --auth-token, $3 = transcript
-    local bin=$1 spec=$2 out=$3 dir="$KT_TMP/data.$(basename "$1")"
-    rm -rf "$dir"
-    "$bin" --name default --data-dir "$dir" --auth-token "$spec" \
-        --listen-client-urls "$U" --advertise-client-urls "$U" \
-        --listen-peer-urls "http://127.0.0.1:$PPORT" \
-        --initial-advertise-peer-urls "http://127.0.0.1:$PPORT" \
-        --initial-cluster "default=http://127.0.0.1:$PPORT" \
-        >"$KT_TMP/$(basename "$bin").log" 2>&1 &
-    local pid=$!
-    KT_PIDS+=("$pid")
-    kt_wait_http "$U/health" 30
-    local E=(etcdctl --endpoints="127.0.0.1:$CPORT")
+# start NAME BINARY --auth-token value: a fresh server; sets U, E and PID
+start() {
+    kt_start "$1" "$2" --auth-token "$3"
+    local c="${1}_CLIENT" p="${1}_PID"
+    U="http://${!c}"
+    E=(etcdctl --endpoints="${!c}")
+    PID=${!p}
+}
+
+scenario() { # $1 = name, $2 = binary, $3 = --auth-token, $4 = transcript
+    local out=$4
+    start "$1" "$2" "$3"
     : >"$out"
     {
         set +e
@@ -90,8 +87,8 @@ scenario() { # $1 = binary, $2 = --auth-token, $3 = transcript
     "${E[@]}" --user=root:rootpw role add r2 >/dev/null
     curl -sS -X POST "$U/v3/kv/put" -d '{"key":"Zm9vMg==","value":"dg=="}' \
         -H "Authorization: $t" -w ' %{http_code}\n' >>"$out"
-    kill -TERM "$pid"
-    wait "$pid" 2>/dev/null || true
+    kill -TERM "$PID"
+    wait "$PID" 2>/dev/null || true
 }
 
 normalise() {
@@ -104,8 +101,8 @@ for spec in "pub-key=$K/rsa.pub,priv-key=$K/rsa.key,sign-method=RS256" \
             "priv-key=$K/hs.key,sign-method=HS256"; do
     ETCD_TOKEN=
     m=${spec##*=}
-    scenario "$ETCD_BIN" "jwt,$spec" "$KT_TMP/etcd.$m"
-    scenario "$KEEL_BIN" "jwt,$spec" "$KT_TMP/keel.$m"
+    scenario "etcd_$m" "$ETCD_BIN" "jwt,$spec" "$KT_TMP/etcd.$m"
+    scenario "keel_$m" "$KEEL_BIN" "jwt,$spec" "$KT_TMP/keel.$m"
     if ! diff -u <(normalise "$KT_TMP/etcd.$m") <(normalise "$KT_TMP/keel.$m") \
             >"$KT_TMP/diff"; then
         echo "FAIL: jwt $m differs between etcd 3.4 (-) and keel (+):"
@@ -117,24 +114,15 @@ done
 normalise "$KT_TMP/keel.ES256"
 
 # expiry (ttl=2s), and a verify-only member (public key only): both servers
+n=0
 for bin in "$ETCD_BIN" "$KEEL_BIN"; do
     b=$(basename "$bin")
     for spec in "priv-key=$K/hs.key,sign-method=HS256,ttl=2s" \
                 "pub-key=$K/rsa.pub,sign-method=RS256"; do
-        dir="$KT_TMP/ttl.$b"
-        rm -rf "$dir"
-        "$bin" --name default --data-dir "$dir" --auth-token "jwt,$spec" \
-            --listen-client-urls "$U" --advertise-client-urls "$U" \
-            --listen-peer-urls "http://127.0.0.1:$PPORT" \
-            --initial-advertise-peer-urls "http://127.0.0.1:$PPORT" \
-            --initial-cluster "default=http://127.0.0.1:$PPORT" \
-            >"$KT_TMP/ttl.$b.log" 2>&1 &
-        pid=$!
-        KT_PIDS+=("$pid")
-        kt_wait_http "$U/health" 30
-        etcdctl --endpoints="127.0.0.1:$CPORT" user add root:rootpw \
-            --interactive=false >/dev/null
-        etcdctl --endpoints="127.0.0.1:$CPORT" auth enable >/dev/null
+        n=$((n + 1))
+        start "ttl$n" "$bin" "jwt,$spec"
+        "${E[@]}" user add root:rootpw --interactive=false >/dev/null
+        "${E[@]}" auth enable >/dev/null
         if [ "${spec#pub-key}" != "$spec" ]; then
             kt_check "$b: a verify-only member cannot issue tokens" \
                 '{"error":"auth: token signing attempted with verify-only key","message":"auth: token signing attempted with verify-only key","code":2} 500' \
@@ -150,7 +138,7 @@ for bin in "$ETCD_BIN" "$KEEL_BIN"; do
             sleep 3.5
             kt_check "$b: an expired jwt is refused" 401 "$(code)"
         fi
-        kill -TERM "$pid"
-        wait "$pid" 2>/dev/null || true
+        kill -TERM "$PID"
+        wait "$PID" 2>/dev/null || true
     done
 done
