@@ -54,6 +54,9 @@ enum keel_grpc_code {
     X(BUSY, 10, UNAVAILABLE, "resource busy")                                  \
     X(SHUTDOWN, 11, UNAVAILABLE, "shutting down")                              \
     X(UNIMPLEMENTED, 12, UNIMPLEMENTED, "not implemented")                     \
+    /* a client listener cannot serve (its TLS certificate does not load):  \
+     * etcd logs these as "listener failed", not "discovery failed" */       \
+    X(LISTEN, 13, UNAVAILABLE, "listener failed")                              \
     /* etcd 3.4 rpctypes, exact text */                                        \
     X(EMPTYKEY, 100, INVALID_ARGUMENT, "etcdserver: key is not provided")      \
     X(KEYNOTFOUND, 101, INVALID_ARGUMENT, "etcdserver: key not found")         \

@@ -29,6 +29,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "keel_err.h"
 #include "log.h"
 #include "server.h"
 
@@ -438,9 +439,11 @@ static int run_loop(struct main_loop *m, const struct keel_config *cfg)
     char err[512] = "";
     int rv = server_start(&m->loop, cfg, &m->srv, err, sizeof(err));
     if (rv != 0) {
-        /* etcd: lg.Fatal("discovery failed", ...) / plog.Fatalf("%v") */
+        /* etcd: lg.Fatal("discovery failed", ...) / plog.Fatalf("%v"); a
+         * certificate that does not load: lg.Fatal("listener failed") */
         if (log_is_zap()) {
-            log_w(LOG_LEVEL_CRITICAL, "etcdmain", "discovery failed",
+            log_w(LOG_LEVEL_CRITICAL, "etcdmain",
+                  rv == KEEL_ELISTEN ? "listener failed" : "discovery failed",
                   LOG_ERR(err));
         } else {
             log__printf(LOG_LEVEL_CRITICAL, __FILE__, __LINE__, "etcdmain",

@@ -1258,6 +1258,7 @@ int server_start(uv_loop_t *loop, const struct keel_config *cfg,
         struct tls_ctx *probe = NULL;
         rv = tls_ctx_new(&ct.tc, &probe, errmsg, errlen);
         if (rv != 0) {
+            rv = rv == KEEL_ENOMEM ? rv : KEEL_ELISTEN;
             goto err;
         }
         tls_ctx_free(probe);

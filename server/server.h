@@ -27,8 +27,9 @@ struct router;
 
 /* Open the data dir, start raft and the listeners. On success *out is the
  * running server; stop it with server_stop(). On failure a message is in
- * errmsg and nothing is left running. cfg is borrowed for the server's
- * life. */
+ * errmsg (etcd's text) and nothing is left running; KEEL_ELISTEN means the
+ * client TLS certificate, key or CA did not load. cfg is borrowed for the
+ * server's life. */
 int server_start(uv_loop_t *loop, const struct keel_config *cfg,
                  struct keel_server **out, char *errmsg, size_t errlen);
 

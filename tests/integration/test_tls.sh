@@ -421,6 +421,25 @@ for args in \
         "$want" "$got"
 done
 
+# the same with --logger zap: etcd's "listener failed" (certificates) and
+# "discovery failed" (flags) records
+zap_fail() {
+    fail_case "$@" --logger zap >/dev/null
+    grep '"level":"fatal"' "$KT_TMP/fail.out" | tail -1 | python3 -c '
+import json, re, sys
+d = json.loads(sys.stdin.read())
+print(d["level"], d["msg"], re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", d["error"]))'
+}
+for args in "--cert-file $KT_TMP/missing.crt --key-file $C/server.key" ""; do
+    # shellcheck disable=SC2086
+    kt_check "zap startup error as etcd: ${args:-https without cert flags}" \
+        "$(zap_fail "$ETCD" $args)" "$(zap_fail "$KEEL" $args)"
+done
+
+kt_check "zap: a certificate that does not load is a listener failure" \
+    "fatal listener failed open $KT_TMP/missing.crt: no such file or directory" \
+    "$(zap_fail "$KEEL" --cert-file "$KT_TMP/missing.crt" --key-file "$C/server.key")"
+
 # the peer TLS flags are parsed but refused until the peer transport has TLS
 rc=0
 "$KEEL" --peer-cert-file "$C/server.crt" --peer-key-file "$C/server.key" \
