@@ -15,8 +15,8 @@
  * what raft committed), then go through raft as a conf change: raft
  * forwards a follower's proposal to the leader. MemberPromote needs the
  * leader's view of the learner's log (etcd forwards it to the leader over
- * HTTP); keel answers it on the leader only and a follower refuses it with
- * "etcdserver: not leader" (COMPATIBILITY.md).
+ * HTTP); keel's followers forward it over the peer port (peer_call,
+ * CLUSTER_PEER_PROMOTE) and the leader answers with its member list.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -595,6 +595,90 @@ static void member_update_start(struct grpc_call *call,
             RAFTPB__CONF_CHANGE_TYPE__CONF_UPDATE_NODE, req->id, m, NULL);
 }
 
+/* etcd's promote checks (leader only): isLearnerReady first (a member the
+ * leader does not know passes), then the strict check, then the apply-time
+ * checks. 0 and *ctx (the Member to propose, in a) or a KEEL_E* code. */
+static int promote_check(struct keel_server *s, uint64_t id,
+                         struct keel_arena *a, Etcdserverpb__Member **ctx)
+{
+    Etcdserverpb__Member **v = NULL;
+    size_t n = 0;
+    int rv = cluster_members(s, a, &v, &n);
+    if (rv != 0) {
+        return rv;
+    }
+    struct node_status st;
+    node_status(server_node(s), &st);
+    uint64_t match = 0;
+    rv = node_progress(server_node(s), id, &match);
+    if (rv == KEEL_ENOTLEADER) {
+        return rv;
+    }
+    if (rv == 0 && (double)match < (double)st.raft_index * CLUSTER_READY_PERCENT) {
+        return KEEL_ELEARNERNOTREADY;
+    }
+    if (server_strict_reconfig(s) && !enough_started(v, n, 1, 0, false)) {
+        log_warn("etcdserver", "not enough started members, rejecting "
+                               "promote member %" PRIx64,
+                 id);
+        return KEEL_EMEMBERNOTENOUGHSTARTED;
+    }
+    Etcdserverpb__Member *m = member_by_id(v, n, id);
+    if (m == NULL) {
+        return KEEL_EMEMBERNOTFOUND;
+    }
+    if (!m->islearner) {
+        return KEEL_EMEMBERNOTLEARNER;
+    }
+    Etcdserverpb__Member *c = keel_arena_alloc(a, sizeof *c);
+    if (c == NULL) {
+        return KEEL_ENOMEM;
+    }
+    *c = *m;
+    c->islearner = false;
+    c->clienturls = NULL;
+    c->n_clienturls = 0;
+    *ctx = c;
+    return 0;
+}
+
+/* A follower forwards MemberPromote to the leader (etcd does it over its
+ * peer HTTP API, promoteMemberHTTP): the leader answers with its member
+ * list after the change. */
+struct promote_fwd
+{
+    struct peer_call pc; /* first: the callback gets &pc */
+    struct keel_server *s;
+    struct grpc_call *call;
+};
+
+static void promote_forwarded(struct peer_call *pc, int status,
+                              const uint8_t *body, size_t len)
+{
+    struct promote_fwd *f = (struct promote_fwd *)pc;
+    struct keel_arena *a = grpc_call_arena(f->call);
+    if (status != 0) {
+        /* keel's own codes come back as the leader's answer; a transport
+         * failure is a timeout to the client, as etcd's forwarding loop
+         * ends */
+        grpc_call_fail(f->call, keel_err_is_keel(status) ? status
+                                                         : KEEL_ETIMEOUT);
+        return;
+    }
+    Etcdserverpb__MemberListResponse *l =
+        etcdserverpb__member_list_response__unpack(&a->pb, len, body);
+    Etcdserverpb__MemberPromoteResponse *r =
+        (Etcdserverpb__MemberPromoteResponse *)server_new_message(
+            a, &etcdserverpb__member_promote_response__descriptor);
+    if (l == NULL || r == NULL) {
+        grpc_call_fail(f->call, l == NULL ? KEEL_EIO : KEEL_ENOMEM);
+        return;
+    }
+    r->members = l->members;
+    r->n_members = l->n_members;
+    server_reply(f->s, f->call, &r->base, 0);
+}
+
 static void member_promote_start(struct grpc_call *call,
                                  const ProtobufCMessage *msg, void *data)
 {
@@ -602,55 +686,96 @@ static void member_promote_start(struct grpc_call *call,
         (const Etcdserverpb__MemberPromoteRequest *)msg;
     struct keel_server *s = data;
     struct keel_arena *a = grpc_call_arena(call);
-    Etcdserverpb__Member **v = NULL;
-    size_t n = 0;
-    int rv = cluster_members(s, a, &v, &n);
+    Etcdserverpb__Member *c = NULL;
+    int rv = promote_check(s, req->id, a, &c);
+    if (rv == KEEL_ENOTLEADER && server_peer(s) != NULL) {
+        struct node_status st;
+        node_status(server_node(s), &st);
+        struct promote_fwd *f = keel_arena_alloc(a, sizeof *f);
+        uint8_t body[8];
+        for (int i = 0; i < 8; i++) {
+            body[i] = (uint8_t)(req->id >> (56 - 8 * i));
+        }
+        if (f == NULL) {
+            rv = KEEL_ENOMEM;
+        } else if (st.leader == 0) {
+            rv = KEEL_ENOLEADER;
+        } else {
+            f->s = s;
+            f->call = call;
+            rv = peer_call(server_peer(s), &f->pc, st.leader,
+                           CLUSTER_PEER_PROMOTE, body, sizeof body,
+                           server_request_timeout_ms(s), promote_forwarded);
+            if (rv == 0) {
+                return;
+            }
+        }
+    }
     if (rv != 0) {
         grpc_call_fail(call, rv);
         return;
     }
-    /* etcd: isLearnerReady first (leader only; a member it does not know
-     * passes), then the strict check, then the apply-time checks. */
-    struct node_status st;
-    node_status(server_node(s), &st);
-    uint64_t match = 0;
-    rv = node_progress(server_node(s), req->id, &match);
-    if (rv == KEEL_ENOTLEADER) {
-        grpc_call_fail(call, KEEL_ENOTLEADER);
-        return;
-    }
-    if (rv == 0 && (double)match < (double)st.raft_index * CLUSTER_READY_PERCENT) {
-        grpc_call_fail(call, KEEL_ELEARNERNOTREADY);
-        return;
-    }
-    if (server_strict_reconfig(s) && !enough_started(v, n, 1, 0, false)) {
-        log_warn("etcdserver", "not enough started members, rejecting "
-                               "promote member %" PRIx64,
-                 req->id);
-        grpc_call_fail(call, KEEL_EMEMBERNOTENOUGHSTARTED);
-        return;
-    }
-    Etcdserverpb__Member *m = member_by_id(v, n, req->id);
-    if (m == NULL) {
-        grpc_call_fail(call, KEEL_EMEMBERNOTFOUND);
-        return;
-    }
-    if (!m->islearner) {
-        grpc_call_fail(call, KEEL_EMEMBERNOTLEARNER);
-        return;
-    }
-    Etcdserverpb__Member ctx = *m;
-    Etcdserverpb__Member *c = keel_arena_alloc(a, sizeof *c);
-    if (c == NULL) {
-        grpc_call_fail(call, KEEL_ENOMEM);
-        return;
-    }
-    *c = ctx;
-    c->islearner = false;
-    c->clienturls = NULL;
-    c->n_clienturls = 0;
     propose(s, call, &etcdserverpb__member_promote_response__descriptor,
             RAFTPB__CONF_CHANGE_TYPE__CONF_ADD_NODE, req->id, c, NULL);
+}
+
+struct promote_req
+{
+    struct keel_server *s;
+    struct peer_responder *r;
+    struct keel_arena a;
+};
+
+static void promote_req_done(void *arg, int rv, ProtobufCMessage *unused)
+{
+    (void)unused;
+    struct promote_req *p = arg;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (rv == 0) {
+        rv = cluster_pack_member_list(p->s, &buf, &len);
+    }
+    peer_respond(p->r, rv, buf, len);
+    free(buf);
+    keel_arena_free(&p->a);
+    free(p);
+}
+
+void cluster_serve_promote(struct keel_server *s, const uint8_t *body,
+                           size_t len, struct peer_responder *r)
+{
+    struct promote_req *p = calloc(1, sizeof *p);
+    if (p == NULL || len != 8) {
+        free(p);
+        peer_respond(r, p == NULL ? KEEL_ENOMEM : KEEL_EINVAL, NULL, 0);
+        return;
+    }
+    uint64_t id = 0;
+    for (size_t i = 0; i < 8; i++) {
+        id = id << 8 | body[i];
+    }
+    p->s = s;
+    p->r = r;
+    keel_arena_init(&p->a, 0);
+    Etcdserverpb__Member *c = NULL;
+    int rv = promote_check(s, id, &p->a, &c);
+    uint8_t *ctx = NULL;
+    size_t clen = 0;
+    if (rv == 0) {
+        clen = etcdserverpb__member__get_packed_size(c);
+        ctx = keel_arena_alloc(&p->a, clen ? clen : 1);
+        rv = ctx == NULL ? KEEL_ENOMEM : 0;
+    }
+    if (rv == 0) {
+        etcdserverpb__member__pack(c, ctx);
+        rv = node_propose_conf_change(server_node(s),
+                                      RAFTPB__CONF_CHANGE_TYPE__CONF_ADD_NODE,
+                                      id, ctx, clen, promote_req_done, p);
+        rv = rv == KEEL_EBUSY ? KEEL_ETIMEOUT : rv;
+    }
+    if (rv != 0) {
+        promote_req_done(p, rv, NULL);
+    }
 }
 
 int cluster_register(struct keel_server *s, struct grpc_server *g)

@@ -479,6 +479,21 @@ static int srv_cluster_info(void *arg, uint8_t **buf, size_t *len)
     return cluster_pack_member_list(s, buf, len);
 }
 
+static void srv_peer_request(void *arg, uint64_t from, uint32_t method,
+                             const uint8_t *body, size_t len,
+                             struct peer_responder *r)
+{
+    (void)from;
+    struct keel_server *s = arg;
+    if (s->node == NULL || s->node_gone) {
+        peer_respond(r, KEEL_ESTOPPED, NULL, 0);
+    } else if (method == CLUSTER_PEER_PROMOTE) {
+        cluster_serve_promote(s, body, len, r);
+    } else {
+        peer_respond(r, KEEL_EUNIMPLEMENTED, NULL, 0);
+    }
+}
+
 static void srv_peer_removed(void *arg, uint64_t by)
 {
     struct keel_server *s = arg;
@@ -556,6 +571,7 @@ static int open_peer(struct keel_server *s, char *errmsg, size_t errlen)
         .on_unreachable = srv_unreachable,
         .on_cluster_info = srv_cluster_info,
         .on_removed = srv_peer_removed,
+        .on_request = srv_peer_request,
         .arg = s,
         .max_frame_bytes = server_max_request_bytes(s) + 1024 * 1024 >
                                    PEER_DEFAULT_MAX_FRAME_BYTES

@@ -162,6 +162,14 @@ int cluster_members(struct keel_server *s, struct keel_arena *a,
                     Etcdserverpb__Member ***out, size_t *n);
 /* Whether id was removed from the cluster (members_removed). */
 bool cluster_member_removed(struct keel_server *s, uint64_t id);
+/* Peer requests between members (peer_call methods). */
+#define CLUSTER_PEER_PROMOTE 1
+/* On the leader: a follower forwarded MemberPromote (body: the member id,
+ * 8 bytes big endian); answered through peer_respond with the packed
+ * member list after the change, or a KEEL_E* code. */
+struct peer_responder;
+void cluster_serve_promote(struct keel_server *s, const uint8_t *body,
+                           size_t len, struct peer_responder *r);
 /* A packed MemberListResponse (header with the cluster id) in *buf
  * (malloc'd): what a joining member gets from peer_fetch_cluster_info. */
 int cluster_pack_member_list(struct keel_server *s, uint8_t **buf,

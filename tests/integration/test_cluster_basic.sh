@@ -126,6 +126,21 @@ kt_check "leader, raft term and index agree" 1 \
 v=json.loads(sys.argv[1])
 print(len({(s["Status"]["leader"], s["Status"]["header"]["raft_term"]) for s in v}))' "$js")"
 
+# -- move-leader ---------------------------------------------------------------
+FID=$(etcdctl --endpoints="$(kc_ep k "$F")" endpoint status -w json |
+    python3 -c 'import json,sys; print("%x" % json.load(sys.stdin)[0]["Status"]["header"]["member_id"])')
+out=$(etcdctl --endpoints="$EPS" move-leader "$FID")
+grep -q "Leadership transferred from .* to $FID" <<<"$out"
+echo "ok: $out"
+kt_check "the transferee leads" "$F" "$(kc_leader k)"
+rc=0
+etcdctl --endpoints="$EPS" move-leader 1234 2>"$KT_TMP/err" || rc=$?
+kt_check "move-leader to a non-member" "Error: etcdserver: bad leader transferee rc=1" \
+    "$(grep -v '^{' "$KT_TMP/err") rc=$rc"
+L=$F
+F=$((L % 3 + 1))
+G=$((F % 3 + 1))
+
 # -- no leader: /health false, linearizable reads fail, serializable work ----
 kc_stop k "$F" TERM
 kc_stop k "$G" TERM

@@ -100,10 +100,16 @@ ctl --endpoints="$K4" get /m/1 2>"$KT_TMP/err" >/dev/null || rc=$?
 kt_check "a learner refuses linearizable reads" "Error: etcdserver: rpc not supported for learner rc=1" \
     "$(grep -v '^{' "$KT_TMP/err") rc=$rc"
 
-# -- promote it ---------------------------------------------------------------
+# -- promote it (through a follower: forwarded to the leader as etcd does) --
 ID4=$(member_id "$LEP" "k4,")
+FEP=$(kc_ep k $((L % 3 + 1)))
+rc=0
+ctl --endpoints="$FEP" member promote "$(member_id "$LEP" "k$L,")" 2>"$KT_TMP/err" || rc=$?
+kt_check "promote of a voter through a follower" \
+    "Error: etcdserver: can only promote a learner member rc=1" \
+    "$(grep -v '^{' "$KT_TMP/err") rc=$rc"
 kt_check "member promote" "Member $ID4 promoted in cluster $(ctl --endpoints="$LEP" endpoint status -w json | python3 -c 'import json,sys; print("%16x" % json.load(sys.stdin)[0]["Status"]["header"]["cluster_id"])')" \
-    "$(ctl --endpoints="$LEP" member promote "$ID4")"
+    "$(ctl --endpoints="$FEP" member promote "$ID4")"
 kt_check "k4 is a voter" "false" \
     "$(ctl --endpoints="$LEP" member list | grep k4 | awk -F', ' '{print $6}')"
 ctl --endpoints="$K4" put /m/from-k4 yes >/dev/null
