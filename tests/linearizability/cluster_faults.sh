@@ -8,10 +8,12 @@
 # the history linearizable.
 #
 #   usage: cluster_faults.sh KEEL_BIN LINWORK LINCHECK PROXY
-#              [--etcd] [--duration SECS] [--rounds N] [--keep DIR]
+#              [--etcd] [--members N] [--duration SECS] [--rounds N]
+#              [--keep DIR]
 #   --etcd      run the cluster on /usr/bin/etcd (3.4) instead of KEEL_BIN
 #               (proves the script and the tools against the reference;
 #               CLUSTER_BIN=path does the same for any binary)
+#   --members   cluster size (default 3; 5 works too)
 #   --duration  seconds of workload and faults per round (default 25)
 #   --rounds    rounds on the same cluster, each checked (default 1)
 #   --keep DIR  copy each round's history and the logs to DIR
@@ -37,10 +39,12 @@ PROXY=${4:?keel-faultproxy}
 shift 4
 DURATION=25
 ROUNDS=1
+N=3
 KEEP=
 while [ $# -gt 0 ]; do
     case $1 in
         --etcd) BIN=/usr/bin/etcd ;;
+        --members) N=$2; shift ;;
         --duration) DURATION=$2; shift ;;
         --rounds) ROUNDS=$2; shift ;;
         --keep) KEEP=$2; shift ;;
@@ -50,7 +54,6 @@ while [ $# -gt 0 ]; do
 done
 BIN=${CLUSTER_BIN:-$BIN}
 [ -n "${KEEL_SANITIZED:-}" ] && [ "$DURATION" -gt 12 ] && DURATION=12
-N=3
 CTL="$KT_TMP/proxy.ctl"
 declare -a C R P PID
 for i in $(seq 1 $N); do

@@ -3,7 +3,8 @@
 # seconds (default 300); each round's history is checked, and every
 # history and log is kept under --keep (default ./soak-<date>). Not in
 # ctest.
-#   usage: soak.sh DURATION [--etcd] [--round SECS] [--build DIR] [--keep DIR]
+#   usage: soak.sh DURATION [--etcd] [--members N] [--round SECS]
+#                  [--build DIR] [--keep DIR]
 #   DURATION: seconds, or with a unit: 90m, 4h
 # Exit status as cluster_faults.sh (77: keel has no clusters yet).
 set -euo pipefail
@@ -23,6 +24,7 @@ EXTRA=()
 while [ $# -gt 0 ]; do
     case $1 in
         --etcd) EXTRA+=(--etcd) ;;
+        --members) EXTRA+=(--members "$2"); shift ;;
         --round) ROUND=$2; shift ;;
         --build) BUILD=$2; shift ;;
         --keep) KEEP=$2; shift ;;
