@@ -23,8 +23,9 @@
  * (docs/TESTING.md).
  *
  * Outcomes: OK -> "ok" (a cas whose compare failed -> "fail" with the
- * current value). A failed read is dropped (it says nothing). A failed write
- * is "fail" only when the server definitely did not apply it (statuses etcd
+ * current value). A failed read is dropped (it says nothing), and so is a
+ * cas refused with a definite error (it compared nothing). A failed put or
+ * del is "fail" only when the server definitely did not apply it (statuses etcd
  * returns before proposing: InvalidArgument, ResourceExhausted "too many
  * requests", PermissionDenied, ...) or it was never started; anything else
  * (deadline, Unavailable, connection lost, "request timed out", "leader
@@ -202,7 +203,10 @@ static void on_done(struct keel_call *call)
     wk->in_flight = 0;
     int ok = call->status == KEEL_GRPC_OK && call->resp != NULL;
     if (!ok) {
-        if (wk->kind == OP_GET) {
+        if (wk->kind == OP_GET ||
+            (wk->kind == OP_CAS && definitely_not_applied(call->status))) {
+            /* says nothing: a cas refused outright did not even compare
+             * (a "fail" cas in the history means the comparison failed) */
             w->n_dropped++;
         } else if (definitely_not_applied(call->status)) {
             record(wk, "fail", now, 0, NULL, 0);
@@ -592,7 +596,7 @@ int main(int argc, char **argv)
     fprintf(stderr,
             "keel-linwork: %" PRIu64 " ops in %.2f s (%.0f ops/s, %d "
             "clients, %d keys): %" PRIu64 " ok, %" PRIu64 " fail, %" PRIu64
-            " unknown, %" PRIu64 " reads dropped; get %" PRIu64
+            " unknown, %" PRIu64 " dropped; get %" PRIu64
             " put %" PRIu64 " cas %" PRIu64 " (%" PRIu64 " swapped) del %"
             PRIu64 "\n",
             total, secs, secs > 0 ? (double)total / secs : 0.0, w.nclients,
