@@ -118,10 +118,19 @@ int main(int argc, char **argv)
     uint8_t *msg = calloc(1, size);
     uint64_t t0 = uv_hrtime();
     size_t sent = 0;
+    /* Keep a bounded backlog, as raft's inflight window does, well inside
+     * the transport's queue bound (past it messages would be dropped). */
+    size_t window = (16u << 20) / (size + 5);
+    if (window > 2048) {
+        window = 2048;
+    }
+    if (window < 1) {
+        window = 1;
+    }
     while (b.got < n) {
-        /* Keep a bounded backlog, as raft's inflight window does. */
-        while (sent < n && sent - b.got < 2048) {
-            for (int i = 0; i < 256 && sent < n; i++, sent++) {
+        while (sent < n && sent - b.got < window) {
+            for (int i = 0; i < 256 && sent < n && sent - b.got < window;
+                 i++, sent++) {
                 peer_send(a.t, 2, msg, size, NULL);
             }
         }
