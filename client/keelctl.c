@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "grpc_wire.h"
+#include "keelctl_help.h"
 
 struct ctl_globals g = {
     .dial_timeout_ms = 2000,
@@ -111,6 +112,13 @@ void ctl_die(int code, const char *fmt, ...)
  * (etcd: etcdctl/ctlv3/ctl_nocov.go). */
 _Noreturn static void flag_error(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
+/* The command whose help -h/--help and flag errors print ("" = etcdctl's
+ * own). */
+static const char *help_path = "";
+/* -h/--help was given: the help is printed once every flag parsed (an
+ * unknown flag is still an error first, as in cobra). */
+static int help_requested;
+
 static void flag_error(const char *fmt, ...)
 {
     char msg[512];
@@ -118,7 +126,12 @@ static void flag_error(const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    fprintf(stderr, "Error: %s\n\nError: %s\n", msg, msg);
+    /* cobra: the error, its usage (etcdctl's usage func writes it to
+     * stdout, leaving an empty line on stderr), then etcdctl's error */
+    fprintf(stderr, "Error: %s\n", msg);
+    help_print(help_path);
+    fflush(stdout);
+    fprintf(stderr, "\nError: %s\n", msg);
     exit(EXIT_ERROR);
 }
 
@@ -627,7 +640,8 @@ static int parse_flags(int argc, char **argv, struct flag *const *sets,
             snprintf(src, sizeof(src), "--%.*s", (int)len, name);
             if (f == NULL) {
                 if (len == 4 && strncmp(name, "help", 4) == 0) {
-                    exit(0);
+                    help_requested = 1;
+                    continue;
                 }
                 flag_error("unknown flag: %s", src);
             }
@@ -648,7 +662,8 @@ static int parse_flags(int argc, char **argv, struct flag *const *sets,
             char src[64];
             if (f == NULL) {
                 if (*p == 'h') {
-                    exit(0);
+                    help_requested = 1;
+                    continue;
                 }
                 flag_error("unknown shorthand flag: '%c' in %s", *p, a);
             }
@@ -937,12 +952,49 @@ int main(int argc, char **argv)
         }
     }
     if (cmd == NULL) {
-        if (nwords == 0) {
-            /* etcdctl prints its help, after checking the flags. */
+        /* etcdctl's help data knows more commands than keelctl runs:
+         * groups ("lease"), and leaves keelctl lacks ("migrate",
+         * "completion bash"). Longest match, as cobra's Find. */
+        int is_help = nwords > 0 && strcmp(words[0], "help") == 0;
+        size_t first = is_help ? 1 : 0;
+        char found[128] = "", tryp[128] = "";
+        size_t matched = 0;
+        for (size_t i = first; i < nwords; i++) {
+            size_t l = strlen(tryp);
+            snprintf(tryp + l, sizeof(tryp) - l, "%s%s", i > first ? " " : "",
+                     words[i]);
+            if (!help_print_exists(tryp)) {
+                break;
+            }
+            snprintf(found, sizeof(found), "%s", tryp);
+            matched++;
+        }
+        if (is_help || nwords == 0 || matched > 0) {
+            help_path = is_help ? "help" : ctl_strdup(found);
             struct flag *gsets[] = {global_flags, NULL};
             char **gpos = calloc((size_t)argc + 1, sizeof(char *));
             parse_flags(argc - 1, argv + 1, gsets, gpos);
             free(gpos);
+            if (is_help && !help_requested) {
+                if (matched == 0 && nwords > 1) {
+                    /* cobra: the topic as Go's %#q of the words, then
+                     * the root's usage (no help flag registered yet) */
+                    fprintf(stderr, "Unknown help topic [");
+                    for (size_t i = 1; i < nwords; i++) {
+                        fprintf(stderr, "%s`%s`", i > 1 ? " " : "", words[i]);
+                    }
+                    fprintf(stderr, "]\n");
+                    help_print_without_help_flag("");
+                    return 0;
+                }
+                help_path = ctl_strdup(found);
+            }
+            if (!help_requested && !is_help && nwords > 0 &&
+                !help_is_group(help_path)) {
+                ctl_die(EXIT_BAD_FEATURE, "\"%s\" is not implemented by keelctl",
+                        help_path);
+            }
+            help_print(help_path);
             return 0;
         }
         fprintf(stderr, "Error: unknown command \"%s\" for \"etcdctl\"\n"
@@ -954,9 +1006,15 @@ int main(int argc, char **argv)
     }
 
     /* 2. Flags, with the command words removed from the positionals. */
+    help_path = cmd->path;
     struct flag *sets[] = {global_flags, cmd->flags, NULL};
     char **pos = calloc((size_t)argc + 1, sizeof(char *));
     int npos = parse_flags(argc - 1, argv + 1, sets, pos);
+    if (help_requested) {
+        help_print(help_path);
+        free(pos);
+        return 0;
+    }
     run_cmd = cmd;
     cmd->run(npos - (int)best, pos + best);
     if (shared) {
