@@ -1,31 +1,44 @@
 #!/usr/bin/python3
 """keel vs etcd 3.4 side by side (issue 7, "the figure we steer by").
 
-Starts keel and etcd with the same flags (one member on loopback, data dirs
-under one mktemp -d on the same disk), runs every workload of keel-bench
-against each in turn -- interleaved, the order alternating per round -- and
-prints the medians and the median of the per-round keel/etcd ratios.
+Starts keel and etcd with the same flags (etcd's: --name, the peer and
+client URLs, --initial-cluster, --initial-cluster-token,
+--initial-cluster-state new; loopback; data dirs under one mktemp -d on the
+same disk), runs every workload of keel-bench against each in turn --
+interleaved, the order alternating per round -- and prints the medians and
+the median of the per-round keel/etcd ratios. Three parts (--parts):
+
+one    one member per server and round: sequential put and serializable
+       range from 1 client (latency), then put/range/txn/lease workloads at
+       high concurrency (throughput, p50, p99), watch fan-out (events/s),
+       watch-latency with 10k watchers; then load N keys (100k; 1M with
+       --full), data-dir size, RSS, SIGTERM, restart on the same data dir and
+       time until the first served Range (TCP poll every 0.5 ms, then one
+       keel-bench call; that call's own cost on a warm server is reported as
+       "client floor").
+big    the same load/RSS/data-dir/restart measures with 1M keys, on a fresh
+       member (--big-rounds, default 1; not with --full, whose rounds load 1M).
+three  a fresh three-member cluster per server and round: put at 1, 100 and
+       1000 clients and linearizable range at 1000 clients, endpoints all
+       three members with the leader first (keel-bench spreads connections
+       over the list in turn, so one connection talks to the leader); then
+       kill -9 of the leader and the time to the first successful put
+       through the remaining members (JSON-gateway puts with 0.2 s timeouts,
+       two writer loops per member), restart of the killed member, repeated
+       (3 kills per round; --quick 1).
 
 Both servers are driven by the same load generator (keel-bench, on libkeel),
-so client cost is the same on both sides. Per server and round:
-  1. sequential put, 1 client (latency), then put/range/txn/lease workloads
-     at high concurrency (throughput, p50, p99);
-  2. watch fan-out (events/s) and watch-latency with many watchers;
-  3. load N keys (100k; 1M with --full), data-dir size, RSS after the load;
-  4. SIGTERM, restart on the same data dir, time until the first served
-     Range (TCP poll every 0.5 ms, then one keel-bench call; that call's own
-     cost on a warm server is reported as "client floor").
-Peak RSS is sampled from /proc/<pid>/status every 50 ms, anonymous (RssAnon)
-and file-backed (RssFile) separately.
-
-The three-member comparison needs keel's peer transport: the script starts a
-three-member keel cluster and runs it only if a member reports healthy; else
-it says so and skips it (nothing is faked).
+so client cost is the same on both sides. Peak RSS is sampled from
+/proc/<pid>/status every 50 ms, anonymous (RssAnon) and file-backed
+(RssFile) separately. The machine floor (fdatasync on the data-dir disk,
+loopback TCP round trip), nproc, CPU, kernel, disk, the commit and the load
+average are recorded.
 
 Every process started here is killed at exit (also on ^C/SIGTERM) and the
 temporary directory removed.
 """
 import argparse
+import http.client
 import json
 import os
 import platform
@@ -92,28 +105,42 @@ class Sampler(threading.Thread):
 
 
 class Server:
-    def __init__(self, kind, binary, tmp, tag):
+    """One member. A single-member server is its own initial cluster; a
+    Cluster sets initial_cluster and token on each of its members before
+    start()."""
+
+    def __init__(self, kind, binary, tmp, tag, name="m1"):
         self.kind = kind
         self.binary = binary
+        self.name = name
         self.dir = os.path.join(tmp, "%s-%s.data" % (kind, tag))
         self.logpath = os.path.join(tmp, "%s-%s.log" % (kind, tag))
         self.cport = free_port()
         self.pport = free_port()
+        self.initial_cluster = "%s=%s" % (name, self.peer_url)
+        self.token = "keel-compare-" + tag
         self.proc = None
         self.sampler = None
+
+    @property
+    def peer_url(self):
+        return "http://127.0.0.1:%d" % self.pport
 
     @property
     def endpoint(self):
         return "127.0.0.1:%d" % self.cport
 
     def start(self):
-        args = [self.binary, "--name", "m1", "--data-dir", self.dir,
+        # etcd's cluster flags; on a restart from an existing data dir both
+        # servers ignore the initial-* ones
+        args = [self.binary, "--name", self.name, "--data-dir", self.dir,
                 "--listen-client-urls", "http://%s" % self.endpoint,
                 "--advertise-client-urls", "http://%s" % self.endpoint,
-                "--listen-peer-urls", "http://127.0.0.1:%d" % self.pport,
-                "--initial-advertise-peer-urls",
-                "http://127.0.0.1:%d" % self.pport,
-                "--initial-cluster", "m1=http://127.0.0.1:%d" % self.pport]
+                "--listen-peer-urls", self.peer_url,
+                "--initial-advertise-peer-urls", self.peer_url,
+                "--initial-cluster", self.initial_cluster,
+                "--initial-cluster-token", self.token,
+                "--initial-cluster-state", "new"]
         logf = open(self.logpath, "a")
         t0 = time.monotonic()
         self.proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT)
@@ -132,9 +159,9 @@ class Server:
                                % (self.kind, self.proc.returncode,
                                   " / ".join(tail)))
 
-    def stop(self):
+    def stop(self, sig=signal.SIGTERM):
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(sig)
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
@@ -215,22 +242,39 @@ def du_kib(path):
     return int(r.stdout.split()[0])
 
 
+def load_flags(n_keys):
+    """The load of the RSS / data-dir / restart measures: n_keys distinct
+    16-byte keys with 256-byte values, 1000 clients on 100 connections."""
+    return ["--conns", "100", "--clients", "1000", "--total", str(n_keys),
+            "--key-size", "16", "--val-size", "256", "--sequential-keys",
+            "--key-space-size", str(n_keys)]
+
+
 def profile(mode):
-    """Workloads and sizes per mode: (name, workload, flags, metrics)."""
+    """Sizes and workloads per mode. Workloads are (name, workload, flags):
+    "one" against one member, "three" against a three-member cluster.
+    big_keys: the separate 1M-key load/restart phase (0: none; --full loads
+    1M keys in every round already)."""
     q = mode == "quick"
     full = mode == "full"
     big = 1 if q else (3 if full else 1)
     n_keys = 2000 if q else (1000000 if full else 100000)
+    big_keys = 5000 if q else (0 if full else 1000000)
     watchers = (2, 50) if q else (100, 100)
     tot = lambda n: max(200, n // 20) if q else n * big
-    wl = [
-        ("put_seq_1c", "put",
-         ["--conns", "1", "--clients", "1", "--total", str(tot(1000)),
-          "--key-size", "8", "--val-size", "256", "--sequential-keys"]),
-        ("put_1000c", "put",
-         ["--conns", "100", "--clients", "1000", "--total", str(tot(30000)),
-          "--key-size", "8", "--val-size", "256", "--sequential-keys",
-          "--key-space-size", str(tot(30000))]),
+    put = lambda conns, clients, n: [
+        "--conns", str(conns), "--clients", str(clients), "--total", str(tot(n)),
+        "--key-size", "8", "--val-size", "256", "--sequential-keys",
+        "--key-space-size", str(tot(n))]
+    one = [
+        ("put_seq_1c", "put", put(1, 1, 1000)),
+        # a serializable Range from one client: a gRPC round trip through
+        # the server with no disk write, next to put_seq_1c's
+        ("range_s_1c", "range",
+         ["--conns", "1", "--clients", "1", "--total", str(tot(2000)),
+          "--key-size", "8", "--key-space-size", str(tot(1000)),
+          "--consistency", "s"]),
+        ("put_1000c", "put", put(100, 1000, 30000)),
         ("range_l_1000c", "range",
          ["--conns", "100", "--clients", "1000", "--total", str(tot(50000)),
           "--key-size", "8", "--key-space-size", str(tot(30000)),
@@ -256,35 +300,213 @@ def profile(mode):
           "--watch-per-stream", str(watchers[1]),
           "--total", "10" if q else "40", "--rate", "20", "--val-size", "64"]),
     ]
-    load = ["--conns", "100", "--clients", "1000", "--total", str(n_keys),
-            "--key-size", "16", "--val-size", "256", "--sequential-keys",
-            "--key-space-size", str(n_keys)]
-    return wl, load, n_keys
+    three = [
+        ("put_1c", "put", put(1, 1, 1000)),
+        ("put_100c", "put", put(10, 100, 10000)),
+        ("put_1000c", "put", put(100, 1000, 30000)),
+        ("range_l_1000c", "range",
+         ["--conns", "100", "--clients", "1000", "--total", str(tot(50000)),
+          "--key-size", "8", "--key-space-size", str(tot(30000)),
+          "--consistency", "l"]),
+    ]
+    return {"one": one, "three": three, "n_keys": n_keys,
+            "big_keys": big_keys, "watchers": watchers[0] * watchers[1],
+            "kills": 1 if q else 3}
 
 
-def run_server(kind, binary, bench, tmp, tag, mode):
-    wl, load, n_keys = profile(mode)
+def run_server(kind, binary, bench, tmp, tag, prof):
+    """One round against one member: the workloads, then the load of
+    prof["n_keys"] keys and the restart."""
+    n_keys = prof["n_keys"]
     srv = Server(kind, binary, tmp, tag)
-    res = {"kind": kind}
+    res = {"kind": kind, "n_keys": n_keys}
     t0 = srv.start()
     try:
         res["first_start_s"] = wait_serving(bench, srv, t0)
-        res.update(run_workloads(bench, srv, wl, load, n_keys, kind))
+        res.update(run_workloads(bench, srv.endpoint, [srv], prof["one"],
+                                 kind))
+        res.update(load_and_restart(bench, srv, load_flags(n_keys), n_keys,
+                                    kind))
     except RuntimeError as e:
         res["failed"] = str(e)
         log("  %-5s FAILED: %s" % (kind, e))
     finally:
         srv.stop()
         shutil.rmtree(srv.dir, ignore_errors=True)
-    res["n_keys"] = n_keys
     return res
 
 
-def run_workloads(bench, srv, wl, load, n_keys, kind):
+def run_big(kind, binary, bench, tmp, tag, n_keys):
+    """The 1M-key phase: a fresh member, load, RSS, data dir, restart."""
+    srv = Server(kind, binary, tmp, tag)
+    res = {"kind": kind, "n_keys": n_keys}
+    t0 = srv.start()
+    try:
+        wait_serving(bench, srv, t0)
+        res.update(load_and_restart(bench, srv, load_flags(n_keys), n_keys,
+                                    kind))
+    except RuntimeError as e:
+        res["failed"] = str(e)
+        log("  %-5s FAILED: %s" % (kind, e))
+    finally:
+        srv.stop()
+        shutil.rmtree(srv.dir, ignore_errors=True)
+    return res
+
+
+def gateway(srv, path, body, timeout):
+    """POST body (a dict) to srv's JSON gateway; the decoded answer, or
+    None on any failure (refused, timed out, an error status)."""
+    conn = http.client.HTTPConnection("127.0.0.1", srv.cport, timeout=timeout)
+    try:
+        conn.request("POST", path, json.dumps(body),
+                     {"Content-Type": "application/json"})
+        r = conn.getresponse()
+        data = r.read()
+        if r.status != 200:
+            return None
+        return json.loads(data)
+    except (OSError, http.client.HTTPException, ValueError):
+        return None
+    finally:
+        conn.close()
+
+
+class Cluster:
+    """Three members of one kind on loopback, started with etcd's cluster
+    flags, data dirs under tmp."""
+
+    def __init__(self, kind, binary, tmp, tag, size=3):
+        self.kind = kind
+        self.members = [Server(kind, binary, tmp, "%s-m%d" % (tag, i + 1),
+                               name="m%d" % (i + 1)) for i in range(size)]
+        cluster = ",".join("%s=%s" % (m.name, m.peer_url)
+                           for m in self.members)
+        for m in self.members:
+            m.initial_cluster = cluster
+            m.token = "keel-compare-" + tag
+
+    def start(self):
+        for m in self.members:
+            m.start()
+
+    def stop(self):
+        for m in self.members:
+            m.stop()
+            shutil.rmtree(m.dir, ignore_errors=True)
+
+    def leader(self, limit=30.0):
+        """The member every live member names as leader, once a write
+        goes through it (raises after limit s)."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            for m in self.members:
+                m.check_alive()
+            live = [m for m in self.members
+                    if m.proc and m.proc.poll() is None]
+            ids = {}
+            leaders = set()
+            for m in live:
+                st = gateway(m, "/v3/maintenance/status", {}, 1.0)
+                if st is None:
+                    break
+                ids[st["header"]["member_id"]] = m
+                leaders.add(st.get("leader"))
+            else:
+                if len(leaders) == 1:
+                    ld = ids.get(leaders.pop())
+                    if ld is not None and gateway(
+                            ld, "/v3/kv/put",
+                            {"key": "cHJvYmU=", "value": "eA=="}, 2.0):
+                        return ld
+            time.sleep(0.05)
+        raise RuntimeError("%s cluster has no leader after %.0f s, see %s"
+                           % (self.kind, limit,
+                              " ".join(m.logpath for m in self.members)))
+
+    def endpoints(self, leader):
+        """All members, the leader first: keel-bench spreads connections
+        over the list in turn, so a one-connection run talks to the
+        leader and a 100-connection run to all three."""
+        rest = [m.endpoint for m in self.members if m is not leader]
+        return ",".join([leader.endpoint] + rest)
+
+    def kill_leader_to_write(self, timeout=0.2, limit=30.0):
+        """kill -9 the leader; seconds until a put succeeds through one of
+        the remaining members. Two writer threads per remaining member,
+        each a loop of JSON-gateway puts with a timeout-s timeout (so one
+        hung request delays the answer by at most that much). The killed
+        member is restarted and the cluster settled before returning."""
+        victim = self.leader()
+        rest = [m for m in self.members if m is not victim]
+        done = threading.Event()
+        first = []
+        lock = threading.Lock()
+
+        def writer(m, i):
+            body = {"key": "a2lsbC1wcm9iZQ==", "value": "eA=="}
+            while not done.is_set():
+                if gateway(m, "/v3/kv/put", body, timeout) is not None:
+                    with lock:
+                        first.append(time.monotonic())
+                    done.set()
+                    return
+                if time.monotonic() > t0 + limit:
+                    return
+                time.sleep(0.002)  # refusals come back at once: do not spin
+
+        t0 = time.monotonic()
+        victim.proc.kill()
+        threads = [threading.Thread(target=writer, args=(m, i), daemon=True)
+                   for m in rest for i in range(2)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        if not first:
+            raise RuntimeError("%s: no write succeeded within %.0f s of "
+                               "killing the leader" % (self.kind, limit))
+        took = min(first) - t0
+        victim.stop()  # reaps it
+        victim.start()
+        self.leader()  # settled: one leader everyone agrees on, a write
+        return took
+
+
+def run_cluster(kind, binary, bench, tmp, tag, prof):
+    """One round against a fresh three-member cluster: the workloads with
+    every member as an endpoint (the leader first), then prof["kills"]
+    leader kills."""
+    cl = Cluster(kind, binary, tmp, tag)
+    res = {"kind": kind}
+    try:
+        cl.start()
+        leader = cl.leader()
+        res["leader_at_start"] = leader.name
+        res.update(run_workloads(bench, cl.endpoints(leader), cl.members,
+                                 prof["three"], kind))
+        kills = []
+        for _ in range(prof["kills"]):
+            kills.append(cl.kill_leader_to_write())
+            log("  %-5s leader kill -9 to first write: %.0f ms"
+                % (kind, kills[-1] * 1000))
+        res["kill_to_write_s"] = kills
+    except RuntimeError as e:
+        res["failed"] = str(e)
+        log("  %-5s FAILED: %s" % (kind, e))
+    finally:
+        cl.stop()
+    return res
+
+
+def run_workloads(bench, endpoints, members, wl, kind):
+    """Runs the workloads of wl against endpoints; a member of members
+    that exits ends the run. Returns name -> result."""
     res = {}
     for name, w, flags in wl:
-        d = bench.run(srv.endpoint, w, flags)
-        srv.check_alive()
+        d = bench.run(endpoints, w, flags)
+        for m in members:
+            m.check_alive()
         res[name] = d
         extra = ""
         if "events_per_s" in d:
@@ -295,6 +517,13 @@ def run_workloads(bench, srv, wl, load, n_keys, kind):
             % (kind, name, d["requests_per_s"], d["latency_ms"]["p50"],
                d["latency_ms"]["p99"], extra,
                "  ERRORS %d" % d["errors"] if d["errors"] else ""))
+    return res
+
+
+def load_and_restart(bench, srv, load, n_keys, kind):
+    """Loads n_keys into srv, samples RSS, stops it, measures the data dir,
+    restarts it on that data dir and times the first served Range."""
+    res = {}
     d = bench.run(srv.endpoint, "put", load, timeout=3600)
     srv.check_alive()
     res["load"] = d
@@ -324,13 +553,22 @@ def run_workloads(bench, srv, wl, load, n_keys, kind):
     return res
 
 
-# (label, extractor, higher_is_better, target ratio text, target check)
-def metrics():
-    L = lambda name, q: (lambda r: r[name]["latency_ms"][q])
-    R = lambda name: (lambda r: r[name]["requests_per_s"])
+# Table rows: (label, extractor, target ratio text, target check). "N keys"
+# in a label becomes the phase's key count.
+def L(name, q):
+    return lambda r: r[name]["latency_ms"][q]
+
+
+def R(name):
+    return lambda r: r[name]["requests_per_s"]
+
+
+def rows_one():
     return [
         ("sequential put, 1 client: p50 latency (ms)", L("put_seq_1c", "p50"), "<= 0.5", lambda x: x <= 0.5),
         ("sequential put, 1 client: p99 latency (ms)", L("put_seq_1c", "p99"), "", None),
+        ("sequential put, 1 client: req/s", R("put_seq_1c"), "", None),
+        ("serializable range, 1 client: p50 latency (ms)", L("range_s_1c", "p50"), "", None),
         ("put, 1000 clients: throughput (req/s)", R("put_1000c"), ">= 2", lambda x: x >= 2),
         ("put, 1000 clients: p50 (ms)", L("put_1000c", "p50"), "", None),
         ("put, 1000 clients: p99 (ms)", L("put_1000c", "p99"), "", None),
@@ -347,25 +585,77 @@ def metrics():
         ("lease keepalive, 100 clients: req/s", R("lease_keepalive_100c"), "", None),
         ("lease keepalive: p99 (ms)", L("lease_keepalive_100c", "p99"), "", None),
         ("watch fan-out, 1000 watchers: events/s", lambda r: r["watch_fanout"]["events_per_s"], "", None),
-        ("watch event latency, many watchers: p50 (ms)", lambda r: r["watch_latency_10k"]["event_latency_ms"]["p50"], "", None),
-        ("watch event latency, many watchers: p99 (ms)", lambda r: r["watch_latency_10k"]["event_latency_ms"]["p99"], "<= 0.5", lambda x: x <= 0.5),
-        ("load N keys, 1000 clients: put/s", R("load"), "", None),
-        ("peak RSS anonymous (MiB)", lambda r: r["peak_anon_kib"] / 1024, "", None),
-        ("peak RSS file-backed (MiB)", lambda r: r["peak_file_kib"] / 1024, "", None),
-        ("RSS anonymous after loading N keys (MiB)", lambda r: r["anon_after_load_kib"] / 1024, "<= 0.2", lambda x: x <= 0.2),
-        ("RSS file-backed after loading N keys (MiB)", lambda r: r["file_after_load_kib"] / 1024, "", None),
-        ("RSS anonymous after restart (MiB)", lambda r: r["anon_after_restart_kib"] / 1024, "", None),
-        ("data dir after N keys (MiB)", lambda r: r["datadir_kib"] / 1024, "", None),
-        ("restart with N keys to first served Range (ms)", lambda r: r["restart_s"] * 1000, "<= 0.05", lambda x: x <= 0.05),
-        ("  client floor of that measure (ms)", lambda r: r["client_floor_s"] * 1000, "", None),
+        ("watch event latency, W watchers: p50 (ms)", lambda r: r["watch_latency_10k"]["event_latency_ms"]["p50"], "", None),
+        ("watch event latency, W watchers: p99 (ms)", lambda r: r["watch_latency_10k"]["event_latency_ms"]["p99"], "<= 0.5", lambda x: x <= 0.5),
     ]
+
+
+def rows_load(targets):
+    """Rows of load_and_restart(); the aims (anonymous RSS and restart with
+    1M keys) are checked only where targets is set."""
+    t = lambda text, check: (text, check) if targets else ("", None)
+    return [
+        ("load N keys, 1000 clients: put/s", R("load"), "", None),
+        ("peak RSS anonymous while loading N keys (MiB)", lambda r: r["peak_anon_kib"] / 1024, "", None),
+        ("peak RSS file-backed while loading N keys (MiB)", lambda r: r["peak_file_kib"] / 1024, "", None),
+        ("RSS anonymous after loading N keys (MiB)", lambda r: r["anon_after_load_kib"] / 1024) + t("<= 0.2", lambda x: x <= 0.2),
+        ("RSS file-backed after loading N keys (MiB)", lambda r: r["file_after_load_kib"] / 1024, "", None),
+        ("data dir after N keys (MiB)", lambda r: r["datadir_kib"] / 1024, "", None),
+        ("restart with N keys to first served Range (ms)", lambda r: r["restart_s"] * 1000) + t("<= 0.05", lambda x: x <= 0.05),
+        ("  client floor of that measure (ms)", lambda r: r["client_floor_s"] * 1000, "", None),
+        ("RSS anonymous after that restart (MiB)", lambda r: r["anon_after_restart_kib"] / 1024, "", None),
+    ]
+
+
+def rows_three():
+    rows = []
+    for name, text in (("put_1c", "put, 1 client"),
+                       ("put_100c", "put, 100 clients"),
+                       ("put_1000c", "put, 1000 clients"),
+                       ("range_l_1000c", "range linearizable, 1000 clients")):
+        rows += [(text + ": req/s", R(name), "", None),
+                 (text + ": p50 (ms)", L(name, "p50"), "", None),
+                 (text + ": p99 (ms)", L(name, "p99"), "", None)]
+    rows.append(("leader kill -9 to first successful write (ms; median of "
+                 "the round's kills)",
+                 lambda r: statistics.median(r["kill_to_write_s"]) * 1000,
+                 "", None))
+    return rows
+
+
+def table(rows, res, subst):
+    """Markdown lines: medians per server and the median of the per-round
+    keel/etcd ratios (a round where either side failed gives no ratio)."""
+
+    def get(fn, x):
+        try:
+            return fn(x)
+        except KeyError:  # that server's round failed: no figure
+            return None
+
+    lines = ["| measure | keel | etcd 3.4 | keel/etcd | target |",
+             "|---|---:|---:|---:|---|"]
+    for label, fn, target, check in rows:
+        for k, v in subst.items():
+            label = label.replace(k, v)
+        kv = [get(fn, x) for x in res["keel"]]
+        ev = [get(fn, x) for x in res["etcd"]]
+        rm = median([k / e for k, e in zip(kv, ev) if k is not None and e])
+        met = "" if check is None or rm is None else (
+            "yes" if check(rm) else "no")
+        lines.append("| %s | %s | %s | %s | %s |" % (
+            label, fmt(median(kv)), fmt(median(ev)),
+            "-" if rm is None else "%.2f" % rm,
+            "%s (%s)" % (target, met) if target else ""))
+    return lines
 
 
 def machine_floor(tmp):
     """Median fdatasync after a 4 KiB overwrite inside a preallocated file on
     the data-dir disk (as a WAL with preallocated segments does: no size
-    change to flush), and median loopback TCP round trip (1 byte each way),
-    both from python (its own overhead, a few us, included)."""
+    change to flush), and median loopback TCP round trip (1 byte each way,
+    to an echo in another process), both from python (its own overhead, a
+    few us, included)."""
     path = os.path.join(tmp, "fsync.probe")
     fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
     buf = b"x" * 4096
@@ -383,19 +673,20 @@ def machine_floor(tmp):
     ls = socket.socket()
     ls.bind(("127.0.0.1", 0))
     ls.listen(1)
-
-    def echo():
-        c, _ = ls.accept()
-        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        while True:
-            b = c.recv(1)
-            if not b:
-                break
-            c.sendall(b)
-        c.close()
-
-    th = threading.Thread(target=echo, daemon=True)
-    th.start()
+    # the echo side is another process, so the round trip crosses two
+    # processes as a client and a server do (no GIL hand-over inside it)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            c, _ = ls.accept()
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            while True:
+                b = c.recv(1)
+                if not b:
+                    break
+                c.sendall(b)
+        finally:
+            os._exit(0)
     s = socket.create_connection(ls.getsockname())
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     ts = []
@@ -405,53 +696,9 @@ def machine_floor(tmp):
         s.recv(1)
         ts.append(time.perf_counter() - t0)
     s.close()
-    th.join(2)
+    os.waitpid(pid, 0)
     ls.close()
     return fsync, statistics.median(ts)
-
-
-def try_three_members(keel, tmp):
-    """Start a three-member keel cluster on loopback; True if a member
-    reports healthy within 10 s. Always stops the members."""
-    ports = [(free_port(), free_port()) for _ in range(3)]
-    cluster = ",".join("m%d=http://127.0.0.1:%d" % (i + 1, p[1])
-                       for i, p in enumerate(ports))
-    procs = []
-    status = "no answer"
-    try:
-        for i, (c, p) in enumerate(ports):
-            d = os.path.join(tmp, "three-m%d" % (i + 1))
-            lf = open(os.path.join(tmp, "three-m%d.log" % (i + 1)), "w")
-            pr = subprocess.Popen(
-                [keel, "--name", "m%d" % (i + 1), "--data-dir", d,
-                 "--listen-client-urls", "http://127.0.0.1:%d" % c,
-                 "--advertise-client-urls", "http://127.0.0.1:%d" % c,
-                 "--listen-peer-urls", "http://127.0.0.1:%d" % p,
-                 "--initial-advertise-peer-urls", "http://127.0.0.1:%d" % p,
-                 "--initial-cluster", cluster],
-                stdout=lf, stderr=subprocess.STDOUT)
-            lf.close()
-            procs.append(pr)
-            PROCS.append(pr)
-        deadline = time.monotonic() + 10
-        import urllib.request
-        while time.monotonic() < deadline:
-            for c, _ in ports:
-                try:
-                    with urllib.request.urlopen(
-                            "http://127.0.0.1:%d/health" % c, timeout=1) as r:
-                        status = r.read().decode().strip()
-                except Exception as e:  # noqa: BLE001 (any failure = not yet)
-                    status = str(e)
-                if '"true"' in status:
-                    return True, status
-            time.sleep(0.5)
-        return False, status
-    finally:
-        for pr in procs:
-            pr.kill()
-            pr.wait()
-            PROCS.remove(pr)
 
 
 def median(xs):
@@ -469,15 +716,59 @@ def fmt(x):
     return "%.3g" % x
 
 
+def machine_info(tmp, etcd):
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"],
+                            stdout=subprocess.PIPE, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain",
+                            "--untracked-files=no"],
+                           stdout=subprocess.PIPE, text=True).stdout.strip()
+    cpu = ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kib = int(f.readline().split()[1])
+    src = subprocess.run(["df", "--output=source,fstype", tmp],
+                         stdout=subprocess.PIPE,
+                         text=True).stdout.split("\n")[1].split()
+    dev = subprocess.run(["lsblk", "-ndo", "SIZE,ROTA,MODEL", src[0]],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                         text=True).stdout.split()
+    disk = "%s %s" % (src[0], src[1])
+    if len(dev) >= 2:
+        disk += ", %s, rotational=%s%s" % (dev[0], dev[1],
+                                           " " + " ".join(dev[2:]) if dev[2:] else "")
+    return {
+        "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        "commit": commit + (" (with uncommitted changes)" if dirty else ""),
+        "nproc": len(os.sched_getaffinity(0)),
+        "machine": "%s, nproc %d, %.0f GiB RAM, %s %s" % (
+            cpu, len(os.sched_getaffinity(0)), mem_kib / 1048576,
+            platform.system(), platform.release()),
+        "disk": disk + " (temporary dir %s)" % tmp,
+        "etcd": subprocess.run([etcd, "--version"], stdout=subprocess.PIPE,
+                               text=True).stdout.splitlines()[0],
+        "loadavg_start": open("/proc/loadavg").read().split()[:3],
+    }
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--quick", action="store_true",
-                   help="smoke run: tiny totals, 1 round, 2k keys")
+                   help="smoke run: tiny totals, 1 round, small key counts")
     g.add_argument("--full", action="store_true",
-                   help="1M keys, 10k watchers, 3x totals")
+                   help="1M keys in every round, 3x totals")
     ap.add_argument("--rounds", type=int, default=None,
-                    help="rounds (default 3; --quick 1)")
+                    help="rounds of the one- and three-member parts "
+                    "(default 3; --quick 1)")
+    ap.add_argument("--big-rounds", type=int, default=1,
+                    help="rounds of the 1M-key phase (default 1)")
+    ap.add_argument("--parts", default="one,big,three",
+                    help="comma-separated subset of one (one member), big "
+                    "(1M-key load/RSS/restart), three (three members)")
     ap.add_argument("--keel", default=os.path.join(ROOT, "build-bench/bin/keel"))
     ap.add_argument("--bench",
                     default=os.path.join(ROOT, "build-bench/bin/keel-bench"))
@@ -487,6 +778,12 @@ def main():
     args = ap.parse_args()
     mode = "quick" if args.quick else "full" if args.full else "default"
     rounds = args.rounds or (1 if args.quick else 3)
+    parts = set(args.parts.split(","))
+    if not parts <= {"one", "big", "three"}:
+        sys.exit("compare: --parts takes one, big, three")
+    prof = profile(mode)
+    if not prof["big_keys"]:
+        parts.discard("big")  # --full: every round loads 1M keys already
     for b in (args.keel, args.bench, args.etcd):
         if not os.access(b, os.X_OK):
             sys.exit("compare: %s is not executable (build keel first: "
@@ -499,66 +796,40 @@ def main():
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
-    info = {}
-    results = {"keel": [], "etcd": []}
+    res = {p: {"keel": [], "etcd": []} for p in ("one", "big", "three")}
+    binary = {"keel": args.keel, "etcd": args.etcd}
+
+    def interleaved(part, n, fn):
+        for r in range(n):
+            for kind in (["keel", "etcd"] if r % 2 == 0 else ["etcd", "keel"]):
+                log("compare: %s, round %d/%d: %s" % (part, r + 1, n, kind))
+                res[part][kind].append(fn(kind, binary[kind], bench, tmp,
+                                          "%s-r%d" % (part, r)))
+
     try:
-        commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"],
-                                stdout=subprocess.PIPE, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain",
-                                "--untracked-files=no"],
-                               stdout=subprocess.PIPE, text=True).stdout.strip()
-        cpu = ""
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-        with open("/proc/meminfo") as f:
-            mem_kib = int(f.readline().split()[1])
-        etcd_ver = subprocess.run([args.etcd, "--version"], stdout=subprocess.PIPE,
-                                  text=True).stdout.splitlines()[0]
-        info = {
-            "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
-            "commit": commit + (" (with uncommitted changes)" if dirty else ""),
-            "mode": mode, "rounds": rounds,
-            "machine": "%s, %d cores, %.0f GiB RAM, %s %s" % (
-                cpu, os.cpu_count(), mem_kib / 1048576, platform.system(),
-                platform.release()),
-            "disk": subprocess.run(["df", "-h", "--output=source,fstype", tmp],
-                                   stdout=subprocess.PIPE,
-                                   text=True).stdout.split("\n")[1].strip(),
-            "etcd": etcd_ver,
-            "loadavg_start": open("/proc/loadavg").read().split()[:3],
-        }
-        log("compare: %s mode, %d round(s), commit %s" % (mode, rounds, info["commit"]))
-        log("compare: machine %s; load average %s" % (info["machine"],
-                                                      " ".join(info["loadavg_start"])))
+        info = machine_info(tmp, args.etcd)
+        info.update(mode=mode, rounds=rounds, parts=sorted(parts))
+        log("compare: %s mode, %d round(s), parts %s, commit %s"
+            % (mode, rounds, ",".join(sorted(parts)), info["commit"]))
+        log("compare: %s; disk %s; load average %s"
+            % (info["machine"], info["disk"], " ".join(info["loadavg_start"])))
         fs, rtt = machine_floor(tmp)
         info["fdatasync_ms"] = fs * 1000
         info["loopback_rtt_ms"] = rtt * 1000
         log("compare: machine floor: fdatasync %.3f ms, loopback round trip %.3f ms"
             % (fs * 1000, rtt * 1000))
-
-        ok3, st3 = try_three_members(args.keel, tmp)
-        if ok3:
-            info["three_member"] = ("keel formed a three-member cluster, but this "
-                                    "script does not run the three-member "
-                                    "comparison yet")
-        else:
-            info["three_member"] = (
-                "SKIPPED: a three-member keel cluster on loopback did not become "
-                "healthy within 10 s (/health: %s); keel has no peer transport "
-                "yet, so only the single-member comparison ran" % st3)
-        log("compare: three members: " + info["three_member"])
-
-        for r in range(rounds):
-            order = ["keel", "etcd"] if r % 2 == 0 else ["etcd", "keel"]
-            for kind in order:
-                log("compare: round %d/%d: %s" % (r + 1, rounds, kind))
-                binary = args.keel if kind == "keel" else args.etcd
-                results[kind].append(run_server(kind, binary, bench, tmp,
-                                                "r%d" % r, mode))
+        if "one" in parts:
+            interleaved("one", rounds,
+                        lambda k, b, be, t, tag: run_server(k, b, be, t, tag, prof))
+        if "big" in parts:
+            interleaved("big", args.big_rounds,
+                        lambda k, b, be, t, tag: run_big(k, b, be, t, tag,
+                                                         prof["big_keys"]))
+        if "three" in parts:
+            interleaved("three", rounds,
+                        lambda k, b, be, t, tag: run_cluster(k, b, be, t, tag, prof))
         info["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+        info["date_end_utc"] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
     except KeyboardInterrupt:
         log("compare: interrupted")
         return 130
@@ -569,70 +840,68 @@ def main():
                 p.wait()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    rows = []
-    n_keys = results["keel"][0]["n_keys"]
-    failures = ["round %d %s: %s" % (i + 1, k, x["failed"])
-                for k in ("keel", "etcd")
-                for i, x in enumerate(results[k]) if "failed" in x]
-
-    def get_or_none(get, x):
-        try:
-            return get(x)
-        except KeyError:  # that server's round failed: no figure
-            return None
-
-    for label, get, target, check in metrics():
-        label = label.replace("N keys", "{:,} keys".format(n_keys))
-        kv = [get_or_none(get, x) for x in results["keel"]]
-        ev = [get_or_none(get, x) for x in results["etcd"]]
-        ratios = [k / e for k, e in zip(kv, ev)
-                  if k is not None and e]
-        rm = median(ratios)
-        met = "" if check is None or rm is None else ("yes" if check(rm) else "no")
-        rows.append((label, median(kv), median(ev), rm, target, met))
-    seq_p50 = median([x["put_seq_1c"]["latency_ms"]["p50"]
-                      for x in results["keel"] if "put_seq_1c" in x])
-    floor = info["fdatasync_ms"] + info["loopback_rtt_ms"]
+    failures = ["%s round %d %s: %s" % (part, i + 1, k, x["failed"])
+                for part in res for k in ("keel", "etcd")
+                for i, x in enumerate(res[part][k]) if "failed" in x]
     errors = {k: sum(x[n]["errors"] + x[n].get("events_missing", 0)
-                     for x in v for n in x
+                     for part in res for x in res[part][k] for n in x
                      if isinstance(x[n], dict) and "errors" in x[n])
-              for k, v in results.items()}
-
+              for k in ("keel", "etcd")}
+    keys = lambda n: "{:,} keys".format(n)
     lines = []
-    lines.append("| measure | keel | etcd 3.4 | keel/etcd | target |")
-    lines.append("|---|---:|---:|---:|---|")
-    for label, k, e, rm, target, met in rows:
-        t = ("%s (%s)" % (target, met)) if target else ""
-        lines.append("| %s | %s | %s | %s | %s |" % (label, fmt(k), fmt(e),
-                                                     "-" if rm is None else "%.2f" % rm, t))
-    lines.append("")
-    if seq_p50 is not None:
-        lines.append(
-            "Machine floor: fdatasync %.3f ms + loopback round trip %.3f ms "
-            "= %.3f ms; keel sequential put p50 %.3f ms = %.2fx the floor "
-            "(target <= 1.5x: %s)."
-            % (info["fdatasync_ms"], info["loopback_rtt_ms"], floor, seq_p50,
-               seq_p50 / floor, "yes" if seq_p50 / floor <= 1.5 else "no"))
+    if "one" in parts:
+        lines.append("One member, %d round(s), %s loaded per round:"
+                     % (rounds, keys(prof["n_keys"])))
+        lines.append("")
+        lines += table(rows_one() + rows_load(mode == "full"), res["one"],
+                       {"N keys": keys(prof["n_keys"]),
+                        "W watchers": "{:,} watchers".format(prof["watchers"])})
+        lines.append("")
+        seq = median([x["put_seq_1c"]["latency_ms"]["p50"]
+                      for x in res["one"]["keel"] if "put_seq_1c" in x])
+        floor = info["fdatasync_ms"] + info["loopback_rtt_ms"]
+        if seq is not None:
+            lines.append(
+                "Machine floor: fdatasync %.3f ms + loopback round trip %.3f ms "
+                "= %.3f ms; keel sequential put p50 %.3f ms = %.2fx the floor "
+                "(target <= 1.5x: %s)."
+                % (info["fdatasync_ms"], info["loopback_rtt_ms"], floor, seq,
+                   seq / floor, "yes" if seq / floor <= 1.5 else "no"))
+            lines.append("")
+    if "big" in parts:
+        lines.append("One member, %s, %d round(s):"
+                     % (keys(prof["big_keys"]), args.big_rounds))
+        lines.append("")
+        lines += table(rows_load(prof["big_keys"] >= 1000000), res["big"],
+                       {"N keys": keys(prof["big_keys"])})
+        lines.append("")
+    if "three" in parts:
+        lines.append("Three members on loopback, %d round(s), endpoints: all "
+                     "three members, the leader first (1 connection: the "
+                     "leader); %d leader kill(s) per round:"
+                     % (rounds, prof["kills"]))
+        lines.append("")
+        lines += table(rows_three(), res["three"], {})
+        lines.append("")
     for f in failures:
         lines.append("FAILED (no figures from it): " + f + ".")
-    lines.append("Failed requests / missing watch events over the run: keel %d, etcd %d."
-                 % (errors["keel"], errors["etcd"]))
-    lines.append("Three members: " + info["three_member"] + ".")
-    table = "\n".join(lines)
-    head = ("keel vs etcd 3.4 (%s mode, %d rounds, medians; ratio = median of "
-            "per-round keel/etcd)\ncommit %s\n%s; disk %s; %s\n"
+    lines.append("Failed requests / missing watch events over the run: "
+                 "keel %d, etcd %d." % (errors["keel"], errors["etcd"]))
+    text = "\n".join(lines)
+    head = ("keel vs etcd 3.4 (%s mode; medians; ratio = median of per-round "
+            "keel/etcd)\n%s - %s UTC, commit %s\n%s; disk %s; %s\n"
             "load average at start %s, at end %s\n"
-            % (mode, rounds, info["commit"], info["machine"], info["disk"],
-               info["etcd"], " ".join(info["loadavg_start"]),
-               " ".join(info["loadavg_end"])))
+            % (mode, info["date_utc"], info["date_end_utc"], info["commit"],
+               info["machine"], info["disk"], info["etcd"],
+               " ".join(info["loadavg_start"]), " ".join(info["loadavg_end"])))
     print(head)
-    print(table)
+    print(text)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "results.json"), "w") as f:
-            json.dump({"info": info, "results": results}, f, indent=1)
+            json.dump({"info": info, "results": res}, f, indent=1)
         with open(os.path.join(args.out, "table.md"), "w") as f:
-            f.write(head + "\n" + table + "\n")
+            f.write(head + "\n" + text + "\n")
         log("compare: results in %s" % args.out)
     return 1 if failures else 0
 

@@ -1,7 +1,8 @@
 #!/bin/sh
 # keel vs etcd 3.4 on this machine: see bench/compare.py (--quick for a smoke
-# run, --full for 1M keys). Builds keel and keel-bench in build-bench first.
-#   bench/compare.sh [--quick|--full] [--rounds N] [--out DIR]
+# run, --full for 1M keys in every round, --parts one,big,three to choose).
+# Builds keel and keel-bench in build-bench first.
+#   bench/compare.sh [--quick|--full] [--rounds N] [--parts P] [--out DIR]
 set -e
 root=$(cd "$(dirname "$0")/.." && pwd)
 if [ ! -d "$root/build-bench" ]; then
