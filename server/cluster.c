@@ -24,6 +24,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "auth.h"
 #include "grpc.h"
 #include "identity.h"
 #include "keel_err.h"
@@ -445,7 +446,11 @@ static void member_add_start(struct grpc_call *call,
     }
     Etcdserverpb__Member **v = NULL;
     size_t n = 0;
-    int rv = cluster_members(s, a, &v, &n);
+    /* etcd checkMembershipOperationPermission: root only */
+    int rv = auth_check_admin(server_auth(s), call);
+    if (rv == 0) {
+        rv = cluster_members(s, a, &v, &n);
+    }
     if (rv != 0) {
         grpc_call_fail(call, rv);
         return;
@@ -514,7 +519,11 @@ static void member_remove_start(struct grpc_call *call,
     struct keel_server *s = data;
     Etcdserverpb__Member **v = NULL;
     size_t n = 0;
-    int rv = cluster_members(s, grpc_call_arena(call), &v, &n);
+    /* etcd checkMembershipOperationPermission: root only */
+    int rv = auth_check_admin(server_auth(s), call);
+    if (rv == 0) {
+        rv = cluster_members(s, grpc_call_arena(call), &v, &n);
+    }
     if (rv != 0) {
         grpc_call_fail(call, rv);
         return;
@@ -566,7 +575,11 @@ static void member_update_start(struct grpc_call *call,
     }
     Etcdserverpb__Member **v = NULL;
     size_t n = 0;
-    int rv = cluster_members(s, a, &v, &n);
+    /* etcd checkMembershipOperationPermission: root only */
+    int rv = auth_check_admin(server_auth(s), call);
+    if (rv == 0) {
+        rv = cluster_members(s, a, &v, &n);
+    }
     if (rv != 0) {
         grpc_call_fail(call, rv);
         return;
@@ -687,7 +700,11 @@ static void member_promote_start(struct grpc_call *call,
     struct keel_server *s = data;
     struct keel_arena *a = grpc_call_arena(call);
     Etcdserverpb__Member *c = NULL;
-    int rv = promote_check(s, req->id, a, &c);
+    /* etcd checkMembershipOperationPermission: root only */
+    int rv = auth_check_admin(server_auth(s), call);
+    if (rv == 0) {
+        rv = promote_check(s, req->id, a, &c);
+    }
     if (rv == KEEL_ENOTLEADER && server_peer(s) != NULL) {
         struct node_status st;
         node_status(server_node(s), &st);

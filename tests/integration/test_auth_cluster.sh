@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Auth on a three-member keel cluster: users, roles and auth enable made on
+# one member hold on every member (replicated through raft); etcdctl --user
+# authenticates on followers too (the Authenticate goes through raft); a
+# simple token issued by one member is accepted by the others; permissions
+# and root-only membership changes are enforced everywhere. Expected answers
+# are etcd 3.4's (the same strings the single-member comparisons check).
+#   usage: test_auth_cluster.sh KEEL_BIN
+KEEL_BIN=${1:?keel binary}
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/cluster_lib.sh"
+
+kc_init k 3
+kc_start_all "$KEEL_BIN" k
+L=$(kc_wait_leader k)
+F=$((L % 3 + 1)) # a follower
+E1=(etcdctl --endpoints="$(kc_ep k "$L")")
+"${E1[@]}" user add root:rootpw --interactive=false >/dev/null
+"${E1[@]}" user add u1:p1 --interactive=false >/dev/null
+"${E1[@]}" role add r1 >/dev/null
+"${E1[@]}" role grant-permission r1 readwrite --prefix foo >/dev/null
+"${E1[@]}" user grant-role u1 r1 >/dev/null
+"${E1[@]}" auth enable >/dev/null
+
+quiet() { grep -v '"level"' || true; }
+for i in 1 2 3; do
+    E=(etcdctl --endpoints="$(kc_ep k "$i")")
+    kt_check "k$i: u1 writes its prefix" OK \
+        "$("${E[@]}" --user=u1:p1 put "foo$i" "v$i" 2>&1 | quiet)"
+    kt_check "k$i: u1 reads it back" "v$i" \
+        "$("${E[@]}" --user=u1:p1 get "foo$i" --print-value-only 2>&1 | quiet)"
+    kt_check "k$i: u1 may not write elsewhere" \
+        "Error: etcdserver: permission denied" \
+        "$("${E[@]}" --user=u1:p1 put bar x 2>&1 | quiet)"
+    kt_check "k$i: no user, no read" "Error: etcdserver: user name is empty" \
+        "$("${E[@]}" get foo1 2>&1 | quiet)"
+    kt_check "k$i: wrong password" \
+        "Error: etcdserver: authentication failed, invalid user ID or password" \
+        "$("${E[@]}" --user=u1:bad get foo1 2>&1 | quiet)"
+    kt_check "k$i: membership changes are for root" \
+        "Error: etcdserver: permission denied" \
+        "$("${E[@]}" --user=u1:p1 member add x --peer-urls=http://127.0.0.1:9 2>&1 | quiet)"
+    kt_check "k$i: root lists users" "root
+u1" "$("${E[@]}" --user=root:rootpw user list 2>&1 | quiet)"
+done
+
+# a token issued by the leader works on a follower once it applied it
+tok=$(curl -sS -X POST "http://$(kc_ep k "$L")/v3/auth/authenticate" \
+    -d '{"name":"u1","password":"p1"}' |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+code=
+for ((t = 0; t < 50; t++)); do
+    code=$(curl -sS -o /dev/null -w '%{http_code}' -X POST \
+        "http://$(kc_ep k "$F")/v3/kv/range" -d '{"key":"Zm9vMQ=="}' \
+        -H "Authorization: $tok")
+    [ "$code" = 200 ] && break
+    sleep 0.1
+done
+kt_check "the leader's token is accepted by follower k$F" 200 "$code"
+# and a follower's token by the leader
+tok=$(curl -sS -X POST "http://$(kc_ep k "$F")/v3/auth/authenticate" \
+    -d '{"name":"u1","password":"p1"}' |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+for ((t = 0; t < 50; t++)); do
+    code=$(curl -sS -o /dev/null -w '%{http_code}' -X POST \
+        "http://$(kc_ep k "$L")/v3/kv/range" -d '{"key":"Zm9vMQ=="}' \
+        -H "Authorization: $tok")
+    [ "$code" = 200 ] && break
+    sleep 0.1
+done
+kt_check "follower k$F's token is accepted by the leader" 200 "$code"
+# disabling auth on a follower disables it everywhere
+etcdctl --endpoints="$(kc_ep k "$F")" --user=root:rootpw auth disable >/dev/null
+for ((t = 0; t < 50; t++)); do
+    out=$(etcdctl --endpoints="$(kc_ep k "$L")" get foo1 --print-value-only 2>&1 | quiet)
+    [ "$out" = v1 ] && break
+    sleep 0.1
+done
+kt_check "auth disabled on k$F holds on the leader" v1 "$out"
+for i in 1 2 3; do
+    kc_stop k "$i"
+done
+echo "ok: auth on a three-member cluster"
