@@ -1247,13 +1247,19 @@ static void collect(struct metrics_writer *w,
     for (struct remote *r = t->remotes; r != NULL; r = r->next) {
         double v;
         peer__idstr(r->id, id);
+        /* As client_golang shows etcd's vectors: a series exists once
+         * its label values were used (a counter's first event; the active
+         * gauge's first connection, 0 again after a disconnection). */
         if (m->active_only) {
-            if (r->state != R_UP) {
+            if (r->st.connects == 0) {
                 continue;
             }
-            v = 1;
+            v = r->state == R_UP ? 1 : 0;
         } else {
             v = (double)*(const uint64_t *)((const char *)&r->st + m->field);
+            if (v == 0) {
+                continue;
+            }
         }
         if (m->label != NULL) {
             struct metrics_label l = {m->label, id};
