@@ -125,9 +125,37 @@ static void tw_flush(struct tw *t)
 
 /* ---- the template -------------------------------------------------------- */
 
+/* keelctl's own commands (etcdctl 3.4's v3 mode has none of them): found
+ * by help, not listed in etcdctl's command list. */
+static const struct help_flag backup_help_flags[] = {
+    {"", "backup-dir", "\"\"", 0, "Path to the backup dir"},
+    {"", "backup-wal-dir", "\"\"", 0,
+     "Path to the backup wal dir (not supported: keel keeps the WAL in the "
+     "data dir)"},
+    {"", "data-dir", "\"\"", 0, "Path to the keel data dir"},
+    {"h", "help", "false", 1, "help for backup"},
+    {"", "wal-dir", "\"\"", 0,
+     "Path to the etcd wal dir (not supported: keel keeps the WAL in the "
+     "data dir)"},
+    {"", "with-v3", "false", 1, "Backup v3 backend data (always, for keel)"},
+    {NULL, NULL, NULL, 0, NULL}};
+static const struct help_flag no_help_flags[] = {{NULL, NULL, NULL, 0, NULL}};
+static const struct help_cmd keelctl_cmds[] = {
+    {"backup", "backup a keel data directory", "backup [options] [flags]",
+     "A consistent copy of --data-dir's store (the member may be running),\n"
+     "made into a new single-member cluster with new member and cluster ids,\n"
+     "as etcdctl backup (ETCDCTL_API=2) does for an etcd data dir.",
+     backup_help_flags, no_help_flags},
+    {NULL, NULL, NULL, NULL, NULL, NULL}};
+
 static const struct help_cmd *find(const char *path)
 {
     for (const struct help_cmd *c = help_cmds; c->path; c++) {
+        if (strcmp(c->path, path) == 0) {
+            return c;
+        }
+    }
+    for (const struct help_cmd *c = keelctl_cmds; c->path; c++) {
         if (strcmp(c->path, path) == 0) {
             return c;
         }

@@ -848,9 +848,121 @@ static void snapshot_restore_run(int argc, char **argv)
             fields);
 }
 
+/* ---- backup ---------------------------------------------------------------
+ *
+ * keelctl backup --data-dir D --backup-dir B: what `etcdctl backup` does for
+ * an etcd data dir, for a keel one: a consistent copy of D's store (an
+ * LMDB read txn, so D may belong to a running member) made into a new
+ * single-member cluster with a fresh random member and cluster id (etcd's
+ * backup also gives new ids, to be started with --force-new-cluster), the
+ * same bootstrap WAL and consistent_index reset as restore.
+ */
+
+static const char *bk_data_dir = "", *bk_wal_dir = "", *bk_backup_dir = "",
+                  *bk_backup_wal_dir = "";
+static int bk_with_v3;
+
+static struct flag backup_flags[] = {
+    {"data-dir", 0, F_STRING, &bk_data_dir, 0},
+    {"wal-dir", 0, F_STRING, &bk_wal_dir, 0},
+    {"backup-dir", 0, F_STRING, &bk_backup_dir, 0},
+    {"backup-wal-dir", 0, F_STRING, &bk_backup_wal_dir, 0},
+    {"with-v3", 0, F_BOOL, &bk_with_v3, 0},
+    {NULL, 0, 0, NULL, 0},
+};
+
+static uint64_t random_id(void)
+{
+    uint64_t v = 0;
+    FILE *f = fopen("/dev/urandom", "rb");
+    if (f == NULL || fread(&v, sizeof(v), 1, f) != 1) {
+        ctl_die(EXIT_ERROR, "read /dev/urandom: %s", ctl_go_errno(errno));
+    }
+    fclose(f);
+    return v ? v : 1;
+}
+
+static void backup_run(int argc, char **argv)
+{
+    (void)argv;
+    if (argc != 0) {
+        ctl_die(EXIT_BAD_ARGS, "backup takes no arguments");
+    }
+    if (bk_data_dir[0] == 0 || bk_backup_dir[0] == 0) {
+        ctl_die(EXIT_BAD_ARGS, "backup needs --data-dir and --backup-dir");
+    }
+    if (bk_wal_dir[0] || bk_backup_wal_dir[0]) {
+        ctl_die(EXIT_BAD_ARGS, "--wal-dir/--backup-wal-dir: keel keeps its "
+                               "WAL in <data-dir>/member/wal");
+    }
+    (void)bk_with_v3; /* keel's data is all v3: always copied */
+    size_t l = strlen(bk_data_dir) + strlen(bk_backup_dir) + 32;
+    char *src = ctl_alloc(l), *member = ctl_alloc(l), *snap = ctl_alloc(l),
+         *dst = ctl_alloc(l);
+    snprintf(src, l, "%s/member/snap/db", bk_data_dir);
+    snprintf(member, l, "%s/member", bk_backup_dir);
+    snprintf(snap, l, "%s/member/snap", bk_backup_dir);
+    snprintf(dst, l, "%s/member/snap/db", bk_backup_dir);
+    struct stat st;
+    if (stat(src, &st) != 0) {
+        ctl_die(EXIT_ERROR, "open %s: %s", src, ctl_go_errno(errno));
+    }
+    if (stat(member, &st) == 0) {
+        fflush(stdout);
+        fprintf(stderr, "Error: backup-dir ");
+        go_quote(stderr, (const uint8_t *)bk_backup_dir, strlen(bk_backup_dir));
+        fprintf(stderr, " already holds a member\n");
+        exit(EXIT_ERROR);
+    }
+    int made_dir = stat(bk_backup_dir, &st) != 0;
+    int e = mkdir_all(snap);
+    if (e != 0) {
+        ctl_die(EXIT_ERROR, "mkdir %s: %s", snap, ctl_go_errno(e));
+    }
+    /* a failed backup removes what it made */
+    restore_dir_made = made_dir ? ctl_strdup(bk_backup_dir) : member;
+    atexit(restore_cleanup);
+    struct mvcc_store *s = NULL;
+    char err[512] = "";
+    int rv = mvcc_open(src, NULL, &s, err, sizeof(err));
+    if (rv != 0) {
+        ctl_die(EXIT_ERROR, "open %s: %s", src, err);
+    }
+    int fd = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        int ee = errno;
+        mvcc_close(s);
+        ctl_die(EXIT_ERROR, "open %s: %s", dst, ctl_go_errno(ee));
+    }
+    rv = mvcc_copy_fd(s, fd, 1);
+    if (rv == 0 && fsync(fd) != 0) {
+        rv = -errno;
+    }
+    close(fd);
+    if (rv != 0) {
+        snprintf(err, sizeof(err), "%s", mvcc_errmsg(s));
+        mvcc_close(s);
+        ctl_die(EXIT_ERROR, "copy %s: %s", src, err);
+    }
+    mvcc_close(s);
+    struct rs_member m = {.name = "", .n_urls = 0, .id = random_id()};
+    reset_store(dst, &m, 1);
+    char lock[4200];
+    snprintf(lock, sizeof(lock), "%s-lock", dst);
+    unlink(lock);
+    e = identity_save(bk_backup_dir, m.id, random_id(), &m.id, 1);
+    if (e != 0) {
+        ctl_die(EXIT_ERROR, "write %s/keel-identity: %s", member,
+                ctl_go_errno(-e));
+    }
+    write_wal(bk_backup_dir, &m, 1);
+    restore_dir_made = NULL;
+}
+
 static struct flag no_flags[] = {{NULL, 0, 0, NULL, 0}};
 
 const struct ctl_cmd ctl_restore_cmds[] = {
+    {"backup", backup_flags, backup_run},
     {"snapshot status", no_flags, snapshot_status_run},
     {"snapshot restore", restore_flags, snapshot_restore_run},
     {NULL, NULL, NULL},

@@ -147,6 +147,42 @@ kt_check "raw db without --skip-hash-check" \
     { echo "FAIL: --skip-hash-check restore" >&2; exit 1; }
 echo "ok: --skip-hash-check restores a raw db copy"
 
+# -- backup of the running source's data dir: a new single-member cluster
+"$KEELCTL" backup --data-dir "$src_DIR" --backup-dir backup.data >bk.out 2>&1 ||
+    { echo "FAIL: backup: $(cat bk.out)" >&2; exit 1; }
+kt_check "backup prints nothing" "" "$(cat bk.out)"
+BP=$(kt_free_port)
+BC=$(kt_free_port)
+"$KEEL" --data-dir backup.data --name bk \
+    --initial-cluster "bk=http://127.0.0.1:$BP" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$BP" \
+    --listen-client-urls "http://127.0.0.1:$BC" \
+    --advertise-client-urls "http://127.0.0.1:$BC" \
+    --listen-peer-urls "http://127.0.0.1:$BP" >backup.log 2>&1 &
+KT_PIDS+=($!)
+kt_wait_http "http://127.0.0.1:$BC/health" 30
+kt_check "backup revision" "$SRC_REV" "$(rev_of "127.0.0.1:$BC")"
+kt_check "backup hashkv" "$SRC_HASHKV" "$(hashkv_of "127.0.0.1:$BC")"
+kt_check "backup keys" "$SRC_KEYS" \
+    "$("$KEELCTL" --endpoints="127.0.0.1:$BC" get "" --from-key -w json | sed 's/^{"header":{[^}]*},//')"
+[ "$(ids "127.0.0.1:$BC")" != "$(ids "$src_CLIENT")" ] ||
+    { echo "FAIL: backup kept the source's ids" >&2; exit 1; }
+echo "ok: backup has new ids"
+"$KEELCTL" --endpoints="127.0.0.1:$BC" put after-backup x >/dev/null
+kt_check "backup takes writes" "$((SRC_REV + 1))" "$(rev_of "127.0.0.1:$BC")"
+set +e
+"$KEELCTL" backup --data-dir "$src_DIR" --backup-dir backup.data >/dev/null 2>bk2.err
+rc1=$?
+"$KEELCTL" backup --data-dir nonexistent.data --backup-dir bk3.data >/dev/null 2>bk3.err
+rc2=$?
+set -e
+kt_check "backup into a member's dir" \
+    '1 Error: backup-dir "backup.data" already holds a member' "$rc1 $(cat bk2.err)"
+kt_check "backup of a missing data dir" \
+    "1 Error: open nonexistent.data/member/snap/db: no such file or directory" \
+    "$rc2 $(cat bk3.err)"
+[ ! -e bk3.data ] || { echo "FAIL: failed backup left bk3.data" >&2; exit 1; }
+
 # -- 3. error paths, keelctl vs etcdctl on the same files
 cp snap.db bad.db
 printf 'X' | dd of=bad.db bs=1 seek=5000 conv=notrunc 2>/dev/null
