@@ -307,6 +307,11 @@ void auth_free(struct auth *au)
     }
 }
 
+void auth_reload(struct auth *au)
+{
+    au->cache_valid = false;
+}
+
 void auth_on_applied(struct auth *au, const Keelpb__Request *req,
                      const ProtobufCMessage *resp)
 {

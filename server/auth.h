@@ -63,6 +63,13 @@ void auth_free(struct auth *au);
 void auth_on_applied(struct auth *au, const Keelpb__Request *req,
                      const ProtobufCMessage *resp);
 
+/* The store was replaced under the server (a snapshot from the leader was
+ * installed, without auth_on_applied calls): re-read the enabled flag and
+ * the auth revision before the next check (etcd: authStore.Recover).
+ * Simple tokens stay; one issued in the entries the snapshot covers is
+ * unknown here and its client re-authenticates. */
+void auth_reload(struct auth *au);
+
 /* Register etcdserverpb.Auth on g (uses server_auth(s)). */
 int auth_register(struct keel_server *s, struct grpc_server *g);
 

@@ -539,6 +539,7 @@ static void srv_snapshot_installed(void *arg, uint64_t index, int64_t rev)
         log_error("etcdserver", "cannot reload leases after a snapshot: %s",
                   keel_strerror(rv));
     }
+    auth_reload(s->auth);
     peers_from_table(s, true);
 }
 
