@@ -433,6 +433,28 @@ static void propose(struct keel_server *s, struct grpc_call *call,
     }
 }
 
+/* The members table for a membership RPC, after checking its peer URLs
+ * (urls NULL: none to check); false once the call was failed. */
+static bool members_for(struct grpc_call *call, struct keel_server *s,
+                        char **urls, size_t n_urls, Etcdserverpb__Member ***v,
+                        size_t *n)
+{
+    if (urls != NULL && !urls_ok(urls, n_urls)) {
+        grpc_call_fail(call, KEEL_EMEMBERBADURLS);
+        return false;
+    }
+    /* etcd checkMembershipOperationPermission: root only */
+    int rv = auth_check_admin(server_auth(s), call);
+    if (rv == 0) {
+        rv = cluster_members(s, grpc_call_arena(call), v, n);
+    }
+    if (rv != 0) {
+        grpc_call_fail(call, rv);
+        return false;
+    }
+    return true;
+}
+
 static void member_add_start(struct grpc_call *call,
                              const ProtobufCMessage *msg, void *data)
 {
@@ -440,19 +462,9 @@ static void member_add_start(struct grpc_call *call,
         (const Etcdserverpb__MemberAddRequest *)msg;
     struct keel_server *s = data;
     struct keel_arena *a = grpc_call_arena(call);
-    if (!urls_ok(req->peerurls, req->n_peerurls)) {
-        grpc_call_fail(call, KEEL_EMEMBERBADURLS);
-        return;
-    }
     Etcdserverpb__Member **v = NULL;
     size_t n = 0;
-    /* etcd checkMembershipOperationPermission: root only */
-    int rv = auth_check_admin(server_auth(s), call);
-    if (rv == 0) {
-        rv = cluster_members(s, a, &v, &n);
-    }
-    if (rv != 0) {
-        grpc_call_fail(call, rv);
+    if (!members_for(call, s, req->peerurls, req->n_peerurls, &v, &n)) {
         return;
     }
     /* etcd: NewMember("", urls, "", &now): sha1(sorted urls + "" + unix
@@ -519,13 +531,7 @@ static void member_remove_start(struct grpc_call *call,
     struct keel_server *s = data;
     Etcdserverpb__Member **v = NULL;
     size_t n = 0;
-    /* etcd checkMembershipOperationPermission: root only */
-    int rv = auth_check_admin(server_auth(s), call);
-    if (rv == 0) {
-        rv = cluster_members(s, grpc_call_arena(call), &v, &n);
-    }
-    if (rv != 0) {
-        grpc_call_fail(call, rv);
+    if (!members_for(call, s, NULL, 0, &v, &n)) {
         return;
     }
     Etcdserverpb__Member *m = member_by_id(v, n, req->id);
@@ -569,19 +575,9 @@ static void member_update_start(struct grpc_call *call,
         (const Etcdserverpb__MemberUpdateRequest *)msg;
     struct keel_server *s = data;
     struct keel_arena *a = grpc_call_arena(call);
-    if (!urls_ok(req->peerurls, req->n_peerurls)) {
-        grpc_call_fail(call, KEEL_EMEMBERBADURLS);
-        return;
-    }
     Etcdserverpb__Member **v = NULL;
     size_t n = 0;
-    /* etcd checkMembershipOperationPermission: root only */
-    int rv = auth_check_admin(server_auth(s), call);
-    if (rv == 0) {
-        rv = cluster_members(s, a, &v, &n);
-    }
-    if (rv != 0) {
-        grpc_call_fail(call, rv);
+    if (!members_for(call, s, req->peerurls, req->n_peerurls, &v, &n)) {
         return;
     }
     Etcdserverpb__Member *old = member_by_id(v, n, req->id);
