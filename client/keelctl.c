@@ -320,6 +320,22 @@ static void fill_config(struct keel_client_config *cfg,
     cfg->keepalive_timeout_ms = g_keepalive_timeout;
 }
 
+const char *ctl_endpoint_list(void)
+{
+    size_t len = 1;
+    for (size_t i = 0; i < g.n_endpoints; i++) {
+        len += strlen(g.endpoints[i]) + 1;
+    }
+    char *out = ctl_alloc(len);
+    for (size_t i = 0; i < g.n_endpoints; i++) {
+        if (i) {
+            strcat(out, " ");
+        }
+        strcat(out, g.endpoints[i]);
+    }
+    return out;
+}
+
 const struct keel_tls_config *ctl_tls(void)
 {
     return client_tls();

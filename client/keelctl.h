@@ -85,6 +85,9 @@ struct keel_sync *ctl_client_with(const char *const *eps, size_t n,
 /* An asynchronous client on `loop` with the global endpoints, TLS and
  * credentials (check perf/datascale run many at once). */
 struct keel_client *ctl_async_client(uv_loop_t *loop);
+/* The --endpoints joined by spaces, as Go prints a []string inside its
+ * brackets. In the arena. */
+const char *ctl_endpoint_list(void);
 /* The global TLS settings (--cacert/--cert/--key...), NULL when none. */
 const struct keel_tls_config *ctl_tls(void);
 /* etcdctl's newClientCfg TLS rules into *tls; 1 when TLS is configured.

@@ -64,16 +64,8 @@ static void move_leader_run(int argc, char **argv)
         keel_call_cleanup(&call);
     }
     if (leader == NULL) {
-        char *list = NULL;
-        size_t len = 0;
-        FILE *f = open_memstream(&list, &len);
-        for (size_t i = 0; i < g.n_endpoints; i++) {
-            fprintf(f, "%s%s", i ? " " : "", g.endpoints[i]);
-        }
-        fclose(f);
-        char *copy = ctl_strdup(list);
-        free(list);
-        ctl_die(EXIT_BAD_ARGS, "no leader endpoint given at [%s]", copy);
+        ctl_die(EXIT_BAD_ARGS, "no leader endpoint given at [%s]",
+                ctl_endpoint_list());
     }
     Etcdserverpb__MoveLeaderRequest req = ETCDSERVERPB__MOVE_LEADER_REQUEST__INIT;
     req.targetid = target;

@@ -125,18 +125,9 @@ static void snapshot_save_run(int argc, char **argv)
     const char *path = argv[0];
     struct keel_sync *s = ctl_client(); /* flags, env, -w as etcdctl */
     if (g.n_endpoints != 1) {
-        char *list = NULL;
-        size_t len = 0;
-        FILE *f = open_memstream(&list, &len);
-        for (size_t i = 0; i < g.n_endpoints; i++) {
-            fprintf(f, "%s%s", i ? " " : "", g.endpoints[i]);
-        }
-        fclose(f);
-        char *copy = ctl_strdup(list);
-        free(list);
         fail("snapshot must be requested to one selected node, not multiple "
              "[%s]",
-             copy);
+             ctl_endpoint_list());
     }
     size_t plen = strlen(path) + 6;
     part_path = ctl_alloc(plen);

@@ -111,6 +111,14 @@ PASS: Approximate system memory used : -?[0-9]+\.[0-9]{2} MB\.$'
         echo "ok: check datascale against $2 ($(tail -1 scale.out))"
     fi
 }
+# On a terminal the progress bar is drawn (etcdctl's "Bom !" format).
+script -qec "KEELCTL_CHECK_PERF_SECONDS=1 $KEELCTL --endpoints=$ETCD_EP check perf" \
+    /dev/null >tty.out 2>&1
+if grep -q '1 / 1 Bo*!' tty.out; then
+    echo "ok: check perf progress bar on a terminal"
+else
+    fail "no progress bar on a terminal: $(cat -v tty.out | head -3)"
+fi
 perf_run "$ETCD_EP" etcd
 scale_run "$ETCD_EP" etcd
 if [ -n "$KEEL" ]; then
