@@ -56,9 +56,9 @@ start() { # name cport pport -> sets PID_<name>
 }
 stop() { local p; p=$(eval echo "\$PID_$1"); kill "$p"; wait "$p" 2>/dev/null; }
 e() { "$ETCDCTL" --endpoints="$1" "${@:2}" >/dev/null; }
-wait_key() { # endpoint key
+wait_key() { # endpoint key value
     for _ in $(seq 200); do
-        [ -n "$("$ETCDCTL" --endpoints="$1" get "$2" --print-value-only)" ] && return 0
+        [ "$("$ETCDCTL" --endpoints="$1" get "$2" --print-value-only)" = "$3" ] && return 0
         sleep 0.05
     done
     echo "timeout waiting for $2" >>"$OUT"
@@ -66,17 +66,20 @@ wait_key() { # endpoint key
 mirror_step() { # label flags...
     local label=$1
     shift
+    # a base value of this step: its arrival means the mirror has copied
+    # the base, and what follows reaches it through its watch
+    e "$SRC" put "$SENTINEL_SRC.base" "base-$label"
     "$CTL" --endpoints="$SRC" make-mirror "$@" "$DST" >m.out 2>m.err &
     local pid=$!
     PIDS+=("$pid")
-    wait_key "$DST" "$SENTINEL_DST.base"
+    wait_key "$DST" "$SENTINEL_DST.base" "base-$label"
     e "$SRC" put "${PFX}new" n1
     e "$SRC" del "${PFX}a1"
     # one source revision with two puts: one destination txn
     printf '\nput %st1 t1\nput %st2 t2\n\n\n' "$PFX" "$PFX" |
         "$ETCDCTL" --endpoints="$SRC" txn >/dev/null
-    e "$SRC" put "$SENTINEL_SRC.live" done
-    wait_key "$DST" "$SENTINEL_DST.live"
+    e "$SRC" put "$SENTINEL_SRC.live" "live-$label"
+    wait_key "$DST" "$SENTINEL_DST.live" "live-$label"
     kill -TERM "$pid"
     wait "$pid"
     local rc=$?
@@ -91,10 +94,8 @@ mirror_cases() {
     for k in a1 a2 b1; do e "$SRC" put "p/$k" "v-$k"; e "$SRC" put "$k" "root-$k"; done
     # plain: everything, to the same keys
     PFX=p/ SENTINEL_SRC=p/s SENTINEL_DST=p/s
-    e "$SRC" put p/s.base x
     mirror_step plain
     # --prefix p/: only p/, same keys
-    e "$SRC" put p/s.base y
     mirror_step prefix --prefix p/
     # --prefix p/ --dest-prefix q/
     SENTINEL_DST=q/s
@@ -137,12 +138,15 @@ for k in 1 2 3 4 5; do e "$SRC" put "k$k" v; done
 KEELCTL_MIRROR_REPORT_MS=200 "$KEELCTL" --endpoints="$SRC" make-mirror "$DST" >count.out 2>&1 &
 MPID=$!
 PIDS+=("$MPID")
-for _ in $(seq 100); do [ -s count.out ] && break; sleep 0.05; done
+# (a report may come while the base copy is still running: counts only
+# grow, to 5 after the copy, to 6 after one more source put)
+for _ in $(seq 200); do [ "$(tail -1 count.out 2>/dev/null)" = 5 ] && break; sleep 0.05; done
 e "$SRC" put k6 v
-sleep 0.6
+for _ in $(seq 200); do [ "$(tail -1 count.out)" = 6 ] && break; sleep 0.05; done
 kill -TERM "$MPID"
 wait "$MPID"
-if [ "$(head -1 count.out)" = 5 ] && [ "$(tail -1 count.out)" = 6 ]; then
+if [ "$(tail -1 count.out)" = 6 ] && sort -n -c count.out 2>/dev/null &&
+    ! grep -qv '^[0-9]*$' count.out; then
     echo "ok: make-mirror reports its count"
 else
     echo "FAIL: make-mirror count lines:"; cat count.out; FAIL=1
