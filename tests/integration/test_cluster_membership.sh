@@ -75,6 +75,27 @@ L=$(kc_wait_leader k)
 LEP=$(kc_ep k "$L")
 for i in $(seq 1 20); do ctl --endpoints="$EPS" put "/m/$i" "v$i" >/dev/null; done
 
+# -- joining without being added: etcd's errors, exit 1 ---------------------
+join_fails() { # EXPECTED-TEXT INITIAL-CLUSTER
+    local rc=0
+    timeout 30 "$KEEL_BIN" --name x --data-dir "$KT_TMP/x.data" \
+        --listen-client-urls "http://127.0.0.1:$(kc_var k5 CPORT)" \
+        --advertise-client-urls "http://127.0.0.1:$(kc_var k5 CPORT)" \
+        --listen-peer-urls "http://127.0.0.1:$(kc_var k5 PPORT)" \
+        --initial-advertise-peer-urls "http://127.0.0.1:$(kc_var k5 PPORT)" \
+        --initial-cluster "$2" --initial-cluster-token kc-k \
+        --initial-cluster-state existing >"$KT_TMP/x.log" 2>&1 || rc=$?
+    kt_check "join refused: $1" "1 1" \
+        "$rc $(grep -c "$1" "$KT_TMP/x.log")"
+    rm -rf "$KT_TMP/x.data"
+}
+join_fails "member count is unequal" \
+    "$(kc_initial_cluster k 3),x=http://127.0.0.1:$(kc_var k5 PPORT)"
+join_fails "PeerURLs: no match found for existing member" \
+    "k1=http://127.0.0.1:$(kc_var k1 PPORT),k2=http://127.0.0.1:$(kc_var k2 PPORT),x=http://127.0.0.1:$(kc_var k5 PPORT)"
+join_fails "cannot fetch cluster info from peer urls: could not retrieve cluster information from the given URLs" \
+    "x=http://127.0.0.1:$(kc_var k5 PPORT),y=http://127.0.0.1:$(kt_free_port)"
+
 # -- add a learner, start it with --initial-cluster-state existing ----------
 out=$(ctl --endpoints="$LEP" member add k4 --learner \
     --peer-urls="http://127.0.0.1:$(kc_var k4 PPORT)")
