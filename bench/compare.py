@@ -469,8 +469,26 @@ class Cluster:
         took = min(first) - t0
         victim.stop()  # reaps it
         victim.start()
-        self.leader()  # settled: one leader everyone agrees on, a write
+        self.settle()
         return took
+
+    def settle(self, limit=30.0):
+        """Waits for one leader every member names, a write through it, the
+        same applied raft index on every member, then 1 s of heartbeats
+        (so the next kill finds a cluster in its steady state)."""
+        deadline = time.monotonic() + limit
+        self.leader(limit)
+        while time.monotonic() < deadline:
+            idx = set()
+            for m in self.members:
+                st = gateway(m, "/v3/maintenance/status", {}, 1.0)
+                idx.add(st and st.get("raftIndex"))
+            if len(idx) == 1 and None not in idx:
+                time.sleep(1.0)
+                return
+            time.sleep(0.05)
+        raise RuntimeError("%s cluster: members did not reach the same raft "
+                           "index within %.0f s" % (self.kind, limit))
 
 
 def run_cluster(kind, binary, bench, tmp, tag, prof):
@@ -892,6 +910,14 @@ def main():
                      % (rounds, prof["kills"]))
         lines.append("")
         lines += table(rows_three(), res["three"], {})
+        lines.append("")
+        kills = {k: sorted(t * 1000 for x in res["three"][k]
+                           for t in x.get("kill_to_write_s", []))
+                 for k in ("keel", "etcd")}
+        lines.append("Leader kill -9 to first write, every kill (ms): " + "; ".join(
+            "%s %s (median %s)" % (k, ", ".join("%.0f" % t for t in v),
+                                   fmt(median(v)))
+            for k, v in kills.items()) + ".")
         lines.append("")
     for f in failures:
         lines.append("FAILED (no figures from it): " + f + ".")
