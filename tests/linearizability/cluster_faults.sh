@@ -2,8 +2,9 @@
 # Linearizability under faults: a 3-member cluster with keel-faultproxy
 # between the members' peer ports, keel-linwork recording get/put/cas/del
 # from several clients over every member while members are killed -9 and
-# restarted, stopped with SIGSTOP past the election timeout, partitioned,
-# delayed and blackholed through the proxy; then every member must be
+# restarted (one, or all at once), stopped with SIGSTOP past the election
+# timeout, isolated, partitioned, delayed and blackholed through the proxy;
+# then every member must be
 # healthy with the same revision and KV hash, and keel-lincheck must find
 # the history linearizable.
 #
@@ -185,7 +186,7 @@ pick_leader_or_any() {
     echo $((1 + RANDOM % N))
 }
 
-FAULTS=(kill isolate stop partition link delay blackhole partition_up)
+FAULTS=(kill isolate killall stop partition link delay blackhole partition_up)
 fault_n=0
 # isolate I / rejoin I: every peer connection to or from member i
 isolate() {
@@ -213,6 +214,15 @@ one_fault() {
         stop)
             log "fault: SIGSTOP m$i for 2s (election timeout 1s)"
             kill -STOP "${PID[$i]}"; sleep 2; kill -CONT "${PID[$i]}"
+            ;;
+        killall)
+            # a full crash: what clients saw acknowledged must survive it
+            log "fault: kill -9 every member, restart them all"
+            for j in $(seq 1 $N); do kill -KILL "${PID[$j]}"; done
+            for j in $(seq 1 $N); do wait "${PID[$j]}" 2>/dev/null || true; done
+            sleep 0.5
+            for j in $(seq 1 $N); do start_member "$j"; done
+            sleep 1
             ;;
         isolate)
             log "fault: isolate m$i from its peers for 3s"
