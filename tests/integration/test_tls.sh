@@ -188,7 +188,7 @@ fi
 auth_scenario() {
     local p=$1
     ctl "$p" user add root:rootpw --interactive=false
-    ctl "$p" role add r
+    ctl "$p" user grant-role root root
     ctl "$p" user add other:pw --interactive=false
     ctl "$p" auth enable
     ctl "$p" put /auth/k v 2>&1
@@ -206,14 +206,25 @@ unwarn() { sed -E 's/^\{"level":"warn".*"error":"([^"]*)"\}$/warn: \1/'; }
 kt_check "auth: the client certificate's CN is the user, as etcd" \
     "$(auth_scenario "$metcd_PORT" | unwarn)" \
     "$(auth_scenario "$mkeel_PORT" | unwarn | tee "$KT_TMP/auth.out")"
+grep -qx 'Authentication Enabled' "$KT_TMP/auth.out"
 grep -qx 'OK' "$KT_TMP/auth.out"
 grep -qx 'v' "$KT_TMP/auth.out"
+grep -q 'permission denied' "$KT_TMP/auth.out"
 stop "$mkeel_PID"
 stop "$metcd_PID"
 
 # ---- 2. TLS only (no client certs): plaintext and garbage on the port -------
-kt_spawn plain "$KEEL" "https://127.0.0.1:%P" "${TLSFLAGS[@]}"
+MPORT=$(kt_free_port)
+kt_spawn plain "$KEEL" "https://127.0.0.1:%P" "${TLSFLAGS[@]}" \
+    --listen-metrics-urls "https://127.0.0.1:$MPORT"
 wait_ok curl -fsS --cacert "$C/ca.crt" "https://127.0.0.1:$plain_PORT/health"
+# --listen-metrics-urls https:// serves /metrics and /health with the
+# client certificate, as etcd
+kt_check "https metrics listener: /health" '{"health":"true"}' \
+    "$(curl -sS --cacert "$C/ca.crt" "https://127.0.0.1:$MPORT/health")"
+metrics=$(curl -sS --cacert "$C/ca.crt" "https://127.0.0.1:$MPORT/metrics")
+grep -q '^etcd_server_has_leader 1$' <<<"$metrics"
+echo "ok: https metrics listener: /metrics"
 rc=0
 curl -sS -m 5 "http://127.0.0.1:$plain_PORT/health" >/dev/null 2>&1 || rc=$?
 kt_check "plain HTTP on an https port: empty reply, as etcd (curl 52)" 52 "$rc"
