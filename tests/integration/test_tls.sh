@@ -107,19 +107,27 @@ scenario() {
     ctl "$p" get /tls/a -w json | python3 -c \
         'import json,sys; d=json.load(sys.stdin); print([(k["key"],k["value"]) for k in d["kvs"]])'
     ctl "$p" endpoint health 2>&1 | norm
-    # watch: one event, then exit
-    timeout 10 etcdctl --endpoints "https://127.0.0.1:$p" "${MTLS[@]}" \
-        watch /tls/w >"$KT_TMP/watch.$p" 2>&1 &
-    local wpid=$!
-    sleep 1
+    # watch over TLS: the event of a put made before the watch starts
+    # (--rev: no race with the watch's setup), then a live one
     ctl "$p" put /tls/w x >/dev/null
-    for _ in $(seq 50); do
+    local rev
+    rev=$(ctl "$p" get /tls/w -w json | python3 -c \
+        'import json,sys; print(json.load(sys.stdin)["kvs"][0]["mod_revision"])')
+    timeout 20 etcdctl --endpoints "https://127.0.0.1:$p" "${MTLS[@]}" \
+        watch /tls/w --rev "$rev" >"$KT_TMP/watch.$p" 2>&1 &
+    local wpid=$!
+    for _ in $(seq 100); do
         [ "$(wc -l <"$KT_TMP/watch.$p")" -ge 3 ] && break
+        sleep 0.1
+    done
+    ctl "$p" put /tls/w y >/dev/null
+    for _ in $(seq 100); do
+        [ "$(wc -l <"$KT_TMP/watch.$p")" -ge 6 ] && break
         sleep 0.1
     done
     kill "$wpid" 2>/dev/null || true
     wait "$wpid" 2>/dev/null || true
-    echo "watch: $(head -3 "$KT_TMP/watch.$p" | tr '\n' ' ')"
+    echo "watch: $(head -6 "$KT_TMP/watch.$p" | tr '\n' ' ')"
     # lease grant + keep-alive --once
     local id
     id=$(ctl "$p" lease grant 60 | awk '{print $2}')
@@ -206,6 +214,8 @@ unwarn() { sed -E 's/^\{"level":"warn".*"error":"([^"]*)"\}$/warn: \1/'; }
 kt_check "auth: the client certificate's CN is the user, as etcd" \
     "$(auth_scenario "$metcd_PORT" | unwarn)" \
     "$(auth_scenario "$mkeel_PORT" | unwarn | tee "$KT_TMP/auth.out")"
+grep -q '^watch: PUT /tls/w x PUT /tls/w y $' "$KT_TMP/keel.out"
+echo "ok: watch over TLS: history and a live event"
 grep -qx 'Authentication Enabled' "$KT_TMP/auth.out"
 grep -qx 'OK' "$KT_TMP/auth.out"
 grep -qx 'v' "$KT_TMP/auth.out"
