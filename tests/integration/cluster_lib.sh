@@ -13,6 +13,8 @@
 # machine is shared, so not too tight either.
 KC_HB=${KC_HB:-100}
 KC_ET=${KC_ET:-1000}
+# More flags for every member start (word-split), e.g. --snapshot-count.
+KC_FLAGS=${KC_FLAGS:-}
 
 kc_var() { local n="KC_$1_$2"; printf '%s' "${!n:-}"; }
 kc_set() { printf -v "KC_$1_$2" '%s' "$3"; }
@@ -64,7 +66,7 @@ kc_start() {
         --initial-advertise-peer-urls "http://127.0.0.1:$pport" \
         --initial-cluster "$ic" --initial-cluster-token "kc-$prefix" \
         --initial-cluster-state "$state" \
-        --heartbeat-interval "$KC_HB" --election-timeout "$KC_ET" "$@" \
+        --heartbeat-interval "$KC_HB" --election-timeout "$KC_ET" $KC_FLAGS "$@" \
         >>"$(kc_var "$m" LOG)" 2>&1 &
     local pid=$!
     KT_PIDS+=("$pid")

@@ -8,8 +8,12 @@
 #     leader is unchanged;
 #   - stop every member, start them again: same data, same revision;
 #   - SIGTERM on the leader hands leadership over before it exits (0).
-#   usage: test_cluster_faults_basic.sh KEEL_BIN
+#   - a follower stopped while the leader compacts its log catches up by
+#     snapshot; its open watch sees every put, its lessor every lease
+#     (with KEEL_BENCH_BIN, to write enough entries quickly).
+#   usage: test_cluster_faults_basic.sh KEEL_BIN [KEEL_BENCH_BIN]
 KEEL_BIN=${1:?keel binary}
+BENCH_BIN=${2:-}
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/cluster_lib.sh"
 
@@ -20,6 +24,8 @@ leader_id() { # ENDPOINT
         python3 -c 'import json,sys; s=json.load(sys.stdin)[0]["Status"]; print("%x %d" % (s["leader"], s["header"]["raft_term"]))'
 }
 
+# a small --snapshot-count so that the leader compacts its log
+KC_FLAGS="--snapshot-count=1000"
 kc_init k 3
 kc_start_all "$KEEL_BIN" k
 EPS=$(kc_endpoints k)
@@ -125,6 +131,36 @@ for i in 1 2 3; do kc_wait_ready k "$i"; done
 for i in 1 2 3; do
     kt_check "k$i after a full restart: same revision and hash" "$before" "$(state "$i")"
 done
+
+# -- a follower stopped while the log is compacted catches up by snapshot:
+#    its open watch resyncs from the new store, its lessor reloads ----------
+if [ -n "$BENCH_BIN" ]; then
+    L=$(kc_wait_leader k)
+    F=$((L % 3 + 1))
+    etcdctl --endpoints="$(kc_ep k "$F")" watch "" --prefix >"$KT_TMP/snapwatch.out" 2>&1 &
+    SW=$!
+    KT_PIDS+=("$SW")
+    sleep 1
+    kill -STOP "$(kc_var "k$F" PID)"
+    LEASE=$(ctl --endpoints="$(kc_ep k "$L")" lease grant 600 | awk '{print $2}')
+    ctl --endpoints="$(kc_ep k "$L")" put /f/leased x --lease="$LEASE" >/dev/null
+    # more entries than the leader keeps after a snapshot (5000)
+    "$BENCH_BIN" --endpoints="$(kc_ep k "$L")" --clients 32 --conns 4 \
+        --total 6000 --key-space-size 6000 --sequential-keys put >/dev/null
+    ctl --endpoints="$(kc_ep k "$L")" put /f/snap-last 1 >/dev/null
+    kill -CONT "$(kc_var "k$F" PID)"
+    for ((t = 0; t < 150; t++)); do
+        grep -q '^/f/snap-last$' "$KT_TMP/snapwatch.out" && break
+        sleep 0.2
+    done
+    kill "$SW" 2>/dev/null || true
+    grep -q "applied incoming snapshot" "$(kc_var "k$F" LOG)"
+    echo "ok: k$F caught up by snapshot"
+    kt_check "the watch on k$F saw every put made while it was stopped" 6002 \
+        "$(grep -c '^PUT$' "$KT_TMP/snapwatch.out")"
+    kt_check "k$F's lessor knows the lease granted meanwhile" 1 \
+        "$(ctl --endpoints="$(kc_ep k "$F")" lease list | grep -c "$LEASE")"
+fi
 
 # -- SIGTERM on the leader hands leadership over -----------------------------
 L=$(kc_wait_leader k)
