@@ -87,6 +87,27 @@ kt_start() {
     kt_wait_http "http://${!client_var}/health" 30
 }
 
+# kt_ca DIR CN: a test CA (DIR/ca.crt, DIR/ca.key) made with the openssl CLI.
+# kt_leaf DIR NAME CN EXTENSIONS: DIR/NAME.crt and DIR/NAME.key signed by
+# that CA; EXTENSIONS is an openssl extension file's text with \n escapes
+# ('subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n').
+# Both fail the test when openssl does not produce the file.
+kt_ca() {
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$1/ca.key" \
+        -out "$1/ca.crt" -days 2 -subj "/CN=$2" >/dev/null 2>&1
+    [ -s "$1/ca.crt" ] || { echo "openssl failed to make $1/ca.crt" >&2; exit 1; }
+}
+kt_leaf() {
+    local d=$1 name=$2
+    openssl req -newkey rsa:2048 -nodes -keyout "$d/$name.key" \
+        -out "$d/$name.csr" -subj "/CN=$3" >/dev/null 2>&1
+    printf '%b' "$4" >"$d/$name.ext"
+    openssl x509 -req -in "$d/$name.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" \
+        -CAcreateserial -out "$d/$name.crt" -days 2 -extfile "$d/$name.ext" \
+        >/dev/null 2>&1
+    [ -s "$d/$name.crt" ] || { echo "openssl failed to make $d/$name.crt" >&2; exit 1; }
+}
+
 # kt_check DESCRIPTION EXPECTED ACTUAL: fail the test with a diff.
 kt_check() {
     if [ "$2" != "$3" ]; then

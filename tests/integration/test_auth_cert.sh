@@ -9,22 +9,10 @@ KEEL_BIN=${1:?keel binary}
 ETCD_BIN=${ETCD_BIN:-/usr/bin/etcd}
 C=$KT_TMP/certs
 mkdir -p "$C"
-ssl() { openssl "$@" >/dev/null 2>&1; }
-ssl req -x509 -newkey rsa:2048 -nodes -keyout "$C/ca.key" -out "$C/ca.crt" \
-    -days 2 -subj /CN=keel-auth-ca
-leaf() { # leaf NAME CN EXTENSIONS
-    ssl req -newkey rsa:2048 -nodes -keyout "$C/$1.key" -out "$C/$1.csr" \
-        -subj "/CN=$2"
-    printf '%b' "$3" >"$C/$1.ext"
-    ssl x509 -req -in "$C/$1.csr" -CA "$C/ca.crt" -CAkey "$C/ca.key" \
-        -CAcreateserial -out "$C/$1.crt" -days 2 -extfile "$C/$1.ext"
-}
-leaf server server 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n'
-leaf root root 'extendedKeyUsage=clientAuth\n'
-leaf u1 u1 'extendedKeyUsage=clientAuth\n'
-for f in ca.crt server.crt root.crt u1.crt; do
-    [ -s "$C/$f" ] || { echo "openssl failed to make $f" >&2; exit 1; }
-done
+kt_ca "$C" keel-auth-ca
+kt_leaf "$C" server server 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n'
+kt_leaf "$C" root root 'extendedKeyUsage=clientAuth\n'
+kt_leaf "$C" u1 u1 'extendedKeyUsage=clientAuth\n'
 scenario() { # $1 = name, $2 = binary, $3 = transcript
     local out=$3
     kt_spawn "$1" "$2" "https://127.0.0.1:%P" \

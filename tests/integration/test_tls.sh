@@ -16,26 +16,15 @@ mkdir -p "$C"
 
 # ---- certificates -----------------------------------------------------------
 ssl() { openssl "$@" >/dev/null 2>&1; }
-ssl req -x509 -newkey rsa:2048 -nodes -keyout "$C/ca.key" -out "$C/ca.crt" \
-    -days 2 -subj /CN=keel-test-ca
-# leaf NAME CN EXTENSIONS
-leaf() {
-    ssl req -newkey rsa:2048 -nodes -keyout "$C/$1.key" -out "$C/$1.csr" \
-        -subj "/CN=$2"
-    printf '%b' "$3" >"$C/$1.ext"
-    ssl x509 -req -in "$C/$1.csr" -CA "$C/ca.crt" -CAkey "$C/ca.key" \
-        -CAcreateserial -out "$C/$1.crt" -days 2 -extfile "$C/$1.ext"
-}
-leaf server server 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n'
-leaf client root 'subjectAltName=DNS:client.example\nextendedKeyUsage=clientAuth\n'
-leaf other other 'subjectAltName=DNS:other.example\nextendedKeyUsage=clientAuth\n'
-leaf server2 server2 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n'
+kt_ca "$C" keel-test-ca
+kt_leaf "$C" server server 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n'
+kt_leaf "$C" client root 'subjectAltName=DNS:client.example\nextendedKeyUsage=clientAuth\n'
+kt_leaf "$C" other other 'subjectAltName=DNS:other.example\nextendedKeyUsage=clientAuth\n'
+kt_leaf "$C" server2 server2 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n'
 # a client certificate from another CA
 ssl req -x509 -newkey rsa:2048 -nodes -keyout "$C/rogue.key" \
     -out "$C/rogue.crt" -days 2 -subj /CN=root
-for f in ca.crt server.crt client.crt; do
-    [ -s "$C/$f" ] || { echo "openssl failed to make $f" >&2; exit 1; }
-done
+[ -s "$C/rogue.crt" ] || { echo "openssl failed to make rogue.crt" >&2; exit 1; }
 TLSFLAGS=(--cert-file "$C/server.crt" --key-file "$C/server.key")
 MTLS=(--cacert "$C/ca.crt" --cert "$C/client.crt" --key "$C/client.key")
 
