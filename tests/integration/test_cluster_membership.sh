@@ -167,6 +167,18 @@ kt_check "the removed member exited 0" 0 "$rc"
 grep -q "the member has been permanently removed from the cluster" "$(kc_var k4 LOG)"
 echo "ok: the removed member logged etcd's line"
 kt_check "member list after remove" 3 "$(ctl --endpoints="$LEP" member list | wc -l)"
+# restarted from its data dir, the removed member is refused by its former
+# peers and stops again, exit 0
+: >"$(kc_var k4 LOG)"
+kc_start "$KEEL_BIN" k 4
+rc=0
+for ((t = 0; t < 150; t++)); do
+    kill -0 "$(kc_var k4 PID)" 2>/dev/null || break
+    sleep 0.1
+done
+wait "$(kc_var k4 PID)" || rc=$?
+kt_check "a removed member restarted stops again (exit 0)" "0 1" \
+    "$rc $(grep -c 'E | etcdserver: the member has been permanently removed from the cluster' "$(kc_var k4 LOG)")"
 
 # -- a member far behind catches up by snapshot (log compacted) --------------
 if [ -n "$BENCH_BIN" ]; then
