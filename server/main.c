@@ -378,6 +378,9 @@ struct main_loop
     uv_loop_t loop;
     uv_signal_t sigterm, sigint;
     struct keel_server *srv; /* NULL until server_start() succeeds */
+    /* a signal came while server_start() ran the loop itself (a joining
+     * member fetching the cluster): stop once it returns */
+    bool stop_requested;
 };
 
 static void server_stopped(void *arg)
@@ -391,6 +394,7 @@ static void server_stopped(void *arg)
 static void main_stop(struct main_loop *m)
 {
     if (m->srv == NULL) {
+        m->stop_requested = true;
         uv_stop(&m->loop);
         return;
     }
@@ -410,6 +414,7 @@ static void server_ready(void *arg)
 static int loop_init(struct main_loop *m)
 {
     m->srv = NULL;
+    m->stop_requested = false;
     int rv = uv_loop_init(&m->loop);
     if (rv != 0) {
         return rv;
@@ -454,6 +459,9 @@ static int run_loop(struct main_loop *m, const struct keel_config *cfg)
     server_on_ready(m->srv, server_ready, m);
     /* etcd: a removed member stops and exits 0 */
     server_on_removed(m->srv, (void (*)(void *))main_stop, m);
+    if (m->stop_requested) {
+        main_stop(m);
+    }
     uv_run(&m->loop, UV_RUN_DEFAULT);
     if (m->srv != NULL) {
         /* the loop stopped without a signal (should not happen): stop the
