@@ -2254,7 +2254,7 @@ void node_status(struct node *n, struct node_status *st)
         st->learners[st->n_learners++] = rs.conf.learners[i];
         st->is_learner = st->is_learner || rs.conf.learners[i] == n->opts.member_id;
     }
-    st->snapshot_index = raft_memstore_first_index(n->ms) - 1;
+    st->snapshot_index = n->snap_index;
 }
 
 static void handle_closed(uv_handle_t *h)

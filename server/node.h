@@ -227,7 +227,9 @@ struct node_status
     size_t n_voters;
     uint64_t learners[NODE_MAX_MEMBERS];
     size_t n_learners;
-    uint64_t snapshot_index; /* last raft snapshot (log compacted up to) */
+    /* Index of the last raft snapshot (0: none): the log is compacted up
+     * to snapshot_catchup_entries before it, the WAL up to it. */
+    uint64_t snapshot_index;
 };
 void node_status(struct node *n, struct node_status *st);
 
