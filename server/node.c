@@ -212,7 +212,6 @@ struct node
     struct raft_ready *parked; /* a Ready with a snapshot, waiting for
                                   node_release (no reader of the store) */
     struct snap_in *parked_img;
-    bool installed;            /* after_persist: tell on_snapshot */
 };
 
 /* An always-on invariant check (CONVENTIONS 9.3 KEEL_CHECK): log, abort. */
@@ -1085,12 +1084,18 @@ static void install_snapshot(struct node *n, const struct raft_ready *rd,
     n->last_event_rev = mvcc_revision(n->mvcc);
     n->compact_pending = true;
     n->wal_snap_due = false; /* older than this snapshot */
-    n->installed = true;
     log_info("etcdserver",
              "applied snapshot at index %" PRIu64 " term %" PRIu64
              " (store at consistent index %" PRIu64 ", revision %" PRId64 ")",
              meta->index, meta->term, mvcc_consistent_index(n->mvcc),
              mvcc_revision(n->mvcc));
+    /* Readers of the store see the new history from now on: tell the
+     * watch hub, the lessor and the transport at once (the WAL marker
+     * follows; a crash before it restarts on this store too). */
+    if (n->opts.on_snapshot != NULL) {
+        n->opts.on_snapshot(n->opts.on_snapshot_arg, meta->index,
+                            mvcc_revision(n->mvcc));
+    }
 }
 
 /* ---- the Ready cycle, continued ----------------------------------------- */
@@ -1253,13 +1258,6 @@ static void after_persist(struct node *n, struct raft_ready *rd)
     /* Votes, append responses...: each may promise what was just made
      * durable. */
     send_msgs(n, rd->msgs_after_persist, rd->n_msgs_after_persist);
-    if (n->installed) {
-        n->installed = false;
-        if (n->opts.on_snapshot != NULL) {
-            n->opts.on_snapshot(n->opts.on_snapshot_arg, n->applied,
-                                mvcc_revision(n->mvcc));
-        }
-    }
     if (rd->n_committed > 0) {
         apply_committed(n, rd);
     }
