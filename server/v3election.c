@@ -304,19 +304,35 @@ static void leader_done(struct v3conc_op *op, ProtobufCMessage *m)
     v3conc_reply(op, r != NULL ? &r->base : NULL);
 }
 
-static void leader_start(struct grpc_call *call, const ProtobufCMessage *msg,
-                         void *data)
+/* The first created key under the election's prefix, to next. */
+static void range_leader(struct v3conc_op *op, v3conc_step next)
+{
+    Etcdserverpb__RangeRequest *r = v3conc_first_create(op, op->prefix);
+    v3conc_unary(op, "/etcdserverpb.KV/Range", r ? &r->base : NULL,
+                 &etcdserverpb__range_response__descriptor, next);
+}
+
+/* Leader and Observe: an op on the election the LeaderRequest names. */
+static struct v3conc_op *leader_request_op(struct grpc_call *call,
+                                           const ProtobufCMessage *msg,
+                                           void *data)
 {
     const V3electionpb__LeaderRequest *req =
         (const V3electionpb__LeaderRequest *)msg;
     struct v3conc_op *op = op_new(data, call);
-    if (op == NULL) {
-        return;
+    if (op != NULL) {
+        op->prefix = v3conc_prefix(op, &req->name);
     }
-    op->prefix = v3conc_prefix(op, &req->name);
-    Etcdserverpb__RangeRequest *r = v3conc_first_create(op, op->prefix);
-    v3conc_unary(op, "/etcdserverpb.KV/Range", r ? &r->base : NULL,
-                 &etcdserverpb__range_response__descriptor, leader_done);
+    return op;
+}
+
+static void leader_start(struct grpc_call *call, const ProtobufCMessage *msg,
+                         void *data)
+{
+    struct v3conc_op *op = leader_request_op(call, msg, data);
+    if (op != NULL) {
+        range_leader(op, leader_done);
+    }
 }
 
 /* ---- Observe ------------------------------------------------------------ */
@@ -410,22 +426,16 @@ static void observe_ranged(struct v3conc_op *op, ProtobufCMessage *m)
 
 static void observe_range(struct v3conc_op *op)
 {
-    Etcdserverpb__RangeRequest *r = v3conc_first_create(op, op->prefix);
-    v3conc_unary(op, "/etcdserverpb.KV/Range", r ? &r->base : NULL,
-                 &etcdserverpb__range_response__descriptor, observe_ranged);
+    range_leader(op, observe_ranged);
 }
 
 static void observe_start(struct grpc_call *call, const ProtobufCMessage *msg,
                           void *data)
 {
-    const V3electionpb__LeaderRequest *req =
-        (const V3electionpb__LeaderRequest *)msg;
-    struct v3conc_op *op = op_new(data, call);
-    if (op == NULL) {
-        return;
+    struct v3conc_op *op = leader_request_op(call, msg, data);
+    if (op != NULL) {
+        observe_range(op);
     }
-    op->prefix = v3conc_prefix(op, &req->name);
-    observe_range(op);
 }
 
 int v3election_register(struct keel_server *s, struct grpc_server *g)

@@ -45,31 +45,26 @@ for i in 1 2 3; do
 u1" "$("${E[@]}" --user=root:rootpw user list 2>&1 | quiet)"
 done
 
-# a token issued by the leader works on a follower once it applied it
-tok=$(curl -sS -X POST "http://$(kc_ep k "$L")/v3/auth/authenticate" \
-    -d '{"name":"u1","password":"p1"}' |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
-code=
-for ((t = 0; t < 50; t++)); do
-    code=$(curl -sS -o /dev/null -w '%{http_code}' -X POST \
-        "http://$(kc_ep k "$F")/v3/kv/range" -d '{"key":"Zm9vMQ=="}' \
-        -H "Authorization: $tok")
-    [ "$code" = 200 ] && break
-    sleep 0.1
-done
-kt_check "the leader's token is accepted by follower k$F" 200 "$code"
-# and a follower's token by the leader
-tok=$(curl -sS -X POST "http://$(kc_ep k "$F")/v3/auth/authenticate" \
-    -d '{"name":"u1","password":"p1"}' |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
-for ((t = 0; t < 50; t++)); do
-    code=$(curl -sS -o /dev/null -w '%{http_code}' -X POST \
-        "http://$(kc_ep k "$L")/v3/kv/range" -d '{"key":"Zm9vMQ=="}' \
-        -H "Authorization: $tok")
-    [ "$code" = 200 ] && break
-    sleep 0.1
-done
-kt_check "follower k$F's token is accepted by the leader" 200 "$code"
+# token_elsewhere FROM TO: HTTP status of a range on member TO with a
+# token issued by member FROM, once TO applied it (5 s at most)
+token_elsewhere() {
+    local tok code t
+    tok=$(curl -sS -X POST "http://$(kc_ep k "$1")/v3/auth/authenticate" \
+        -d '{"name":"u1","password":"p1"}' |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+    for ((t = 0; t < 50; t++)); do
+        code=$(curl -sS -o /dev/null -w '%{http_code}' -X POST \
+            "http://$(kc_ep k "$2")/v3/kv/range" -d '{"key":"Zm9vMQ=="}' \
+            -H "Authorization: $tok")
+        [ "$code" = 200 ] && break
+        sleep 0.1
+    done
+    printf '%s' "$code"
+}
+kt_check "the leader's token is accepted by follower k$F" 200 \
+    "$(token_elsewhere "$L" "$F")"
+kt_check "follower k$F's token is accepted by the leader" 200 \
+    "$(token_elsewhere "$F" "$L")"
 # disabling auth on a follower disables it everywhere
 etcdctl --endpoints="$(kc_ep k "$F")" --user=root:rootpw auth disable >/dev/null
 for ((t = 0; t < 50; t++)); do
