@@ -922,6 +922,10 @@ static int any_bool_flag(const char *name, size_t len, char shorthand)
 
 int main(int argc, char **argv)
 {
+    const char *api = getenv("ETCDCTL_API");
+    if (api != NULL && strcmp(api, "2") == 0) {
+        return ctl_v2_main(argc - 1, argv + 1);
+    }
     ctl_argc = argc;
     ctl_argv = argv;
     /* 1. The command words, skipping flags and their values. */

@@ -165,6 +165,10 @@ void ctl_progress_end(struct ctl_progress *p);
 /* etcdctl's display.Get for the current -w (keelctl_kv.c). */
 void ctl_print_get(const Etcdserverpb__RangeResponse *r, int value_only);
 
+/* ETCDCTL_API=2: the v2 key commands (keelctl_v2.c); argv without the
+ * program name; returns the exit code. */
+int ctl_v2_main(int argc, char **argv);
+
 /* Parsing helpers. */
 int parse_go_duration(const char *s, uint64_t *ms);
 int parse_int64(const char *s, int base, int64_t *out, char *err,
