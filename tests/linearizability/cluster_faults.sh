@@ -186,7 +186,8 @@ pick_leader_or_any() {
     echo $((1 + RANDOM % N))
 }
 
-FAULTS=(kill isolate killall stop partition link delay blackhole partition_up)
+FAULTS=(kill isolate killall split stop partition link delay blackhole
+        partition_up)
 fault_n=0
 # isolate I / rejoin I: every peer connection to or from member i
 isolate() {
@@ -197,6 +198,21 @@ isolate() {
     done
 }
 heal_all() { ctl heal all; ctl reset all; }
+
+# split I: cut every link between a minority (member i and the next ones,
+# (N-1)/2 members) and the majority; each side keeps its inner links
+split() {
+    local i=$1 k a b
+    MINORITY=()
+    for ((k = 0; k < (N - 1) / 2; k++)); do MINORITY+=($(((i - 1 + k) % N + 1))); done
+    for a in "${MINORITY[@]}"; do
+        for b in $(seq 1 $N); do
+            [[ " ${MINORITY[*]} " == *" $b "* ]] && continue
+            ctl partition "${P[$a]}" from "${ID[$b]}"
+            ctl partition "${P[$b]}" from "${ID[$a]}"
+        done
+    done
+}
 
 # one fault: apply, hold, undo; each ends with every member running
 one_fault() {
@@ -223,6 +239,19 @@ one_fault() {
             sleep 0.5
             for j in $(seq 1 $N); do start_member "$j"; done
             sleep 1
+            ;;
+        split)
+            split "$i"
+            log "fault: split {${MINORITY[*]}} (minority) from the others for 3s"
+            sleep 0.5
+            # the minority side refuses linearizable reads
+            if etcdctl --endpoints="127.0.0.1:${C[${MINORITY[0]}]}" \
+                   --command-timeout=1s get lin/probe >/dev/null 2>&1; then
+                echo "FAIL: minority m${MINORITY[0]} served a linearizable read" >&2
+                exit 1
+            fi
+            sleep 1.5
+            heal_all
             ;;
         isolate)
             log "fault: isolate m$i from its peers for 3s"

@@ -196,6 +196,17 @@ a2 = keel_peer(0xabc)
 assert closed(a2), "a new connection from abc was forwarded"
 e2 = etcd_peer(0xabc)
 assert closed(e2), "a new etcd-style connection from abc was forwarded"
+# Go reuses a connection whose first request named nobody (etcd's prober)
+# for later requests that do (raft messages): those are caught too
+r = socket.create_connection(("127.0.0.1", port))
+r.sendall(b"GET /raft/probing HTTP/1.1\r\nHost: x\r\n\r\n")
+assert alive(r, b"R1")
+ctl_("partition", str(port), "from", "777")
+assert alive(r, b"R2"), "an anonymous connection was cut"
+r.sendall(b"POST /raft HTTP/1.1\r\nHost: x\r\nX-Server-Fr")
+time.sleep(0.2)
+r.sendall(b"om: 777\r\nContent-Length: 0\r\n\r\n")
+assert closed(r), "a reused connection from 777 was not cut"
 ctl_("heal", str(port))
 a3 = keel_peer(0xabc)
 assert alive(a3, b"A3") and alive(c, b"C3")

@@ -127,6 +127,9 @@ struct conn
     uint64_t from_id;
     char sniff[2048];
     size_t sniffed;
+    int http;              /* an HTTP connection: each request is sniffed */
+    char tail[48];         /* its last bytes toward the target */
+    size_t tail_len;
 };
 
 enum { FROM_SNIFFING, FROM_KNOWN, FROM_NONE };
@@ -380,6 +383,10 @@ static void sniff(struct conn *c, const char *data, size_t len)
             return; /* the value is cut: wait for more */
         }
     }
+    if (memcmp(c->sniff, "GET ", 4) == 0 || memcmp(c->sniff, "POST", 4) == 0 ||
+        memcmp(c->sniff, "PUT ", 4) == 0) {
+        c->http = 1;
+    }
     if (strstr(c->sniff, "\r\n\r\n") || c->sniffed == sizeof(c->sniff) - 1 ||
         (c->sniffed >= 9 && memcmp(u + 5, "KEEL", 4) != 0 &&
          memcmp(c->sniff, "GET ", 4) != 0 && memcmp(c->sniff, "POST", 4) != 0 &&
@@ -388,12 +395,75 @@ static void sniff(struct conn *c, const char *data, size_t len)
     }
 }
 
+/* A later request on an HTTP connection that named no sender yet: Go
+ * reuses idle connections, and etcd's pipeline shares its transport with
+ * the prober, whose GET /raft/probing names nobody; the POSTs of raft
+ * messages that follow on the same connection do. The header is looked
+ * for in the chunk and across its boundary with the previous one. */
+static void sniff_more(struct conn *c, const char *data, size_t len)
+{
+    static const char hdr[] = "\r\nX-Server-From:";
+    char edge[2 * sizeof(c->tail) + 1];
+    size_t head = len < sizeof(c->tail) ? len : sizeof(c->tail);
+    memcpy(edge, c->tail, c->tail_len);
+    memcpy(edge + c->tail_len, data, head);
+    size_t elen = c->tail_len + head;
+    edge[elen] = 0;
+    const char *h = memmem(edge, elen, hdr, sizeof(hdr) - 1);
+    const char *end_of = edge + elen;
+    if (h == NULL) {
+        h = memmem(data, len, hdr, sizeof(hdr) - 1);
+        end_of = data + len;
+    }
+    if (h) {
+        h += sizeof(hdr) - 1;
+        while (h < end_of && *h == ' ') {
+            h++;
+        }
+        uint64_t id = 0;
+        const char *p = h;
+        for (; p < end_of && p - h < 16; p++) {
+            int d = *p >= '0' && *p <= '9'   ? *p - '0'
+                    : *p >= 'a' && *p <= 'f' ? *p - 'a' + 10
+                    : *p >= 'A' && *p <= 'F' ? *p - 'A' + 10
+                                             : -1;
+            if (d < 0) {
+                break;
+            }
+            id = id << 4 | (uint64_t)d;
+        }
+        if (p > h && p < end_of && (*p == '\r' || *p == '\n')) {
+            c->from_id = id;
+            c->from_state = FROM_KNOWN;
+        }
+    }
+    /* keep the last bytes for a header cut by the chunk boundary */
+    if (len >= sizeof(c->tail)) {
+        memcpy(c->tail, data + len - sizeof(c->tail), sizeof(c->tail));
+        c->tail_len = sizeof(c->tail);
+    } else {
+        size_t keep = sizeof(c->tail) - len;
+        if (keep > c->tail_len) {
+            keep = c->tail_len;
+        }
+        memmove(c->tail, c->tail + c->tail_len - keep, keep);
+        memcpy(c->tail + keep, data, len);
+        c->tail_len = keep + len;
+    }
+}
+
 /* A chunk read from the flow's source (k->len 0: EOF). */
 static void flow_push(struct flow *f, struct chunk *k)
 {
     struct route *r = f->c->r;
-    if (f->dir == UP && k->len && f->c->from_state == FROM_SNIFFING) {
-        sniff(f->c, k->data, k->len);
+    if (f->dir == UP && k->len &&
+        (f->c->from_state == FROM_SNIFFING ||
+         (f->c->http && f->c->from_state == FROM_NONE))) {
+        if (f->c->from_state == FROM_SNIFFING) {
+            sniff(f->c, k->data, k->len);
+        } else {
+            sniff_more(f->c, k->data, k->len);
+        }
         struct from_cut *fc = f->c->from_state == FROM_KNOWN
                                   ? from_cut_of(r, f->c->from_id)
                                   : NULL;
