@@ -448,7 +448,10 @@ static void recv_done(struct snap_recv *sr)
     recv_free(sr, true);
 }
 
-static void on_fsynced(uv_fs_t *req)
+/* The common end of an fsync request: returns the transfer to go on with,
+ * or NULL when it was aborted meanwhile (freed here) or the sync failed
+ * (failed here). */
+static struct snap_recv *sync_done(uv_fs_t *req)
 {
     struct snap_recv *sr = req->data;
     int rv = (int)req->result;
@@ -457,10 +460,21 @@ static void on_fsynced(uv_fs_t *req)
     sr->busy = false;
     if (sr->aborted) {
         recv_free(sr, false);
-        return;
+        return NULL;
     }
     if (rv < 0) {
         recv_fail(sr->pc, uv_strerror(rv));
+        return NULL;
+    }
+    return sr;
+}
+
+static void on_fsynced(uv_fs_t *req)
+{
+    struct snap_recv *sr = sync_done(req);
+    int rv;
+
+    if (sr == NULL) {
         return;
     }
     rv = close(sr->fd);
@@ -508,17 +522,9 @@ static void on_chunk_written(uv_fs_t *req)
 
 static void on_synced(uv_fs_t *req)
 {
-    struct snap_recv *sr = req->data;
-    int rv = (int)req->result;
+    struct snap_recv *sr = sync_done(req);
 
-    uv_fs_req_cleanup(req);
-    sr->busy = false;
-    if (sr->aborted) {
-        recv_free(sr, false);
-        return;
-    }
-    if (rv < 0) {
-        recv_fail(sr->pc, uv_strerror(rv));
+    if (sr == NULL) {
         return;
     }
     sr->synced = sr->got;
