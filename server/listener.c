@@ -189,31 +189,56 @@ static int listen_fd(const struct sockaddr *sa, socklen_t salen, int *fd_out)
     return 0;
 }
 
-static int bind_tcp(struct listener *l, const char *hostport)
+int listener_open_tcp(const char *host, const char *port, int *fd,
+                      int *gai_err)
 {
-    char host[256], port[16];
     struct addrinfo hints, *res = NULL;
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    int fd = -1;
     int rv;
 
-    rv = split_host_port(l, hostport, host, sizeof host, port, sizeof port);
-    if (rv != 0) {
-        return rv;
-    }
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
     rv = getaddrinfo(host[0] != '\0' ? host : NULL, port, &hints, &res);
     if (rv != 0) {
-        snprintf(l->errmsg, sizeof l->errmsg, "resolve %s: %s", hostport,
-                 gai_strerror(rv));
+        *gai_err = rv;
         return KEEL_EINVAL;
     }
-    rv = listen_fd(res->ai_addr, res->ai_addrlen, &fd);
+    rv = listen_fd(res->ai_addr, res->ai_addrlen, fd);
     freeaddrinfo(res);
+    return rv;
+}
+
+int listener_fd_port(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0) {
+        return 0;
+    }
+    return ntohs(ss.ss_family == AF_INET6
+                     ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                     : ((struct sockaddr_in *)&ss)->sin_port);
+}
+
+static int bind_tcp(struct listener *l, const char *hostport)
+{
+    char host[256], port[16];
+    int fd = -1;
+    int gai = 0;
+    int rv;
+
+    rv = split_host_port(l, hostport, host, sizeof host, port, sizeof port);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = listener_open_tcp(host, port, &fd, &gai);
+    if (gai != 0) {
+        snprintf(l->errmsg, sizeof l->errmsg, "resolve %s: %s", hostport,
+                 gai_strerror(gai));
+        return KEEL_EINVAL;
+    }
     if (rv == 0) {
         rv = uv_tcp_init(l->loop, &l->u.tcp);
         if (rv != 0) {
@@ -232,11 +257,7 @@ static int bind_tcp(struct listener *l, const char *hostport)
     rv = uv_listen(&l->u.stream, LISTENER_BACKLOG, on_connection);
     assert(rv == 0);
     (void)rv;
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0) {
-        l->port = ntohs(ss.ss_family == AF_INET6
-                            ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                            : ((struct sockaddr_in *)&ss)->sin_port);
-    }
+    l->port = listener_fd_port(fd);
     return 0;
 }
 

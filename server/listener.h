@@ -107,4 +107,15 @@ void listener_shutdown(struct listener *l,
 /* Used by conn.c: a connection of l was freed. */
 void listener__conn_gone(struct listener *l);
 
+/* Shared with the peer transport (peer.c): resolve host:port (host "" is
+ * every address) and return in *fd a bound, listening, close-on-exec TCP
+ * socket with SO_REUSEADDR, before any libuv handle exists, so a failure
+ * leaves nothing to close. Returns 0, -errno from socket/bind/listen, or
+ * KEEL_EINVAL when the address does not resolve (*gai_err: the getaddrinfo
+ * code, for gai_strerror). */
+int listener_open_tcp(const char *host, const char *port, int *fd,
+                      int *gai_err);
+/* The local port a socket is bound to, or 0. */
+int listener_fd_port(int fd);
+
 #endif /* KEEL_LISTENER_H */

@@ -49,6 +49,7 @@
 #include <sys/socket.h>
 
 #include "keel_err.h"
+#include "listener.h"
 #include "log.h"
 #include "metrics.h"
 #include "peer_int.h"
@@ -784,39 +785,19 @@ static int listen_url(struct peer *t,
                       size_t errlen)
 {
     char host[256], port[16];
-    struct addrinfo hints, *res = NULL;
-    struct sockaddr_storage ss;
-    int len = sizeof ss;
-    int one = 1, fd, rv;
+    int fd = -1, gai = 0, rv;
 
     rv =
         peer__parse_url(url, host, sizeof host, port, sizeof port, err, errlen);
     if (rv != 0) {
         return rv;
     }
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    rv = getaddrinfo(host[0] != '\0' ? host : NULL, port, &hints, &res);
+    rv = listener_open_tcp(host, port, &fd, &gai);
     if (rv != 0) {
-        snprintf(err, errlen, "listen %s: %s", url, gai_strerror(rv));
-        return KEEL_EINVAL;
-    }
-    /* Bind a plain socket first so a failure leaves no libuv handle. */
-    fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-        bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 511) != 0) {
-        rv = -errno;
-        snprintf(err, errlen, "listen %s: %s", url, strerror(errno));
-        if (fd >= 0) {
-            close(fd);
-        }
-        freeaddrinfo(res);
+        snprintf(err, errlen, "listen %s: %s", url,
+                 gai != 0 ? gai_strerror(gai) : strerror(-rv));
         return rv;
     }
-    freeaddrinfo(res);
     uv_tcp_init(t->o.loop, &pl->tcp);
     pl->tcp.data = pl;
     pl->t = t;
@@ -825,11 +806,8 @@ static int listen_url(struct peer *t,
     if (rv == 0) {
         rv = uv_listen((uv_stream_t *)&pl->tcp, 511, on_connection);
     }
-    if (rv == 0 &&
-        uv_tcp_getsockname(&pl->tcp, (struct sockaddr *)&ss, &len) == 0) {
-        pl->port = ntohs(ss.ss_family == AF_INET6
-                             ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                             : ((struct sockaddr_in *)&ss)->sin_port);
+    if (rv == 0) {
+        pl->port = listener_fd_port(fd);
     }
     return rv;
 }
