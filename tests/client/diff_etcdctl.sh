@@ -18,7 +18,10 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 for v in $(env | grep -o '^ETCDCTL_[A-Z_]*'); do unset "$v"; done
 export ETCDCTL_API=3
 
-TMP=$(mktemp -d /tmp/keelctl-diff.XXXXXX)
+# lib.sh: KT_TMP, KT_PIDS (killed and reaped at exit), kt_free_port, kt_start
+. "$(dirname "$0")/../integration/lib.sh"
+set +e +o pipefail # this script counts its failures itself
+TMP=$KT_TMP # removed by cleanup below, which replaces kt_cleanup
 ETCD_PID=
 cleanup() {
     if [ -n "$ETCD_PID" ]; then
@@ -30,12 +33,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-CPORT=$(free_port)
-PPORT=$(free_port)
-DEAD=127.0.0.1:$(free_port) # nothing listens there
+CPORT=$(kt_free_port)
+PPORT=$(kt_free_port)
+DEAD=127.0.0.1:$(kt_free_port) # nothing listens there
 ENDPOINT=127.0.0.1:$CPORT
 
 start_etcd() {

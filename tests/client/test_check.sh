@@ -16,35 +16,17 @@ KEEL=${2:-}
 ETCDCTL=/usr/bin/etcdctl
 for v in $(env | grep -o '^ETCDCTL_[A-Z_]*'); do unset "$v"; done
 export ETCDCTL_API=3
-TMP=$(mktemp -d /tmp/keelctl-check.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -KILL "$p" 2>/dev/null; done
-    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# lib.sh: KT_TMP, KT_PIDS (killed and reaped at exit), kt_free_port, kt_start
+. "$(dirname "$0")/../integration/lib.sh"
+set +e +o pipefail # this script counts its failures itself
+TMP=$KT_TMP
+trap 'exit 130' INT TERM # then the EXIT trap (kt_cleanup)
 cd "$TMP" || exit 1
 FAIL=0
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-start() { # binary name -> EP
-    local c p
-    c=$(free_port); p=$(free_port)
-    "$1" --name "$2" --data-dir "$2.data" \
-        --listen-client-urls "http://127.0.0.1:$c" --advertise-client-urls "http://127.0.0.1:$c" \
-        --listen-peer-urls "http://127.0.0.1:$p" --initial-advertise-peer-urls "http://127.0.0.1:$p" \
-        --initial-cluster "$2=http://127.0.0.1:$p" >"$2.log" 2>&1 &
-    PIDS+=("$!")
-    EP=127.0.0.1:$c
-    for _ in $(seq 100); do
-        curl -fsS -m 1 "http://$EP/health" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    echo "$2 did not start" >&2
-    exit 1
+start() { # binary name -> EP (data in $TMP/name.data, log $TMP/name.log)
+    local v="$2_CLIENT"
+    kt_start "$2" "$1" || { echo "$2 did not start" >&2; exit 1; }
+    EP=${!v}
 }
 fail() { echo "FAIL: $*"; FAIL=1; }
 

@@ -14,26 +14,15 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 for v in $(env | grep -o '^ETCDCTL_[A-Z_]*'); do unset "$v"; done
 export ETCDCTL_API=3
 
-TMP=$(mktemp -d /tmp/keelctl-lock.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]:-}"; do
-        [ -n "$p" ] && kill -KILL "$p" 2>/dev/null
-    done
-    for p in "${PIDS[@]:-}"; do
-        [ -n "$p" ] && wait "$p" 2>/dev/null
-    done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# lib.sh: KT_TMP, KT_PIDS (killed and reaped at exit), kt_free_port, kt_start
+. "$(dirname "$0")/../integration/lib.sh"
+set +e +o pipefail # this script counts its failures itself
+TMP=$KT_TMP
+trap 'exit 130' INT TERM # then the EXIT trap (kt_cleanup)
 cd "$TMP" || exit 1
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-CPORT=$(free_port)
-PPORT=$(free_port)
+CPORT=$(kt_free_port)
+PPORT=$(kt_free_port)
 EP=127.0.0.1:$CPORT
 
 start_server() {
@@ -44,7 +33,7 @@ start_server() {
         --initial-advertise-peer-urls "http://127.0.0.1:$PPORT" \
         --initial-cluster "le=http://127.0.0.1:$PPORT" >"server-$1.log" 2>&1 &
     SRV=$!
-    PIDS+=("$SRV")
+    KT_PIDS+=("$SRV")
     for _ in $(seq 100); do
         curl -fsS -m 1 "http://$EP/health" >/dev/null 2>&1 && return 0
         sleep 0.1
@@ -65,7 +54,7 @@ bg() { # name args...: start in the background
     shift
     "$CTL" --endpoints="$EP" "$@" </dev/null >"$n.out" 2>"$n.err" &
     eval "BG_$n=$!"
-    PIDS+=("$!")
+    KT_PIDS+=("$!")
 }
 wait_lines() { # name n: until name.out has n lines (10 s at most)
     for _ in $(seq 200); do

@@ -20,22 +20,15 @@ ETCDCTL=/usr/bin/etcdctl
 for v in $(env | grep -o '^ETCDCTL_[A-Z_]*'); do unset "$v"; done
 export ETCDCTL_API=3
 
-TMP=$(mktemp -d /tmp/keelctl-mirror.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -KILL "$p" 2>/dev/null; done
-    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# lib.sh: KT_TMP, KT_PIDS (killed and reaped at exit), kt_free_port, kt_start
+. "$(dirname "$0")/../integration/lib.sh"
+set +e +o pipefail # this script counts its failures itself
+TMP=$KT_TMP
+trap 'exit 130' INT TERM # then the EXIT trap (kt_cleanup)
 cd "$TMP" || exit 1
 FAIL=0
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-S_C=$(free_port); S_P=$(free_port); D_C=$(free_port); D_P=$(free_port)
+S_C=$(kt_free_port); S_P=$(kt_free_port); D_C=$(kt_free_port); D_P=$(kt_free_port)
 SRC=127.0.0.1:$S_C
 DST=127.0.0.1:$D_C
 
@@ -46,7 +39,7 @@ start() { # name cport pport -> sets PID_<name>
         --listen-peer-urls "http://127.0.0.1:$3" --initial-advertise-peer-urls "http://127.0.0.1:$3" \
         --initial-cluster "$1=http://127.0.0.1:$3" >"$1.log" 2>&1 &
     eval "PID_$1=$!"
-    PIDS+=("$!")
+    KT_PIDS+=("$!")
     for _ in $(seq 100); do
         curl -fsS -m 1 "http://127.0.0.1:$2/health" >/dev/null 2>&1 && return 0
         sleep 0.1
@@ -71,7 +64,7 @@ mirror_step() { # label flags...
     e "$SRC" put "$SENTINEL_SRC.base" "base-$label"
     "$CTL" --endpoints="$SRC" make-mirror "$@" "$DST" >m.out 2>m.err &
     local pid=$!
-    PIDS+=("$pid")
+    KT_PIDS+=("$pid")
     wait_key "$DST" "$SENTINEL_DST.base" "base-$label"
     e "$SRC" put "${PFX}new" n1
     e "$SRC" del "${PFX}a1"
@@ -137,7 +130,7 @@ start dst "$D_C" "$D_P"
 for k in 1 2 3 4 5; do e "$SRC" put "k$k" v; done
 KEELCTL_MIRROR_REPORT_MS=200 "$KEELCTL" --endpoints="$SRC" make-mirror "$DST" >count.out 2>&1 &
 MPID=$!
-PIDS+=("$MPID")
+KT_PIDS+=("$MPID")
 # (a report may come while the base copy is still running: counts only
 # grow, to 5 after the copy, to 6 after one more source put)
 for _ in $(seq 200); do [ "$(tail -1 count.out 2>/dev/null)" = 5 ] && break; sleep 0.05; done
@@ -156,8 +149,8 @@ stop dst
 
 # -- move-leader on a three-member cluster
 if [ "$(basename "$SERVER")" = etcd ]; then
-    P1=$(free_port); P2=$(free_port); P3=$(free_port)
-    C1=$(free_port); C2=$(free_port); C3=$(free_port)
+    P1=$(kt_free_port); P2=$(kt_free_port); P3=$(kt_free_port)
+    C1=$(kt_free_port); C2=$(kt_free_port); C3=$(kt_free_port)
     IC="m1=http://127.0.0.1:$P1,m2=http://127.0.0.1:$P2,m3=http://127.0.0.1:$P3"
     for i in 1 2 3; do
         cp=$(eval echo "\$C$i"); pp=$(eval echo "\$P$i")
@@ -165,7 +158,7 @@ if [ "$(basename "$SERVER")" = etcd ]; then
             --listen-client-urls "http://127.0.0.1:$cp" --advertise-client-urls "http://127.0.0.1:$cp" \
             --listen-peer-urls "http://127.0.0.1:$pp" --initial-advertise-peer-urls "http://127.0.0.1:$pp" \
             >"m$i.log" 2>&1 &
-        PIDS+=("$!")
+        KT_PIDS+=("$!")
     done
     ALL=127.0.0.1:$C1,127.0.0.1:$C2,127.0.0.1:$C3
     for _ in $(seq 100); do

@@ -20,7 +20,10 @@ ETCD=/usr/bin/etcd
 for v in $(env | grep -o '^ETCDCTL_[A-Z_]*'); do unset "$v"; done
 export ETCDCTL_API=3
 
-TMP=$(mktemp -d /tmp/keelctl-tls.XXXXXX)
+# lib.sh: KT_TMP, KT_PIDS (killed and reaped at exit), kt_free_port, kt_start
+. "$(dirname "$0")/../integration/lib.sh"
+set +e +o pipefail # this script counts its failures itself
+TMP=$KT_TMP # removed by cleanup below, which replaces kt_cleanup
 SRV_PID=
 cleanup() {
     if [ -n "$SRV_PID" ]; then
@@ -47,11 +50,8 @@ ca ca && ca otherca && leaf server localhost "DNS:localhost,IP:127.0.0.1" &&
     leaf client root "DNS:client" || { echo "openssl failed" >&2; exit 1; }
 echo "not a certificate" >junk.pem
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-CPORT=$(free_port)
-PPORT=$(free_port)
+CPORT=$(kt_free_port)
+PPORT=$(kt_free_port)
 EP=127.0.0.1:$CPORT
 
 start_server() { # binary tag [tries of 0.1 s]

@@ -10,7 +10,11 @@ KEELCTL=${1:?usage: test_v2.sh <keelctl>}
 ETCDCTL=/usr/bin/etcdctl
 for v in $(env | grep -o '^ETCDCTL_[A-Z_]*'); do unset "$v"; done
 export ETCDCTL_API=2
-TMP=$(mktemp -d /tmp/keelctl-v2.XXXXXX)
+# lib.sh: KT_TMP, KT_PIDS (killed and reaped at exit), kt_free_port, kt_start
+. "$(dirname "$0")/../integration/lib.sh"
+set +e +o pipefail # this script counts its failures itself
+TMP=$KT_TMP # removed by cleanup below, which replaces kt_cleanup
+export ETCDCTL_API=2 # lib.sh exports 3
 PID=
 cleanup() {
     [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
@@ -19,11 +23,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 cd "$TMP" || exit 1
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-C=$(free_port)
-P=$(free_port)
+C=$(kt_free_port)
+P=$(kt_free_port)
 EP=http://127.0.0.1:$C
 
 cases=("set /a 1" "get /a" "mk /a 2" "mk /b 2" "mkdir /d" "set /d/x 3"
