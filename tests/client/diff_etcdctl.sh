@@ -15,13 +15,7 @@ ETCDCTL=${2:-/usr/bin/etcdctl}
 ETCD=${ETCD:-/usr/bin/etcd}
 HERE=$(cd "$(dirname "$0")" && pwd)
 
-for v in $(env | grep -o '^ETCDCTL_[A-Z_]*'); do unset "$v"; done
-export ETCDCTL_API=3
-
-# lib.sh: KT_TMP, KT_PIDS (killed and reaped at exit), kt_free_port, kt_start
-. "$(dirname "$0")/../integration/lib.sh"
-set +e +o pipefail # this script counts its failures itself
-TMP=$KT_TMP # removed by cleanup below, which replaces kt_cleanup
+. "$(dirname "$0")/ctl_lib.sh" # ETCDCTL_API=3, lib.sh, TMP
 ETCD_PID=
 cleanup() {
     if [ -n "$ETCD_PID" ]; then

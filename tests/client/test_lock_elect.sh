@@ -11,14 +11,7 @@ KEELCTL=${1:?usage: test_lock_elect.sh <keelctl> [server]}
 SERVER=${2:-/usr/bin/etcd}
 ETCDCTL=/usr/bin/etcdctl
 HERE=$(cd "$(dirname "$0")" && pwd)
-for v in $(env | grep -o '^ETCDCTL_[A-Z_]*'); do unset "$v"; done
-export ETCDCTL_API=3
-
-# lib.sh: KT_TMP, KT_PIDS (killed and reaped at exit), kt_free_port, kt_start
-. "$(dirname "$0")/../integration/lib.sh"
-set +e +o pipefail # this script counts its failures itself
-TMP=$KT_TMP
-trap 'exit 130' INT TERM # then the EXIT trap (kt_cleanup)
+. "$(dirname "$0")/ctl_lib.sh" # ETCDCTL_API=3, lib.sh, TMP
 cd "$TMP" || exit 1
 
 CPORT=$(kt_free_port)

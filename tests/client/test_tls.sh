@@ -17,13 +17,7 @@ KEELCTL=${1:?usage: test_tls.sh <keelctl> [keel]}
 KEEL=${2:-}
 ETCDCTL=/usr/bin/etcdctl
 ETCD=/usr/bin/etcd
-for v in $(env | grep -o '^ETCDCTL_[A-Z_]*'); do unset "$v"; done
-export ETCDCTL_API=3
-
-# lib.sh: KT_TMP, KT_PIDS (killed and reaped at exit), kt_free_port, kt_start
-. "$(dirname "$0")/../integration/lib.sh"
-set +e +o pipefail # this script counts its failures itself
-TMP=$KT_TMP # removed by cleanup below, which replaces kt_cleanup
+. "$(dirname "$0")/ctl_lib.sh" # ETCDCTL_API=3, lib.sh, TMP
 SRV_PID=
 cleanup() {
     if [ -n "$SRV_PID" ]; then

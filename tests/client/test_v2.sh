@@ -8,13 +8,8 @@
 set -u
 KEELCTL=${1:?usage: test_v2.sh <keelctl>}
 ETCDCTL=/usr/bin/etcdctl
-for v in $(env | grep -o '^ETCDCTL_[A-Z_]*'); do unset "$v"; done
+. "$(dirname "$0")/ctl_lib.sh" # ETCDCTL_API=3, lib.sh, TMP
 export ETCDCTL_API=2
-# lib.sh: KT_TMP, KT_PIDS (killed and reaped at exit), kt_free_port, kt_start
-. "$(dirname "$0")/../integration/lib.sh"
-set +e +o pipefail # this script counts its failures itself
-TMP=$KT_TMP # removed by cleanup below, which replaces kt_cleanup
-export ETCDCTL_API=2 # lib.sh exports 3
 PID=
 cleanup() {
     [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
