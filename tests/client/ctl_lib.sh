@@ -5,10 +5,28 @@
 # - tests/integration/lib.sh: KT_TMP, KT_PIDS (killed and reaped by the EXIT
 #   trap), kt_free_port, kt_start/kt_spawn; but not its set -e/pipefail:
 #   these scripts count their failures themselves (FAIL, diffs);
-# - TMP=$KT_TMP; INT/TERM exit 130 through the EXIT trap (a script may set
-#   its own EXIT trap; it then removes $TMP itself).
+# - TMP=$KT_TMP; INT/TERM exit 130 through the EXIT trap (kt_cleanup, or
+#   ctl_cleanup below, which ends in kt_cleanup).
 for v in $(env | grep -o '^ETCDCTL_[A-Z_]*'); do unset "$v"; done
 . "$(dirname "${BASH_SOURCE[0]}")/../integration/lib.sh"
 set +e +o pipefail
 TMP=$KT_TMP
 trap 'exit 130' INT TERM
+
+# CTL_PID: the one server a script runs at a time (set it after starting
+# one). ctl_stop stops it gracefully (SIGTERM, then reaped); scripts that use
+# it set `trap ctl_cleanup EXIT`, which stops it before kt_cleanup.
+CTL_PID=
+ctl_stop() {
+    if [ -n "$CTL_PID" ]; then
+        kill "$CTL_PID"
+        wait "$CTL_PID" 2>/dev/null
+        CTL_PID=
+    fi
+}
+ctl_cleanup() {
+    local rc=$?
+    [ -n "$CTL_PID" ] && kill "$CTL_PID" 2>/dev/null && wait "$CTL_PID" 2>/dev/null
+    (exit "$rc")
+    kt_cleanup
+}

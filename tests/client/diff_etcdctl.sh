@@ -16,16 +16,7 @@ ETCD=${ETCD:-/usr/bin/etcd}
 HERE=$(cd "$(dirname "$0")" && pwd)
 
 . "$(dirname "$0")/ctl_lib.sh" # ETCDCTL_API=3, lib.sh, TMP
-ETCD_PID=
-cleanup() {
-    if [ -n "$ETCD_PID" ]; then
-        kill "$ETCD_PID" 2>/dev/null
-        wait "$ETCD_PID" 2>/dev/null
-    fi
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap ctl_cleanup EXIT
 
 CPORT=$(kt_free_port)
 PPORT=$(kt_free_port)
@@ -38,7 +29,7 @@ start_etcd() {
         --advertise-client-urls "http://$ENDPOINT" \
         --listen-peer-urls "http://127.0.0.1:$PPORT" \
         >"$TMP/etcd-$1.log" 2>&1 &
-    ETCD_PID=$!
+    CTL_PID=$!
     for _ in $(seq 100); do
         if "$ETCDCTL" --endpoints="$ENDPOINT" --command-timeout=1s \
             endpoint health >/dev/null 2>&1; then
@@ -51,11 +42,7 @@ start_etcd() {
     exit 1
 }
 
-stop_etcd() {
-    kill "$ETCD_PID"
-    wait "$ETCD_PID" 2>/dev/null
-    ETCD_PID=
-}
+stop_etcd() { ctl_stop; }
 
 # shellcheck source=ctl_cases.sh
 . "$HERE/ctl_cases.sh"

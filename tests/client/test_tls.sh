@@ -18,16 +18,7 @@ KEEL=${2:-}
 ETCDCTL=/usr/bin/etcdctl
 ETCD=/usr/bin/etcd
 . "$(dirname "$0")/ctl_lib.sh" # ETCDCTL_API=3, lib.sh, TMP
-SRV_PID=
-cleanup() {
-    if [ -n "$SRV_PID" ]; then
-        kill "$SRV_PID" 2>/dev/null
-        wait "$SRV_PID" 2>/dev/null
-    fi
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap ctl_cleanup EXIT
 cd "$TMP" || exit 1
 
 # -- certificates
@@ -57,7 +48,7 @@ start_server() { # binary tag [tries of 0.1 s]
         --initial-cluster "tls=http://127.0.0.1:$PPORT" \
         --cert-file server.crt --key-file server.key \
         --trusted-ca-file ca.crt --client-cert-auth >"$TMP/$2.log" 2>&1 &
-    SRV_PID=$!
+    CTL_PID=$!
     for _ in $(seq "${3:-100}"); do
         if curl -fsS -m 1 --cacert ca.crt --cert client.crt --key client.key \
             "https://$EP/health" >/dev/null 2>&1; then
@@ -68,9 +59,7 @@ start_server() { # binary tag [tries of 0.1 s]
     return 1
 }
 stop_server() {
-    kill "$SRV_PID"
-    wait "$SRV_PID" 2>/dev/null
-    SRV_PID=
+    ctl_stop
 }
 
 run() { # env-assignments... -- args...

@@ -10,13 +10,7 @@ KEELCTL=${1:?usage: test_v2.sh <keelctl>}
 ETCDCTL=/usr/bin/etcdctl
 . "$(dirname "$0")/ctl_lib.sh" # ETCDCTL_API=3, lib.sh, TMP
 export ETCDCTL_API=2
-PID=
-cleanup() {
-    [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap ctl_cleanup EXIT
 cd "$TMP" || exit 1
 C=$(kt_free_port)
 P=$(kt_free_port)
@@ -37,7 +31,7 @@ for tool in etcdctl keelctl; do
         --listen-peer-urls "http://127.0.0.1:$P" \
         --initial-advertise-peer-urls "http://127.0.0.1:$P" \
         --initial-cluster "v2=http://127.0.0.1:$P" >"etcd-$tool.log" 2>&1 &
-    PID=$!
+    CTL_PID=$!
     for _ in $(seq 100); do
         curl -fsS -m 1 "$EP/health" >/dev/null 2>&1 && break
         sleep 0.1
@@ -49,9 +43,7 @@ for tool in etcdctl keelctl; do
         "$CTL" --endpoints="$EP" $c </dev/null 2>&1
         echo "rc=$?"
     done >"$tool.out"
-    kill "$PID"
-    wait "$PID" 2>/dev/null
-    PID=
+    ctl_stop
 done
 if diff -u etcdctl.out keelctl.out; then
     echo "ok: ${#cases[@]} v2 cases identical to etcdctl (etcd --enable-v2)"
