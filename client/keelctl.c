@@ -17,6 +17,8 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -920,8 +922,27 @@ static int any_bool_flag(const char *name, size_t len, char shorthand)
     return 1;
 }
 
+/* SIGPIPE as a Go program (etcdctl) gets it: a write to a socket whose
+ * server died is an error the call reports (libuv writes with plain
+ * write(2), so without this keelctl would die instead); a write to a
+ * stdout/stderr whose reader is gone still kills the program, so
+ * `keelctl watch k | head -1` ends as etcdctl's does. A pipe whose reader
+ * closed reports POLLERR on its write end. Only async-signal-safe calls. */
+static void ctl_on_sigpipe(int sig)
+{
+    struct pollfd p[2] = {{.fd = 1}, {.fd = 2}};
+    if (poll(p, 2, 0) > 0 &&
+        ((p[0].revents & POLLERR) || (p[1].revents & POLLERR))) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+    }
+}
+
 int main(int argc, char **argv)
 {
+    struct sigaction sa = {.sa_handler = ctl_on_sigpipe};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGPIPE, &sa, NULL);
     const char *api = getenv("ETCDCTL_API");
     if (api != NULL && strcmp(api, "2") == 0) {
         return ctl_v2_main(argc - 1, argv + 1);

@@ -38,6 +38,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1306,6 +1307,9 @@ static void parse_args(struct bench *b, int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    /* A server killed mid-run must fail requests, not kill the bench
+     * (libuv writes with plain write(2)). */
+    signal(SIGPIPE, SIG_IGN);
     struct bench b;
     memset(&b, 0, sizeof(b));
     b.conns = 1;
