@@ -40,6 +40,18 @@
  * are gone from the WAL after): a compaction syncs the store first; a
  * received image is renamed over member/snap/db (and the directory
  * synced) before its marker.
+ *
+ * Test-only crash points: with KEEL_CRASHPOINT=<name>[:<nth>] in the
+ * environment the process SIGKILLs itself the nth time (default: first)
+ * it passes the named point, after writing "keel: crashpoint <name> hit"
+ * to stderr; without the variable the points do nothing. Names:
+ * compact-synced (a compaction's store sync is done, no marker yet),
+ * compact-marker (its WAL marker is written, segments not yet released),
+ * compact-released (segments released), snap-renamed (a received image
+ * is renamed over member/snap/db, its WAL marker not yet written),
+ * snap-marker (that marker is written), apply-committed (an apply batch
+ * is committed to LMDB, nobody answered yet). Driven by
+ * tests/integration/test_crashpoints.sh; never set it in production.
  */
 #include "node.h"
 
@@ -48,6 +60,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -828,6 +841,33 @@ static void on_tick(uv_timer_t *t)
     process_ready(n);
 }
 
+/* See the header comment: test-only, inert without KEEL_CRASHPOINT. Runs on
+ * the loop thread and on the thread pool (the hit count is atomic). */
+static void crashpoint(const char *name)
+{
+    static unsigned long hits;
+    const char *spec = getenv("KEEL_CRASHPOINT");
+    if (spec == NULL) {
+        return;
+    }
+    size_t len = strlen(name);
+    if (strncmp(spec, name, len) != 0 ||
+        (spec[len] != '\0' && spec[len] != ':')) {
+        return;
+    }
+    unsigned long nth = spec[len] == ':' ? strtoul(spec + len + 1, NULL, 10)
+                                         : 1;
+    if (__atomic_add_fetch(&hits, 1, __ATOMIC_SEQ_CST) != (nth ? nth : 1)) {
+        return;
+    }
+    char msg[128];
+    int m = snprintf(msg, sizeof msg, "keel: crashpoint %s hit\n", name);
+    if (m > 0) {
+        (void)!write(STDERR_FILENO, msg, (size_t)m);
+    }
+    raise(SIGKILL);
+}
+
 static void persist_work(uv_work_t *w)
 {
     struct persist_job *j = w->data;
@@ -841,6 +881,7 @@ static void persist_work(uv_work_t *w)
         if ((j->rv = wal_save_snapshot(n->wal, &j->received)) != 0) {
             return;
         }
+        crashpoint("snap-marker");
     }
     if (j->compact) {
         /* The marker says "entries <= index are in the store": make the
@@ -850,14 +891,17 @@ static void persist_work(uv_work_t *w)
         if ((j->rv = mvcc_sync(n->mvcc)) != 0) {
             return;
         }
+        crashpoint("compact-synced");
         j->what = "failed to save the raft snapshot's WAL marker";
         if ((j->rv = wal_save_snapshot(n->wal, &j->snap)) != 0) {
             return;
         }
+        crashpoint("compact-marker");
         /* An unlink failure leaves a usable log with more segments; a
          * failed directory sync breaks the WAL and the next append
          * aborts. */
         (void)wal_release(n->wal, j->snap.index);
+        crashpoint("compact-released");
     }
     if (rd != NULL && (rd->n_entries > 0 || rd->has_hard_state)) {
         struct wal_hard_state hs = {.term = rd->hard_state.term,
@@ -1066,6 +1110,7 @@ static void install_snapshot(struct node *n, const struct raft_ready *rd,
         fatal("failed to install the received snapshot", rv,
               mvcc_errmsg(n->mvcc));
     }
+    crashpoint("snap-renamed");
     free(img->path);
     free(img);
     KEEL_NODE_CHECK(mvcc_consistent_index(n->mvcc) >= meta->index,
@@ -2022,6 +2067,7 @@ static void apply_committed(struct node *n, struct raft_ready *rd)
     if (rv != 0) {
         fatal("commit apply batch", rv, mvcc_errmsg(n->mvcc));
     }
+    crashpoint("apply-committed");
     n->applied = last_index;
     n->applied_term = last_term;
     /* Watchers first: a waiter's callback may free its arena, which holds
