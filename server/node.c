@@ -2061,7 +2061,18 @@ static void apply_committed(struct node *n, struct raft_ready *rd)
                               res[i].n_events);
     }
     double t0 = metrics_now();
-    rv = mvcc_write_commit(w, last_index, last_term);
+    if (last_index < mvcc_consistent_index(n->mvcc)) {
+        /* A replay wholly below the store: every entry was skipped, the
+         * txn wrote nothing, and committing would move consistent_index
+         * back. This happens when the store ran ahead of the WAL: a
+         * crash after a received image was renamed over the db but
+         * before its WAL marker restarts on the new store and the old
+         * log (raft re-delivers the old log's commits first). */
+        mvcc_write_abort(w);
+        rv = 0;
+    } else {
+        rv = mvcc_write_commit(w, last_index, last_term);
+    }
     metrics_histogram_observe(&metrics_core.backend_commit,
                               metrics_now() - t0);
     if (rv != 0) {
