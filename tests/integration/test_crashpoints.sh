@@ -97,10 +97,19 @@ expect_crashed() {
 recovered() {
     local i=$1 point=$2 l st missing
     restart_member "$i"
-    if ! kc_wait_ready k "$i"; then
-        tail -20 "$(kc_var "k$i" LOG)" >&2
-        exit 1
-    fi
+    # healthy within a minute, and fail at once if it dies reopening
+    local t
+    for ((t = 0; t < 120; t++)); do
+        if ! kill -0 "$(kc_var "k$i" PID)" 2>/dev/null; then
+            echo "FAIL: k$i died restarting after $point" >&2
+            tail -5 "$(kc_var "k$i" LOG)" >&2
+            exit 1
+        fi
+        ctl --endpoints="$(kc_ep k "$i")" --dial-timeout=1s --command-timeout=1s \
+            endpoint health >/dev/null 2>&1 && break
+        sleep 0.5
+    done
+    [ "$t" -lt 120 ] || { echo "FAIL: k$i not healthy after $point" >&2; exit 1; }
     l=$(kc_wait_leader k)
     kt_check "after $point: a write through the leader" OK \
         "$(ctl --endpoints="$(kc_ep k "$l")" put "/c/after-$point" 1)"
