@@ -16,7 +16,9 @@ ETCD_BIN=${ETCD_BIN:-/usr/bin/etcd}
 
 ctl() { etcdctl --command-timeout=10s "$@"; }
 member_id() { # ENDPOINT NAME-or-peer-port
-    ctl --endpoints="$1" member list | grep -- "$2" | cut -d, -f1
+    # ", $2": match a whole field; a bare "e2," also matched a member whose
+    # hex id ends in e2 (etcd's e-prefixed cluster, one run in ~8).
+    ctl --endpoints="$1" member list | grep -- ", $2" | cut -d, -f1
 }
 
 # The error cases, on cluster PREFIX (members 1..3 up, leader L): prints
