@@ -26,7 +26,12 @@ asan: deps $(ASAN_BUILD)/CMakeCache.txt
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 
 # Every test, then every test again under ASan+UBSan (KEEL_SANITIZED=1 lets
-# the long randomized tests run fewer iterations there).
+# the long randomized tests run fewer iterations there), except the ones
+# whose subject is not keel's own server code: the fault script run against
+# etcd 3.4 (it proves the script, not keel) and keelctl against etcd
+# (keelctl_on_keel drives the same commands under ASan against keel). This
+# keeps the whole suite inside CI's 15-minute budget on 2 cores.
+ASAN_SKIP ?= cluster_faults_etcd|keelctl_diff_etcdctl
 test: test-fast test-asan
 
 test-fast: build
@@ -35,7 +40,8 @@ test-fast: build
 test-asan: asan
 	KEEL_SANITIZED=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS)
+	ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS) \
+	  -E '$(ASAN_SKIP)'
 
 # A single-member keel on 127.0.0.1:2379 with a local data dir.
 run: build
