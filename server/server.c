@@ -489,6 +489,8 @@ static void srv_peer_request(void *arg, uint64_t from, uint32_t method,
         peer_respond(r, KEEL_ESTOPPED, NULL, 0);
     } else if (method == CLUSTER_PEER_PROMOTE) {
         cluster_serve_promote(s, body, len, r);
+    } else if (method == LEASE_PEER_RENEW || method == LEASE_PEER_TTL) {
+        lease_serve_peer(s, method, body, len, r);
     } else {
         peer_respond(r, KEEL_EUNIMPLEMENTED, NULL, 0);
     }

@@ -170,6 +170,16 @@ bool cluster_member_removed(struct keel_server *s, uint64_t id);
 struct peer_responder;
 void cluster_serve_promote(struct keel_server *s, const uint8_t *body,
                            size_t len, struct peer_responder *r);
+/* On the leader: a follower forwarded a lease renewal (LEASE_PEER_RENEW,
+ * body a packed LeaseKeepAliveRequest; answer a packed
+ * LeaseKeepAliveResponse {ID, TTL} or KEEL_ELEASENOTFOUND) or a TimeToLive
+ * (LEASE_PEER_TTL, body a packed LeaseTimeToLiveRequest; answer a packed
+ * LeaseTimeToLiveResponse without header, TTL -1 when unknown). */
+#define LEASE_PEER_RENEW 2
+#define LEASE_PEER_TTL 3
+void lease_serve_peer(struct keel_server *s, uint32_t method,
+                      const uint8_t *body, size_t len,
+                      struct peer_responder *r);
 /* A packed MemberListResponse (header with the cluster id) in *buf
  * (malloc'd): what a joining member gets from peer_fetch_cluster_info. */
 int cluster_pack_member_list(struct keel_server *s, uint8_t **buf,
