@@ -1353,6 +1353,7 @@ struct reader_arg
 {
     struct mvcc_store *s;
     atomic_int *stop;
+    atomic_int did_read; /* set after the first read: the writer waits */
     int64_t reads, errors; /* this reader's own */
 };
 
@@ -1386,6 +1387,7 @@ static void *reader_main(void *p)
             last_rev = r->header->revision;
         }
         ra->reads++;
+        atomic_store(&ra->did_read, 1);
         keel_arena_reset(&a);
     }
     keel_arena_free(&a);
@@ -1405,7 +1407,14 @@ static void test_mvcc_concurrent_readers(void **state)
     for (int i = 0; i < 2; i++) {
         assert_int_equal(pthread_create(&th[i], NULL, reader_main, &ra[i]), 0);
     }
-    for (int b = 0; b < batches; b++) {
+    /* Keep writing until both readers ran at least once: on a loaded
+     * 2-core machine under ASan a reader thread was not scheduled before
+     * 100 batches were done (bounded: 1000x more batches at most). */
+    for (int b = 0;
+         b < batches || ((!atomic_load(&ra[0].did_read) ||
+                          !atomic_load(&ra[1].did_read)) &&
+                         b < batches * 1000);
+         b++) {
         Etcdserverpb__PutRequest q = ETCDSERVERPB__PUT_REQUEST__INIT;
         Etcdserverpb__PutResponse *r;
         struct mvcc_write *w;
