@@ -31,7 +31,12 @@ kt_cleanup() {
             tail -40 "$f" >&2
         done
     fi
-    rm -rf "$KT_TMP"
+    # KT_KEEP=1 keeps the data dirs and logs for a post-mortem.
+    if [ "${KT_KEEP:-0}" = 1 ]; then
+        echo "kept $KT_TMP" >&2
+    else
+        rm -rf "$KT_TMP"
+    fi
     exit "$rc"
 }
 trap kt_cleanup EXIT INT TERM
