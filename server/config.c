@@ -289,9 +289,7 @@ static const struct flag_def flags[] = {
        "based retention.",
        NULL, FLAG_PENDING, "compactor; validated as etcd"),
     F(S_CLUSTER, "enable-v2", T_BOOL, enable_v2, "'false'",
-      "Accept etcd V2 client requests.", FLAG_IGNORED,
-      "the v2 API is not built yet: keel answers /v2/* with 404 as etcd "
-      "does without --enable-v2; v3 is unaffected"),
+      "Accept etcd V2 client requests.", FLAG_YES, NULL),
 
     /* Security */
     FY(S_SECURITY, "cert-file", T_STRING, client_tls.cert_file, "''",

@@ -74,6 +74,7 @@
 #include "mvcc.h"
 #include "raft.h"
 #include "raft_codec.h"
+#include "v2store.h"
 #include "wal.h"
 
 #define NODE_WAITER_BUCKETS 1024
@@ -177,6 +178,7 @@ struct node
     struct raft_storage rs;
     struct wal *wal;
     struct mvcc_store *mvcc;
+    struct v2store *v2; /* the v2 key tree, in mvcc's `v2` table */
     uv_timer_t tick;
     uv_idle_t kick; /* runs process_ready once per loop iteration when set */
     bool kick_active;
@@ -627,6 +629,11 @@ int node_open(uv_loop_t *loop, const struct node_options *opts,
     if (rv != 0) {
         goto err_ms;
     }
+    rv = v2store_open(n->mvcc, &n->v2);
+    if (rv != 0) {
+        snprintf(errmsg, errlen, "load the v2 store: %s", keel_strerror(rv));
+        goto err_mvcc;
+    }
     n->applied = n->snap_index;
     n->last_event_rev = mvcc_revision(n->mvcc);
     if (mvcc_consistent_index(n->mvcc) < n->snap_index) {
@@ -696,6 +703,7 @@ int node_open(uv_loop_t *loop, const struct node_options *opts,
     return 0;
 
 err_mvcc:
+    v2store_free(n->v2);
     mvcc_close(n->mvcc);
 err_ms:
     raft_memstore_free(n->ms);
@@ -1117,6 +1125,10 @@ static void install_snapshot(struct node *n, const struct raft_ready *rd,
                     "snapshot image at consistent index %" PRIu64
                     " is older than its raft snapshot at %" PRIu64,
                     mvcc_consistent_index(n->mvcc), meta->index);
+    rv = v2store_reload(n->v2);
+    if (rv != 0) {
+        fatal("load the v2 store from the received snapshot", rv, NULL);
+    }
     n->n_alarms = 0;
     if (mvcc_table_foreach(n->mvcc, NULL, MVCC_TABLE_ALARM, load_alarm, n) !=
         0) {
@@ -1764,6 +1776,10 @@ static ProtobufCMessage *apply_request(struct node *n, struct mvcc_write *w,
             keelpb__member_attributes__pack(m, buf);
             *rv = mvcc_table_put(w, MVCC_TABLE_MEMBERS, key, (size_t)kl, buf,
                                  len);
+            if (*rv == 0) {
+                /* etcd publishes through its v2 store (/0/members) */
+                *rv = v2store_bump_index(n->v2, w);
+            }
             break;
         }
         case KEELPB__REQUEST__OP_CLUSTER_VERSION: {
@@ -1771,6 +1787,19 @@ static ProtobufCMessage *apply_request(struct node *n, struct mvcc_write *w,
             const char *v = req->cluster_version;
             *rv = mvcc_table_put(w, MVCC_TABLE_MEMBERS, key, sizeof key - 1, v,
                                  strlen(v));
+            if (*rv == 0) {
+                *rv = v2store_bump_index(n->v2, w); /* etcd: /0/version */
+            }
+            break;
+        }
+        case KEELPB__REQUEST__OP_V2: {
+            Keelpb__V2Response *r = NULL;
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            *rv = v2store_apply(n->v2, w, req->v2,
+                                (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec,
+                                a, &r);
+            resp = r != NULL ? &r->base : NULL;
             break;
         }
         case KEELPB__REQUEST__OP_ALARM:
@@ -1918,8 +1947,17 @@ static int apply_conf_to_table(struct node *n, struct mvcc_write *w,
             }
         }
         kl = snprintf(key, sizeof key, "%016" PRIx64, cc->node_id);
-        return mvcc_table_put(w, MVCC_TABLE_MEMBERS_REMOVED, key, (size_t)kl,
-                              "removed", 7);
+        rv = mvcc_table_put(w, MVCC_TABLE_MEMBERS_REMOVED, key, (size_t)kl,
+                            "removed", 7);
+        /* etcd deletes /0/members/<id> and creates /0/removed_members/<id>
+         * in its v2 store: two indexes */
+        if (rv == 0) {
+            rv = v2store_bump_index(n->v2, w);
+        }
+        if (rv == 0) {
+            rv = v2store_bump_index(n->v2, w);
+        }
+        return rv;
     }
     kl = snprintf(key, sizeof key, "%016" PRIx64 "/raftAttributes",
                   cc->node_id);
@@ -1955,7 +1993,12 @@ static int apply_conf_to_table(struct node *n, struct mvcc_write *w,
         return KEEL_ENOMEM;
     }
     etcdserverpb__member__pack(m, buf);
-    return mvcc_table_put(w, MVCC_TABLE_MEMBERS, key, (size_t)kl, buf, len);
+    rv = mvcc_table_put(w, MVCC_TABLE_MEMBERS, key, (size_t)kl, buf, len);
+    if (rv == 0) {
+        /* etcd's member add/update writes /0/members/<id>/raftAttributes */
+        rv = v2store_bump_index(n->v2, w);
+    }
+    return rv;
 }
 
 static void apply_committed(struct node *n, struct raft_ready *rd)
@@ -2288,6 +2331,11 @@ struct mvcc_store *node_store(struct node *n)
     return n->mvcc;
 }
 
+struct v2store *node_v2store(struct node *n)
+{
+    return n->v2;
+}
+
 void node_status(struct node *n, struct node_status *st)
 {
     struct raft_status rs;
@@ -2392,6 +2440,7 @@ static void finish_close(struct node *n)
         log_error("etcdserver", "sync store at close: %s",
                   mvcc_errmsg(n->mvcc));
     }
+    v2store_free(n->v2);
     mvcc_close(n->mvcc);
     wal_close(n->wal);
     free(n->data_dir);

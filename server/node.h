@@ -210,6 +210,11 @@ int node_read_index(struct node *n, node_read_cb cb, void *arg);
 /* The store, for serializable reads on the loop thread (short read txns). */
 struct mvcc_store *node_store(struct node *n);
 
+/* The v2 key tree (storage/v2store.h), for v2 reads on the loop thread;
+ * changed only by applied entries (keelpb.Request.v2). */
+struct v2store;
+struct v2store *node_v2store(struct node *n);
+
 struct node_status
 {
     uint64_t member_id;

@@ -222,7 +222,19 @@ int router_respond(struct router_req *req,
                    const void *body,
                    size_t len)
 {
-    struct router_header h[1];
+    return router_respond_headers(req, status, content_type, NULL, 0, body,
+                                  len);
+}
+
+int router_respond_headers(struct router_req *req,
+                           int status,
+                           const char *content_type,
+                           const struct router_header *extra,
+                           size_t n_extra,
+                           const void *body,
+                           size_t len)
+{
+    struct router_header h[32];
     size_t n = 0;
     int rv = KEEL_ECANCELED;
 
@@ -231,6 +243,9 @@ int router_respond(struct router_req *req,
     if (req->tp_state != NULL) {
         if (content_type != NULL) {
             h[n++] = (struct router_header){"content-type", content_type};
+        }
+        for (size_t i = 0; i < n_extra && n < 32; i++) {
+            h[n++] = extra[i];
         }
         rv = req->tp->start(req->tp_state, status, h, n, (long long)len);
         if (rv == 0 && len > 0) {

@@ -120,6 +120,15 @@ int router_respond(struct router_req *req,
                    const void *body,
                    size_t len);
 
+/* router_respond with extra response headers (may be NULL/0). */
+int router_respond_headers(struct router_req *req,
+                           int status,
+                           const char *content_type,
+                           const struct router_header *extra,
+                           size_t n_extra,
+                           const void *body,
+                           size_t len);
+
 /* Streamed response: head, body pieces, end (which finishes the request).
  * extra headers may be NULL. */
 int router_start(struct router_req *req,

@@ -36,6 +36,7 @@
 #include "raftpb/raft.pb-c.h"
 #include "router.h"
 #include "tls.h"
+#include "v2.h"
 
 #define SERVER_MAX_MEMBERS IDENTITY_MAX_VOTERS
 /* How long in-flight requests and streams get to finish at SIGTERM. */
@@ -51,6 +52,7 @@ struct keel_server
     struct lessor *lessor;
     struct auth *auth;
     struct watch_service *watch;
+    struct v2 *v2; /* v2 API and SYNC ticker (server/v2.c) */
     uv_timer_t drain_timer; /* at stop: waits for the last calls to end */
     int drain_ticks;
     struct grpc_server *grpc;
@@ -536,6 +538,7 @@ static void srv_snapshot_installed(void *arg, uint64_t index, int64_t rev)
     if (s->watch != NULL) {
         watch_service_restore(s->watch, rev);
     }
+    v2_on_snapshot(s->v2);
     int rv = lessor_reload(s->lessor);
     if (rv != 0) {
         log_error("etcdserver", "cannot reload leases after a snapshot: %s",
@@ -969,6 +972,7 @@ static void server_on_applied(void *arg, const Keelpb__Request *req,
     struct keel_server *s = arg;
     lessor_on_applied(s->lessor, req, resp);
     auth_on_applied(s->auth, req, resp);
+    v2_on_applied(s->v2, req, resp);
     if (req->op_case == KEELPB__REQUEST__OP_COMPACTION && s->watch != NULL) {
         watch_service_compacted(s->watch, req->compaction->revision);
     }
@@ -1390,7 +1394,8 @@ int server_start(uv_loop_t *loop, const struct keel_config *cfg,
         (rv = watch_service_start(s, s->grpc, cfg, &s->watch)) != 0 ||
         (rv = http_endpoints_register(s, s->router)) != 0 ||
         (cfg->enable_grpc_gateway &&
-         (rv = gateway_register(s, s->router)) != 0)) {
+         (rv = gateway_register(s, s->router)) != 0) ||
+        (rv = v2_start(s, s->router, cfg->enable_v2, &s->v2)) != 0) {
         snprintf(errmsg, errlen, "register services: %s", keel_strerror(rv));
         goto err_node;
     }
@@ -1497,6 +1502,8 @@ err_listeners:
         listener_close(&s->listeners[i], NULL);
     }
 err_node:
+    v2_stop(s->v2);
+    s->v2 = NULL;
     node_close(s->node, NULL, NULL);
     s->node = NULL;
     s->node_gone = true;
@@ -1591,6 +1598,8 @@ static void publish_timer_closed(uv_handle_t *h)
 static void stop_now(struct keel_server *s)
 {
     lessor_stop(s->lessor);
+    v2_stop(s->v2);
+    s->v2 = NULL;
     if (s->removed_timer_open) {
         s->removed_timer_open = false;
         uv_close((uv_handle_t *)&s->removed_timer, NULL);

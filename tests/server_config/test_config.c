@@ -979,15 +979,12 @@ static void test_config_ignored_flags_warn(void **state)
                            "1000"),
                      CONFIG_RUN);
     assert_false(has_note_prefix(&f->cfg, "ignoring flag"));
-    /* --enable-v2 starts (v3 works) but says the v2 API is not there */
+    /* --enable-v2 is served (server/v2.c): no warning */
     config_close(&f->cfg);
     config_init(&f->cfg);
     assert_int_equal(PARSE(f, "--enable-v2"), CONFIG_RUN);
     assert_true(f->cfg.enable_v2);
-    assert_true(has_note(&f->cfg, "ignoring flag --enable-v2: the v2 API is "
-                                  "not built yet: keel answers /v2/* with 404 "
-                                  "as etcd does without --enable-v2; v3 is "
-                                  "unaffected"));
+    assert_false(has_note_prefix(&f->cfg, "ignoring flag --enable-v2"));
 }
 
 static void test_config_log_output_alias(void **state)
