@@ -8,6 +8,9 @@
  *        │            reads the store: "parked")
  *        ├──▶ send rd->msgs (leader traffic, before our fsync; MsgSnap:
  *        │    copy the store on the thread pool first, then send)
+ *        ├──▶ apply rd->committed now (entries already durable here and on
+ *        │    a quorum: see continue_ready), unless a snapshot or a
+ *        │    compaction is in this Ready
  *        ├─ something to persist? ──▶ uv_queue_work: [snapshot marker of
  *        │                            the received image] [store sync +
  *        │                            marker + segment release of a due
@@ -16,7 +19,8 @@
  *        └─────────────────────────────────────┴──▶ after_persist:
  *              memstore: snapshot, entries, hard state
  *              send rd->msgs_after_persist
- *              apply rd->committed in one MVCC batch (consistent_index in
+ *              (if not applied early) apply rd->committed in one MVCC
+ *              batch (consistent_index in
  *              the same LMDB txn; conf changes into the members table),
  *              then events to watchers, then answers to the waiting
  *              proposers, then on_conf_change
@@ -183,6 +187,8 @@ struct node
     uv_idle_t kick; /* runs process_ready once per loop iteration when set */
     bool kick_active;
     bool busy;    /* a Ready is between raft_ready and raft_advance */
+    bool applied_early; /* the busy Ready's committed entries are applied
+                           (continue_ready), not after its persist */
     bool closing;
     void (*close_cb)(void *);
     void *close_arg;
@@ -1232,6 +1238,24 @@ static void continue_ready(struct node *n, struct raft_ready *rd,
     }
     /* rd->msgs: leader traffic may leave before our own fsync. */
     send_msgs(n, rd->msgs, rd->n_msgs);
+    /* Apply while the disk thread persists this Ready's entries, as etcd
+     * does (its apply goroutine runs beside raftNode's storage.Save).
+     * Ordering invariant: raft hands out only committed entries that were
+     * already durable in our WAL before this Ready (raft__log_max_apply:
+     * min(commit, stable index)), and committed means durable on a quorum.
+     * So applying them, and answering their proposers, needs nothing from
+     * the fdatasync in flight, and the store never gets ahead of the WAL
+     * (consistent_index <= the WAL's durable last index). Not done when
+     * the persist job touches the store or the log's start: a compaction
+     * syncs the store on the thread pool (mvcc_sync must not race an
+     * apply txn) and a snapshot Ready's marker must precede entries
+     * applied on top of it; those apply after the persist as before. */
+    n->applied_early = false;
+    if (rd->n_committed > 0 && !rd->has_snapshot && !n->wal_snap_due) {
+        apply_committed(n, rd);
+        n->applied_early = true;
+        serve_reads(n); /* reads waiting for this apply */
+    }
     start_persist(n, rd);
 }
 
@@ -1315,9 +1339,10 @@ static void after_persist(struct node *n, struct raft_ready *rd)
     /* Votes, append responses...: each may promise what was just made
      * durable. */
     send_msgs(n, rd->msgs_after_persist, rd->n_msgs_after_persist);
-    if (rd->n_committed > 0) {
+    if (rd->n_committed > 0 && !n->applied_early) {
         apply_committed(n, rd);
     }
+    n->applied_early = false;
     for (size_t i = 0; i < rd->n_read_states; i++) {
         const struct raft_read_state *rs = &rd->read_states[i];
         uint64_t ctx = 0;
