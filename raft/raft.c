@@ -316,9 +316,20 @@ static void msg_vec_free(const struct raft_heap *h, struct msg_vec *v)
     memset(v, 0, sizeof(*v));
 }
 
-/* Leader traffic that may leave before the leader's own persist. */
+/* Messages that may leave before this member's own persist: the leader's
+ * traffic, and what any member says without promising anything about its
+ * log or vote: a proposal or read request forwarded to the leader, and a
+ * heartbeat response (it acknowledges the leader of our current term,
+ * which is durable unless this Ready changes it: raft_ready then holds
+ * every message back). Holding the forwarded ones behind a follower's
+ * fsync delayed every request a follower received by one to two of its
+ * persist cycles. */
 static bool sendable_before_persist(const struct raft *r, int type)
 {
+    if (type == RAFT_MSG_PROP || type == RAFT_MSG_READ_INDEX ||
+        type == RAFT_MSG_HEARTBEAT_RESP) {
+        return true;
+    }
     if (r->state != RAFT_LEADER) {
         return false;
     }
@@ -1449,7 +1460,7 @@ static int step_candidate(struct raft *r, const struct raft_message *m)
 
 static int step_follower(struct raft *r, const struct raft_message *m)
 {
-    struct raft_message fwd;
+    struct raft_message fwd, *sent;
     switch (m->type) {
         case RAFT_MSG_PROP:
         case RAFT_MSG_TRANSFER_LEADER:
@@ -1464,11 +1475,14 @@ static int step_follower(struct raft *r, const struct raft_message *m)
             fwd.n_entries = m->n_entries;
             fwd.context = raft_buf_ref(m->context);
             send(r, &fwd);
+            sent = sendable_before_persist(r, m->type)
+                       ? &r->msgs.m[r->msgs.n - 1]
+                       : &r->msgs_after.m[r->msgs_after.n - 1];
             /* send() stamped from = self: a transfer request names its target
              * in from, so keep the original */
-            r->msgs_after.m[r->msgs_after.n - 1].from = m->from;
+            sent->from = m->from;
             if (m->type == RAFT_MSG_TRANSFER_LEADER) {
-                r->msgs_after.m[r->msgs_after.n - 1].term = 0;
+                sent->term = 0;
             }
             return 0;
         case RAFT_MSG_APP:
@@ -1914,6 +1928,31 @@ static int propose_entry(struct raft *r, int type, struct raft_buf *data)
 int raft_propose(struct raft *r, struct raft_buf *data)
 {
     return propose_entry(r, RAFT_ENTRY_NORMAL, data);
+}
+
+int raft_propose_batch(struct raft *r, struct raft_buf *const *data, size_t n)
+{
+    struct raft_message m;
+    struct raft_entry stack_es[16], *es;
+    size_t i;
+    int rv;
+    if (n == 0) {
+        return RAFT_EINVAL;
+    }
+    es = n <= 16 ? stack_es : raft__malloc(r->heap, n * sizeof(*es));
+    for (i = 0; i < n; i++) {
+        es[i] = (struct raft_entry){0, 0, RAFT_ENTRY_NORMAL, data[i]};
+    }
+    memset(&m, 0, sizeof(m));
+    m.type = RAFT_MSG_PROP;
+    m.from = r->id;
+    m.entries = es;
+    m.n_entries = n;
+    rv = step_internal(r, &m);
+    if (es != stack_es) {
+        raft__free(r->heap, es);
+    }
+    return rv;
 }
 
 int raft_propose_conf_change(struct raft *r, const struct raft_conf_change *cc)

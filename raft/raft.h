@@ -17,7 +17,10 @@
  *   1. rd = raft_ready(r)                    (only if raft_has_ready(r))
  *   2. send rd->msgs now (they are leader traffic: MsgApp, MsgHeartbeat,
  *      MsgSnap, MsgTimeoutNow, MsgReadIndexResp; thesis §10.2.1 lets the
- *      leader replicate in parallel with its own fsync)
+ *      leader replicate in parallel with its own fsync; and from any
+ *      member what promises nothing about its log or vote: MsgProp and
+ *      MsgReadIndex forwarded to the leader, MsgHeartbeatResp. A Ready
+ *      that changes the term or vote holds every message for step 4)
  *   3. persist, in this order: rd->snapshot (if rd->has_snapshot), then
  *      rd->entries (appending at entries[0].index truncates anything after
  *      it), then rd->hard_state (if rd->has_hard_state); fsync.
@@ -386,6 +389,11 @@ int raft_step(struct raft *r, const struct raft_message *m);
  * RAFT_EPROPOSAL_DROPPED if there is no leader, a transfer is in progress,
  * or the uncommitted size limit is reached. Success does not mean commit. */
 int raft_propose(struct raft *r, struct raft_buf *data);
+/* raft_propose for n > 0 normal entries at once, in order: one MsgProp, so
+ * a leader appends them together and replicates them in one MsgApp per
+ * follower, and a follower forwards them in one message. All or none:
+ * RAFT_EPROPOSAL_DROPPED drops the whole batch. */
+int raft_propose_batch(struct raft *r, struct raft_buf *const *data, size_t n);
 /* Only one conf change may be pending: a leader replaces a second one (and
  * one proposed before its first own-term entry is committed) with an empty
  * normal entry, as etcd does. */

@@ -725,6 +725,7 @@ err_node:
 /* ---- the Ready cycle ---------------------------------------------------- */
 
 static void process_ready(struct node *n);
+static void propose_pending(struct node *n);
 
 static void kick(struct node *n)
 {
@@ -739,6 +740,7 @@ static void on_kick(uv_idle_t *h)
     struct node *n = h->data;
     n->kick_active = false;
     uv_idle_stop(h);
+    propose_pending(n);
     process_ready(n);
 }
 
@@ -748,7 +750,6 @@ static uint64_t request_timeout_ms(const struct node *n)
     return 5000 + 2 * (uint64_t)n->opts.election_ms;
 }
 
-static void propose_pending(struct node *n);
 static void leader_check(struct node *n);
 
 /* Fail a proposal that never reached raft (p is freed). */
@@ -2315,36 +2316,65 @@ int node_propose(struct node *n, Keelpb__Request *req, struct keel_arena *arena,
     *n->pending_tail = p;
     n->pending_tail = &p->next;
     metrics_core.proposals_pending++;
-    propose_pending(n);
+    kick(n); /* on_kick proposes everything queued until then at once */
     return 0;
 }
 
 /* Hand queued proposals to raft, in order, while there is a leader. A
  * proposal raft drops (no leader, a transfer in progress) stays queued and
- * is retried on the next tick or Ready. */
+ * is retried on the next tick or Ready.
+ *
+ * Consecutive normal proposals go to raft as one batch (node_propose only
+ * queues them; on_kick proposes what one loop iteration queued): one
+ * MsgProp, so the leader appends them together and sends one MsgApp per
+ * follower for the batch rather than one per request (each a frame, a
+ * write(2), a follower step and an MsgAppResp), and a follower forwards
+ * them to the leader in one message. */
+#define NODE_PROPOSE_BATCH 256
+#define NODE_PROPOSE_BATCH_BYTES (1024 * 1024) /* raft's max_size_per_msg */
 static void propose_pending(struct node *n)
 {
+    struct raft_buf *bufs[NODE_PROPOSE_BATCH];
     while (n->pending != NULL && !n->closing) {
         struct pending *p = n->pending;
-        int rv = p->buf != NULL ? raft_propose(n->raft, p->buf)
-                                : raft_propose_conf_change(n->raft, &p->cc);
+        size_t nb = 0;
+        int rv;
+        if (p->buf != NULL) {
+            size_t bytes = 0;
+            for (struct pending *q = p;
+                 q != NULL && q->buf != NULL && nb < NODE_PROPOSE_BATCH &&
+                 (nb == 0 || bytes + q->buf->len <= NODE_PROPOSE_BATCH_BYTES);
+                 q = q->next) {
+                bufs[nb++] = q->buf;
+                bytes += q->buf->len;
+            }
+            rv = nb == 1 ? raft_propose(n->raft, bufs[0])
+                         : raft_propose_batch(n->raft, bufs, nb);
+        } else {
+            nb = 1;
+            rv = raft_propose_conf_change(n->raft, &p->cc);
+        }
         if (rv == RAFT_EPROPOSAL_DROPPED) {
             return;
         }
-        n->pending = p->next;
-        if (n->pending == NULL) {
-            n->pending_tail = &n->pending;
+        for (size_t i = 0; i < nb; i++) {
+            p = n->pending;
+            n->pending = p->next;
+            if (n->pending == NULL) {
+                n->pending_tail = &n->pending;
+            }
+            if (rv != 0) {
+                pending_fail(n, p,
+                             rv == RAFT_ENOMEM ? KEEL_ENOMEM : KEEL_EINVAL);
+                continue;
+            }
+            raft_buf_unref(p->buf);
+            raft_buf_unref(p->cc.context);
+            struct waiter *w = p->w;
+            w->deadline_ms = p->deadline_ms;
+            free(p);
+            waiter_add(n, w);
         }
-        if (rv != 0) {
-            pending_fail(n, p, rv == RAFT_ENOMEM ? KEEL_ENOMEM : KEEL_EINVAL);
-            continue;
-        }
-        raft_buf_unref(p->buf);
-        raft_buf_unref(p->cc.context);
-        struct waiter *w = p->w;
-        w->deadline_ms = p->deadline_ms;
-        free(p);
-        waiter_add(n, w);
         kick(n);
     }
 }

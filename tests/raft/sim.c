@@ -892,6 +892,25 @@ static void node_crash(struct sim *s, struct node *n)
     raft_free(n->r); /* also drops an outstanding Ready */
     n->r = NULL;
     n->rd = NULL;
+    /* A leadership whose term never became durable here is forgotten: it
+     * was won inside the lost Ready (a single voter wins at once), and
+     * raft_ready holds back every message of a Ready that changes the
+     * term or vote, so nothing of it reached anyone. After the restart
+     * this member may rightly vote for another leader of that term. */
+    {
+        struct raft_hard_state hs;
+        struct raft_conf_state cs;
+        uint64_t t;
+        n->st.initial_state(n->st.ctx, &hs, &cs);
+        for (t = hs.term + 1; t < s->leader_of.n; t++) {
+            if (s->leader_of.v[t] == n->id) {
+                trace(s, "n%" PRIu64 " leadership of term %" PRIu64
+                      " lost before its term was persisted",
+                      n->id, t);
+                s->leader_of.v[t] = 0;
+            }
+        }
+    }
     n->restart_at = s->now + TICK_MS * (5 + rnd(s, 60));
     s->res->crashes++;
 }

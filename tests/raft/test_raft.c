@@ -779,6 +779,61 @@ static void test_raft_ready_splits_messages(void **state)
     cluster_free(&c);
 }
 
+/* A follower's forwarded proposals promise nothing about its log: they
+ * leave before its persist, even while it persists entries of its own
+ * (its ack of those still waits). raft_propose_batch keeps a batch in one
+ * MsgProp, and the leader replicates it in one MsgApp per follower. */
+static void test_raft_follower_forwards_batch_before_persist(void **state)
+{
+    struct cluster c;
+    struct raft_ready *rd;
+    struct raft_buf *bufs[3];
+    size_t i;
+    (void)state;
+    cluster_init(&c, 3);
+    elect(&c, 1);
+    c.hold = true;
+    /* an entry reaches follower 2: its Ready persists it, acks after */
+    assert_int_equal(propose_u64(&c, 1, 7), 0);
+    process_one(&c, node(&c, 1));
+    for (i = 0; i < (size_t)c.nq; i++) {
+        if (c.q[i].to == 2) {
+            raft_step(node(&c, 2)->r, &c.q[i]);
+        }
+    }
+    for (i = 0; i < 3; i++) {
+        bufs[i] = buf_u64(100 + i);
+    }
+    assert_int_equal(raft_propose_batch(node(&c, 2)->r, bufs, 3), 0);
+    for (i = 0; i < 3; i++) {
+        raft_buf_unref(bufs[i]);
+    }
+    rd = raft_ready(node(&c, 2)->r);
+    assert_int_equal(rd->n_entries, 1);
+    assert_int_equal(rd->n_msgs, 1);
+    assert_int_equal(rd->msgs[0].type, RAFT_MSG_PROP);
+    assert_int_equal(rd->msgs[0].to, 1);
+    assert_int_equal(rd->msgs[0].n_entries, 3);
+    assert_int_equal(rd->n_msgs_after_persist, 1);
+    assert_int_equal(rd->msgs_after_persist[0].type, RAFT_MSG_APP_RESP);
+    /* the leader appends the batch and sends it in one MsgApp each */
+    assert_int_equal(raft_step(node(&c, 1)->r, &rd->msgs[0]), 0);
+    assert_int_equal(
+        raft_memstore_append(node(&c, 2)->ms, rd->entries, rd->n_entries), 0);
+    raft_advance(node(&c, 2)->r, rd);
+    rd = raft_ready(node(&c, 1)->r);
+    assert_int_equal(rd->n_entries, 3);
+    assert_int_equal(rd->n_msgs, 2);
+    for (i = 0; i < rd->n_msgs; i++) {
+        assert_int_equal(rd->msgs[i].type, RAFT_MSG_APP);
+        assert_int_equal(rd->msgs[i].n_entries, 3);
+    }
+    raft_advance(node(&c, 1)->r, rd);
+    /* an empty batch is refused */
+    assert_int_equal(raft_propose_batch(node(&c, 1)->r, NULL, 0), RAFT_EINVAL);
+    cluster_free(&c);
+}
+
 /* Leader stickiness: a follower that hears a live leader ignores a
  * disruptive vote request, even with a higher term. */
 static void test_raft_ignores_disruptive_vote(void **state)
@@ -1918,6 +1973,8 @@ int main(void)
         cmocka_unit_test_setup(test_raft_election_and_noop, reset_allocs),
         cmocka_unit_test_setup(test_raft_election_by_timeout, reset_allocs),
         cmocka_unit_test_setup(test_raft_ready_splits_messages, reset_allocs),
+        cmocka_unit_test_setup(test_raft_follower_forwards_batch_before_persist,
+                               reset_allocs),
         cmocka_unit_test_setup(test_raft_ignores_disruptive_vote, reset_allocs),
         cmocka_unit_test_setup(test_raft_pre_vote_no_disruption, reset_allocs),
         cmocka_unit_test_setup(test_raft_without_pre_vote_term_grows,
