@@ -37,16 +37,28 @@ run_cases() { # $1 = server binary, $2 = output file
     local pid=$!
     KT_PIDS+=("$pid")
     kt_wait_http "http://127.0.0.1:$CPORT/health" 30
-    local stdin="" line nlease=0 lease_sed=(-e 's/^//')
+    local stdin="" line nlease=0 lease_sed=(-e 's/^//') nt=0 tpids=() ft=0
     LEASE=none
     : >"$out"
+    # flush_t: waits for the pending T watches and appends their blocks
+    flush_t() {
+        [ ${#tpids[@]} -gt 0 ] && wait "${tpids[@]}"
+        tpids=()
+        while [ "$ft" -lt "$nt" ]; do
+            ft=$((ft + 1))
+            cat "$KT_TMP/t.$ft" >>"$out"
+            sed "${lease_sed[@]}" "$KT_TMP/t.$ft.o" >>"$out"
+            sed "${lease_sed[@]}" -e 's/^/stderr: /' "$KT_TMP/t.$ft.e" >>"$out"
+            echo "exit: $(cat "$KT_TMP/t.$ft.rc")" >>"$out"
+        done
+    }
     while IFS= read -r line || [ -n "$line" ]; do
         case "$line" in
             '#'*|'') continue ;;
             '<'*) stdin=${line#<}; continue ;;
         esac
-        local pre=()
-        if [ "${line#W }" != "$line" ]; then
+        if [[ $line == "W "* ]]; then
+            flush_t
             # W <watch args> ;; <cmd> ;; <cmd>...: a watch running while the
             # commands after ';;' write; its output is compared.
             local rest=${line#W } wargs cmd
@@ -61,10 +73,10 @@ run_cases() { # $1 = server binary, $2 = output file
                    python3 -c 'import json,sys; print(json.load(sys.stdin)["header"]["revision"] + 1)')
             wa+=(--rev "$wrev")
             set +e
-            timeout 4 etcdctl --endpoints="127.0.0.1:$CPORT" watch "${wa[@]}" \
+            timeout 6 etcdctl --endpoints="127.0.0.1:$CPORT" watch "${wa[@]}" \
                 >"$KT_TMP/wo" 2>"$KT_TMP/we" </dev/null &
             local wpid=$!
-            sleep 0.7
+            sleep 0.3
             rest=${rest#*;;}
             while [ -n "$rest" ]; do
                 cmd=${rest%%;;*}
@@ -74,6 +86,22 @@ run_cases() { # $1 = server binary, $2 = output file
                 [ "$rest" = "${rest#*;;}" ] && break
                 rest=${rest#*;;}
             done
+            # The watch is stopped (SIGTERM, as timeout would) once its
+            # output has not grown for 1 s after the last write: every
+            # event was written before, and the watch started from a
+            # pinned revision, so late ones are only delayed, not lost.
+            local size=-1 still=0
+            while [ "$still" -lt 10 ] && kill -0 "$wpid" 2>/dev/null; do
+                sleep 0.1
+                local now
+                now=$(stat -c %s "$KT_TMP/wo")
+                if [ "$now" = "$size" ]; then
+                    still=$((still + 1))
+                else
+                    size=$now; still=0
+                fi
+            done
+            kill -TERM "$wpid" 2>/dev/null
             wait "$wpid"
             local wrc=$?
             set -e
@@ -82,14 +110,29 @@ run_cases() { # $1 = server binary, $2 = output file
             echo "exit: $wrc" >>"$out"
             continue
         fi
-        if [ "${line#T }" != "$line" ]; then
-            pre=(timeout 2); line=${line#T }
-        fi
         local args=()
+        if [[ $line == "T "* ]]; then
+            # a watch cut after 2 s; consecutive ones run side by side (they
+            # only read) and are written out in order at the next other line
+            line=${line:2}
+            eval "args=($line)"
+            nt=$((nt + 1))
+            echo "### etcdctl $line" >"$KT_TMP/t.$nt"
+            (
+                set +e
+                timeout 2 etcdctl --endpoints="127.0.0.1:$CPORT" \
+                    --dial-timeout=2s --command-timeout=5s "${args[@]}" \
+                    >"$KT_TMP/t.$nt.o" 2>"$KT_TMP/t.$nt.e" </dev/null
+                echo $? >"$KT_TMP/t.$nt.rc"
+            ) &
+            tpids+=($!)
+            continue
+        fi
+        flush_t
         eval "args=($line)"
         echo "### etcdctl $line" >>"$out"
         set +e
-        printf '%b' "$stdin" | "${pre[@]}" etcdctl --endpoints="127.0.0.1:$CPORT" \
+        printf '%b' "$stdin" | etcdctl --endpoints="127.0.0.1:$CPORT" \
             --dial-timeout=2s --command-timeout=5s "${args[@]}" \
             >"$KT_TMP/o" 2>"$KT_TMP/e"
         local rc=$?
@@ -118,6 +161,7 @@ run_cases() { # $1 = server binary, $2 = output file
             exit 1
         fi
     done <"$CASES"
+    flush_t
     kill -TERM "$pid"
     local rc=0
     wait "$pid" || rc=$?
