@@ -40,14 +40,13 @@ run_nousage() {
 run_for() {
     local secs="$1"
     shift
-    printf '### %s (for %ss)\n' "$*" "$secs" >>"$OUT"
-    timeout "$secs" "$CTL" --endpoints="$ENDPOINT" "$@" </dev/null \
-        >"$TMP/stdout" 2>"$TMP/stderr"
-    local rc=$?
-    cat "$TMP/stdout" >>"$OUT"
-    printf -- '--- stderr\n' >>"$OUT"
-    cat "$TMP/stderr" >>"$OUT"
-    printf -- '--- rc=%d\n' "$rc" >>"$OUT"
+    par_run run_for_body "$(printf '### %s (for %ss)' "$*" "$secs")" \
+        "$secs" "$@"
+}
+run_for_body() { # secs args... (stdout/stderr to the block's files)
+    local secs="$1"
+    shift
+    timeout "$secs" "$CTL" --endpoints="$ENDPOINT" "$@" </dev/null
 }
 # stdin text, then stdin stays open for secs (watch -i reads until EOF).
 # Cases that wait for events give them 2 s: 0.8 s was too short for
@@ -55,15 +54,52 @@ run_for() {
 run_pipe() {
     local input="$1" secs="$2"
     shift 2
-    printf '### %s <<< %q\n' "$*" "$input" >>"$OUT"
-    { printf '%s' "$input"; sleep "$secs"; } |
-        "$CTL" --endpoints="$ENDPOINT" "$@" >"$TMP/stdout" 2>"$TMP/stderr"
-    local rc=$?
-    cat "$TMP/stdout" >>"$OUT"
-    printf -- '--- stderr\n' >>"$OUT"
-    cat "$TMP/stderr" >>"$OUT"
-    printf -- '--- rc=%d\n' "$rc" >>"$OUT"
+    par_run run_pipe_body "$(printf '### %s <<< %q' "$*" "$input")" \
+        "$input" "$secs" "$@"
 }
+run_pipe_body() { # input secs args...
+    local input="$1" secs="$2"
+    shift 2
+    { printf '%s' "$input"; sleep "$secs"; } | "$CTL" --endpoints="$ENDPOINT" "$@"
+}
+# par_run FN TITLE ARGS...: one timed case as a block (title, stdout,
+# stderr, rc). Between par_begin and par_end the blocks run side by side
+# (the cases there only read, so their order does not matter) and par_end
+# appends them in order; otherwise at once.
+PAR=0
+PAR_N=0
+PAR_PIDS=()
+par_run() {
+    local fn="$1" title="$2"
+    shift 2
+    PAR_N=$((PAR_N + 1))
+    local b="$TMP/par.$PAR_N"
+    (
+        "$fn" "$@" >"$b.out" 2>"$b.err"
+        local rc=$?
+        {
+            printf '%s\n' "$title"
+            cat "$b.out"
+            printf -- '--- stderr\n'
+            cat "$b.err"
+            printf -- '--- rc=%d\n' "$rc"
+        } >"$b"
+    ) &
+    PAR_PIDS+=($!)
+    [ "$PAR" = 1 ] || par_end
+}
+par_begin() { PAR=1; }
+par_end() {
+    PAR=0
+    [ ${#PAR_PIDS[@]} -gt 0 ] && wait "${PAR_PIDS[@]}"
+    PAR_PIDS=()
+    local i
+    for ((i = PAR_FLUSHED + 1; i <= PAR_N; i++)); do
+        cat "$TMP/par.$i" >>"$OUT"
+    done
+    PAR_FLUSHED=$PAR_N
+}
+PAR_FLUSHED=0
 grant() { # ttl -> sets LEASE (hex) and records it for normalisation
     LEASE=$("$CTL" --endpoints="$ENDPOINT" lease grant "$1" | awk '{print $2}')
     echo "$LEASE" >>"$TMP/leases"
@@ -184,12 +220,14 @@ ctl_cases() {
     run_hex member list -w protobuf
     run_hex alarm list -w protobuf
     # -- watch: history, then a canceled (compacted) watch
+    par_begin
     run_for 0.8 watch --rev 2 foo2
     run_for 0.8 watch --rev 2 --prefix foo --prev-kv -w json
     run_for 0.8 watch --rev 2 --prefix d -w fields
     run_for 0.8 watch --rev 2 foo2 -- sh -c 'echo "$ETCD_WATCH_EVENT_TYPE $ETCD_WATCH_KEY $ETCD_WATCH_VALUE $ETCD_WATCH_REVISION"'
     run_for 0.8 watch --rev 2 foo2 -- sh -c 'exit 3'
     ETCDCTL_WATCH_KEY=foo2 run_for 0.8 watch --rev 2
+    par_end
     ETCDCTL_WATCH_KEY=foo2 run watch foo2
     ETCDCTL_WATCH_RANGE_END=z run watch
     run watch
@@ -197,6 +235,7 @@ ctl_cases() {
     run watch -- echo x
     run watch a b --prefix
     # -- interactive watch
+    par_begin
     run_pipe $'watch --rev 2 foo2\n' 2 watch -i
     run_pipe $'\nfrob\nwatch\nwatch a b --prefix\nwatch --rev 2 --prefix foo --prev-kv\n' 2 watch -i
     run_pipe $'watch foo2\nprogress\n' 2 watch -i
@@ -206,6 +245,7 @@ ctl_cases() {
     run_pipe $'watch --bogus a\n' 0.3 watch -i
     run_pipe $'watch a --\n' 0.3 watch -i
     run_pipe $'watch -- echo hi\n' 0.3 watch -i
+    par_end
     # (No case for stdin ending right after a watch line: whether etcdctl
     # prints the history before "Error reading watch request line: EOF" is
     # a race inside etcdctl itself; the run_pipe cases above cover it.)

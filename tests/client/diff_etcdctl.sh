@@ -27,7 +27,7 @@ start_etcd() {
     "$ETCD" --name default --data-dir "$TMP/data-$1" \
         --listen-client-urls "http://$ENDPOINT" \
         --advertise-client-urls "http://$ENDPOINT" \
-        --listen-peer-urls "http://127.0.0.1:$PPORT" \
+        --listen-peer-urls "http://127.0.0.1:$PPORT" --bcrypt-cost=4 \
         >"$TMP/etcd-$1.log" 2>&1 &
     CTL_PID=$!
     for _ in $(seq 100); do
