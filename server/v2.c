@@ -1262,7 +1262,10 @@ static void member_done(void *data, int code, const char *message)
         status = 404;
         snprintf(msg, sizeof msg, "No such member: %s", mc->id);
     } else {
-        snprintf(msg, sizeof msg, "%s", message);
+        /* etcdhttp.WriteError: anything else is logged, not shown */
+        log_warn("etcdserver/api/v2http", "v2 members request failed: %s",
+                 message);
+        snprintf(msg, sizeof msg, "Internal Server Error");
     }
     write_message(v, req, status, msg, true);
 }
@@ -1296,10 +1299,40 @@ static void member_rpc(struct v2 *v, struct router_req *req, int kind,
     }
 }
 
+/* encoding/json's name of a JSON value's type in its errors. */
+static const char *go_json_type(const json_t *j)
+{
+    switch (json_typeof(j)) {
+        case JSON_OBJECT: return "object";
+        case JSON_ARRAY: return "array";
+        case JSON_STRING: return "string";
+        case JSON_INTEGER:
+        case JSON_REAL: return "number";
+        case JSON_TRUE:
+        case JSON_FALSE: return "bool";
+        default: return "null";
+    }
+}
+
+/* Go's error for a peerURLs value of the wrong type; frees j, false. */
+static bool peer_urls_type_error(struct v2 *v, struct router_req *req,
+                                 json_t *j, const json_t *val,
+                                 const char *go_type)
+{
+    char msg[200];
+    snprintf(msg, sizeof msg,
+             "json: cannot unmarshal %s into Go struct field .peerURLs of "
+             "type %s",
+             go_json_type(val), go_type);
+    write_message(v, req, 400, msg, true);
+    json_decref(j);
+    return false;
+}
+
 /* The request's JSON body with peerURLs, as etcd's MemberCreateRequest /
  * MemberUpdateRequest; false once answered. */
 static bool member_body(struct v2 *v, struct router_req *req,
-                        char ***urls, size_t *n)
+                        const char *go_type, char ***urls, size_t *n)
 {
     const char *ct = router_req_header(req, "content-type");
     char ctype[128];
@@ -1330,19 +1363,36 @@ static bool member_body(struct v2 *v, struct router_req *req,
     json_error_t je;
     json_t *j = json_loadb((const char *)req->body, req->body_len, 0, &je);
     json_t *pu = j != NULL ? json_object_get(j, "peerURLs") : NULL;
-    if (j == NULL || !json_is_object(j) || (pu != NULL && !json_is_array(pu))) {
-        write_message(v, req, 400,
-                      j == NULL ? "unexpected end of JSON input"
-                                : "json: cannot unmarshal into Go value",
-                      true);
+    if (j == NULL || !json_is_object(j) ||
+        (pu != NULL && !json_is_array(pu) && !json_is_null(pu))) {
+        /* Go's encoding/json texts */
+        char msg[200];
+        if (j == NULL) {
+            snprintf(msg, sizeof msg, "unexpected end of JSON input");
+        } else if (!json_is_object(j)) {
+            snprintf(msg, sizeof msg,
+                     "json: cannot unmarshal %s into Go value of type "
+                     "httptypes.%s",
+                     go_json_type(j), go_type);
+        } else {
+            return peer_urls_type_error(v, req, j, pu, "[]string");
+        }
+        write_message(v, req, 400, msg, true);
         json_decref(j);
         return false;
     }
-    *n = pu != NULL ? json_array_size(pu) : 0;
+    *n = json_is_array(pu) ? json_array_size(pu) : 0;
     *urls = keel_arena_alloc(&req->arena, (*n + 1) * sizeof **urls);
     for (size_t i = 0; i < *n && *urls != NULL; i++) {
-        const char *u = json_string_value(json_array_get(pu, i));
-        if (u == NULL ||
+        json_t *e = json_array_get(pu, i);
+        const char *u = json_string_value(e);
+        if (u == NULL && !json_is_null(e)) {
+            return peer_urls_type_error(v, req, j, e, "string");
+        }
+        if (u == NULL) {
+            u = "";
+        }
+        if (
             (strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0)) {
             char msg[300];
             snprintf(msg, sizeof msg,
@@ -1445,7 +1495,7 @@ static void members_handler(struct router_req *req, void *data)
     if (strcmp(req->method, "POST") == 0) {
         char **urls = NULL;
         size_t n = 0;
-        if (!member_body(v, req, &urls, &n)) {
+        if (!member_body(v, req, "MemberCreateRequest", &urls, &n)) {
             return;
         }
         Etcdserverpb__MemberAddRequest m = ETCDSERVERPB__MEMBER_ADD_REQUEST__INIT;
@@ -1467,7 +1517,7 @@ static void members_handler(struct router_req *req, void *data)
     } else {
         char **urls = NULL;
         size_t n = 0;
-        if (!member_body(v, req, &urls, &n)) {
+        if (!member_body(v, req, "MemberUpdateRequest", &urls, &n)) {
             return;
         }
         Etcdserverpb__MemberUpdateRequest m =
@@ -1480,13 +1530,12 @@ static void members_handler(struct router_req *req, void *data)
     }
 }
 
+static bool exact(struct router_req *req, const char *path);
+
 static void machines_handler(struct router_req *req, void *data)
 {
     struct v2 *v = data;
-    if (strcmp(req->path, "/v2/machines") != 0) {
-        static const char nf[] = "404 page not found\n";
-        (void)router_respond(req, 404, "text/plain; charset=utf-8", nf,
-                             sizeof nf - 1);
+    if (!exact(req, "/v2/machines")) {
         return;
     }
     if (!allow_method(req, "GET,HEAD")) {
@@ -1513,9 +1562,24 @@ static void machines_handler(struct router_req *req, void *data)
     free(b.p);
 }
 
+/* Go's ServeMux: the stats patterns are exact paths. */
+static bool exact(struct router_req *req, const char *path)
+{
+    if (strcmp(req->path, path) == 0) {
+        return true;
+    }
+    static const char nf[] = "404 page not found\n";
+    (void)router_respond(req, 404, "text/plain; charset=utf-8", nf,
+                         sizeof nf - 1);
+    return false;
+}
+
 static void stats_store(struct router_req *req, void *data)
 {
     struct v2 *v = data;
+    if (!exact(req, "/v2/stats/store")) {
+        return;
+    }
     if (!allow_method(req, "GET")) {
         return;
     }
@@ -1550,6 +1614,9 @@ static void stats_store(struct router_req *req, void *data)
 static void stats_self(struct router_req *req, void *data)
 {
     struct v2 *v = data;
+    if (!exact(req, "/v2/stats/self")) {
+        return;
+    }
     if (!allow_method(req, "GET")) {
         return;
     }
@@ -1578,6 +1645,9 @@ static void stats_self(struct router_req *req, void *data)
 static void stats_leader(struct router_req *req, void *data)
 {
     struct v2 *v = data;
+    if (!exact(req, "/v2/stats/leader")) {
+        return;
+    }
     if (!allow_method(req, "GET")) {
         return;
     }
