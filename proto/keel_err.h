@@ -57,6 +57,8 @@ enum keel_grpc_code {
     /* a client listener cannot serve (its TLS certificate does not load):  \
      * etcd logs these as "listener failed", not "discovery failed" */       \
     X(LISTEN, 13, UNAVAILABLE, "listener failed")                              \
+    /* a peer connection failed its TLS handshake or certificate checks */    \
+    X(TLS, 14, UNAVAILABLE, "TLS handshake failed")                            \
     /* etcd 3.4 rpctypes, exact text */                                        \
     X(EMPTYKEY, 100, INVALID_ARGUMENT, "etcdserver: key is not provided")      \
     X(KEYNOTFOUND, 101, INVALID_ARGUMENT, "etcdserver: key not found")         \

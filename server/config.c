@@ -124,13 +124,9 @@ struct flag_def
 
 #define OFF(field) offsetof(struct keel_config, field)
 
-/* Peer TLS flags: parsed into cfg->peer_tls, but the peer transport does
- * not speak TLS yet, so keel refuses to start rather than talk to peers in
- * plaintext when TLS was asked for. Whoever wires peer TLS flips these rows
- * to FLAG_YES. */
-#define PEER_TLS_NOTE                                                      \
-    "peer TLS is not supported yet; keel refuses to start rather than "   \
-    "talk to peers without it"
+/* Peer TLS flags: https:// peer URLs carry keel's peer protocol over TLS
+ * (server/peer_conn.c), with etcd's checks. */
+#define PEER_TLS_NOTE "peer port TLS (https:// peer URLs), as etcd"
 #define NOOFF ((size_t)-1)
 
 #define F(sec, nm, ty, field, df, hl, st, nt) \
@@ -176,7 +172,8 @@ static const struct flag_def flags[] = {
     FY(S_MEMBER, "listen-peer-urls", T_URLS, listen_peer_urls,
        "'http://localhost:2380'",
        "List of URLs to listen on for peer traffic.", FLAG_YES,
-       "keel's own peer protocol (not etcd's); http only", Y_KEY, NULL),
+       "keel's own peer protocol (not etcd's); http or https (peer TLS)",
+       Y_KEY, NULL),
     FY(S_MEMBER, "listen-client-urls", T_URLS, listen_client_urls,
        "'http://localhost:2379'",
        "List of URLs to listen on for client traffic.", FLAG_YES,
@@ -325,39 +322,42 @@ static const struct flag_def flags[] = {
        "as etcd",
        Y_CLIENT, "auto-tls"),
     FY(S_SECURITY, "peer-cert-file", T_STRING, peer_tls.cert_file, "''",
-       "Path to the peer server TLS cert file.", FLAG_NO, PEER_TLS_NOTE,
+       "Path to the peer server TLS cert file.", FLAG_YES, PEER_TLS_NOTE,
        Y_PEER, "cert-file"),
     FY(S_SECURITY, "peer-key-file", T_STRING, peer_tls.key_file, "''",
-       "Path to the peer server TLS key file.", FLAG_NO, PEER_TLS_NOTE,
+       "Path to the peer server TLS key file.", FLAG_YES, PEER_TLS_NOTE,
        Y_PEER, "key-file"),
     FY(S_SECURITY, "peer-client-cert-auth", T_BOOL,
        peer_tls.client_cert_auth, "'false'",
-       "Enable peer client cert authentication.", FLAG_NO, PEER_TLS_NOTE,
+       "Enable peer client cert authentication.", FLAG_YES, PEER_TLS_NOTE,
        Y_PEER, "client-cert-auth"),
     FY(S_SECURITY, "peer-trusted-ca-file", T_STRING,
        peer_tls.trusted_ca_file, "''",
-       "Path to the peer server TLS trusted CA file.", FLAG_NO,
+       "Path to the peer server TLS trusted CA file.", FLAG_YES,
        PEER_TLS_NOTE, Y_PEER, "trusted-ca-file"),
     FN(S_SECURITY, "peer-cert-allowed-cn", T_STRING, peer_tls.allowed_cn,
        "''", "Required CN for client certs connecting to the peer endpoint.",
-       FLAG_NO, PEER_TLS_NOTE),
+       FLAG_YES, PEER_TLS_NOTE),
     FN(S_SECURITY, "peer-cert-allowed-hostname", T_STRING,
        peer_tls.allowed_hostname, "''",
-       "Allowed TLS hostname for inter peer authentication.", FLAG_NO,
+       "Allowed TLS hostname for inter peer authentication.", FLAG_YES,
        PEER_TLS_NOTE),
     FY(S_SECURITY, "peer-auto-tls", T_BOOL, peer_tls.auto_tls, "'false'",
        "Peer TLS using self-generated certificates if --peer-key-file and "
        "--peer-cert-file are not provided.",
-       FLAG_NO, PEER_TLS_NOTE, Y_PEER, "auto-tls"),
+       FLAG_YES,
+       "self-signed ECDSA P-521 certificate in <data-dir>/fixtures/peer; "
+       "members do not verify each other's, as etcd",
+       Y_PEER, "auto-tls"),
     FN(S_SECURITY, "peer-crl-file", T_STRING, peer_tls.crl_file, "''",
-       "Path to the peer certificate revocation list file.", FLAG_NO,
-       PEER_TLS_NOTE),
+       "Path to the peer certificate revocation list file.", FLAG_YES,
+       "peer port; serials only; reloaded when the file changes"),
     FT(S_SECURITY, "cipher-suites", T_STRS, cipher_suites, "''",
        "Comma-separated list of supported TLS cipher suites between "
        "client/server and peers (empty will be auto-populated by Go).",
        FLAG_YES,
-       "client port (Go's names, mapped to OpenSSL's; TLS 1.3 suites are "
-       "not restricted, as in Go)",
+       "client and peer ports (Go's names, mapped to OpenSSL's; TLS 1.3 "
+       "suites are not restricted, as in Go)",
        "[]string"),
     FT(S_SECURITY, "cors", T_CORS, cors, "'*'",
        "Comma-separated whitelist of origins for CORS, or cross-origin "
@@ -466,7 +466,7 @@ static const struct flag_def flags[] = {
        T_BOOL, peer_tls.skip_client_san_verify, "'false'",
        "Skip verification of SAN field in client certificate for peer "
        "connections.",
-       FLAG_IGNORED, "only used with peer TLS (not implemented yet)"),
+       FLAG_YES, "peer TLS: etcd's client-certificate SAN check is skipped"),
     FT(S_EXPERIMENTAL, "experimental-watch-progress-notify-interval",
        T_DURATION, experimental_watch_progress_notify_interval_ns, "'10m'",
        "Duration of periodical watch progress notification.", FLAG_YES,

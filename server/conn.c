@@ -452,16 +452,7 @@ static void log_rejected(struct conn *c)
             snprintf(addr, sizeof addr, "%s:%d", ip, port);
         }
     }
-    if (log_is_zap()) {
-        log_warnw("embed", "rejected connection", LOG_STR("remote-addr", addr),
-                  LOG_STR("server-name", ""),
-                  LOG_ERR(tls__error(c->tls)));
-    } else {
-        log_info("embed",
-                 "rejected connection from \"%s\" (error \"%s\", ServerName "
-                 "\"\")",
-                 addr, tls__error(c->tls));
-    }
+    tls__log_rejected(c->tls, addr, NULL);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)

@@ -53,6 +53,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "peer_int.h"
+#include "tls.h"
 
 #define PKG "rafthttp"
 
@@ -465,7 +466,12 @@ static int stream_on_frame(struct pconn *pc,
 static void stream_on_close(struct pconn *pc, int rv)
 {
     struct remote *r = pc->owner;
-    stream_down(r, rv, NULL);
+    if (rv == KEEL_ETLS) {
+        const char *why = peer__conn_error(pc, rv);
+        log_refusal(r, "TLS connection to the peer failed", why,
+                    strlen(why));
+    }
+    stream_down(r, rv, peer__conn_error(pc, rv));
 }
 
 static const struct pconn_ops stream_ops = {
@@ -481,7 +487,8 @@ static void dial(struct remote *r)
 
     r->next_url = (r->next_url + 1) % r->n_urls;
     r->state = R_DIALING;
-    r->stream = peer__conn_dial(t, t->o.loop, url, &stream_ops, r,
+    r->stream = peer__conn_dial(t, t->o.loop, url, t->o.tls_client,
+                                &stream_ops, r,
                                 t->o.max_frame_bytes);
     if (r->stream == NULL) {
         stream_down(r, KEEL_ENOMEM, NULL);
@@ -546,6 +553,21 @@ static bool refusal_should_log(struct peer *t, uint64_t from, uint16_t code)
     t->refusals[oldest].code = code;
     t->refusals[oldest].ms = now;
     return true;
+}
+
+/* A refusal-log key for a connection that has no member id yet: its
+ * address (without the port) and the reason (FNV-1a). */
+static uint64_t addr_key(const char *addr, const char *why)
+{
+    uint64_t h = 14695981039346656037ull;
+    const char *colon = strrchr(addr, ':');
+    for (const char *p = addr; *p != '\0' && p != colon; p++) {
+        h = (h ^ (uint8_t)*p) * 1099511628211ull;
+    }
+    for (const char *p = why; *p != '\0'; p++) {
+        h = (h ^ (uint8_t)*p) * 1099511628211ull;
+    }
+    return h | 1; /* never 0, the key of the protocol-error slot */
 }
 
 static void refuse(struct pconn *pc,
@@ -723,6 +745,12 @@ static void inbound_on_close(struct pconn *pc, int rv)
     if (pc->role == PEER_ROLE_SNAPSHOT) {
         peer__snap_recv_abort(pc);
     }
+    if (rv == KEEL_ETLS && pc->tls_err[0] != '\0' &&
+        refusal_should_log(t, addr_key(pc->addr, pc->tls_err),
+                           PEER_WIRE_ERR_PROTOCOL)) {
+        /* etcd's "rejected connection" (logTLSHandshakeFailure) */
+        tls__log_rejected(pc->tls, pc->addr, pc->tls_err);
+    }
     if (pc->role == PEER_ROLE_HANDSHAKE && rv == KEEL_ECORRUPT &&
         refusal_should_log(t, 0, PEER_WIRE_ERR_PROTOCOL)) {
         /* etcd's peers and tools speak HTTP on this port. */
@@ -755,7 +783,9 @@ static void on_connection(uv_stream_t *server, int status)
     }
     /* Until its HELLO is accepted a connection is nobody: it may not make
      * us buffer more than a handshake's worth. */
-    pc = peer__conn_accept(t, server, &inbound_ops, PEER_HANDSHAKE_MAX_FRAME);
+    pc = peer__conn_accept(t, server, pl->tls ? t->o.tls_server : NULL,
+                           t->o.tls_skip_client_san, &inbound_ops,
+                           PEER_HANDSHAKE_MAX_FRAME);
     if (pc != NULL) {
         peer__conn_deadline(pc, t->o.handshake_timeout_ms);
     }
@@ -792,6 +822,13 @@ static int listen_url(struct peer *t,
     if (rv != 0) {
         return rv;
     }
+    if (peer__url_tls(url) && t->o.tls_server == NULL) {
+        snprintf(err, errlen,
+                 "cannot listen on TLS for %s:%s: KeyFile and CertFile are "
+                 "not presented",
+                 host, port);
+        return KEEL_EINVAL;
+    }
     rv = listener_open_tcp(host, port, &fd, &gai);
     if (rv != 0) {
         snprintf(err, errlen, "listen %s: %s", url,
@@ -801,6 +838,7 @@ static int listen_url(struct peer *t,
     uv_tcp_init(t->o.loop, &pl->tcp);
     pl->tcp.data = pl;
     pl->t = t;
+    pl->tls = peer__url_tls(url);
     peer__hold(t);
     rv = uv_tcp_open(&pl->tcp, fd);
     if (rv == 0) {
@@ -1274,6 +1312,7 @@ int peer_register_metrics(struct metrics_registry *reg, struct peer *t)
 struct fetch
 {
     uv_loop_t *loop;
+    struct tls_ctx *tls;
     char **urls;
     size_t n_urls;
     size_t next;
@@ -1363,7 +1402,7 @@ static void fetch_on_close(struct pconn *pc, int rv)
 {
     struct fetch *fx = pc->owner;
     snprintf(fx->err, sizeof fx->err, "%.280s: %.100s", pc->addr,
-             peer__strerror(rv));
+             peer__conn_error(pc, rv));
     fetch_failed(fx);
 }
 
@@ -1377,7 +1416,7 @@ static void fetch_dial(struct fetch *fx)
 {
     const char *url = fx->urls[fx->next];
     fx->next = (fx->next + 1) % fx->n_urls;
-    fx->pc = peer__conn_dial(NULL, fx->loop, url, &fetch_ops, fx,
+    fx->pc = peer__conn_dial(NULL, fx->loop, url, fx->tls, &fetch_ops, fx,
                              PEER_DEFAULT_MAX_FRAME_BYTES);
     if (fx->pc == NULL) {
         snprintf(fx->err, sizeof fx->err, "out of memory");
@@ -1398,6 +1437,7 @@ static void fetch_on_deadline(uv_timer_t *timer)
 }
 
 int peer_fetch_cluster_info(uv_loop_t *loop,
+                            struct tls_ctx *tls,
                             const char *const *urls,
                             size_t n_urls,
                             uint64_t timeout_ms,
@@ -1418,6 +1458,7 @@ int peer_fetch_cluster_info(uv_loop_t *loop,
     }
     signal(SIGPIPE, SIG_IGN);
     fx->loop = loop;
+    fx->tls = tls;
     fx->n_urls = n_urls;
     fx->cb = cb;
     fx->arg = arg;

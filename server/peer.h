@@ -6,7 +6,8 @@
  * transport are wired with callbacks (peer_send has node_send_cb's shape).
  *
  * The wire is keel's own protocol, not etcd's HTTP peer API (a keel member
- * cannot join an etcd cluster): TCP, frames [u32 length][u8 type][payload],
+ * cannot join an etcd cluster): TCP (TLS for https:// URLs, with etcd's
+ * --peer-* certificate checks), frames [u32 length][u8 type][payload],
  * a versioned handshake first on every connection naming the cluster and
  * both member ids; the acceptor refuses a wrong cluster id, a to-id other
  * than its own, an unknown or removed sender. See peer_wire.h.
@@ -59,6 +60,7 @@
 
 struct peer;
 struct peer_responder;
+struct tls_ctx;
 struct metrics_registry;
 
 /* A message from member `from` (raft bytes, borrowed for the call). */
@@ -100,9 +102,9 @@ struct peer_options
     uv_loop_t *loop;
     uint64_t cluster_id; /* 0: not known yet (see peer_set_cluster_id) */
     uint64_t self_id;    /* != 0 */
-    /* --listen-peer-urls: http://host:port (port 0 picks a free port, see
-     * peer_port). https:// is refused: peer TLS is not built yet. May be
-     * empty (a transport that only dials). Read during peer_open. */
+    /* --listen-peer-urls: http://host:port or https://host:port (port 0
+     * picks a free port, see peer_port). May be empty (a transport that
+     * only dials). Read during peer_open. */
     const char *const *listen_urls;
     size_t n_listen_urls;
     /* Where received images are written: snap-from-<id>-<n>.db.tmp, then
@@ -118,6 +120,17 @@ struct peer_options
     peer_removed_cb on_removed;           /* may be NULL */
     peer_request_cb on_request; /* NULL: requests get KEEL_EUNIMPLEMENTED */
     void *arg;
+    /* Peer TLS (tls.h; borrowed, must outlive the transport): tls_server
+     * (role TLS_SERVER) serves the https:// listen URLs and is required
+     * for them; tls_client (TLS_CLIENT) dials https:// member URLs (the
+     * stream, snapshots, calls); without it those dials fail. A peer
+     * failing the handshake or etcd's certificate checks is logged
+     * ("rejected connection", rate-limited) and closed; others go on. */
+    struct tls_ctx *tls_server;
+    struct tls_ctx *tls_client;
+    /* etcd --experimental-peer-skip-client-san-verification: accept a
+     * client certificate whose SANs do not name the remote address. */
+    bool tls_skip_client_san;
     /* Limits; 0 means the default in brackets. */
     size_t max_queue_msgs;         /* per remote, not yet written [4096] */
     size_t max_queue_bytes;        /* per remote, not yet written [32 MiB] */
@@ -179,9 +192,9 @@ int peer_port(const struct peer *t, size_t i);
  * from now on. */
 void peer_set_cluster_id(struct peer *t, uint64_t cluster_id);
 
-/* Add remote member id with its peer URLs (http://host:port, copied) and
- * start dialing it. 0, KEEL_EEXISTS (already added), KEEL_EINVAL (id 0,
- * self, no URL, a URL that is not http://host:port), KEEL_ENOMEM. A member
+/* Add remote member id with its peer URLs (http(s)://host:port, copied)
+ * and start dialing it. 0, KEEL_EEXISTS (already added), KEEL_EINVAL (id
+ * 0, self, no URL, a URL that is not http(s)://host:port), KEEL_ENOMEM. A member
  * added again after peer_remove is accepted again. */
 int peer_add(struct peer *t,
              uint64_t id,
@@ -326,10 +339,13 @@ typedef void (*peer_fetch_cb)(void *arg,
                               const char *errmsg);
 
 /* Ask the members at urls (peer URLs, tried in turn, round robin) for the
- * cluster info, giving up after timeout_ms in total. On 0, cb runs exactly
- * once from a later loop turn; on error (bad URL, no URL) it never runs.
- * The request owns its memory; the loop must run until cb. */
+ * cluster info, giving up after timeout_ms in total; https:// URLs are
+ * dialed with tls (TLS_CLIENT, borrowed until cb; NULL: they fail). On 0,
+ * cb runs exactly once from a later loop turn; on error (bad URL, no URL)
+ * it never runs. The request owns its memory; the loop must run until
+ * cb. */
 int peer_fetch_cluster_info(uv_loop_t *loop,
+                            struct tls_ctx *tls,
                             const char *const *urls,
                             size_t n_urls,
                             uint64_t timeout_ms,

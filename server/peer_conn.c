@@ -21,6 +21,17 @@
  * oversized length or unknown type closes the connection as soon as the
  * header is in (peer_wire_decode).
  *
+ * TLS (https:// peer URLs): OpenSSL over memory BIOs (tls.h) sits between
+ * the socket and the frames. Ciphertext is read into cbuf, decrypted into
+ * rbuf and parsed as above; an outgoing frame is encrypted at once and its
+ * ciphertext written in its place (out_bytes then counts ciphertext).
+ * Handshake records go out as they are produced. A dialed connection
+ * reports on_connect after the handshake; an accepted one delivers frames
+ * only after the handshake and etcd's checkSAN (the client certificate's
+ * IP SANs, else its DNS names resolved with uv_getaddrinfo, must name the
+ * remote address). A TLS failure reaches the owner as on_close(KEEL_ETLS)
+ * with Go's reason in tls_err; the alert is still flushed before closing.
+ *
  * Failure modes: every error closes only this connection; its owner hears
  * it once through on_close. Frames handed to uv_write are freed by their
  * write callbacks, which libuv runs (with UV_ECANCELED) before the handle's
@@ -34,6 +45,7 @@
 
 #include "keel_err.h"
 #include "peer_int.h"
+#include "tls.h"
 
 struct pframe *peer__frame_alloc(uint8_t type, size_t plen)
 {
@@ -77,6 +89,9 @@ static void conn_unref(struct pconn *pc)
     struct peer *t = pc->t;
     peer__responders_detach(pc);
     free(pc->rbuf);
+    free(pc->cbuf);
+    free(pc->san);
+    tls__conn_free(pc->tls);
     if (t != NULL) {
         if (pc->prev != NULL) {
             pc->prev->next = pc->next;
@@ -166,6 +181,14 @@ const char *peer__strerror(int rv)
     return keel_err_is_keel(rv) ? keel_strerror(rv) : uv_strerror(rv);
 }
 
+const char *peer__conn_error(const struct pconn *pc, int rv)
+{
+    if (rv == KEEL_ETLS && pc->tls_err[0] != '\0') {
+        return pc->tls_err;
+    }
+    return peer__strerror(rv);
+}
+
 static void on_write(uv_write_t *req, int status)
 {
     struct pframe *f = req->data;
@@ -196,15 +219,11 @@ static void on_write(uv_write_t *req, int status)
     }
 }
 
-int peer__conn_send(struct pconn *pc, struct pframe *f)
+static int raw_write(struct pconn *pc, struct pframe *f)
 {
     uv_buf_t b;
     int rv;
 
-    if (pc->closing || pc->linger) {
-        free(f);
-        return UV_ECANCELED;
-    }
     f->pc = pc;
     f->req.data = f;
     b = uv_buf_init((char *)f->data, (unsigned int)f->len);
@@ -222,6 +241,45 @@ int peer__conn_send(struct pconn *pc, struct pframe *f)
         pc->out_msgs++;
     }
     return 0;
+}
+
+/* Write the ciphertext OpenSSL produced as one write (counted: it carries
+ * a raft message, for the queue bounds). */
+static int tls_flush(struct pconn *pc, int counted)
+{
+    size_t n = tls__pending_out(pc->tls);
+    struct pframe *f;
+    if (n == 0) {
+        return 0;
+    }
+    f = malloc(sizeof *f + n);
+    if (f == NULL) {
+        conn_fail(pc, KEEL_ENOMEM);
+        return KEEL_ENOMEM;
+    }
+    f->next = NULL;
+    f->counted = counted;
+    f->len = tls__take_out_into(pc->tls, f->data, n);
+    return raw_write(pc, f);
+}
+
+int peer__conn_send(struct pconn *pc, struct pframe *f)
+{
+    if (pc->closing || pc->linger) {
+        free(f);
+        return UV_ECANCELED;
+    }
+    if (pc->tls != NULL) {
+        int counted = f->counted;
+        int rv = tls__write(pc->tls, f->data, f->len);
+        free(f);
+        if (rv != 0) {
+            conn_fail(pc, KEEL_ETLS);
+            return rv;
+        }
+        return tls_flush(pc, counted);
+    }
+    return raw_write(pc, f);
 }
 
 int peer__conn_sendv(struct pconn *pc,
@@ -290,10 +348,9 @@ void peer__conn_refuse(struct pconn *pc, uint16_t code, const char *reason)
 
 /* ---- reading ------------------------------------------------------------ */
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+/* Make room in rbuf for the next read (or decryption). */
+static void rbuf_grow(struct pconn *pc)
 {
-    struct pconn *pc = h->data;
-    (void)suggested;
     if (pc->rcap - pc->rlen < PEER_RBUF_STEP) {
         size_t cap = pc->rcap * 2;
         if (cap < pc->rlen + PEER_RBUF_STEP) {
@@ -310,6 +367,22 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
             pc->rcap = cap;
         }
     }
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct pconn *pc = h->data;
+    (void)suggested;
+    if (pc->tls != NULL) {
+        /* Ciphertext; tls_pump decrypts it into rbuf. */
+        if (pc->cbuf == NULL) {
+            pc->cbuf = malloc(PEER_RBUF_STEP);
+        }
+        *buf = uv_buf_init((char *)pc->cbuf,
+                           pc->cbuf != NULL ? PEER_RBUF_STEP : 0);
+        return;
+    }
+    rbuf_grow(pc);
     /* Zero length when growing failed: libuv reports UV_ENOBUFS. */
     *buf = uv_buf_init((char *)pc->rbuf + pc->rlen,
                        (unsigned int)(pc->rcap - pc->rlen));
@@ -355,17 +428,187 @@ static void parse(struct pconn *pc)
     }
 }
 
+/* TLS failed: the owner hears KEEL_ETLS, the alert is still flushed. */
+static void tls_failed(struct pconn *pc, const char *why)
+{
+    snprintf(pc->tls_err, sizeof pc->tls_err, "%s", why);
+    if (pc->closing || pc->linger) {
+        return;
+    }
+    if (pc->owner != NULL && pc->ops->on_close != NULL) {
+        pc->ops->on_close(pc, KEEL_ETLS);
+    }
+    peer__conn_close_flush(pc);
+}
+
+/* The address part of pc->addr ("ip:port"). */
+static void remote_ip(const struct pconn *pc, char *ip, size_t len)
+{
+    const char *colon = strrchr(pc->addr, ':');
+    size_t n = colon != NULL ? (size_t)(colon - pc->addr) : strlen(pc->addr);
+    snprintf(ip, len, "%.*s", (int)n, pc->addr);
+}
+
+static void tls_pump(struct pconn *pc);
+static void san_resolve(struct pconn *pc);
+
+static void on_san_resolved(uv_getaddrinfo_t *req,
+                            int status,
+                            struct addrinfo *ai)
+{
+    struct pconn *pc = req->data;
+    char ip[INET6_ADDRSTRLEN + 8], err[sizeof pc->tls_err];
+    bool match = false;
+
+    pc->resolving = false;
+    if (pc->closing) {
+        uv_freeaddrinfo(ai);
+        conn_unref(pc);
+        return;
+    }
+    conn_unref(pc); /* the request; the handles keep pc */
+    remote_ip(pc, ip, sizeof ip);
+    for (struct addrinfo *a = status == 0 ? ai : NULL; a != NULL && !match;
+         a = a->ai_next) {
+        char got[INET6_ADDRSTRLEN] = "";
+        if (a->ai_family == AF_INET) {
+            uv_ip4_name((const struct sockaddr_in *)a->ai_addr, got,
+                        sizeof got);
+        } else if (a->ai_family == AF_INET6) {
+            uv_ip6_name((const struct sockaddr_in6 *)a->ai_addr, got,
+                        sizeof got);
+        }
+        match = strcmp(got, ip) == 0;
+    }
+    uv_freeaddrinfo(ai);
+    if (match) {
+        pc->tls_up = true;
+        tls_pump(pc);
+    } else if (++pc->cur_san < pc->n_san) {
+        san_resolve(pc);
+    } else {
+        tls__san_dns_error(pc->tls, ip, err, sizeof err);
+        tls_failed(pc, err);
+    }
+}
+
+/* etcd's isHostInDNS, forward half: resolve the certificate's next DNS
+ * name (wildcards never match: etcd needs a reverse lookup for those). */
+static void san_resolve(struct pconn *pc)
+{
+    struct addrinfo hints;
+    int rv;
+    while (pc->cur_san < pc->n_san && pc->san[pc->cur_san][0] == '*') {
+        pc->cur_san++;
+    }
+    if (pc->cur_san == pc->n_san) {
+        char ip[INET6_ADDRSTRLEN + 8], err[sizeof pc->tls_err];
+        remote_ip(pc, ip, sizeof ip);
+        tls__san_dns_error(pc->tls, ip, err, sizeof err);
+        tls_failed(pc, err);
+        return;
+    }
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    pc->gai.data = pc;
+    rv = uv_getaddrinfo(pc->loop, &pc->gai, on_san_resolved,
+                        pc->san[pc->cur_san], NULL, &hints);
+    if (rv != 0) {
+        conn_fail(pc, rv);
+        return;
+    }
+    pc->pending++;
+    pc->resolving = true;
+}
+
+/* The handshake finished: a dialer may talk; an acceptor checks the
+ * client certificate's SANs against the remote address first. */
+static void tls_handshake_done(struct pconn *pc)
+{
+    char ip[INET6_ADDRSTRLEN + 8], err[sizeof pc->tls_err];
+    int n;
+
+    if (!pc->tls_srv) {
+        pc->tls_up = true;
+        pc->ops->on_connect(pc);
+        return;
+    }
+    remote_ip(pc, ip, sizeof ip);
+    pc->san = malloc(PEER_SAN_MAX_NAMES * sizeof *pc->san);
+    if (pc->san == NULL) {
+        conn_fail(pc, KEEL_ENOMEM);
+        return;
+    }
+    n = pc->skip_san
+            ? 0
+            : tls__check_san(pc->tls, ip, pc->san, PEER_SAN_MAX_NAMES, err,
+                             sizeof err);
+    if (n < 0) {
+        tls_failed(pc, err);
+    } else if (n == 0) {
+        pc->tls_up = true;
+    } else {
+        pc->n_san = (size_t)n;
+        san_resolve(pc);
+    }
+}
+
+/* Decrypt what the socket brought, run the handshake, deliver frames. */
+static void tls_pump(struct pconn *pc)
+{
+    while (!pc->closing && !pc->linger) {
+        ssize_t n;
+        if (pc->tls_up) {
+            parse(pc);
+            if (pc->closing || pc->paused || pc->linger) {
+                return;
+            }
+        } else if (pc->san != NULL) {
+            return; /* SAN check in flight: on_san_resolved resumes */
+        }
+        rbuf_grow(pc);
+        if (pc->rcap == pc->rlen) {
+            conn_fail(pc, UV_ENOBUFS);
+            return;
+        }
+        n = tls__read(pc->tls, pc->rbuf + pc->rlen, pc->rcap - pc->rlen);
+        if (tls_flush(pc, 0) != 0) {
+            return;
+        }
+        if (n < 0) {
+            tls_failed(pc, tls__error(pc->tls));
+            return;
+        }
+        pc->rlen += (size_t)n;
+        if (!pc->tls_up && pc->san == NULL && tls__established(pc->tls)) {
+            tls_handshake_done(pc);
+            continue;
+        }
+        if (n == 0) {
+            return;
+        }
+    }
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct pconn *pc = s->data;
-    (void)buf;
     if (nread < 0) {
         conn_fail(pc, (int)nread);
         return;
     }
-    pc->rlen += (size_t)nread;
     pc->in_bytes += (uint64_t)nread;
     pc->last_rx = uv_now(pc->loop);
+    if (pc->tls != NULL) {
+        if (tls__feed(pc->tls, buf->base, (size_t)nread) != 0) {
+            conn_fail(pc, KEEL_ENOMEM);
+            return;
+        }
+        tls_pump(pc);
+        return;
+    }
+    pc->rlen += (size_t)nread;
     parse(pc);
 }
 
@@ -394,7 +637,11 @@ void peer__conn_resume(struct pconn *pc)
         return;
     }
     pc->paused = false;
-    parse(pc);
+    if (pc->tls != NULL) {
+        tls_pump(pc); /* plaintext OpenSSL still holds, then frames */
+    } else {
+        parse(pc);
+    }
     if (!pc->closing && !pc->paused && !pc->linger && !pc->reading) {
         int rv = start_reading(pc);
         if (rv != 0) {
@@ -505,6 +752,10 @@ static void on_connect(uv_connect_t *req, int status)
         return;
     }
     pc->connected = true;
+    if (pc->tls != NULL) {
+        tls_pump(pc); /* the ClientHello; on_connect after the handshake */
+        return;
+    }
     pc->ops->on_connect(pc);
 }
 
@@ -562,6 +813,7 @@ static void try_connect(struct pconn *pc)
 struct pconn *peer__conn_dial(struct peer *t,
                               uv_loop_t *loop,
                               const char *url,
+                              struct tls_ctx *tls,
                               const struct pconn_ops *ops,
                               void *owner,
                               size_t max_frame)
@@ -577,6 +829,15 @@ struct pconn *peer__conn_dial(struct peer *t,
     }
     rv = peer__parse_url(url, host, sizeof host, port, sizeof port, err,
                          sizeof err);
+    if (rv == 0 && peer__url_tls(url)) {
+        if (tls == NULL) {
+            snprintf(pc->tls_err, sizeof pc->tls_err,
+                     "no peer TLS configuration to dial %s", url);
+            rv = KEEL_ETLS;
+        } else if ((pc->tls = tls__conn_new_client(tls, host)) == NULL) {
+            rv = KEEL_ENOMEM;
+        }
+    }
     if (rv == 0) {
         snprintf(pc->addr, sizeof pc->addr, "%.255s:%.15s", host, port);
         memset(&hints, 0, sizeof hints);
@@ -600,6 +861,8 @@ struct pconn *peer__conn_dial(struct peer *t,
 
 struct pconn *peer__conn_accept(struct peer *t,
                                 uv_stream_t *server,
+                                struct tls_ctx *tls,
+                                bool skip_san,
                                 const struct pconn_ops *ops,
                                 size_t max_frame)
 {
@@ -617,6 +880,14 @@ struct pconn *peer__conn_accept(struct peer *t,
         set_addr(pc, (struct sockaddr *)&ss);
     }
     pc->connected = true;
+    if (tls != NULL) {
+        pc->tls_srv = true;
+        pc->skip_san = skip_san;
+        if ((pc->tls = tls__conn_new(tls)) == NULL) {
+            conn_shut(pc);
+            return NULL;
+        }
+    }
     tune(pc);
     if (start_reading(pc) != 0) {
         conn_shut(pc);
@@ -638,17 +909,10 @@ int peer__parse_url(const char *url,
     const char *hp, *colon, *h, *end;
     size_t hlen, plen;
 
-    if (strncmp(url, "https://", 8) == 0) {
-        snprintf(err, errlen,
-                 "peer URL %s: https is not supported yet (peer TLS is not "
-                 "built); use http://",
-                 url);
-        return KEEL_EINVAL;
-    }
-    if (strncmp(url, "http://", 7) != 0) {
+    if (strncmp(url, "http://", 7) != 0 && !peer__url_tls(url)) {
         goto bad;
     }
-    hp = url + 7;
+    hp = url + (peer__url_tls(url) ? 8 : 7);
     end = hp + strcspn(hp, "/");
     if (*end == '/' && end[1] != '\0') {
         goto bad; /* a path: etcd refuses it for peer URLs too */
@@ -689,6 +953,11 @@ int peer__parse_url(const char *url,
     port[plen] = '\0';
     return 0;
 bad:
-    snprintf(err, errlen, "peer URL %s: want http://host:port", url);
+    snprintf(err, errlen, "peer URL %s: want http(s)://host:port", url);
     return KEEL_EINVAL;
+}
+
+bool peer__url_tls(const char *url)
+{
+    return strncmp(url, "https://", 8) == 0;
 }

@@ -23,6 +23,9 @@
 #include <sys/socket.h>
 
 #define PEER_DIAL_MAX_ADDRS 8
+#define PEER_SAN_MAX_NAMES 8
+
+struct tls_ctx;
 
 struct pconn;
 struct snap_send;
@@ -110,21 +113,42 @@ struct pconn
     struct snap_recv *recv; /* inbound snapshot */
     /* Inbound stream: requests not answered yet (they outlive pc). */
     struct peer_responder *responders;
+    /* https:// peer URLs: TLS between the socket and the frames. Frames
+     * flow (on_connect, on_frame) only once tls_up. */
+    struct tls_conn *tls;
+    bool tls_up;   /* handshake done; acceptor: SAN check passed too */
+    bool tls_srv;  /* accepted: etcd's checkSAN after the handshake */
+    bool skip_san; /* --experimental-peer-skip-client-san-verification */
+    uint8_t *cbuf; /* ciphertext read buffer */
+    /* etcd's checkSAN by DNS name: the names left to resolve. */
+    char (*san)[256];
+    size_t n_san, cur_san;
+    char tls_err[600]; /* why TLS failed, in Go's words; "" otherwise */
 };
 
 /* Dial host:port (from a peer URL) and call ops->on_connect or on_close.
- * Returns the connection (closing it is the owner's job), NULL on OOM. */
+ * An https:// URL dials TLS with tls (borrowed; NULL fails the dial) and
+ * calls on_connect after the handshake. Returns the connection (closing it
+ * is the owner's job), NULL on OOM. */
 struct pconn *peer__conn_dial(struct peer *t,
                               uv_loop_t *loop,
                               const char *url,
+                              struct tls_ctx *tls,
                               const struct pconn_ops *ops,
                               void *owner,
                               size_t max_frame);
-/* Accept a pending connection on server. NULL on failure. */
+/* Accept a pending connection on server; with tls (borrowed) the peer must
+ * complete a TLS handshake and etcd's checkSAN (unless skip_san) before
+ * its frames reach on_frame; a failure closes it with KEEL_ETLS and the
+ * reason in tls_err. NULL on failure. */
 struct pconn *peer__conn_accept(struct peer *t,
                                 uv_stream_t *server,
+                                struct tls_ctx *tls,
+                                bool skip_san,
                                 const struct pconn_ops *ops,
                                 size_t max_frame);
+/* Whether url is https:// (peer__parse_url accepts http and https). */
+bool peer__url_tls(const char *url);
 /* Queue f for writing (takes it). Returns 0, or a negative code when the
  * connection is closing (f is freed then). */
 int peer__conn_send(struct pconn *pc, struct pframe *f);
@@ -159,13 +183,16 @@ void peer__conn_resume(struct pconn *pc);
 /* Text for a connection's failure code: libuv codes (UV_EOF, UV_EAI_*)
  * and keel's. */
 const char *peer__strerror(int rv);
+/* Why pc failed with rv: Go's TLS reason for KEEL_ETLS, else
+ * peer__strerror(rv). */
+const char *peer__conn_error(const struct pconn *pc, int rv);
 
 /* Tests only: when set, an address every dial tries before the resolved
  * ones (to exercise the fallback to the next address). */
 extern const struct sockaddr *peer__dial_first;
 
-/* Split an http://host:port URL into host and port. 0, or KEEL_EINVAL with
- * a message in err. https:// gets its own message (peer TLS). */
+/* Split an http://host:port or https://host:port URL into host and port.
+ * 0, or KEEL_EINVAL with a message in err. */
 int peer__parse_url(const char *url,
                     char *host,
                     size_t host_size,
@@ -217,6 +244,7 @@ struct plistener
     uv_tcp_t tcp;
     struct peer *t;
     int port;
+    bool tls; /* https:// */
 };
 
 #define PEER_N_METRICS 10

@@ -280,7 +280,7 @@ static void send_on_close(struct pconn *pc, int rv)
     ss->pc = NULL;
     send_finish(ss, false,
                 rv == UV_ETIMEDOUT ? "no progress within the snapshot timeout"
-                                   : peer__strerror(rv));
+                                   : peer__conn_error(pc, rv));
 }
 
 static const struct pconn_ops send_ops = {
@@ -331,7 +331,8 @@ void peer__snap_send(struct remote *r,
     }
     ss->size = (uint64_t)st.st_size;
     ss->pc = peer__conn_dial(t, t->o.loop, r->urls[r->good_url % r->n_urls],
-                             &send_ops, ss, t->o.max_frame_bytes);
+                             t->o.tls_client, &send_ops, ss,
+                             t->o.max_frame_bytes);
     if (ss->pc == NULL) {
         send_finish(ss, false, "out of memory");
         return;

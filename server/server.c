@@ -79,6 +79,9 @@ struct keel_server
     bool stopping;
     /* cluster (issue 5) */
     struct peer *peer;
+    /* Peer TLS (owned; the transport borrows them): the https:// peer
+     * listeners' context (NULL without one) and the dialing one. */
+    struct tls_ctx *peer_tls_server, *peer_tls_client;
     bool node_gone;        /* node_close called: no more node_* calls */
     uint64_t peers[SERVER_MAX_MEMBERS]; /* ids given to peer_add */
     size_t n_peers;
@@ -579,6 +582,9 @@ static int open_peer(struct keel_server *s, char *errmsg, size_t errlen)
         .on_removed = srv_peer_removed,
         .on_request = srv_peer_request,
         .arg = s,
+        .tls_server = s->peer_tls_server,
+        .tls_client = s->peer_tls_client,
+        .tls_skip_client_san = cfg->peer_tls.skip_client_san_verify,
         .max_frame_bytes = server_max_request_bytes(s) + 1024 * 1024 >
                                    PEER_DEFAULT_MAX_FRAME_BYTES
                                ? server_max_request_bytes(s) + 1024 * 1024
@@ -733,6 +739,8 @@ static void server_free(struct keel_server *s)
     free(s->initial_cluster);
     free(s->client_urls);
     auth_free(s->auth);
+    tls_ctx_free(s->peer_tls_server);
+    tls_ctx_free(s->peer_tls_client);
     free(s);
 }
 
@@ -802,7 +810,8 @@ static int join_existing(struct keel_server *s, struct init_member *m,
     struct fetch f = {0};
     /* etcd: getClusterFromRemotePeers(..., 10*time.Second, ...) */
     int rv = nu == 0 ? KEEL_EINVAL
-                     : peer_fetch_cluster_info(s->loop, urls, nu, 10000,
+                     : peer_fetch_cluster_info(s->loop, s->peer_tls_client,
+                                               urls, nu, 10000,
                                                fetch_cb, &f);
     while (rv == 0 && !f.done) {
         uv_run(s->loop, UV_RUN_ONCE);
@@ -1082,14 +1091,16 @@ void server_on_ready(struct keel_server *s, void (*cb)(void *arg), void *arg)
     s->ready_arg = arg;
 }
 
-/* The client port's TLS settings as etcd derives them from the flags
- * (embed/etcd.go configureClientListeners, embed/config.go ClientSelfCert,
+/* The client port's or the peer port's TLS settings as etcd derives them
+ * from the flags (embed/etcd.go configureClientListeners and
+ * configurePeerListeners, embed/config.go ClientSelfCert / PeerSelfCert,
  * pkg/transport TLSInfo.ServerConfig). Strings borrow from cfg or from the
  * buffers here. */
-struct client_tls
+struct tls_prep
 {
     struct tls_config tc;
     bool empty; /* etcd: TLSInfo.Empty(): neither cert nor key */
+    bool self;  /* auto TLS: the self-signed certificate is in use */
     char ciphers[1024];
     char self_cert[4200], self_key[4200];
 };
@@ -1113,23 +1124,92 @@ static const char *tls_info_str(const struct tls_config *tc, bool cert_auth,
     return buf;
 }
 
-/* etcd's warnings for an http:// client URL next to TLS settings: zap
- * message with the URL as a field, or the capnslog text (one %s: url). */
-static void warn_http_url(const char *url, const char *zap_msg,
+/* etcd's warnings for an http:// client or peer URL next to TLS
+ * settings: zap message with the URL as a field, or the capnslog text (one
+ * %s: url). */
+static void warn_http_url(bool peer, const char *url, const char *zap_msg,
                           const char *capnslog_fmt)
 {
     if (log_is_zap()) {
-        log_warnw("embed", zap_msg, LOG_STR("client-url", url));
+        log_warnw("embed", zap_msg,
+                  LOG_STR(peer ? "peer-url" : "client-url", url));
     } else {
         log_warn("embed", capnslog_fmt, url);
     }
 }
 
-static int client_tls_prepare(const struct keel_config *cfg,
-                              struct client_tls *ct, char *errmsg,
-                              size_t errlen)
+/* etcd's texts where the client and the peer forms differ. */
+struct tls_words
 {
-    const struct config_tls *t = &cfg->client_tls;
+    const char *side;         /* "client", "peer": fixtures/<side> */
+    const char *auto_ignored; /* auto TLS with certificates */
+    const char *zap_cert_auth, *cap_keys, *cap_cert_auth;
+    const char *zap_start, *cap_start; /* the startup line */
+};
+
+static const struct tls_words client_words = {
+    "client",
+    "ignoring client auto TLS since certs given",
+    "scheme is HTTP while --client-cert-auth is enabled; ignoring client "
+    "cert auth for this URL",
+    "The scheme of client url %s is HTTP while peer key/cert files are "
+    "presented. Ignored key/cert files.",
+    "The scheme of client url %s is HTTP while client cert auth "
+    "(--client-cert-auth) is enabled. Ignored client cert auth for this "
+    "url.",
+    "starting with client TLS",
+    "ClientTLS: %s",
+};
+
+static const struct tls_words peer_words = {
+    "peer",
+    "ignoring peer auto TLS since certs given",
+    "scheme is HTTP while --peer-client-cert-auth is enabled; ignoring "
+    "client cert auth for this URL",
+    "The scheme of peer url %s is HTTP while peer key/cert files are "
+    "presented. Ignored peer key/cert files.",
+    "The scheme of peer url %s is HTTP while client cert auth "
+    "(--peer-client-cert-auth) is enabled. Ignored client cert auth for "
+    "this url.",
+    "starting with peer TLS",
+    "peerTLS: %s",
+};
+
+/* The address part of a client URL ("127.0.0.1:2379", a socket path):
+ * etcd serves http:// and https:// URLs of one address on one listener. */
+static const char *url_addr(const struct config_url *u)
+{
+    return u->str + strlen(u->scheme) + strlen("://");
+}
+
+/* etcd's startup line for TLS settings in use ("ClientTLS: ...",
+ * "peerTLS: ..."). */
+static void tls_log_start(const struct keel_config *cfg, bool peer,
+                          const struct tls_prep *ct)
+{
+    const struct tls_words *w = peer ? &peer_words : &client_words;
+    const struct config_tls *t = peer ? &cfg->peer_tls : &cfg->client_tls;
+    char buf[1024];
+    if (ct->empty) {
+        return;
+    }
+    tls_info_str(&ct->tc, t->client_cert_auth && !ct->self, buf, sizeof buf);
+    if (log_is_zap()) {
+        log_infow("embed", w->zap_start, LOG_STR("tls-info", buf),
+                  LOG_STRS("cipher-suites", cfg->cipher_suites.v,
+                           cfg->cipher_suites.n));
+    } else {
+        log_info("embed", w->cap_start, buf);
+    }
+}
+
+static int tls_prepare(const struct keel_config *cfg, bool peer,
+                       struct tls_prep *ct, char *errmsg, size_t errlen)
+{
+    const struct config_tls *t = peer ? &cfg->peer_tls : &cfg->client_tls;
+    const struct config_urls *lu =
+        peer ? &cfg->listen_peer_urls : &cfg->listen_client_urls;
+    const struct tls_words *w = peer ? &peer_words : &client_words;
     bool cert_auth = t->client_cert_auth;
     char buf[1024];
 
@@ -1139,6 +1219,7 @@ static int client_tls_prepare(const struct keel_config *cfg,
     ct->tc.trusted_ca_file = t->trusted_ca_file;
     ct->tc.crl_file = t->crl_file;
     ct->tc.allowed_hostname = t->allowed_hostname;
+    ct->tc.allowed_cn = peer ? t->allowed_cn : NULL;
     if (cfg->cipher_suites.n > 0) {
         if (tls_cipher_list(cfg->cipher_suites.v, cfg->cipher_suites.n,
                             ct->ciphers, sizeof ct->ciphers, errmsg,
@@ -1150,24 +1231,25 @@ static int client_tls_prepare(const struct keel_config *cfg,
     if (t->auto_tls) {
         if (str_set(t->cert_file) || str_set(t->key_file)) {
             if (log_is_zap()) {
-                log_warnw("embed", "ignoring client auto TLS since certs given");
+                log_warnw("embed", w->auto_ignored);
             } else {
-                log_warn("embed", "ignoring client auto TLS since certs given");
+                log_warn("embed", "%s", w->auto_ignored);
             }
         } else {
             const char *hosts[64];
             size_t n = 0;
             char dir[4096], hostbuf[64][300];
             int created = 0;
-            for (size_t i = 0; i < cfg->listen_client_urls.n && n < 64; i++) {
-                const struct config_url *u = &cfg->listen_client_urls.v[i];
+            for (size_t i = 0; i < lu->n && n < 64; i++) {
+                const struct config_url *u = &lu->v[i];
                 bool v6 = strchr(u->host, ':') != NULL;
                 snprintf(hostbuf[n], sizeof hostbuf[n], "%s%s%s:%s",
                          v6 ? "[" : "", u->host, v6 ? "]" : "", u->port);
                 hosts[n] = hostbuf[n];
                 n++;
             }
-            snprintf(dir, sizeof dir, "%s/fixtures/client", cfg->data_dir);
+            snprintf(dir, sizeof dir, "%s/fixtures/%s", cfg->data_dir,
+                     w->side);
             if (tls_self_cert(dir, hosts, n, &created, buf, sizeof buf) != 0) {
                 /* etcd: plog.Fatalf("could not get certs (%v)") */
                 snprintf(errmsg, errlen, "could not get certs (%s)", buf);
@@ -1183,21 +1265,34 @@ static int client_tls_prepare(const struct keel_config *cfg,
             }
             /* etcd replaces the whole TLSInfo with the self-signed one:
              * --trusted-ca-file, --client-cert-auth, --client-crl-file and
-             * --client-cert-allowed-hostname no longer apply. */
+             * --client-cert-allowed-hostname no longer apply; its client
+             * side skips verification (TLSInfo.selfCert). */
             ct->tc = (struct tls_config){.cert_file = ct->self_cert,
                                          .key_file = ct->self_key,
                                          .cipher_list = ct->tc.cipher_list};
             cert_auth = false;
+            ct->self = true;
         }
     }
     /* etcd (TLSInfo.ServerConfig): a trusted CA file alone already makes
      * the server require and verify client certificates. */
     ct->tc.client_cert_auth = cert_auth || str_set(ct->tc.trusted_ca_file);
     ct->empty = !str_set(ct->tc.cert_file) && !str_set(ct->tc.key_file);
-    for (size_t i = 0; i < cfg->listen_client_urls.n; i++) {
-        const struct config_url *u = &cfg->listen_client_urls.v[i];
+    if (peer) {
+        tls_log_start(cfg, true, ct); /* etcd logs it before the URLs */
+    }
+    for (size_t i = 0; i < lu->n; i++) {
+        const struct config_url *u = &lu->v[i];
         bool secure = strcmp(u->scheme, "https") == 0 ||
                       strcmp(u->scheme, "unixs") == 0;
+        if (secure && ct->empty && peer) {
+            /* etcd: transport.newTLSListener */
+            snprintf(errmsg, errlen,
+                     "cannot listen on TLS for %s: KeyFile and CertFile are "
+                     "not presented",
+                     url_addr(u));
+            return KEEL_EINVAL;
+        }
         if (secure && ct->empty) {
             snprintf(errmsg, errlen,
                      "TLS key/cert (--cert-file, --key-file) must be provided "
@@ -1209,42 +1304,48 @@ static int client_tls_prepare(const struct keel_config *cfg,
             continue;
         }
         if (!ct->empty) {
-            warn_http_url(u->str,
+            warn_http_url(peer, u->str,
                           "scheme is HTTP while key and cert files are "
                           "present; ignoring key and cert files",
-                          "The scheme of client url %s is HTTP while peer "
-                          "key/cert files are presented. Ignored key/cert "
-                          "files.");
+                          w->cap_keys);
         }
         if (cert_auth) {
-            warn_http_url(u->str,
-                          "scheme is HTTP while --client-cert-auth is "
-                          "enabled; ignoring client cert auth for this URL",
-                          "The scheme of client url %s is HTTP while client "
-                          "cert auth (--client-cert-auth) is enabled. Ignored "
-                          "client cert auth for this url.");
-        }
-    }
-    if (!ct->empty) {
-        tls_info_str(&ct->tc, cert_auth, buf, sizeof buf);
-        if (log_is_zap()) {
-            log_infow("embed", "starting with client TLS",
-                      LOG_STR("tls-info", buf),
-                      LOG_STRS("cipher-suites", cfg->cipher_suites.v,
-                               cfg->cipher_suites.n));
-        } else {
-            log_info("embed", "ClientTLS: %s", buf);
+            warn_http_url(peer, u->str, w->zap_cert_auth, w->cap_cert_auth);
         }
     }
     return 0;
 }
 
-/* The address part of a client URL ("127.0.0.1:2379", a socket path):
- * etcd serves http:// and https:// URLs of one address on one listener. */
-static const char *url_addr(const struct config_url *u)
+
+/* The peer transport's TLS contexts (etcd: configurePeerListeners, then
+ * the rafthttp transport's TLSInfo.ClientConfig): a server context when a
+ * --listen-peer-urls is https://, and always a dialing one, for members
+ * whose URLs are https:// (added later too). */
+static int peer_tls_open(struct keel_server *s, char *errmsg, size_t errlen)
 {
-    return u->str + strlen(u->scheme) + strlen("://");
+    const struct keel_config *cfg = s->cfg;
+    struct tls_prep pt;
+    bool https = false;
+    int rv = tls_prepare(cfg, true, &pt, errmsg, errlen);
+    if (rv != 0) {
+        return rv;
+    }
+    for (size_t i = 0; i < cfg->listen_peer_urls.n; i++) {
+        https |= strcmp(cfg->listen_peer_urls.v[i].scheme, "https") == 0;
+    }
+    if (https &&
+        (rv = tls_ctx_new(&pt.tc, &s->peer_tls_server, errmsg, errlen)) != 0) {
+        return rv;
+    }
+    /* The dialing side presents the same certificate and trusts the same
+     * CA, as etcd's one PeerTLSInfo; it does not ask for CRL checks. */
+    pt.tc.role = TLS_CLIENT;
+    pt.tc.crl_file = NULL;
+    pt.tc.client_cert_auth = 0;
+    pt.tc.insecure_skip_verify = pt.self;
+    return tls_ctx_new(&pt.tc, &s->peer_tls_client, errmsg, errlen);
 }
+
 
 int server_start(uv_loop_t *loop, const struct keel_config *cfg,
                  struct keel_server **out, char *errmsg, size_t errlen)
@@ -1258,13 +1359,18 @@ int server_start(uv_loop_t *loop, const struct keel_config *cfg,
     struct init_member im[SERVER_MAX_MEMBERS];
     size_t n_im = 0;
     bool join = false;
-    /* etcd checks the client TLS flags (and makes --auto-tls certificates)
-     * before it opens the member. */
-    struct client_tls ct;
-    int rv = client_tls_prepare(cfg, &ct, errmsg, errlen);
+    /* etcd checks the peer and then the client TLS flags (and makes
+     * --auto-tls certificates) before it opens the member. */
+    int rv = peer_tls_open(s, errmsg, errlen);
     if (rv != 0) {
         goto err;
     }
+    struct tls_prep ct;
+    rv = tls_prepare(cfg, false, &ct, errmsg, errlen);
+    if (rv != 0) {
+        goto err;
+    }
+    tls_log_start(cfg, false, &ct);
     bool any_secure = false;
     for (size_t i = 0; i < cfg->listen_client_urls.n; i++) {
         const char *sc = cfg->listen_client_urls.v[i].scheme;

@@ -1,5 +1,6 @@
 /*
- * TLS over memory BIOs for client connections.
+ * TLS over memory BIOs, for the client port (server side) and the peer
+ * port (both sides: a member accepts and dials).
  *
  * Happy path: conn.c feeds socket bytes with tls__feed(); tls__read() runs
  * the handshake (SSL_accept state) and then returns application data;
@@ -58,8 +59,10 @@ struct file_stamp
 struct tls_ctx
 {
     SSL_CTX *ctx;
+    enum tls_role role;
     X509_CRL *crl;           /* --client-crl-file, NULL without */
     char *allowed_hostname;  /* --client-cert-allowed-hostname, NULL without */
+    char *allowed_cn;        /* --peer-cert-allowed-cn, NULL without */
     /* Reloading (tls__conn_new): etcd reads the certificate, key and CRL
      * again for every handshake, so operators rotate them in place; keel
      * reloads them when their files change. */
@@ -74,10 +77,13 @@ struct tls_conn
     BIO *wbio; /* ciphertext out; owned by ssl */
     char cn[256];
     int cn_done;
-    char err[160]; /* why the handshake failed (tls__error) */
+    char err[560]; /* why the handshake failed (tls__error) */
     /* Set by verify_cb: the certificate passed OpenSSL's chain checks but
-     * failed etcd's own (CRL serial, allowed hostname). */
+     * failed etcd's own (CRL serial, allowed hostname or CN). */
     const char *reject;
+    /* Set by verify_cb at the first chain failure: Go's x509 text. */
+    char verr[480];
+    char host[256]; /* client side: the name the server must be valid for */
 };
 
 static int is_set(const char *s)
@@ -445,22 +451,110 @@ out:
     return rv;
 }
 
+/* The certificate's IP (ip != 0) or DNS SANs, ", "-separated as Go
+ * joins them; returns how many. */
+static int san_text(X509 *cert, int ip, char *out, size_t outlen)
+{
+    GENERAL_NAMES *gens = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL,
+                                           NULL);
+    size_t o = 0;
+    int n = 0;
+    out[0] = '\0';
+    for (int i = 0; gens != NULL && i < sk_GENERAL_NAME_num(gens); i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+        char buf[INET6_ADDRSTRLEN] = "";
+        const char *v = NULL;
+        if (ip && g->type == GEN_IPADD) {
+            int len = ASN1_STRING_length(g->d.iPAddress);
+            const unsigned char *d = ASN1_STRING_get0_data(g->d.iPAddress);
+            if (len == 4 || len == 16) {
+                v = inet_ntop(len == 4 ? AF_INET : AF_INET6, d, buf,
+                              sizeof buf);
+            }
+        } else if (!ip && g->type == GEN_DNS) {
+            v = (const char *)ASN1_STRING_get0_data(g->d.dNSName);
+        }
+        if (v != NULL && o < outlen) {
+            int w = snprintf(out + o, outlen - o, "%s%s", n > 0 ? ", " : "",
+                             v);
+            o += w > 0 ? (size_t)w : 0;
+            n++;
+        }
+    }
+    GENERAL_NAMES_free(gens);
+    return n;
+}
+
+/* Go's crypto/x509 words for a failed verification (what etcd logs). */
+static void go_x509_error(struct tls_conn *c, int err, X509 *cert)
+{
+    char names[160];
+    unsigned char bin[16];
+    bool ip = inet_pton(AF_INET, c->host, bin) == 1 ||
+              inet_pton(AF_INET6, c->host, bin) == 1;
+    switch (err) {
+        case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+        case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+        case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+        case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+        case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+        case X509_V_ERR_CERT_SIGNATURE_FAILURE:
+            snprintf(c->verr, sizeof c->verr,
+                     "x509: certificate signed by unknown authority");
+            break;
+        case X509_V_ERR_CERT_HAS_EXPIRED:
+        case X509_V_ERR_CERT_NOT_YET_VALID:
+            snprintf(c->verr, sizeof c->verr,
+                     "x509: certificate has expired or is not yet valid");
+            break;
+        case X509_V_ERR_INVALID_PURPOSE:
+            snprintf(c->verr, sizeof c->verr,
+                     "x509: certificate specifies an incompatible key usage");
+            break;
+        case X509_V_ERR_HOSTNAME_MISMATCH:
+        case X509_V_ERR_IP_ADDRESS_MISMATCH:
+            if (cert != NULL && san_text(cert, ip, names, sizeof names) > 0) {
+                snprintf(c->verr, sizeof c->verr,
+                         "x509: certificate is valid for %s, not %s", names,
+                         c->host);
+            } else if (ip) {
+                snprintf(c->verr, sizeof c->verr,
+                         "x509: cannot validate certificate for %s because "
+                         "it doesn't contain any IP SANs",
+                         c->host);
+            } else {
+                snprintf(c->verr, sizeof c->verr,
+                         "x509: certificate is not valid for any names, but "
+                         "wanted to match %s",
+                         c->host);
+            }
+            break;
+        default:
+            snprintf(c->verr, sizeof c->verr, "x509: %s",
+                     X509_verify_cert_error_string(err));
+    }
+}
+
 /* etcd's checks beyond chain verification, on the leaf (depth 0):
- * --client-crl-file (checkCRL in pkg/transport/listener_tls.go) and
- * --client-cert-allowed-hostname (TLSInfo.baseConfig). */
+ * --client-crl-file (checkCRL in pkg/transport/listener_tls.go),
+ * --client-cert-allowed-hostname and --peer-cert-allowed-cn
+ * (TLSInfo.baseConfig). Also keeps Go's text of the first chain failure. */
 static int verify_cb(int ok, X509_STORE_CTX *xs)
 {
     SSL *ssl;
     struct tls_ctx *t;
     struct tls_conn *c;
     X509 *cert;
-    if (!ok || X509_STORE_CTX_get_error_depth(xs) != 0) {
-        return ok;
-    }
     ssl = X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
     t = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
     c = SSL_get_app_data(ssl);
     cert = X509_STORE_CTX_get_current_cert(xs);
+    if (!ok && c != NULL && c->verr[0] == '\0') {
+        go_x509_error(c, X509_STORE_CTX_get_error(xs), cert);
+    }
+    if (!ok || X509_STORE_CTX_get_error_depth(xs) != 0) {
+        return ok;
+    }
     if (t == NULL || c == NULL || cert == NULL) {
         return ok;
     }
@@ -478,6 +572,16 @@ static int verify_cb(int ok, X509_STORE_CTX *xs)
             match = X509_check_host(cert, t->allowed_hostname, 0, 0, NULL);
         }
         if (match != 1) {
+            c->reject = "client certificate authentication failed";
+            return 0;
+        }
+    }
+    if (t->allowed_cn != NULL) {
+        char cn[256] = "";
+        X509_NAME *nm = X509_get_subject_name(cert);
+        if (nm == NULL ||
+            X509_NAME_get_text_by_NID(nm, NID_commonName, cn, sizeof cn) < 0 ||
+            strcmp(cn, t->allowed_cn) != 0) {
             c->reject = "client certificate authentication failed";
             return 0;
         }
@@ -515,8 +619,11 @@ int tls_ctx_new(const struct tls_config *cfg,
 {
     struct tls_ctx *t;
     int rv = KEEL_EINVAL;
+    bool client = cfg->role == TLS_CLIENT;
+    /* A client without a certificate offers none (TLSInfo.Empty). */
+    bool pair = !client || is_set(cfg->cert_file) || is_set(cfg->key_file);
 
-    if (!is_set(cfg->cert_file) || !is_set(cfg->key_file)) {
+    if (pair && (!is_set(cfg->cert_file) || !is_set(cfg->key_file))) {
         /* etcd: TLSInfo.baseConfig */
         snprintf(errmsg, errlen,
                  "KeyFile and CertFile must both be present[key: %s, cert: "
@@ -525,12 +632,20 @@ int tls_ctx_new(const struct tls_config *cfg,
                  cfg->cert_file != NULL ? cfg->cert_file : "");
         return KEEL_EINVAL;
     }
+    if (pair && is_set(cfg->allowed_cn) && is_set(cfg->allowed_hostname)) {
+        snprintf(errmsg, errlen,
+                 "AllowedCN and AllowedHostname are mutually exclusive "
+                 "(cn=\"%s\", hostname=\"%s\")",
+                 cfg->allowed_cn, cfg->allowed_hostname);
+        return KEEL_EINVAL;
+    }
     t = calloc(1, sizeof *t);
     if (t == NULL) {
         return KEEL_ENOMEM;
     }
+    t->role = cfg->role;
     ERR_clear_error();
-    t->ctx = SSL_CTX_new(TLS_server_method());
+    t->ctx = SSL_CTX_new(client ? TLS_client_method() : TLS_server_method());
     if (t->ctx == NULL) {
         ssl_err(errmsg, errlen, "TLS context", NULL);
         rv = KEEL_ENOMEM;
@@ -543,17 +658,19 @@ int tls_ctx_new(const struct tls_config *cfg,
     /* Client-initiated renegotiation only costs us CPU (Go refuses it
      * on servers too). */
     SSL_CTX_set_options(t->ctx, SSL_OP_NO_RENEGOTIATION);
-    t->cert_file = strdup(cfg->cert_file);
-    t->key_file = strdup(cfg->key_file);
-    if (t->cert_file == NULL || t->key_file == NULL) {
-        rv = KEEL_ENOMEM;
-        goto err;
-    }
-    stamp(t->cert_file, &t->cert_st);
-    stamp(t->key_file, &t->key_st);
-    if (load_pair(t->ctx, cfg->cert_file, cfg->key_file, errmsg, errlen) !=
-        0) {
-        goto err;
+    if (pair) {
+        t->cert_file = strdup(cfg->cert_file);
+        t->key_file = strdup(cfg->key_file);
+        if (t->cert_file == NULL || t->key_file == NULL) {
+            rv = KEEL_ENOMEM;
+            goto err;
+        }
+        stamp(t->cert_file, &t->cert_st);
+        stamp(t->key_file, &t->key_st);
+        if (load_pair(t->ctx, cfg->cert_file, cfg->key_file, errmsg,
+                      errlen) != 0) {
+            goto err;
+        }
     }
     if (is_set(cfg->cipher_list) &&
         SSL_CTX_set_cipher_list(t->ctx, cfg->cipher_list) != 1) {
@@ -564,7 +681,7 @@ int tls_ctx_new(const struct tls_config *cfg,
         if (load_cas(t->ctx, cfg->trusted_ca_file, errmsg, errlen) != 0) {
             goto err;
         }
-    } else if (cfg->client_cert_auth) {
+    } else if (cfg->client_cert_auth || (client && !cfg->insecure_skip_verify)) {
         /* Go verifies against the system pool when ClientCAs is nil. */
         SSL_CTX_set_default_verify_paths(t->ctx);
     }
@@ -578,10 +695,22 @@ int tls_ctx_new(const struct tls_config *cfg,
             goto err;
         }
     }
-    if (is_set(cfg->allowed_hostname) &&
-        (t->allowed_hostname = strdup(cfg->allowed_hostname)) == NULL) {
+    if ((is_set(cfg->allowed_hostname) &&
+         (t->allowed_hostname = strdup(cfg->allowed_hostname)) == NULL) ||
+        (is_set(cfg->allowed_cn) &&
+         (t->allowed_cn = strdup(cfg->allowed_cn)) == NULL)) {
         rv = KEEL_ENOMEM;
         goto err;
+    }
+    if (client) {
+        /* Go's client verifies the server unless InsecureSkipVerify, and
+         * runs VerifyPeerCertificate (allowed CN / hostname) either way;
+         * with verification off keel skips those too. */
+        if (!cfg->insecure_skip_verify) {
+            SSL_CTX_set_verify(t->ctx, SSL_VERIFY_PEER, verify_cb);
+        }
+        *out = t;
+        return 0;
     }
     if (cfg->client_cert_auth) {
         SSL_CTX_set_verify(t->ctx,
@@ -605,6 +734,7 @@ void tls_ctx_free(struct tls_ctx *ctx)
         SSL_CTX_free(ctx->ctx);
         X509_CRL_free(ctx->crl);
         free(ctx->allowed_hostname);
+        free(ctx->allowed_cn);
         free(ctx->cert_file);
         free(ctx->key_file);
         free(ctx->crl_file);
@@ -620,19 +750,21 @@ static void reload_changed(struct tls_ctx *ctx)
 {
     struct file_stamp c = ctx->cert_st, k = ctx->key_st, r;
     char err[256];
-    bool pair = stamp(ctx->cert_file, &c) &&
-                !stamp_equal(&c, &ctx->cert_st);
-    pair |= stamp(ctx->key_file, &k) && !stamp_equal(&k, &ctx->key_st);
+    bool pair = false;
+    if (ctx->cert_file != NULL) {
+        pair = stamp(ctx->cert_file, &c) && !stamp_equal(&c, &ctx->cert_st);
+        pair |= stamp(ctx->key_file, &k) && !stamp_equal(&k, &ctx->key_st);
+    }
     if (pair) {
         if (load_pair(ctx->ctx, ctx->cert_file, ctx->key_file, err,
                       sizeof err) == 0) {
             ctx->cert_st = c;
             ctx->key_st = k;
-            log_info("embed", "reloaded client TLS certificate %s, key %s",
+            log_info("embed", "reloaded TLS certificate %s, key %s",
                      ctx->cert_file, ctx->key_file);
         } else {
             log_warn("embed",
-                     "failed to reload client TLS certificate %s, key %s "
+                     "failed to reload TLS certificate %s, key %s "
                      "(%s); still serving the previous one",
                      ctx->cert_file, ctx->key_file, err);
         }
@@ -643,14 +775,14 @@ static void reload_changed(struct tls_ctx *ctx)
             ctx->crl_st = r;
         } else {
             log_warn("embed",
-                     "failed to reload client CRL %s (%s); still using the "
+                     "failed to reload CRL %s (%s); still using the "
                      "previous one",
                      ctx->crl_file, err);
         }
     }
 }
 
-struct tls_conn *tls__conn_new(struct tls_ctx *ctx)
+static struct tls_conn *conn_new(struct tls_ctx *ctx)
 {
     struct tls_conn *t;
     reload_changed(ctx);
@@ -670,7 +802,39 @@ struct tls_conn *tls__conn_new(struct tls_ctx *ctx)
     }
     SSL_set_bio(t->ssl, t->rbio, t->wbio);
     SSL_set_app_data(t->ssl, t);
-    SSL_set_accept_state(t->ssl);
+    return t;
+}
+
+struct tls_conn *tls__conn_new(struct tls_ctx *ctx)
+{
+    struct tls_conn *t = conn_new(ctx);
+    if (t != NULL) {
+        SSL_set_accept_state(t->ssl);
+    }
+    return t;
+}
+
+struct tls_conn *tls__conn_new_client(struct tls_ctx *ctx, const char *host)
+{
+    struct tls_conn *t = conn_new(ctx);
+    unsigned char bin[16];
+    bool ip;
+    if (t == NULL) {
+        return NULL;
+    }
+    snprintf(t->host, sizeof t->host, "%s", host);
+    ip = inet_pton(AF_INET, host, bin) == 1 ||
+         inet_pton(AF_INET6, host, bin) == 1;
+    /* Go's http.Transport: ServerName is the URL's host; SNI only for
+     * names, the certificate checked for the name or the IP. */
+    if ((!ip && SSL_set_tlsext_host_name(t->ssl, host) != 1) ||
+        (ip && X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(t->ssl), host) !=
+                   1) ||
+        (!ip && SSL_set1_host(t->ssl, host) != 1)) {
+        tls__conn_free(t);
+        return NULL;
+    }
+    SSL_set_connect_state(t->ssl);
     return t;
 }
 
@@ -697,7 +861,22 @@ static void set_error(struct tls_conn *t)
     unsigned long e = ERR_peek_error();
     int reason = ERR_GET_REASON(e);
     long vr = SSL_get_verify_result(t->ssl);
-    if (reason >= SSL_AD_REASON_OFFSET && t->reject == NULL) {
+    bool client = !SSL_is_server(t->ssl);
+    if (client && reason >= SSL_AD_REASON_OFFSET && t->reject == NULL) {
+        /* Go: "remote error: tls: " + the alert's name */
+        int alert = reason - SSL_AD_REASON_OFFSET;
+        const char *name = SSL_alert_desc_string_long(alert);
+        if (alert == SSL_AD_BAD_CERTIFICATE) {
+            name = "bad certificate";
+        } else if (alert == SSL_AD_UNKNOWN_CA) {
+            name = "unknown certificate authority";
+        } else if (alert == SSL_AD_HANDSHAKE_FAILURE) {
+            name = "handshake failure";
+        } else if (alert == SSL_AD_CERTIFICATE_REQUIRED) {
+            name = "certificate required";
+        }
+        snprintf(t->err, sizeof t->err, "remote error: tls: %s", name);
+    } else if (reason >= SSL_AD_REASON_OFFSET && t->reject == NULL) {
         /* An alert from the client (it refused our certificate): Go's
          * listener does not report these, so neither does keel. */
         t->err[0] = '\0';
@@ -714,9 +893,12 @@ static void set_error(struct tls_conn *t)
         snprintf(t->err, sizeof t->err,
                  "tls: first record does not look like a TLS handshake");
     } else if (reason == SSL_R_CERTIFICATE_VERIFY_FAILED && vr != X509_V_OK) {
-        snprintf(t->err, sizeof t->err,
-                 "tls: failed to verify client certificate: x509: %s",
-                 X509_verify_cert_error_string(vr));
+        if (t->verr[0] == '\0') {
+            go_x509_error(t, (int)vr, NULL);
+        }
+        snprintf(t->err, sizeof t->err, "%s%s",
+                 client ? "" : "tls: failed to verify client certificate: ",
+                 t->verr);
     } else if (e != 0) {
         ERR_error_string_n(e, t->err, sizeof t->err);
     } else if (SSL_get_error(t->ssl, -1) == SSL_ERROR_ZERO_RETURN) {
@@ -767,6 +949,17 @@ int tls__write(struct tls_conn *t, const void *buf, size_t len)
     return 0;
 }
 
+size_t tls__pending_out(const struct tls_conn *t)
+{
+    return BIO_ctrl_pending(t->wbio);
+}
+
+size_t tls__take_out_into(struct tls_conn *t, void *buf, size_t len)
+{
+    int n = BIO_read(t->wbio, buf, (int)(len > 1u << 30 ? 1u << 30 : len));
+    return n > 0 ? (size_t)n : 0;
+}
+
 void *tls__take_out(struct tls_conn *t, size_t *len)
 {
     size_t n = BIO_ctrl_pending(t->wbio);
@@ -806,6 +999,141 @@ const char *tls__peer_cn(const struct tls_conn *t)
         X509_free(cert);
     }
     return m->cn;
+}
+
+/* Go's %q of a []string: ["a" "b"]; from san_text's ", " list. */
+static void go_quote_list(const char *list, char *out, size_t outlen)
+{
+    size_t o = 0;
+    const char *p = list;
+    o += (size_t)snprintf(out, outlen, "[");
+    while (*p != '\0' && o < outlen) {
+        size_t n = strcspn(p, ",");
+        o += (size_t)snprintf(out + o, outlen - o, "%s\"%.*s\"",
+                              p == list ? "" : " ", (int)n, p);
+        p += n;
+        while (*p == ',' || *p == ' ') {
+            p++;
+        }
+    }
+    if (o < outlen) {
+        snprintf(out + o, outlen - o, "]");
+    }
+}
+
+/* Split san_text's ", " list in place. */
+static size_t split_list(char *s, const char **v, size_t max)
+{
+    size_t n = 0;
+    while (*s != '\0' && n < max) {
+        size_t l = strcspn(s, ",");
+        v[n++] = s;
+        s += l;
+        if (*s == '\0') {
+            break;
+        }
+        *s++ = '\0';
+        while (*s == ' ') {
+            s++;
+        }
+    }
+    return n;
+}
+
+void tls__log_rejected(const struct tls_conn *t,
+                       const char *addr,
+                       const char *err)
+{
+    X509 *cert = SSL_get0_peer_certificate(t->ssl);
+    char ips[200] = "", dns[200] = "", qi[256], qd[256];
+    if (err == NULL) {
+        err = t->err;
+    }
+    if (cert != NULL) {
+        san_text(cert, 1, ips, sizeof ips);
+        san_text(cert, 0, dns, sizeof dns);
+        go_quote_list(ips, qi, sizeof qi);
+        go_quote_list(dns, qd, sizeof qd);
+    }
+    if (log_is_zap()) {
+        if (cert != NULL) {
+            const char *vi[8], *vd[8];
+            size_t ni = split_list(ips, vi, 8), nd = split_list(dns, vd, 8);
+            log_warnw("embed", "rejected connection",
+                      LOG_STR("remote-addr", addr), LOG_STR("server-name", ""),
+                      LOG_STRS("ip-addresses", vi, ni),
+                      LOG_STRS("dns-names", vd, nd), LOG_ERR(err));
+        } else {
+            log_warnw("embed", "rejected connection",
+                      LOG_STR("remote-addr", addr), LOG_STR("server-name", ""),
+                      LOG_ERR(err));
+        }
+    } else if (cert != NULL) {
+        log_info("embed",
+                 "rejected connection from \"%s\" (error \"%s\", ServerName "
+                 "\"\", IPAddresses %s, DNSNames %s)",
+                 addr, err, qi, qd);
+    } else {
+        log_info("embed",
+                 "rejected connection from \"%s\" (error \"%s\", ServerName "
+                 "\"\")",
+                 addr, err);
+    }
+}
+
+int tls__check_san(const struct tls_conn *t,
+                   const char *ip,
+                   char names[][256],
+                   size_t max,
+                   char *err,
+                   size_t errlen)
+{
+    X509 *cert = SSL_get0_peer_certificate(t->ssl);
+    char ips[200], dns[1024];
+    int nip, ndns;
+    size_t n = 0;
+    if (cert == NULL) {
+        return 0;
+    }
+    nip = san_text(cert, 1, ips, sizeof ips);
+    ndns = san_text(cert, 0, dns, sizeof dns);
+    if (nip == 0 && ndns == 0) {
+        return 0;
+    }
+    if (nip > 0) {
+        if (X509_check_ip_asc(cert, ip, 0) == 1) {
+            return 0;
+        }
+        if (ndns == 0) {
+            snprintf(err, errlen, "x509: certificate is valid for %s, not %s",
+                     ips, ip);
+            return -1;
+        }
+    }
+    for (const char *p = dns; *p != '\0' && n < max;) {
+        size_t l = strcspn(p, ",");
+        snprintf(names[n++], 256, "%.*s", (int)l, p);
+        p += l;
+        while (*p == ',' || *p == ' ') {
+            p++;
+        }
+    }
+    return (int)n;
+}
+
+void tls__san_dns_error(const struct tls_conn *t,
+                        const char *ip,
+                        char *err,
+                        size_t errlen)
+{
+    X509 *cert = SSL_get0_peer_certificate(t->ssl);
+    char dns[200] = "", q[256];
+    if (cert != NULL) {
+        san_text(cert, 0, dns, sizeof dns);
+    }
+    go_quote_list(dns, q, sizeof q);
+    snprintf(err, errlen, "tls: \"%s\" does not match any of DNSNames %s", ip,
+             q);
 }
 
 /* mkdir -p with mode for every created level (Go: fileutil.TouchDirAll). */

@@ -1,7 +1,9 @@
 /*
- * TLS for client connections: OpenSSL over memory BIOs, so libuv keeps the
- * socket and OpenSSL only transforms bytes (DESIGN.md: "memory BIOs under
- * libuv; ALPN h2"). conn.c puts it between the socket and the protocol:
+ * TLS for the client port and the peer port: OpenSSL over memory BIOs, so
+ * libuv keeps the socket and OpenSSL only transforms bytes (DESIGN.md:
+ * "memory BIOs under libuv; ALPN h2"). conn.c (client port) and
+ * peer_conn.c (peer port, both the accepting and the dialing side) put it
+ * between the socket and the protocol:
  *
  *   socket ──ciphertext──▶ tls__feed ─▶ tls__read ──plaintext──▶ sniff/proto
  *   proto ──plaintext──▶ tls__write ─▶ tls__take_out ──ciphertext──▶ socket
@@ -16,13 +18,23 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-/* etcd's client TLS flags: --cert-file, --key-file, --trusted-ca-file,
- * --client-cert-auth, --client-crl-file, --client-cert-allowed-hostname,
- * --cipher-suites. NULL and "" both mean unset. */
+/* Which end of the handshake a context serves. */
+enum tls_role {
+    TLS_SERVER = 0, /* accepts: SSL_accept */
+    TLS_CLIENT = 1, /* dials (peer transport): SSL_connect */
+};
+
+/* etcd's TLS flags (transport.TLSInfo): --cert-file, --key-file,
+ * --trusted-ca-file, --client-cert-auth, --client-crl-file,
+ * --client-cert-allowed-hostname, --cipher-suites, and their --peer-*
+ * forms with --peer-cert-allowed-cn. NULL and "" both mean unset. */
 struct tls_config
 {
-    const char *cert_file;       /* PEM chain, required */
-    const char *key_file;        /* PEM key, required */
+    /* PEM chain and key: required for TLS_SERVER; for TLS_CLIENT
+     * optional (then no client certificate is offered, as etcd's
+     * TLSInfo.ClientConfig with an empty TLSInfo). */
+    const char *cert_file;
+    const char *key_file;
     const char *trusted_ca_file; /* PEM CAs for client certs, may be NULL */
     /* Require a client certificate that verifies against trusted_ca_file
      * (the system's CAs without one). etcd also requires one whenever a
@@ -32,9 +44,18 @@ struct tls_config
     /* Refuse client certificates whose serial this CRL lists (etcd's
      * checkCRL: serials only, the CRL's signature is not checked). */
     const char *crl_file;
-    /* Refuse client certificates not valid for this host name or IP
-     * (etcd: "client certificate authentication failed"). */
+    /* Refuse certificates not valid for this host name or IP (etcd:
+     * "client certificate authentication failed"). Checked on both ends,
+     * as etcd's TLSInfo.baseConfig (VerifyPeerCertificate) does. */
     const char *allowed_hostname;
+    /* Refuse certificates whose subject CN is not exactly this (etcd
+     * --peer-cert-allowed-cn; exclusive with allowed_hostname). Both
+     * ends. */
+    const char *allowed_cn;
+    enum tls_role role;
+    /* TLS_CLIENT: do not verify the server's certificate (etcd does so
+     * for its self-signed --peer-auto-tls certificates). */
+    int insecure_skip_verify;
     /* OpenSSL cipher list for TLS 1.2 (tls_cipher_list()); NULL: OpenSSL's
      * defaults. TLS 1.3 suites are never restricted, as in Go. */
     const char *cipher_list;
@@ -84,10 +105,16 @@ static inline int tls_is_handshake_byte(unsigned char b)
     return b == 0x16;
 }
 
-/* Per-connection state (server side). NULL on OOM. Reloads the
- * certificate, key and CRL first when their files changed since they were
- * loaded (a failed reload is logged and the previous ones stay). */
+/* Per-connection state, server side (ctx of role TLS_SERVER). NULL on OOM.
+ * Reloads the certificate, key and CRL first when their files changed
+ * since they were loaded (a failed reload is logged and the previous ones
+ * stay). */
 struct tls_conn *tls__conn_new(struct tls_ctx *ctx);
+/* Client side (ctx of role TLS_CLIENT): the server's certificate must be
+ * valid for host (a DNS name, sent as SNI, or an IP literal), as Go's
+ * http.Transport checks the URL's host, unless insecure_skip_verify. The
+ * first tls__read() produces the ClientHello. NULL on OOM. */
+struct tls_conn *tls__conn_new_client(struct tls_ctx *ctx, const char *host);
 void tls__conn_free(struct tls_conn *t);
 
 /* Ciphertext from the socket. Returns 0 or KEEL_ENOMEM. */
@@ -102,11 +129,41 @@ int tls__write(struct tls_conn *t, const void *buf, size_t len);
 /* Ciphertext waiting for the socket: a malloc'd buffer for
  * conn_write_take(), or NULL when there is none. */
 void *tls__take_out(struct tls_conn *t, size_t *len);
+/* The same without a buffer of its own: how many bytes wait, and copy up
+ * to len of them into buf (returns how many). */
+size_t tls__pending_out(const struct tls_conn *t);
+size_t tls__take_out_into(struct tls_conn *t, void *buf, size_t len);
 /* Why the last tls__read() failed, in Go's words where etcd logs them
  * ("tls: client didn't provide a certificate", "tls: first record does not
- * look like a TLS handshake", ...); "" when it did not fail or when the
- * client ended the handshake with an alert (etcd logs nothing then). */
+ * look like a TLS handshake", "x509: certificate signed by unknown
+ * authority", ...). Server side: "" when the client ended the handshake
+ * with an alert (etcd logs nothing then); client side: an alert from the
+ * server reads "remote error: tls: bad certificate" (Go's text). */
 const char *tls__error(const struct tls_conn *t);
+/* etcd's log line for a connection refused at the TLS level
+ * (embed/config.go logTLSHandshakeFailure): "rejected connection from
+ * \"addr\" (error \"...\", ServerName \"\")", or the zap form. err: the
+ * reason (NULL: tls__error()). */
+void tls__log_rejected(const struct tls_conn *t,
+                       const char *addr,
+                       const char *err);
+/* etcd's checkSAN on the peer listener (pkg/transport/listener_tls.go),
+ * after the handshake: a client certificate with IP or DNS SANs must name
+ * the address it connects from. Returns 0 (no SANs, or an IP SAN equal to
+ * ip), -1 with Go's error in err (IP SANs only, none matches), or the
+ * number n > 0 of DNS names copied to names[0..n) (at most max): the
+ * caller resolves them and accepts when one resolves to ip, else fails
+ * with the message tls__san_dns_error() writes. */
+int tls__check_san(const struct tls_conn *t,
+                   const char *ip,
+                   char names[][256],
+                   size_t max,
+                   char *err,
+                   size_t errlen);
+void tls__san_dns_error(const struct tls_conn *t,
+                        const char *ip,
+                        char *err,
+                        size_t errlen);
 /* Whether the handshake finished. */
 int tls__established(const struct tls_conn *t);
 /* The client certificate's common name ("" without one); etcd uses it as

@@ -15,6 +15,8 @@ KC_HB=${KC_HB:-100}
 KC_ET=${KC_ET:-1000}
 # More flags for every member start (word-split), e.g. --snapshot-count.
 KC_FLAGS=${KC_FLAGS:-}
+# Scheme of the peer URLs: https for peer TLS (certificates in KC_FLAGS).
+KC_PSCHEME=${KC_PSCHEME:-http}
 
 kc_var() { local n="KC_$1_$2"; printf '%s' "${!n:-}"; }
 kc_set() { printf -v "KC_$1_$2" '%s' "$3"; }
@@ -35,7 +37,7 @@ kc_initial_cluster() {
     local prefix=$1 i out="" n
     n=${2:-$(kc_var "$prefix" N)}
     for ((i = 1; i <= n; i++)); do
-        out+="${out:+,}$prefix$i=http://127.0.0.1:$(kc_var "$prefix$i" PPORT)"
+        out+="${out:+,}$prefix$i=$KC_PSCHEME://127.0.0.1:$(kc_var "$prefix$i" PPORT)"
     done
     printf '%s' "$out"
 }
@@ -62,8 +64,8 @@ kc_start() {
     "$bin" --name "$m" --data-dir "$(kc_var "$m" DIR)" \
         --listen-client-urls "http://127.0.0.1:$cport" \
         --advertise-client-urls "http://127.0.0.1:$cport" \
-        --listen-peer-urls "http://127.0.0.1:$pport" \
-        --initial-advertise-peer-urls "http://127.0.0.1:$pport" \
+        --listen-peer-urls "$KC_PSCHEME://127.0.0.1:$pport" \
+        --initial-advertise-peer-urls "$KC_PSCHEME://127.0.0.1:$pport" \
         --initial-cluster "$ic" --initial-cluster-token "kc-$prefix" \
         --initial-cluster-state "$state" \
         --heartbeat-interval "$KC_HB" --election-timeout "$KC_ET" $KC_FLAGS "$@" \

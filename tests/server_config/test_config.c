@@ -679,9 +679,8 @@ static void test_config_file_tls_sections(void **state)
                                   "  trusted-ca-file: /ca.pem\n"
                                   "peer-transport-security:\n"
                                   "  auto-tls: true\n");
-    /* parsed into the right fields; the client part is served, the peer
-     * part refused until the peer transport speaks TLS */
-    assert_int_equal(PARSE(f, "--config-file", (char *)path), CONFIG_EVERIFY);
+    /* parsed into the right fields, both served */
+    assert_int_equal(PARSE(f, "--config-file", (char *)path), CONFIG_RUN);
     struct keel_config *c = &f->cfg;
     assert_string_equal(c->client_tls.cert_file, "/c.pem");
     assert_string_equal(c->client_tls.key_file, "/k.pem");
@@ -691,11 +690,7 @@ static void test_config_file_tls_sections(void **state)
     assert_false(c->client_tls.auto_tls);
     assert_int_equal(config_flag_source(c, "cert-file"), CONFIG_SRC_FILE);
     assert_int_equal(config_flag_source(c, "peer-auto-tls"), CONFIG_SRC_FILE);
-    assert_string_equal(c->errmsg,
-                        "--peer-auto-tls is not supported by keel: peer TLS "
-                        "is not supported yet; keel refuses to start rather "
-                        "than talk to peers without it");
-    /* the client section alone is accepted, with every key in place */
+    /* every key of both sections in place */
     path = write_file(f, "ctls.yaml",
                       "client-transport-security:\n"
                       "  cert-file: /c.pem\n"
@@ -703,13 +698,18 @@ static void test_config_file_tls_sections(void **state)
                       "  auto-tls: true\n"
                       "cipher-suites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]\n"
                       "peer-transport-security:\n"
-                      "  key-file: /pk.pem\n");
+                      "  cert-file: /pc.pem\n"
+                      "  key-file: /pk.pem\n"
+                      "  client-cert-auth: true\n"
+                      "  trusted-ca-file: /pca.pem\n");
     config_close(&f->cfg);
     config_init(&f->cfg);
-    assert_int_equal(PARSE(f, "--config-file", (char *)path), CONFIG_EVERIFY);
+    assert_int_equal(PARSE(f, "--config-file", (char *)path), CONFIG_RUN);
+    assert_string_equal(c->peer_tls.cert_file, "/pc.pem");
     assert_string_equal(c->peer_tls.key_file, "/pk.pem");
-    assert_true(strncmp(c->errmsg, "--peer-key-file is not supported", 32) ==
-                0);
+    assert_true(c->peer_tls.client_cert_auth);
+    assert_string_equal(c->peer_tls.trusted_ca_file, "/pca.pem");
+    assert_int_equal(config_flag_source(c, "peer-key-file"), CONFIG_SRC_FILE);
     path = write_file(f, "ctls2.yaml",
                       "client-transport-security:\n"
                       "  cert-file: /c.pem\n"
@@ -755,18 +755,31 @@ static void test_config_client_tls_flags(void **state)
     assert_string_equal(c->client_tls.key_file, "/ek.pem");
     assert_true(c->client_tls.auto_tls);
     assert_int_equal(config_flag_source(c, "cert-file"), CONFIG_SRC_ENV);
-    /* the peer flags parse into peer_tls, then are refused */
+    /* the peer flags, from the command line and the environment */
     config_close(&f->cfg);
     config_init(&f->cfg);
     assert_int_equal(PARSE(f, "--peer-cert-file=/p.pem",
-                           "--peer-trusted-ca-file=/pca.pem"),
-                     CONFIG_EVERIFY);
+                           "--peer-key-file=/pk.pem",
+                           "--peer-trusted-ca-file=/pca.pem",
+                           "--peer-client-cert-auth", "--peer-crl-file=/c.crl",
+                           "--peer-cert-allowed-cn=etcd-peer",
+                           "--experimental-peer-skip-client-san-verification"),
+                     CONFIG_RUN);
     assert_string_equal(c->peer_tls.cert_file, "/p.pem");
+    assert_string_equal(c->peer_tls.key_file, "/pk.pem");
     assert_string_equal(c->peer_tls.trusted_ca_file, "/pca.pem");
-    assert_string_equal(c->errmsg,
-                        "--peer-cert-file is not supported by keel: peer TLS "
-                        "is not supported yet; keel refuses to start rather "
-                        "than talk to peers without it");
+    assert_true(c->peer_tls.client_cert_auth);
+    assert_string_equal(c->peer_tls.crl_file, "/c.crl");
+    assert_string_equal(c->peer_tls.allowed_cn, "etcd-peer");
+    assert_true(c->peer_tls.skip_client_san_verify);
+    config_close(&f->cfg);
+    config_init(&f->cfg);
+    char *penv[] = {"ETCD_PEER_AUTO_TLS=true",
+                    "ETCD_PEER_CERT_ALLOWED_HOSTNAME=m1.example", NULL};
+    assert_int_equal(parse_env(f, penv, (char *)NULL), CONFIG_RUN);
+    assert_true(c->peer_tls.auto_tls);
+    assert_string_equal(c->peer_tls.allowed_hostname, "m1.example");
+    assert_int_equal(config_flag_source(c, "peer-auto-tls"), CONFIG_SRC_ENV);
 }
 
 static void test_config_unimplemented_unsafe_flags_refused(void **state)
@@ -777,9 +790,6 @@ static void test_config_unimplemented_unsafe_flags_refused(void **state)
         const char *arg;
         const char *flag;
     } cases[] = {
-        {"--peer-cert-file=/c.pem", "peer-cert-file"},
-        {"--peer-client-cert-auth", "peer-client-cert-auth"},
-        {"--peer-auto-tls=true", "peer-auto-tls"},
         {"--wal-dir=/wal", "wal-dir"},
         {"--force-new-cluster", "force-new-cluster"},
         {"--host-whitelist=a.example", "host-whitelist"},

@@ -34,6 +34,7 @@
 #include "peer_int.h"
 #include "peer_test_util.h"
 #include "peer_wire.h"
+#include "tls.h"
 
 #define CLUSTER 0xc1u
 
@@ -1272,7 +1273,7 @@ static void test_peer_fetch_cluster_info(void **state)
     /* The first URL is dead, the second answers. */
     const char *urls[] = {dead, b->url};
     assert_int_equal(
-        peer_fetch_cluster_info(&f->loop, urls, 2, 10000, on_fetch, &r), 0);
+        peer_fetch_cluster_info(&f->loop, NULL, urls, 2, 10000, on_fetch, &r), 0);
     assert_false(r.done); /* never inside the call */
     RUN_UNTIL(f, r.done);
     assert_int_equal(r.status, 0);
@@ -1282,7 +1283,7 @@ static void test_peer_fetch_cluster_info(void **state)
     memset(&r, 0, sizeof r);
     const char *dead_only[] = {dead};
     assert_int_equal(
-        peer_fetch_cluster_info(&f->loop, dead_only, 1, 400, on_fetch, &r), 0);
+        peer_fetch_cluster_info(&f->loop, NULL, dead_only, 1, 400, on_fetch, &r), 0);
     RUN_UNTIL(f, r.done);
     assert_int_equal(r.status, UV_ETIMEDOUT);
     assert_non_null(strcasestr(r.err, "connection refused"));
@@ -1291,18 +1292,18 @@ static void test_peer_fetch_cluster_info(void **state)
     memset(&r, 0, sizeof r);
     const char *c_only[] = {c->url};
     assert_int_equal(
-        peer_fetch_cluster_info(&f->loop, c_only, 1, 400, on_fetch, &r), 0);
+        peer_fetch_cluster_info(&f->loop, NULL, c_only, 1, 400, on_fetch, &r), 0);
     RUN_UNTIL(f, r.done);
     assert_int_equal(r.status, UV_ETIMEDOUT);
     assert_non_null(strstr(r.err, "no cluster information available"));
 
     /* Bad URLs fail at once, without a callback. */
-    const char *bad[] = {"https://127.0.0.1:1"};
+    const char *bad[] = {"ftp://127.0.0.1:1"};
     assert_int_equal(
-        peer_fetch_cluster_info(&f->loop, bad, 1, 400, on_fetch, &r),
+        peer_fetch_cluster_info(&f->loop, NULL, bad, 1, 400, on_fetch, &r),
         KEEL_EINVAL);
     assert_int_equal(
-        peer_fetch_cluster_info(&f->loop, bad, 0, 400, on_fetch, &r),
+        peer_fetch_cluster_info(&f->loop, NULL, bad, 0, 400, on_fetch, &r),
         KEEL_EINVAL);
 }
 
@@ -1321,12 +1322,15 @@ static void test_peer_api_errors(void **state)
                              .listen_urls = &https,
                              .n_listen_urls = 1};
 
+    /* https:// without a server TLS context: etcd's newTLSListener text */
     assert_int_equal(peer_open(&o, &t, err, sizeof err), KEEL_EINVAL);
-    assert_non_null(strstr(err, "peer TLS"));
+    assert_string_equal(err, "cannot listen on TLS for 127.0.0.1:2380: "
+                             "KeyFile and CertFile are not presented");
+    run_for(f, 10);
     const char *nohost = "127.0.0.1:2380";
     o.listen_urls = &nohost;
     assert_int_equal(peer_open(&o, &t, err, sizeof err), KEEL_EINVAL);
-    assert_non_null(strstr(err, "want http://host:port"));
+    assert_non_null(strstr(err, "want http(s)://host:port"));
     /* The port is taken. */
     assert_int_equal(open_member(f, a), 0);
     const char *taken = a->url;
@@ -1337,11 +1341,11 @@ static void test_peer_api_errors(void **state)
 
     const char *good = "http://127.0.0.1:1";
     const char *bad = "http://127.0.0.1";
-    const char *tls = "https://127.0.0.1:1";
+    const char *ftp = "ftp://127.0.0.1:1";
     assert_int_equal(peer_add(a->t, 0, &good, 1), KEEL_EINVAL);
     assert_int_equal(peer_add(a->t, 1, &good, 1), KEEL_EINVAL);
     assert_int_equal(peer_add(a->t, 2, &bad, 1), KEEL_EINVAL);
-    assert_int_equal(peer_add(a->t, 2, &tls, 1), KEEL_EINVAL);
+    assert_int_equal(peer_add(a->t, 2, &ftp, 1), KEEL_EINVAL);
     assert_int_equal(peer_add(a->t, 2, &good, 0), KEEL_EINVAL);
     assert_int_equal(peer_add(a->t, 2, &good, 1), 0);
     assert_int_equal(peer_add(a->t, 2, &good, 1), KEEL_EEXISTS);
@@ -1732,6 +1736,280 @@ static void test_peer_metrics(void **state)
     metrics_registry_free(ra);
 }
 
+/* ---- peer TLS --------------------------------------------------------------
+ *
+ * Certificates made by the openssl CLI in the test's directory: a CA, a
+ * member certificate (CN=peer, IP SAN 127.0.0.1, server+client auth), one
+ * with another CN, one whose IP SAN names another address, and one from a
+ * CA the members do not trust. */
+
+static void make_certs(struct fx *f)
+{
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd,
+             "set -e; cd '%s'; mkdir -p certs; cd certs; "
+             "o() { openssl \"$@\" >/dev/null 2>&1; }; "
+             "ca() { o req -x509 -newkey rsa:2048 -nodes -keyout $1.key "
+             "-out $1.crt -days 2 -subj /CN=$1; }; "
+             "leaf() { o req -newkey rsa:2048 -nodes -keyout $2.key -out "
+             "$2.csr -subj /CN=$3; printf \"subjectAltName=$4\\n"
+             "extendedKeyUsage=serverAuth,clientAuth\\n\" >$2.ext; o x509 "
+             "-req -in $2.csr -CA $1.crt -CAkey $1.key -CAcreateserial -out "
+             "$2.crt -days 2 -extfile $2.ext; }; "
+             "ca ca; ca rogueca; "
+             "leaf ca peer peer IP:127.0.0.1; "
+             "leaf ca wrongcn intruder IP:127.0.0.1; "
+             "leaf ca elsewhere peer IP:127.0.0.2; "
+             "leaf ca byname peer DNS:localhost; "
+             "leaf rogueca rogue peer IP:127.0.0.1",
+             f->tmp);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* Both TLS contexts of a member with certificate `cert` (trusting ca.crt,
+ * requiring client certificates with CN "peer"); its URL becomes
+ * https://. */
+static struct tls_ctx *tls_ctxs[6];
+static size_t n_tls_ctxs;
+
+static void tls_member(struct fx *f, struct member *m, const char *cert)
+{
+    char crt[400], key[400], ca[400], err[256];
+    snprintf(crt, sizeof crt, "%s/certs/%s.crt", f->tmp, cert);
+    snprintf(key, sizeof key, "%s/certs/%s.key", f->tmp, cert);
+    snprintf(ca, sizeof ca, "%s/certs/ca.crt", f->tmp);
+    struct tls_config tc = {.cert_file = crt,
+                            .key_file = key,
+                            .trusted_ca_file = ca,
+                            .client_cert_auth = 1,
+                            .allowed_cn = "peer",
+                            .role = TLS_SERVER};
+    assert_true(n_tls_ctxs + 2 <= 6);
+    assert_int_equal(tls_ctx_new(&tc, &m->extra.tls_server, err, sizeof err),
+                     0);
+    tc.role = TLS_CLIENT;
+    tc.client_cert_auth = 0;
+    assert_int_equal(tls_ctx_new(&tc, &m->extra.tls_client, err, sizeof err),
+                     0);
+    tls_ctxs[n_tls_ctxs++] = m->extra.tls_server;
+    tls_ctxs[n_tls_ctxs++] = m->extra.tls_client;
+    snprintf(m->url, sizeof m->url, "https://127.0.0.1:%d", m->port);
+}
+
+/* After the members are closed. */
+static void tls_free_all(void)
+{
+    while (n_tls_ctxs > 0) {
+        tls_ctx_free(tls_ctxs[--n_tls_ctxs]);
+    }
+}
+
+static int teardown_tls(void **state)
+{
+    int rv = teardown(state);
+    tls_free_all();
+    return rv;
+}
+
+/* Messages (large ones too), a snapshot, requests and the cluster info all
+ * travel over mutual TLS, intact and in order. */
+static void test_peer_tls_everything_over_tls(void **state)
+{
+    struct fx *f = *state;
+    struct member *a = &f->m[0], *b = &f->m[1];
+    struct call_rec r1;
+    char img[300];
+    const size_t size = 3u * 1024u * 1024u + 777u;
+
+    make_certs(f);
+    tls_member(f, a, "peer");
+    tls_member(f, b, "peer");
+    b->info = "members-over-tls";
+    open_pair(f);
+    send_msgs(a, 2, 0, 600); /* a 3 MiB one among them */
+    RUN_UNTIL(f, count_from(b, 1) == 600);
+    check_seq(b, 1, 0);
+
+    snprintf(img, sizeof img, "%s/image.db", f->tmp);
+    write_file(img, size, 3);
+    peer_send(a->t, 2, (const uint8_t *)"snapmsg", 7, img);
+    RUN_UNTIL(f, a->sent_ok[2] == 1);
+    assert_int_equal(b->n_snaps, 1);
+    assert_true(files_equal(img, b->snaps[0].path));
+
+    call(a, &r1, 2, M_ECHO, "ping", 4, 10000);
+    RUN_UNTIL(f, r1.done);
+    assert_int_equal(r1.status, 0);
+    assert_int_equal(r1.len, 4);
+    assert_memory_equal(r1.body, "ping", 4);
+    free(r1.body);
+
+    struct fetch_res r = {0};
+    const char *urls[] = {b->url};
+    assert_int_equal(peer_fetch_cluster_info(&f->loop, a->extra.tls_client,
+                                             urls, 1, 10000, on_fetch, &r),
+                     0);
+    RUN_UNTIL(f, r.done);
+    assert_int_equal(r.status, 0);
+    assert_string_equal(r.buf, "members-over-tls");
+    /* Without a TLS context an https:// member cannot be reached. */
+    memset(&r, 0, sizeof r);
+    assert_int_equal(
+        peer_fetch_cluster_info(&f->loop, NULL, urls, 1, 300, on_fetch, &r), 0);
+    RUN_UNTIL(f, r.done);
+    assert_int_equal(r.status, UV_ETIMEDOUT);
+    assert_non_null(strstr(r.err, "no peer TLS configuration"));
+    /* Both ends saw TLS traffic only: a plaintext peer port would not
+     * have answered the handshake. */
+    struct peer_stats st;
+    assert_int_equal(peer_stats(a->t, 2, &st), 0);
+    assert_true(st.connects >= 1);
+}
+
+/* Member 3 with certificate `cert` dials member 2 (which knows it) and is
+ * refused: the log (returned, malloc'd) must show `expect`; member 1's
+ * stream to 2 keeps working meanwhile. */
+static char *tls_intruder(struct fx *f, const char *cert, const char *expect)
+{
+    struct member *a = &f->m[0], *b = &f->m[1], *c = &f->m[2];
+    struct capture cap;
+    char *log = NULL;
+
+    make_certs(f);
+    tls_member(f, a, "peer");
+    tls_member(f, b, "peer");
+    tls_member(f, c, cert);
+    open_pair(f);
+    capture_start(f, &cap);
+    assert_int_equal(open_member(f, c), 0);
+    add(c, b);
+    add(b, c);
+    for (int i = 0; i < 400; i++) {
+        run_for(f, 5);
+        fflush(stderr);
+        free(log);
+        FILE *fp = fopen(cap.path, "r");
+        log = calloc(1, 1 << 16);
+        if (fp != NULL) {
+            size_t n = fread(log, 1, (1 << 16) - 1, fp);
+            log[n] = '\0';
+            fclose(fp);
+        }
+        if (strstr(log, expect) != NULL) {
+            break;
+        }
+    }
+    free(log);
+    send_msgs(a, 2, 0, 5);
+    RUN_UNTIL(f, count_from(b, 1) == 5);
+    assert_false(peer_connected(c->t, 2));
+    assert_int_equal(count_from(b, 3), 0);
+    log = capture_stop(&cap);
+    if (strstr(log, expect) == NULL) {
+        fail_msg("no \"%s\" in the log:\n%s", expect, log);
+    }
+    return log;
+}
+
+static void test_peer_tls_unknown_ca_refused(void **state)
+{
+    struct fx *f = *state;
+    char *log = tls_intruder(
+        f, "rogue",
+        "(error \"tls: failed to verify client certificate: x509: "
+        "certificate signed by unknown authority\", ServerName \"\")");
+    assert_non_null(strstr(log, "rejected connection from \"127.0.0.1:"));
+    /* The intruder's side, dialing 2 (which it cannot verify either). */
+    assert_non_null(strstr(log, "TLS connection to the peer failed"));
+    /* Rate-limited: one line per address and reason, however many
+     * redials. */
+    assert_int_equal(count_str(log, "certificate signed by unknown authority\""
+                                    ", ServerName"),
+                     1);
+    free(log);
+}
+
+static void test_peer_tls_wrong_cn_refused(void **state)
+{
+    struct fx *f = *state;
+    char *log = tls_intruder(f, "wrongcn",
+                             "(error \"client certificate authentication "
+                             "failed\", ServerName \"\")");
+    assert_non_null(strstr(log, "rejected connection from \"127.0.0.1:"));
+    free(log);
+}
+
+/* etcd's checkSAN: a client certificate whose IP SANs do not name the
+ * connecting address is refused after the handshake. */
+static void test_peer_tls_client_san_checked(void **state)
+{
+    struct fx *f = *state;
+    char *log = tls_intruder(f, "elsewhere",
+                             "(error \"x509: certificate is valid for "
+                             "127.0.0.2, not 127.0.0.1\", ServerName \"\", "
+                             "IPAddresses [\"127.0.0.2\"], DNSNames [])");
+    assert_non_null(strstr(log, "rejected connection from \"127.0.0.1:"));
+    free(log);
+}
+
+/* A DNS SAN that resolves to the connecting address passes checkSAN. */
+static void test_peer_tls_client_san_by_name(void **state)
+{
+    struct fx *f = *state;
+    struct member *a = &f->m[0], *b = &f->m[1];
+    make_certs(f);
+    tls_member(f, a, "byname");
+    tls_member(f, b, "peer");
+    open_pair(f);
+    send_msgs(a, 2, 0, 3);
+    RUN_UNTIL(f, count_from(b, 1) == 3);
+}
+
+/* Garbage instead of a ClientHello, a plaintext keel HELLO, a truncated
+ * ClientHello: closed (the first two at once, with etcd's line), and the
+ * real TLS stream is unaffected. */
+static void test_peer_tls_garbage_refused(void **state)
+{
+    struct fx *f = *state;
+    struct member *a = &f->m[0], *b = &f->m[1];
+    struct capture cap;
+    uint8_t buf[64];
+
+    make_certs(f);
+    tls_member(f, a, "peer");
+    b->extra.handshake_timeout_ms = 500;
+    tls_member(f, b, "peer");
+    open_pair(f);
+    capture_start(f, &cap);
+    const char *http = "GET /raft/stream/message/1 HTTP/1.1\r\n\r\n";
+    int fd = raw_connect(b->port);
+    raw_send(fd, http, strlen(http));
+    uint64_t t0 = uv_hrtime();
+    raw_read_to_eof(f, fd, buf, sizeof buf);
+    close(fd);
+    assert_true(uv_hrtime() - t0 < 2500000000u);
+    fd = raw_connect(b->port);
+    raw_hello(fd, PEER_WIRE_KIND_STREAM, CLUSTER, 1, 2);
+    raw_read_to_eof(f, fd, buf, sizeof buf);
+    close(fd);
+    /* A TLS record header that promises more than it sends: the
+     * handshake deadline closes it. */
+    const uint8_t partial[] = {0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00};
+    fd = raw_connect(b->port);
+    raw_send(fd, partial, sizeof partial);
+    t0 = uv_hrtime();
+    raw_read_to_eof(f, fd, buf, sizeof buf);
+    close(fd);
+    assert_true(uv_hrtime() - t0 >= 300000000u);
+    send_msgs(a, 2, 0, 5);
+    RUN_UNTIL(f, count_from(b, 1) == 5);
+    char *log = capture_stop(&cap);
+    assert_non_null(strstr(log, "rejected connection from \"127.0.0.1:"));
+    assert_non_null(strstr(
+        log, "(error \"tls: first record does not look like a TLS handshake\""));
+    free(log);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1760,6 +2038,14 @@ int main(void)
         T(test_peer_call_failures),
         T(test_peer_metrics),
 #undef T
+#define TT(name) cmocka_unit_test_setup_teardown(name, setup, teardown_tls)
+        TT(test_peer_tls_everything_over_tls),
+        TT(test_peer_tls_unknown_ca_refused),
+        TT(test_peer_tls_wrong_cn_refused),
+        TT(test_peer_tls_client_san_checked),
+        TT(test_peer_tls_client_san_by_name),
+        TT(test_peer_tls_garbage_refused),
+#undef TT
     };
     if (getenv("KEEL_TEST_FILTER") != NULL) {
         cmocka_set_test_filter(getenv("KEEL_TEST_FILTER"));
