@@ -62,12 +62,8 @@
 
 /* embed/serve.go accessController: on every answer of the client port's
  * HTTP mux. */
-static const struct router_header cors[] = {
-    {"access-control-allow-headers", "accept, content-type, authorization"},
-    {"access-control-allow-methods", "POST, GET, OPTIONS, PUT, DELETE"},
-    {"access-control-allow-origin", "*"},
-};
-#define N_CORS (sizeof cors / sizeof cors[0])
+#define cors router_cors
+#define N_CORS ROUTER_N_CORS
 
 /* grpc-gateway: the response header metadata of the call, as
  * Grpc-Metadata-<k> (grpc-go always sends content-type). */

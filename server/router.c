@@ -170,6 +170,12 @@ void router__req_detach(struct router_req *req)
     }
 }
 
+const struct router_header router_cors[ROUTER_N_CORS] = {
+    {"access-control-allow-headers", "accept, content-type, authorization"},
+    {"access-control-allow-methods", "POST, GET, OPTIONS, PUT, DELETE"},
+    {"access-control-allow-origin", "*"},
+};
+
 int router_start(struct router_req *req,
                  int status,
                  const char *content_type,

@@ -86,6 +86,11 @@ struct router_req
     void *cancel_data;
 };
 
+/* etcd's CORS headers (embed/serve.go accessController, origin "*"), sent
+ * on the client port's HTTP answers. */
+#define ROUTER_N_CORS 3
+extern const struct router_header router_cors[ROUTER_N_CORS];
+
 /* A new empty router (no routes: everything 404). NULL on OOM. */
 struct router *router_new(void);
 void router_free(struct router *r);

@@ -332,10 +332,19 @@ static void jb_event(struct jbuf *b, const Keelpb__V2Event *e, bool nodes)
 
 struct hdrs
 {
-    struct router_header h[8];
+    struct router_header h[12];
     char buf[4][32];
     size_t n;
 };
+
+/* Every answer carries etcd's CORS headers (embed/serve.go). */
+static void hdrs_init(struct hdrs *h)
+{
+    h->n = 0;
+    for (size_t i = 0; i < ROUTER_N_CORS; i++) {
+        h->h[h->n++] = router_cors[i];
+    }
+}
 
 static void hdr_add(struct hdrs *h, const char *name, const char *value)
 {
@@ -344,7 +353,7 @@ static void hdr_add(struct hdrs *h, const char *name, const char *value)
 
 static void hdr_u64(struct hdrs *h, const char *name, uint64_t v)
 {
-    char *b = h->buf[h->n % 4];
+    char *b = h->buf[h->n % 4]; /* at most 4 numbers per answer */
     snprintf(b, 32, "%" PRIu64, v);
     hdr_add(h, name, b);
 }
@@ -379,7 +388,8 @@ static void write_v2_error(struct v2 *v, struct router_req *req, int code,
         jb_qstr(&b, cause, strlen(cause));
     }
     jb_fmt(&b, ",\"index\":%" PRIu64 "}\n", index);
-    struct hdrs h = {.n = 0};
+    struct hdrs h;
+    hdrs_init(&h);
     char cid[32];
     hdr_cluster(v, &h, cid);
     hdr_u64(&h, "x-etcd-index", index);
@@ -398,7 +408,8 @@ static void write_http_error(struct router_req *req, int status,
 {
     char body[128];
     int n = snprintf(body, sizeof body, "%s\n", text);
-    struct hdrs h = {.n = 0};
+    struct hdrs h;
+    hdrs_init(&h);
     hdr_add(&h, "x-content-type-options", "nosniff");
     if (allow != NULL) {
         hdr_add(&h, "allow", allow);
@@ -415,7 +426,8 @@ static void write_message(struct v2 *v, struct router_req *req, int status,
     jb_str(&b, "{\"message\":");
     jb_qstr(&b, msg, strlen(msg));
     jb_str(&b, "}");
-    struct hdrs h = {.n = 0};
+    struct hdrs h;
+    hdrs_init(&h);
     char cid[32];
     if (cluster_hdr) {
         hdr_cluster(v, &h, cid);
@@ -423,6 +435,17 @@ static void write_message(struct v2 *v, struct router_req *req, int status,
     respond_hdrs(req, status, "application/json", &h, b.p ? b.p : "",
                  b.p ? b.len : 0);
     free(b.p);
+}
+
+/* Go's http.NotFound, with the CORS headers. */
+static void not_found(struct router_req *req)
+{
+    static const char nf[] = "404 page not found\n";
+    struct hdrs h;
+    hdrs_init(&h);
+    hdr_add(&h, "x-content-type-options", "nosniff");
+    respond_hdrs(req, 404, "text/plain; charset=utf-8", &h, nf,
+                 sizeof nf - 1);
 }
 
 /* Go's ServeMux answers a path that is not clean (".", "..", "//") with a
@@ -463,19 +486,35 @@ static bool redirect_unclean(struct router_req *req)
         }
     }
     jb_str(&body, "\">Moved Permanently</a>.\n\n");
-    struct router_header h[1] = {{"location", loc.p ? loc.p : "/"}};
+    struct hdrs h;
+    hdrs_init(&h);
+    hdr_add(&h, "location", loc.p ? loc.p : "/");
     bool get = strcmp(req->method, "GET") == 0;
     bool head = strcmp(req->method, "HEAD") == 0;
     if (loc.oom || body.oom) {
         (void)router_respond(req, 500, NULL, NULL, 0);
     } else {
         (void)router_respond_headers(
-            req, 301, get || head ? "text/html; charset=utf-8" : NULL, h, 1,
-            body.p, get ? body.len : 0);
+            req, 301, get || head ? "text/html; charset=utf-8" : NULL, h.h,
+            h.n, body.p, get ? body.len : 0);
     }
     free(loc.p);
     free(body.p);
     return true;
+}
+
+/* What etcd does before its mux (embed/serve.go accessController: an
+ * OPTIONS request gets 200 with the CORS headers) and the mux itself
+ * (unclean paths); true when req was answered. */
+static bool prelude(struct router_req *req)
+{
+    if (strcmp(req->method, "OPTIONS") == 0) {
+        struct hdrs h;
+        hdrs_init(&h);
+        respond_hdrs(req, 200, NULL, &h, NULL, 0);
+        return true;
+    }
+    return redirect_unclean(req);
 }
 
 static bool allow_method(struct router_req *req, const char *allow)
@@ -513,7 +552,8 @@ static void write_event(struct v2 *v, struct router_req *req,
                             strcmp(e->action, "update") == 0);
     struct jbuf b = {0};
     jb_event(&b, e, !drop);
-    struct hdrs h = {.n = 0};
+    struct hdrs h;
+    hdrs_init(&h);
     char cid[32];
     hdr_cluster(v, &h, cid);
     raft_hdrs(v, &h, etcd_index);
@@ -849,7 +889,8 @@ static void watch(struct key_req *k, uint64_t since, bool stream)
                        store_index);
         return;
     }
-    struct hdrs hd = {.n = 0};
+    struct hdrs hd;
+    hdrs_init(&hd);
     char cid[32];
     hdr_cluster(v, &hd, cid);
     raft_hdrs(v, &hd, store_index);
@@ -955,14 +996,12 @@ static bool is_form_body(const struct router_req *req)
 static void keys_handler(struct router_req *req, void *data)
 {
     struct v2 *v = data;
-    if (redirect_unclean(req)) {
+    if (prelude(req)) {
         return;
     }
     if (strcmp(req->path, "/v2/keys") != 0 &&
         !has_prefix(req->path, "/v2/keys/")) {
-        static const char nf[] = "404 page not found\n";
-        (void)router_respond(req, 404, "text/plain; charset=utf-8", nf,
-                             sizeof nf - 1);
+        not_found(req);
         return;
     }
     if (!allow_method(req, "HEAD,GET,PUT,POST,DELETE")) {
@@ -1197,7 +1236,8 @@ static void jb_member(struct jbuf *b, const Etcdserverpb__Member *m)
 static void respond_json(struct v2 *v, struct router_req *req, int status,
                          struct jbuf *b)
 {
-    struct hdrs h = {.n = 0};
+    struct hdrs h;
+    hdrs_init(&h);
     char cid[32];
     hdr_cluster(v, &h, cid);
     if (b->oom) {
@@ -1243,7 +1283,8 @@ static void member_done(void *data, int code, const char *message)
             jb_str(&b, "\n");
             respond_json(v, req, 201, &b);
         } else {
-            struct hdrs h = {.n = 0};
+            struct hdrs h;
+    hdrs_init(&h);
             char cid[32];
             hdr_cluster(v, &h, cid);
             respond_hdrs(req, 204, NULL, &h, NULL, 0);
@@ -1415,7 +1456,7 @@ static bool member_body(struct v2 *v, struct router_req *req,
 static void members_handler(struct router_req *req, void *data)
 {
     struct v2 *v = data;
-    if (redirect_unclean(req)) {
+    if (prelude(req)) {
         return;
     }
     const char *rest = NULL;
@@ -1424,9 +1465,7 @@ static void members_handler(struct router_req *req, void *data)
     } else if (has_prefix(req->path, "/v2/members/")) {
         rest = req->path + strlen("/v2/members/");
     } else {
-        static const char nf[] = "404 page not found\n";
-        (void)router_respond(req, 404, "text/plain; charset=utf-8", nf,
-                             sizeof nf - 1);
+        not_found(req);
         return;
     }
     if (!allow_method(req, "GET,POST,DELETE,PUT")) {
@@ -1556,7 +1595,8 @@ static void machines_handler(struct router_req *req, void *data)
             first = false;
         }
     }
-    struct hdrs h = {.n = 0};
+    struct hdrs h;
+    hdrs_init(&h);
     respond_hdrs(req, 200, "text/plain; charset=utf-8", &h, b.p ? b.p : "",
                  b.p ? b.len : 0);
     free(b.p);
@@ -1565,12 +1605,13 @@ static void machines_handler(struct router_req *req, void *data)
 /* Go's ServeMux: the stats patterns are exact paths. */
 static bool exact(struct router_req *req, const char *path)
 {
+    if (prelude(req)) {
+        return false;
+    }
     if (strcmp(req->path, path) == 0) {
         return true;
     }
-    static const char nf[] = "404 page not found\n";
-    (void)router_respond(req, 404, "text/plain; charset=utf-8", nf,
-                         sizeof nf - 1);
+    not_found(req);
     return false;
 }
 
@@ -1606,7 +1647,8 @@ static void stats_store(struct router_req *req, void *data)
            st.cad_success, st.cad_fail);
     jb_fmt(&b, ",\"expireCount\":%" PRIu64 ",\"watchers\":%zu}", st.expire_count,
            v->n_watchers);
-    struct hdrs h = {.n = 0};
+    struct hdrs h;
+    hdrs_init(&h);
     respond_hdrs(req, 200, "application/json", &h, b.p, b.len);
     free(b.p);
 }
@@ -1637,7 +1679,8 @@ static void stats_self(struct router_req *req, void *data)
     jb_str(&b, "\",\"startTime\":");
     jb_time(&b, v2_start_ns(v));
     jb_str(&b, "},\"recvAppendRequestCnt\":0,\"sendAppendRequestCnt\":0}");
-    struct hdrs h = {.n = 0};
+    struct hdrs h;
+    hdrs_init(&h);
     respond_hdrs(req, 200, "application/json", &h, b.p, b.len);
     free(b.p);
 }
@@ -1676,7 +1719,8 @@ static void stats_leader(struct router_req *req, void *data)
         first = false;
     }
     jb_str(&b, "}}");
-    struct hdrs h = {.n = 0};
+    struct hdrs h;
+    hdrs_init(&h);
     respond_hdrs(req, 200, "application/json", &h, b.p, b.len);
     free(b.p);
 }

@@ -12,8 +12,9 @@ Case lines (# comments and blank lines ignored):
                               the status, X-Etcd-Index, the content type
                               and the body
     json METHOD PATH [BODY]   the same with an application/json body
-    hdr METHOD PATH           only the status and the header names that
-                              etcd sends for it (X-Etcd-*, X-Raft-*)
+    hdr METHOD PATH           only the status and the names of the headers
+                              etcd sends for it (X-Etcd-*, X-Raft-*,
+                              CORS, Allow, Location, Content-Type, ...)
     repeat N http ...         N requests, printing only a summary
     bg NAME http ...          start the request in the background
     join NAME                 wait for it (up to 30 s) and print it
@@ -85,7 +86,9 @@ def header_names(method, path):
     r = c.getresponse()
     r.read()
     names = sorted(k.lower() for k, _ in r.getheaders()
-                   if k.lower().startswith(("x-etcd", "x-raft")))
+                   if k.lower().startswith(("x-etcd", "x-raft", "access-control",
+                                            "x-content-type", "allow",
+                                            "location", "content-type")))
     c.close()
     return "status=%d headers=%s" % (r.status, ",".join(names))
 
