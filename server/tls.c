@@ -562,7 +562,19 @@ static int verify_cb(int ok, X509_STORE_CTX *xs)
         X509_REVOKED *r = NULL;
         if (X509_CRL_get0_by_serial(t->crl, &r,
                                     X509_get0_serialNumber(cert)) == 1) {
-            c->reject = "transport: certificate serial revoked";
+            /* Go: fmt.Errorf("transport: certificate serial %x revoked") */
+            BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), NULL);
+            char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
+            for (char *p = hex; p != NULL && *p != '\0'; p++) {
+                *p = (char)(*p >= 'A' && *p <= 'F' ? *p - 'A' + 'a' : *p);
+            }
+            snprintf(c->verr, sizeof c->verr,
+                     "transport: certificate serial %s revoked",
+                     hex != NULL ? hex : "");
+            OPENSSL_free(hex);
+            BN_free(bn);
+            c->reject = c->verr;
+            X509_STORE_CTX_set_error(xs, X509_V_ERR_CERT_REVOKED);
             return 0;
         }
     }
@@ -573,6 +585,8 @@ static int verify_cb(int ok, X509_STORE_CTX *xs)
         }
         if (match != 1) {
             c->reject = "client certificate authentication failed";
+            /* the alert Go sends: bad_certificate */
+            X509_STORE_CTX_set_error(xs, X509_V_ERR_CERT_REJECTED);
             return 0;
         }
     }
@@ -583,6 +597,8 @@ static int verify_cb(int ok, X509_STORE_CTX *xs)
             X509_NAME_get_text_by_NID(nm, NID_commonName, cn, sizeof cn) < 0 ||
             strcmp(cn, t->allowed_cn) != 0) {
             c->reject = "client certificate authentication failed";
+            /* the alert Go sends: bad_certificate */
+            X509_STORE_CTX_set_error(xs, X509_V_ERR_CERT_REJECTED);
             return 0;
         }
     }

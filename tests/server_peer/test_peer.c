@@ -1761,7 +1761,18 @@ static void make_certs(struct fx *f)
              "leaf ca wrongcn intruder IP:127.0.0.1; "
              "leaf ca elsewhere peer IP:127.0.0.2; "
              "leaf ca byname peer DNS:localhost; "
-             "leaf rogueca rogue peer IP:127.0.0.1",
+             "leaf rogueca rogue peer IP:127.0.0.1; "
+             "leaf ca revoked peer IP:127.0.0.1; "
+             "mkdir -p db; : >db/index.txt; echo 01 >db/crlnumber; "
+             "printf '[ca]\\ndefault_ca=CA\\n[CA]\\ndatabase=db/index.txt"
+             "\\ncrlnumber=db/crlnumber\\ndefault_md=sha256\\n"
+             "default_crl_days=2\\n' >ca.cnf; "
+             "o ca -config ca.cnf -keyfile ca.key -cert ca.crt -revoke "
+             "revoked.crt; "
+             "o ca -config ca.cnf -keyfile ca.key -cert ca.crt -gencrl -out "
+             "crl.pem; "
+             "openssl x509 -in revoked.crt -noout -serial | cut -d= -f2 | "
+             "tr A-F a-f >revoked.serial",
              f->tmp);
     assert_int_equal(system(cmd), 0);
 }
@@ -1771,6 +1782,7 @@ static void make_certs(struct fx *f)
  * https://. */
 static struct tls_ctx *tls_ctxs[6];
 static size_t n_tls_ctxs;
+static const char *tls_crl; /* a member's --peer-crl-file, or NULL */
 
 static void tls_member(struct fx *f, struct member *m, const char *cert)
 {
@@ -1783,12 +1795,14 @@ static void tls_member(struct fx *f, struct member *m, const char *cert)
                             .trusted_ca_file = ca,
                             .client_cert_auth = 1,
                             .allowed_cn = "peer",
+                            .crl_file = tls_crl,
                             .role = TLS_SERVER};
     assert_true(n_tls_ctxs + 2 <= 6);
     assert_int_equal(tls_ctx_new(&tc, &m->extra.tls_server, err, sizeof err),
                      0);
     tc.role = TLS_CLIENT;
     tc.client_cert_auth = 0;
+    tc.crl_file = NULL;
     assert_int_equal(tls_ctx_new(&tc, &m->extra.tls_client, err, sizeof err),
                      0);
     tls_ctxs[n_tls_ctxs++] = m->extra.tls_server;
@@ -1808,6 +1822,7 @@ static int teardown_tls(void **state)
 {
     int rv = teardown(state);
     tls_free_all();
+    tls_crl = NULL;
     return rv;
 }
 
@@ -1939,6 +1954,38 @@ static void test_peer_tls_wrong_cn_refused(void **state)
     free(log);
 }
 
+/* --peer-crl-file: a revoked certificate is refused with etcd's text
+ * (its serial in hex). */
+static void test_peer_tls_revoked_refused(void **state)
+{
+    struct fx *f = *state;
+    char crl[400], serial_path[400], serial[128] = "", expect[300];
+    snprintf(crl, sizeof crl, "%s/certs/crl.pem", f->tmp);
+    snprintf(serial_path, sizeof serial_path, "%s/certs/revoked.serial",
+             f->tmp);
+    /* tls_intruder makes the certificates: the CRL names the serial of
+     * revoked.crt, known once it exists, so expect is checked after. */
+    tls_crl = crl;
+    char *log = tls_intruder(f, "revoked", "transport: certificate serial ");
+    FILE *fp = fopen(serial_path, "r");
+    assert_non_null(fp);
+    assert_non_null(fgets(serial, sizeof serial, fp));
+    fclose(fp);
+    serial[strcspn(serial, "\n")] = '\0';
+    /* Go's %x of the serial's bytes: no leading zero byte */
+    const char *sp = serial;
+    while (sp[0] == '0' && sp[1] == '0' && sp[2] != '\0') {
+        sp += 2;
+    }
+    snprintf(expect, sizeof expect,
+             "(error \"transport: certificate serial %s revoked\", ServerName",
+             sp);
+    if (strstr(log, expect) == NULL) {
+        fail_msg("no \"%s\" in the log:\n%s", expect, log);
+    }
+    free(log);
+}
+
 /* etcd's checkSAN: a client certificate whose IP SANs do not name the
  * connecting address is refused after the handshake. */
 static void test_peer_tls_client_san_checked(void **state)
@@ -2042,6 +2089,7 @@ int main(void)
         TT(test_peer_tls_everything_over_tls),
         TT(test_peer_tls_unknown_ca_refused),
         TT(test_peer_tls_wrong_cn_refused),
+        TT(test_peer_tls_revoked_refused),
         TT(test_peer_tls_client_san_checked),
         TT(test_peer_tls_client_san_by_name),
         TT(test_peer_tls_garbage_refused),
