@@ -8,7 +8,12 @@
  * Sends `messages` messages of `message bytes` from member 1 to member 2
  * in batches of 256 (as a raft leader's Ready would), then one snapshot
  * image of `snapshot MiB`, and prints messages/s, MB/s and the snapshot's
- * MB/s (including the receiver's fsync).
+ * MB/s (including the receiver's fsync), then the round trip of one small
+ * message bounced back and forth (latency).
+ *
+ * With KEEL_BENCH_PEER_TLS=DIR (ca.crt, peer.crt, peer.key there; the
+ * certificate valid for 127.0.0.1 with server and client auth) both
+ * members talk mutual TLS over https:// URLs.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,10 +24,13 @@
 #include <uv.h>
 
 #include "peer.h"
+#include "tls.h"
 
 struct side
 {
     struct peer *t;
+    struct side *other; /* ping-pong: bounce messages back to it */
+    size_t bounce;      /* messages left to bounce */
     size_t got, bytes;
     int snap_ok, snap_done;
     char path[512];
@@ -31,9 +39,43 @@ struct side
 static void on_message(void *arg, uint64_t from, const uint8_t *m, size_t n)
 {
     struct side *s = arg;
-    (void)from, (void)m;
     s->got++;
     s->bytes += n;
+    if (s->bounce > 0) {
+        s->bounce--;
+        peer_send(s->t, from, m, n, NULL);
+    }
+}
+
+static struct tls_ctx *tls_srv, *tls_cli;
+
+/* KEEL_BENCH_PEER_TLS: both contexts from DIR/{ca,peer}.{crt,key}. */
+static const char *tls_setup(void)
+{
+    const char *dir = getenv("KEEL_BENCH_PEER_TLS");
+    char crt[600], key[600], ca[600], err[256];
+    if (dir == NULL || dir[0] == '\0') {
+        return "http";
+    }
+    snprintf(crt, sizeof crt, "%s/peer.crt", dir);
+    snprintf(key, sizeof key, "%s/peer.key", dir);
+    snprintf(ca, sizeof ca, "%s/ca.crt", dir);
+    struct tls_config tc = {.cert_file = crt,
+                            .key_file = key,
+                            .trusted_ca_file = ca,
+                            .client_cert_auth = 1,
+                            .role = TLS_SERVER};
+    if (tls_ctx_new(&tc, &tls_srv, err, sizeof err) != 0) {
+        fprintf(stderr, "TLS: %s\n", err);
+        exit(1);
+    }
+    tc.role = TLS_CLIENT;
+    tc.client_cert_auth = 0;
+    if (tls_ctx_new(&tc, &tls_cli, err, sizeof err) != 0) {
+        fprintf(stderr, "TLS: %s\n", err);
+        exit(1);
+    }
+    return "https";
 }
 
 static void on_snapshot(void *arg,
@@ -77,6 +119,8 @@ static struct peer *open_side(uv_loop_t *loop,
         .on_snapshot_sent = on_snapshot_sent,
         .on_unreachable = on_unreachable,
         .arg = s,
+        .tls_server = tls_srv,
+        .tls_client = tls_cli,
     };
     char err[256];
     struct peer *t;
@@ -103,17 +147,20 @@ int main(int argc, char **argv)
         return 1;
     }
     uv_loop_init(&loop);
-    a.t = open_side(&loop, &a, 1, "http://127.0.0.1:0", dir);
-    b.t = open_side(&loop, &b, 2, "http://127.0.0.1:0", dir);
-    snprintf(url_a, sizeof url_a, "http://127.0.0.1:%d", peer_port(a.t, 0));
-    snprintf(url_b, sizeof url_b, "http://127.0.0.1:%d", peer_port(b.t, 0));
+    const char *sch = tls_setup();
+    snprintf(url_a, sizeof url_a, "%s://127.0.0.1:0", sch);
+    a.t = open_side(&loop, &a, 1, url_a, dir);
+    b.t = open_side(&loop, &b, 2, url_a, dir);
+    snprintf(url_a, sizeof url_a, "%s://127.0.0.1:%d", sch, peer_port(a.t, 0));
+    snprintf(url_b, sizeof url_b, "%s://127.0.0.1:%d", sch, peer_port(b.t, 0));
     u = url_b;
     peer_add(a.t, 2, &u, 1);
     u = url_a;
     peer_add(b.t, 1, &u, 1);
-    while (!peer_connected(a.t, 2)) {
+    while (!peer_connected(a.t, 2) || !peer_connected(b.t, 1)) {
         uv_run(&loop, UV_RUN_ONCE);
     }
+    printf("peer URLs: %s\n", sch);
 
     uint8_t *msg = calloc(1, size);
     uint64_t t0 = uv_hrtime();
@@ -160,10 +207,25 @@ int main(int argc, char **argv)
     printf("snapshot: %zu MiB in %.3f s: %.1f MB/s (%s)\n", snap_mib, secs,
            (double)(snap_mib << 20) / secs / 1e6, a.snap_ok ? "ok" : "FAILED");
     unlink(img);
+
+    /* Round trips: b bounces each message back to a, a sends the next. */
+    size_t rounds = 20000, before = a.got;
+    a.bounce = rounds - 1;
+    b.bounce = rounds;
+    t0 = uv_hrtime();
+    peer_send(a.t, 2, msg, 64, NULL);
+    while (a.got - before < rounds) {
+        uv_run(&loop, UV_RUN_ONCE);
+    }
+    secs = (double)(uv_hrtime() - t0) / 1e9;
+    printf("round trips: %zu of 64 B in %.3f s: %.1f us each\n", rounds, secs,
+           secs * 1e6 / (double)rounds);
     peer_close(a.t, NULL, NULL);
     peer_close(b.t, NULL, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
+    tls_ctx_free(tls_srv);
+    tls_ctx_free(tls_cli);
     free(msg);
     rmdir(dir);
     return a.snap_ok ? 0 : 1;
