@@ -945,7 +945,12 @@ int main(int argc, char **argv)
     sigaction(SIGPIPE, &sa, NULL);
     const char *api = getenv("ETCDCTL_API");
     if (api != NULL && strcmp(api, "2") == 0) {
-        return ctl_v2_main(argc - 1, argv + 1);
+        /* etcdctl 2's backup is for etcd data dirs; keelctl's own backup
+         * (keel data dirs, the same flags) serves both APIs */
+        int rc = ctl_v2_main(argc - 1, argv + 1);
+        if (rc >= 0) {
+            return rc;
+        }
     }
     ctl_argc = argc;
     ctl_argv = argv;

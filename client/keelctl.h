@@ -112,6 +112,8 @@ const char *ctl_err_text(const struct keel_call *call);
 void print_json_msg(const ProtobufCMessage *m); /* + newline */
 void json_msg(FILE *f, const ProtobufCMessage *m);
 void json_string(FILE *f, const char *s, size_t len);
+/* json_string for files that include jansson. */
+void go_json_string(FILE *f, const char *s, size_t len);
 /* The fields of a header without braces (clientv3 structs embed it). */
 void json_flat_header(const Etcdserverpb__ResponseHeader *h, int *first);
 void print_protobuf(const ProtobufCMessage *m);
@@ -165,8 +167,9 @@ void ctl_progress_end(struct ctl_progress *p);
 /* etcdctl's display.Get for the current -w (keelctl_kv.c). */
 void ctl_print_get(const Etcdserverpb__RangeResponse *r, int value_only);
 
-/* ETCDCTL_API=2: the v2 key commands (keelctl_v2.c); argv without the
- * program name; returns the exit code. */
+/* ETCDCTL_API=2: etcdctl 2's commands (keelctl_v2.c); argv without the
+ * program name; returns the exit code, or -1 for `backup` (keelctl's own,
+ * run by main as with ETCDCTL_API=3). */
 int ctl_v2_main(int argc, char **argv);
 
 /* Parsing helpers. */

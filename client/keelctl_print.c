@@ -109,6 +109,11 @@ void json_string(FILE *f, const char *str, size_t len)
     fputc('"', f);
 }
 
+/* The same under a name files that use jansson (which has its own
+ * json_string) can call. */
+void go_json_string(FILE *f, const char *str, size_t len)
+    __attribute__((alias("json_string")));
+
 static void base64(FILE *f, const uint8_t *s, size_t n)
 {
     static const char tbl[] =
