@@ -1330,6 +1330,7 @@ static int peer_tls_open(struct keel_server *s, char *errmsg, size_t errlen)
     if (rv != 0) {
         return rv;
     }
+    pt.tc.keep_buffers = 1; /* a few connections carrying every message */
     for (size_t i = 0; i < cfg->listen_peer_urls.n; i++) {
         https |= strcmp(cfg->listen_peer_urls.v[i].scheme, "https") == 0;
     }

@@ -670,7 +670,9 @@ int tls_ctx_new(const struct tls_config *cfg,
     SSL_CTX_set_app_data(t->ctx, t);
     /* etcd 3.4: MinVersion tls.VersionTLS12 (TLSInfo.baseConfig). */
     SSL_CTX_set_min_proto_version(t->ctx, TLS1_2_VERSION);
-    SSL_CTX_set_mode(t->ctx, SSL_MODE_RELEASE_BUFFERS);
+    if (!cfg->keep_buffers) {
+        SSL_CTX_set_mode(t->ctx, SSL_MODE_RELEASE_BUFFERS);
+    }
     /* Client-initiated renegotiation only costs us CPU (Go refuses it
      * on servers too). */
     SSL_CTX_set_options(t->ctx, SSL_OP_NO_RENEGOTIATION);

@@ -64,6 +64,7 @@ static const char *tls_setup(void)
                             .key_file = key,
                             .trusted_ca_file = ca,
                             .client_cert_auth = 1,
+                            .keep_buffers = 1,
                             .role = TLS_SERVER};
     if (tls_ctx_new(&tc, &tls_srv, err, sizeof err) != 0) {
         fprintf(stderr, "TLS: %s\n", err);
