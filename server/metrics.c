@@ -510,46 +510,46 @@ static void one(struct metrics_writer *w,
     metrics_write_sample(w, f->name, f->labels, f->n_labels, v);
 }
 
-static void collect_has_leader(struct metrics_writer *w,
-                               const struct metrics_family *f,
-                               void *data)
+static struct node_status status_of(void *data)
 {
     struct metrics_server_ctx *c = data;
     struct node_status st;
     node_status(server_node(c->s), &st);
-    one(w, f, st.leader != 0 ? 1 : 0);
+    return st;
+}
+
+static void collect_has_leader(struct metrics_writer *w,
+                               const struct metrics_family *f, void *data)
+{
+    one(w, f, status_of(data).leader != 0 ? 1 : 0);
 }
 
 static void collect_is_leader(struct metrics_writer *w,
-                              const struct metrics_family *f,
-                              void *data)
+                              const struct metrics_family *f, void *data)
 {
-    struct metrics_server_ctx *c = data;
-    struct node_status st;
-    node_status(server_node(c->s), &st);
-    one(w, f, st.is_leader ? 1 : 0);
+    one(w, f, status_of(data).is_leader ? 1 : 0);
+}
+
+/* etcd sets it from the member's IsLearner at startup and on promotion
+ * (etcdserver/server.go); keel reads the current raft configuration. */
+static void collect_is_learner(struct metrics_writer *w,
+                               const struct metrics_family *f, void *data)
+{
+    one(w, f, status_of(data).is_learner ? 1 : 0);
 }
 
 /* etcd sets these gauges to the raft commit and applied indexes
  * (etcdserver/raft.go updateCommittedIndex, server.go applyAll). */
 static void collect_committed(struct metrics_writer *w,
-                              const struct metrics_family *f,
-                              void *data)
+                              const struct metrics_family *f, void *data)
 {
-    struct metrics_server_ctx *c = data;
-    struct node_status st;
-    node_status(server_node(c->s), &st);
-    one(w, f, (double)st.commit_index);
+    one(w, f, (double)status_of(data).commit_index);
 }
 
 static void collect_applied(struct metrics_writer *w,
-                            const struct metrics_family *f,
-                            void *data)
+                            const struct metrics_family *f, void *data)
 {
-    struct metrics_server_ctx *c = data;
-    struct node_status st;
-    node_status(server_node(c->s), &st);
-    one(w, f, (double)st.applied_index);
+    one(w, f, (double)status_of(data).applied_index);
 }
 
 static void collect_const(struct metrics_writer *w,
@@ -967,7 +967,6 @@ static void collect_scrapes(struct metrics_writer *w,
 }
 
 static int64_t scrapes_in_flight;
-static const int64_t no_learner = 0;
 
 /* ---- registration ------------------------------------------------------- */
 
@@ -1046,10 +1045,9 @@ int metrics_register_server(struct metrics_registry *r,
          "label with current ID.",
          G, .labels = &c->server_id_label, .n_labels = 1,
          .collect = collect_const, .data = c},
-        /* keel has no learners (MemberAdd is not served): always 0. */
         {"etcd_server_is_learner",
          "Whether or not this member is a learner. 1 if is, 0 otherwise.", G,
-         .i64 = &no_learner},
+         .collect = collect_is_learner, .data = c},
         {"etcd_server_health_success",
          "The total number of successful health checks", C,
          .u64 = &m->health_success},

@@ -121,6 +121,10 @@ done
 kt_check "the learner caught up (serializable read on it)" v20 "$got"
 kt_check "member list shows the learner" "k4, http://127.0.0.1:$(kc_var k4 PPORT), http://$K4, true" \
     "$(ctl --endpoints="$LEP" member list | grep k4 | cut -d, -f3- | sed 's/^ //')"
+kt_check "a learner's etcd_server_is_learner" "etcd_server_is_learner 1" \
+    "$(curl -s "http://$K4/metrics" | grep '^etcd_server_is_learner ')"
+kt_check "a voter's etcd_server_is_learner" "etcd_server_is_learner 0" \
+    "$(curl -s "http://$LEP/metrics" | grep '^etcd_server_is_learner ')"
 rc=0
 ctl --endpoints="$K4" put /m/x y 2>"$KT_TMP/err" || rc=$?
 kt_check "a learner refuses writes" "Error: etcdserver: rpc not supported for learner rc=1" \
@@ -142,6 +146,12 @@ kt_check "member promote" "Member $ID4 promoted in cluster $(ctl --endpoints="$L
     "$(ctl --endpoints="$FEP" member promote "$ID4")"
 kt_check "k4 is a voter" "false" \
     "$(ctl --endpoints="$LEP" member list | grep k4 | awk -F', ' '{print $6}')"
+for ((t = 0; t < 50; t++)); do # k4 applies its own promotion
+    m=$(curl -s "http://$K4/metrics" | grep '^etcd_server_is_learner ')
+    [ "$m" = "etcd_server_is_learner 0" ] && break
+    sleep 0.1
+done
+kt_check "etcd_server_is_learner once promoted" "etcd_server_is_learner 0" "$m"
 ctl --endpoints="$K4" put /m/from-k4 yes >/dev/null
 kt_check "k4 serves writes once promoted" yes \
     "$(ctl --endpoints="$LEP" get /m/from-k4 --print-value-only)"
