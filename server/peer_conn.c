@@ -451,6 +451,7 @@ static void remote_ip(const struct pconn *pc, char *ip, size_t len)
 
 static void tls_pump(struct pconn *pc);
 static void san_resolve(struct pconn *pc);
+static int start_reading(struct pconn *pc);
 
 static void on_san_resolved(uv_getaddrinfo_t *req,
                             int status,
@@ -482,8 +483,16 @@ static void on_san_resolved(uv_getaddrinfo_t *req,
     }
     uv_freeaddrinfo(ai);
     if (match) {
+        int rv = 0;
         pc->tls_up = true;
-        tls_pump(pc);
+        if (!pc->paused && !pc->reading) {
+            rv = start_reading(pc);
+        }
+        if (rv != 0) {
+            conn_fail(pc, rv);
+        } else {
+            tls_pump(pc);
+        }
     } else if (++pc->cur_san < pc->n_san) {
         san_resolve(pc);
     } else {
@@ -549,6 +558,12 @@ static void tls_handshake_done(struct pconn *pc)
     } else if (n == 0) {
         pc->tls_up = true;
     } else {
+        /* Nothing is read while the names resolve: a client must not
+         * make us buffer its traffic before it is accepted. */
+        if (pc->reading) {
+            uv_read_stop((uv_stream_t *)&pc->tcp);
+            pc->reading = false;
+        }
         pc->n_san = (size_t)n;
         san_resolve(pc);
     }
