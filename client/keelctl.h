@@ -171,6 +171,13 @@ void ctl_print_get(const Etcdserverpb__RangeResponse *r, int value_only);
  * program name; returns the exit code, or -1 for `backup` (keelctl's own,
  * run by main as with ETCDCTL_API=3). */
 int ctl_v2_main(int argc, char **argv);
+/* etcdctl 2's help texts by invocation (keelctl_v2_help_data.c, generated
+ * by tools/gen_keelctl_v2_help.py); ends with {NULL, NULL}. */
+struct ctl_v2_help
+{
+    const char *key, *text;
+};
+extern const struct ctl_v2_help ctl_v2_help[];
 
 /* Parsing helpers. */
 int parse_go_duration(const char *s, uint64_t *ms);

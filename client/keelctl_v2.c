@@ -1394,10 +1394,64 @@ static int keys_call(const char *method, const char *key, const char *query,
 
 /* ---- command-line parsing (urfave/cli v1 over Go's flag package) ----------- */
 
+static const char *help_text(const char *key)
+{
+    for (const struct ctl_v2_help *h = ctl_v2_help; h->key; h++) {
+        if (strcmp(h->key, key) == 0) {
+            return h->text;
+        }
+    }
+    return NULL;
+}
+
+_Noreturn static void print_help(const char *key)
+{
+    fputs(help_text(key), stdout);
+    exit(V2_OK);
+}
+
+/* urfave/cli on a flag error: "Incorrect Usage<sep> <err>", the help of
+ * `key` on stdout, the error on stderr, exit 1 ("." for the app's own
+ * flags, ":" for a command's). */
+_Noreturn static void usage_error(const char *key, const char *msg)
+{
+    printf("Incorrect Usage%s %s\n\n%s", key[0] ? ":" : ".", msg,
+           help_text(key));
+    fflush(stdout);
+    fprintf(stderr, "%s\n", msg);
+    exit(1);
+}
+
+/* flag.Int's strconv.ParseInt(s, 0, 64) */
+static int go_parse_int(const char *s, long long *out)
+{
+    char *end;
+    errno = 0;
+    const char *p = s[0] == '+' || s[0] == '-' ? s + 1 : s;
+    if (*p == 0 || strchr(p, '_') != NULL) {
+        return -1;
+    }
+    *out = strtoll(s, &end, 0);
+    return *end || errno ? -1 : 0;
+}
+
+static int go_parse_bool(const char *s, int *out)
+{
+    static const char *const t[] = {"1", "t", "T", "TRUE", "true", "True"};
+    static const char *const f[] = {"0", "f", "F", "FALSE", "false", "False"};
+    for (size_t i = 0; i < 6; i++) {
+        if (strcmp(s, t[i]) == 0 || strcmp(s, f[i]) == 0) {
+            *out = strcmp(s, t[i]) == 0;
+            return 0;
+        }
+    }
+    return -1;
+}
+
 struct cflag
 {
     const char *names; /* "recursive,r" */
-    int has_value;
+    int has_value;     /* 1: an int, 2: a string */
     const char *val; /* the value, "true" for a set bool */
     char **multi;    /* StringSlice values */
     size_t n_multi;
@@ -1433,16 +1487,25 @@ static struct cflag *cflag_find(struct cflag *fl, const char *arg)
     return NULL;
 }
 
-/* reorderArgs then flag.Parse: returns the positional arguments. */
-static char **parse_cmd_flags(struct cflag *fl, int argc, char **argv,
-                              int *nargs)
+static int is_help(const char *a)
+{
+    const char *name = a[0] == '-' ? a + 1 + (a[1] == '-') : "";
+    size_t len = strcspn(name, "=");
+    return a[0] == '-' && ((len == 4 && strncmp(name, "help", 4) == 0) ||
+                           (len == 1 && name[0] == 'h'));
+}
+
+/* reorderArgs then flag.Parse: returns the positional arguments; --help
+ * prints the help of `key`; flag errors are reported as urfave/cli does. */
+static char **parse_cmd_flags(struct cflag *fl, const char *key, int argc,
+                              char **argv, int *nargs)
 {
     char **re = ctl_alloc(sizeof(char *) * ((size_t)argc + 2));
     char **rest = ctl_alloc(sizeof(char *) * ((size_t)argc + 2));
     int nre = 0, nrest = 0, may_value = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
-        if (may_value && cflag_find(fl, a) == NULL) {
+        if (may_value && cflag_find(fl, a) == NULL && !is_help(a)) {
             may_value = 0;
             re[nre++] = argv[i];
         } else if (strcmp(a, "--") == 0) {
@@ -1453,7 +1516,7 @@ static char **parse_cmd_flags(struct cflag *fl, int argc, char **argv,
                 rest[nrest++] = argv[j];
             }
             break;
-        } else if (cflag_find(fl, a) != NULL) {
+        } else if (cflag_find(fl, a) != NULL || is_help(a)) {
             re[nre++] = argv[i];
             may_value = strchr(a, '=') == NULL;
         } else {
@@ -1475,20 +1538,39 @@ static char **parse_cmd_flags(struct cflag *fl, int argc, char **argv,
         }
         struct cflag *f = cflag_find(fl, a);
         const char *name = a + 1 + (a[1] == '-');
-        if (f == NULL) {
-            die_plain(1, xprintf("Incorrect Usage: flag provided but not "
-                                 "defined: -%.*s",
-                                 (int)strcspn(name, "="), name));
-        }
+        int nl = (int)strcspn(name, "=");
         const char *eq = strchr(a, '=');
         const char *val = eq ? eq + 1 : NULL;
+        int b = 1;
+        if (is_help(a) && (val == NULL || go_parse_bool(val, &b) == 0)) {
+            if (b) {
+                print_help(key);
+            }
+            continue;
+        }
+        if (f == NULL) {
+            usage_error(key, xprintf("flag provided but not defined: -%.*s",
+                                     nl, name));
+        }
         if (f->has_value && val == NULL) {
             if (i + 1 >= nre) {
-                die_plain(1, xprintf("Incorrect Usage: flag needs an "
-                                     "argument: -%s",
-                                     name));
+                usage_error(key, xprintf("flag needs an argument: -%s", name));
             }
             val = re[++i];
+        }
+        long long iv;
+        if (f->has_value && !(f->has_value == 2) && go_parse_int(val, &iv) != 0) {
+            usage_error(key, xprintf("invalid value \"%s\" for flag -%.*s: "
+                                     "parse error",
+                                     val, nl, name));
+        }
+        if (!f->has_value && val != NULL) {
+            if (go_parse_bool(val, &b) != 0) {
+                usage_error(key, xprintf("invalid boolean value \"%s\" for "
+                                         "-%.*s: parse error",
+                                         val, nl, name));
+            }
+            val = b ? "true" : "false";
         }
         if (!f->has_value && val == NULL) {
             val = "true";
@@ -1522,17 +1604,11 @@ static int fl_bool(struct cflag *fl, const char *name)
     return strcmp(fl_str(fl, name), "true") == 0;
 }
 
+/* (validated when parsed) */
 static long long fl_int(struct cflag *fl, const char *name)
 {
-    const char *s = fl_str(fl, name);
-    char *end;
-    errno = 0;
-    long long x = strtoll(s, &end, 0);
-    if (s[0] && (*end || errno)) {
-        die_plain(1, xprintf("Incorrect Usage: invalid value \"%s\" for flag "
-                             "-%s: parse error",
-                             s, name));
-    }
+    long long x = 0;
+    go_parse_int(fl_str(fl, name), &x);
     return x;
 }
 
@@ -2485,14 +2561,14 @@ static void cmd_auth(const char *sub, int argc)
 #define CF(n, hv) {.names = (n), .has_value = (hv)}
 static struct cflag f_get[] = {CF("sort", 0), CF("quorum,q", 0), CF(NULL, 0)};
 static struct cflag f_set[] = {CF("ttl", 1),
-                               CF("swap-with-value", 1),
+                               CF("swap-with-value", 2),
                                CF("swap-with-index", 1),
                                CF(NULL, 0)};
 static struct cflag f_mk[] = {CF("in-order", 0), CF("ttl", 1), CF(NULL, 0)};
 static struct cflag f_ttl[] = {CF("ttl", 1), CF(NULL, 0)};
 static struct cflag f_rm[] = {CF("dir", 0),
                               CF("recursive,r", 0),
-                              CF("with-value", 1),
+                              CF("with-value", 2),
                               CF("with-index", 1),
                               CF(NULL, 0)};
 static struct cflag f_ls[] = {
@@ -2502,8 +2578,8 @@ static struct cflag f_watch[] = {
 static struct cflag f_exec[] = {
     CF("after-index", 1), CF("recursive,r", 0), CF(NULL, 0)};
 static struct cflag f_health[] = {CF("forever,f", 0), CF(NULL, 0)};
-static struct cflag f_roles[] = {CF("roles", 1), CF(NULL, 0)};
-static struct cflag f_perm[] = {CF("path", 1),
+static struct cflag f_roles[] = {CF("roles", 2), CF(NULL, 0)};
+static struct cflag f_perm[] = {CF("path", 2),
                                 CF("read", 0),
                                 CF("write", 0),
                                 CF("readwrite,rw", 0),
@@ -2576,6 +2652,9 @@ int ctl_v2_main(int argc, char **argv)
             printf("etcdctl version: 3.4.23\nAPI version: 2\n");
             return V2_OK;
         }
+        if (is_help(a)) {
+            print_help("");
+        }
         const struct gflag *gf = NULL;
         for (const struct gflag *x = v2_globals; x->names; x++) {
             if (name_in(x->names, name, nl)) {
@@ -2583,37 +2662,56 @@ int ctl_v2_main(int argc, char **argv)
             }
         }
         if (gf == NULL) {
-            die_plain(1, xprintf("Incorrect Usage. flag provided but not "
-                                 "defined: -%.*s",
-                                 (int)nl, name));
+            usage_error("", xprintf("flag provided but not defined: -%.*s",
+                                    (int)nl, name));
         }
         if (gf->flag) {
-            *gf->flag = eq == NULL || strcmp(eq, "true") == 0 ||
-                       strcmp(eq, "1") == 0;
+            *gf->flag = 1;
+            if (eq != NULL && go_parse_bool(eq, gf->flag) != 0) {
+                usage_error("", xprintf("invalid boolean value \"%s\" for "
+                                        "-%.*s: parse error",
+                                        eq, (int)nl, name));
+            }
             continue;
         }
         const char *val = eq;
         if (val == NULL) {
             if (i + 1 >= argc) {
-                die_plain(1, xprintf("Incorrect Usage. flag needs an "
-                                     "argument: -%.*s",
-                                     (int)nl, name));
+                usage_error("", xprintf("flag needs an argument: -%.*s",
+                                        (int)nl, name));
             }
             val = argv[++i];
         }
         if (gf->str) {
             *gf->str = val;
         } else if (parse_go_duration(val, gf->dur) != 0) {
-            die_plain(1, xprintf("invalid value \"%s\" for flag -%.*s: parse "
-                                 "error",
-                                 val, (int)nl, name));
+            usage_error("", xprintf("invalid value \"%s\" for flag -%.*s: "
+                                    "parse error",
+                                    val, (int)nl, name));
         }
     }
     if (i == argc) {
-        die_plain(1, "keelctl: ETCDCTL_API=2 needs a command (etcdctl's v2 "
-                     "help is not reproduced)");
+        print_help("");
     }
     const char *cmd = argv[i++];
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "h") == 0) {
+        /* urfave/cli's help command: a command's help, a group's own
+         * "help <group>" text, or the app's */
+        if (i == argc) {
+            print_help("");
+        }
+        const char *x = argv[i];
+        if (strcmp(x, "help") == 0 || strcmp(x, "h") == 0) {
+            print_help("help help");
+        }
+        if (help_text(xprintf("help %s", x)) != NULL) {
+            print_help(xprintf("help %s", x));
+        }
+        if (help_text(x) != NULL && x[0]) {
+            print_help(x);
+        }
+        die_plain(3, xprintf("No help topic for '%s'", x));
+    }
     if (strcmp(cmd, "backup") == 0) {
         return -1; /* keelctl.c runs keelctl's own backup */
     }
@@ -2630,12 +2728,22 @@ int ctl_v2_main(int argc, char **argv)
                 strcmp(cmd, "role") == 0 || strcmp(cmd, "auth") == 0;
     const char *sub = NULL;
     if (group) {
-        if (i == argc) {
-            die_plain(1, xprintf("keelctl: \"%s\" needs a sub-command "
-                                 "(etcdctl's v2 help is not reproduced)",
-                                 cmd));
+        if (i == argc || is_help(argv[i])) {
+            print_help(cmd);
         }
         sub = argv[i++];
+        if (strcmp(sub, "help") == 0 || strcmp(sub, "h") == 0) {
+            if (i == argc) {
+                print_help(xprintf("%s help", cmd));
+            }
+            if (help_text(xprintf("%s %s", cmd, argv[i])) == NULL) {
+                die_plain(3, xprintf("No help topic for '%s'", argv[i]));
+            }
+            print_help(xprintf("%s %s", cmd, argv[i]));
+        }
+        if (help_text(xprintf("%s %s", cmd, sub)) == NULL) {
+            die_plain(3, xprintf("No help topic for '%s'", sub));
+        }
         if (strcmp(cmd, "user") == 0 &&
             (strcmp(sub, "grant") == 0 || strcmp(sub, "revoke") == 0)) {
             flags = f_roles;
@@ -2645,7 +2753,8 @@ int ctl_v2_main(int argc, char **argv)
         }
     }
     int nargs = 0;
-    char **args = parse_cmd_flags(flags, argc - i, argv + i, &nargs);
+    char **args = parse_cmd_flags(flags, sub ? xprintf("%s %s", cmd, sub) : cmd,
+                                  argc - i, argv + i, &nargs);
     if (strcmp(cmd, "member") == 0) {
         cmd_member(sub, nargs, args);
     } else if (strcmp(cmd, "user") == 0) {

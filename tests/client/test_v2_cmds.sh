@@ -12,7 +12,7 @@
 # Normalised, as they cannot match: expiration times and remaining TTLs in
 # JSON, and the random ID of a member added by `member add`.
 #
-#   test_v2_cmds.sh <keelctl> [<keel>]
+#   [V2_SUITES="help keys ..."] test_v2_cmds.sh <keelctl> [<keel>]
 #
 # The server is etcd 3.4 with --enable-v2; with <keel>, the suites run
 # against keel --enable-v2 too when keel serves /v2/keys (else skipped).
@@ -81,7 +81,7 @@ start_server() { # binary, then extra server flags
 # run [IN=stdin] args...: one case, its exit code, stdout and stderr.
 run() {
     local in=""
-    if [[ $1 == IN=* ]]; then
+    if [[ ${1-} == IN=* ]]; then
         in=${1#IN=}
         shift
     fi
@@ -262,10 +262,32 @@ suite_keys() {
     run -C "$EP" --endpoint "http://127.0.0.1:$DEAD" --no-sync get /t
 }
 
+# urfave/cli's help and usage errors (no request is made)
+suite_help() {
+    local c
+    run
+    for c in --help -h help h "help help" "help get" "help member" \
+        "help member list" "help nosuch" "get --help" "get -h" "get /a --help" \
+        "ls -r --help" member "member --help" "member -h" "member help" \
+        "member help list" "member h" "member help nosuch" "member nosuch" \
+        "member list --help" "member list -h" "user grant --help" \
+        "role grant -h" "auth enable --help" "auth" "auth -h" "user help" \
+        "role help revoke" "cluster-health --help" "exec-watch --help" \
+        "watch -h" "setdir --help" "get --bogus /a" "set --ttl x /a 1" \
+        "set --ttl" "rm --dir=x /a" "watch --after-index x /a" \
+        "mk --in-order=maybe /q v" "member list --bogus" "--bogus get /a" \
+        "--timeout 1x get /a" "--debug=x get /a" "-o" --version -v \
+        "--help get" "-o json --help"; do
+        # shellcheck disable=SC2086
+        run $c
+    done
+}
+
 suite_members() {
     local E=--endpoints=$EP
     run "$E" member list
     run "$E" member list extra
+    run "$E" member
     run "$E" member add
     run "$E" member add n1
     run "$E" member add n1 bad
@@ -340,6 +362,7 @@ suite_auth() {
     run "$E" role remove nope
     run "$E" role remove root
     run "$E" --debug role remove r1
+    run "$E" auth
     run "$E" auth enable x
     run "$E" auth enable
     run "$E" set /a 1
@@ -392,6 +415,10 @@ ETCD=/usr/bin/etcd
 run_suite() {
     local name=$1 bin=$2 tool
     shift 2
+    # V2_SUITES="help keys": only those (when debugging a suite)
+    if [ -n "${V2_SUITES:-}" ] && [[ " $V2_SUITES " != *" $name "* ]]; then
+        return 0
+    fi
     for tool in etcdctl keelctl; do
         if [ "$tool" = etcdctl ]; then CTL=$ETCDCTL; else CTL=$KEELCTL; fi
         start_server "$bin" "$@" || return 1
@@ -415,6 +442,7 @@ run_suite() {
 run_all() {
     local bin=$1 fails=0
     SCHEME=http EP=http://127.0.0.1:$C
+    run_suite help "$bin" || fails=$((fails + 1))
     run_suite keys "$bin" || fails=$((fails + 1))
     run_suite members "$bin" || fails=$((fails + 1))
     ADV="http://127.0.0.1:$DEAD,http://127.0.0.1:$C" run_suite dead_client_url "$bin" ||
