@@ -907,6 +907,19 @@ static void backup_run(int argc, char **argv)
     if (stat(src, &st) != 0) {
         ctl_die(EXIT_ERROR, "open %s: %s", src, ctl_go_errno(errno));
     }
+    /* before LMDB opens it (and leaves its lock file in an etcd dir) */
+    int kfd = open(src, O_RDONLY | O_CLOEXEC);
+    if (kfd >= 0) {
+        enum image_kind k = image_kind(kfd);
+        close(kfd);
+        if (k == IMAGE_ETCD) {
+            ctl_die(EXIT_ERROR,
+                    "%s is an etcd data dir (bbolt), not a keel one: use "
+                    "ETCDCTL_API=2 etcdctl backup for it (keelctl backs up "
+                    "keel data dirs)",
+                    bk_data_dir);
+        }
+    }
     if (stat(member, &st) == 0) {
         fflush(stdout);
         fprintf(stderr, "Error: backup-dir ");

@@ -1221,6 +1221,25 @@ static void gostr(FILE *f, const char *s)
     go_json_string(f, s, strlen(s));
 }
 
+/* A []string as encoding/json writes it (nil: null). */
+static const char *json_str_array(char **s, size_t n)
+{
+    if (n == 0) {
+        return "null";
+    }
+    struct sbuf b;
+    FILE *f = sb_open(&b);
+    fputc('[', f);
+    for (size_t i = 0; i < n; i++) {
+        if (i) {
+            fputc(',', f);
+        }
+        gostr(f, s[i]);
+    }
+    fputc(']', f);
+    return sb_done(&b);
+}
+
 /* client.Node as encoding/json writes it. */
 static void node_json(FILE *f, json_t *n)
 {
@@ -1976,17 +1995,7 @@ static char *peer_urls_json(char **urls, size_t n)
             u[j - 1] = t;
         }
     }
-    struct sbuf b;
-    FILE *f = sb_open(&b);
-    fputs("{\"peerURLs\":[", f);
-    for (size_t i = 0; i < n; i++) {
-        if (i) {
-            fputc(',', f);
-        }
-        gostr(f, u[i]);
-    }
-    fputs("]}", f);
-    return sb_done(&b);
+    return xprintf("{\"peerURLs\":%s}", json_str_array(u, n));
 }
 
 /* A member API answer's {"message"} for the listed statuses, else
@@ -2297,24 +2306,6 @@ static void auth_req(const char *method, const char *path, const char *body,
     if (r->status != 200 && r->status != ok2) {
         auth_fail(r);
     }
-}
-
-static const char *json_str_array(char **s, size_t n)
-{
-    if (n == 0) {
-        return "null";
-    }
-    struct sbuf b;
-    FILE *f = sb_open(&b);
-    fputc('[', f);
-    for (size_t i = 0; i < n; i++) {
-        if (i) {
-            fputc(',', f);
-        }
-        gostr(f, s[i]);
-    }
-    fputc(']', f);
-    return sb_done(&b);
 }
 
 /* client.User as encoding/json writes it. */

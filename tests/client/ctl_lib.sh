@@ -30,3 +30,21 @@ ctl_cleanup() {
     (exit "$rc")
     kt_cleanup
 }
+
+# ctl_make_certs: in the current directory, with the openssl CLI: a CA
+# (ca.crt/key), a second CA that signed nothing we use (otherca), a server
+# certificate for localhost/127.0.0.1 and a client certificate (CN root).
+ctl_make_certs() {
+    ctl_ca() { openssl req -x509 -newkey rsa:2048 -nodes -keyout "$1.key" \
+        -out "$1.crt" -days 2 -subj "/CN=$1" 2>/dev/null; }
+    ctl_leaf() { # name cn san
+        openssl req -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.csr" \
+            -subj "/CN=$2" 2>/dev/null
+        printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$3" >"$1.ext"
+        openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial \
+            -out "$1.crt" -days 2 -extfile "$1.ext" 2>/dev/null
+    }
+    ctl_ca ca && ctl_ca otherca &&
+        ctl_leaf server localhost "DNS:localhost,IP:127.0.0.1" &&
+        ctl_leaf client root "DNS:client"
+}

@@ -22,17 +22,7 @@ trap ctl_cleanup EXIT
 cd "$TMP" || exit 1
 
 # -- certificates
-ca() { openssl req -x509 -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.crt" \
-    -days 2 -subj "/CN=$1" 2>/dev/null; }
-leaf() { # name cn san
-    openssl req -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.csr" \
-        -subj "/CN=$2" 2>/dev/null
-    printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$3" >"$1.ext"
-    openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial \
-        -out "$1.crt" -days 2 -extfile "$1.ext" 2>/dev/null
-}
-ca ca && ca otherca && leaf server localhost "DNS:localhost,IP:127.0.0.1" &&
-    leaf client root "DNS:client" || { echo "openssl failed" >&2; exit 1; }
+ctl_make_certs || { echo "openssl failed" >&2; exit 1; }
 echo "not a certificate" >junk.pem
 
 CPORT=$(kt_free_port)

@@ -37,17 +37,7 @@ KT_PIDS+=("$SILENT_PID")
 ctl_stop_silent() { kill "$SILENT_PID" 2>/dev/null; wait "$SILENT_PID" 2>/dev/null; }
 
 # -- certificates for the TLS suite (openssl CLI)
-ca() { openssl req -x509 -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.crt" \
-    -days 2 -subj "/CN=$1" 2>/dev/null; }
-leaf() { # name cn san
-    openssl req -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.csr" \
-        -subj "/CN=$2" 2>/dev/null
-    printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$3" >"$1.ext"
-    openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial \
-        -out "$1.crt" -days 2 -extfile "$1.ext" 2>/dev/null
-}
-ca ca && ca otherca && leaf server localhost "DNS:localhost,IP:127.0.0.1" &&
-    leaf client root "DNS:client" || { echo "openssl failed" >&2; exit 1; }
+ctl_make_certs || { echo "openssl failed" >&2; exit 1; }
 
 # show.sh: what exec-watch hands its command
 cat >show.sh <<'EOF'
@@ -470,5 +460,30 @@ if [ -n "$KEEL" ]; then
         echo "skipped against keel: /v2/keys answers $code"
     fi
 fi
-[ "$fails" = 0 ] || { echo "FAIL: $fails suite(s) differ"; exit 1; }
+# backup with ETCDCTL_API=2 is keelctl's own, for keel data dirs (etcdctl's
+# is for etcd's): an etcd data dir is refused and left untouched.
+if [ -z "${V2_SUITES:-}" ]; then
+    ETCD=/usr/bin/etcd
+    start_server "$ETCD" && ctl_stop
+    out=$("$KEELCTL" backup --data-dir data --backup-dir bk 2>&1)
+    rc=$?
+    if [ "$rc" = 1 ] && [[ $out == *"data is an etcd data dir (bbolt), not a keel one"* ]] &&
+        [ ! -e bk ] && [ ! -e data/member/snap/db-lock ]; then
+        echo "ok: backup refuses an etcd data dir"
+    else
+        echo "FAIL: backup of an etcd data dir: rc=$rc $out"
+        fails=$((fails + 1))
+    fi
+    if [ -n "$KEEL" ]; then
+        start_server "$KEEL" && ctl_stop
+        if "$KEELCTL" backup --data-dir data --backup-dir bk &&
+            [ -s bk/member/snap/db ]; then
+            echo "ok: backup of a keel data dir"
+        else
+            echo "FAIL: backup of a keel data dir"
+            fails=$((fails + 1))
+        fi
+    fi
+fi
+[ "$fails" = 0 ] || { echo "FAIL: $fails check(s) failed"; exit 1; }
 exit 0
