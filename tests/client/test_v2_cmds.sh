@@ -22,7 +22,7 @@ KEEL=${2:-}
 ETCDCTL=/usr/bin/etcdctl
 . "$(dirname "$0")/ctl_lib.sh" # ETCDCTL_API=3, lib.sh, TMP
 export ETCDCTL_API=2
-trap 'ctl_stop_silent; ctl_cleanup' EXIT
+trap ctl_cleanup EXIT
 cd "$TMP" || exit 1
 
 C=$(kt_free_port)
@@ -33,8 +33,7 @@ python3 -c 'import socket,time
 s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("127.0.0.1", '"$SILENT"')); s.listen(64); time.sleep(3600)' &
 SILENT_PID=$!
-KT_PIDS+=("$SILENT_PID")
-ctl_stop_silent() { kill "$SILENT_PID" 2>/dev/null; wait "$SILENT_PID" 2>/dev/null; }
+KT_PIDS+=("$SILENT_PID") # ended by the EXIT trap
 
 # -- certificates for the TLS suite (openssl CLI)
 ctl_make_certs || { echo "openssl failed" >&2; exit 1; }
