@@ -1783,6 +1783,8 @@ static void make_certs(struct fx *f)
 static struct tls_ctx *tls_ctxs[6];
 static size_t n_tls_ctxs;
 static const char *tls_crl; /* a member's --peer-crl-file, or NULL */
+/* --peer-cert-allowed-hostname instead of the allowed CN, or NULL */
+static const char *tls_allowed_host;
 
 static void tls_member(struct fx *f, struct member *m, const char *cert)
 {
@@ -1794,7 +1796,8 @@ static void tls_member(struct fx *f, struct member *m, const char *cert)
                             .key_file = key,
                             .trusted_ca_file = ca,
                             .client_cert_auth = 1,
-                            .allowed_cn = "peer",
+                            .allowed_cn = tls_allowed_host ? NULL : "peer",
+                            .allowed_hostname = tls_allowed_host,
                             .crl_file = tls_crl,
                             .role = TLS_SERVER};
     assert_true(n_tls_ctxs + 2 <= 6);
@@ -1823,6 +1826,7 @@ static int teardown_tls(void **state)
     int rv = teardown(state);
     tls_free_all();
     tls_crl = NULL;
+    tls_allowed_host = NULL;
     return rv;
 }
 
@@ -1986,6 +1990,20 @@ static void test_peer_tls_revoked_refused(void **state)
     free(log);
 }
 
+/* --peer-cert-allowed-hostname: a certificate not valid for that name is
+ * refused as etcd refuses it; one valid for it is accepted. */
+static void test_peer_tls_allowed_hostname(void **state)
+{
+    struct fx *f = *state;
+    tls_allowed_host = "127.0.0.1";
+    /* peer.crt names 127.0.0.1 (members 1 and 2 accept each other);
+     * byname.crt only localhost */
+    char *log = tls_intruder(f, "byname",
+                             "(error \"client certificate authentication "
+                             "failed\", ServerName \"\")");
+    free(log);
+}
+
 /* etcd's checkSAN: a client certificate whose IP SANs do not name the
  * connecting address is refused after the handshake. */
 static void test_peer_tls_client_san_checked(void **state)
@@ -2090,6 +2108,7 @@ int main(void)
         TT(test_peer_tls_unknown_ca_refused),
         TT(test_peer_tls_wrong_cn_refused),
         TT(test_peer_tls_revoked_refused),
+        TT(test_peer_tls_allowed_hostname),
         TT(test_peer_tls_client_san_checked),
         TT(test_peer_tls_client_san_by_name),
         TT(test_peer_tls_garbage_refused),
