@@ -119,6 +119,28 @@ kt_leaf() {
     [ -s "$d/$name.crt" ] || { echo "openssl failed to make $d/$name.crt" >&2; exit 1; }
 }
 
+# kt_fail_case BIN CLIENT_SCHEME PEER_SCHEME [flags...]: start a one-member
+# BIN (keel or etcd) on client and peer URLs of those schemes with flags
+# that must make it fail; print its exit code and its last critical log
+# line (timestamp cut, ports normalised). The whole output stays in
+# $KT_TMP/fail.out.
+kt_fail_case() {
+    local bin=$1 cs=$2 ps=$3 cport pport rc=0
+    shift 3
+    cport=$(kt_free_port)
+    pport=$(kt_free_port)
+    rm -rf "$KT_TMP/fail.data"
+    timeout 20 "$bin" --name fail --data-dir "$KT_TMP/fail.data" \
+        --listen-client-urls "$cs://127.0.0.1:$cport" \
+        --advertise-client-urls "$cs://127.0.0.1:$cport" \
+        --listen-peer-urls "$ps://127.0.0.1:$pport" \
+        --initial-advertise-peer-urls "$ps://127.0.0.1:$pport" \
+        --initial-cluster "fail=$ps://127.0.0.1:$pport" "$@" \
+        >"$KT_TMP/fail.out" 2>&1 || rc=$?
+    echo "rc=$rc $(grep ' C | ' "$KT_TMP/fail.out" | tail -1 | cut -d' ' -f3- |
+        sed -E 's/127\.0\.0\.1:[0-9]+/127.0.0.1:PORT/g')"
+}
+
 # kt_check DESCRIPTION EXPECTED ACTUAL: fail the test with a diff.
 kt_check() {
     if [ "$2" != "$3" ]; then

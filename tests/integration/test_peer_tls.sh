@@ -198,23 +198,9 @@ echo "ok: self-signed certificates in <data-dir>/fixtures/peer"
 for i in 1 2 3; do kc_stop a "$i"; done
 
 # ---- 7. startup errors for bad peer TLS flags, against etcd 3.4 ---------------
-# fail_case BIN [flags...]: exit code and the last critical line
-fail_case() {
-    local bin=$1 cport pport rc=0
-    shift
-    cport=$(kt_free_port)
-    pport=$(kt_free_port)
-    rm -rf "$KT_TMP/fail.data"
-    timeout 20 "$bin" --name fail --data-dir "$KT_TMP/fail.data" \
-        --listen-client-urls "http://127.0.0.1:$cport" \
-        --advertise-client-urls "http://127.0.0.1:$cport" \
-        --listen-peer-urls "https://127.0.0.1:$pport" \
-        --initial-advertise-peer-urls "https://127.0.0.1:$pport" \
-        --initial-cluster "fail=https://127.0.0.1:$pport" "$@" \
-        >"$KT_TMP/fail.out" 2>&1 || rc=$?
-    echo "rc=$rc $(grep ' C | ' "$KT_TMP/fail.out" | tail -1 | cut -d' ' -f3- |
-        sed -E 's/127\.0\.0\.1:[0-9]+/127.0.0.1:PORT/g')"
-}
+# fail_case BIN [flags...]: exit code and last critical line, https peer
+# URLs
+fail_case() { kt_fail_case "$1" http https "${@:2}"; }
 for args in \
     "" \
     "--peer-cert-file $KT_TMP/missing.crt --peer-key-file $C/peer.key" \

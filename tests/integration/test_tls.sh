@@ -396,24 +396,9 @@ stop "$rotkeel_PID"
 stop "$rotetcd_PID"
 
 # ---- 6. startup errors: keel exits as etcd, with etcd's message ------------------
-# fail_case NAME [flags...]: last log line (timestamp cut) and exit code
-fail_case() {
-    local bin=$1
-    shift
-    local cport pport rc=0
-    cport=$(kt_free_port)
-    pport=$(kt_free_port)
-    rm -rf "$KT_TMP/fail.data"
-    timeout 20 "$bin" --name fail --data-dir "$KT_TMP/fail.data" \
-        --listen-client-urls "https://127.0.0.1:$cport" \
-        --advertise-client-urls "https://127.0.0.1:$cport" \
-        --listen-peer-urls "http://127.0.0.1:$pport" \
-        --initial-advertise-peer-urls "http://127.0.0.1:$pport" \
-        --initial-cluster "fail=http://127.0.0.1:$pport" "$@" \
-        >"$KT_TMP/fail.out" 2>&1 || rc=$?
-    echo "rc=$rc $(grep ' C | ' "$KT_TMP/fail.out" | tail -1 | cut -d' ' -f3- |
-        sed -E 's/127\.0\.0\.1:[0-9]+/127.0.0.1:PORT/g')"
-}
+# fail_case BIN [flags...]: exit code and last critical line, https client
+# URLs
+fail_case() { kt_fail_case "$1" https http "${@:2}"; }
 for args in \
     "--cert-file $KT_TMP/missing.crt --key-file $C/server.key" \
     "--cert-file $C/server.crt --key-file $KT_TMP/missing.key" \
