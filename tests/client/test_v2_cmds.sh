@@ -170,7 +170,8 @@ suite_keys() {
     run "$E" -o json mkdir /d
     run "$E" -o json setdir /sd
     run "$E" setdir /sd2
-    run "$E" -o json setdir /a
+    run "$E" set /sk v
+    run "$E" -o json setdir /sk
     run "$E" -o json set /d/x 3
     run "$E" -o json ls --sort
     run "$E" -o json ls --sort -r /d
@@ -277,6 +278,7 @@ suite_members() {
     run "$E" member list
     run "$E" member list extra
     run "$E" member
+    runbg 4 "$E" cluster-health -f
     run "$E" member add
     run "$E" member add n1
     run "$E" member add n1 bad
