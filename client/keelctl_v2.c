@@ -1412,8 +1412,9 @@ static char *keys_path(const char *key)
                                   key[0] && key[0] != '/' ? "/" : "", key));
 }
 
-/* A keys request; exits through handleError on failure. `empty_ok`: an
- * empty 200 answer returns 0 (watch retries it), else 1. */
+/* A keys request; exits through handleError on failure. Returns 1 with
+ * *out; 0 for a watch (`wait`) answered 200 with an empty body, which the
+ * client asks again (etcd: httpWatcher.Next on ErrEmptyBody). */
 static int keys_call(const char *method, const char *key, const char *query,
                      const char *form, int wait, struct keys_resp *out)
 {
