@@ -613,6 +613,11 @@ static void hist_add(struct v2 *v, const Keelpb__V2Event *e)
     if (h->remove && e->prev_node != NULL && e->prev_node->dir) {
         h->prev_key = strdup(e->prev_node->key);
     }
+    /* the removed paths are for live watchers only */
+    Keelpb__V2Event copy = *e;
+    copy.n_removed = 0;
+    copy.removed = NULL;
+    e = &copy;
     h->len = keelpb__v2_event__get_packed_size(e);
     h->packed = malloc(h->len ? h->len : 1);
     if (h->key == NULL || h->packed == NULL) {
@@ -737,15 +742,15 @@ static void notify(struct v2 *v, const Keelpb__V2Event *e)
     bool removed = strcmp(e->action, "delete") == 0 ||
                    strcmp(e->action, "expire") == 0 ||
                    strcmp(e->action, "compareAndDelete") == 0;
-    size_t kl = strlen(key);
     struct v2_watcher *next;
-    if (removed) {
+    /* node.Remove's callback: each removed path, children first, tells
+     * the watchers of exactly that path (deleted = true) */
+    for (size_t i = 0; removed && i < e->n_removed; i++) {
+        const char *rp = e->removed[i][0] != '\0' ? e->removed[i] : "/";
         for (struct v2_watcher *w = v->watchers; w != NULL; w = next) {
             next = w->next;
-            bool under = strcmp(w->key, key) == 0 ||
-                         (e->node->dir && has_prefix(w->key, key) &&
-                          w->key[kl] == '/');
-            if (under && index >= w->since && watcher_send(w, e)) {
+            if (strcmp(w->key, rp) == 0 && index >= w->since &&
+                watcher_send(w, e)) {
                 watcher_end(w);
             }
         }

@@ -536,7 +536,8 @@ struct op
     struct keel_arena *a;
     int64_t now;
     Keelpb__V2Response *resp;
-    int rv; /* C error */
+    size_t removed_cap; /* of the event being removed into */
+    int rv;             /* C error */
 };
 
 static int verr(struct op *o, int code, const char *cause, uint64_t index)
@@ -740,23 +741,44 @@ static struct v2node *walk_dirs(struct op *o, const char *path, size_t len)
 }
 
 /* Detach n from the tree and the table, children first; the removed
- * paths (for watchers) go to e->removed when e is not NULL. */
-static int remove_tree(struct op *o, struct v2node *n)
+ * paths (for watchers) are appended to e->removed when e is not NULL. */
+static int remove_tree(struct op *o, struct v2node *n, Keelpb__V2Event *e)
 {
     for (size_t i = 0; i < n->n_kids; i++) {
-        int rv = remove_tree(o, n->kids[i]);
+        int rv = remove_tree(o, n->kids[i], e);
         if (rv != 0) {
             return rv;
         }
+    }
+    if (e != NULL) {
+        if (e->n_removed == o->removed_cap) {
+            size_t cap = o->removed_cap ? o->removed_cap * 2 : 8;
+            char **nr = keel_arena_alloc(o->a, cap * sizeof *nr);
+            if (nr == NULL) {
+                return KEEL_ENOMEM;
+            }
+            if (e->n_removed > 0) {
+                memcpy(nr, e->removed, e->n_removed * sizeof *nr);
+            }
+            e->removed = nr;
+            o->removed_cap = cap;
+        }
+        e->removed[e->n_removed] =
+            keel_arena_dup(o->a, n->path, n->path_len + 1);
+        if (e->removed[e->n_removed] == NULL) {
+            return KEEL_ENOMEM;
+        }
+        e->n_removed++;
     }
     ttl_remove(o->v, n);
     o->v->count--;
     return unpersist(o->w, n);
 }
 
-static int remove_node(struct op *o, struct v2node *n)
+static int remove_node(struct op *o, struct v2node *n, Keelpb__V2Event *e)
 {
-    int rv = remove_tree(o, n);
+    o->removed_cap = 0;
+    int rv = remove_tree(o, n, e);
     if (rv != 0) {
         return rv;
     }
@@ -853,7 +875,7 @@ static Keelpb__V2Event *create(struct op *o, const char *path, bool dir,
             return NULL;
         }
         prev = repr(o, n, false, false);
-        if (prev == NULL || (o->rv = remove_node(o, n)) != 0) {
+        if (prev == NULL || (o->rv = remove_node(o, n, NULL)) != 0) {
             return NULL;
         }
     }
@@ -1068,7 +1090,7 @@ static Keelpb__V2Event *remove_event(struct op *o, struct v2node *n,
     if (n->dir) {
         e->node->dir = true;
     }
-    if ((o->rv = remove_node(o, n)) != 0) {
+    if ((o->rv = remove_node(o, n, e)) != 0) {
         return NULL;
     }
     o->v->index = next;

@@ -239,6 +239,11 @@ static void test_v2store_delete(void **state)
     assert_true(e->prev_node->dir);
     assert_int_equal(e->node->modified_index, 3);
     assert_int_equal(v2store_count(f->v), 1);
+    /* removed paths, children first (etcd's node.Remove callbacks) */
+    assert_int_equal(e->n_removed, 3);
+    assert_string_equal(e->removed[0], "/d/a/b");
+    assert_string_equal(e->removed[1], "/d/a");
+    assert_string_equal(e->removed[2], "/d");
     assert_err(apply(f, "DELETE", "/f", "pv=x"), V2_ECODE_TEST_FAILED,
                "[x != v]", 3);
     e = ev(apply(f, "DELETE", "/f", "pv=v"));
