@@ -257,10 +257,21 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     close_handles(req->data);
 }
 
+static int tls_flush(struct conn *c);
+
 void conn_close(struct conn *c, int graceful)
 {
     if (c->state == CONN_CLOSING) {
         return;
+    }
+    if (graceful && c->tls != NULL && !c->l->forced) {
+        /* queued before CLOSING (which refuses writes); a failed write
+         * closes the connection itself */
+        tls__close_notify(c->tls);
+        (void)tls_flush(c);
+        if (c->state == CONN_CLOSING) {
+            return;
+        }
     }
     c->state = CONN_CLOSING;
     uv_timer_stop(&c->linger);

@@ -967,6 +967,18 @@ int tls__write(struct tls_conn *t, const void *buf, size_t len)
     return 0;
 }
 
+void tls__close_notify(struct tls_conn *t)
+{
+    /* One SSL_shutdown: queue our close_notify (we do not wait for the
+     * peer's). Only on an established session; a failure is ignored (the
+     * socket is closed anyway). */
+    if (t->ssl != NULL && SSL_is_init_finished(t->ssl)) {
+        ERR_clear_error();
+        (void)SSL_shutdown(t->ssl);
+        ERR_clear_error();
+    }
+}
+
 size_t tls__pending_out(const struct tls_conn *t)
 {
     return BIO_ctrl_pending(t->wbio);

@@ -133,6 +133,11 @@ int tls__write(struct tls_conn *t, const void *buf, size_t len);
 /* Ciphertext waiting for the socket: a malloc'd buffer for
  * conn_write_take(), or NULL when there is none. */
 void *tls__take_out(struct tls_conn *t, size_t *len);
+
+/* Queue a close_notify alert (take it with tls__take_out): a graceful
+ * close tells the client the stream ended where it did (Go's TLS stack
+ * sends one; OpenSSL 3 clients report an "unexpected eof" otherwise). */
+void tls__close_notify(struct tls_conn *t);
 /* The same without a buffer of its own: how many bytes wait, and copy up
  * to len of them into buf (returns how many). */
 size_t tls__pending_out(const struct tls_conn *t);
