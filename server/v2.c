@@ -903,7 +903,13 @@ static void watch(struct key_req *k, uint64_t since, bool stream)
         (void)router_end(req);
         return;
     }
-    if (h != NULL) {
+    /* A history hit ends a plain watch. A stream gets every later match
+     * from the history too, then the live events (all of them are in the
+     * history up to store_index): etcd's hub hands such a stream its one
+     * history event and never registers it, so it stays silent until the
+     * client leaves; keel streams on without a gap, as its users would
+     * wish. */
+    while (h != NULL) {
         Keelpb__V2Event *e = keelpb__v2_event__unpack(&req->arena.pb, h->len,
                                                       h->packed);
         if (e != NULL) {
@@ -913,15 +919,14 @@ static void watch(struct key_req *k, uint64_t since, bool stream)
                 (void)router_write(req, b.p, b.len);
             }
             free(b.p);
+            keelpb__v2_event__free_unpacked(e, &req->arena.pb);
         }
-        /* etcd: the watcher got its event from the history; a stream goes
-         * on only if ... it does not: handleKeyWatch returns after one
-         * event unless stream, and a history hit is one event. */
         if (!stream) {
             (void)router_end(req);
             return;
         }
-        since = h->index + 1;
+        since = store_index + 1;
+        h = hist_scan(v, key, k->recursive, h->index + 1, &start, &cleared);
     }
     struct v2_watcher *w = keel_arena_alloc(&req->arena, sizeof *w);
     if (w == NULL) {

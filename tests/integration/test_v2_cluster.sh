@@ -3,7 +3,8 @@
 # checked by test_v2_compat.sh):
 #   1. one member: v2 writes survive a graceful restart and a kill -9
 #      (same nodes, values, indexes, TTL kept); the history after a restart
-#      answers an old waitIndex with 401 and a new one with its event
+#      answers an old waitIndex with 401 and a new one with its event; a
+#      stream from the history gets every later match, then live events
 #   2. three members, --enable-v2 on all: a write on one member is read on
 #      the others (quorum GET, and local GET once applied), a watch on a
 #      follower sees a write made on the leader, a TTL key set on a
@@ -65,6 +66,17 @@ kt_wait_http "http://$EP/health" 30
 kt_check "acknowledged write after kill -9" "acked" "$(get "$EP" /k9 | field 'd["node"]["value"]')"
 kt_check "v2 tree after kill -9" "$before" \
     "$(get "$EP" "/?recursive=true&sorted=true" | sed -E 's/"expiration":"[^"]*"//; s/"ttl":[0-9]+//; s/,\{"key":"\/k9"[^}]*\}//')"
+# a stream from the history gets every later match, then live events
+i1=$(put "$EP" /hs value=a | field 'd["node"]["modifiedIndex"]')
+put "$EP" /hs value=b >/dev/null
+put "$EP" /other value=x >/dev/null
+curl -sS -m 3 "http://$EP/v2/keys/hs?wait=true&stream=true&waitIndex=$i1" >"$KT_TMP/hs" &
+hspid=$!
+sleep 0.5
+put "$EP" /hs value=c >/dev/null
+wait "$hspid" || true # curl ends at -m 3
+kt_check "stream from the history, then live" "a b c" \
+    "$(python3 -c "import json,sys; print(' '.join(json.loads(l)['node']['value'] for l in open(sys.argv[1]) if l.strip()))" "$KT_TMP/hs")"
 stop_solo
 
 # ---- 2. three members -------------------------------------------------------
