@@ -653,9 +653,10 @@ static struct v2_hist *hist_scan(struct v2 *v, const char *key,
     if (v->hist_n == 0 || index > hist_at(v, v->hist_n - 1)->index) {
         return NULL;
     }
-    char pre[4096];
-    snprintf(pre, sizeof pre, "%s%s", key,
-             key[strlen(key) - 1] == '/' ? "" : "/");
+    /* etcd: a recursive watch matches keys under key + "/" (the root's
+     * "/" as it is) */
+    size_t kl = strlen(key);
+    bool root = strcmp(key, "/") == 0;
     for (size_t i = 0; i < v->hist_n; i++) {
         struct v2_hist *h = hist_at(v, i);
         if (h->index < index) {
@@ -667,7 +668,8 @@ static struct v2_hist *hist_scan(struct v2 *v, const char *key,
         const char *hk = h->key[0] != '\0' ? h->key : "/";
         bool ok = strcmp(hk, key) == 0;
         if (recursive) {
-            ok = ok || has_prefix(hk, pre);
+            ok = ok || (strncmp(hk, key, kl) == 0 &&
+                        (root || hk[kl] == '/'));
         }
         if (h->prev_key != NULL) {
             ok = ok || has_prefix(key, h->prev_key);
