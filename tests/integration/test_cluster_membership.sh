@@ -142,7 +142,8 @@ ctl --endpoints="$FEP" member promote "$(member_id "$LEP" "k$L,")" 2>"$KT_TMP/er
 kt_check "promote of a voter through a follower" \
     "Error: etcdserver: can only promote a learner member rc=1" \
     "$(grep -v '^{' "$KT_TMP/err") rc=$rc"
-kt_check "member promote" "Member $ID4 promoted in cluster $(ctl --endpoints="$LEP" endpoint status -w json | python3 -c 'import json,sys; print("%16x" % json.load(sys.stdin)[0]["Status"]["header"]["cluster_id"])')" \
+# etcdctl prints both ids with %16x: space-padded when they are shorter
+kt_check "member promote" "Member $(printf '%16s' "$ID4") promoted in cluster $(ctl --endpoints="$LEP" endpoint status -w json | python3 -c 'import json,sys; print("%16x" % json.load(sys.stdin)[0]["Status"]["header"]["cluster_id"])')" \
     "$(ctl --endpoints="$FEP" member promote "$ID4")"
 kt_check "k4 is a voter" "false" \
     "$(ctl --endpoints="$LEP" member list | grep k4 | awk -F', ' '{print $6}')"
@@ -174,7 +175,7 @@ done
 kt_check "k4 replicates on its new peer URL" 1 "$got"
 
 # -- remove it: it stops with etcd's log line and exits 0 -------------------
-kt_check "member remove" "Member $ID4 removed from cluster $(ctl --endpoints="$LEP" endpoint status -w json | python3 -c 'import json,sys; print("%16x" % json.load(sys.stdin)[0]["Status"]["header"]["cluster_id"])')" \
+kt_check "member remove" "Member $(printf '%16s' "$ID4") removed from cluster $(ctl --endpoints="$LEP" endpoint status -w json | python3 -c 'import json,sys; print("%16x" % json.load(sys.stdin)[0]["Status"]["header"]["cluster_id"])')" \
     "$(ctl --endpoints="$LEP" member remove "$ID4")"
 rc=0
 for ((t = 0; t < 100; t++)); do
