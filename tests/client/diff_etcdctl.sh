@@ -20,7 +20,8 @@ trap ctl_cleanup EXIT
 
 CPORT=$(kt_free_port)
 PPORT=$(kt_free_port)
-DEAD=127.0.0.1:$(kt_free_port) # nothing listens there
+kt_dead_port
+DEAD=127.0.0.1:$KT_DEAD_PORT # refuses connections (bound, not listening)
 ENDPOINT=127.0.0.1:$CPORT
 
 start_etcd() {

@@ -28,7 +28,8 @@ cd "$TMP" || exit 1
 
 C=$(kt_free_port)
 P=$(kt_free_port)
-DEAD=$(kt_free_port) # nothing listens here
+kt_dead_port
+DEAD=$KT_DEAD_PORT # refuses connections (bound, not listening)
 SILENT=$(kt_free_port) # accepts, never answers
 python3 -c 'import socket,time
 s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -47,6 +47,29 @@ kt_free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
+# kt_dead_port: sets KT_DEAD_PORT to a loopback port that refuses every
+# connection for the whole test: a socket is bound to it and never listens,
+# so no other process (a server of a test running beside this one) can take
+# it, as it could a port from kt_free_port left unused. Not to be called in
+# a $(...) subshell: the holder is stopped by the EXIT trap via KT_PIDS.
+kt_dead_port() {
+    local f
+    f=$(mktemp "$KT_TMP/dead.XXXXXX")
+    python3 -c 'import socket,sys,time
+s=socket.socket(); s.bind(("127.0.0.1",0))
+open(sys.argv[1],"w").write("%d\n" % s.getsockname()[1]); time.sleep(3600)' "$f" &
+    KT_PIDS+=($!)
+    KT_DEAD_PORT=""
+    local i
+    for ((i = 0; i < 100; i++)); do
+        KT_DEAD_PORT=$(cat "$f")
+        [ -n "$KT_DEAD_PORT" ] && return 0
+        sleep 0.05
+    done
+    echo "kt_dead_port: no port" >&2
+    return 1
+}
+
 # kt_wait_http URL [seconds]: wait until URL answers 200.
 kt_wait_http() {
     local url=$1 secs=${2:-20} i
