@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "grpc_wire.h"
+#include "keelctl_complete.h"
 #include "keelctl_help.h"
 
 struct ctl_globals g = {
@@ -954,6 +955,12 @@ int main(int argc, char **argv)
     }
     ctl_argc = argc;
     ctl_argv = argv;
+    /* cobra's hidden callbacks of the completion scripts */
+    if (argc > 2 && (strcmp(argv[1], "__complete") == 0 ||
+                     strcmp(argv[1], "__completeNoDesc") == 0)) {
+        return complete_run(argc - 2, argv + 2,
+                            strcmp(argv[1], "__completeNoDesc") == 0);
+    }
     /* 1. The command words, skipping flags and their values. */
     char *words[8];
     size_t nwords = 0;
@@ -1017,7 +1024,11 @@ int main(int argc, char **argv)
         }
         if (is_help || nwords == 0 || matched > 0) {
             help_path = is_help ? "help" : ctl_strdup(found);
-            struct flag *gsets[] = {global_flags, NULL};
+            int no_desc = 0;
+            struct flag comp_flags[] = {
+                {"no-descriptions", 0, F_BOOL, &no_desc, 0}, {NULL, 0, 0, NULL, 0}};
+            int is_script = !is_help && strncmp(found, "completion ", 11) == 0;
+            struct flag *gsets[] = {global_flags, is_script ? comp_flags : NULL, NULL};
             char **gpos = calloc((size_t)argc + 1, sizeof(char *));
             parse_flags(argc - 1, argv + 1, gsets, gpos);
             free(gpos);
@@ -1034,6 +1045,19 @@ int main(int argc, char **argv)
                     return 0;
                 }
                 help_path = ctl_strdup(found);
+            }
+            if (is_script && !help_requested) {
+                if (matched < nwords) {
+                    /* the shell commands take no arguments (cobra's NoArgs) */
+                    help_print(help_path);
+                    for (int k = 0; k < 2; k++) {
+                        fprintf(stderr, "Error: unknown command \"%s\" for \"etcdctl %s\"\n%s",
+                                words[matched], found, k ? "" : "\n");
+                    }
+                    return EXIT_ERROR;
+                }
+                complete_script(found + 11, no_desc);
+                return 0;
             }
             if (!help_requested && !is_help && nwords > 0 &&
                 !help_is_group(help_path)) {

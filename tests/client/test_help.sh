@@ -20,8 +20,8 @@ GROUPS_=$(printf '%s\n' "${CMDS[@]}" | awk 'NF > 1 {print $1}' | sort -u)
 cases=("" "--help" "-h" "help" "help frob" "help lease frob" "frob" "frob --help"
     "get --frob" "get -x" "lease frob" "--frob" "-w json" "help help")
 for c in "${CMDS[@]}" $GROUPS_; do
-    # completion and migrate are listed by etcdctl, not implemented by
-    # keelctl: their help still matches
+    # migrate is listed by etcdctl, not implemented by keelctl: its help
+    # still matches
     cases+=("$c --help" "help $c")
 done
 cases+=("get -h" "lease grant -h" "put --help --prefix")
