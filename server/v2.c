@@ -1260,6 +1260,19 @@ static void respond_json(struct v2 *v, struct router_req *req, int status,
     free(b->p);
 }
 
+/* A /v2/stats answer: etcd's stats handlers set no X-Etcd-Cluster-ID. */
+static void respond_stats(struct router_req *req, struct jbuf *b)
+{
+    if (b->oom) {
+        (void)router_respond(req, 500, NULL, NULL, 0);
+    } else {
+        struct hdrs h;
+        hdrs_init(&h);
+        respond_hdrs(req, 200, "application/json", &h, b->p, b->len);
+    }
+    free(b->p);
+}
+
 struct member_call
 {
     struct v2 *v2;
@@ -1659,10 +1672,7 @@ static void stats_store(struct router_req *req, void *data)
            st.cad_success, st.cad_fail);
     jb_fmt(&b, ",\"expireCount\":%" PRIu64 ",\"watchers\":%zu}", st.expire_count,
            v->n_watchers);
-    struct hdrs h;
-    hdrs_init(&h);
-    respond_hdrs(req, 200, "application/json", &h, b.p, b.len);
-    free(b.p);
+    respond_stats(req, &b);
 }
 
 static void stats_self(struct router_req *req, void *data)
@@ -1691,10 +1701,7 @@ static void stats_self(struct router_req *req, void *data)
     jb_str(&b, "\",\"startTime\":");
     jb_time(&b, v2_start_ns(v));
     jb_str(&b, "},\"recvAppendRequestCnt\":0,\"sendAppendRequestCnt\":0}");
-    struct hdrs h;
-    hdrs_init(&h);
-    respond_hdrs(req, 200, "application/json", &h, b.p, b.len);
-    free(b.p);
+    respond_stats(req, &b);
 }
 
 static void stats_leader(struct router_req *req, void *data)
@@ -1731,10 +1738,7 @@ static void stats_leader(struct router_req *req, void *data)
         first = false;
     }
     jb_str(&b, "}}");
-    struct hdrs h;
-    hdrs_init(&h);
-    respond_hdrs(req, 200, "application/json", &h, b.p, b.len);
-    free(b.p);
+    respond_stats(req, &b);
 }
 
 /* ---- lifecycle --------------------------------------------------------------- */

@@ -125,6 +125,20 @@ int v2store_error_status(int code)
 
 /* ---- paths ------------------------------------------------------------- */
 
+/* The next element of p[*i, len) after any slashes: its offset in *start,
+ * its length returned (0: no more), *i moved past it. */
+static size_t next_elem(const char *p, size_t len, size_t *i, size_t *start)
+{
+    while (*i < len && p[*i] == '/') {
+        (*i)++;
+    }
+    *start = *i;
+    while (*i < len && p[*i] != '/') {
+        (*i)++;
+    }
+    return *i - *start;
+}
+
 char *v2store_clean_path(struct keel_arena *a, const char *p, size_t len)
 {
     /* Go's path.Clean of "/" + p: rooted, so ".." at the root vanishes. */
@@ -133,18 +147,9 @@ char *v2store_clean_path(struct keel_arena *a, const char *p, size_t len)
         return NULL;
     }
     size_t w = 0;
-    size_t i = 0;
+    size_t pos = 0, i, n;
     out[w++] = '/';
-    while (i < len) {
-        if (p[i] == '/') {
-            i++;
-            continue;
-        }
-        size_t j = i;
-        while (j < len && p[j] != '/') {
-            j++;
-        }
-        size_t n = j - i;
+    while ((n = next_elem(p, len, &pos, &i)) > 0) {
         if (n == 1 && p[i] == '.') {
             /* skip */
         } else if (n == 2 && p[i] == '.' && p[i + 1] == '.') {
@@ -161,7 +166,6 @@ char *v2store_clean_path(struct keel_arena *a, const char *p, size_t len)
             memcpy(out + w, p + i, n);
             w += n;
         }
-        i = j;
     }
     out[w] = '\0';
     return out;
@@ -378,19 +382,11 @@ static struct v2node *load_node(struct v2store *v, const char *path,
                                 size_t len)
 {
     struct v2node *cur = v->root;
-    size_t i = 0;
-    while (i < len) {
-        if (path[i] == '/') {
-            i++;
-            continue;
-        }
-        size_t j = i;
-        while (j < len && path[j] != '/') {
-            j++;
-        }
-        struct v2node *k = kid_get(cur, path + i, j - i);
+    size_t pos = 0, i, n;
+    while ((n = next_elem(path, len, &pos, &i)) > 0) {
+        struct v2node *k = kid_get(cur, path + i, n);
         if (k == NULL) {
-            k = node_new(cur, path + i, j - i, true);
+            k = node_new(cur, path + i, n, true);
             if (k == NULL || kid_add(v, cur, k) != 0) {
                 if (k != NULL) {
                     node_free_tree(k);
@@ -399,7 +395,6 @@ static struct v2node *load_node(struct v2store *v, const char *path,
             }
         }
         cur = k;
-        i = j;
     }
     return cur;
 }
@@ -666,14 +661,9 @@ static Keelpb__V2Event *event_new(struct op *o, const char *action,
 static struct v2node *lookup(struct op *o, const char *path)
 {
     struct v2node *cur = o->v->root;
-    const char *p = path;
-    while (*p != '\0') {
-        if (*p == '/') {
-            p++;
-            continue;
-        }
-        const char *e = strchr(p, '/');
-        size_t len = e != NULL ? (size_t)(e - p) : strlen(p);
+    size_t plen = strlen(path), pos = 0, i, len;
+    while ((len = next_elem(path, plen, &pos, &i)) > 0) {
+        const char *p = path + i;
         if (!cur->dir) {
             verr(o, V2_ECODE_NOT_DIR, cur->path, o->v->index);
             return NULL;
@@ -693,7 +683,6 @@ static struct v2node *lookup(struct op *o, const char *path)
             return NULL;
         }
         cur = k;
-        p += len;
     }
     return cur;
 }
@@ -703,24 +692,16 @@ static struct v2node *lookup(struct op *o, const char *path)
 static struct v2node *walk_dirs(struct op *o, const char *path, size_t len)
 {
     struct v2node *cur = o->v->root;
-    size_t i = 0;
-    while (i < len) {
-        if (path[i] == '/') {
-            i++;
-            continue;
-        }
-        size_t j = i;
-        while (j < len && path[j] != '/') {
-            j++;
-        }
-        struct v2node *k = kid_get(cur, path + i, j - i);
+    size_t pos = 0, i, n;
+    while ((n = next_elem(path, len, &pos, &i)) > 0) {
+        struct v2node *k = kid_get(cur, path + i, n);
         if (k != NULL) {
             if (!k->dir) {
                 verr(o, V2_ECODE_NOT_DIR, k->path, o->v->index);
                 return NULL;
             }
         } else {
-            k = node_new(cur, path + i, j - i, true);
+            k = node_new(cur, path + i, n, true);
             if (k == NULL) {
                 o->rv = KEEL_ENOMEM;
                 return NULL;
@@ -735,7 +716,6 @@ static struct v2node *walk_dirs(struct op *o, const char *path, size_t len)
             }
         }
         cur = k;
-        i = j;
     }
     return cur;
 }
