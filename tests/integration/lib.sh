@@ -41,10 +41,28 @@ kt_cleanup() {
 }
 trap kt_cleanup EXIT INT TERM
 
-# A free TCP port on 127.0.0.1 (bound then released: racy only against
-# processes outside the test, which loopback tests accept).
+# A free TCP port on 127.0.0.1 (bound then released: racy only against a
+# process that picks the same port between the check and our bind).
 kt_free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+    # Picked at random below the kernel's ephemeral range, not by binding
+    # port 0: a port from that range can be taken, before our server binds
+    # it, by the source port of any outgoing connection (etcdctl, curl,
+    # peers) of the tests running beside this one.
+    python3 -c 'import random, socket
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+for _ in range(1000):
+    p = random.randrange(10000, low)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(p)
+    break
+else:
+    raise SystemExit("kt_free_port: no free port")'
 }
 
 # kt_dead_port: sets KT_DEAD_PORT to a loopback port that refuses every
