@@ -42,9 +42,11 @@ run_against() {
     local name=$1 bin=$2
     kt_start "$name" "$bin"
     local ep_var="${name}_CLIENT" h="$KT_TMP/$name.history"
+    local wrc=0
     "$LINWORK" --endpoints "${!ep_var}" --output "$h" --duration "$SECS" \
-        --clients 8 --keys 4 2>"$KT_TMP/$name.linwork"
+        --clients 8 --keys 4 2>"$KT_TMP/$name.linwork" || wrc=$?
     cat "$KT_TMP/$name.linwork"
+    kt_check "$name: keel-linwork exit status" 0 "$wrc"
     local n
     n=$(wc -l <"$h")
     [ "$n" -gt 100 ] || { echo "FAIL: only $n ops recorded on $name" >&2; exit 1; }
